@@ -1,0 +1,30 @@
+// The `parallel` section of a recipe: sizes of every parallel dimension and how DP behaves.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace moefold {
+
+struct ParallelConfig {
+  int tensor_model_parallel_size = 1;    // TP (attention side)
+  int context_parallel_size = 1;         // CP
+  int pipeline_model_parallel_size = 1;  // PP
+  int virtual_pipeline_model_parallel_size = 0;  // 0 = plain 1F1B
+  int expert_model_parallel_size = 1;    // EP (expert side)
+  int expert_tensor_parallel_size = 0;   // ETP; 0 = same as TP
+  bool sequence_parallel = false;
+  std::string order = "tp-cp-ep-dp-pp";  // first axis fastest, as Megatron-Core's RankGenerator
+  bool use_distributed_optimizer = false;
+  bool overlap_grad_reduce = false;
+  bool overlap_param_gather = false;
+  int64_t ddp_bucket_size = 40000000;    // elements per gradient bucket
+  int moe_a2a_overlap_chunks = 1;
+
+  int expert_tensor_parallel() const {
+    return expert_tensor_parallel_size > 0 ? expert_tensor_parallel_size
+                                           : tensor_model_parallel_size;
+  }
+};
+
+}  // namespace moefold

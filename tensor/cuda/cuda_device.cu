@@ -1,0 +1,38 @@
+#include "tensor/cuda/cuda_device.h"
+
+#include <cuda_runtime.h>
+
+#include "absl/strings/str_format.h"
+
+namespace moefold::cuda {
+
+int device_count() {
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess) {
+    cudaGetLastError();  // clear the sticky "no driver" error
+    return 0;
+  }
+  return count;
+}
+
+absl::Status set_device(int device) {
+  const cudaError_t err = cudaSetDevice(device);
+  if (err != cudaSuccess) {
+    return absl::InternalError(
+        absl::StrFormat("cudaSetDevice(%d) failed: %s", device, cudaGetErrorString(err)));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> describe_device(int device) {
+  cudaDeviceProp prop{};
+  const cudaError_t err = cudaGetDeviceProperties(&prop, device);
+  if (err != cudaSuccess) {
+    return absl::InternalError(absl::StrFormat("cudaGetDeviceProperties(%d) failed: %s", device,
+                                               cudaGetErrorString(err)));
+  }
+  return absl::StrFormat("%s, %.1f GiB, sm_%d%d", prop.name,
+                         prop.totalGlobalMem / double(1 << 30), prop.major, prop.minor);
+}
+
+}  // namespace moefold::cuda

@@ -1,0 +1,50 @@
+// The `training`, `checkpoint` and `logging` sections of a recipe, and the whole recipe.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "data/data_config.h"
+#include "model/model_config.h"
+#include "optim/optim_config.h"
+#include "parallel/parallel_config.h"
+
+namespace moefold {
+
+struct TrainingConfig {
+  int micro_batch_size = 1;
+  int global_batch_size = 0;   // 0 = micro_batch_size × data-parallel size
+  int train_iters = 100;
+  int eval_interval = 0;       // 0 = no evaluation during training
+  int eval_iters = 10;
+  uint64_t seed = 1234;
+  int blas_threads = 1;        // BLAS threads per rank
+  double peak_flops = 0;       // per rank, for MFU; 0 = measure sgemm at start-up
+};
+
+struct CheckpointConfig {
+  std::string save;            // directory; empty = never save
+  int save_interval = 0;
+  int keep_last = 0;           // 0 = keep all
+  std::string load;            // directory to resume from; empty = start fresh
+};
+
+struct LoggingConfig {
+  int log_interval = 1;
+  std::string metrics_path;    // JSONL; empty = <run_dir>/metrics.jsonl
+  std::string run_dir = "runs/default";
+  bool all_ranks = false;      // every rank prints, not only rank 0
+};
+
+struct Recipe {
+  std::string source;          // file the recipe came from, for messages
+  ModelConfig model;           // `model` and `moe` sections
+  ParallelConfig parallel;
+  TrainingConfig training;
+  OptimizerConfig optimizer;
+  DataConfig data;
+  CheckpointConfig checkpoint;
+  LoggingConfig logging;
+};
+
+}  // namespace moefold
