@@ -8,7 +8,6 @@ build="${MOEFOLD_BUILD_DIR:-$root/build}"
 jobs="${MOEFOLD_BUILD_JOBS:-$(nproc)}"
 exec 9>"${TMPDIR:-/tmp}/moefold-build.lock"
 flock 9
-if [ ! -f "$build/CMakeCache.txt" ]; then
-  cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo ${MOEFOLD_CMAKE_ARGS:-}
-fi
+# Configure every time (a few seconds) so that newly added files and targets are known.
+cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo ${MOEFOLD_CMAKE_ARGS:-} >/dev/null
 cmake --build "$build" -j "$jobs" "$@"
