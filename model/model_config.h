@@ -15,6 +15,9 @@ struct MoeConfig {
   int num_experts = 0;                 // E; 0 = no MoE layers
   int moe_ffn_hidden_size = 0;         // F
   int moe_router_topk = 2;             // k
+  // moe_layer_freq n > 0: layer l is MoE iff l % n == 0; 0: the recipe gave an explicit 0/1
+  // list, kept in moe_layer_pattern. The recipe loader expands n into moe_layer_pattern.
+  int moe_layer_freq = 1;
   std::vector<int> moe_layer_pattern;  // per layer 1 = MoE, derived from moe_layer_freq
   RouterScoreFunction moe_router_score_function = RouterScoreFunction::kSoftmax;
   bool moe_router_pre_softmax = false;

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 
 #include "data/data_config.h"
@@ -38,6 +39,8 @@ struct LoggingConfig {
 
 struct Recipe {
   std::string source;          // file the recipe came from, for messages
+  // key path ("moe.moe_router_topk") -> where it was set: "file:line" or "--set key=value"
+  std::map<std::string, std::string> key_locations;
   ModelConfig model;           // `model` and `moe` sections
   ParallelConfig parallel;
   TrainingConfig training;
