@@ -19,6 +19,7 @@ find_package(GTest REQUIRED)
 find_package(benchmark REQUIRED)
 find_package(ICU REQUIRED COMPONENTS uc i18n)
 find_package(Threads REQUIRED)
+find_package(nlohmann_json 3 REQUIRED)
 
 # OpenBLAS's Debian config package sets variables, not a target.
 add_library(moefold_blas INTERFACE)

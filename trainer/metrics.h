@@ -1,0 +1,61 @@
+// Training metrics: one JSONL record per iteration (and per evaluation) for scaling studies and
+// plots, and a console progress line every log_interval iterations.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <fstream>
+#include <string>
+#include <vector>
+
+namespace moefold {
+
+struct MoeLoadSummary {
+  int layer = 0;
+  std::vector<int64_t> tokens_per_expert;  // [E] over the whole global batch
+  double dropped_fraction = 0;              // of routed assignments, over the global batch
+  float bias_min = 0, bias_max = 0;         // expert-bias range (0, 0 when disabled)
+
+  double min_load() const;
+  double mean_load() const;
+  double max_load() const;
+  double imbalance() const;  // max / mean
+};
+
+struct IterationMetrics {
+  int iteration = 0;            // 1-based: the number of optimizer steps taken
+  int train_iters = 0;
+  double lm_loss = 0, aux_loss = 0, z_loss = 0;
+  double grad_norm = 0, lr = 0;
+  int64_t tokens = 0;           // tokens of the global batch
+  double step_seconds = 0;
+  double model_flops = 0;       // model FLOPs of the global batch (forward + backward)
+  double peak_flops = 0;        // summed over all ranks
+  int64_t peak_memory_bytes = 0;  // this rank's tensor high-water mark
+  std::vector<MoeLoadSummary> moe;
+
+  double tokens_per_second() const { return step_seconds > 0 ? tokens / step_seconds : 0; }
+  double tflops() const { return step_seconds > 0 ? model_flops / step_seconds / 1e12 : 0; }
+  double mfu() const { return peak_flops > 0 ? model_flops / step_seconds / peak_flops : 0; }
+};
+
+class MetricsLogger {
+ public:
+  // `enabled` is false on ranks that neither write nor print (all but rank 0 by default).
+  MetricsLogger(const std::string& jsonl_path, bool enabled, int log_interval);
+
+  void log_iteration(const IterationMetrics& m);
+  void log_evaluation(int iteration, double loss, int64_t tokens);
+  void print(const std::string& line);
+
+ private:
+  bool enabled_;
+  int log_interval_;
+  std::ofstream out_;
+  std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
+};
+
+// "[  12/150]   8% |##----------| lm 7.123 aux 0.0120 gnorm 1.23 lr 3.0e-04 | 5123 tok/s ..."
+std::string format_progress_line(const IterationMetrics& m, double elapsed_seconds);
+
+}  // namespace moefold
