@@ -9,9 +9,10 @@ namespace moefold::cpu {
 // For each chunk of `chunk_rows` rows of h: logits (chunk,V) = h wᵀ; CE = −log softmax[label];
 // *loss_sum_out = Σ_n CE[n]·mask[n] (set, not added). When grad_scale != 0 and dh, dw are
 // non-null: dlogits = (softmax − onehot(label))·mask·grad_scale, dh (N,H) = dlogits w
-// (overwritten) and dw (V,H) += dlogitsᵀ h (accumulates). grad_scale == 0 or dh == dw == null:
-// forward only (evaluation). mask (N) may be null (all ones); rows with mask 0 add no loss and
-// no gradient and their label is not read. Labels of other rows must be in [0,V) (checked).
+// (overwritten) and dw (V,H) += dlogitsᵀ h (accumulates); either may be null to skip it.
+// grad_scale == 0 or dh == dw == null: forward only (evaluation), dh and dw untouched.
+// mask (N) may be null (all ones); rows with mask 0 add no loss and no gradient and their label
+// is not read. Labels of other rows must be in [0,V) (checked).
 // The chunk buffer is a Tensor, so it shows in MemoryStats.
 void cross_entropy_forward_backward(const float* h_NH, const float* w_VH, const int32_t* labels_N,
                                     const float* mask_N, float grad_scale, double* loss_sum_out,
