@@ -1,0 +1,92 @@
+#include "model/attention.h"
+
+#include <cmath>
+#include <string>
+
+#include "model/scratch.h"
+#include "tensor/check.h"
+#include "tensor/cpu/attention.h"
+#include "tensor/cpu/gemm.h"
+#include "tensor/cpu/rope.h"
+
+namespace moefold {
+
+Attention::Attention(const ModelConfig& config, const ParallelContext& ctx, int layer,
+                     ParameterRegistry& registry)
+    : ctx_(ctx),
+      hidden_(config.hidden_size),
+      heads_(config.num_attention_heads),
+      kv_heads_(config.kv_heads()),
+      head_dim_(config.head_dim()),
+      rotary_base_(config.rotary_base) {
+  MOEFOLD_CHECK(heads_ % kv_heads_ == 0 && head_dim_ % 2 == 0);
+  const std::string prefix = "layers/" + std::to_string(layer) + "/attn/";
+  const float std = config.init_method_std;
+  const float out_std = std / std::sqrt(2.0f * config.num_layers);
+  wq_ = registry.add_weight(TensorLayout::replicated(prefix + "wq", {heads_ * head_dim_, hidden_}),
+                            std);
+  wk_ = registry.add_weight(
+      TensorLayout::replicated(prefix + "wk", {kv_heads_ * head_dim_, hidden_}), std);
+  wv_ = registry.add_weight(
+      TensorLayout::replicated(prefix + "wv", {kv_heads_ * head_dim_, hidden_}), std);
+  wo_ = registry.add_weight(TensorLayout::replicated(prefix + "wo", {hidden_, heads_ * head_dim_}),
+                            out_std);
+}
+
+void Attention::forward(const Tensor& a_NH, const int32_t* positions_N, int64_t batch,
+                        int64_t seq, Tensor& y_NH, bool accumulate, AttentionStash& st) const {
+  const int64_t N = batch * seq, Q = heads_ * head_dim_, KV = kv_heads_ * head_dim_;
+  MOEFOLD_CHECK(a_NH.numel() == N * hidden_ && y_NH.numel() == N * hidden_);
+  st.batch = batch;
+  st.seq = seq;
+  st.a = a_NH;
+  ensure_shape(st.q, {N, Q});
+  ensure_shape(st.k, {N, KV});
+  ensure_shape(st.v, {N, KV});
+  ensure_shape(st.o, {N, Q});
+  ensure_shape(st.lse, {batch, heads_, seq});
+  const float* a = a_NH.data();
+  cpu::linear_forward(a, wq_->value.data(), st.q.data(), N, hidden_, Q);
+  cpu::linear_forward(a, wk_->value.data(), st.k.data(), N, hidden_, KV);
+  cpu::linear_forward(a, wv_->value.data(), st.v.data(), N, hidden_, KV);
+  cpu::rope_forward(st.q.data(), st.q.data(), positions_N, N, heads_, head_dim_, rotary_base_);
+  cpu::rope_forward(st.k.data(), st.k.data(), positions_N, N, kv_heads_, head_dim_, rotary_base_);
+  cpu::attention_forward(st.q.data(), st.k.data(), st.v.data(), st.o.data(), st.lse.data(),
+                         positions_N, positions_N, batch, seq, seq, heads_, kv_heads_, head_dim_);
+  cpu::gemm(false, true, N, hidden_, Q, 1.0f, st.o.data(), Q, wo_->value.data(), Q,
+            accumulate ? 1.0f : 0.0f, y_NH.data(), hidden_);
+}
+
+void Attention::backward_dx(const Tensor& dy_NH, const int32_t* positions_N, Tensor& da_NH,
+                            AttentionStash& st) const {
+  const int64_t B = st.batch, S = st.seq, N = B * S;
+  const int64_t Q = heads_ * head_dim_, KV = kv_heads_ * head_dim_;
+  MOEFOLD_CHECK(dy_NH.numel() == N * hidden_ && da_NH.numel() == N * hidden_);
+  st.dy = dy_NH;
+  ensure_shape(st.d_o, {N, Q});
+  ensure_shape(st.dq, {N, Q}).zero();
+  ensure_shape(st.dk, {N, KV}).zero();
+  ensure_shape(st.dv, {N, KV}).zero();
+  cpu::linear_backward_dx(dy_NH.data(), wo_->value.data(), st.d_o.data(), N, Q, hidden_, false);
+  cpu::attention_backward(st.d_o.data(), st.q.data(), st.k.data(), st.v.data(), st.o.data(),
+                          st.lse.data(), st.dq.data(), st.dk.data(), st.dv.data(), positions_N,
+                          positions_N, B, S, S, heads_, kv_heads_, head_dim_);
+  cpu::rope_backward(st.dq.data(), st.dq.data(), positions_N, N, heads_, head_dim_, rotary_base_);
+  cpu::rope_backward(st.dk.data(), st.dk.data(), positions_N, N, kv_heads_, head_dim_,
+                     rotary_base_);
+  float* da = da_NH.data();
+  cpu::linear_backward_dx(st.dq.data(), wq_->value.data(), da, N, hidden_, Q, false);
+  cpu::linear_backward_dx(st.dk.data(), wk_->value.data(), da, N, hidden_, KV, true);
+  cpu::linear_backward_dx(st.dv.data(), wv_->value.data(), da, N, hidden_, KV, true);
+}
+
+void Attention::backward_dw(AttentionStash& st) const {
+  const int64_t N = st.batch * st.seq, Q = heads_ * head_dim_, KV = kv_heads_ * head_dim_;
+  const float* a = st.a.data();
+  cpu::linear_backward_dw(st.dy.data(), st.o.data(), wo_->grad.data(), N, Q, hidden_);
+  cpu::linear_backward_dw(st.dq.data(), a, wq_->grad.data(), N, hidden_, Q);
+  cpu::linear_backward_dw(st.dk.data(), a, wk_->grad.data(), N, hidden_, KV);
+  cpu::linear_backward_dw(st.dv.data(), a, wv_->grad.data(), N, hidden_, KV);
+}
+
+}  // namespace moefold

@@ -1,0 +1,60 @@
+#include "model/mlp.h"
+
+#include <cmath>
+
+#include "model/scratch.h"
+#include "tensor/check.h"
+#include "tensor/cpu/gemm.h"
+#include "tensor/cpu/swiglu.h"
+
+namespace moefold {
+
+Mlp::Mlp(const ModelConfig& config, const ParallelContext& ctx, const std::string& prefix,
+         int ffn, ParameterRegistry& registry)
+    : ctx_(ctx), hidden_(config.hidden_size), ffn_(ffn) {
+  const float std = config.init_method_std;
+  const float out_std = std / std::sqrt(2.0f * config.num_layers);
+  w_gate_ = registry.add_weight(TensorLayout::replicated(prefix + "w_gate", {ffn_, hidden_}), std);
+  w_up_ = registry.add_weight(TensorLayout::replicated(prefix + "w_up", {ffn_, hidden_}), std);
+  w_down_ =
+      registry.add_weight(TensorLayout::replicated(prefix + "w_down", {hidden_, ffn_}), out_std);
+}
+
+void Mlp::forward(const Tensor& x_NH, Tensor& y_NH, bool accumulate, MlpStash& st) const {
+  const int64_t N = x_NH.numel() / hidden_;
+  MOEFOLD_CHECK(y_NH.numel() == N * hidden_);
+  st.x = x_NH;
+  ensure_shape(st.gate, {N, ffn_});
+  ensure_shape(st.up, {N, ffn_});
+  ensure_shape(st.act, {N, ffn_});
+  cpu::linear_forward(x_NH.data(), w_gate_->value.data(), st.gate.data(), N, hidden_, ffn_);
+  cpu::linear_forward(x_NH.data(), w_up_->value.data(), st.up.data(), N, hidden_, ffn_);
+  cpu::swiglu_forward(st.gate.data(), st.up.data(), st.act.data(), N * ffn_);
+  cpu::gemm(false, true, N, hidden_, ffn_, 1.0f, st.act.data(), ffn_, w_down_->value.data(), ffn_,
+            accumulate ? 1.0f : 0.0f, y_NH.data(), hidden_);
+}
+
+void Mlp::backward_dx(const Tensor& dy_NH, Tensor& dx_NH, bool accumulate, MlpStash& st) const {
+  const int64_t N = st.x.numel() / hidden_;
+  MOEFOLD_CHECK(dy_NH.numel() == N * hidden_ && dx_NH.numel() == N * hidden_);
+  st.dy = dy_NH;
+  ensure_shape(st.dact, {N, ffn_});
+  cpu::linear_backward_dx(dy_NH.data(), w_down_->value.data(), st.dact.data(), N, ffn_, hidden_,
+                          false);
+  // gate and up are not needed after this: their gradients overwrite them.
+  cpu::swiglu_backward(st.dact.data(), st.gate.data(), st.up.data(), st.gate.data(),
+                       st.up.data(), N * ffn_);
+  cpu::linear_backward_dx(st.gate.data(), w_gate_->value.data(), dx_NH.data(), N, hidden_, ffn_,
+                          accumulate);
+  cpu::linear_backward_dx(st.up.data(), w_up_->value.data(), dx_NH.data(), N, hidden_, ffn_,
+                          true);
+}
+
+void Mlp::backward_dw(MlpStash& st) const {
+  const int64_t N = st.x.numel() / hidden_;
+  cpu::linear_backward_dw(st.dy.data(), st.act.data(), w_down_->grad.data(), N, ffn_, hidden_);
+  cpu::linear_backward_dw(st.gate.data(), st.x.data(), w_gate_->grad.data(), N, hidden_, ffn_);
+  cpu::linear_backward_dw(st.up.data(), st.x.data(), w_up_->grad.data(), N, hidden_, ffn_);
+}
+
+}  // namespace moefold

@@ -1,0 +1,135 @@
+#include "model/model.h"
+
+#include "model/scratch.h"
+#include "tensor/check.h"
+#include "tensor/cpu/rmsnorm.h"
+
+namespace moefold {
+
+// Registration order, which is the order of parameters(): embed, each layer (attn_norm,
+// attn/{wq,wk,wv,wo}, ffn_norm, mlp/* or moe/{router,experts/*,shared/*}), final_norm, lm_head.
+Model::Model(const ModelConfig& config, const ParallelContext& ctx) : config_(config), ctx_(ctx) {
+  MOEFOLD_CHECK(config_.hidden_size % config_.num_attention_heads == 0);
+  embedding_ = std::make_unique<Embedding>(config_, ctx_, registry_);
+  for (int l = 0; l < config_.num_layers; ++l) {
+    layers_.push_back(std::make_unique<TransformerLayer>(config_, ctx_, l, registry_));
+  }
+  final_norm_ = registry_.add_norm(TensorLayout::replicated("final_norm", {config_.hidden_size}));
+  Parameter* tied = config_.untie_embeddings_and_output_weights ? nullptr : embedding_->weight();
+  lm_head_ = std::make_unique<LmHead>(config_, ctx_, tied, registry_);
+}
+
+void Model::init_parameters(uint64_t seed) { registry_.init(seed); }
+
+std::vector<Parameter*> Model::parameters() {
+  std::vector<Parameter*> out;
+  for (const auto& p : registry_.parameters()) out.push_back(p.get());
+  return out;
+}
+
+std::vector<Buffer*> Model::buffers() {
+  std::vector<Buffer*> out;
+  for (const auto& b : registry_.buffers()) out.push_back(b.get());
+  return out;
+}
+
+std::vector<Tensor*> Model::expert_bias_buffers() {
+  std::vector<Tensor*> out;
+  for (const auto& layer : layers_) {
+    if (layer->is_moe() && layer->moe()->router().expert_bias() != nullptr) {
+      out.push_back(&layer->moe()->router().expert_bias()->value);
+    }
+  }
+  return out;
+}
+
+std::unique_ptr<ModelStash> Model::make_stash() const {
+  return std::make_unique<ModelStash>(config_.num_layers);
+}
+
+void Model::zero_grad() { registry_.zero_grad(); }
+
+MicroBatchStats Model::forward(const MicroBatch& batch, const LossScales& scales,
+                               ModelStash& stash) {
+  return run_forward(batch, &scales, stash);
+}
+
+MicroBatchStats Model::evaluate(const MicroBatch& batch) {
+  if (!eval_stash_) eval_stash_ = make_stash();
+  return run_forward(batch, nullptr, *eval_stash_);
+}
+
+MicroBatchStats Model::run_forward(const MicroBatch& batch, const LossScales* scales,
+                                   ModelStash& st) {
+  const int64_t B = batch.batch, S = batch.seq, N = B * S, H = config_.hidden_size;
+  const int L = config_.num_layers;
+  MOEFOLD_CHECK(B > 0 && S > 0 && static_cast<int64_t>(batch.tokens.size()) == N &&
+                static_cast<int64_t>(batch.labels.size()) == N &&
+                static_cast<int64_t>(batch.loss_mask.size()) == N);
+  MOEFOLD_CHECK(static_cast<int>(st.layers.size()) == L);
+  st.batch = B;
+  st.seq = S;
+  st.tokens = batch.tokens;
+  st.positions.resize(N);
+  for (int64_t t = 0; t < N; ++t) st.positions[t] = static_cast<int32_t>(t % S);
+  st.residual.resize(L + 1);
+  for (Tensor& r : st.residual) ensure_shape(r, {N, H});
+
+  embedding_->forward(st.tokens.data(), N, st.residual[0]);
+  const double aux_scale = scales ? scales->aux : 0.0;
+  for (int l = 0; l < L; ++l) {
+    layers_[l]->forward(st.residual[l], st.positions.data(), B, S, aux_scale, st.residual[l + 1],
+                        st.layers[l]);
+  }
+  ensure_shape(st.final_h, {N, H});
+  ensure_shape(st.final_rstd, {N});
+  cpu::rmsnorm_forward(st.residual[L].data(), final_norm_->value.data(), st.final_h.data(),
+                       st.final_rstd.data(), N, H, config_.norm_epsilon);
+  Tensor* d_final = nullptr;
+  if (scales) d_final = &ensure_shape(st.d_final_h, {N, H});
+  const float lm_scale = scales ? static_cast<float>(scales->lm) : 0.0f;
+
+  MicroBatchStats stats;
+  stats.lm_loss_sum = lm_head_->forward_backward(st.final_h, batch.labels.data(),
+                                                 batch.loss_mask.data(), lm_scale, d_final);
+  st.has_gradients = scales != nullptr;
+  for (float m : batch.loss_mask) stats.loss_mask_sum += m;
+  for (int l = 0; l < L; ++l) {
+    if (!layers_[l]->is_moe()) continue;
+    const RouterStash& router = st.layers[l].moe.router;
+    stats.aux_loss += router.aux_loss;
+    stats.z_loss += router.z_loss;
+    stats.moe.push_back({l, router.counts, router.dropped, N * config_.moe.moe_router_topk});
+  }
+  return stats;
+}
+
+void Model::backward(ModelStash& st) {
+  MOEFOLD_CHECK(st.has_gradients, "backward needs a forward with LossScales on this stash");
+  const int64_t N = st.batch * st.seq, H = config_.hidden_size;
+  const int L = config_.num_layers;
+  ensure_shape(st.dh, {N, H});
+  cpu::rmsnorm_backward(st.d_final_h.data(), st.residual[L].data(), final_norm_->value.data(),
+                        st.final_rstd.data(), st.dh.data(), final_norm_->grad.data(), N, H,
+                        false);
+  for (int l = L - 1; l >= 0; --l) layers_[l]->backward(st.dh, st.positions.data(), st.layers[l]);
+  embedding_->backward_dw(st.dh, st.tokens.data(), N);
+  st.has_gradients = false;
+}
+
+int64_t Model::active_parameter_count() const {
+  // Every layer's touched weights, the final norm and the output projection; the embedding
+  // lookup does no multiply-adds and is not counted (the tied table counts once, as output).
+  int64_t n = config_.hidden_size + static_cast<int64_t>(config_.padded_vocab_size()) *
+                                        config_.hidden_size;
+  for (const auto& layer : layers_) n += layer->active_parameter_count();
+  return n;
+}
+
+int64_t Model::parameter_count() const {
+  int64_t n = 0;
+  for (const auto& p : registry_.parameters()) n += p->layout.global_numel();
+  return n;
+}
+
+}  // namespace moefold

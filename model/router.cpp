@@ -1,0 +1,288 @@
+#include "model/router.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <numeric>
+#include <string>
+
+#include "model/scratch.h"
+#include "tensor/check.h"
+#include "tensor/cpu/gemm.h"
+#include "tensor/cpu/router.h"
+
+namespace moefold {
+
+Router::Router(const ModelConfig& config, const ParallelContext& ctx, int layer,
+               ParameterRegistry& registry)
+    : ctx_(ctx),
+      moe_(config.moe),
+      hidden_(config.hidden_size),
+      experts_(config.moe.num_experts),
+      topk_(config.moe.moe_router_topk) {
+  MOEFOLD_CHECK(topk_ >= 1 && topk_ <= experts_);
+  const std::string prefix = "layers/" + std::to_string(layer) + "/moe/";
+  weight_ = registry.add_weight(TensorLayout::replicated(prefix + "router", {experts_, hidden_}),
+                                config.init_method_std);
+  if (moe_.moe_router_enable_expert_bias) {
+    MOEFOLD_CHECK(moe_.moe_router_score_function == RouterScoreFunction::kSigmoid,
+                  "expert bias needs sigmoid scores");
+    expert_bias_ = registry.add_buffer(
+        TensorLayout::replicated(prefix + "expert_bias", {experts_}), InitKind::kZeros);
+  }
+  if (moe_.moe_router_num_groups > 0) {
+    MOEFOLD_CHECK(experts_ % moe_.moe_router_num_groups == 0 && moe_.moe_router_group_topk > 0 &&
+                  moe_.moe_router_group_topk <= moe_.moe_router_num_groups &&
+                  topk_ % moe_.moe_router_group_topk == 0);
+  }
+}
+
+static float scaling_factor(const MoeConfig& moe) {
+  return moe.moe_router_topk_scaling_factor != 0.0f ? moe.moe_router_topk_scaling_factor : 1.0f;
+}
+
+void Router::forward(const Tensor& x_NH, int64_t batch, int64_t seq, RouterStash& st) const {
+  const int64_t N = batch * seq, E = experts_;
+  MOEFOLD_CHECK(x_NH.numel() == N * hidden_);
+  st.batch = batch;
+  st.seq = seq;
+  st.x = x_NH;
+  ensure_shape(st.logits, {N, E});
+  ensure_shape(st.probs, {N, E});
+  ensure_shape(st.gates, {N, topk_});
+  cpu::linear_forward(x_NH.data(), weight_->value.data(), st.logits.data(), N, hidden_, E);
+  if (moe_.moe_router_score_function == RouterScoreFunction::kSoftmax) {
+    cpu::softmax_rows_forward(st.logits.data(), st.probs.data(), N, E);
+  } else {
+    cpu::sigmoid_forward(st.logits.data(), st.probs.data(), N * E);
+  }
+  choose_experts(N, st);
+  compute_gates(N, st);
+  st.counts.assign(E, 0);
+  st.seq_counts.assign(batch * E, 0);
+  for (int64_t t = 0; t < N; ++t) {
+    for (int64_t j = 0; j < topk_; ++j) {
+      const int32_t e = st.idx[t * topk_ + j];
+      ++st.counts[e];
+      ++st.seq_counts[(t / seq) * E + e];
+    }
+  }
+  apply_capacity(N, st);
+  compute_losses(st);
+}
+
+// r = probs (+ expert bias); group-limited routing masks r outside the best groups; idx = topk(r).
+void Router::choose_experts(int64_t N, RouterStash& st) const {
+  const int64_t E = experts_;
+  const float* r = st.probs.data();
+  const bool biased = expert_bias_ != nullptr;
+  const int G = moe_.moe_router_num_groups;
+  if (biased || G > 0) {
+    float* sel = ensure_shape(st.select, {N, E}).data();
+    const float* probs = st.probs.data();
+    for (int64_t t = 0; t < N; ++t) {
+      for (int64_t e = 0; e < E; ++e) {
+        sel[t * E + e] = probs[t * E + e] + (biased ? expert_bias_->value.data()[e] : 0.0f);
+      }
+    }
+    if (G > 0) {
+      const int64_t group_size = E / G, per_group = topk_ / moe_.moe_router_group_topk;
+      const int64_t gk = moe_.moe_router_group_topk;
+      std::vector<int32_t> top_idx(N * G * per_group), group_idx(N * gk);
+      std::vector<float> top_val(N * G * per_group), group_score(N * G, 0.0f);
+      cpu::topk_rows(sel, N * G, group_size, per_group, top_idx.data(), top_val.data());
+      for (int64_t row = 0; row < N * G; ++row) {
+        for (int64_t i = 0; i < per_group; ++i) group_score[row] += top_val[row * per_group + i];
+      }
+      cpu::topk_rows(group_score.data(), N, G, gk, group_idx.data(), nullptr);
+      std::vector<uint8_t> chosen(G);
+      for (int64_t t = 0; t < N; ++t) {
+        std::fill(chosen.begin(), chosen.end(), 0);
+        for (int64_t i = 0; i < gk; ++i) chosen[group_idx[t * gk + i]] = 1;
+        for (int64_t e = 0; e < E; ++e) {
+          if (!chosen[e / group_size]) sel[t * E + e] = -std::numeric_limits<float>::infinity();
+        }
+      }
+    }
+    r = sel;
+  }
+  cpu::topk_rows(r, N, E, topk_, ensure_size(st.idx, N * topk_), nullptr);
+}
+
+void Router::compute_gates(int64_t N, RouterStash& st) const {
+  const int64_t E = experts_, k = topk_;
+  const float* z = st.logits.data();
+  const float* p = st.probs.data();
+  float* g = st.gates.data();
+  const bool softmax = moe_.moe_router_score_function == RouterScoreFunction::kSoftmax;
+  for (int64_t t = 0; t < N; ++t) {
+    const int32_t* idx = st.idx.data() + t * k;
+    float* gt = g + t * k;
+    if (softmax && !moe_.moe_router_pre_softmax) {
+      float mx = -std::numeric_limits<float>::infinity();
+      for (int64_t j = 0; j < k; ++j) mx = std::max(mx, z[t * E + idx[j]]);
+      float sum = 0.0f;
+      for (int64_t j = 0; j < k; ++j) sum += gt[j] = std::exp(z[t * E + idx[j]] - mx);
+      for (int64_t j = 0; j < k; ++j) gt[j] /= sum;
+    } else {
+      float sum = 0.0f;
+      for (int64_t j = 0; j < k; ++j) sum += gt[j] = p[t * E + idx[j]];
+      if (!softmax && k > 1) {
+        for (int64_t j = 0; j < k; ++j) gt[j] /= sum;
+      }
+    }
+    const float scale = scaling_factor(moe_);
+    for (int64_t j = 0; j < k; ++j) gt[j] *= scale;
+  }
+}
+
+// MODEL.md capacity: cap = ceil(N·k/E·cf) per expert over the whole micro-batch.
+void Router::apply_capacity(int64_t N, RouterStash& st) const {
+  const int64_t k = topk_, E = experts_;
+  st.keep.assign(N * k, 1);
+  st.dropped = 0;
+  const double cf = moe_.moe_expert_capacity_factor;
+  if (cf <= 0.0) return;
+  const int64_t cap = static_cast<int64_t>(std::ceil(static_cast<double>(N) * k / E * cf));
+  std::vector<std::vector<int32_t>> by_expert(E);  // assignments t·k+j in token order
+  for (int64_t a = 0; a < N * k; ++a) by_expert[st.idx[a]].push_back(static_cast<int32_t>(a));
+  const float* g = st.gates.data();
+  for (auto& list : by_expert) {
+    if (static_cast<int64_t>(list.size()) <= cap) continue;
+    if (moe_.moe_token_drop_policy == TokenDropPolicy::kProbs) {
+      // Highest gate first; equal gates keep token order (stable sort).
+      std::stable_sort(list.begin(), list.end(), [g](int32_t a, int32_t b) { return g[a] > g[b]; });
+    }
+    for (size_t i = cap; i < list.size(); ++i) st.keep[list[i]] = 0;
+    st.dropped += static_cast<int64_t>(list.size()) - cap;
+  }
+}
+
+// P[t,e]: softmax(z) for softmax scores, s / Σ_e s for sigmoid scores.
+static void balance_probs_row(bool softmax, const float* probs_E, int64_t E, float* out_E) {
+  float sum = 0.0f;
+  if (!softmax) {
+    for (int64_t e = 0; e < E; ++e) sum += probs_E[e];
+  }
+  for (int64_t e = 0; e < E; ++e) out_E[e] = softmax ? probs_E[e] : probs_E[e] / sum;
+}
+
+void Router::compute_losses(RouterStash& st) const {
+  const int64_t N = st.batch * st.seq, E = experts_, S = st.seq;
+  const bool softmax = moe_.moe_router_score_function == RouterScoreFunction::kSoftmax;
+  st.aux_loss = 0.0;
+  st.z_loss = 0.0;
+  const double coeff = moe_.moe_aux_loss_coeff;
+  const auto type = moe_.moe_router_load_balancing_type;
+  if (coeff != 0.0 && type != LoadBalancingType::kNone) {
+    const bool per_seq = type == LoadBalancingType::kSeqAuxLoss;
+    std::vector<double> prob_sum(per_seq ? st.batch * E : E, 0.0);
+    std::vector<float> row(E);
+    for (int64_t t = 0; t < N; ++t) {
+      balance_probs_row(softmax, st.probs.data() + t * E, E, row.data());
+      double* sum = prob_sum.data() + (per_seq ? (t / S) * E : 0);
+      for (int64_t e = 0; e < E; ++e) sum[e] += row[e];
+    }
+    const std::vector<int64_t>& counts = per_seq ? st.seq_counts : st.counts;
+    const double tokens = per_seq ? S : N;
+    double total = 0.0;
+    for (size_t i = 0; i < prob_sum.size(); ++i) total += prob_sum[i] * counts[i];
+    st.aux_loss = coeff * E / (topk_ * tokens * tokens) * total / (per_seq ? st.batch : 1);
+  }
+  if (moe_.moe_z_loss_coeff != 0.0f) {
+    cpu::logsumexp_rows(st.logits.data(), ensure_size(st.lse, N), N, E);
+    double sum = 0.0;
+    for (int64_t t = 0; t < N; ++t) sum += static_cast<double>(st.lse[t]) * st.lse[t];
+    st.z_loss = moe_.moe_z_loss_coeff * sum / N;
+  }
+}
+
+void Router::loss_gradients(double scale, RouterStash& st, float* dscore, float* dz) const {
+  const int64_t N = st.batch * st.seq, E = experts_, S = st.seq;
+  const bool softmax = moe_.moe_router_score_function == RouterScoreFunction::kSoftmax;
+  const double coeff = moe_.moe_aux_loss_coeff;
+  const auto type = moe_.moe_router_load_balancing_type;
+  if (coeff != 0.0 && type != LoadBalancingType::kNone) {
+    const bool per_seq = type == LoadBalancingType::kSeqAuxLoss;
+    const double tokens = per_seq ? S : N;
+    const double w = scale * coeff * E / (topk_ * tokens * tokens) / (per_seq ? st.batch : 1);
+    std::vector<float> row(E);
+    for (int64_t t = 0; t < N; ++t) {
+      const int64_t* c = (per_seq ? st.seq_counts.data() + (t / S) * E : st.counts.data());
+      const float* p = st.probs.data() + t * E;
+      float* ds = dscore + t * E;
+      if (softmax) {  // d/dP = d/d probs
+        for (int64_t e = 0; e < E; ++e) ds[e] += static_cast<float>(w * c[e]);
+        continue;
+      }
+      // P = s / Σ s:  d/ds_e = (dP_e − Σ_f dP_f P_f) / Σ s.
+      balance_probs_row(false, p, E, row.data());
+      double sum_s = 0.0, dot = 0.0;
+      for (int64_t e = 0; e < E; ++e) {
+        sum_s += p[e];
+        dot += w * c[e] * row[e];
+      }
+      for (int64_t e = 0; e < E; ++e) ds[e] += static_cast<float>((w * c[e] - dot) / sum_s);
+    }
+  }
+  if (moe_.moe_z_loss_coeff != 0.0f) {
+    const float* z = st.logits.data();
+    for (int64_t t = 0; t < N; ++t) {
+      const double w = scale * moe_.moe_z_loss_coeff * 2.0 * st.lse[t] / N;
+      for (int64_t e = 0; e < E; ++e) {
+        dz[t * E + e] += static_cast<float>(w * std::exp(z[t * E + e] - st.lse[t]));
+      }
+    }
+  }
+}
+
+void Router::backward_dx(const Tensor& dgates_NK, double aux_scale, Tensor& dx_NH,
+                         bool accumulate, RouterStash& st) const {
+  const int64_t N = st.batch * st.seq, E = experts_, k = topk_;
+  MOEFOLD_CHECK(dgates_NK.numel() == N * k && dx_NH.numel() == N * hidden_);
+  float* dz = ensure_shape(st.dlogits, {N, E}).data();
+  float* dscore = ensure_shape(st.select, {N, E}).data();  // d/d probs; select is free now
+  st.dlogits.zero();
+  st.select.zero();
+  const bool softmax = moe_.moe_router_score_function == RouterScoreFunction::kSoftmax;
+  const float sf = scaling_factor(moe_);
+  const float* dg = dgates_NK.data();
+  const float* g = st.gates.data();
+  const float* p = st.probs.data();
+  std::vector<float> dgi(k), gi(k);  // d/d unscaled gate, unscaled gate
+  for (int64_t t = 0; t < N; ++t) {
+    const int32_t* idx = st.idx.data() + t * k;
+    double dot = 0.0, sum_s = 0.0;
+    for (int64_t j = 0; j < k; ++j) {
+      dgi[j] = st.keep[t * k + j] ? dg[t * k + j] * sf : 0.0f;
+      gi[j] = g[t * k + j] / sf;
+      dot += static_cast<double>(dgi[j]) * gi[j];
+      sum_s += p[t * E + idx[j]];
+    }
+    for (int64_t j = 0; j < k; ++j) {
+      if (softmax && !moe_.moe_router_pre_softmax) {  // g = softmax(z[idx])
+        dz[t * E + idx[j]] += static_cast<float>(gi[j] * (dgi[j] - dot));
+      } else if (softmax || k == 1) {  // g = probs[idx]
+        dscore[t * E + idx[j]] += dgi[j];
+      } else {  // g = s[idx] / Σ s[idx]
+        dscore[t * E + idx[j]] += static_cast<float>((dgi[j] - dot) / sum_s);
+      }
+    }
+  }
+  loss_gradients(aux_scale, st, dscore, dz);
+  if (softmax) {
+    cpu::softmax_rows_backward(dscore, p, dscore, N, E);
+  } else {
+    cpu::sigmoid_backward(dscore, p, dscore, N * E);
+  }
+  for (int64_t i = 0; i < N * E; ++i) dz[i] += dscore[i];
+  cpu::linear_backward_dx(dz, weight_->value.data(), dx_NH.data(), N, hidden_, E, accumulate);
+}
+
+void Router::backward_dw(RouterStash& st) const {
+  const int64_t N = st.batch * st.seq;
+  cpu::linear_backward_dw(st.dlogits.data(), st.x.data(), weight_->grad.data(), N, hidden_,
+                          experts_);
+}
+
+}  // namespace moefold

@@ -1,0 +1,65 @@
+// The MoE router of MODEL.md: logits z = x Wrᵀ, scores, top-k choice (softmax post/pre, sigmoid
+// with expert bias, group-limited), gate weights (with scaling factor), capacity keep-mask, and
+// the balance (aux_loss / seq_aux_loss) and z losses with their exact gradients into z.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "model/model_config.h"
+#include "model/parameter.h"
+#include "parallel/context.h"
+#include "tensor/tensor.h"
+
+namespace moefold {
+
+struct RouterStash {
+  int64_t batch = 0, seq = 0;
+  Tensor x;                      // (N,H) input, shared with the caller
+  Tensor logits;                 // (N,E) z
+  Tensor probs;                  // (N,E) softmax(z) (softmax) or σ(z) (sigmoid)
+  Tensor select;                 // (N,E) scratch: scores used to choose experts
+  std::vector<int32_t> idx;      // (N,k) chosen experts, best first
+  Tensor gates;                  // (N,k) g, scaling factor applied
+  std::vector<uint8_t> keep;     // (N,k) 1 = kept after capacity (all 1 when dropless)
+  std::vector<float> lse;        // (N) logsumexp(z), for the z-loss
+  std::vector<int64_t> counts;   // (E) tokens choosing e in this micro-batch (before dropping)
+  std::vector<int64_t> seq_counts;  // (B,E) the same per sequence (seq_aux_loss)
+  int64_t dropped = 0;           // assignments dropped by capacity
+  double aux_loss = 0;           // balance loss, coeff applied
+  double z_loss = 0;             // z-loss, coeff applied
+  Tensor dlogits;                // (N,E) d loss / d z, from backward_dx to backward_dw
+};
+
+class Router {
+ public:
+  Router(const ModelConfig& config, const ParallelContext& ctx, int layer,
+         ParameterRegistry& registry);
+
+  // Routes the N = B·S tokens of x (N,H): fills every forward field of the stash.
+  void forward(const Tensor& x_NH, int64_t batch, int64_t seq, RouterStash& stash) const;
+  // d loss / d z from dgates (N,k) (d loss / d g; entries of dropped assignments are ignored)
+  // plus aux_scale · (balance + z losses); then dx (N,H) = dz Wr, overwritten or added.
+  void backward_dx(const Tensor& dgates_NK, double aux_scale, Tensor& dx_NH, bool accumulate,
+                   RouterStash& stash) const;
+  void backward_dw(RouterStash& stash) const;  // dWr += dzᵀ x
+
+  Parameter* weight() const { return weight_; }
+  Buffer* expert_bias() const { return expert_bias_; }  // null unless enabled
+
+ private:
+  void choose_experts(int64_t N, RouterStash& st) const;
+  void compute_gates(int64_t N, RouterStash& st) const;
+  void apply_capacity(int64_t N, RouterStash& st) const;
+  void compute_losses(RouterStash& st) const;
+  // d (balance + z) / d z, times `scale`, added to dscore (d/d probs) and dz.
+  void loss_gradients(double scale, RouterStash& st, float* dscore_NE, float* dz_NE) const;
+
+  const ParallelContext& ctx_;
+  MoeConfig moe_;
+  int64_t hidden_, experts_, topk_;
+  Parameter* weight_;               // [E, H]
+  Buffer* expert_bias_ = nullptr;   // [E]
+};
+
+}  // namespace moefold
