@@ -9,7 +9,7 @@
 
 #include "model/embedding.h"
 #include "model/lm_head.h"
-#include "model/micro_batch.h"
+#include "data/micro_batch.h"
 #include "model/model_config.h"
 #include "model/parameter.h"
 #include "model/transformer_layer.h"
