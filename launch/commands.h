@@ -1,0 +1,12 @@
+// The moefold subcommands. Each takes the arguments after its name and returns the exit code;
+// errors reach the user as one line on stderr (from rank 0 only under mpirun).
+#pragma once
+
+namespace moefold {
+
+int run_layout_command(int argc, char** argv);
+int run_train_command(int argc, char** argv);
+int run_eval_command(int argc, char** argv);
+int run_preprocess_command(int argc, char** argv);
+
+}  // namespace moefold

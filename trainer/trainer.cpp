@@ -1,0 +1,373 @@
+#include "trainer/trainer.h"
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+
+#include "absl/strings/str_format.h"
+#include "data/dataset_builder.h"
+#include "data/preprocess.h"
+#include "optim/grad_clip.h"
+#include "optim/lr_schedule.h"
+#include "tensor/cpu/gemm.h"
+
+namespace moefold {
+namespace {
+
+// Layouts the model can compute today; the rest fail here, before any work, with the reason.
+absl::Status check_supported_layout(const ParallelConfig& p) {
+  const auto unsupported = [](const char* key, int value, const char* what) {
+    return absl::UnimplementedError(absl::StrFormat(
+        "parallel.%s: %d is not supported yet (%s); use 1", key, value, what));
+  };
+  if (p.tensor_model_parallel_size != 1)
+    return unsupported("tensor_model_parallel_size", p.tensor_model_parallel_size,
+                       "tensor parallelism");
+  if (p.context_parallel_size != 1)
+    return unsupported("context_parallel_size", p.context_parallel_size, "context parallelism");
+  if (p.pipeline_model_parallel_size != 1)
+    return unsupported("pipeline_model_parallel_size", p.pipeline_model_parallel_size,
+                       "pipeline parallelism");
+  if (p.expert_model_parallel_size != 1)
+    return unsupported("expert_model_parallel_size", p.expert_model_parallel_size,
+                       "expert parallelism");
+  if (p.expert_tensor_parallel() != 1)
+    return unsupported("expert_tensor_parallel_size", p.expert_tensor_parallel(),
+                       "expert tensor parallelism");
+  if (p.use_distributed_optimizer)
+    return absl::UnimplementedError(
+        "parallel.use_distributed_optimizer: not supported yet (distributed optimizer)");
+  return absl::OkStatus();
+}
+
+// `data.corpus: sotu` with no data_path: the State of the Union addresses fetched by
+// scripts/fetch_data.sh, tokenized once by rank 0 (GPT-2) and cached beside them.
+absl::Status resolve_corpus(DataConfig& data, const ParallelContext& ctx) {
+  if (data.corpus.empty() || !data.data_path.empty()) return absl::OkStatus();
+  if (data.corpus != "sotu") {
+    return absl::InvalidArgumentError("data.corpus: unknown corpus '" + data.corpus +
+                                      "' (known: sotu)");
+  }
+  const std::string dir = default_data_dir() + "/sotu";
+  const std::string prefix = dir + "/sotu_" + data.tokenizer_type + "_text_document";
+  absl::Status status;
+  if (ctx.world->rank() == 0 && !std::filesystem::exists(prefix + ".idx")) {
+    PreprocessOptions options;
+    options.inputs = {dir + "/sotu.jsonl"};
+    options.tokenizer_type = data.tokenizer_type;
+    options.vocab_file = data.vocab_file;
+    options.merge_file = data.merge_file;
+    options.output_prefix = prefix;
+    options.append_eod = true;
+    if (!std::filesystem::exists(options.inputs[0])) {
+      status = absl::NotFoundError(options.inputs[0] +
+                                   " is missing: run scripts/fetch_data.sh to fetch the corpus");
+    } else {
+      status = run_preprocess(options);
+    }
+  }
+  int failed = status.ok() ? 0 : 1;  // every rank learns whether rank 0 succeeded
+  ctx.world->all_reduce(std::span<int>(&failed, 1), ReduceOp::kMax);
+  if (!status.ok()) return status;
+  if (failed) return absl::InternalError("rank 0 failed to prepare the sotu corpus");
+  data.data_path = {prefix};
+  return absl::OkStatus();
+}
+
+double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Trainer>> Trainer::create(const Recipe& recipe,
+                                                         const ParallelContext& ctx) {
+  if (absl::Status s = check_supported_layout(ctx.config); !s.ok()) return s;
+  std::unique_ptr<Trainer> trainer(new Trainer(recipe, ctx));
+  if (absl::Status s = trainer->setup(); !s.ok()) return s;
+  return trainer;
+}
+
+absl::Status Trainer::setup() {
+  const int world = ctx_.world->size();
+  const TrainingConfig& train = recipe_.training;
+  cpu::set_blas_threads(train.blas_threads);
+
+  auto tokenizer = make_tokenizer(recipe_.data.tokenizer_type, recipe_.data.vocab_file,
+                                  recipe_.data.merge_file);
+  if (!tokenizer.ok()) return tokenizer.status();
+  tokenizer_ = std::move(*tokenizer);
+  ModelConfig& model_config = recipe_.model;
+  if (model_config.vocab_size == 0) {
+    model_config.vocab_size = static_cast<int>(tokenizer_->vocab_size());
+  } else if (model_config.vocab_size < tokenizer_->vocab_size()) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s: model.vocab_size %d is smaller than the %s tokenizer's vocabulary %d",
+        recipe_.source, model_config.vocab_size, tokenizer_->name(), tokenizer_->vocab_size()));
+  }
+
+  const int dp = ctx_.dp->size();
+  const int64_t global_batch = train.global_batch_size > 0
+                                   ? train.global_batch_size
+                                   : int64_t{train.micro_batch_size} * dp;
+  recipe_.training.global_batch_size = static_cast<int>(global_batch);
+  const int64_t evals = train.eval_interval > 0 ? train.train_iters / train.eval_interval + 1 : 1;
+  GptDatasetsOptions data_options;
+  data_options.seq_length = model_config.seq_length;
+  data_options.seed = train.seed;
+  data_options.vocab_size = model_config.padded_vocab_size();
+  data_options.num_samples = {int64_t{train.train_iters} * global_batch,
+                              evals * train.eval_iters * global_batch, 0};
+  if (absl::Status s = resolve_corpus(recipe_.data, ctx_); !s.ok()) return s;
+  auto datasets = build_gpt_datasets(recipe_.data, data_options);
+  if (!datasets.ok()) return datasets.status();
+  valid_data_ = datasets->valid;
+  BatchIteratorOptions batch_options;
+  batch_options.global_batch_size = global_batch;
+  batch_options.micro_batch_size = train.micro_batch_size;
+  batch_options.data_parallel_rank = ctx_.coords.dp_rank;
+  batch_options.data_parallel_size = dp;
+  batch_options.eod_id = tokenizer_->eod_id();
+  batch_options.eod_mask_loss = recipe_.data.eod_mask_loss;
+  auto batches = BatchIterator::create(datasets->train, batch_options, 0);
+  if (!batches.ok()) return batches.status();
+  train_batches_ = std::make_unique<BatchIterator>(std::move(*batches));
+
+  model_ = std::make_unique<Model>(model_config, ctx_);
+  model_->init_parameters(train.seed);
+  for (Parameter* p : model_->parameters()) {
+    OptimTensor t{p->name(), p->value, p->grad, p->weight_decay};
+    (p->is_expert ? expert_tensors_ : dense_tensors_).push_back(t);
+  }
+  std::vector<OptimTensor> all = dense_tensors_;
+  all.insert(all.end(), expert_tensors_.begin(), expert_tensors_.end());
+  optimizer_ = std::make_unique<AdamW>(recipe_.optimizer, std::move(all));
+
+  const LoggingConfig& log = recipe_.logging;
+  const std::string metrics_path =
+      log.metrics_path.empty() ? log.run_dir + "/metrics.jsonl" : log.metrics_path;
+  if (ctx_.world->rank() == 0 && std::filesystem::exists(metrics_path)) {
+    std::filesystem::remove(metrics_path);  // a fresh run starts a fresh record
+  }
+  metrics_ = std::make_unique<MetricsLogger>(metrics_path, ctx_.world->rank() == 0 || log.all_ranks,
+                                             log.log_interval);
+  double per_rank = train.peak_flops;
+  if (per_rank <= 0) {
+    per_rank = cpu::measure_sgemm_gflops(512, 0.3) * 1e9 * std::max(1, train.blas_threads);
+    ctx_.world->all_reduce(std::span<double>(&per_rank, 1), ReduceOp::kMax);
+  }
+  peak_flops_ = per_rank * world;
+  metrics_->print(absl::StrFormat(
+      "moefold: %d rank(s), DP %d | %d layers, hidden %d, %d experts top-%d, vocab %d | "
+      "%.1fM parameters (%.1fM active per token) | global batch %d x %d tokens | "
+      "peak %.1f GFLOP/s per rank | metrics -> %s",
+      world, dp, model_config.num_layers, model_config.hidden_size, model_config.moe.num_experts,
+      model_config.moe.moe_router_topk, model_config.padded_vocab_size(),
+      model_->parameter_count() / 1e6, model_->active_parameter_count() / 1e6, global_batch,
+      model_config.seq_length, per_rank / 1e9, metrics_path));
+  return absl::OkStatus();
+}
+
+absl::Status Trainer::train() {
+  const TrainingConfig& train = recipe_.training;
+  for (int iteration = 0; iteration < train.train_iters; ++iteration) {
+    auto step = train_step(iteration);
+    if (!step.ok()) return step.status();
+    metrics_->log_iteration(*step);
+    const int done = iteration + 1;
+    if (train.eval_interval > 0 && (done % train.eval_interval == 0 || done == train.train_iters)) {
+      auto eval = evaluate(train.eval_iters);
+      if (!eval.ok()) return eval.status();
+      metrics_->log_evaluation(done, eval->loss, eval->tokens);
+    }
+  }
+  return absl::OkStatus();
+}
+
+// The step of DESIGN.md, top to bottom.
+absl::StatusOr<IterationMetrics> Trainer::train_step(int iteration) {
+  const auto start = std::chrono::steady_clock::now();
+  auto batches = train_batches_->next_global_batch();  // this rank's micro-batches
+  if (!batches.ok()) return batches.status();
+  const LossScales scales = loss_scales(*batches);
+
+  model_->zero_grad();
+  while (stashes_.size() < batches->size()) stashes_.push_back(model_->make_stash());
+  double lm_loss_sum = 0, aux_loss = 0, z_loss = 0;
+  std::vector<std::vector<int64_t>> expert_counts;
+  std::vector<int64_t> dropped, assignments;
+  for (size_t mb = 0; mb < batches->size(); ++mb) {  // forward then backward of each micro-batch
+    MicroBatchStats stats = model_->forward((*batches)[mb], scales, *stashes_[mb]);
+    model_->backward(*stashes_[mb]);
+    lm_loss_sum += stats.lm_loss_sum;
+    aux_loss += stats.aux_loss * scales.aux;
+    z_loss += stats.z_loss * scales.aux;
+    expert_counts.resize(stats.moe.size());
+    dropped.resize(stats.moe.size());
+    assignments.resize(stats.moe.size());
+    for (size_t l = 0; l < stats.moe.size(); ++l) {
+      expert_counts[l].resize(stats.moe[l].tokens_per_expert.size());
+      for (size_t e = 0; e < expert_counts[l].size(); ++e)
+        expert_counts[l][e] += stats.moe[l].tokens_per_expert[e];
+      dropped[l] += stats.moe[l].dropped;
+      assignments[l] += stats.moe[l].assignments;
+    }
+  }
+  reduce_gradients();  // data-parallel sums of the gradients
+
+  // Losses and expert counts of the whole global batch: one reduction for all of them.
+  std::vector<double> losses = {lm_loss_sum * scales.lm, aux_loss, z_loss};
+  ctx_.dp_cp->all_reduce(std::span<double>(losses));
+  std::vector<int64_t> counts;
+  for (size_t l = 0; l < expert_counts.size(); ++l) {
+    counts.insert(counts.end(), expert_counts[l].begin(), expert_counts[l].end());
+    counts.push_back(dropped[l]);
+    counts.push_back(assignments[l]);
+  }
+  ctx_.tp_cp_dp->all_reduce(std::span<int64_t>(counts));
+  size_t at = 0;
+  for (size_t l = 0; l < expert_counts.size(); ++l) {
+    for (int64_t& c : expert_counts[l]) c = counts[at++];
+    dropped[l] = counts[at++];
+    assignments[l] = counts[at++];
+  }
+  if (!std::isfinite(losses[0]) || !std::isfinite(losses[1]) || !std::isfinite(losses[2])) {
+    return absl::InternalError(absl::StrFormat(
+        "iteration %d: the loss is not finite (lm %g, aux %g, z %g); stopping before the "
+        "optimizer step so the parameters stay as they were",
+        iteration + 1, losses[0], losses[1], losses[2]));
+  }
+  update_expert_bias(expert_counts);
+
+  const double grad_norm = global_grad_norm();
+  if (!std::isfinite(grad_norm)) {
+    return absl::InternalError(absl::StrFormat(
+        "iteration %d: the gradient norm is not finite; stopping before the optimizer step",
+        iteration + 1));
+  }
+  std::vector<OptimTensor> all = dense_tensors_;
+  all.insert(all.end(), expert_tensors_.begin(), expert_tensors_.end());
+  clip_gradients(all, grad_norm, recipe_.optimizer.clip_grad);
+  const double lr = learning_rate(recipe_.optimizer, iteration, recipe_.training.train_iters);
+  optimizer_->step(lr);
+
+  IterationMetrics m;
+  m.iteration = iteration + 1;
+  m.train_iters = recipe_.training.train_iters;
+  m.lm_loss = losses[0];
+  m.aux_loss = losses[1];
+  m.z_loss = losses[2];
+  m.grad_norm = grad_norm;
+  m.lr = lr;
+  const int64_t sequences = recipe_.training.global_batch_size;
+  m.tokens = sequences * recipe_.model.seq_length;
+  m.model_flops = model_flops(sequences);
+  m.peak_flops = peak_flops_;
+  m.peak_memory_bytes = MemoryStats::peak_bytes();
+  std::vector<Tensor*> biases = model_->expert_bias_buffers();
+  int moe_index = 0;
+  for (int layer = 0; layer < recipe_.model.num_layers; ++layer) {
+    if (!recipe_.model.is_moe_layer(layer)) continue;
+    MoeLoadSummary s;
+    s.layer = layer;
+    s.tokens_per_expert = expert_counts[moe_index];
+    s.dropped_fraction =
+        assignments[moe_index] > 0 ? double(dropped[moe_index]) / assignments[moe_index] : 0;
+    if (moe_index < static_cast<int>(biases.size())) {
+      const std::vector<float> b = biases[moe_index]->to_vector();
+      s.bias_min = *std::min_element(b.begin(), b.end());
+      s.bias_max = *std::max_element(b.begin(), b.end());
+    }
+    m.moe.push_back(std::move(s));
+    ++moe_index;
+  }
+  m.step_seconds = seconds_since(start);
+  return m;
+}
+
+// MODEL.md "Global loss": the LM term is normalised by the loss-mask count of the whole global
+// batch (every micro-batch of every data-parallel rank), the MoE terms by the micro-batch count.
+LossScales Trainer::loss_scales(const std::vector<MicroBatch>& batches) const {
+  double mask_sum = 0;
+  for (const MicroBatch& b : batches)
+    for (float m : b.loss_mask) mask_sum += m;
+  ctx_.dp_cp->all_reduce(std::span<double>(&mask_sum, 1));
+  LossScales scales;
+  scales.lm = mask_sum > 0 ? 1.0 / mask_sum : 0.0;
+  scales.aux = 1.0 / (double(batches.size()) * ctx_.dp->size());
+  return scales;
+}
+
+// Dense gradients sum over DP×CP, expert gradients over expert-DP.
+void Trainer::reduce_gradients() {
+  for (const OptimTensor& t : dense_tensors_) {
+    ctx_.dp_cp->all_reduce(std::span<float>(t.grad.data(), t.grad.numel()));
+  }
+  for (const OptimTensor& t : expert_tensors_) {
+    ctx_.edp->all_reduce(std::span<float>(t.grad.data(), t.grad.numel()));
+  }
+}
+
+// MODEL.md "Aux-loss-free balancing": b_e += rate · sign(mean_e c − c_e), once per step.
+void Trainer::update_expert_bias(const std::vector<std::vector<int64_t>>& global_counts) {
+  std::vector<Tensor*> biases = model_->expert_bias_buffers();
+  const float rate = recipe_.model.moe.moe_router_bias_update_rate;
+  for (size_t l = 0; l < biases.size(); ++l) {
+    const std::vector<int64_t>& c = global_counts[l];
+    double mean = 0;
+    for (int64_t v : c) mean += double(v);
+    mean /= double(c.size());
+    float* b = biases[l]->data();
+    for (size_t e = 0; e < c.size(); ++e) {
+      const double diff = mean - double(c[e]);
+      b[e] += rate * static_cast<float>((diff > 0) - (diff < 0));
+    }
+  }
+}
+
+// Every parameter is replicated across the data-parallel ranks that just summed its gradient, so
+// the local sum counts each element exactly once.
+double Trainer::global_grad_norm() const {
+  return std::sqrt(grad_square_sum(dense_tensors_) + grad_square_sum(expert_tensors_));
+}
+
+// Forward + backward model FLOPs: 6 per active parameter per token, plus causal attention's
+// 12·L·S²·H/2 per sequence.
+double Trainer::model_flops(int64_t sequences) const {
+  const ModelConfig& c = recipe_.model;
+  const double tokens = double(sequences) * c.seq_length;
+  const double attention =
+      6.0 * c.num_layers * double(c.seq_length) * c.seq_length * c.hidden_size * sequences;
+  return 6.0 * double(model_->active_parameter_count()) * tokens + attention;
+}
+
+absl::StatusOr<EvalResult> Trainer::evaluate(int global_batches) {
+  EvalResult result;
+  if (valid_data_ == nullptr) return result;
+  BatchIteratorOptions options;
+  options.global_batch_size = recipe_.training.global_batch_size;
+  options.micro_batch_size = recipe_.training.micro_batch_size;
+  options.data_parallel_rank = ctx_.coords.dp_rank;
+  options.data_parallel_size = ctx_.dp->size();
+  options.eod_id = tokenizer_->eod_id();
+  options.eod_mask_loss = recipe_.data.eod_mask_loss;
+  auto iterator = BatchIterator::create(valid_data_, options, 0);
+  if (!iterator.ok()) return iterator.status();
+  std::vector<double> sums = {0, 0};  // Σ CE·mask, Σ mask
+  for (int i = 0; i < global_batches; ++i) {
+    if (iterator->consumed_samples() + options.global_batch_size > valid_data_->size()) break;
+    auto batches = iterator->next_global_batch();
+    if (!batches.ok()) return batches.status();
+    for (const MicroBatch& batch : *batches) {
+      const MicroBatchStats stats = model_->evaluate(batch);
+      sums[0] += stats.lm_loss_sum;
+      sums[1] += stats.loss_mask_sum;
+    }
+  }
+  ctx_.dp_cp->all_reduce(std::span<double>(sums));
+  result.loss = sums[1] > 0 ? sums[0] / sums[1] : 0;
+  result.tokens = static_cast<int64_t>(sums[1]);
+  return result;
+}
+
+}  // namespace moefold

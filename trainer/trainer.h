@@ -1,0 +1,62 @@
+// The trainer: builds the model, optimizer and data for a recipe on this rank's ParallelContext
+// and runs the training loop of DESIGN.md ("The step, top to bottom"), with evaluation and
+// metrics around the step, not inside it.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "data/batch_iterator.h"
+#include "data/tokenizer.h"
+#include "model/model.h"
+#include "optim/adamw.h"
+#include "parallel/context.h"
+#include "trainer/metrics.h"
+#include "trainer/train_config.h"
+
+namespace moefold {
+
+struct EvalResult {
+  double loss = 0;      // Σ CE·mask / Σ mask over every evaluated token of every rank
+  int64_t tokens = 0;   // tokens with loss_mask = 1
+};
+
+class Trainer {
+ public:
+  // Checks that the recipe's layout is one this build can train, opens the tokenizer and data,
+  // builds and initialises the model. Collective over ctx.world.
+  static absl::StatusOr<std::unique_ptr<Trainer>> create(const Recipe& recipe,
+                                                         const ParallelContext& ctx);
+
+  absl::Status train();                              // train_iters steps, evaluating as asked
+  absl::StatusOr<IterationMetrics> train_step(int iteration);  // one optimizer step (0-based)
+  absl::StatusOr<EvalResult> evaluate(int global_batches);     // on the validation split
+
+  Model& model() { return *model_; }
+  const Recipe& recipe() const { return recipe_; }
+
+ private:
+  Trainer(const Recipe& recipe, const ParallelContext& ctx) : recipe_(recipe), ctx_(ctx) {}
+  absl::Status setup();
+  LossScales loss_scales(const std::vector<MicroBatch>& batches) const;
+  void reduce_gradients();
+  void update_expert_bias(const std::vector<std::vector<int64_t>>& global_counts);
+  double global_grad_norm() const;
+  double model_flops(int64_t sequences) const;
+
+  Recipe recipe_;
+  ParallelContext ctx_;
+  std::unique_ptr<Tokenizer> tokenizer_;
+  std::unique_ptr<Model> model_;
+  std::unique_ptr<AdamW> optimizer_;
+  std::vector<OptimTensor> dense_tensors_, expert_tensors_;
+  std::unique_ptr<BatchIterator> train_batches_;
+  std::shared_ptr<const SampleDataset> valid_data_;
+  std::vector<std::unique_ptr<ModelStash>> stashes_;  // one per micro-batch in flight
+  std::unique_ptr<MetricsLogger> metrics_;
+  double peak_flops_ = 0;  // summed over all ranks
+};
+
+}  // namespace moefold
