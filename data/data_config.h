@@ -11,7 +11,7 @@ struct DataConfig {
   // (prefixes name PREFIX.bin / PREFIX.idx). Empty with `corpus: sotu` means the default corpus.
   std::vector<std::string> data_path;
   std::string split = "969,30,1";    // train,valid,test weights
-  std::string tokenizer_type = "gpt2";  // gpt2 | byte
+  std::string tokenizer_type = "gpt2";  // gpt2 | byte | null (pre-tokenized; vocab_size given)
   std::string vocab_file;            // GPT-2 encoder.json; empty = the installed default
   std::string merge_file;            // GPT-2 vocab.bpe; empty = the installed default
   std::string data_cache_path;       // where sample indices are cached; empty = beside the data

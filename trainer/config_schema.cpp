@@ -1,0 +1,560 @@
+// The recipe schema table and the typed key builders it is written with. Defaults are not
+// repeated here: they are the struct defaults of the *_config.h headers, read back via `show`.
+#include "trainer/config_schema.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <type_traits>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+
+namespace moefold {
+namespace {
+
+constexpr double kInf = std::numeric_limits<double>::infinity();
+constexpr double kMaxInt = std::numeric_limits<int>::max();
+
+std::string describe(const YAML::Node& value) {
+  if (!value.IsDefined() || value.IsNull()) return "nothing";
+  if (value.IsSequence()) return "a list";
+  if (value.IsMap()) return "a map";
+  return absl::StrCat("\"", value.Scalar(), "\"");
+}
+
+std::string format_number(double x) { return absl::StrCat(x); }
+
+std::string range_text(double lo, double hi) {
+  if (lo == -kInf && hi == kInf) return "";
+  if (hi == kInf || hi == kMaxInt) return absl::StrCat("≥ ", format_number(lo));
+  if (lo == -kInf) return absl::StrCat("≤ ", format_number(hi));
+  return absl::StrCat(format_number(lo), " … ", format_number(hi));
+}
+
+absl::Status out_of_range(const YAML::Node& value, double lo, double hi) {
+  return absl::InvalidArgumentError(
+      absl::StrCat(value.Scalar(), " is out of range (must be ", range_text(lo, hi), ")"));
+}
+
+absl::Status not_a_choice(const YAML::Node& value, const std::vector<std::string>& choices) {
+  std::string message =
+      absl::StrCat(describe(value), " is not one of ", absl::StrJoin(choices, ", "));
+  if (value.IsScalar()) {
+    const std::string close = closest_choice(value.Scalar(), choices);
+    if (!close.empty()) absl::StrAppend(&message, " (did you mean ", close, "?)");
+  }
+  return absl::InvalidArgumentError(message);
+}
+
+template <typename Field>
+using FieldType = std::remove_reference_t<std::invoke_result_t<Field, Recipe&>>;
+
+RecipeKey make_key(std::string path, std::string type, std::string range, std::string meaning) {
+  RecipeKey key;
+  key.path = std::move(path);
+  key.type = std::move(type);
+  key.range = std::move(range);
+  key.meaning = std::move(meaning);
+  return key;
+}
+
+// An int, int64, uint64 or float key with an inclusive range [lo, hi].
+template <typename Field>
+RecipeKey number_key(std::string path, Field field, double lo, double hi, std::string meaning) {
+  using T = FieldType<Field>;
+  static_assert(std::is_arithmetic_v<T> && !std::is_same_v<T, bool>);
+  constexpr bool kIntegral = std::is_integral_v<T>;
+  RecipeKey key = make_key(std::move(path), kIntegral ? "int" : "float", range_text(lo, hi),
+                           std::move(meaning));
+  key.assign = [field, lo, hi](const YAML::Node& value, Recipe& recipe) -> absl::Status {
+    const std::string text = value.IsScalar() ? value.Scalar() : "";
+    if constexpr (kIntegral) {
+      int64_t parsed = 0;
+      uint64_t parsed_unsigned = 0;
+      const bool ok = std::is_unsigned_v<T> ? absl::SimpleAtoi(text, &parsed_unsigned)
+                                            : absl::SimpleAtoi(text, &parsed);
+      if (!value.IsScalar() || !ok) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "expected ", std::is_unsigned_v<T> ? "a non-negative integer" : "an integer", ", got ",
+            describe(value)));
+      }
+      if constexpr (std::is_unsigned_v<T>) {
+        field(recipe) = static_cast<T>(parsed_unsigned);
+      } else {
+        if (static_cast<double>(parsed) < lo || static_cast<double>(parsed) > hi ||
+            parsed < std::numeric_limits<T>::min() || parsed > std::numeric_limits<T>::max()) {
+          return out_of_range(value, lo, hi);
+        }
+        field(recipe) = static_cast<T>(parsed);
+      }
+    } else {
+      double parsed = 0;
+      if (!value.IsScalar() || !absl::SimpleAtod(text, &parsed) || !std::isfinite(parsed)) {
+        return absl::InvalidArgumentError(absl::StrCat("expected a number, got ", describe(value)));
+      }
+      if (parsed < lo || parsed > hi || std::abs(parsed) > std::numeric_limits<T>::max()) {
+        return out_of_range(value, lo, hi);
+      }
+      field(recipe) = static_cast<T>(parsed);
+    }
+    return absl::OkStatus();
+  };
+  key.show = [field](Recipe& recipe) { return absl::StrCat(field(recipe)); };
+  return key;
+}
+
+template <typename Field>
+RecipeKey bool_key(std::string path, Field field, std::string meaning) {
+  static_assert(std::is_same_v<FieldType<Field>, bool>);
+  RecipeKey key = make_key(std::move(path), "bool", "", std::move(meaning));
+  key.assign = [field](const YAML::Node& value, Recipe& recipe) -> absl::Status {
+    const std::string text = value.IsScalar() ? absl::AsciiStrToLower(value.Scalar()) : "";
+    if (text != "true" && text != "false") {
+      return absl::InvalidArgumentError(
+          absl::StrCat("expected true or false, got ", describe(value)));
+    }
+    field(recipe) = text == "true";
+    return absl::OkStatus();
+  };
+  key.show = [field](Recipe& recipe) { return field(recipe) ? "true" : "false"; };
+  return key;
+}
+
+std::string show_string(const std::string& text) { return text.empty() ? "\"\"" : text; }
+
+// A free string; with `choices`, one of them.
+template <typename Field>
+RecipeKey string_key(std::string path, Field field, std::string meaning,
+                     std::vector<std::string> choices = {}) {
+  static_assert(std::is_same_v<FieldType<Field>, std::string>);
+  std::vector<std::string> shown;
+  for (const std::string& choice : choices) shown.push_back(show_string(choice));
+  RecipeKey key =
+      make_key(std::move(path), choices.empty() ? "string" : absl::StrJoin(shown, " or "), "",
+               std::move(meaning));
+  key.assign = [field, choices](const YAML::Node& value, Recipe& recipe) -> absl::Status {
+    if (!value.IsNull() && !value.IsScalar()) {
+      return absl::InvalidArgumentError(absl::StrCat("expected a string, got ", describe(value)));
+    }
+    const std::string text = value.IsNull() ? "" : value.Scalar();
+    if (!choices.empty() && std::find(choices.begin(), choices.end(), text) == choices.end()) {
+      return not_a_choice(value, choices);
+    }
+    field(recipe) = text;
+    return absl::OkStatus();
+  };
+  key.show = [field](Recipe& recipe) { return show_string(field(recipe)); };
+  return key;
+}
+
+// An enum class field; `choices` are its spellings in enumerator order.
+template <typename Field>
+RecipeKey enum_key(std::string path, Field field, std::vector<std::string> choices,
+                   std::string meaning) {
+  using T = FieldType<Field>;
+  static_assert(std::is_enum_v<T>);
+  RecipeKey key = make_key(std::move(path), absl::StrJoin(choices, " or "), "", std::move(meaning));
+  key.assign = [field, choices](const YAML::Node& value, Recipe& recipe) -> absl::Status {
+    for (size_t i = 0; value.IsScalar() && i < choices.size(); ++i) {
+      if (value.Scalar() == choices[i]) {
+        field(recipe) = static_cast<T>(i);
+        return absl::OkStatus();
+      }
+    }
+    return not_a_choice(value, choices);
+  };
+  key.show = [field, choices](Recipe& recipe) {
+    return choices[static_cast<size_t>(field(recipe))];
+  };
+  return key;
+}
+
+// Megatron's --data-path: "prefix", "0.8 a 0.2 b", or the same tokens as a YAML list.
+RecipeKey data_path_key() {
+  RecipeKey key =
+      make_key("data.data_path", "string or list", "",
+               "Dataset prefixes (PREFIX.bin/PREFIX.idx): one prefix, or a weighted blend "
+               "\"0.8 prefix_a 0.2 prefix_b\" (as one string or as a list of the same tokens).");
+  key.assign = [](const YAML::Node& value, Recipe& recipe) -> absl::Status {
+    std::vector<std::string> tokens;
+    auto add_tokens = [&tokens](const std::string& text) {
+      for (absl::string_view token : absl::StrSplit(text, ' ', absl::SkipWhitespace())) {
+        tokens.emplace_back(token);
+      }
+    };
+    if (value.IsScalar()) {
+      add_tokens(value.Scalar());
+    } else if (value.IsSequence()) {
+      for (const YAML::Node& item : value) {
+        if (!item.IsScalar()) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("expected a list of strings, got an item that is ", describe(item)));
+        }
+        add_tokens(item.Scalar());
+      }
+    } else if (!value.IsNull()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("expected a string or a list of strings, got ", describe(value)));
+    }
+    recipe.data.data_path = std::move(tokens);
+    return absl::OkStatus();
+  };
+  key.show = [](Recipe& recipe) {
+    return recipe.data.data_path.empty() ? "[]" : absl::StrJoin(recipe.data.data_path, " ");
+  };
+  return key;
+}
+
+// Megatron's moe_layer_freq: an int n (layer l is MoE iff l % n == 0) or a list of 0/1 per layer.
+RecipeKey moe_layer_freq_key() {
+  RecipeKey key = make_key(
+      "moe.moe_layer_freq", "int or list of 0/1", "≥ 1",
+      "Which layers are MoE: n means layer l is MoE iff l % n == 0; a list gives 0 (dense) or 1 "
+      "(MoE) for each of the num_layers layers, e.g. [0, 1, 1, 1].");
+  key.assign = [](const YAML::Node& value, Recipe& recipe) -> absl::Status {
+    MoeConfig& moe = recipe.model.moe;
+    int64_t every = 0;
+    if (value.IsScalar() && absl::SimpleAtoi(value.Scalar(), &every)) {
+      if (every < 1 || every > kMaxInt) return out_of_range(value, 1, kMaxInt);
+      moe.moe_layer_freq = static_cast<int>(every);
+      moe.moe_layer_pattern.clear();
+      return absl::OkStatus();
+    }
+    if (!value.IsSequence()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("expected an integer or a list of 0/1, got ", describe(value)));
+    }
+    std::vector<int> pattern;
+    for (const YAML::Node& item : value) {
+      if (!item.IsScalar() || (item.Scalar() != "0" && item.Scalar() != "1")) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("list entries must be 0 or 1, got ", describe(item)));
+      }
+      pattern.push_back(item.Scalar() == "1" ? 1 : 0);
+    }
+    moe.moe_layer_freq = 0;
+    moe.moe_layer_pattern = std::move(pattern);
+    return absl::OkStatus();
+  };
+  key.show = [](Recipe& recipe) {
+    const MoeConfig& moe = recipe.model.moe;
+    if (moe.moe_layer_freq > 0) return absl::StrCat(moe.moe_layer_freq);
+    return absl::StrCat("[", absl::StrJoin(moe.moe_layer_pattern, ", "), "]");
+  };
+  return key;
+}
+
+std::vector<RecipeKey> build_schema() {
+  std::vector<RecipeKey> keys;
+  auto add = [&keys](RecipeKey key) { keys.push_back(std::move(key)); };
+  using R = Recipe;
+
+  // model
+  add(number_key(
+      "model.num_layers", [](R& r) -> auto& { return r.model.num_layers; }, 1, kMaxInt,
+      "Transformer layers L."));
+  add(number_key(
+      "model.hidden_size", [](R& r) -> auto& { return r.model.hidden_size; }, 1, kMaxInt,
+      "Hidden size H; must be divisible by num_attention_heads."));
+  add(number_key(
+      "model.num_attention_heads", [](R& r) -> auto& { return r.model.num_attention_heads; }, 1,
+      kMaxInt, "Query heads nh."));
+  add(number_key(
+      "model.num_query_groups", [](R& r) -> auto& { return r.model.num_query_groups; }, 0, kMaxInt,
+      "Key/value heads nkv for grouped-query attention; 0 = num_attention_heads (no "
+      "GQA). Must divide num_attention_heads."));
+  add(number_key(
+      "model.ffn_hidden_size", [](R& r) -> auto& { return r.model.ffn_hidden_size; }, 0, kMaxInt,
+      "Hidden size Fd of the dense SwiGLU MLP (dense layers only)."));
+  add(number_key(
+      "model.vocab_size", [](R& r) -> auto& { return r.model.vocab_size; }, 0, kMaxInt,
+      "Tokenizer vocabulary before padding; 0 = take it from the tokenizer "
+      "(50257 for gpt2)."));
+  add(number_key(
+      "model.make_vocab_size_divisible_by",
+      [](R& r) -> auto& { return r.model.make_vocab_size_divisible_by; }, 1, kMaxInt,
+      "The vocabulary is padded up to a multiple of this (independent of TP)."));
+  add(number_key(
+      "model.seq_length", [](R& r) -> auto& { return r.model.seq_length; }, 1, kMaxInt,
+      "Sequence length S in tokens."));
+  add(number_key(
+      "model.norm_epsilon", [](R& r) -> auto& { return r.model.norm_epsilon; }, 0, 1,
+      "RMSNorm epsilon."));
+  add(number_key(
+      "model.rotary_base", [](R& r) -> auto& { return r.model.rotary_base; }, 1, kInf,
+      "RoPE base frequency."));
+  add(number_key(
+      "model.init_method_std", [](R& r) -> auto& { return r.model.init_method_std; }, 0, kInf,
+      "Standard deviation of the normal weight initialisation."));
+  add(bool_key(
+      "model.untie_embeddings_and_output_weights",
+      [](R& r) -> auto& { return r.model.untie_embeddings_and_output_weights; },
+      "Use a separate lm_head instead of the input embedding."));
+
+  // moe
+  add(number_key(
+      "moe.num_experts", [](R& r) -> auto& { return r.model.moe.num_experts; }, 0, kMaxInt,
+      "Routed experts E per MoE layer; 0 = dense model (no MoE layers)."));
+  add(number_key(
+      "moe.moe_ffn_hidden_size", [](R& r) -> auto& { return r.model.moe.moe_ffn_hidden_size; }, 0,
+      kMaxInt, "Hidden size F of each routed expert's SwiGLU MLP."));
+  add(number_key(
+      "moe.moe_router_topk", [](R& r) -> auto& { return r.model.moe.moe_router_topk; }, 1, kMaxInt,
+      "Experts k chosen per token; at most num_experts."));
+  add(moe_layer_freq_key());
+  add(enum_key(
+      "moe.moe_router_score_function",
+      [](R& r) -> auto& { return r.model.moe.moe_router_score_function; }, {"softmax", "sigmoid"},
+      "Router score function (MODEL.md)."));
+  add(bool_key(
+      "moe.moe_router_pre_softmax",
+      [](R& r) -> auto& { return r.model.moe.moe_router_pre_softmax; },
+      "Softmax over all experts before top-k, gates not renormalised (softmax only)."));
+  add(number_key(
+      "moe.moe_router_num_groups", [](R& r) -> auto& { return r.model.moe.moe_router_num_groups; },
+      0, kMaxInt, "Expert groups G for group-limited routing; 0 = off. Must divide num_experts."));
+  add(number_key(
+      "moe.moe_router_group_topk", [](R& r) -> auto& { return r.model.moe.moe_router_group_topk; },
+      0, kMaxInt,
+      "Groups gk kept per token with group-limited routing; must divide "
+      "moe_router_topk."));
+  add(number_key(
+      "moe.moe_router_topk_scaling_factor",
+      [](R& r) -> auto& { return r.model.moe.moe_router_topk_scaling_factor; }, 0, kInf,
+      "Gate weights are multiplied by this; 0 = unset (no scaling)."));
+  add(enum_key(
+      "moe.moe_router_load_balancing_type",
+      [](R& r) -> auto& { return r.model.moe.moe_router_load_balancing_type; },
+      {"aux_loss", "seq_aux_loss", "none"}, "Load-balancing loss (MODEL.md)."));
+  add(number_key(
+      "moe.moe_aux_loss_coeff", [](R& r) -> auto& { return r.model.moe.moe_aux_loss_coeff; }, 0,
+      kInf, "Coefficient of the load-balancing loss."));
+  add(number_key(
+      "moe.moe_z_loss_coeff", [](R& r) -> auto& { return r.model.moe.moe_z_loss_coeff; }, 0, kInf,
+      "Coefficient of the router z-loss; 0 = off."));
+  add(bool_key(
+      "moe.moe_router_enable_expert_bias",
+      [](R& r) -> auto& { return r.model.moe.moe_router_enable_expert_bias; },
+      "Aux-loss-free balancing with a per-expert routing bias (sigmoid only)."));
+  add(number_key(
+      "moe.moe_router_bias_update_rate",
+      [](R& r) -> auto& { return r.model.moe.moe_router_bias_update_rate; }, 0, kInf,
+      "Step size of the expert-bias update after each optimizer step."));
+  add(number_key(
+      "moe.moe_expert_capacity_factor",
+      [](R& r) -> auto& { return r.model.moe.moe_expert_capacity_factor; }, 0, kInf,
+      "Expert capacity factor cf; 0 = unset = dropless."));
+  add(enum_key(
+      "moe.moe_token_drop_policy", [](R& r) -> auto& { return r.model.moe.moe_token_drop_policy; },
+      {"probs", "position"}, "Which assignments are kept when an expert is over capacity."));
+  add(bool_key(
+      "moe.moe_pad_expert_input_to_capacity",
+      [](R& r) -> auto& { return r.model.moe.moe_pad_expert_input_to_capacity; },
+      "Pad each expert's buffer to its capacity (needs moe_expert_capacity_factor)."));
+  add(string_key("moe.moe_token_dispatcher_type",
+                 [](R& r) -> auto& { return r.model.moe.moe_token_dispatcher_type; },
+                 "Token dispatcher; alltoall is the only one so far.", {"alltoall"}));
+  add(number_key(
+      "moe.moe_shared_expert_intermediate_size",
+      [](R& r) -> auto& { return r.model.moe.moe_shared_expert_intermediate_size; }, 0, kMaxInt,
+      "Hidden size Fs of the shared expert; 0 = no shared expert."));
+
+  // parallel
+  add(number_key(
+      "parallel.tensor_model_parallel_size",
+      [](R& r) -> auto& { return r.parallel.tensor_model_parallel_size; }, 1, kMaxInt,
+      "Tensor parallel size TP (attention and dense layers)."));
+  add(number_key(
+      "parallel.context_parallel_size",
+      [](R& r) -> auto& { return r.parallel.context_parallel_size; }, 1, kMaxInt,
+      "Context parallel size CP."));
+  add(number_key(
+      "parallel.pipeline_model_parallel_size",
+      [](R& r) -> auto& { return r.parallel.pipeline_model_parallel_size; }, 1, kMaxInt,
+      "Pipeline parallel size PP."));
+  add(number_key(
+      "parallel.virtual_pipeline_model_parallel_size",
+      [](R& r) -> auto& { return r.parallel.virtual_pipeline_model_parallel_size; }, 0, kMaxInt,
+      "Model chunks per pipeline stage (interleaved 1F1B); 0 = plain 1F1B."));
+  add(number_key(
+      "parallel.expert_model_parallel_size",
+      [](R& r) -> auto& { return r.parallel.expert_model_parallel_size; }, 1, kMaxInt,
+      "Expert parallel size EP; must divide num_experts."));
+  add(number_key(
+      "parallel.expert_tensor_parallel_size",
+      [](R& r) -> auto& { return r.parallel.expert_tensor_parallel_size; }, 0, kMaxInt,
+      "Tensor parallel size ETP inside each expert; 0 = same as TP."));
+  add(bool_key(
+      "parallel.sequence_parallel", [](R& r) -> auto& { return r.parallel.sequence_parallel; },
+      "Shard activations outside the TP regions along the sequence."));
+  add(string_key(
+      "parallel.order", [](R& r) -> auto& { return r.parallel.order; },
+      "Rank order of the parallel axes, first axis fastest (a permutation of tp, cp, "
+      "ep, dp, pp)."));
+  add(bool_key(
+      "parallel.use_distributed_optimizer",
+      [](R& r) -> auto& { return r.parallel.use_distributed_optimizer; },
+      "Shard optimizer state over the data-parallel ranks."));
+  add(bool_key(
+      "parallel.overlap_grad_reduce", [](R& r) -> auto& { return r.parallel.overlap_grad_reduce; },
+      "Overlap gradient reduction with the backward pass."));
+  add(bool_key(
+      "parallel.overlap_param_gather",
+      [](R& r) -> auto& { return r.parallel.overlap_param_gather; },
+      "Overlap the parameter all-gather with the next forward (needs "
+      "use_distributed_optimizer)."));
+  add(number_key(
+      "parallel.ddp_bucket_size", [](R& r) -> auto& { return r.parallel.ddp_bucket_size; }, 1,
+      kInf, "Elements per gradient-reduction bucket."));
+  add(number_key(
+      "parallel.moe_a2a_overlap_chunks",
+      [](R& r) -> auto& { return r.parallel.moe_a2a_overlap_chunks; }, 1, kMaxInt,
+      "Chunks the expert all-to-all is split into to overlap it with expert compute."));
+
+  // training
+  add(number_key(
+      "training.micro_batch_size", [](R& r) -> auto& { return r.training.micro_batch_size; }, 1,
+      kMaxInt, "Sequences per micro-batch on one rank."));
+  add(number_key(
+      "training.global_batch_size", [](R& r) -> auto& { return r.training.global_batch_size; }, 0,
+      kMaxInt,
+      "Sequences per optimizer step over all ranks; a multiple of micro_batch_size × DP. "
+      "0 = micro_batch_size × DP."));
+  add(number_key(
+      "training.train_iters", [](R& r) -> auto& { return r.training.train_iters; }, 1, kMaxInt,
+      "Optimizer steps to train for."));
+  add(number_key(
+      "training.eval_interval", [](R& r) -> auto& { return r.training.eval_interval; }, 0, kMaxInt,
+      "Evaluate on the validation split every this many steps; 0 = never."));
+  add(number_key(
+      "training.eval_iters", [](R& r) -> auto& { return r.training.eval_iters; }, 0, kMaxInt,
+      "Global batches per evaluation."));
+  add(number_key(
+      "training.seed", [](R& r) -> auto& { return r.training.seed; }, 0, kInf,
+      "Seed of initialisation and data shuffling."));
+  add(number_key(
+      "training.blas_threads", [](R& r) -> auto& { return r.training.blas_threads; }, 1, kMaxInt,
+      "BLAS threads per rank (CPU backend)."));
+  add(number_key(
+      "training.peak_flops", [](R& r) -> auto& { return r.training.peak_flops; }, 0, kInf,
+      "Peak FLOP/s of one rank for MFU; 0 = measure an sgemm at start-up."));
+
+  // optimizer
+  add(string_key("optimizer.optimizer", [](R& r) -> auto& { return r.optimizer.optimizer; },
+                 "AdamW with decoupled weight decay (the only optimizer so far).", {"adam"}));
+  add(number_key(
+      "optimizer.lr", [](R& r) -> auto& { return r.optimizer.lr; }, 0, kInf,
+      "Peak learning rate."));
+  add(number_key(
+      "optimizer.min_lr", [](R& r) -> auto& { return r.optimizer.min_lr; }, 0, kInf,
+      "Learning rate at the end of the decay; at most lr."));
+  add(number_key(
+      "optimizer.lr_warmup_iters", [](R& r) -> auto& { return r.optimizer.lr_warmup_iters; }, 0,
+      kMaxInt, "Linear warm-up steps."));
+  add(number_key(
+      "optimizer.lr_decay_iters", [](R& r) -> auto& { return r.optimizer.lr_decay_iters; }, 0,
+      kMaxInt, "Step at which the decay reaches min_lr; 0 = train_iters."));
+  add(enum_key(
+      "optimizer.lr_decay_style", [](R& r) -> auto& { return r.optimizer.lr_decay_style; },
+      {"cosine", "linear", "constant"}, "Learning-rate decay after warm-up."));
+  add(number_key(
+      "optimizer.weight_decay", [](R& r) -> auto& { return r.optimizer.weight_decay; }, 0, kInf,
+      "Decoupled weight decay (not applied to norm weights)."));
+  add(number_key(
+      "optimizer.adam_beta1", [](R& r) -> auto& { return r.optimizer.adam_beta1; }, 0, 1,
+      "Adam β1."));
+  add(number_key(
+      "optimizer.adam_beta2", [](R& r) -> auto& { return r.optimizer.adam_beta2; }, 0, 1,
+      "Adam β2."));
+  add(number_key(
+      "optimizer.adam_eps", [](R& r) -> auto& { return r.optimizer.adam_eps; }, 0, kInf,
+      "Adam epsilon."));
+  add(number_key(
+      "optimizer.clip_grad", [](R& r) -> auto& { return r.optimizer.clip_grad; }, 0, kInf,
+      "Clip the global gradient norm to this; 0 = no clipping."));
+
+  // data
+  add(data_path_key());
+  add(string_key(
+      "data.split", [](R& r) -> auto& { return r.data.split; },
+      "Train,valid,test weights, e.g. \"969,30,1\"."));
+  add(string_key("data.tokenizer_type", [](R& r) -> auto& { return r.data.tokenizer_type; },
+                 "Tokenizer: GPT-2 byte-level BPE, raw bytes, or null for data tokenized "
+                 "elsewhere (then model.vocab_size must be set).",
+                 {"gpt2", "byte", "null"}));
+  add(string_key(
+      "data.vocab_file", [](R& r) -> auto& { return r.data.vocab_file; },
+      "GPT-2 encoder.json; empty = the installed default."));
+  add(string_key(
+      "data.merge_file", [](R& r) -> auto& { return r.data.merge_file; },
+      "GPT-2 vocab.bpe; empty = the installed default."));
+  add(string_key(
+      "data.data_cache_path", [](R& r) -> auto& { return r.data.data_cache_path; },
+      "Where sample indices are cached; empty = beside the data."));
+  add(string_key("data.corpus", [](R& r) -> auto& { return r.data.corpus; },
+                 "Built-in corpus to fetch and preprocess: sotu (State of the Union addresses); "
+                 "\"\" = use data_path.",
+                 {"", "sotu"}));
+  add(bool_key(
+      "data.reset_position_ids", [](R& r) -> auto& { return r.data.reset_position_ids; },
+      "Restart positions at each document (not supported yet; must stay false)."));
+  add(bool_key(
+      "data.eod_mask_loss", [](R& r) -> auto& { return r.data.eod_mask_loss; },
+      "No loss on end-of-document labels."));
+
+  // checkpoint
+  add(string_key(
+      "checkpoint.save", [](R& r) -> auto& { return r.checkpoint.save; },
+      "Directory to save checkpoints to; empty = never save."));
+  add(number_key(
+      "checkpoint.save_interval", [](R& r) -> auto& { return r.checkpoint.save_interval; }, 0,
+      kMaxInt, "Save every this many steps; 0 = no periodic saves."));
+  add(number_key(
+      "checkpoint.keep_last", [](R& r) -> auto& { return r.checkpoint.keep_last; }, 0, kMaxInt,
+      "Keep only the newest this many checkpoints; 0 = keep all."));
+  add(string_key(
+      "checkpoint.load", [](R& r) -> auto& { return r.checkpoint.load; },
+      "Directory to resume from; empty = start fresh."));
+
+  // logging
+  add(number_key(
+      "logging.log_interval", [](R& r) -> auto& { return r.logging.log_interval; }, 1, kMaxInt,
+      "Print a progress line every this many steps."));
+  add(string_key(
+      "logging.metrics_path", [](R& r) -> auto& { return r.logging.metrics_path; },
+      "JSON-lines metrics file; empty = <run_dir>/metrics.jsonl."));
+  add(string_key(
+      "logging.run_dir", [](R& r) -> auto& { return r.logging.run_dir; },
+      "Directory for this run's outputs."));
+  add(bool_key(
+      "logging.all_ranks", [](R& r) -> auto& { return r.logging.all_ranks; },
+      "Every rank prints, not only rank 0."));
+  return keys;
+}
+
+}  // namespace
+
+const std::vector<std::string>& recipe_sections() {
+  static const std::vector<std::string> sections = {"model",     "moe",  "parallel",   "training",
+                                                    "optimizer", "data", "checkpoint", "logging"};
+  return sections;
+}
+
+const std::vector<RecipeKey>& recipe_schema() {
+  static const std::vector<RecipeKey> keys = build_schema();
+  return keys;
+}
+
+const RecipeKey* find_recipe_key(absl::string_view path) {
+  for (const RecipeKey& key : recipe_schema()) {
+    if (key.path == path) return &key;
+  }
+  return nullptr;
+}
+
+}  // namespace moefold
