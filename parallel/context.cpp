@@ -1,0 +1,97 @@
+#include "parallel/context.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "parallel/layout.h"
+#include "parallel/mpi_communicator.h"
+#include "parallel/self_communicator.h"
+#include "tensor/check.h"
+
+namespace moefold {
+namespace {
+
+std::shared_ptr<Communicator>& slot(ParallelContext& context, GroupKind kind) {
+  switch (kind) {
+    case GroupKind::kTp: return context.tp;
+    case GroupKind::kCp: return context.cp;
+    case GroupKind::kDp: return context.dp;
+    case GroupKind::kPp: return context.pp;
+    case GroupKind::kDpCp: return context.dp_cp;
+    case GroupKind::kTpCp: return context.tp_cp;
+    case GroupKind::kTpCpDp: return context.tp_cp_dp;
+    case GroupKind::kTpPp: return context.tp_pp;
+    case GroupKind::kEp: return context.ep;
+    case GroupKind::kEtp: return context.etp;
+    case GroupKind::kEdp: return context.edp;
+    case GroupKind::kEtpEp: return context.etp_ep;
+    case GroupKind::kEtpEpPp: return context.etp_ep_pp;
+    case GroupKind::kEmbedding: return context.embedding;
+  }
+  MOEFOLD_CHECK(false, "unknown group kind " << static_cast<int>(kind));
+}
+
+}  // namespace
+
+ParallelContext ParallelContext::single_process() {
+  ParallelContext context;
+  context.config.expert_tensor_parallel_size = 1;
+  context.world = std::make_shared<SelfCommunicator>();
+  for (GroupKind kind : all_group_kinds()) slot(context, kind) = std::make_shared<SelfCommunicator>();
+  return context;
+}
+
+absl::StatusOr<ParallelContext> ParallelContext::create(const ParallelConfig& config,
+                                                        MPI_Comm world) {
+  int initialized = 0, finalized = 0;
+  MPI_Initialized(&initialized);
+  MPI_Finalized(&finalized);
+  if (!initialized || finalized) {
+    return absl::FailedPreconditionError("MPI is not initialised (use MpiRuntime)");
+  }
+  int world_size = 0;
+  MPI_Comm_size(world, &world_size);
+  // Every rank validates the same inputs, so every rank returns the same error before any
+  // communicator exists.
+  absl::StatusOr<RankLayout> layout = build_rank_layout(config, world_size);
+  if (!layout.ok()) return layout.status();
+  std::shared_ptr<MpiCommunicator> world_comm = MpiCommunicator::duplicate(world);
+
+  ParallelContext context;
+  context.config = config;
+  context.config.expert_tensor_parallel_size = config.expert_tensor_parallel();
+  const int rank = world_comm->rank();
+  context.coords = layout->coordinates[rank];
+  context.world = world_comm;
+  const std::shared_ptr<MpiProgressEngine>& engine = world_comm->engine();
+  for (GroupKind kind : all_group_kinds()) {
+    // Color: which group of this kind; key: the position in it, which becomes the MPI rank.
+    const int index = layout->group_index[rank][static_cast<int>(kind)];
+    int color = MPI_UNDEFINED, key = 0;
+    if (index >= 0) {
+      const RankGroup& group = layout->groups_of(kind)[index];
+      color = index;
+      key = static_cast<int>(std::find(group.begin(), group.end(), rank) - group.begin());
+    }
+    MPI_Comm comm = MPI_COMM_NULL;
+    int rc;
+    {
+      std::unique_lock<std::mutex> lock = engine->lock_mpi();
+      rc = MPI_Comm_split(world_comm->comm(), color, key, &comm);
+    }
+    if (rc != MPI_SUCCESS) {
+      return absl::InternalError(absl::StrCat("MPI_Comm_split for the ", group_kind_name(kind),
+                                              " groups failed: ", mpi_error_string(rc)));
+    }
+    if (comm == MPI_COMM_NULL) continue;
+    auto communicator = std::make_shared<MpiCommunicator>(comm, engine);
+    MOEFOLD_CHECK(communicator->rank() == key &&
+                      communicator->size() ==
+                          static_cast<int>(layout->groups_of(kind)[index].size()),
+                  group_kind_name(kind) << " communicator of rank " << rank);
+    slot(context, kind) = std::move(communicator);
+  }
+  return context;
+}
+
+}  // namespace moefold

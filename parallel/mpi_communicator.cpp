@@ -1,0 +1,270 @@
+#include "parallel/mpi_communicator.h"
+
+#include <algorithm>
+#include <climits>
+#include <numeric>
+#include <string>
+
+#include "tensor/check.h"
+
+namespace moefold {
+namespace {
+
+MPI_Datatype mpi_type(CommDType dtype) {
+  switch (dtype) {
+    case CommDType::kFloat32: return MPI_FLOAT;
+    case CommDType::kFloat64: return MPI_DOUBLE;
+    case CommDType::kInt32: return MPI_INT32_T;
+    case CommDType::kInt64: return MPI_INT64_T;
+    case CommDType::kUInt8: return MPI_UINT8_T;
+    case CommDType::kBFloat16: return MPI_UINT16_T;  // moved as bits; MPI cannot reduce it
+  }
+  MOEFOLD_CHECK(false, "unknown CommDType " << static_cast<int>(dtype));
+}
+
+MPI_Op mpi_op(CommDType dtype, ReduceOp op) {
+  MOEFOLD_CHECK(dtype != CommDType::kBFloat16, "the MPI backend cannot reduce bfloat16");
+  switch (op) {
+    case ReduceOp::kSum: return MPI_SUM;
+    case ReduceOp::kMax: return MPI_MAX;
+  }
+  MOEFOLD_CHECK(false, "unknown ReduceOp " << static_cast<int>(op));
+}
+
+// MPI counts and displacements are int.
+int to_int(int64_t count, const char* what) {
+  MOEFOLD_CHECK(count >= 0 && count <= INT_MAX, what << " count " << count
+                                                     << " is outside the MPI int range");
+  return static_cast<int>(count);
+}
+
+// Per-rank counts and their packed displacements, checked against the group size.
+struct CountsAndDisplacements {
+  std::vector<int> counts;
+  std::vector<int> displacements;
+};
+
+CountsAndDisplacements packed(std::span<const int64_t> counts, int size, const char* what) {
+  MOEFOLD_CHECK(static_cast<int>(counts.size()) == size,
+                what << ": " << counts.size() << " counts for a group of " << size);
+  CountsAndDisplacements result;
+  int64_t offset = 0;
+  for (int64_t count : counts) {
+    result.counts.push_back(to_int(count, what));
+    result.displacements.push_back(to_int(offset, what));
+    offset += count;
+  }
+  to_int(offset, what);
+  return result;
+}
+
+void check_rc(int rc, const char* call) {
+  if (rc != MPI_SUCCESS) throw InternalError(std::string(call) + ": " + mpi_error_string(rc));
+}
+
+}  // namespace
+
+MpiCommunicator::MpiCommunicator(MPI_Comm comm, std::shared_ptr<MpiProgressEngine> engine)
+    : comm_(comm), engine_(std::move(engine)) {
+  MOEFOLD_CHECK(comm_ != MPI_COMM_NULL && engine_ != nullptr);
+  std::unique_lock<std::mutex> lock = engine_->lock_mpi();
+  MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN);
+  MPI_Comm_rank(comm_, &rank_);
+  MPI_Comm_size(comm_, &size_);
+}
+
+std::unique_ptr<MpiCommunicator> MpiCommunicator::duplicate(MPI_Comm comm) {
+  std::shared_ptr<MpiProgressEngine> engine = MpiProgressEngine::shared();
+  MPI_Comm copy = MPI_COMM_NULL;
+  {
+    std::unique_lock<std::mutex> lock = engine->lock_mpi();
+    check_rc(MPI_Comm_dup(comm, &copy), "MPI_Comm_dup");
+  }
+  return std::make_unique<MpiCommunicator>(copy, std::move(engine));
+}
+
+MpiCommunicator::~MpiCommunicator() {
+  for (WorkHandle& handle : pending_) {
+    try {
+      handle.wait();
+    } catch (const InternalError&) {
+      // Already reported to whoever waited on it; the communicator is going away regardless.
+    }
+  }
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (!finalized) {
+    std::unique_lock<std::mutex> lock = engine_->lock_mpi();
+    MPI_Comm_free(&comm_);
+  }
+}
+
+WorkHandle MpiCommunicator::submit(MpiProgressEngine::StartFn start) {
+  WorkHandle handle = engine_->submit(std::move(start));
+  std::lock_guard<std::mutex> lock(pending_mutex_);
+  std::erase_if(pending_, [](const WorkHandle& h) { return h.is_done(); });
+  pending_.push_back(handle);
+  return handle;
+}
+
+WorkHandle MpiCommunicator::all_reduce_async(void* data, int64_t count, CommDType dtype,
+                                             ReduceOp op) {
+  const int n = to_int(count, "all_reduce");
+  const MPI_Op mop = mpi_op(dtype, op);
+  MPI_Comm comm = comm_;
+  return submit([=] {
+    MPI_Request request = MPI_REQUEST_NULL;
+    check_rc(MPI_Iallreduce(MPI_IN_PLACE, data, n, mpi_type(dtype), mop, comm, &request),
+             "MPI_Iallreduce");
+    return request;
+  });
+}
+
+WorkHandle MpiCommunicator::all_gather_async(const void* send, int64_t count, void* recv,
+                                             CommDType dtype) {
+  const int n = to_int(count, "all_gather");
+  to_int(count * size_, "all_gather");
+  MPI_Comm comm = comm_;
+  return submit([=] {
+    MPI_Request request = MPI_REQUEST_NULL;
+    const MPI_Datatype type = mpi_type(dtype);
+    check_rc(MPI_Iallgather(send, n, type, recv, n, type, comm, &request),
+             "MPI_Iallgather");
+    return request;
+  });
+}
+
+WorkHandle MpiCommunicator::all_gather_v_async(const void* send, int64_t send_count, void* recv,
+                                               std::span<const int64_t> recv_counts,
+                                               CommDType dtype) {
+  auto layout = std::make_shared<CountsAndDisplacements>(
+      packed(recv_counts, size_, "all_gather_v"));
+  MOEFOLD_CHECK(recv_counts[rank_] == send_count, "all_gather_v: send_count "
+                                                      << send_count << " but recv_counts["
+                                                      << rank_ << "] is " << recv_counts[rank_]);
+  const int n = to_int(send_count, "all_gather_v");
+  MPI_Comm comm = comm_;
+  return submit([=] {
+    MPI_Request request = MPI_REQUEST_NULL;
+    const MPI_Datatype type = mpi_type(dtype);
+    check_rc(MPI_Iallgatherv(send, n, type, recv, layout->counts.data(),
+                             layout->displacements.data(), type, comm, &request),
+             "MPI_Iallgatherv");
+    return request;
+  });
+}
+
+WorkHandle MpiCommunicator::reduce_scatter_async(const void* send, void* recv,
+                                                 int64_t recv_count, CommDType dtype,
+                                                 ReduceOp op) {
+  const int n = to_int(recv_count, "reduce_scatter");
+  to_int(recv_count * size_, "reduce_scatter");
+  const MPI_Op mop = mpi_op(dtype, op);
+  MPI_Comm comm = comm_;
+  return submit([=] {
+    MPI_Request request = MPI_REQUEST_NULL;
+    check_rc(MPI_Ireduce_scatter_block(send, recv, n, mpi_type(dtype), mop, comm,
+                                       &request),
+             "MPI_Ireduce_scatter_block");
+    return request;
+  });
+}
+
+WorkHandle MpiCommunicator::reduce_scatter_v_async(const void* send, void* recv,
+                                                   std::span<const int64_t> recv_counts,
+                                                   CommDType dtype, ReduceOp op) {
+  auto layout = std::make_shared<CountsAndDisplacements>(
+      packed(recv_counts, size_, "reduce_scatter_v"));
+  const MPI_Op mop = mpi_op(dtype, op);
+  MPI_Comm comm = comm_;
+  return submit([=] {
+    MPI_Request request = MPI_REQUEST_NULL;
+    check_rc(MPI_Ireduce_scatter(send, recv, layout->counts.data(), mpi_type(dtype), mop, comm,
+                                 &request),
+             "MPI_Ireduce_scatter");
+    return request;
+  });
+}
+
+WorkHandle MpiCommunicator::all_to_all_async(const void* send, void* recv, int64_t count,
+                                             CommDType dtype) {
+  const int n = to_int(count, "all_to_all");
+  to_int(count * size_, "all_to_all");
+  MPI_Comm comm = comm_;
+  return submit([=] {
+    MPI_Request request = MPI_REQUEST_NULL;
+    const MPI_Datatype type = mpi_type(dtype);
+    check_rc(MPI_Ialltoall(send, n, type, recv, n, type, comm, &request),
+             "MPI_Ialltoall");
+    return request;
+  });
+}
+
+WorkHandle MpiCommunicator::all_to_all_v_async(const void* send,
+                                               std::span<const int64_t> send_counts, void* recv,
+                                               std::span<const int64_t> recv_counts,
+                                               CommDType dtype) {
+  auto send_layout = std::make_shared<CountsAndDisplacements>(
+      packed(send_counts, size_, "all_to_all_v send"));
+  auto recv_layout = std::make_shared<CountsAndDisplacements>(
+      packed(recv_counts, size_, "all_to_all_v recv"));
+  MPI_Comm comm = comm_;
+  return submit([=] {
+    MPI_Request request = MPI_REQUEST_NULL;
+    const MPI_Datatype type = mpi_type(dtype);
+    check_rc(MPI_Ialltoallv(send, send_layout->counts.data(), send_layout->displacements.data(),
+                            type, recv, recv_layout->counts.data(),
+                            recv_layout->displacements.data(), type, comm, &request),
+             "MPI_Ialltoallv");
+    return request;
+  });
+}
+
+WorkHandle MpiCommunicator::broadcast_async(void* data, int64_t count, CommDType dtype,
+                                            int root) {
+  MOEFOLD_CHECK(root >= 0 && root < size_, "broadcast root " << root << " of " << size_);
+  const int n = to_int(count, "broadcast");
+  MPI_Comm comm = comm_;
+  return submit([=] {
+    MPI_Request request = MPI_REQUEST_NULL;
+    check_rc(MPI_Ibcast(data, n, mpi_type(dtype), root, comm, &request), "MPI_Ibcast");
+    return request;
+  });
+}
+
+WorkHandle MpiCommunicator::send_async(const void* data, int64_t count, CommDType dtype,
+                                       int peer, int tag) {
+  MOEFOLD_CHECK(peer >= 0 && peer < size_, "send to peer " << peer << " of " << size_);
+  const int n = to_int(count, "send");
+  MPI_Comm comm = comm_;
+  return submit([=] {
+    MPI_Request request = MPI_REQUEST_NULL;
+    check_rc(MPI_Isend(data, n, mpi_type(dtype), peer, tag, comm, &request),
+             "MPI_Isend");
+    return request;
+  });
+}
+
+WorkHandle MpiCommunicator::recv_async(void* data, int64_t count, CommDType dtype, int peer,
+                                       int tag) {
+  MOEFOLD_CHECK(peer >= 0 && peer < size_, "recv from peer " << peer << " of " << size_);
+  const int n = to_int(count, "recv");
+  MPI_Comm comm = comm_;
+  return submit([=] {
+    MPI_Request request = MPI_REQUEST_NULL;
+    check_rc(MPI_Irecv(data, n, mpi_type(dtype), peer, tag, comm, &request),
+             "MPI_Irecv");
+    return request;
+  });
+}
+
+WorkHandle MpiCommunicator::barrier_async() {
+  MPI_Comm comm = comm_;
+  return submit([=] {
+    MPI_Request request = MPI_REQUEST_NULL;
+    check_rc(MPI_Ibarrier(comm, &request), "MPI_Ibarrier");
+    return request;
+  });
+}
+
+}  // namespace moefold
