@@ -21,8 +21,9 @@ LmHead::LmHead(const ModelConfig& config, const ParallelContext& ctx, Parameter*
 double LmHead::forward_backward(const Tensor& h_NH, const int32_t* labels_N, const float* mask_N,
                                 float grad_scale, Tensor* dh_NH) const {
   const int64_t N = h_NH.numel() / hidden_;
-  // About 4 MiB of logits per chunk: large enough for an efficient GEMM, small enough for cache.
-  const int64_t chunk_rows = std::clamp<int64_t>((int64_t{1} << 20) / vocab_, 16, 256);
+  // Each chunk's GEMMs re-pack the whole (V,H) weight, so chunks must be tall enough for that to
+  // be cheap next to the multiply: about 128 MiB of logits, at least 256 rows.
+  const int64_t chunk_rows = std::clamp<int64_t>((int64_t{1} << 25) / vocab_, 256, 4096);
   const bool grad = grad_scale != 0.0f && dh_NH != nullptr;
   if (grad) MOEFOLD_CHECK(dh_NH->numel() == N * hidden_);
   double loss_sum = 0.0;
