@@ -165,26 +165,17 @@ absl::Status validate_training(const Recipe& r) {
   return absl::OkStatus();
 }
 
-// data_path is [prefix...] or [weight prefix weight prefix ...].
+// data_path is one prefix or "weight prefix" pairs with positive weights (as data/ reads it).
 absl::Status validate_data_path(const Recipe& r) {
   const std::vector<std::string>& tokens = r.data.data_path;
-  if (tokens.empty() || !is_number(tokens[0])) {
-    for (const std::string& token : tokens) {
-      if (is_number(token)) {
-        return recipe_error(r, "data.data_path",
-                            absl::StrCat("weight ", token,
-                                         " without a prefix; a blend is written "
-                                         "\"0.8 prefix_a 0.2 prefix_b\""));
-      }
-    }
-    return absl::OkStatus();
-  }
+  if (tokens.size() == 1 && !is_number(tokens[0])) return absl::OkStatus();
+  double weight = 0;
   for (size_t i = 0; i < tokens.size(); i += 2) {
-    double weight = 0;
-    if (i + 1 >= tokens.size() || !absl::SimpleAtod(tokens[i], &weight) || weight <= 0 ||
+    if (i + 1 >= tokens.size() || !absl::SimpleAtod(tokens[i], &weight) || !(weight > 0) ||
         is_number(tokens[i + 1])) {
       return recipe_error(r, "data.data_path",
-                          "expected positive \"weight prefix\" pairs, e.g. \"0.8 a 0.2 b\"");
+                          "expected one prefix or positive \"weight prefix\" pairs, e.g. "
+                          "\"0.8 a 0.2 b\"");
     }
   }
   return absl::OkStatus();
@@ -199,15 +190,15 @@ absl::Status validate_data(const Recipe& r) {
   if (d.tokenizer_type == "null" && r.model.vocab_size == 0) {
     return recipe_error(r, "data.tokenizer_type", "null needs model.vocab_size > 0");
   }
-  const std::vector<std::string> parts = absl::StrSplit(d.split, ',');
+  const std::vector<std::string> parts = absl::StrSplit(d.split, absl::ByAnyChar(",/"));
   double total = 0;
   for (const std::string& part : parts) {
     double weight = 0;
     if (parts.size() > 3 || !absl::SimpleAtod(part, &weight) || weight < 0) {
       return recipe_error(r, "data.split",
                           absl::StrCat("\"", d.split,
-                                       "\" is not up to three comma-separated "
-                                       "non-negative weights, e.g. \"969,30,1\""));
+                                       "\" is not up to three non-negative weights "
+                                       "separated by , or /, e.g. \"969,30,1\""));
     }
     total += weight;
   }

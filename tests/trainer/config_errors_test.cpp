@@ -169,11 +169,17 @@ TEST(ConfigErrors, ScheduleAndDataAndCheckpoint) {
   EXPECT_EQ(error_of("model:\n  num_layers: 2\n"),
             "x.yaml: data.data_path: no training data: set data.data_path or data.corpus");
   EXPECT_EQ(error_of("data:\n  data_path: \"0.8 a 0.2\"\n"),
-            "x.yaml:2: data.data_path: expected positive \"weight prefix\" pairs, e.g. "
-            "\"0.8 a 0.2 b\"");
+            "x.yaml:2: data.data_path: expected one prefix or positive \"weight prefix\" pairs, "
+            "e.g. \"0.8 a 0.2 b\"");
+  EXPECT_EQ(error_of("data:\n  data_path: [a, b]\n"),
+            "x.yaml:2: data.data_path: expected one prefix or positive \"weight prefix\" pairs, "
+            "e.g. \"0.8 a 0.2 b\"");
+  EXPECT_EQ(error_of("data:\n  data_path: \"0 a 1 b\"\n"),
+            "x.yaml:2: data.data_path: expected one prefix or positive \"weight prefix\" pairs, "
+            "e.g. \"0.8 a 0.2 b\"");
   EXPECT_EQ(error_of("data:\n  corpus: sotu\n  split: \"90,x,1\"\n"),
-            "x.yaml:3: data.split: \"90,x,1\" is not up to three comma-separated non-negative "
-            "weights, e.g. \"969,30,1\"");
+            "x.yaml:3: data.split: \"90,x,1\" is not up to three non-negative weights separated "
+            "by , or /, e.g. \"969,30,1\"");
   EXPECT_EQ(error_of("data:\n  data_path: a\n  tokenizer_type: \"null\"\n"),
             "x.yaml:3: data.tokenizer_type: null needs model.vocab_size > 0");
   EXPECT_EQ(error_of("data:\n  corpus: sotu\n  reset_position_ids: true\n"),
