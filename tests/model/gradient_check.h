@@ -13,7 +13,7 @@
 
 namespace moefold::testing {
 
-inline ParallelContext test_context() { return ParallelContext{}; }
+inline ParallelContext test_context() { return ParallelContext::single_process(); }
 
 inline std::vector<float> random_vector(int64_t n, uint32_t seed, float scale = 1.0f) {
   std::mt19937 gen(seed);
