@@ -7,6 +7,7 @@
 
 #include "parallel/context.h"
 #include "parallel/layout.h"
+#include "parallel/mpi_runtime.h"
 
 namespace moefold {
 namespace {
@@ -105,6 +106,23 @@ TEST(ParallelContextTest, BadConfigFailsOnEveryRankBeforeAnyCommunication) {
   EXPECT_NE(context.status().message().find("is not divisible by tensor_model_parallel_size 3"),
             std::string::npos)
       << context.status();
+}
+
+// MPI is already up (the test main): the runtime reports it and leaves finalising to its owner.
+TEST(MpiRuntimeTest, AdoptsAnInitialisedMpi) {
+  int world = 0, rank = 0;
+  MPI_Comm_size(MPI_COMM_WORLD, &world);
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  {
+    absl::StatusOr<std::unique_ptr<MpiRuntime>> runtime = MpiRuntime::initialize(nullptr, nullptr);
+    ASSERT_TRUE(runtime.ok()) << runtime.status();
+    EXPECT_EQ((*runtime)->thread_level(), MPI_THREAD_MULTIPLE);
+    EXPECT_EQ((*runtime)->world_size(), world);
+    EXPECT_EQ((*runtime)->world_rank(), rank);
+  }
+  int finalized = 1;
+  MPI_Finalized(&finalized);
+  EXPECT_FALSE(finalized);
 }
 
 }  // namespace
