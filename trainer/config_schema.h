@@ -16,7 +16,7 @@ namespace moefold {
 
 struct RecipeKey {
   std::string path;     // "section.key", e.g. "moe.moe_router_topk"
-  std::string type;     // for docs: "int", "float", "bool", "string", "softmax \| sigmoid", ...
+  std::string type;     // for docs: "int", "float", "bool", "string", "softmax or sigmoid", ...
   std::string range;    // for docs: "≥ 1", "0 … 1", "" when any value of the type is fine
   std::string meaning;  // one sentence for docs
   // Checks the YAML value's type and range and stores it. The error is the reason only
