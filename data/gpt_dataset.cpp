@@ -60,8 +60,11 @@ absl::StatusOr<std::shared_ptr<const GptDataset>> GptDataset::build(
                     end_sequence <= indexed->num_sequences(),
                 "sequence range [" << first_sequence << ", " << end_sequence << ")");
   int64_t tokens_per_epoch = 0;
+  uint64_t lengths_hash = 0xcbf29ce484222325ULL;
   for (int64_t s = first_sequence; s < end_sequence; ++s) {
     tokens_per_epoch += indexed->sequence_lengths()[s];
+    lengths_hash = (lengths_hash ^ static_cast<uint32_t>(indexed->sequence_lengths()[s])) *
+                   0x100000001b3ULL;
   }
   if (tokens_per_epoch < 2) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -81,6 +84,7 @@ absl::StatusOr<std::shared_ptr<const GptDataset>> GptDataset::build(
   const std::string description = absl::StrCat(
       "moefold GptDataset indices v1\nprefix=", absolute(prefix),
       "\nsequences=", ds->indexed_->num_sequences(), "\ntokens=", ds->indexed_->num_tokens(),
+      "\nlengths_hash=", lengths_hash,
       "\nrange=", first_sequence, ",", end_sequence, "\nseq_length=", options.seq_length,
       "\nnum_samples=", options.num_samples, "\nseed=", options.seed, "\n");
   if (options.use_cache) {
