@@ -1,3 +1,5 @@
+#pragma GCC optimize("tree-vectorize", "no-trapping-math")
+
 #include "tensor/cpu/attention.h"
 
 #include <algorithm>
@@ -13,7 +15,7 @@ namespace moefold::cpu {
 namespace {
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-constexpr int64_t kBlockQ = 64;   // query rows per tile
+constexpr int64_t kBlockQ = 128;   // query rows per tile
 constexpr int64_t kBlockK = 128;  // keys per tile
 
 struct Dims {
@@ -54,6 +56,12 @@ void apply_causal_mask(float* S, int64_t ld, const int32_t* q_pos, int64_t rows,
       if (k_pos[j] > q_pos[i]) S[i * ld + j] = kNegInf;
     }
   }
+}
+
+// dS = P ⊙ (dP − delta) for one row, written over dP.
+MOEFOLD_ISA_CLONES
+void softmax_backward_row(float* dp, const float* p, float delta, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) dp[j] = p[j] * (dp[j] - delta);
 }
 
 void check_dims(const Dims& dims) {
@@ -175,9 +183,7 @@ void attention_backward(const float* dout, const float* q, const float* k, const
           gemm(false, true, rows, cols, d, 1.0f, dout + q_offset, dims.q_row(), v + kv_tile,
                dims.kv_row(), 0.0f, dP.data(), kBlockK);
           for (int64_t i = 0; i < rows; ++i) {
-            float* ds = dP.data() + i * kBlockK;
-            const float* p = P.data() + i * kBlockK;
-            for (int64_t j = 0; j < cols; ++j) ds[j] = p[j] * (ds[j] - delta[i]);
+            softmax_backward_row(dP.data() + i * kBlockK, P.data() + i * kBlockK, delta[i], cols);
           }
           gemm(false, false, rows, d, cols, scale, dP.data(), kBlockK, k + kv_tile, dims.kv_row(),
                1.0f, dq + q_offset, dims.q_row());

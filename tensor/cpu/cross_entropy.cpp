@@ -60,8 +60,8 @@ void cross_entropy_forward_backward(const float* h_NH, const float* w_VH, const 
         continue;
       }
       const int32_t label = checked_label(labels_N, r0 + i, V);
-      const float ce = row_cross_entropy(row, label, V, backward ? row : nullptr,
-                                         mask * grad_scale);
+      // The chunk buffer is ours: even forward-only, exponentiate in place (vectorised path).
+      const float ce = row_cross_entropy(row, label, V, row, backward ? mask * grad_scale : 0.0f);
       loss_sum += static_cast<double>(ce) * mask;
     }
     if (!backward) continue;

@@ -1,23 +1,51 @@
+#pragma GCC optimize("tree-vectorize", "no-trapping-math")
+
 #include "tensor/cpu/rmsnorm.h"
 
 #include <cmath>
 
-namespace moefold::cpu {
+#include "tensor/cpu/vec_math.h"
 
+namespace moefold::cpu {
+namespace {
+
+// Σ a·b·c over n, in kVecLanes partial sums.
+inline float triple_dot(const float* a, const float* b, const float* c, int64_t n) {
+  float acc[kVecLanes] = {};
+  int64_t i = 0;
+  for (; i + kVecLanes <= n; i += kVecLanes) {
+    for (int64_t j = 0; j < kVecLanes; ++j) acc[j] += a[i + j] * b[i + j] * c[i + j];
+  }
+  float sum = 0.0f;
+  for (; i < n; ++i) sum += a[i] * b[i] * c[i];
+  for (int64_t j = 0; j < kVecLanes; ++j) sum += acc[j];
+  return sum;
+}
+
+}  // namespace
+
+MOEFOLD_ISA_CLONES
 void rmsnorm_forward(const float* x_NH, const float* w_H, float* y_NH, float* rstd_N, int64_t N,
                      int64_t H, float eps) {
   for (int64_t n = 0; n < N; ++n) {
     const float* x = x_NH + n * H;
     float* y = y_NH + n * H;
-    float sum_sq = 0.0f;
-    for (int64_t h = 0; h < H; ++h) sum_sq += x[h] * x[h];
-    const float rstd = 1.0f / std::sqrt(sum_sq / static_cast<float>(H) + eps);
+    float sum_sq[kVecLanes] = {};
+    int64_t h = 0;
+    for (; h + kVecLanes <= H; h += kVecLanes) {
+      for (int64_t j = 0; j < kVecLanes; ++j) sum_sq[j] += x[h + j] * x[h + j];
+    }
+    float total = 0.0f;
+    for (; h < H; ++h) total += x[h] * x[h];
+    for (int64_t j = 0; j < kVecLanes; ++j) total += sum_sq[j];
+    const float rstd = 1.0f / std::sqrt(total / static_cast<float>(H) + eps);
     rstd_N[n] = rstd;
-    for (int64_t h = 0; h < H; ++h) y[h] = x[h] * rstd * w_H[h];
+    for (h = 0; h < H; ++h) y[h] = x[h] * rstd * w_H[h];
   }
 }
 
 // With x̂ = x·rstd and g = dy ⊙ w: dx = rstd · (g − x̂ · mean(g ⊙ x̂)), dw += dy ⊙ x̂.
+MOEFOLD_ISA_CLONES
 void rmsnorm_backward(const float* dy_NH, const float* x_NH, const float* w_H,
                       const float* rstd_N, float* dx_NH, float* dw_H, int64_t N, int64_t H,
                       bool accumulate_dx) {
@@ -26,12 +54,10 @@ void rmsnorm_backward(const float* dy_NH, const float* x_NH, const float* w_H,
     const float* x = x_NH + n * H;
     float* dx = dx_NH + n * H;
     const float rstd = rstd_N[n];
-    float dot = 0.0f;  // Σ dy·w·x
-    for (int64_t h = 0; h < H; ++h) dot += dy[h] * w_H[h] * x[h];
-    const float coeff = dot * rstd * rstd / static_cast<float>(H);
+    const float coeff = triple_dot(dy, w_H, x, H) * rstd * rstd / static_cast<float>(H);
     if (accumulate_dx) {
       for (int64_t h = 0; h < H; ++h) dx[h] += rstd * (dy[h] * w_H[h] - x[h] * coeff);
-    } else {
+    } else {  // never reads dx, which may hold garbage
       for (int64_t h = 0; h < H; ++h) dx[h] = rstd * (dy[h] * w_H[h] - x[h] * coeff);
     }
     for (int64_t h = 0; h < H; ++h) dw_H[h] += dy[h] * x[h] * rstd;

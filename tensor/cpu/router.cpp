@@ -1,3 +1,5 @@
+#pragma GCC optimize("tree-vectorize", "no-trapping-math")
+
 #include "tensor/cpu/router.h"
 
 #include <algorithm>
@@ -7,6 +9,7 @@
 #include <vector>
 
 #include "tensor/check.h"
+#include "tensor/cpu/vec_math.h"
 
 namespace moefold::cpu {
 
@@ -37,8 +40,9 @@ void softmax_rows_backward(const float* dp_NE, const float* p_NE, float* dz_NE, 
   }
 }
 
+MOEFOLD_ISA_CLONES
 void sigmoid_forward(const float* z, float* s, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) s[i] = 1.0f / (1.0f + std::exp(-z[i]));
+  for (int64_t i = 0; i < n; ++i) s[i] = 1.0f / (1.0f + exp_approx(-z[i]));
 }
 
 void sigmoid_backward(const float* ds, const float* s, float* dz, int64_t n) {

@@ -1,25 +1,41 @@
+#pragma GCC optimize("tree-vectorize", "no-trapping-math")
+
 #include "tensor/cpu/swiglu.h"
 
-#include <cmath>
+#include <cstring>
+
+#include "tensor/cpu/vec_math.h"
 
 namespace moefold::cpu {
 
+MOEFOLD_ISA_CLONES
 void swiglu_forward(const float* gate_NF, const float* up_NF, float* out_NF, int64_t n) {
   for (int64_t i = 0; i < n; ++i) {
     const float g = gate_NF[i];
-    out_NF[i] = g / (1.0f + std::exp(-g)) * up_NF[i];
+    out_NF[i] = g / (1.0f + exp_approx(-g)) * up_NF[i];
   }
 }
 
-// d silu(g)/dg = σ(g)·(1 + g·(1 − σ(g))).
+// d silu(g)/dg = σ(g)·(1 + g·(1 − σ(g))). Works on chunks through local buffers: the outputs
+// may alias the inputs, and with that possibility GCC would not vectorise a single loop.
+MOEFOLD_ISA_CLONES
 void swiglu_backward(const float* dout_NF, const float* gate_NF, const float* up_NF,
                      float* dgate_NF, float* dup_NF, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) {
-    const float g = gate_NF[i], u = up_NF[i], dout = dout_NF[i];
-    const float sig = 1.0f / (1.0f + std::exp(-g));
-    const float silu = g * sig;
-    dgate_NF[i] = dout * u * sig * (1.0f + g * (1.0f - sig));
-    dup_NF[i] = dout * silu;
+  constexpr int64_t kChunk = 256;
+  float dgate[kChunk], dup[kChunk];
+  for (int64_t begin = 0; begin < n; begin += kChunk) {
+    const int64_t count = n - begin < kChunk ? n - begin : kChunk;
+    const float* gate = gate_NF + begin;
+    const float* up = up_NF + begin;
+    const float* dout = dout_NF + begin;
+    for (int64_t i = 0; i < count; ++i) {
+      const float g = gate[i];
+      const float sig = 1.0f / (1.0f + exp_approx(-g));
+      dgate[i] = dout[i] * up[i] * sig * (1.0f + g * (1.0f - sig));
+      dup[i] = dout[i] * g * sig;
+    }
+    std::memcpy(dgate_NF + begin, dgate, count * sizeof(float));
+    std::memcpy(dup_NF + begin, dup, count * sizeof(float));
   }
 }
 

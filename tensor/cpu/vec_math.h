@@ -1,12 +1,22 @@
-// Small vectorised helpers shared by the CPU kernels. The build targets x86-64-v2 (SSE4.2); the
-// functions in vec_math.cpp are compiled once per ISA level (AVX-512, AVX2, baseline) and the
-// best one is picked at load time, so hot element-wise loops use the machine's full width.
+// Small vectorised helpers shared by the CPU kernels. The build targets x86-64-v2 (SSE4.2);
+// functions marked MOEFOLD_ISA_CLONES are compiled once per ISA level (AVX-512, AVX2, baseline)
+// and the best one is picked at load time, so hot element-wise loops use the machine's full
+// width. A .cpp using it also starts with
+// `#pragma GCC optimize("tree-vectorize", "no-trapping-math")`: at -O2 GCC 12 only
+// vectorises trivially cheap loops, and with trapping math it will not turn the selects of
+// exp_approx into blends (results are the same; only FP exception flags differ). Reductions keep
+// kVecLanes partial sums so they vectorise without reassociation flags.
 #pragma once
 
 #include <cstdint>
 #include <cstring>
 
+#define MOEFOLD_ISA_CLONES \
+  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+
 namespace moefold::cpu {
+
+constexpr int64_t kVecLanes = 16;
 
 // exp(x) for float with about 1 ulp error (Cephes polynomial after range reduction to
 // [-ln2/2, ln2/2]); exactly 0 below −87.3 (so exp(−inf) = 0). Branch-free so that loops over it
@@ -24,10 +34,11 @@ inline float exp_approx(float x) {
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   p = p * r * r + r + 1.0f;
-  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  // Below the range the scale factor's bits are all zero, i.e. scale = 0.
+  const int32_t bits = x < -87.3f ? 0 : (static_cast<int32_t>(n) + 127) << 23;
   float scale;
   std::memcpy(&scale, &bits, sizeof(scale));
-  return x < -87.3f ? 0.0f : p * scale;
+  return p * scale;
 }
 
 // out[i] = exp(x[i] − shift); returns Σ out. out may equal x.

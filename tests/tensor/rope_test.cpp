@@ -40,6 +40,19 @@ TEST(Rope, ForwardMatchesDoubleReferenceAtCustomPositions) {
   moefold::testing::expect_close(y, reference_rope(x, pos, heads, d, 10000.0), 1e-5, 1e-5, "y");
 }
 
+TEST(Rope, BatchOfRepeatedPositionsMatchesDoubleReference) {
+  // Two sequences of positions 12..31: dense positions take the shared-table path.
+  const int64_t heads = 2, d = 16;
+  std::vector<int32_t> pos;
+  for (int b = 0; b < 2; ++b) {
+    for (int32_t p = 12; p < 32; ++p) pos.push_back(p);
+  }
+  const auto x = random_floats(pos.size() * heads * d, 5);
+  std::vector<float> y(x.size());
+  rope_forward(x.data(), y.data(), pos.data(), pos.size(), heads, d, 10000.0f);
+  moefold::testing::expect_close(y, reference_rope(x, pos, heads, d, 10000.0), 1e-5, 1e-5, "y");
+}
+
 TEST(Rope, PositionZeroIsIdentityAndInPlaceWorks) {
   const int64_t heads = 2, d = 4;
   const std::vector<int32_t> pos = {0, 5};
