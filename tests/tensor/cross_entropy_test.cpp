@@ -5,6 +5,7 @@
 #include <cmath>
 #include <vector>
 
+#include "tensor/tensor.h"
 #include "tests/tensor/kernel_test_util.h"
 
 namespace moefold::cpu {
@@ -85,6 +86,18 @@ TEST(CrossEntropy, FusedGradientsMatchFiniteDifferences) {
   };
   moefold::testing::expect_gradient_matches(p.h, dh, scaled_loss, 1e-2f, 1e-3, 2e-3, "dh");
   moefold::testing::expect_gradient_matches(p.w, dw, scaled_loss, 1e-2f, 1e-3, 2e-3, "dw");
+}
+
+TEST(CrossEntropy, OnlyOneChunkOfLogitsIsAllocated) {
+  const Problem p;
+  std::vector<float> dh(p.N * p.H), dw(p.V * p.H, 0.0f);
+  double loss = 0.0;
+  MemoryStats::reset_peak();
+  const int64_t before = MemoryStats::current_bytes();
+  cross_entropy_forward_backward(p.h.data(), p.w.data(), p.labels.data(), p.mask.data(), 1.0f,
+                                 &loss, dh.data(), dw.data(), p.N, p.H, p.V, 4);
+  EXPECT_EQ(MemoryStats::peak_bytes() - before, 4 * p.V * static_cast<int64_t>(sizeof(float)));
+  EXPECT_EQ(MemoryStats::current_bytes(), before);
 }
 
 TEST(CrossEntropy, RowsFormMatchesFusedAndItsBackwardMatchesFiniteDifferences) {
