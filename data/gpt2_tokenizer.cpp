@@ -17,7 +17,8 @@ namespace {
 
 // GPT-2's pre-tokenizer: contractions, letter runs, digit runs, other symbol runs (each with an
 // optional leading space), and whitespace (trailing whitespace of a run stays with the next
-// word).
+// word). ICU's \s is Unicode White_Space (vertical tab and U+0085 included), as in Python's
+// `regex` module that OpenAI's encoder.py uses.
 constexpr char kGpt2Pattern[] =
     R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
 

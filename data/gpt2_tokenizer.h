@@ -25,6 +25,8 @@ class Gpt2Tokenizer final : public Tokenizer {
                                                              const std::string& merge_file);
   ~Gpt2Tokenizer() override;
 
+  // text is UTF-8; an invalid sequence is read as U+FFFD (and so encoded as its 3 bytes).
+  // Thread-safe.
   std::vector<int32_t> encode(std::string_view text) const override;
   absl::StatusOr<std::string> decode(std::span<const int32_t> ids) const override;
   int64_t vocab_size() const override { return static_cast<int64_t>(decoder_.size()); }

@@ -191,6 +191,9 @@ TEST_F(CorruptIndexedDataset, SizesInconsistentWithIdxLength) {
   EXPECT_THAT(open_error(patched<uint64_t>(18, 4)), HasSubstr("sizes inconsistent"));
   EXPECT_THAT(open_error(patched<uint64_t>(18, uint64_t{1} << 62)), HasSubstr("sizes inconsistent"));
   EXPECT_THAT(open_error(idx_ + "garbage"), HasSubstr("sizes inconsistent"));
+  // Megatron's multimodal index appends one mode byte per sequence.
+  EXPECT_THAT(open_error(idx_ + std::string(3, '\0')),
+              HasSubstr("not supported yet: multimodal index"));
 }
 
 TEST_F(CorruptIndexedDataset, TruncatedBin) {
