@@ -4,6 +4,7 @@
 #include <string>
 
 #include "model/scratch.h"
+#include "model/sharding_plan.h"
 #include "tensor/check.h"
 #include "tensor/cpu/attention.h"
 #include "tensor/cpu/gemm.h"
@@ -23,18 +24,18 @@ Attention::Attention(const ModelConfig& config, const ParallelContext& ctx, int 
   const std::string prefix = "layers/" + std::to_string(layer) + "/attn/";
   const float std = config.init_method_std;
   const float out_std = std / std::sqrt(2.0f * config.num_layers);
-  wq_ = registry.add_weight(TensorLayout::replicated(prefix + "wq", {heads_ * head_dim_, hidden_}),
+  wq_ = registry.add_weight(shard_layout(prefix + "wq", {heads_ * head_dim_, hidden_}, ctx.coords),
                             std);
   wk_ = registry.add_weight(
-      TensorLayout::replicated(prefix + "wk", {kv_heads_ * head_dim_, hidden_}), std);
+      shard_layout(prefix + "wk", {kv_heads_ * head_dim_, hidden_}, ctx.coords), std);
   wv_ = registry.add_weight(
-      TensorLayout::replicated(prefix + "wv", {kv_heads_ * head_dim_, hidden_}), std);
-  wo_ = registry.add_weight(TensorLayout::replicated(prefix + "wo", {hidden_, heads_ * head_dim_}),
+      shard_layout(prefix + "wv", {kv_heads_ * head_dim_, hidden_}, ctx.coords), std);
+  wo_ = registry.add_weight(shard_layout(prefix + "wo", {hidden_, heads_ * head_dim_}, ctx.coords),
                             out_std);
 }
 
-void Attention::forward(const Tensor& a_NH, const int32_t* positions_N, int64_t batch,
-                        int64_t seq, Tensor& y_NH, bool accumulate, AttentionStash& st) const {
+void Attention::forward(const Tensor& a_NH, const int32_t* positions_N, int64_t batch, int64_t seq,
+                        Tensor& y_NH, bool accumulate, AttentionStash& st) const {
   const int64_t N = batch * seq, Q = heads_ * head_dim_, KV = kv_heads_ * head_dim_;
   MOEFOLD_CHECK(a_NH.numel() == N * hidden_ && y_NH.numel() == N * hidden_);
   st.batch = batch;

@@ -21,8 +21,8 @@ struct AttentionStash {
   Tensor o;    // (B,S,nh·d) attention output before Wo
   Tensor lse;  // (B,nh,S) log-sum-exp of the scores
   // Gradients handed from backward_dx to backward_dw.
-  Tensor dy;                 // (N,H) shared with the caller
-  Tensor d_o, dq, dk, dv;    // as o, q, k, v
+  Tensor dy;               // (N,H) shared with the caller
+  Tensor d_o, dq, dk, dv;  // as o, q, k, v
 };
 
 class Attention {

@@ -1,5 +1,6 @@
 #include "model/embedding.h"
 
+#include "model/sharding_plan.h"
 #include "tensor/check.h"
 #include "tensor/cpu/embedding.h"
 
@@ -8,7 +9,7 @@ namespace moefold {
 Embedding::Embedding(const ModelConfig& config, const ParallelContext& ctx,
                      ParameterRegistry& registry)
     : ctx_(ctx), vocab_(config.padded_vocab_size()), hidden_(config.hidden_size) {
-  weight_ = registry.add_weight(TensorLayout::replicated("embed", {vocab_, hidden_}),
+  weight_ = registry.add_weight(shard_layout("embed", {vocab_, hidden_}, ctx.coords),
                                 config.init_method_std);
 }
 

@@ -30,10 +30,10 @@ std::array<uint32_t, 4> philox4x32_10(std::array<uint32_t, 4> ctr, std::array<ui
 }
 
 double standard_normal_at(uint64_t seed, uint64_t name_hash, uint64_t global_index) {
-  const auto x = philox4x32_10(
-      {static_cast<uint32_t>(global_index), static_cast<uint32_t>(global_index >> 32),
-       static_cast<uint32_t>(name_hash), static_cast<uint32_t>(name_hash >> 32)},
-      {static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32)});
+  const auto x =
+      philox4x32_10({static_cast<uint32_t>(global_index), static_cast<uint32_t>(global_index >> 32),
+                     static_cast<uint32_t>(name_hash), static_cast<uint32_t>(name_hash >> 32)},
+                    {static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32)});
   constexpr double kInv32 = 1.0 / 4294967296.0;
   const double u1 = (x[0] + 0.5) * kInv32;
   const double u2 = (x[1] + 0.5) * kInv32;
@@ -58,8 +58,8 @@ void init_tensor(const TensorLayout& layout, InitKind kind, float std, uint64_t 
   std::vector<int64_t> idx(rank, 0);  // local multi-index of the row start (last axis = 0)
   for (int64_t start = 0; start < n; start += row) {
     int64_t global = 0;
-    for (int a = 0; a < rank; ++a) global = global * layout.global_shape[a] + idx[a] +
-                                            layout.local_offset[a];
+    for (int a = 0; a < rank; ++a)
+      global = global * layout.global_shape[a] + idx[a] + layout.local_offset[a];
     for (int64_t j = 0; j < row; ++j) {
       local[start + j] = static_cast<float>(std * standard_normal_at(seed, h, global + j));
     }

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "model/sharding_plan.h"
 #include "tensor/check.h"
 #include "tensor/cpu/cross_entropy.h"
 
@@ -14,7 +15,7 @@ LmHead::LmHead(const ModelConfig& config, const ParallelContext& ctx, Parameter*
       hidden_(config.hidden_size),
       tied_(tied_embedding != nullptr) {
   weight_ = tied_ ? tied_embedding
-                  : registry.add_weight(TensorLayout::replicated("lm_head", {vocab_, hidden_}),
+                  : registry.add_weight(shard_layout("lm_head", {vocab_, hidden_}, ctx.coords),
                                         config.init_method_std);
 }
 
@@ -27,11 +28,10 @@ double LmHead::forward_backward(const Tensor& h_NH, const int32_t* labels_N, con
   const bool grad = grad_scale != 0.0f && dh_NH != nullptr;
   if (grad) MOEFOLD_CHECK(dh_NH->numel() == N * hidden_);
   double loss_sum = 0.0;
-  cpu::cross_entropy_forward_backward(h_NH.data(), weight_->value.data(), labels_N, mask_N,
-                                      grad ? grad_scale : 0.0f, &loss_sum,
-                                      grad ? dh_NH->data() : nullptr,
-                                      grad ? weight_->grad.data() : nullptr, N, hidden_, vocab_,
-                                      chunk_rows);
+  cpu::cross_entropy_forward_backward(
+      h_NH.data(), weight_->value.data(), labels_N, mask_N, grad ? grad_scale : 0.0f, &loss_sum,
+      grad ? dh_NH->data() : nullptr, grad ? weight_->grad.data() : nullptr, N, hidden_, vocab_,
+      chunk_rows);
   return loss_sum;
 }
 

@@ -3,21 +3,22 @@
 #include <cmath>
 
 #include "model/scratch.h"
+#include "model/sharding_plan.h"
 #include "tensor/check.h"
 #include "tensor/cpu/gemm.h"
 #include "tensor/cpu/swiglu.h"
 
 namespace moefold {
 
-Mlp::Mlp(const ModelConfig& config, const ParallelContext& ctx, const std::string& prefix,
-         int ffn, ParameterRegistry& registry)
+Mlp::Mlp(const ModelConfig& config, const ParallelContext& ctx, const std::string& prefix, int ffn,
+         ParameterRegistry& registry)
     : ctx_(ctx), hidden_(config.hidden_size), ffn_(ffn) {
   const float std = config.init_method_std;
   const float out_std = std / std::sqrt(2.0f * config.num_layers);
-  w_gate_ = registry.add_weight(TensorLayout::replicated(prefix + "w_gate", {ffn_, hidden_}), std);
-  w_up_ = registry.add_weight(TensorLayout::replicated(prefix + "w_up", {ffn_, hidden_}), std);
+  w_gate_ = registry.add_weight(shard_layout(prefix + "w_gate", {ffn_, hidden_}, ctx.coords), std);
+  w_up_ = registry.add_weight(shard_layout(prefix + "w_up", {ffn_, hidden_}, ctx.coords), std);
   w_down_ =
-      registry.add_weight(TensorLayout::replicated(prefix + "w_down", {hidden_, ffn_}), out_std);
+      registry.add_weight(shard_layout(prefix + "w_down", {hidden_, ffn_}, ctx.coords), out_std);
 }
 
 void Mlp::forward(const Tensor& x_NH, Tensor& y_NH, bool accumulate, MlpStash& st) const {
@@ -42,12 +43,11 @@ void Mlp::backward_dx(const Tensor& dy_NH, Tensor& dx_NH, bool accumulate, MlpSt
   cpu::linear_backward_dx(dy_NH.data(), w_down_->value.data(), st.dact.data(), N, ffn_, hidden_,
                           false);
   // gate and up are not needed after this: their gradients overwrite them.
-  cpu::swiglu_backward(st.dact.data(), st.gate.data(), st.up.data(), st.gate.data(),
-                       st.up.data(), N * ffn_);
+  cpu::swiglu_backward(st.dact.data(), st.gate.data(), st.up.data(), st.gate.data(), st.up.data(),
+                       N * ffn_);
   cpu::linear_backward_dx(st.gate.data(), w_gate_->value.data(), dx_NH.data(), N, hidden_, ffn_,
                           accumulate);
-  cpu::linear_backward_dx(st.up.data(), w_up_->value.data(), dx_NH.data(), N, hidden_, ffn_,
-                          true);
+  cpu::linear_backward_dx(st.up.data(), w_up_->value.data(), dx_NH.data(), N, hidden_, ffn_, true);
 }
 
 void Mlp::backward_dw(MlpStash& st) const {

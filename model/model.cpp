@@ -1,6 +1,9 @@
 #include "model/model.h"
 
+#include "absl/strings/str_cat.h"
+
 #include "model/scratch.h"
+#include "model/sharding_plan.h"
 #include "tensor/check.h"
 #include "tensor/cpu/rmsnorm.h"
 
@@ -9,14 +12,82 @@ namespace moefold {
 // Registration order, which is the order of parameters(): embed, each layer (attn_norm,
 // attn/{wq,wk,wv,wo}, ffn_norm, mlp/* or moe/{router,experts/*,shared/*}), final_norm, lm_head.
 Model::Model(const ModelConfig& config, const ParallelContext& ctx) : config_(config), ctx_(ctx) {
-  MOEFOLD_CHECK(config_.hidden_size % config_.num_attention_heads == 0);
+  const absl::Status valid = validate(config_, ctx_);
+  MOEFOLD_CHECK(valid.ok(), valid.message());
   embedding_ = std::make_unique<Embedding>(config_, ctx_, registry_);
   for (int l = 0; l < config_.num_layers; ++l) {
     layers_.push_back(std::make_unique<TransformerLayer>(config_, ctx_, l, registry_));
   }
-  final_norm_ = registry_.add_norm(TensorLayout::replicated("final_norm", {config_.hidden_size}));
+  final_norm_ = registry_.add_norm(shard_layout("final_norm", {config_.hidden_size}, ctx_.coords));
   Parameter* tied = config_.untie_embeddings_and_output_weights ? nullptr : embedding_->weight();
   lm_head_ = std::make_unique<LmHead>(config_, ctx_, tied, registry_);
+}
+
+absl::Status Model::validate(const ModelConfig& c, const ParallelContext& ctx) {
+  auto invalid = [](auto... parts) { return absl::InvalidArgumentError(absl::StrCat(parts...)); };
+  if (c.num_layers < 1) return invalid("num_layers ", c.num_layers, " must be at least 1");
+  if (c.hidden_size < 1 || c.num_attention_heads < 1 ||
+      c.hidden_size % c.num_attention_heads != 0) {
+    return invalid("hidden_size ", c.hidden_size, " is not divisible by num_attention_heads ",
+                   c.num_attention_heads);
+  }
+  if (c.head_dim() % 2 != 0) {
+    return invalid("head dim hidden_size/num_attention_heads = ", c.head_dim(),
+                   " must be even for rotary embeddings");
+  }
+  if (c.kv_heads() < 1 || c.num_attention_heads % c.kv_heads() != 0) {
+    return invalid("num_attention_heads ", c.num_attention_heads,
+                   " is not divisible by num_query_groups ", c.kv_heads());
+  }
+  if (c.vocab_size < 1) return invalid("vocab_size ", c.vocab_size, " must be positive");
+  bool any_dense = false, any_moe = false;
+  for (int l = 0; l < c.num_layers; ++l) (c.is_moe_layer(l) ? any_moe : any_dense) = true;
+  if (any_dense && c.ffn_hidden_size < 1) {
+    return invalid("ffn_hidden_size ", c.ffn_hidden_size, " must be positive (dense layers)");
+  }
+  if (any_moe) {
+    const MoeConfig& m = c.moe;
+    if (m.moe_ffn_hidden_size < 1) {
+      return invalid("moe_ffn_hidden_size ", m.moe_ffn_hidden_size, " must be positive");
+    }
+    if (m.moe_router_topk < 1 || m.moe_router_topk > m.num_experts) {
+      return invalid("moe_router_topk ", m.moe_router_topk, " must be in [1, num_experts ",
+                     m.num_experts, "]");
+    }
+    if (m.moe_router_enable_expert_bias &&
+        m.moe_router_score_function != RouterScoreFunction::kSigmoid) {
+      return invalid("moe_router_enable_expert_bias needs moe_router_score_function: sigmoid");
+    }
+    if (m.moe_router_num_groups > 0) {
+      const int G = m.moe_router_num_groups, gk = m.moe_router_group_topk;
+      if (m.num_experts % G != 0) {
+        return invalid("num_experts ", m.num_experts, " is not divisible by moe_router_num_groups ",
+                       G);
+      }
+      if (gk < 1 || gk > G || m.moe_router_topk % gk != 0 ||
+          m.moe_router_topk / gk > m.num_experts / G) {
+        return invalid("moe_router_group_topk ", gk, " must be in [1, moe_router_num_groups ", G,
+                       "], divide moe_router_topk ", m.moe_router_topk,
+                       " and leave at most num_experts/moe_router_num_groups per group");
+      }
+    }
+    if (m.moe_expert_capacity_factor < 0) {
+      return invalid("moe_expert_capacity_factor ", m.moe_expert_capacity_factor,
+                     " must not be negative");
+    }
+  }
+  const RankCoordinates& r = ctx.coords;
+  const std::pair<const char*, int> model_parallel[] = {
+      {"tensor_model_parallel_size", r.tp_size},  {"context_parallel_size", r.cp_size},
+      {"pipeline_model_parallel_size", r.pp_size}, {"expert_model_parallel_size", r.ep_size},
+      {"expert_tensor_parallel_size", r.etp_size}};
+  for (const auto& [key, size] : model_parallel) {
+    if (size != 1) {
+      return absl::UnimplementedError(absl::StrCat("not supported yet: ", key, " ", size,
+                                                   " (the model computes with TP=CP=PP=EP=ETP=1)"));
+    }
+  }
+  return absl::OkStatus();
 }
 
 void Model::init_parameters(uint64_t seed) { registry_.init(seed); }
@@ -110,8 +181,7 @@ void Model::backward(ModelStash& st) {
   const int L = config_.num_layers;
   ensure_shape(st.dh, {N, H});
   cpu::rmsnorm_backward(st.d_final_h.data(), st.residual[L].data(), final_norm_->value.data(),
-                        st.final_rstd.data(), st.dh.data(), final_norm_->grad.data(), N, H,
-                        false);
+                        st.final_rstd.data(), st.dh.data(), final_norm_->grad.data(), N, H, false);
   for (int l = L - 1; l >= 0; --l) layers_[l]->backward(st.dh, st.positions.data(), st.layers[l]);
   embedding_->backward_dw(st.dh, st.tokens.data(), N);
   st.has_gradients = false;
@@ -120,8 +190,8 @@ void Model::backward(ModelStash& st) {
 int64_t Model::active_parameter_count() const {
   // Every layer's touched weights, the final norm and the output projection; the embedding
   // lookup does no multiply-adds and is not counted (the tied table counts once, as output).
-  int64_t n = config_.hidden_size + static_cast<int64_t>(config_.padded_vocab_size()) *
-                                        config_.hidden_size;
+  int64_t n =
+      config_.hidden_size + static_cast<int64_t>(config_.padded_vocab_size()) * config_.hidden_size;
   for (const auto& layer : layers_) n += layer->active_parameter_count();
   return n;
 }

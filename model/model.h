@@ -7,9 +7,10 @@
 #include <memory>
 #include <vector>
 
+#include "absl/status/status.h"
+#include "data/micro_batch.h"
 #include "model/embedding.h"
 #include "model/lm_head.h"
-#include "data/micro_batch.h"
 #include "model/model_config.h"
 #include "model/parameter.h"
 #include "model/transformer_layer.h"
@@ -19,7 +20,8 @@
 namespace moefold {
 
 struct LossScales {  // MODEL.md "Global loss": the step's normalisation, known before forward
-  double lm = 1.0;   // d loss / d (CE of one unmasked token) = 1 / (Σ loss_mask over the global batch)
+  // d loss / d (CE of one unmasked token) = 1 / (Σ loss_mask over the whole global batch)
+  double lm = 1.0;
   double aux = 1.0;  // weight of this micro-batch's balance+z losses = 1 / (M·D)
 };
 
@@ -33,8 +35,8 @@ struct MoeLayerStats {
 struct MicroBatchStats {
   double lm_loss_sum = 0;    // Σ CE·loss_mask (unnormalised)
   double loss_mask_sum = 0;  // Σ loss_mask
-  double aux_loss = 0;       // balance losses of this micro-batch (coeff applied, summed over layers)
-  double z_loss = 0;         // z losses (coeff applied, summed over layers)
+  double aux_loss = 0;  // balance losses of this micro-batch (coeff applied, summed over layers)
+  double z_loss = 0;    // z losses (coeff applied, summed over layers)
   std::vector<MoeLayerStats> moe;  // one per MoE layer, counts before capacity dropping
 };
 
@@ -45,15 +47,15 @@ class ModelStash {
   explicit ModelStash(int num_layers) : layers(num_layers) {}
 
   int64_t batch = 0, seq = 0;
-  bool has_gradients = false;         // forward prepared backward (lm gradient computed)
-  std::vector<int32_t> tokens;        // (N)
-  std::vector<int32_t> positions;     // (N) position of each token in its sequence
+  bool has_gradients = false;      // forward prepared backward (lm gradient computed)
+  std::vector<int32_t> tokens;     // (N)
+  std::vector<int32_t> positions;  // (N) position of each token in its sequence
   std::vector<TransformerLayerStash> layers;
-  std::vector<Tensor> residual;       // L+1 tensors (N,H): residual[l] is layer l's input
-  Tensor final_h;                     // (N,H) rmsnorm(residual[L], final_norm)
-  Tensor final_rstd;                  // (N)
-  Tensor d_final_h;                   // (N,H) d loss / d final_h (from the fused loss)
-  Tensor dh;                          // (N,H) d loss / d residual stream
+  std::vector<Tensor> residual;  // L+1 tensors (N,H): residual[l] is layer l's input
+  Tensor final_h;                // (N,H) rmsnorm(residual[L], final_norm)
+  Tensor final_rstd;             // (N)
+  Tensor d_final_h;              // (N,H) d loss / d final_h (from the fused loss)
+  Tensor dh;                     // (N,H) d loss / d residual stream
 };
 
 class Model {
@@ -63,28 +65,31 @@ class Model {
   Model(const Model&) = delete;
   Model& operator=(const Model&) = delete;
 
-  void init_parameters(uint64_t seed);                 // MODEL.md init
-  std::vector<Parameter*> parameters();                // every trainable parameter, fixed order
-  std::vector<Tensor*> expert_bias_buffers();          // per MoE layer [E] (empty when disabled)
+  void init_parameters(uint64_t seed);         // MODEL.md init
+  std::vector<Parameter*> parameters();        // every trainable parameter, fixed order
+  std::vector<Tensor*> expert_bias_buffers();  // per MoE layer [E] (empty when disabled)
   std::unique_ptr<ModelStash> make_stash() const;
   // Forward of one micro-batch; with `scales` it also prepares backward (the LM head's gradient
   // is computed here, chunked, so no (N,V) logits buffer is kept).
   MicroBatchStats forward(const MicroBatch& batch, const LossScales& scales, ModelStash& stash);
-  void backward(ModelStash& stash);                    // accumulates into every Parameter::grad
-  MicroBatchStats evaluate(const MicroBatch& batch);   // forward only, no gradients
+  void backward(ModelStash& stash);                   // accumulates into every Parameter::grad
+  MicroBatchStats evaluate(const MicroBatch& batch);  // forward only, no gradients
   void zero_grad();
   const ModelConfig& config() const { return config_; }
-  int64_t active_parameter_count() const;  // for FLOP counting: params a token touches (top-k experts)
+  // For FLOP counting: params a token touches (top-k experts).
+  int64_t active_parameter_count() const;
 
   // Additions.
-  std::vector<Buffer*> buffers();                     // saved, not trained (expert biases)
+  // Whether this model can run `config` under `ctx`; the error is one line naming the setting.
+  // The constructor requires it to hold.
+  static absl::Status validate(const ModelConfig& config, const ParallelContext& ctx);
+  std::vector<Buffer*> buffers();  // saved, not trained (expert biases)
   const ParameterRegistry& registry() const { return registry_; }
   const std::vector<std::unique_ptr<TransformerLayer>>& layers() const { return layers_; }
-  int64_t parameter_count() const;                    // every element of every parameter
+  int64_t parameter_count() const;  // every element of every parameter
 
  private:
-  MicroBatchStats run_forward(const MicroBatch& batch, const LossScales* scales,
-                              ModelStash& stash);
+  MicroBatchStats run_forward(const MicroBatch& batch, const LossScales* scales, ModelStash& stash);
 
   ModelConfig config_;
   ParallelContext ctx_;

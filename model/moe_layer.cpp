@@ -4,6 +4,7 @@
 #include <string>
 
 #include "model/scratch.h"
+#include "model/sharding_plan.h"
 #include "tensor/check.h"
 #include "tensor/cpu/gemm.h"
 #include "tensor/cpu/permute.h"
@@ -23,12 +24,12 @@ MoeLayer::MoeLayer(const ModelConfig& config, const ParallelContext& ctx, int la
   const float std = config.init_method_std;
   const float out_std = std / std::sqrt(2.0f * config.num_layers);
   const int64_t E = experts_, F = ffn_, H = hidden_;
-  w_gate_ = registry.add_weight(
-      TensorLayout::replicated(prefix + "experts/w_gate", {E, F, H}), std, true);
-  w_up_ = registry.add_weight(TensorLayout::replicated(prefix + "experts/w_up", {E, F, H}), std,
-                              true);
-  w_down_ = registry.add_weight(
-      TensorLayout::replicated(prefix + "experts/w_down", {E, H, F}), out_std, true);
+  w_gate_ = registry.add_weight(shard_layout(prefix + "experts/w_gate", {E, F, H}, ctx.coords), std,
+                                true);
+  w_up_ =
+      registry.add_weight(shard_layout(prefix + "experts/w_up", {E, F, H}, ctx.coords), std, true);
+  w_down_ = registry.add_weight(shard_layout(prefix + "experts/w_down", {E, H, F}, ctx.coords),
+                                out_std, true);
   if (config.moe.moe_shared_expert_intermediate_size > 0) {
     shared_ = std::make_unique<Mlp>(config, ctx, prefix + "shared/",
                                     config.moe.moe_shared_expert_intermediate_size, registry);
@@ -76,15 +77,15 @@ void MoeLayer::backward_dx(const Tensor& dy_NH, Tensor& dx_NH, MoeStash& st) con
   ensure_shape(st.dact, {R, F});
   ensure_shape(st.dxp, {R, H});
   ensure_shape(st.dy, {R, H});
-  cpu::combine_tokens_backward(dy_NH.data(), st.y.data(), st.perm.data(),
-                               st.router.gates.data(), st.dy.data(), st.dgates.data(), R, k, H);
+  cpu::combine_tokens_backward(dy_NH.data(), st.y.data(), st.perm.data(), st.router.gates.data(),
+                               st.dy.data(), st.dgates.data(), R, k, H);
   const int64_t* off = st.offsets.data();
-  cpu::grouped_linear_backward_dx(st.dy.data(), w_down_->value.data(), st.dact.data(), off, E, F,
-                                  H, false);
-  cpu::swiglu_backward(st.dact.data(), st.gate.data(), st.up.data(), st.gate.data(),
-                       st.up.data(), R * F);
-  cpu::grouped_linear_backward_dx(st.gate.data(), w_gate_->value.data(), st.dxp.data(), off, E,
-                                  H, F, false);
+  cpu::grouped_linear_backward_dx(st.dy.data(), w_down_->value.data(), st.dact.data(), off, E, F, H,
+                                  false);
+  cpu::swiglu_backward(st.dact.data(), st.gate.data(), st.up.data(), st.gate.data(), st.up.data(),
+                       R * F);
+  cpu::grouped_linear_backward_dx(st.gate.data(), w_gate_->value.data(), st.dxp.data(), off, E, H,
+                                  F, false);
   cpu::grouped_linear_backward_dx(st.up.data(), w_up_->value.data(), st.dxp.data(), off, E, H, F,
                                   true);
   router_.backward_dx(st.dgates, st.aux_scale, dx_NH, false, st.router);
@@ -96,8 +97,7 @@ void MoeLayer::backward_dw(MoeStash& st) const {
   const int64_t H = hidden_, F = ffn_, E = experts_;
   const int64_t* off = st.offsets.data();
   cpu::grouped_linear_backward_dw(st.dy.data(), st.act.data(), w_down_->grad.data(), off, E, F, H);
-  cpu::grouped_linear_backward_dw(st.gate.data(), st.xp.data(), w_gate_->grad.data(), off, E, H,
-                                  F);
+  cpu::grouped_linear_backward_dw(st.gate.data(), st.xp.data(), w_gate_->grad.data(), off, E, H, F);
   cpu::grouped_linear_backward_dw(st.up.data(), st.xp.data(), w_up_->grad.data(), off, E, H, F);
   router_.backward_dw(st.router);
   if (shared_) shared_->backward_dw(st.shared);

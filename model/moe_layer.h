@@ -20,19 +20,19 @@ namespace moefold {
 struct MoeStash {
   RouterStash router;
   MlpStash shared;
-  int64_t rows = 0;               // R kept assignments
-  std::vector<int64_t> counts;    // (E) kept rows per expert
-  std::vector<int64_t> offsets;   // (E+1) row offsets of each expert
-  std::vector<int32_t> perm;      // (R) source assignment t·k+j of each permuted row
-  Tensor xp;                      // (R,H) permuted inputs
-  Tensor gate, up;                // (R,F); hold their gradients after backward_dx
-  Tensor act;                     // (R,F) silu(gate)·up
-  Tensor y;                       // (R,H) expert outputs
-  Tensor dy;                      // (R,H) d loss / d y
-  Tensor dact;                    // (R,F)
-  Tensor dxp;                     // (R,H)
-  Tensor dgates;                  // (N,k)
-  double aux_scale = 1.0;         // weight of this micro-batch's balance + z losses
+  int64_t rows = 0;              // R kept assignments
+  std::vector<int64_t> counts;   // (E) kept rows per expert
+  std::vector<int64_t> offsets;  // (E+1) row offsets of each expert
+  std::vector<int32_t> perm;     // (R) source assignment t·k+j of each permuted row
+  Tensor xp;                     // (R,H) permuted inputs
+  Tensor gate, up;               // (R,F); hold their gradients after backward_dx
+  Tensor act;                    // (R,F) silu(gate)·up
+  Tensor y;                      // (R,H) expert outputs
+  Tensor dy;                     // (R,H) d loss / d y
+  Tensor dact;                   // (R,F)
+  Tensor dxp;                    // (R,H)
+  Tensor dgates;                 // (N,k)
+  double aux_scale = 1.0;        // weight of this micro-batch's balance + z losses
 };
 
 class MoeLayer {

@@ -56,7 +56,7 @@ struct Parameter {
   bool weight_decay = true;  // 2-D/3-D weights yes, norm weights no
   bool is_expert = false;    // routed-expert weight (reduced over EDP instead of DP later)
   InitKind init = InitKind::kNormal;
-  float init_std = 0.0f;     // σ for kNormal
+  float init_std = 0.0f;  // σ for kNormal
 
   const std::string& name() const { return layout.name; }
 };

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "model/scratch.h"
+#include "model/sharding_plan.h"
 #include "tensor/check.h"
 #include "tensor/cpu/gemm.h"
 #include "tensor/cpu/router.h"
@@ -22,13 +23,13 @@ Router::Router(const ModelConfig& config, const ParallelContext& ctx, int layer,
       topk_(config.moe.moe_router_topk) {
   MOEFOLD_CHECK(topk_ >= 1 && topk_ <= experts_);
   const std::string prefix = "layers/" + std::to_string(layer) + "/moe/";
-  weight_ = registry.add_weight(TensorLayout::replicated(prefix + "router", {experts_, hidden_}),
+  weight_ = registry.add_weight(shard_layout(prefix + "router", {experts_, hidden_}, ctx.coords),
                                 config.init_method_std);
   if (moe_.moe_router_enable_expert_bias) {
     MOEFOLD_CHECK(moe_.moe_router_score_function == RouterScoreFunction::kSigmoid,
                   "expert bias needs sigmoid scores");
-    expert_bias_ = registry.add_buffer(
-        TensorLayout::replicated(prefix + "expert_bias", {experts_}), InitKind::kZeros);
+    expert_bias_ = registry.add_buffer(shard_layout(prefix + "expert_bias", {experts_}, ctx.coords),
+                                       InitKind::kZeros);
   }
   if (moe_.moe_router_num_groups > 0) {
     MOEFOLD_CHECK(experts_ % moe_.moe_router_num_groups == 0 && moe_.moe_router_group_topk > 0 &&
@@ -236,8 +237,8 @@ void Router::loss_gradients(double scale, RouterStash& st, float* dscore, float*
   }
 }
 
-void Router::backward_dx(const Tensor& dgates_NK, double aux_scale, Tensor& dx_NH,
-                         bool accumulate, RouterStash& st) const {
+void Router::backward_dx(const Tensor& dgates_NK, double aux_scale, Tensor& dx_NH, bool accumulate,
+                         RouterStash& st) const {
   const int64_t N = st.batch * st.seq, E = experts_, k = topk_;
   MOEFOLD_CHECK(dgates_NK.numel() == N * k && dx_NH.numel() == N * hidden_);
   float* dz = ensure_shape(st.dlogits, {N, E}).data();

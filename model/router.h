@@ -15,20 +15,20 @@ namespace moefold {
 
 struct RouterStash {
   int64_t batch = 0, seq = 0;
-  Tensor x;                      // (N,H) input, shared with the caller
-  Tensor logits;                 // (N,E) z
-  Tensor probs;                  // (N,E) softmax(z) (softmax) or σ(z) (sigmoid)
-  Tensor select;                 // (N,E) scratch: scores used to choose experts
-  std::vector<int32_t> idx;      // (N,k) chosen experts, best first
-  Tensor gates;                  // (N,k) g, scaling factor applied
-  std::vector<uint8_t> keep;     // (N,k) 1 = kept after capacity (all 1 when dropless)
-  std::vector<float> lse;        // (N) logsumexp(z), for the z-loss
-  std::vector<int64_t> counts;   // (E) tokens choosing e in this micro-batch (before dropping)
+  Tensor x;                         // (N,H) input, shared with the caller
+  Tensor logits;                    // (N,E) z
+  Tensor probs;                     // (N,E) softmax(z) (softmax) or σ(z) (sigmoid)
+  Tensor select;                    // (N,E) scratch: scores used to choose experts
+  std::vector<int32_t> idx;         // (N,k) chosen experts, best first
+  Tensor gates;                     // (N,k) g, scaling factor applied
+  std::vector<uint8_t> keep;        // (N,k) 1 = kept after capacity (all 1 when dropless)
+  std::vector<float> lse;           // (N) logsumexp(z), for the z-loss
+  std::vector<int64_t> counts;      // (E) tokens choosing e in this micro-batch (before dropping)
   std::vector<int64_t> seq_counts;  // (B,E) the same per sequence (seq_aux_loss)
-  int64_t dropped = 0;           // assignments dropped by capacity
-  double aux_loss = 0;           // balance loss, coeff applied
-  double z_loss = 0;             // z-loss, coeff applied
-  Tensor dlogits;                // (N,E) d loss / d z, from backward_dx to backward_dw
+  int64_t dropped = 0;              // assignments dropped by capacity
+  double aux_loss = 0;              // balance loss, coeff applied
+  double z_loss = 0;                // z-loss, coeff applied
+  Tensor dlogits;                   // (N,E) d loss / d z, from backward_dx to backward_dw
 };
 
 class Router {
@@ -58,8 +58,8 @@ class Router {
   const ParallelContext& ctx_;
   MoeConfig moe_;
   int64_t hidden_, experts_, topk_;
-  Parameter* weight_;               // [E, H]
-  Buffer* expert_bias_ = nullptr;   // [E]
+  Parameter* weight_;              // [E, H]
+  Buffer* expert_bias_ = nullptr;  // [E]
 };
 
 }  // namespace moefold

@@ -4,24 +4,25 @@
 #include <string>
 
 #include "model/scratch.h"
+#include "model/sharding_plan.h"
 #include "tensor/check.h"
 #include "tensor/cpu/rmsnorm.h"
 
 namespace moefold {
 
 // Registration order (= Model::parameters() order): attn_norm, attn/*, ffn_norm, mlp|moe.
-TransformerLayer::TransformerLayer(const ModelConfig& config, const ParallelContext& ctx,
-                                   int layer, ParameterRegistry& registry)
+TransformerLayer::TransformerLayer(const ModelConfig& config, const ParallelContext& ctx, int layer,
+                                   ParameterRegistry& registry)
     : ctx_(ctx),
       layer_(layer),
       hidden_(config.hidden_size),
       eps_(config.norm_epsilon),
-      attn_norm_(registry.add_norm(TensorLayout::replicated(
-          "layers/" + std::to_string(layer) + "/attn_norm", {config.hidden_size}))),
+      attn_norm_(registry.add_norm(shard_layout("layers/" + std::to_string(layer) + "/attn_norm",
+                                                {config.hidden_size}, ctx.coords))),
       ffn_norm_(nullptr),
       attention_(config, ctx, layer, registry) {
   const std::string prefix = "layers/" + std::to_string(layer) + "/";
-  ffn_norm_ = registry.add_norm(TensorLayout::replicated(prefix + "ffn_norm", {hidden_}));
+  ffn_norm_ = registry.add_norm(shard_layout(prefix + "ffn_norm", {hidden_}, ctx.coords));
   if (config.is_moe_layer(layer)) {
     moe_ = std::make_unique<MoeLayer>(config, ctx, layer, registry);
   } else {
@@ -49,8 +50,8 @@ void TransformerLayer::forward(const Tensor& h_in_NH, const int32_t* positions_N
   std::memcpy(st.h_mid.data(), h_in_NH.data(), N * H * sizeof(float));
   attention_.forward(st.a, positions_N, batch, seq, st.h_mid, true, st.attn);
 
-  cpu::rmsnorm_forward(st.h_mid.data(), ffn_norm_->value.data(), st.m.data(), st.ffn_rstd.data(),
-                       N, H, eps_);
+  cpu::rmsnorm_forward(st.h_mid.data(), ffn_norm_->value.data(), st.m.data(), st.ffn_rstd.data(), N,
+                       H, eps_);
   std::memcpy(h_out_NH.data(), st.h_mid.data(), N * H * sizeof(float));
   if (moe_) {
     moe_->forward(st.m, batch, seq, aux_scale, h_out_NH, true, st.moe);

@@ -25,8 +25,8 @@ struct TransformerLayerStash {
   Tensor ffn_rstd;   // (N)
   Tensor d_norm;     // (N,H) gradient of a norm's output
   AttentionStash attn;
-  MlpStash mlp;      // dense layers
-  MoeStash moe;      // MoE layers
+  MlpStash mlp;  // dense layers
+  MoeStash moe;  // MoE layers
 };
 
 class TransformerLayer {

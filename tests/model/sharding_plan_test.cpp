@@ -1,0 +1,82 @@
+#include "model/sharding_plan.h"
+
+#include <gtest/gtest.h>
+
+#include "gradient_check.h"
+#include "model/model.h"
+
+namespace moefold {
+namespace {
+
+TEST(ShardingPlan, StylesOfModelNames) {
+  EXPECT_EQ(sharding_style("embed"), ShardStyle::kVocab);
+  EXPECT_EQ(sharding_style("lm_head"), ShardStyle::kVocab);
+  EXPECT_EQ(sharding_style("layers/3/attn/wq"), ShardStyle::kColumnwise);
+  EXPECT_EQ(sharding_style("layers/3/attn/wo"), ShardStyle::kRowwise);
+  EXPECT_EQ(sharding_style("layers/0/mlp/w_up"), ShardStyle::kColumnwise);
+  EXPECT_EQ(sharding_style("layers/0/mlp/w_down"), ShardStyle::kRowwise);
+  EXPECT_EQ(sharding_style("layers/1/moe/shared/w_down"), ShardStyle::kRowwise);
+  EXPECT_EQ(sharding_style("layers/1/moe/experts/w_gate"), ShardStyle::kExpertColumnwise);
+  EXPECT_EQ(sharding_style("layers/1/moe/experts/w_down"), ShardStyle::kExpertRowwise);
+  EXPECT_EQ(sharding_style("layers/1/moe/router"), ShardStyle::kReplicated);
+  EXPECT_EQ(sharding_style("layers/1/moe/expert_bias"), ShardStyle::kReplicated);
+  EXPECT_EQ(sharding_style("layers/1/attn_norm"), ShardStyle::kReplicated);
+  EXPECT_EQ(sharding_style("final_norm"), ShardStyle::kReplicated);
+  EXPECT_EQ(sharding_style("not_embed"), ShardStyle::kReplicated);  // whole components only
+}
+
+TEST(ShardingPlan, LayoutsFollowCoordinates) {
+  RankCoordinates c;
+  c.tp_size = 2;
+  c.tp_rank = 1;
+  c.ep_size = 4;
+  c.ep_rank = 2;
+  c.etp_size = 2;
+  c.etp_rank = 1;
+  const TensorLayout wo = shard_layout("layers/0/attn/wo", {16, 32}, c);
+  EXPECT_EQ(wo.local_shape, (std::vector<int64_t>{16, 16}));
+  EXPECT_EQ(wo.local_offset, (std::vector<int64_t>{0, 16}));
+  ASSERT_EQ(wo.splits.size(), 1u);
+  EXPECT_EQ(wo.splits[0].group, ShardGroup::kTensor);
+  const TensorLayout down = shard_layout("layers/1/moe/experts/w_down", {8, 16, 6}, c);
+  EXPECT_EQ(down.local_shape, (std::vector<int64_t>{2, 16, 3}));
+  EXPECT_EQ(down.local_offset, (std::vector<int64_t>{4, 0, 3}));
+  const TensorLayout router = shard_layout("layers/1/moe/router", {8, 16}, c);
+  EXPECT_EQ(router.local_shape, router.global_shape);
+  EXPECT_TRUE(router.splits.empty());
+  // One process: everything is replicated.
+  const TensorLayout single = shard_layout("embed", {64, 16}, RankCoordinates{});
+  EXPECT_EQ(single.local_shape, single.global_shape);
+  EXPECT_TRUE(single.splits.empty());
+}
+
+TEST(ModelValidate, NamesTheOffendingSetting) {
+  const ParallelContext ctx = testing::test_context();
+  ModelConfig c;
+  c.vocab_size = 100;
+  c.moe.num_experts = 4;
+  c.moe.moe_ffn_hidden_size = 8;
+  c.moe.moe_layer_pattern = {1, 1};
+  EXPECT_TRUE(Model::validate(c, ctx).ok()) << Model::validate(c, ctx);
+  ModelConfig bad = c;
+  bad.hidden_size = 30;
+  EXPECT_EQ(Model::validate(bad, ctx).message(),
+            "hidden_size 30 is not divisible by num_attention_heads 4");
+  bad = c;
+  bad.moe.moe_router_topk = 5;
+  EXPECT_EQ(Model::validate(bad, ctx).message(), "moe_router_topk 5 must be in [1, num_experts 4]");
+  bad = c;
+  bad.moe.moe_router_enable_expert_bias = true;
+  EXPECT_FALSE(Model::validate(bad, ctx).ok());
+  bad = c;
+  bad.moe.moe_router_num_groups = 3;
+  bad.moe.moe_router_group_topk = 1;
+  EXPECT_EQ(Model::validate(bad, ctx).message(),
+            "num_experts 4 is not divisible by moe_router_num_groups 3");
+  ParallelContext tp2 = ctx;
+  tp2.coords.tp_size = 2;
+  EXPECT_EQ(Model::validate(c, tp2).code(), absl::StatusCode::kUnimplemented);
+}
+
+}  // namespace
+}  // namespace moefold
