@@ -130,6 +130,15 @@ TEST(Attention, CustomPositionsIncludingFullyMaskedRows) {
   }
 }
 
+TEST(Attention, NoKeysGivesZeroOutputAndMinusInfinityLse) {
+  const Shape s{1, 3, 0, 2, 1, 4};
+  const Inputs in = random_inputs(s, 12);
+  std::vector<float> o, lse;
+  run_forward(s, in, iota_positions(3, 0), {}, o, lse);
+  for (float x : o) EXPECT_EQ(x, 0.0f);
+  for (float x : lse) EXPECT_EQ(x, -std::numeric_limits<float>::infinity());
+}
+
 // Splits the keys of `s` into [0, split) and [split, Skv).
 struct KeySplit {
   Shape shape_a, shape_b;
