@@ -15,7 +15,7 @@ namespace moefold::cpu {
 namespace {
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-constexpr int64_t kBlockQ = 128;   // query rows per tile
+constexpr int64_t kBlockQ = 128;  // query rows per tile
 constexpr int64_t kBlockK = 128;  // keys per tile
 
 struct Dims {
