@@ -38,6 +38,17 @@ Router::Router(const ModelConfig& config, const ParallelContext& ctx, int layer,
   }
 }
 
+void update_expert_bias(const std::vector<int64_t>& counts_E, float rate, float* bias_E) {
+  const int64_t E = static_cast<int64_t>(counts_E.size());
+  int64_t total = 0;
+  for (int64_t c : counts_E) total += c;
+  // sign(c̄ − c_e) = sign(total − E·c_e), exact in integers.
+  for (int64_t e = 0; e < E; ++e) {
+    const int64_t diff = total - E * counts_E[e];
+    bias_E[e] += rate * static_cast<float>((diff > 0) - (diff < 0));
+  }
+}
+
 static float scaling_factor(const MoeConfig& moe) {
   return moe.moe_router_topk_scaling_factor != 0.0f ? moe.moe_router_topk_scaling_factor : 1.0f;
 }

@@ -31,6 +31,11 @@ struct RouterStash {
   Tensor dlogits;                   // (N,E) d loss / d z, from backward_dx to backward_dw
 };
 
+// Aux-loss-free balancing (MODEL.md): b_e ← b_e + rate · sign(c̄ − c_e), with c_e the tokens
+// routed to e over the whole global batch (already summed over micro-batches and ranks) and
+// c̄ = mean_e c_e. bias (E) float32.
+void update_expert_bias(const std::vector<int64_t>& counts_E, float rate, float* bias_E);
+
 class Router {
  public:
   Router(const ModelConfig& config, const ParallelContext& ctx, int layer,

@@ -177,6 +177,13 @@ TEST(Router, CapacityDropPolicies) {
   EXPECT_EQ(position.stash.dropped, 2);
 }
 
+TEST(Router, ExpertBiasUpdateFollowsSignOfLoadGap) {
+  // c = [6, 2, 4, 4]: mean 4, so expert 0 (overloaded) goes down, 1 up, 2 and 3 stay.
+  std::vector<float> bias = {0.5f, 0.0f, -0.25f, 0.0f};
+  update_expert_bias({6, 2, 4, 4}, 0.01f, bias.data());
+  EXPECT_EQ(bias, (std::vector<float>{0.49f, 0.01f, -0.25f, 0.0f}));
+}
+
 // L = Σ_kept w·g + aux_scale·(aux + z): backward against central differences in x and Wr.
 // Returns the number of dropped assignments.
 int64_t check_router_gradients(const MoeConfig& moe, int batch, int seq) {
