@@ -19,8 +19,8 @@ namespace moefold::cpu {
 constexpr int64_t kVecLanes = 16;
 
 // exp(x) for float with about 1 ulp error (Cephes polynomial after range reduction to
-// [-ln2/2, ln2/2]); exactly 0 below −87.3 (so exp(−inf) = 0). Branch-free so that loops over it
-// vectorise.
+// [-ln2/2, ln2/2]); exactly 0 below −87.3 (so exp(−inf) = 0) and saturating (finite) above 88.3.
+// Branch-free so that loops over it vectorise.
 inline float exp_approx(float x) {
   const float clamped = x < -87.3f ? -87.3f : (x > 88.3f ? 88.3f : x);
   // Round to nearest via the 1.5·2²³ trick (vectorisable, unlike a rounding call).
