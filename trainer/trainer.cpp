@@ -3,10 +3,11 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <iostream>
 
 #include "absl/strings/str_format.h"
 #include "data/dataset_builder.h"
-#include "data/preprocess.h"
+#include "data/default_corpus.h"
 #include "optim/grad_clip.h"
 #include "optim/lr_schedule.h"
 #include "tensor/cpu/gemm.h"
@@ -40,37 +41,19 @@ absl::Status check_supported_layout(const ParallelConfig& p) {
   return absl::OkStatus();
 }
 
-// `data.corpus: sotu` with no data_path: the State of the Union addresses fetched by
-// scripts/fetch_data.sh, tokenized once by rank 0 (GPT-2) and cached beside them.
+// `data.corpus` with no data_path: rank 0 prepares the corpus (tokenized once, then cached) while
+// the others wait, so that no rank reads a half-written dataset.
 absl::Status resolve_corpus(DataConfig& data, const ParallelContext& ctx) {
   if (data.corpus.empty() || !data.data_path.empty()) return absl::OkStatus();
-  if (data.corpus != "sotu") {
-    return absl::InvalidArgumentError("data.corpus: unknown corpus '" + data.corpus +
-                                      "' (known: sotu)");
-  }
-  const std::string dir = default_data_dir() + "/sotu";
-  const std::string prefix = dir + "/sotu_" + data.tokenizer_type + "_text_document";
-  absl::Status status;
-  if (ctx.world->rank() == 0 && !std::filesystem::exists(prefix + ".idx")) {
-    PreprocessOptions options;
-    options.inputs = {dir + "/sotu.jsonl"};
-    options.tokenizer_type = data.tokenizer_type;
-    options.vocab_file = data.vocab_file;
-    options.merge_file = data.merge_file;
-    options.output_prefix = prefix;
-    options.append_eod = true;
-    if (!std::filesystem::exists(options.inputs[0])) {
-      status = absl::NotFoundError(options.inputs[0] +
-                                   " is missing: run scripts/fetch_data.sh to fetch the corpus");
-    } else {
-      status = run_preprocess(options);
-    }
-  }
-  int failed = status.ok() ? 0 : 1;  // every rank learns whether rank 0 succeeded
-  ctx.world->all_reduce(std::span<int>(&failed, 1), ReduceOp::kMax);
-  if (!status.ok()) return status;
-  if (failed) return absl::InternalError("rank 0 failed to prepare the sotu corpus");
-  data.data_path = {prefix};
+  absl::StatusOr<std::string> prefix = absl::UnknownError("not prepared by this rank");
+  if (ctx.world->rank() == 0) prefix = prepare_default_corpus(data, std::cout);
+  int failed = prefix.ok() ? 0 : 1;
+  ctx.world->broadcast(std::span<int>(&failed, 1), 0);
+  if (failed && ctx.world->rank() == 0) return prefix.status();
+  if (failed) return absl::InternalError("rank 0 failed to prepare data.corpus " + data.corpus);
+  if (ctx.world->rank() != 0) prefix = prepare_default_corpus(data, std::cout);  // now cached
+  if (!prefix.ok()) return prefix.status();
+  data.data_path = {*prefix};
   return absl::OkStatus();
 }
 
@@ -115,7 +98,7 @@ absl::Status Trainer::setup() {
   GptDatasetsOptions data_options;
   data_options.seq_length = model_config.seq_length;
   data_options.seed = train.seed;
-  data_options.vocab_size = model_config.padded_vocab_size();
+  data_options.vocab_size = tokenizer_->vocab_size();  // ids in the padding are data errors
   data_options.num_samples = {int64_t{train.train_iters} * global_batch,
                               evals * train.eval_iters * global_batch, 0};
   if (absl::Status s = resolve_corpus(recipe_.data, ctx_); !s.ok()) return s;
@@ -135,13 +118,11 @@ absl::Status Trainer::setup() {
 
   model_ = std::make_unique<Model>(model_config, ctx_);
   model_->init_parameters(train.seed);
-  for (Parameter* p : model_->parameters()) {
-    OptimTensor t{p->name(), p->value, p->grad, p->weight_decay};
-    (p->is_expert ? expert_tensors_ : dense_tensors_).push_back(t);
+  parameters_ = model_->parameters();
+  for (Parameter* p : parameters_) {
+    optim_tensors_.push_back({p->name(), p->value, p->grad, p->weight_decay});
   }
-  std::vector<OptimTensor> all = dense_tensors_;
-  all.insert(all.end(), expert_tensors_.begin(), expert_tensors_.end());
-  optimizer_ = std::make_unique<AdamW>(recipe_.optimizer, std::move(all));
+  optimizer_ = std::make_unique<AdamW>(recipe_.optimizer, optim_tensors_);
 
   const LoggingConfig& log = recipe_.logging;
   const std::string metrics_path =
@@ -245,9 +226,7 @@ absl::StatusOr<IterationMetrics> Trainer::train_step(int iteration) {
         "iteration %d: the gradient norm is not finite; stopping before the optimizer step",
         iteration + 1));
   }
-  std::vector<OptimTensor> all = dense_tensors_;
-  all.insert(all.end(), expert_tensors_.begin(), expert_tensors_.end());
-  clip_gradients(all, grad_norm, recipe_.optimizer.clip_grad);
+  clip_gradients(optim_tensors_, grad_norm, recipe_.optimizer.clip_grad);
   const double lr = learning_rate(recipe_.optimizer, iteration, recipe_.training.train_iters);
   optimizer_->step(lr);
 
@@ -300,11 +279,9 @@ LossScales Trainer::loss_scales(const std::vector<MicroBatch>& batches) const {
 
 // Dense gradients sum over DP×CP, expert gradients over expert-DP.
 void Trainer::reduce_gradients() {
-  for (const OptimTensor& t : dense_tensors_) {
-    ctx_.dp_cp->all_reduce(std::span<float>(t.grad.data(), t.grad.numel()));
-  }
-  for (const OptimTensor& t : expert_tensors_) {
-    ctx_.edp->all_reduce(std::span<float>(t.grad.data(), t.grad.numel()));
+  for (Parameter* p : parameters_) {
+    Communicator& group = p->is_expert ? *ctx_.edp : *ctx_.dp_cp;
+    group.all_reduce(std::span<float>(p->grad.data(), p->grad.numel()));
   }
 }
 
@@ -325,10 +302,28 @@ void Trainer::update_expert_bias(const std::vector<std::vector<int64_t>>& global
   }
 }
 
-// Every parameter is replicated across the data-parallel ranks that just summed its gradient, so
-// the local sum counts each element exactly once.
+// Each gradient element is counted exactly once over the whole world: a rank counts a tensor only
+// if it is the first of the ranks holding an identical copy (after the data-parallel reduction,
+// copies differ only by DP/CP or expert-DP rank, and by TP/ETP rank where the tensor is not
+// split over that group); then one sum over the world.
 double Trainer::global_grad_norm() const {
-  return std::sqrt(grad_square_sum(dense_tensors_) + grad_square_sum(expert_tensors_));
+  const RankCoordinates& c = ctx_.coords;
+  const auto split_over = [](const Parameter& p, ShardGroup group) {
+    for (const AxisSplit& s : p.layout.splits)
+      if (s.group == group && s.parts > 1) return true;
+    return false;
+  };
+  double sum = 0;
+  for (size_t i = 0; i < parameters_.size(); ++i) {
+    const Parameter& p = *parameters_[i];
+    const bool counted =
+        p.is_expert ? c.edp_rank == 0 && (c.etp_rank == 0 || split_over(p, ShardGroup::kExpertTensor))
+                    : c.dp_rank == 0 && c.cp_rank == 0 &&
+                          (c.tp_rank == 0 || split_over(p, ShardGroup::kTensor));
+    if (counted) sum += grad_square_sum({optim_tensors_[i]});
+  }
+  ctx_.world->all_reduce(std::span<double>(&sum, 1));
+  return std::sqrt(sum);
 }
 
 // Forward + backward model FLOPs: 6 per active parameter per token, plus causal attention's

@@ -51,7 +51,8 @@ class Trainer {
   std::unique_ptr<Tokenizer> tokenizer_;
   std::unique_ptr<Model> model_;
   std::unique_ptr<AdamW> optimizer_;
-  std::vector<OptimTensor> dense_tensors_, expert_tensors_;
+  std::vector<Parameter*> parameters_;      // the model's, in its fixed order
+  std::vector<OptimTensor> optim_tensors_;  // one per parameter, same order
   std::unique_ptr<BatchIterator> train_batches_;
   std::shared_ptr<const SampleDataset> valid_data_;
   std::vector<std::unique_ptr<ModelStash>> stashes_;  // one per micro-batch in flight
