@@ -53,10 +53,14 @@ double total_loss(const MicroBatchStats& s, const LossScales& scales) {
   return s.lm_loss_sum * scales.lm + scales.aux * (s.aux_loss + s.z_loss);
 }
 
-void check_whole_model_gradient(bool untied) {
-  const ModelConfig config = tiny_config(untied);
+void check_whole_model_gradient(const ModelConfig& config) {
+  const bool untied = config.untie_embeddings_and_output_weights;
   Model model(config, testing::test_context());
   model.init_parameters(42);
+  for (Tensor* bias : model.expert_bias_buffers()) {
+    const std::vector<float> b = random_vector(bias->numel(), 8, 0.05f);
+    std::copy(b.begin(), b.end(), bias->data());
+  }
   const MicroBatch mb = make_batch(2, config.seq_length, config.vocab_size, 1);
   double mask_sum = 0;
   for (float m : mb.loss_mask) mask_sum += m;
@@ -97,8 +101,23 @@ void check_whole_model_gradient(bool untied) {
   EXPECT_EQ(checked.count("layers/0/mlp/w_gate"), 1u);
 }
 
-TEST(ModelGradient, TiedEmbeddingsEveryParameter) { check_whole_model_gradient(false); }
-TEST(ModelGradient, UntiedEmbeddingsEveryParameter) { check_whole_model_gradient(true); }
+TEST(ModelGradient, TiedEmbeddingsEveryParameter) {
+  check_whole_model_gradient(tiny_config(false));
+}
+TEST(ModelGradient, UntiedEmbeddingsEveryParameter) {
+  check_whole_model_gradient(tiny_config(true));
+}
+
+TEST(ModelGradient, SigmoidBiasGroupLimitedSeqAuxScaled) {
+  ModelConfig config = tiny_config(true);
+  config.moe.moe_router_score_function = RouterScoreFunction::kSigmoid;
+  config.moe.moe_router_enable_expert_bias = true;
+  config.moe.moe_router_num_groups = 2;
+  config.moe.moe_router_group_topk = 1;
+  config.moe.moe_router_topk_scaling_factor = 2.0f;
+  config.moe.moe_router_load_balancing_type = LoadBalancingType::kSeqAuxLoss;
+  check_whole_model_gradient(config);
+}
 
 TEST(Model, ParameterNamesShapesAndFlags) {
   ModelConfig config = tiny_config(true);
@@ -107,16 +126,31 @@ TEST(Model, ParameterNamesShapesAndFlags) {
   Model model(config, testing::test_context());
   std::vector<std::string> names;
   for (Parameter* p : model.parameters()) names.push_back(p->name());
-  const std::vector<std::string> expected = {
-      "embed",
-      "layers/0/attn_norm", "layers/0/attn/wq", "layers/0/attn/wk", "layers/0/attn/wv",
-      "layers/0/attn/wo", "layers/0/ffn_norm", "layers/0/mlp/w_gate", "layers/0/mlp/w_up",
-      "layers/0/mlp/w_down",
-      "layers/1/attn_norm", "layers/1/attn/wq", "layers/1/attn/wk", "layers/1/attn/wv",
-      "layers/1/attn/wo", "layers/1/ffn_norm", "layers/1/moe/router",
-      "layers/1/moe/experts/w_gate", "layers/1/moe/experts/w_up", "layers/1/moe/experts/w_down",
-      "layers/1/moe/shared/w_gate", "layers/1/moe/shared/w_up", "layers/1/moe/shared/w_down",
-      "final_norm", "lm_head"};
+  const std::vector<std::string> expected = {"embed",
+                                             "layers/0/attn_norm",
+                                             "layers/0/attn/wq",
+                                             "layers/0/attn/wk",
+                                             "layers/0/attn/wv",
+                                             "layers/0/attn/wo",
+                                             "layers/0/ffn_norm",
+                                             "layers/0/mlp/w_gate",
+                                             "layers/0/mlp/w_up",
+                                             "layers/0/mlp/w_down",
+                                             "layers/1/attn_norm",
+                                             "layers/1/attn/wq",
+                                             "layers/1/attn/wk",
+                                             "layers/1/attn/wv",
+                                             "layers/1/attn/wo",
+                                             "layers/1/ffn_norm",
+                                             "layers/1/moe/router",
+                                             "layers/1/moe/experts/w_gate",
+                                             "layers/1/moe/experts/w_up",
+                                             "layers/1/moe/experts/w_down",
+                                             "layers/1/moe/shared/w_gate",
+                                             "layers/1/moe/shared/w_up",
+                                             "layers/1/moe/shared/w_down",
+                                             "final_norm",
+                                             "lm_head"};
   EXPECT_EQ(names, expected);
   const auto& reg = model.registry();
   EXPECT_EQ(reg.find("layers/0/attn/wk")->layout.global_shape, (std::vector<int64_t>{8, 16}));
@@ -147,8 +181,8 @@ TEST(Model, ParameterNamesShapesAndFlags) {
   Model tied(tiny_config(false), testing::test_context());
   EXPECT_EQ(tied.registry().find("lm_head"), nullptr);
   const int64_t H = 16, attn = 2 * H * 16 + 2 * H * 8;
-  const int64_t expected_active = (2 * H + attn + 3 * H * 24) +
-                                  (2 * H + attn + 4 * H + 2 * 3 * H * 8 + 3 * H * 8) + H + 64 * H;
+  const int64_t expected_active =
+      (2 * H + attn + 3 * H * 24) + (2 * H + attn + 4 * H + 2 * 3 * H * 8 + 3 * H * 8) + H + 64 * H;
   EXPECT_EQ(tied.active_parameter_count(), expected_active);
 }
 
