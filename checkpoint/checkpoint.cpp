@@ -1,0 +1,385 @@
+#include "checkpoint/checkpoint.h"
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "checkpoint/checkpoint_dir.h"
+#include "checkpoint/config_attributes.h"
+#include "checkpoint/hdf5_file.h"
+#include "checkpoint/tensor_manifest.h"
+#include "parallel/mpi_communicator.h"
+#include "tensor/check.h"
+
+#ifndef MOEFOLD_VERSION
+#define MOEFOLD_VERSION "unknown"
+#endif
+
+namespace moefold {
+namespace fs = std::filesystem;
+namespace {
+
+constexpr const char* kExpAvg = "exp_avg/";
+constexpr const char* kExpAvgSq = "exp_avg_sq/";
+
+double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+// MPI-IO over the world communicator, or serial HDF5 for the single-process context.
+MPI_Comm io_comm(const ParallelContext& ctx) {
+  if (auto* mpi = dynamic_cast<const MpiCommunicator*>(ctx.world.get())) return mpi->comm();
+  return MPI_COMM_NULL;
+}
+
+// Every rank returns the status of the lowest failing rank, or OK when none failed, so that all
+// ranks take the same path out of a collective call. Collective.
+absl::Status agree(const absl::Status& local, Communicator& world) {
+  if (world.size() == 1) return local;
+  int64_t mark = local.ok() ? -1 : world.size() - 1 - world.rank();
+  world.all_reduce(std::span<int64_t>(&mark, 1), ReduceOp::kMax);
+  if (mark < 0) return absl::OkStatus();
+  const int root = world.size() - 1 - static_cast<int>(mark);
+  std::string message(local.message());
+  int64_t header[2] = {static_cast<int64_t>(local.code()), static_cast<int64_t>(message.size())};
+  world.broadcast(std::span<int64_t>(header, 2), root);
+  message.resize(static_cast<size_t>(header[1]));
+  world.broadcast(message.data(), header[1], CommDType::kUInt8, root);
+  return absl::Status(static_cast<absl::StatusCode>(header[0]), message);
+}
+
+// This rank's tensors of one kind, by checkpoint name.
+struct LocalTensor {
+  const TensorLayout* layout;
+  float* data;  // local_shape, contiguous
+};
+using LocalTensors = std::map<std::string, LocalTensor>;
+
+float* checked_data(const Tensor& t, const TensorLayout& layout) {
+  MOEFOLD_CHECK(t.device() == Device::kCpu && t.dtype() == DType::kFloat32, layout.name);
+  MOEFOLD_CHECK(t.shape() == layout.local_shape,
+                layout.name << ": tensor " << t.shape_string() << " vs its layout");
+  return t.data();  // a Tensor is a handle: writes through it land in the shared storage
+}
+
+LocalTensors model_tensors(const ParameterRegistry& registry) {
+  LocalTensors out;
+  for (const auto& p : registry.parameters()) {
+    out[p->name()] = {&p->layout, checked_data(p->value, p->layout)};
+  }
+  for (const auto& b : registry.buffers()) {
+    out[b->name()] = {&b->layout, checked_data(b->value, b->layout)};
+  }
+  return out;
+}
+
+// The optimizer's moments with their parameters' layouts (looked up by name).
+void optimizer_tensors(const ParameterRegistry& registry, const AdamW& optimizer,
+                       LocalTensors* exp_avg, LocalTensors* exp_avg_sq) {
+  for (size_t i = 0; i < optimizer.tensors().size(); ++i) {
+    const std::string& name = optimizer.tensors()[i].name;
+    const Parameter* p = registry.find(name);
+    MOEFOLD_CHECK(p != nullptr, "optimizer tensor " << name << " is not in the registry");
+    (*exp_avg)[name] = {&p->layout, checked_data(optimizer.exp_avg(i), p->layout)};
+    (*exp_avg_sq)[name] = {&p->layout, checked_data(optimizer.exp_avg_sq(i), p->layout)};
+  }
+}
+
+std::vector<const TensorLayout*> layouts_of(const LocalTensors& tensors) {
+  std::vector<const TensorLayout*> out;
+  for (const auto& [name, t] : tensors) out.push_back(t.layout);
+  return out;
+}
+
+// MOEFOLD_TEST_ABORT_SAVE_AFTER=n: abort after this process's n-th tensor write (crash tests).
+class AbortHook {
+ public:
+  AbortHook() {
+    const char* env = std::getenv("MOEFOLD_TEST_ABORT_SAVE_AFTER");
+    if (env == nullptr || !absl::SimpleAtoi(env, &limit_)) limit_ = -1;
+  }
+  void tensor_written() {
+    if (limit_ >= 0 && ++written_ >= limit_) std::abort();
+  }
+
+ private:
+  int64_t limit_ = -1;
+  int64_t written_ = 0;
+};
+
+// Creates every tensor of `manifest` under `prefix` and writes the slices this rank owns.
+absl::Status write_tensors(Hdf5File& file, const std::string& prefix,
+                           const TensorManifest& manifest, const LocalTensors& local, int rank,
+                           AbortHook& hook) {
+  for (const ManifestEntry& entry : manifest.entries) {
+    if (absl::Status s = file.create_dataset(prefix + entry.name, entry.global_shape); !s.ok()) {
+      return s;
+    }
+  }
+  for (const ManifestEntry& entry : manifest.entries) {
+    const ManifestSlice* mine = TensorManifest::written_by(entry, rank);
+    HyperslabF32 slice;
+    if (mine != nullptr) slice = {mine->offset, mine->shape, local.at(entry.name).data};
+    if (absl::Status s = file.write(prefix + entry.name, mine ? &slice : nullptr); !s.ok()) {
+      return s;
+    }
+    if (mine != nullptr) hook.tensor_written();
+  }
+  return absl::OkStatus();
+}
+
+// Checks that every tensor of `manifest` is in `file` under `prefix` at its global shape.
+absl::Status check_tensors(const Hdf5File& file, const std::string& prefix,
+                           const TensorManifest& manifest) {
+  for (const ManifestEntry& entry : manifest.entries) {
+    auto shape = file.dataset_shape(prefix + entry.name);
+    if (!shape.ok()) return shape.status();
+    if (*shape != entry.global_shape) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          file.path(), ": tensor '", prefix, entry.name, "' has shape [",
+          absl::StrJoin(*shape, ", "), "] in the checkpoint, the model expects [",
+          absl::StrJoin(entry.global_shape, ", "), "]"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Reads this rank's box of every tensor it holds; ranks without one take part with none.
+absl::Status read_tensors(Hdf5File& file, const std::string& prefix,
+                          const TensorManifest& manifest, const LocalTensors& local) {
+  for (const ManifestEntry& entry : manifest.entries) {
+    const auto it = local.find(entry.name);
+    HyperslabF32 slice;
+    if (it != local.end()) {
+      slice = {it->second.layout->local_offset, it->second.layout->local_shape, it->second.data};
+    }
+    if (absl::Status s = file.read(prefix + entry.name, it != local.end() ? &slice : nullptr);
+        !s.ok()) {
+      return s;
+    }
+  }
+  return absl::OkStatus();
+}
+
+std::string meta_json(const CheckpointState& state, int64_t optimizer_steps,
+                      const ParallelContext& ctx, int64_t model_bytes, int64_t optim_bytes) {
+  const RankCoordinates& c = ctx.coords;
+  nlohmann::ordered_json meta;
+  meta["iteration"] = state.iteration;
+  meta["consumed_samples"] = state.consumed_samples;
+  if (optimizer_steps >= 0) meta["optimizer_steps"] = optimizer_steps;  // -1: no optimizer
+  meta["lr_scheduler"] = {{"iteration", state.iteration}};
+  meta["moefold_version"] = MOEFOLD_VERSION;
+  meta["layout"] = {{"world_size", c.world_size}, {"tp", c.tp_size},       {"cp", c.cp_size},
+                    {"pp", c.pp_size},            {"dp", c.dp_size},       {"ep", c.ep_size},
+                    {"etp", c.etp_size},          {"edp", c.edp_size},     {"order", ctx.config.order},
+                    {"use_distributed_optimizer", ctx.config.use_distributed_optimizer}};
+  meta["files"] = nlohmann::ordered_json::object();
+  meta["files"][kModelFile] = model_bytes;
+  if (optimizer_steps >= 0) meta["files"][kOptimFile] = optim_bytes;
+  meta["recipe"] = state.recipe_text;
+  return meta.dump(2) + "\n";
+}
+
+absl::StatusOr<CheckpointState> read_meta(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(path + ": no such file");
+  const nlohmann::json meta = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  if (meta.is_discarded() || !meta.is_object()) {
+    return absl::DataLossError(path + ": not valid JSON (truncated or corrupt)");
+  }
+  for (const char* key : {"iteration", "consumed_samples"}) {
+    if (!meta.contains(key) || !meta[key].is_number_integer()) {
+      return absl::DataLossError(absl::StrCat(path, ": missing integer '", key, "'"));
+    }
+  }
+  CheckpointState state;
+  state.iteration = meta["iteration"].get<int64_t>();
+  state.consumed_samples = meta["consumed_samples"].get<int64_t>();
+  if (meta.contains("recipe") && meta["recipe"].is_string()) {
+    state.recipe_text = meta["recipe"].get<std::string>();
+  }
+  return state;
+}
+
+int64_t file_bytes(const std::string& path) {
+  std::error_code ec;
+  const auto size = fs::file_size(path, ec);
+  return ec ? 0 : static_cast<int64_t>(size);
+}
+
+absl::Status check_iteration_attribute(const Hdf5File& file, int64_t iteration) {
+  auto stored = file.read_attribute("iteration");
+  if (!stored.ok()) return stored.status();
+  const int64_t* value = std::get_if<int64_t>(&*stored);
+  if (value == nullptr || *value != iteration) {
+    return absl::DataLossError(absl::StrCat(file.path(), ": iteration attribute ",
+                                            format_attribute(*stored), " does not match ",
+                                            kMetaFile, "'s ", iteration));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+std::string describe_checkpoint_io(const char* verb, const CheckpointIoStats& stats) {
+  const double mb = static_cast<double>(stats.bytes) / 1e6;
+  return absl::StrFormat("%s checkpoint %s: %.1f MB in %.2f s (%.1f MB/s)", verb, stats.dir, mb,
+                         stats.seconds, stats.seconds > 0 ? mb / stats.seconds : 0.0);
+}
+
+absl::StatusOr<CheckpointIoStats> save_checkpoint(const std::string& save_dir,
+                                                  const CheckpointState& state,
+                                                  const ParameterRegistry& registry,
+                                                  const AdamW* optimizer,
+                                                  const ParallelContext& ctx,
+                                                  const Recipe& recipe) {
+  const auto start = std::chrono::steady_clock::now();
+  Communicator& world = *ctx.world;
+  const int rank = world.rank();
+  if (save_dir.empty()) return absl::InvalidArgumentError("checkpoint.save: no directory given");
+  if (state.iteration < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("checkpoint: iteration ", state.iteration));
+  }
+  int64_t with_optimizer = optimizer != nullptr ? 1 : 0;
+  world.all_reduce(std::span<int64_t>(&with_optimizer, 1), ReduceOp::kSum);
+  MOEFOLD_CHECK(with_optimizer == 0 || with_optimizer == world.size(),
+                "either every rank passes its optimizer to save_checkpoint or none does");
+
+  const LocalTensors model = model_tensors(registry);
+  const TensorManifest model_manifest = gather_manifest(layouts_of(model), world);
+  check_manifest_tiles(model_manifest);
+  LocalTensors exp_avg, exp_avg_sq;
+  TensorManifest optim_manifest;
+  if (optimizer != nullptr) {
+    optimizer_tensors(registry, *optimizer, &exp_avg, &exp_avg_sq);
+    optim_manifest = gather_manifest(layouts_of(exp_avg), world);
+    check_manifest_tiles(optim_manifest);
+  }
+
+  absl::Status status;
+  if (rank == 0) status = prepare_staging_dir(save_dir, state.iteration).status();
+  if (status = agree(status, world); !status.ok()) return status;
+  const fs::path staging = fs::path(save_dir) / (iteration_dir_name(state.iteration) + ".tmp");
+  const MPI_Comm comm = io_comm(ctx);
+  AbortHook hook;
+
+  auto model_file = Hdf5File::create((staging / kModelFile).string(), comm);
+  status = model_file.status();
+  if (status.ok()) {
+    for (const ConfigAttribute& a : model_config_attributes(recipe.model)) {
+      if (status.ok()) status = model_file->write_attribute(a.name, a.value);
+    }
+    if (status.ok()) status = model_file->write_attribute("iteration", state.iteration);
+    if (status.ok()) status = write_tensors(*model_file, "", model_manifest, model, rank, hook);
+    if (status.ok()) status = model_file->close();
+  }
+  if (status = agree(status, world); !status.ok()) return status;
+
+  if (optimizer != nullptr) {
+    auto optim_file = Hdf5File::create((staging / kOptimFile).string(), comm);
+    status = optim_file.status();
+    if (status.ok()) status = optim_file->write_attribute("step", optimizer->steps());
+    if (status.ok()) status = write_tensors(*optim_file, kExpAvg, optim_manifest, exp_avg, rank, hook);
+    if (status.ok()) {
+      status = write_tensors(*optim_file, kExpAvgSq, optim_manifest, exp_avg_sq, rank, hook);
+    }
+    if (status.ok()) status = optim_file->close();
+    if (status = agree(status, world); !status.ok()) return status;
+  }
+
+  // Rank 0 alone finishes: meta.json, fsync, rename, `latest`, pruning.
+  int64_t bytes = 0;
+  const std::string final_dir = (fs::path(save_dir) / iteration_dir_name(state.iteration)).string();
+  if (rank == 0) {
+    const int64_t model_bytes = file_bytes((staging / kModelFile).string());
+    const int64_t optim_bytes = optimizer ? file_bytes((staging / kOptimFile).string()) : 0;
+    const std::string meta = meta_json(state, optimizer ? optimizer->steps() : -1, ctx,
+                                       model_bytes, optim_bytes);
+    bytes = model_bytes + optim_bytes + static_cast<int64_t>(meta.size());
+    status = write_file_synced((staging / kMetaFile).string(), meta);
+    if (status.ok()) status = commit_checkpoint(save_dir, state.iteration);
+    if (status.ok()) status = prune_checkpoints(save_dir, recipe.checkpoint.keep_last);
+  }
+  if (status = agree(status, world); !status.ok()) return status;
+  world.broadcast(std::span<int64_t>(&bytes, 1), 0);
+  return CheckpointIoStats{final_dir, bytes, seconds_since(start)};
+}
+
+absl::StatusOr<CheckpointState> load_checkpoint(const std::string& path,
+                                                const ParameterRegistry& registry,
+                                                AdamW* optimizer, const ParallelContext& ctx,
+                                                const ModelConfig& expected,
+                                                CheckpointIoStats* stats) {
+  const auto start = std::chrono::steady_clock::now();
+  Communicator& world = *ctx.world;
+  const MPI_Comm comm = io_comm(ctx);
+
+  // Validation: nothing in memory changes until every check passed on every rank.
+  auto dir = resolve_checkpoint_dir(path);
+  if (absl::Status s = agree(dir.status(), world); !s.ok()) return s;
+  const fs::path root(*dir);
+  auto state = read_meta((root / kMetaFile).string());
+  if (absl::Status s = agree(state.status(), world); !s.ok()) return s;
+
+  const LocalTensors model = model_tensors(registry);
+  const TensorManifest model_manifest = gather_manifest(layouts_of(model), world);
+  auto model_file = Hdf5File::open((root / kModelFile).string(), comm);
+  absl::Status status = model_file.status();
+  if (status.ok()) status = check_model_config(*model_file, expected);
+  if (status.ok()) status = check_iteration_attribute(*model_file, state->iteration);
+  if (status.ok()) status = check_tensors(*model_file, "", model_manifest);
+  if (status = agree(status, world); !status.ok()) return status;
+
+  LocalTensors exp_avg, exp_avg_sq;
+  TensorManifest optim_manifest;
+  absl::StatusOr<Hdf5File> optim_file = absl::NotFoundError("no optimizer");
+  int64_t steps = 0;
+  if (optimizer != nullptr) {
+    optimizer_tensors(registry, *optimizer, &exp_avg, &exp_avg_sq);
+    optim_manifest = gather_manifest(layouts_of(exp_avg), world);
+    optim_file = Hdf5File::open((root / kOptimFile).string(), comm);
+    status = optim_file.status();
+    if (status.ok()) {
+      auto step = optim_file->read_attribute("step");
+      status = step.status();
+      if (status.ok() && !std::holds_alternative<int64_t>(*step)) {
+        status = absl::DataLossError(optim_file->path() + ": attribute 'step' is not an integer");
+      }
+      if (status.ok()) steps = std::get<int64_t>(*step);
+    }
+    if (status.ok()) status = check_tensors(*optim_file, kExpAvg, optim_manifest);
+    if (status.ok()) status = check_tensors(*optim_file, kExpAvgSq, optim_manifest);
+    if (status = agree(status, world); !status.ok()) return status;
+  }
+
+  // Reading: each rank fills its own slices.
+  status = read_tensors(*model_file, "", model_manifest, model);
+  if (status.ok()) status = model_file->close();
+  if (optimizer != nullptr) {
+    if (status.ok()) status = read_tensors(*optim_file, kExpAvg, optim_manifest, exp_avg);
+    if (status.ok()) status = read_tensors(*optim_file, kExpAvgSq, optim_manifest, exp_avg_sq);
+    if (status.ok()) status = optim_file->close();
+  }
+  if (status = agree(status, world); !status.ok()) return status;
+  if (optimizer != nullptr) optimizer->set_steps(steps);
+
+  if (stats != nullptr) {
+    stats->dir = *dir;
+    stats->bytes = file_bytes((root / kModelFile).string()) +
+                   (optimizer ? file_bytes((root / kOptimFile).string()) : 0) +
+                   file_bytes((root / kMetaFile).string());
+    stats->seconds = seconds_since(start);
+  }
+  return *state;
+}
+
+}  // namespace moefold
