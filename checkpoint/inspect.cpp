@@ -7,6 +7,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -96,8 +97,15 @@ absl::StatusOr<std::string> inspect_checkpoint(const std::string& path) {
   absl::StrAppend(&out, "iteration: ", field("iteration"), "\n");
   absl::StrAppend(&out, "consumed samples: ", field("consumed_samples"), "\n");
   absl::StrAppend(&out, "optimizer steps: ", field("optimizer_steps"), "\n");
-  absl::StrAppend(&out, "written by: moefold ", field("moefold_version"), ", layout ",
-                  field("layout"), "\n\n");
+  std::string layout = field("layout");
+  if (meta.contains("layout") && meta["layout"].is_object()) {
+    const nlohmann::json& l = meta["layout"];
+    layout = absl::StrCat("world size ", l.value("world_size", 0));
+    for (const char* axis : {"tp", "cp", "pp", "dp", "ep", "etp", "edp"}) {
+      absl::StrAppend(&layout, " ", absl::AsciiStrToUpper(axis), "=", l.value(axis, 0));
+    }
+  }
+  absl::StrAppend(&out, "written by: moefold ", field("moefold_version"), ", ", layout, "\n\n");
   if (absl::Status s = append_tensors((root / kModelFile).string(), &out); !s.ok()) return s;
   std::error_code ec;
   if (fs::exists(root / kOptimFile, ec)) {

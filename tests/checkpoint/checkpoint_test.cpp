@@ -216,7 +216,7 @@ TEST_F(CheckpointTest, InspectListsTensorsIterationAndRecipe) {
   ASSERT_TRUE(text.ok()) << text.status();
   for (const char* part : {"iteration: 12", "consumed samples: 96", "layers/1/moe/router",
                            "[4, 16]", "exp_avg_sq/layers/1/moe/experts/w_gate", "[4, 8, 16]",
-                           "@model.hidden_size = 16", "recipe:\nmodel:\n  hidden_size: 16"}) {
+                           "@model.hidden_size = 16", "world size 1 TP=1 CP=1 PP=1 DP=1 EP=1", "recipe:\nmodel:\n  hidden_size: 16"}) {
     EXPECT_NE(text->find(part), std::string::npos) << part << "\n" << *text;
   }
   // layers/0 is listed before layers/1 and embed before final_norm.
