@@ -3,6 +3,7 @@
 #include <cstring>
 #include <string>
 
+#include "checkpoint/inspect.h"
 #include "launch/commands.h"
 
 #ifndef MOEFOLD_VERSION
@@ -25,6 +26,8 @@ commands:
   preprocess  --input FILE [FILE ...] --output PREFIX [--tokenizer gpt2|byte] [--append-eod]
               [--vocab-file F] [--merge-file F] [--json-key K]
               JSONL (a "text" field per line) or plain text files to Megatron .bin/.idx
+  ckpt inspect PATH
+              a checkpoint's iteration, tensors with shapes, model config and recipe
 
 options:
   --help      this text
@@ -49,6 +52,7 @@ int main(int argc, char** argv) {
   if (command == "eval") return moefold::run_eval_command(argc - 2, argv + 2);
   if (command == "layout") return moefold::run_layout_command(argc - 2, argv + 2);
   if (command == "preprocess") return moefold::run_preprocess_command(argc - 2, argv + 2);
+  if (command == "ckpt") return moefold::run_ckpt_command(argc - 2, argv + 2);
   std::fprintf(stderr, "moefold: unknown command '%s' (see moefold --help)\n", command.c_str());
   return 2;
 }
