@@ -10,34 +10,19 @@
 #include "data/default_corpus.h"
 #include "optim/grad_clip.h"
 #include "optim/lr_schedule.h"
+#include "model/router.h"
 #include "tensor/cpu/gemm.h"
 
 namespace moefold {
 namespace {
 
-// Layouts the model can compute today; the rest fail here, before any work, with the reason.
+// Parallel features outside the model that this trainer does not have yet; the model's own
+// limits are checked by Model::validate.
 absl::Status check_supported_layout(const ParallelConfig& p) {
-  const auto unsupported = [](const char* key, int value, const char* what) {
-    return absl::UnimplementedError(absl::StrFormat(
-        "parallel.%s: %d is not supported yet (%s); use 1", key, value, what));
-  };
-  if (p.tensor_model_parallel_size != 1)
-    return unsupported("tensor_model_parallel_size", p.tensor_model_parallel_size,
-                       "tensor parallelism");
-  if (p.context_parallel_size != 1)
-    return unsupported("context_parallel_size", p.context_parallel_size, "context parallelism");
-  if (p.pipeline_model_parallel_size != 1)
-    return unsupported("pipeline_model_parallel_size", p.pipeline_model_parallel_size,
-                       "pipeline parallelism");
-  if (p.expert_model_parallel_size != 1)
-    return unsupported("expert_model_parallel_size", p.expert_model_parallel_size,
-                       "expert parallelism");
-  if (p.expert_tensor_parallel() != 1)
-    return unsupported("expert_tensor_parallel_size", p.expert_tensor_parallel(),
-                       "expert tensor parallelism");
-  if (p.use_distributed_optimizer)
+  if (p.use_distributed_optimizer) {
     return absl::UnimplementedError(
         "parallel.use_distributed_optimizer: not supported yet (distributed optimizer)");
+  }
   return absl::OkStatus();
 }
 
@@ -116,6 +101,7 @@ absl::Status Trainer::setup() {
   if (!batches.ok()) return batches.status();
   train_batches_ = std::make_unique<BatchIterator>(std::move(*batches));
 
+  if (absl::Status s = Model::validate(model_config, ctx_); !s.ok()) return s;
   model_ = std::make_unique<Model>(model_config, ctx_);
   model_->init_parameters(train.seed);
   parameters_ = model_->parameters();
@@ -285,20 +271,12 @@ void Trainer::reduce_gradients() {
   }
 }
 
-// MODEL.md "Aux-loss-free balancing": b_e += rate · sign(mean_e c − c_e), once per step.
+// MODEL.md "Aux-loss-free balancing", once per step from the global batch's counts.
 void Trainer::update_expert_bias(const std::vector<std::vector<int64_t>>& global_counts) {
   std::vector<Tensor*> biases = model_->expert_bias_buffers();
-  const float rate = recipe_.model.moe.moe_router_bias_update_rate;
   for (size_t l = 0; l < biases.size(); ++l) {
-    const std::vector<int64_t>& c = global_counts[l];
-    double mean = 0;
-    for (int64_t v : c) mean += double(v);
-    mean /= double(c.size());
-    float* b = biases[l]->data();
-    for (size_t e = 0; e < c.size(); ++e) {
-      const double diff = mean - double(c[e]);
-      b[e] += rate * static_cast<float>((diff > 0) - (diff < 0));
-    }
+    moefold::update_expert_bias(global_counts[l], recipe_.model.moe.moe_router_bias_update_rate,
+                                biases[l]->data());
   }
 }
 
