@@ -74,7 +74,7 @@ TensorManifest gather_manifest(const std::vector<const TensorLayout*>& local,
         return v;
       };
       std::vector<int64_t> global = take();
-      ManifestSlice slice{rank, take(), take()};
+      ManifestSlice slice{rank, {rank}, take(), take()};
       ManifestEntry& entry = by_name[name];
       if (entry.name.empty()) {
         entry.name = name;
@@ -82,14 +82,28 @@ TensorManifest gather_manifest(const std::vector<const TensorLayout*>& local,
       }
       MOEFOLD_CHECK(entry.global_shape == global,
                     name << ": ranks disagree on the global shape (rank " << rank << ")");
-      const bool seen = std::any_of(entry.slices.begin(), entry.slices.end(), [&](const auto& s) {
+      const auto same = std::find_if(entry.slices.begin(), entry.slices.end(), [&](const auto& s) {
         return s.offset == slice.offset && s.shape == slice.shape;
       });
-      if (!seen) entry.slices.push_back(std::move(slice));
+      if (same != entry.slices.end()) {
+        same->holders.push_back(rank);
+      } else {
+        entry.slices.push_back(std::move(slice));
+      }
     }
   }
+  // Each slice goes to the holder with the fewest elements to write so far (ties: the lowest
+  // rank), in name order: the same greedy choice on every rank.
+  std::vector<int64_t> assigned(world.size(), 0);
   TensorManifest manifest;
-  for (auto& [name, entry] : by_name) manifest.entries.push_back(std::move(entry));
+  for (auto& [name, entry] : by_name) {
+    for (ManifestSlice& slice : entry.slices) {
+      slice.writer = *std::min_element(slice.holders.begin(), slice.holders.end(),
+                                       [&](int a, int b) { return assigned[a] < assigned[b]; });
+      assigned[slice.writer] += box_numel(slice.shape);
+    }
+    manifest.entries.push_back(std::move(entry));
+  }
   return manifest;
 }
 

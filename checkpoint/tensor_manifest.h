@@ -3,7 +3,8 @@
 // Collective HDF5 I/O needs every rank to make the same dataset calls, but ranks hold different
 // tensors (pipeline stages) and different or identical slices (TP/EP shards, DP replicas). So
 // before a save or load every rank shares its layouts; each distinct slice of a tensor is then
-// written by exactly one rank: the lowest world rank holding it.
+// written by exactly one of the ranks holding it, chosen to spread the bytes evenly (so DP
+// replicas share the writing) and identically on every rank.
 #pragma once
 
 #include <cstdint>
@@ -16,7 +17,8 @@
 namespace moefold {
 
 struct ManifestSlice {
-  int writer = 0;                // world rank that writes this box
+  int writer = 0;                // world rank that writes this box (one of `holders`)
+  std::vector<int> holders;      // world ranks holding this box, ascending
   std::vector<int64_t> offset;   // first global index, per axis
   std::vector<int64_t> shape;    // extent, per axis
 };
@@ -24,7 +26,7 @@ struct ManifestSlice {
 struct ManifestEntry {
   std::string name;                   // MODEL.md checkpoint name
   std::vector<int64_t> global_shape;
-  std::vector<ManifestSlice> slices;  // distinct boxes, in order of their writers' ranks
+  std::vector<ManifestSlice> slices;  // distinct boxes, in order of their first holders' ranks
 };
 
 struct TensorManifest {

@@ -13,8 +13,10 @@
 
 #include "checkpoint/checkpoint.h"
 #include "checkpoint/checkpoint_dir.h"
+#include "checkpoint/tensor_manifest.h"
 #include "model/model.h"
 #include "tensor/check.h"
+#include "trainer/config_parse.h"
 
 namespace moefold {
 namespace {
@@ -289,6 +291,65 @@ TEST(CheckpointMultirank, SaveDirectoryIsCommittedOnce) {
   EXPECT_EQ(list_checkpoints(dir), std::vector<int64_t>{4});
   EXPECT_EQ(*read_latest(dir), 4);
   EXPECT_FALSE(fs::exists(fs::path(dir) / "iter_0000004" / kOptimFile));
+  remove_shared_dir(dir);
+}
+
+TEST(CheckpointMultirank, ReplicasShareTheWriting) {
+  const ParallelContext ctx = world_context();
+  const int size = world_size();
+  ParameterRegistry registry;
+  for (int i = 0; i < 2 * size; ++i) {
+    registry.add_weight(TensorLayout::replicated("w" + std::to_string(10 + i), {4, 3}), 0.02f);
+  }
+  registry.add_weight(TensorLayout::replicated("half", {2 * size, 3})
+                          .split(0, ShardGroup::kTensor, 2, world_rank() % 2),
+                      0.02f);
+  std::vector<const TensorLayout*> layouts;
+  for (const auto& p : registry.parameters()) layouts.push_back(&p->layout);
+  const TensorManifest manifest = gather_manifest(layouts, *ctx.world);
+  check_manifest_tiles(manifest);
+  std::vector<int> tensors_written(size, 0);
+  for (const ManifestEntry& entry : manifest.entries) {
+    for (const ManifestSlice& slice : entry.slices) ++tensors_written[slice.writer];
+  }
+  // 2·size equal replicated tensors: two each; the half-split one adds one slice to two ranks.
+  int total = 0;
+  for (int r = 0; r < size; ++r) {
+    EXPECT_GE(tensors_written[r], 2) << "rank " << r;
+    EXPECT_LE(tensors_written[r], 3) << "rank " << r;
+    total += tensors_written[r];
+  }
+  EXPECT_EQ(total, 2 * size + 2);
+  const ManifestEntry& half = manifest.entries[0];
+  ASSERT_EQ(half.name, "half");
+  ASSERT_EQ(half.slices.size(), 2u);
+  EXPECT_EQ(half.slices[0].holders.size(), static_cast<size_t>(size / 2));
+}
+
+// Save and load bandwidth of the demo model (configs/demo.yaml, GPT-2 vocabulary) with its Adam
+// state. Not run by ctest; run by hand:
+//   mpirun -np N build/tests/checkpoint/checkpoint_mpi_tests --gtest_also_run_disabled_tests \
+//     --gtest_filter='*DemoBandwidth*'
+TEST(CheckpointMultirank, DISABLED_DemoBandwidth) {
+  auto recipe = load_recipe(std::string(MOEFOLD_SOURCE_DIR) + "/configs/demo.yaml");
+  ASSERT_TRUE(recipe.ok()) << recipe.status();
+  if (recipe->model.vocab_size == 0) recipe->model.vocab_size = 50257;
+  const ParallelContext ctx = world_context();
+  const std::string dir = shared_temp_dir("bandwidth");
+  Model model(recipe->model, ctx);
+  model.init_parameters(1);
+  auto adam = adam_for(model.parameters());
+  for (int round = 0; round < 2; ++round) {
+    auto saved = save_checkpoint(dir, {round, 0, ""}, model.registry(), adam.get(), ctx, *recipe);
+    ASSERT_TRUE(saved.ok()) << saved.status();
+    CheckpointIoStats loaded;
+    ASSERT_TRUE(load_checkpoint(dir, model.registry(), adam.get(), ctx, recipe->model, &loaded).ok());
+    if (world_rank() == 0) {
+      std::printf("ranks %d: %s\nranks %d: %s\n", world_size(),
+                  describe_checkpoint_io("saved", *saved).c_str(), world_size(),
+                  describe_checkpoint_io("loaded", loaded).c_str());
+    }
+  }
   remove_shared_dir(dir);
 }
 
