@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "data/byte_tokenizer.h"
+#include "data/null_tokenizer.h"
 #include "data/gpt2_tokenizer.h"
 
 #ifndef MOEFOLD_DEFAULT_DATA_DIR
@@ -22,7 +23,14 @@ std::string default_gpt2_merge_file() { return default_data_dir() + "/gpt2/vocab
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> make_tokenizer(const std::string& type,
                                                           const std::string& vocab_file,
-                                                          const std::string& merge_file) {
+                                                          const std::string& merge_file,
+                                                          int64_t null_vocab_size) {
+  if (type == "null") {
+    if (null_vocab_size < 1) {
+      return absl::InvalidArgumentError("the null tokenizer needs model.vocab_size > 0");
+    }
+    return std::unique_ptr<Tokenizer>(new NullTokenizer(null_vocab_size));
+  }
   if (type == "byte") return std::unique_ptr<Tokenizer>(new ByteTokenizer());
   if (type == "gpt2") {
     auto tok = Gpt2Tokenizer::load(vocab_file.empty() ? default_gpt2_vocab_file() : vocab_file,
@@ -31,7 +39,7 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> make_tokenizer(const std::string& typ
     return std::unique_ptr<Tokenizer>(std::move(*tok));
   }
   return absl::InvalidArgumentError(
-      absl::StrCat("unknown tokenizer type '", type, "' (expected gpt2 or byte)"));
+      absl::StrCat("unknown tokenizer type '", type, "' (expected gpt2, byte or null)"));
 }
 
 }  // namespace moefold

@@ -29,10 +29,11 @@ std::string default_data_dir();
 std::string default_gpt2_vocab_file();  // <data dir>/gpt2/encoder.json
 std::string default_gpt2_merge_file();  // <data dir>/gpt2/vocab.bpe
 
-// type: "gpt2" (vocab_file = encoder.json, merge_file = vocab.bpe; empty = the defaults above)
-// or "byte".
+// type: "gpt2" (vocab_file = encoder.json, merge_file = vocab.bpe; empty = the defaults above),
+// "byte", or "null" (pre-tokenized data: null_vocab_size ids plus end-of-document, as Megatron).
 absl::StatusOr<std::unique_ptr<Tokenizer>> make_tokenizer(const std::string& type,
                                                           const std::string& vocab_file = "",
-                                                          const std::string& merge_file = "");
+                                                          const std::string& merge_file = "",
+                                                          int64_t null_vocab_size = 0);
 
 }  // namespace moefold

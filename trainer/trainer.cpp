@@ -61,12 +61,12 @@ absl::Status Trainer::setup() {
   const TrainingConfig& train = recipe_.training;
   cpu::set_blas_threads(train.blas_threads);
 
+  ModelConfig& model_config = recipe_.model;
   auto tokenizer = make_tokenizer(recipe_.data.tokenizer_type, recipe_.data.vocab_file,
-                                  recipe_.data.merge_file);
+                                  recipe_.data.merge_file, model_config.vocab_size);
   if (!tokenizer.ok()) return tokenizer.status();
   tokenizer_ = std::move(*tokenizer);
-  ModelConfig& model_config = recipe_.model;
-  if (model_config.vocab_size == 0) {
+  if (model_config.vocab_size == 0 || tokenizer_->name() == "null") {
     model_config.vocab_size = static_cast<int>(tokenizer_->vocab_size());
   } else if (model_config.vocab_size < tokenizer_->vocab_size()) {
     return absl::InvalidArgumentError(absl::StrFormat(

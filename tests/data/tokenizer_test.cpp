@@ -60,9 +60,23 @@ TEST(ByteTokenizer, RoundTripsBytes) {
   EXPECT_THAT(std::string(tok.decode(bad).status().message()), HasSubstr("id 300"));
 }
 
+TEST(NullTokenizer, IdsPlusEndOfDocumentAsMegatron) {
+  auto tok = make_tokenizer("null", "", "", 1000);
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  EXPECT_EQ((*tok)->vocab_size(), 1001);
+  EXPECT_EQ((*tok)->eod_id(), 1000);
+  EXPECT_EQ((*tok)->encode("5 17  999"), (std::vector<int32_t>{5, 17, 999}));
+  std::vector<int32_t> ids = {5, 1000};
+  EXPECT_EQ(*(*tok)->decode(ids), "5 1000");
+  std::vector<int32_t> bad = {1001};
+  EXPECT_THAT(std::string((*tok)->decode(bad).status().message()), HasSubstr("id 1001"));
+  EXPECT_THAT(std::string(make_tokenizer("null").status().message()),
+              HasSubstr("needs model.vocab_size > 0"));
+}
+
 TEST(TokenizerFactory, ClearErrors) {
   EXPECT_THAT(std::string(make_tokenizer("sentencepiece").status().message()),
-              HasSubstr("unknown tokenizer type 'sentencepiece' (expected gpt2 or byte)"));
+              HasSubstr("unknown tokenizer type 'sentencepiece' (expected gpt2, byte or null)"));
   const std::string dir = scratch_dir();
   auto missing = make_tokenizer("gpt2", dir + "/encoder.json", dir + "/vocab.bpe");
   ASSERT_FALSE(missing.ok());
