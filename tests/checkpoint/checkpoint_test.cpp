@@ -203,6 +203,8 @@ TEST_F(CheckpointTest, ResumeIsBitExact) {
   Trained first_half(config_, 1, 0);
   train_steps(first_half, 0, 3);
   ASSERT_TRUE(save(first_half, 3).ok());
+  // Saving changes nothing: the saving run goes on exactly as the uninterrupted one.
+  EXPECT_EQ(train_steps(first_half, 3, 4)[0], losses[3]);
   Trained resumed(config_, 8, 0);
   auto state = load(resumed, config_);
   ASSERT_TRUE(state.ok()) << state.status();
