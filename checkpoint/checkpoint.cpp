@@ -143,18 +143,18 @@ absl::Status check_tensors(const Hdf5File& file, const std::string& prefix,
     auto shape = file.dataset_shape(prefix + entry.name);
     if (!shape.ok()) return shape.status();
     if (*shape != entry.global_shape) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          file.path(), ": tensor '", prefix, entry.name, "' has shape [",
-          absl::StrJoin(*shape, ", "), "] in the checkpoint, the model expects [",
-          absl::StrJoin(entry.global_shape, ", "), "]"));
+      return absl::InvalidArgumentError(absl::StrCat(file.path(), ": tensor '", prefix, entry.name,
+                                                     "' has shape [", absl::StrJoin(*shape, ", "),
+                                                     "] in the checkpoint, the model expects [",
+                                                     absl::StrJoin(entry.global_shape, ", "), "]"));
     }
   }
   return absl::OkStatus();
 }
 
 // Reads this rank's box of every tensor it holds; ranks without one take part with none.
-absl::Status read_tensors(Hdf5File& file, const std::string& prefix,
-                          const TensorManifest& manifest, const LocalTensors& local) {
+absl::Status read_tensors(Hdf5File& file, const std::string& prefix, const TensorManifest& manifest,
+                          const LocalTensors& local) {
   for (const ManifestEntry& entry : manifest.entries) {
     const auto it = local.find(entry.name);
     HyperslabF32 slice;
@@ -178,9 +178,15 @@ std::string meta_json(const CheckpointState& state, int64_t optimizer_steps,
   if (optimizer_steps >= 0) meta["optimizer_steps"] = optimizer_steps;  // -1: no optimizer
   meta["lr_scheduler"] = {{"iteration", state.iteration}};
   meta["moefold_version"] = MOEFOLD_VERSION;
-  meta["layout"] = {{"world_size", c.world_size}, {"tp", c.tp_size},       {"cp", c.cp_size},
-                    {"pp", c.pp_size},            {"dp", c.dp_size},       {"ep", c.ep_size},
-                    {"etp", c.etp_size},          {"edp", c.edp_size},     {"order", ctx.config.order},
+  meta["layout"] = {{"world_size", c.world_size},
+                    {"tp", c.tp_size},
+                    {"cp", c.cp_size},
+                    {"pp", c.pp_size},
+                    {"dp", c.dp_size},
+                    {"ep", c.ep_size},
+                    {"etp", c.etp_size},
+                    {"edp", c.edp_size},
+                    {"order", ctx.config.order},
                     {"use_distributed_optimizer", ctx.config.use_distributed_optimizer}};
   meta["files"] = nlohmann::ordered_json::object();
   meta["files"][kModelFile] = model_bytes;
@@ -236,12 +242,9 @@ std::string describe_checkpoint_io(const char* verb, const CheckpointIoStats& st
                          stats.seconds, stats.seconds > 0 ? mb / stats.seconds : 0.0);
 }
 
-absl::StatusOr<CheckpointIoStats> save_checkpoint(const std::string& save_dir,
-                                                  const CheckpointState& state,
-                                                  const ParameterRegistry& registry,
-                                                  const AdamW* optimizer,
-                                                  const ParallelContext& ctx,
-                                                  const Recipe& recipe) {
+absl::StatusOr<CheckpointIoStats> save_checkpoint(
+    const std::string& save_dir, const CheckpointState& state, const ParameterRegistry& registry,
+    const AdamW* optimizer, const ParallelContext& ctx, const Recipe& recipe) {
   const auto start = std::chrono::steady_clock::now();
   Communicator& world = *ctx.world;
   const int rank = world.rank();
@@ -288,7 +291,8 @@ absl::StatusOr<CheckpointIoStats> save_checkpoint(const std::string& save_dir,
     auto optim_file = Hdf5File::create((staging / kOptimFile).string(), comm);
     status = optim_file.status();
     if (status.ok()) status = optim_file->write_attribute("step", optimizer->steps());
-    if (status.ok()) status = write_tensors(*optim_file, kExpAvg, optim_manifest, exp_avg, rank, hook);
+    if (status.ok())
+      status = write_tensors(*optim_file, kExpAvg, optim_manifest, exp_avg, rank, hook);
     if (status.ok()) {
       status = write_tensors(*optim_file, kExpAvgSq, optim_manifest, exp_avg_sq, rank, hook);
     }
@@ -302,8 +306,8 @@ absl::StatusOr<CheckpointIoStats> save_checkpoint(const std::string& save_dir,
   if (rank == 0) {
     const int64_t model_bytes = file_bytes((staging / kModelFile).string());
     const int64_t optim_bytes = optimizer ? file_bytes((staging / kOptimFile).string()) : 0;
-    const std::string meta = meta_json(state, optimizer ? optimizer->steps() : -1, ctx,
-                                       model_bytes, optim_bytes);
+    const std::string meta =
+        meta_json(state, optimizer ? optimizer->steps() : -1, ctx, model_bytes, optim_bytes);
     bytes = model_bytes + optim_bytes + static_cast<int64_t>(meta.size());
     status = write_file_synced((staging / kMetaFile).string(), meta);
     if (status.ok()) status = commit_checkpoint(save_dir, state.iteration);
@@ -315,8 +319,8 @@ absl::StatusOr<CheckpointIoStats> save_checkpoint(const std::string& save_dir,
 }
 
 absl::StatusOr<CheckpointState> load_checkpoint(const std::string& path,
-                                                const ParameterRegistry& registry,
-                                                AdamW* optimizer, const ParallelContext& ctx,
+                                                const ParameterRegistry& registry, AdamW* optimizer,
+                                                const ParallelContext& ctx,
                                                 const ModelConfig& expected,
                                                 CheckpointIoStats* stats) {
   const auto start = std::chrono::steady_clock::now();

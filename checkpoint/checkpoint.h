@@ -32,9 +32,9 @@ struct CheckpointState {
 
 // What a save or load did, for the log line.
 struct CheckpointIoStats {
-  std::string dir;      // the iteration directory written or read
-  int64_t bytes = 0;    // model.h5 + optim.h5 + meta.json
-  double seconds = 0;   // wall time of the whole call, commit included
+  std::string dir;     // the iteration directory written or read
+  int64_t bytes = 0;   // model.h5 + optim.h5 + meta.json
+  double seconds = 0;  // wall time of the whole call, commit included
 };
 
 // "saved checkpoint ckpt/iter_0000010: 12.3 MB in 0.41 s (30.0 MB/s)" (`verb` = saved/loaded).
@@ -52,8 +52,7 @@ absl::StatusOr<CheckpointIoStats> save_checkpoint(const std::string& save_dir,
                                                   const CheckpointState& state,
                                                   const ParameterRegistry& registry,
                                                   const AdamW* optimizer,
-                                                  const ParallelContext& ctx,
-                                                  const Recipe& recipe);
+                                                  const ParallelContext& ctx, const Recipe& recipe);
 
 // Loads the checkpoint at `path` (a save directory, through its `latest`, or an iteration
 // directory) into the registry's parameters and buffers and, when `optimizer` is not null, its
@@ -63,8 +62,8 @@ absl::StatusOr<CheckpointIoStats> save_checkpoint(const std::string& save_dir,
 // global shape); on any such error nothing is modified and every rank gets the same one-line
 // error naming the file and tensor or key. `stats` (optional) receives the time and bytes.
 absl::StatusOr<CheckpointState> load_checkpoint(const std::string& path,
-                                                const ParameterRegistry& registry,
-                                                AdamW* optimizer, const ParallelContext& ctx,
+                                                const ParameterRegistry& registry, AdamW* optimizer,
+                                                const ParallelContext& ctx,
                                                 const ModelConfig& expected,
                                                 CheckpointIoStats* stats = nullptr);
 

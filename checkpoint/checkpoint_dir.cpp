@@ -23,8 +23,7 @@ absl::Status errno_error(const std::string& path, const char* what) {
   return absl::UnavailableError(absl::StrCat(path, ": ", what, ": ", std::strerror(errno)));
 }
 
-absl::Status fs_error(const std::string& path, const std::string& what,
-                      const std::error_code& ec) {
+absl::Status fs_error(const std::string& path, const std::string& what, const std::error_code& ec) {
   return absl::UnavailableError(absl::StrCat(path, ": ", what, ": ", ec.message()));
 }
 
@@ -66,8 +65,8 @@ absl::StatusOr<int64_t> read_latest(const std::string& save_dir) {
   const std::string content(absl::StripAsciiWhitespace(text.str()));
   int64_t iteration = 0;
   if (!absl::SimpleAtoi(content, &iteration) || iteration < 0) {
-    return absl::DataLossError(absl::StrCat(path, ": expected the last saved iteration number, got '",
-                                            content.substr(0, 40), "'"));
+    return absl::DataLossError(absl::StrCat(
+        path, ": expected the last saved iteration number, got '", content.substr(0, 40), "'"));
   }
   return iteration;
 }
@@ -84,8 +83,8 @@ absl::StatusOr<std::string> resolve_checkpoint_dir(const std::string& path) {
   if (!iteration.ok()) return iteration.status();
   const std::string dir = (fs::path(path) / iteration_dir_name(*iteration)).string();
   if (!fs::is_directory(dir, ec)) {
-    return absl::NotFoundError(absl::StrCat(path, "/", kLatestFile, " names iteration ",
-                                            *iteration, " but ", dir, " is missing"));
+    return absl::NotFoundError(absl::StrCat(path, "/", kLatestFile, " names iteration ", *iteration,
+                                            " but ", dir, " is missing"));
   }
   return dir;
 }
@@ -95,7 +94,8 @@ std::vector<int64_t> list_checkpoints(const std::string& save_dir) {
   std::error_code ec;
   for (const auto& entry : fs::directory_iterator(save_dir, ec)) {
     int64_t iteration = 0;
-    if (entry.is_directory(ec) && parse_iteration_dir(entry.path().filename().string(), &iteration)) {
+    if (entry.is_directory(ec) &&
+        parse_iteration_dir(entry.path().filename().string(), &iteration)) {
       iterations.push_back(iteration);
     }
   }
@@ -104,7 +104,8 @@ std::vector<int64_t> list_checkpoints(const std::string& save_dir) {
 }
 
 absl::StatusOr<std::string> prepare_staging_dir(const std::string& save_dir, int64_t iteration) {
-  const std::string staging = (fs::path(save_dir) / (iteration_dir_name(iteration) + ".tmp")).string();
+  const std::string staging =
+      (fs::path(save_dir) / (iteration_dir_name(iteration) + ".tmp")).string();
   std::error_code ec;
   fs::create_directories(save_dir, ec);
   if (ec) return fs_error(save_dir, "cannot create the save directory", ec);

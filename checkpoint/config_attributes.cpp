@@ -11,9 +11,12 @@ const char* score_function_name(RouterScoreFunction f) {
 
 const char* load_balancing_name(LoadBalancingType t) {
   switch (t) {
-    case LoadBalancingType::kAuxLoss: return "aux_loss";
-    case LoadBalancingType::kSeqAuxLoss: return "seq_aux_loss";
-    case LoadBalancingType::kNone: return "none";
+    case LoadBalancingType::kAuxLoss:
+      return "aux_loss";
+    case LoadBalancingType::kSeqAuxLoss:
+      return "seq_aux_loss";
+    case LoadBalancingType::kNone:
+      return "none";
   }
   return "?";
 }
@@ -54,8 +57,7 @@ std::vector<ConfigAttribute> model_config_attributes(const ModelConfig& c) {
       {"moe.moe_router_pre_softmax", flag(moe && m.moe_router_pre_softmax)},
       {"moe.moe_router_num_groups", int64_t{moe ? m.moe_router_num_groups : 0}},
       {"moe.moe_router_group_topk", int64_t{moe ? m.moe_router_group_topk : 0}},
-      {"moe.moe_router_topk_scaling_factor",
-       double{moe ? m.moe_router_topk_scaling_factor : 0.0f}},
+      {"moe.moe_router_topk_scaling_factor", double{moe ? m.moe_router_topk_scaling_factor : 0.0f}},
       {"moe.moe_router_enable_expert_bias", flag(moe && m.moe_router_enable_expert_bias)},
       {"moe.moe_shared_expert_intermediate_size",
        int64_t{moe ? m.moe_shared_expert_intermediate_size : 0}},
@@ -65,8 +67,7 @@ std::vector<ConfigAttribute> model_config_attributes(const ModelConfig& c) {
       {"moe.moe_z_loss_coeff", double{m.moe_z_loss_coeff}, false},
       {"moe.moe_router_bias_update_rate", double{m.moe_router_bias_update_rate}, false},
       {"moe.moe_expert_capacity_factor", double{m.moe_expert_capacity_factor}, false},
-      {"moe.moe_token_drop_policy", std::string(drop_policy_name(m.moe_token_drop_policy)),
-       false},
+      {"moe.moe_token_drop_policy", std::string(drop_policy_name(m.moe_token_drop_policy)), false},
       {"moe.moe_pad_expert_input_to_capacity", flag(m.moe_pad_expert_input_to_capacity), false},
       {"moe.moe_token_dispatcher_type", m.moe_token_dispatcher_type, false},
   };
@@ -77,16 +78,15 @@ absl::Status check_model_config(const Hdf5File& file, const ModelConfig& expecte
     if (!want.must_match) continue;
     auto stored = file.read_attribute(want.name);
     if (absl::IsNotFound(stored.status())) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          file.path(), ": not a moefold model checkpoint: model config attribute '", want.name,
-          "' is missing"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(file.path(), ": not a moefold model checkpoint: model config attribute '",
+                       want.name, "' is missing"));
     }
     if (!stored.ok()) return stored.status();
     if (*stored != want.value) {
       return absl::InvalidArgumentError(absl::StrCat(
-          file.path(), ": model config mismatch: ", want.name, " is ",
-          format_attribute(*stored), " in the checkpoint, ", format_attribute(want.value),
-          " in the recipe"));
+          file.path(), ": model config mismatch: ", want.name, " is ", format_attribute(*stored),
+          " in the checkpoint, ", format_attribute(want.value), " in the recipe"));
     }
   }
   return absl::OkStatus();

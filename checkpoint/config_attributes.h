@@ -12,7 +12,7 @@
 namespace moefold {
 
 struct ConfigAttribute {
-  std::string name;    // recipe key path, e.g. "model.hidden_size", "moe.num_experts"
+  std::string name;  // recipe key path, e.g. "model.hidden_size", "moe.num_experts"
   Hdf5Attribute value;
   // Keys that decide the tensors' names and shapes or the function the model computes must
   // match on load; the rest (init, loss coefficients, capacity) are kept for information.

@@ -146,8 +146,7 @@ absl::Status Hdf5File::create_dataset(const std::string& name,
                             dcpl.get(), H5P_DEFAULT),
                  H5Dclose);
   if (!space.ok() || !dataset.ok()) {
-    return hdf5_error(absl::StatusCode::kUnavailable, path_,
-                      "cannot create tensor '" + name + "'");
+    return hdf5_error(absl::StatusCode::kUnavailable, path_, "cannot create tensor '" + name + "'");
   }
   return absl::OkStatus();
 }
@@ -165,7 +164,8 @@ absl::Status Hdf5File::transfer(const std::string& name, const HyperslabF32* sli
   const char* verb = write ? "cannot write" : "cannot read";
   Handle dataset(H5Dopen2(file_, name.c_str(), H5P_DEFAULT), H5Dclose);
   if (!dataset.ok()) {
-    return hdf5_error(absl::StatusCode::kNotFound, path_, absl::StrCat(verb, " tensor '", name, "'"));
+    return hdf5_error(absl::StatusCode::kNotFound, path_,
+                      absl::StrCat(verb, " tensor '", name, "'"));
   }
   Handle file_space(H5Dget_space(dataset.get()), H5Sclose);
   const int ndim = H5Sget_simple_extent_ndims(file_space.get());
@@ -203,13 +203,13 @@ absl::Status Hdf5File::transfer(const std::string& name, const HyperslabF32* sli
   if (parallel_) H5Pset_dxpl_mpio(transfer_list.get(), H5FD_MPIO_COLLECTIVE);
   float unused = 0;  // HDF5 wants a buffer even for an empty selection
   float* buffer = has_box ? slice->data : &unused;
-  const herr_t status =
-      write ? H5Dwrite(dataset.get(), H5T_NATIVE_FLOAT, memory_space.get(), file_space.get(),
-                       transfer_list.get(), buffer)
-            : H5Dread(dataset.get(), H5T_NATIVE_FLOAT, memory_space.get(), file_space.get(),
-                      transfer_list.get(), buffer);
+  const herr_t status = write ? H5Dwrite(dataset.get(), H5T_NATIVE_FLOAT, memory_space.get(),
+                                         file_space.get(), transfer_list.get(), buffer)
+                              : H5Dread(dataset.get(), H5T_NATIVE_FLOAT, memory_space.get(),
+                                        file_space.get(), transfer_list.get(), buffer);
   if (status < 0) {
-    return hdf5_error(absl::StatusCode::kDataLoss, path_, absl::StrCat(verb, " tensor '", name, "'"));
+    return hdf5_error(absl::StatusCode::kDataLoss, path_,
+                      absl::StrCat(verb, " tensor '", name, "'"));
   }
   return absl::OkStatus();
 }
@@ -232,8 +232,7 @@ absl::StatusOr<std::vector<int64_t>> Hdf5File::dataset_shape(const std::string& 
   }
   Handle type(H5Dget_type(object.get()), H5Tclose);
   if (H5Tget_class(type.get()) != H5T_FLOAT || H5Tget_size(type.get()) != 4) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(path_, ": tensor '", name, "' is not float32"));
+    return absl::InvalidArgumentError(absl::StrCat(path_, ": tensor '", name, "' is not float32"));
   }
   Handle space(H5Dget_space(object.get()), H5Sclose);
   const int ndim = H5Sget_simple_extent_ndims(space.get());
@@ -293,9 +292,8 @@ absl::Status Hdf5File::write_attribute(const std::string& name, const Hdf5Attrib
     buffer = list.data();
   }
   Handle space(space_id, H5Sclose);
-  Handle attribute(H5Acreate2(file_, name.c_str(), file_type, space.get(), H5P_DEFAULT,
-                              H5P_DEFAULT),
-                   H5Aclose);
+  Handle attribute(
+      H5Acreate2(file_, name.c_str(), file_type, space.get(), H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
   const bool empty = H5Sget_simple_extent_type(space.get()) == H5S_NULL;  // nothing to write
   if (!attribute.ok() || (!empty && H5Awrite(attribute.get(), memory_type, buffer) < 0)) {
     return hdf5_error(absl::StatusCode::kUnavailable, path_,
@@ -340,8 +338,8 @@ absl::StatusOr<Hdf5Attribute> Hdf5File::read_attribute(const std::string& name) 
     }
     case H5T_STRING: {
       if (shape != H5S_SCALAR || H5Tis_variable_str(type.get()) > 0) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            path_, ": attribute '", name, "' is not a fixed-length string"));
+        return absl::InvalidArgumentError(
+            absl::StrCat(path_, ": attribute '", name, "' is not a fixed-length string"));
       }
       std::string text(H5Tget_size(type.get()), '\0');
       if (H5Aread(attribute.get(), type.get(), text.data()) < 0) return fail();

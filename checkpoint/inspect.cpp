@@ -89,9 +89,9 @@ absl::StatusOr<std::string> inspect_checkpoint(const std::string& path) {
     return absl::DataLossError(meta_path + ": missing or not valid JSON");
   }
   const auto field = [&](const char* key) {
-    return meta.contains(key) ? (meta[key].is_string() ? meta[key].get<std::string>()
-                                                       : meta[key].dump())
-                              : std::string("?");
+    return meta.contains(key)
+               ? (meta[key].is_string() ? meta[key].get<std::string>() : meta[key].dump())
+               : std::string("?");
   };
   std::string out = absl::StrCat("checkpoint: ", *dir, "\n");
   absl::StrAppend(&out, "iteration: ", field("iteration"), "\n");

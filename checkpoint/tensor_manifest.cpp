@@ -50,8 +50,7 @@ const ManifestSlice* TensorManifest::written_by(const ManifestEntry& entry, int 
   return nullptr;
 }
 
-TensorManifest gather_manifest(const std::vector<const TensorLayout*>& local,
-                               Communicator& world) {
+TensorManifest gather_manifest(const std::vector<const TensorLayout*>& local, Communicator& world) {
   const std::vector<int64_t> mine = encode(local);
   const std::vector<int64_t> counts = world.all_gather_counts(static_cast<int64_t>(mine.size()));
   int64_t total = 0;

@@ -17,14 +17,14 @@
 namespace moefold {
 
 struct ManifestSlice {
-  int writer = 0;                // world rank that writes this box (one of `holders`)
-  std::vector<int> holders;      // world ranks holding this box, ascending
-  std::vector<int64_t> offset;   // first global index, per axis
-  std::vector<int64_t> shape;    // extent, per axis
+  int writer = 0;               // world rank that writes this box (one of `holders`)
+  std::vector<int> holders;     // world ranks holding this box, ascending
+  std::vector<int64_t> offset;  // first global index, per axis
+  std::vector<int64_t> shape;   // extent, per axis
 };
 
 struct ManifestEntry {
-  std::string name;                   // MODEL.md checkpoint name
+  std::string name;  // MODEL.md checkpoint name
   std::vector<int64_t> global_shape;
   std::vector<ManifestSlice> slices;  // distinct boxes, in order of their first holders' ranks
 };
@@ -38,8 +38,7 @@ struct TensorManifest {
 
 // Gathers `local` (this rank's layouts) from every rank of `world`. Checks (internal invariants)
 // that ranks agree on each tensor's global shape. Collective over `world`.
-TensorManifest gather_manifest(const std::vector<const TensorLayout*>& local,
-                               Communicator& world);
+TensorManifest gather_manifest(const std::vector<const TensorLayout*>& local, Communicator& world);
 
 // Checks that the distinct slices of every tensor tile it exactly (no gap, no overlap), which is
 // what a save needs to write each element once.

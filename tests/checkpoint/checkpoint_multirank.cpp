@@ -38,9 +38,9 @@ int world_size() {
 std::string shared_temp_dir(const std::string& tag) {
   int pid = static_cast<int>(::getpid());
   MPI_Bcast(&pid, 1, MPI_INT, 0, MPI_COMM_WORLD);
-  const std::string dir = (fs::path(::testing::TempDir()) /
-                           ("moefold_ckpt_mpi_" + std::to_string(pid) + "_" + tag))
-                              .string();
+  const std::string dir =
+      (fs::path(::testing::TempDir()) / ("moefold_ckpt_mpi_" + std::to_string(pid) + "_" + tag))
+          .string();
   if (world_rank() == 0) fs::remove_all(dir);
   MPI_Barrier(MPI_COMM_WORLD);
   return dir;
@@ -96,7 +96,8 @@ TEST(CheckpointMultirank, ReplicatedModelRoundTrip) {
   auto adam = adam_for(original.parameters());
   for (Parameter* p : original.parameters()) p->grad.fill(0.03f);
   adam->step(1e-2);
-  auto saved = save_checkpoint(dir, {4, 32, "recipe"}, original.registry(), adam.get(), ctx, recipe);
+  auto saved =
+      save_checkpoint(dir, {4, 32, "recipe"}, original.registry(), adam.get(), ctx, recipe);
   ASSERT_TRUE(saved.ok()) << saved.status();
 
   const auto check_equal = [&](const Model& restored, const AdamW& restored_adam) {
@@ -149,7 +150,8 @@ std::vector<int64_t> global_indices(const TensorLayout& layout) {
   std::vector<int64_t> local(ndim, 0);
   for (int64_t i = 0; i < layout.local_numel(); ++i) {
     int64_t flat = 0;
-    for (size_t a = 0; a < ndim; ++a) flat = flat * layout.global_shape[a] + layout.local_offset[a] + local[a];
+    for (size_t a = 0; a < ndim; ++a)
+      flat = flat * layout.global_shape[a] + layout.local_offset[a] + local[a];
     out.push_back(flat);
     for (int a = static_cast<int>(ndim) - 1; a >= 0; --a) {
       if (++local[a] < layout.local_shape[a]) break;
@@ -211,27 +213,22 @@ TEST(CheckpointMultirank, ShardedWriteReadsBackUnderAnotherSplit) {
 
   // Written: rows, columns, half-splits replicated over the other half, replicated.
   const std::vector<Plan> written = {
-      {"a", {8, 12}, 0, size},
-      {"b", {6, 8}, 1, size},
-      {"experts/c", {4, 4, 6}, 0, 2},
-      {"r", {5}, -1, 1},
-      {"bias", {8}, 0, size, true},
+      {"a", {8, 12}, 0, size}, {"b", {6, 8}, 1, size},       {"experts/c", {4, 4, 6}, 0, 2},
+      {"r", {5}, -1, 1},       {"bias", {8}, 0, size, true},
   };
   // Read back: each tensor cut differently.
   const std::vector<Plan> read = {
-      {"a", {8, 12}, 1, size},
-      {"b", {6, 8}, 0, 2},
-      {"experts/c", {4, 4, 6}, 1, size},
-      {"r", {5}, -1, 1},
-      {"bias", {8}, -1, 1, true},
+      {"a", {8, 12}, 1, size}, {"b", {6, 8}, 0, 2},        {"experts/c", {4, 4, 6}, 1, size},
+      {"r", {5}, -1, 1},       {"bias", {8}, -1, 1, true},
   };
   auto source = build_registry(written, rank);
   auto source_adam = adam_for(params_of(*source));
   for (const auto& p : source->parameters()) {
     const std::vector<int64_t> flat = global_indices(p->layout);
-    for (size_t i = 0; i < flat.size(); ++i) p->grad.data()[i] = 0.001f * static_cast<float>(flat[i] % 17);
+    for (size_t i = 0; i < flat.size(); ++i)
+      p->grad.data()[i] = 0.001f * static_cast<float>(flat[i] % 17);
   }
-  source_adam->step(1e-2);  // moments are elementwise in the (global) index
+  source_adam->step(1e-2);        // moments are elementwise in the (global) index
   fill_values(*source, written);  // undo the step's update so values follow global_value
   auto saved = save_checkpoint(dir, {1, 8, ""}, *source, source_adam.get(), ctx, recipe);
   ASSERT_TRUE(saved.ok()) << saved.status();
@@ -254,8 +251,8 @@ TEST(CheckpointMultirank, ShardedWriteReadsBackUnderAnotherSplit) {
 
   for (size_t id = 0; id < read.size(); ++id) {
     const bool buffer = read[id].buffer;
-    const TensorLayout& layout = buffer ? target->buffers()[0]->layout
-                                        : target->parameters()[id]->layout;
+    const TensorLayout& layout =
+        buffer ? target->buffers()[0]->layout : target->parameters()[id]->layout;
     const Tensor& value = buffer ? target->buffers()[0]->value : target->parameters()[id]->value;
     const std::vector<int64_t> flat = global_indices(layout);
     for (size_t i = 0; i < flat.size(); ++i) {
@@ -343,7 +340,8 @@ TEST(CheckpointMultirank, DISABLED_DemoBandwidth) {
     auto saved = save_checkpoint(dir, {round, 0, ""}, model.registry(), adam.get(), ctx, *recipe);
     ASSERT_TRUE(saved.ok()) << saved.status();
     CheckpointIoStats loaded;
-    ASSERT_TRUE(load_checkpoint(dir, model.registry(), adam.get(), ctx, recipe->model, &loaded).ok());
+    ASSERT_TRUE(
+        load_checkpoint(dir, model.registry(), adam.get(), ctx, recipe->model, &loaded).ok());
     if (world_rank() == 0) {
       std::printf("ranks %d: %s\nranks %d: %s\n", world_size(),
                   describe_checkpoint_io("saved", *saved).c_str(), world_size(),

@@ -130,7 +130,8 @@ class CheckpointTest : public ::testing::Test {
     auto result = load(fresh, expected ? *expected : config_);
     ASSERT_FALSE(result.ok());
     const std::string message(result.status().message());
-    for (const std::string& part : parts) EXPECT_NE(message.find(part), std::string::npos) << message;
+    for (const std::string& part : parts)
+      EXPECT_NE(message.find(part), std::string::npos) << message;
     EXPECT_EQ(message.find('\n'), std::string::npos) << "one line: " << message;
     EXPECT_TRUE(Snapshot(fresh).bit_equal(before)) << "a failed load modified the model";
   }
@@ -254,9 +255,10 @@ TEST_F(CheckpointTest, InspectListsTensorsIterationAndRecipe) {
   ASSERT_TRUE(save(original, 12).ok());
   auto text = inspect_checkpoint(dir_.string());
   ASSERT_TRUE(text.ok()) << text.status();
-  for (const char* part : {"iteration: 12", "consumed samples: 96", "layers/1/moe/router",
-                           "[4, 16]", "exp_avg_sq/layers/1/moe/experts/w_gate", "[4, 8, 16]",
-                           "@model.hidden_size = 16", "world size 1 TP=1 CP=1 PP=1 DP=1 EP=1", "recipe:\nmodel:\n  hidden_size: 16"}) {
+  for (const char* part :
+       {"iteration: 12", "consumed samples: 96", "layers/1/moe/router", "[4, 16]",
+        "exp_avg_sq/layers/1/moe/experts/w_gate", "[4, 8, 16]", "@model.hidden_size = 16",
+        "world size 1 TP=1 CP=1 PP=1 DP=1 EP=1", "recipe:\nmodel:\n  hidden_size: 16"}) {
     EXPECT_NE(text->find(part), std::string::npos) << part << "\n" << *text;
   }
   // layers/0 is listed before layers/1 and embed before final_norm.
@@ -319,7 +321,8 @@ TEST_F(CheckpointTest, KeepLastPrunesOnlyAfterTheNewOneIsComplete) {
 // Opens model.h5 read-write for surgery with the raw HDF5 API.
 class RawFile {
  public:
-  explicit RawFile(const std::string& path) : id_(H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT)) {}
+  explicit RawFile(const std::string& path)
+      : id_(H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT)) {}
   ~RawFile() { H5Fclose(id_); }
   hid_t id() const { return id_; }
 
@@ -369,8 +372,10 @@ TEST_F(CheckpointTest, ModelConfigMismatchIsNamed) {
   ASSERT_TRUE(save(t, 1).ok());
   ModelConfig other = config_;
   other.moe.moe_router_topk = 1;
-  expect_load_error({"model.h5", "model config mismatch", "moe.moe_router_topk is 2 in the "
-                     "checkpoint, 1 in the recipe"}, &other);
+  expect_load_error({"model.h5", "model config mismatch",
+                     "moe.moe_router_topk is 2 in the "
+                     "checkpoint, 1 in the recipe"},
+                    &other);
   // Keys that do not change the model (here the aux loss weight) may differ.
   other = config_;
   other.moe.moe_aux_loss_coeff = 0.5f;
