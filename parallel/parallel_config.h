@@ -11,6 +11,10 @@ struct ParallelConfig {
   int context_parallel_size = 1;         // CP
   int pipeline_model_parallel_size = 1;  // PP
   int virtual_pipeline_model_parallel_size = 0;  // 0 = plain 1F1B
+  // Uneven pipeline split (model/stage_partition.h): transformer layers on the first / last
+  // stage; 0 = an even share like the middle stages.
+  int decoder_first_pipeline_num_layers = 0;
+  int decoder_last_pipeline_num_layers = 0;
   int expert_model_parallel_size = 1;    // EP (expert side)
   int expert_tensor_parallel_size = 0;   // ETP; 0 = same as TP
   bool sequence_parallel = false;
