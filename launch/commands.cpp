@@ -2,7 +2,10 @@
 
 #include <mpi.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
+#include <memory>
 #include <iostream>
 
 #include "data/preprocess.h"
@@ -32,10 +35,35 @@ absl::StatusOr<Recipe> load_and_validate(const CommandArgs& args, int world_size
   return recipe;
 }
 
-absl::Status checkpoint_loading_unsupported(const std::string& load) {
-  return absl::UnimplementedError(
-      "--load " + load + ": not supported yet: loading checkpoints (the checkpoint format is "
-      "being built); evaluation runs inside training with training.eval_interval");
+// Prints a status as one line and ends every rank: after start-up an error may be one rank's
+// alone (its data, its memory), and no other rank may be left waiting in a collective.
+int abort_job(const char* command, int rank, const absl::Status& status) {
+  std::fprintf(stderr, "moefold %s: error on rank %d: %s\n", command, rank,
+               std::string(status.message()).c_str());
+  std::fflush(stderr);
+  MPI_Abort(MPI_COMM_WORLD, 1);
+  return 1;
+}
+
+// MPI, the recipe and the ParallelContext for train and eval; errors before the context exists
+// are the same on every rank, so they end the job normally with one line from rank 0.
+struct Job {
+  std::unique_ptr<MpiRuntime> runtime;
+  Recipe recipe;
+  std::unique_ptr<ParallelContext> ctx;
+};
+
+absl::StatusOr<Job> start_job(const CommandArgs& args, std::unique_ptr<MpiRuntime> runtime) {
+  Job job;
+  job.runtime = std::move(runtime);
+  auto recipe = load_and_validate(args, job.runtime->world_size());
+  if (!recipe.ok()) return recipe.status();
+  job.recipe = std::move(*recipe);
+  if (!args.load.empty()) job.recipe.checkpoint.load = args.load;
+  auto ctx = ParallelContext::create(job.recipe.parallel, MPI_COMM_WORLD);
+  if (!ctx.ok()) return ctx.status();
+  job.ctx = std::make_unique<ParallelContext>(std::move(*ctx));
+  return job;
 }
 
 }  // namespace
@@ -58,44 +86,58 @@ int run_train_command(int argc, char** argv) {
   auto runtime = MpiRuntime::initialize(&argc, &argv);
   if (!runtime.ok()) return report("train", runtime.status());
   const int rank = (*runtime)->world_rank();
-  const auto fail = [&](const absl::Status& status) { return rank == 0 ? report("train", status) : 1; };
-
+  const auto fail = [&](const absl::Status& s) { return rank == 0 ? report("train", s) : 1; };
   auto args = parse_command_args("train", argc, argv, {"--config", "--set", "--load"});
   if (!args.ok()) return fail(args.status());
-  if (!args->load.empty()) return fail(checkpoint_loading_unsupported(args->load));
-  auto recipe = load_and_validate(*args, (*runtime)->world_size());
-  if (!recipe.ok()) return fail(recipe.status());
-  auto ctx = ParallelContext::create(recipe->parallel, MPI_COMM_WORLD);
-  if (!ctx.ok()) return fail(ctx.status());
+  auto job = start_job(*args, std::move(*runtime));
+  if (!job.ok()) return fail(job.status());
 
-  // From here on an error may be one rank's alone (its data, its memory): it is printed by
-  // that rank and ends the whole job, so that no other rank waits forever in a collective.
-  const auto abort_job = [&](const absl::Status& status) {
-    std::fprintf(stderr, "moefold train: error on rank %d: %s\n", rank,
-                 std::string(status.message()).c_str());
-    std::fflush(stderr);
-    MPI_Abort(MPI_COMM_WORLD, 1);
-    return 1;
-  };
-  auto trainer = Trainer::create(*recipe, *ctx);
-  if (!trainer.ok()) return abort_job(trainer.status());
-  if (absl::Status s = (*trainer)->train(); !s.ok()) return abort_job(s);
+  auto trainer = Trainer::create(job->recipe, *job->ctx);
+  if (!trainer.ok()) return abort_job("train", rank, trainer.status());
+  const std::string& load = job->recipe.checkpoint.load;
+  if (!load.empty()) {
+    if (absl::Status s = (*trainer)->load_checkpoint(load); !s.ok()) {
+      return abort_job("train", rank, s);
+    }
+  }
+  if (absl::Status s = (*trainer)->train(); !s.ok()) return abort_job("train", rank, s);
   if (rank == 0) {
-    const LoggingConfig& log = (*trainer)->recipe().logging;
-    std::printf("moefold train: done; metrics in %s (plots: scripts/plot_metrics %s)\n",
-                (log.metrics_path.empty() ? log.run_dir + "/metrics.jsonl" : log.metrics_path).c_str(),
-                (log.metrics_path.empty() ? log.run_dir + "/metrics.jsonl" : log.metrics_path).c_str());
+    const Recipe& recipe = (*trainer)->recipe();
+    const std::string metrics = recipe.logging.metrics_path.empty()
+                                    ? recipe.logging.run_dir + "/metrics.jsonl"
+                                    : recipe.logging.metrics_path;
+    std::printf("moefold train: done. metrics: %s | plots: scripts/plot_metrics %s%s%s\n",
+                metrics.c_str(), metrics.c_str(),
+                recipe.checkpoint.save.empty() ? "" : " | checkpoints: ",
+                recipe.checkpoint.save.c_str());
   }
   return 0;
 }
 
 int run_eval_command(int argc, char** argv) {
+  auto runtime = MpiRuntime::initialize(&argc, &argv);
+  if (!runtime.ok()) return report("eval", runtime.status());
+  const int rank = (*runtime)->world_rank();
+  const auto fail = [&](const absl::Status& s) { return rank == 0 ? report("eval", s) : 1; };
   auto args = parse_command_args("eval", argc, argv, {"--config", "--set", "--load"});
-  if (!args.ok()) return report("eval", args.status());
-  if (args->load.empty()) {
-    return report("eval", absl::InvalidArgumentError("--load CHECKPOINT_DIR is required"));
+  if (!args.ok()) return fail(args.status());
+  if (args->load.empty()) return fail(absl::InvalidArgumentError("--load CHECKPOINT is required"));
+  auto job = start_job(*args, std::move(*runtime));
+  if (!job.ok()) return fail(job.status());
+
+  auto trainer = Trainer::create(job->recipe, *job->ctx);
+  if (!trainer.ok()) return abort_job("eval", rank, trainer.status());
+  if (absl::Status s = (*trainer)->load_checkpoint(args->load, /*model_only=*/true); !s.ok()) {
+    return abort_job("eval", rank, s);
   }
-  return report("eval", checkpoint_loading_unsupported(args->load));
+  auto result = (*trainer)->evaluate(job->recipe.training.eval_iters);
+  if (!result.ok()) return abort_job("eval", rank, result.status());
+  if (rank == 0) {
+    std::printf("moefold eval: %s: validation loss %.4f | perplexity %.2f | %lld tokens\n",
+                args->load.c_str(), result->loss, std::exp(std::min(result->loss, 50.0)),
+                static_cast<long long>(result->tokens));
+  }
+  return 0;
 }
 
 int run_preprocess_command(int argc, char** argv) {

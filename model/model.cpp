@@ -14,13 +14,26 @@ namespace moefold {
 Model::Model(const ModelConfig& config, const ParallelContext& ctx) : config_(config), ctx_(ctx) {
   const absl::Status valid = validate(config_, ctx_);
   MOEFOLD_CHECK(valid.ok(), valid.message());
+  size_t registered = 0;
+  const auto end_module = [&] {  // the parameters registered since the last module ended
+    module_parameters_.emplace_back();
+    for (; registered < registry_.parameters().size(); ++registered)
+      module_parameters_.back().push_back(registry_.parameters()[registered].get());
+  };
   embedding_ = std::make_unique<Embedding>(config_, ctx_, registry_);
+  end_module();
   for (int l = 0; l < config_.num_layers; ++l) {
     layers_.push_back(std::make_unique<TransformerLayer>(config_, ctx_, l, registry_));
+    end_module();
   }
   final_norm_ = registry_.add_norm(shard_layout("final_norm", {config_.hidden_size}, ctx_.coords));
   Parameter* tied = config_.untie_embeddings_and_output_weights ? nullptr : embedding_->weight();
   lm_head_ = std::make_unique<LmHead>(config_, ctx_, tied, registry_);
+  end_module();
+}
+
+void Model::notify(const ParameterHook& hook, size_t module) const {
+  if (hook) hook(module_parameters_[module]);
 }
 
 absl::Status Model::validate(const ModelConfig& c, const ParallelContext& ctx) {
@@ -146,14 +159,17 @@ MicroBatchStats Model::run_forward(const MicroBatch& batch, const LossScales* sc
   st.residual.resize(L + 1);
   for (Tensor& r : st.residual) ensure_shape(r, {N, H});
 
+  notify(forward_pre_hook_, 0);
   embedding_->forward(st.tokens.data(), N, st.residual[0]);
   const double aux_scale = scales ? scales->aux : 0.0;
   for (int l = 0; l < L; ++l) {
+    notify(forward_pre_hook_, 1 + l);
     layers_[l]->forward(st.residual[l], st.positions.data(), B, S, aux_scale, st.residual[l + 1],
                         st.layers[l]);
   }
   ensure_shape(st.final_h, {N, H});
   ensure_shape(st.final_rstd, {N});
+  notify(forward_pre_hook_, L + 1);
   cpu::rmsnorm_forward(st.residual[L].data(), final_norm_->value.data(), st.final_h.data(),
                        st.final_rstd.data(), N, H, config_.norm_epsilon);
   Tensor* d_final = nullptr;
@@ -182,8 +198,13 @@ void Model::backward(ModelStash& st) {
   ensure_shape(st.dh, {N, H});
   cpu::rmsnorm_backward(st.d_final_h.data(), st.residual[L].data(), final_norm_->value.data(),
                         st.final_rstd.data(), st.dh.data(), final_norm_->grad.data(), N, H, false);
-  for (int l = L - 1; l >= 0; --l) layers_[l]->backward(st.dh, st.positions.data(), st.layers[l]);
+  notify(grad_ready_hook_, L + 1);
+  for (int l = L - 1; l >= 0; --l) {
+    layers_[l]->backward(st.dh, st.positions.data(), st.layers[l]);
+    notify(grad_ready_hook_, 1 + l);
+  }
   embedding_->backward_dw(st.dh, st.tokens.data(), N);
+  notify(grad_ready_hook_, 0);
   st.has_gradients = false;
 }
 

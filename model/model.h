@@ -4,7 +4,9 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <span>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -88,6 +90,15 @@ class Model {
   const std::vector<std::unique_ptr<TransformerLayer>>& layers() const { return layers_; }
   int64_t parameter_count() const;  // every element of every parameter
 
+  // Data-parallel hooks, each called with the parameters of one module: the embedding, one
+  // transformer layer, or the final norm with the (untied) LM head. The grad-ready hook runs in
+  // backward right after the module's gradients are final for this micro-batch (the LM head's,
+  // computed in forward, with the final norm's; a tied embedding's with the embedding's, last);
+  // the pre-use hook runs in forward just before the module first reads its parameters.
+  using ParameterHook = std::function<void(std::span<Parameter* const>)>;
+  void set_grad_ready_hook(ParameterHook hook) { grad_ready_hook_ = std::move(hook); }
+  void set_forward_pre_hook(ParameterHook hook) { forward_pre_hook_ = std::move(hook); }
+
  private:
   MicroBatchStats run_forward(const MicroBatch& batch, const LossScales* scales, ModelStash& stash);
 
@@ -99,6 +110,11 @@ class Model {
   Parameter* final_norm_;
   std::unique_ptr<LmHead> lm_head_;
   std::unique_ptr<ModelStash> eval_stash_;  // reused by evaluate()
+  // Parameters per module for the hooks: [0] embedding, [1 + l] layer l, [L + 1] final norm and
+  // LM head.
+  std::vector<std::vector<Parameter*>> module_parameters_;
+  ParameterHook grad_ready_hook_, forward_pre_hook_;
+  void notify(const ParameterHook& hook, size_t module) const;
 };
 
 }  // namespace moefold

@@ -75,6 +75,20 @@ std::string section_table(const std::string& section) {
 
 }  // namespace
 
+std::string recipe_to_yaml(const Recipe& recipe) {
+  Recipe copy = recipe;
+  std::string text;
+  absl::string_view section;
+  for (const RecipeKey& key : recipe_schema()) {
+    if (key.section() != section) {
+      section = key.section();
+      absl::StrAppend(&text, section, ":\n");
+    }
+    absl::StrAppend(&text, "  ", key.name(), ": ", key.show(copy), "\n");
+  }
+  return text;
+}
+
 std::string recipe_reference_markdown() {
   std::string text = kIntroduction;
   for (const std::string& section : recipe_sections())

@@ -42,6 +42,10 @@ std::string suggest_recipe_key(absl::string_view path);
 // Closest of `choices` to `word`, or "" when none is close.
 std::string closest_choice(absl::string_view word, const std::vector<std::string>& choices);
 
+// The whole recipe as YAML that parse_recipe_string() reads back to the same values (saved in
+// checkpoints so a checkpoint says how it was trained).
+std::string recipe_to_yaml(const Recipe& recipe);
+
 // docs/recipe.md, generated from the table (tests/trainer/config_docs_test.cpp keeps it in sync).
 std::string recipe_reference_markdown();
 

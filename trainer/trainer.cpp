@@ -8,23 +8,12 @@
 #include "absl/strings/str_format.h"
 #include "data/dataset_builder.h"
 #include "data/default_corpus.h"
-#include "optim/grad_clip.h"
 #include "optim/lr_schedule.h"
 #include "model/router.h"
 #include "tensor/cpu/gemm.h"
 
 namespace moefold {
 namespace {
-
-// Parallel features outside the model that this trainer does not have yet; the model's own
-// limits are checked by Model::validate.
-absl::Status check_supported_layout(const ParallelConfig& p) {
-  if (p.use_distributed_optimizer) {
-    return absl::UnimplementedError(
-        "parallel.use_distributed_optimizer: not supported yet (distributed optimizer)");
-  }
-  return absl::OkStatus();
-}
 
 // `data.corpus` with no data_path: rank 0 prepares the corpus (tokenized once, then cached) while
 // the others wait, so that no rank reads a half-written dataset.
@@ -50,7 +39,6 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
 
 absl::StatusOr<std::unique_ptr<Trainer>> Trainer::create(const Recipe& recipe,
                                                          const ParallelContext& ctx) {
-  if (absl::Status s = check_supported_layout(ctx.config); !s.ok()) return s;
   std::unique_ptr<Trainer> trainer(new Trainer(recipe, ctx));
   if (absl::Status s = trainer->setup(); !s.ok()) return s;
   return trainer;
@@ -104,11 +92,7 @@ absl::Status Trainer::setup() {
   if (absl::Status s = Model::validate(model_config, ctx_); !s.ok()) return s;
   model_ = std::make_unique<Model>(model_config, ctx_);
   model_->init_parameters(train.seed);
-  parameters_ = model_->parameters();
-  for (Parameter* p : parameters_) {
-    optim_tensors_.push_back({p->name(), p->value, p->grad, p->weight_decay});
-  }
-  optimizer_ = std::make_unique<AdamW>(recipe_.optimizer, optim_tensors_);
+  data_parallel_ = std::make_unique<DataParallelState>(*model_, recipe_.optimizer, ctx_);
 
   const LoggingConfig& log = recipe_.logging;
   const std::string metrics_path =
@@ -158,12 +142,13 @@ absl::StatusOr<IterationMetrics> Trainer::train_step(int iteration) {
   if (!batches.ok()) return batches.status();
   const LossScales scales = loss_scales(*batches);
 
-  model_->zero_grad();
+  data_parallel_->start_step();
   while (stashes_.size() < batches->size()) stashes_.push_back(model_->make_stash());
   double lm_loss_sum = 0, aux_loss = 0, z_loss = 0;
   std::vector<std::vector<int64_t>> expert_counts;
   std::vector<int64_t> dropped, assignments;
   for (size_t mb = 0; mb < batches->size(); ++mb) {  // forward then backward of each micro-batch
+    data_parallel_->set_last_micro_batch(mb + 1 == batches->size());
     MicroBatchStats stats = model_->forward((*batches)[mb], scales, *stashes_[mb]);
     model_->backward(*stashes_[mb]);
     lm_loss_sum += stats.lm_loss_sum;
@@ -180,7 +165,7 @@ absl::StatusOr<IterationMetrics> Trainer::train_step(int iteration) {
       assignments[l] += stats.moe[l].assignments;
     }
   }
-  reduce_gradients();  // data-parallel sums of the gradients
+  data_parallel_->finish_grad_reduction();  // DP/EDP reductions, started in backward
 
   // Losses and expert counts of the whole global batch: one reduction for all of them.
   std::vector<double> losses = {lm_loss_sum * scales.lm, aux_loss, z_loss};
@@ -206,15 +191,15 @@ absl::StatusOr<IterationMetrics> Trainer::train_step(int iteration) {
   }
   update_expert_bias(expert_counts);
 
-  const double grad_norm = global_grad_norm();
+  const double grad_norm = data_parallel_->grad_norm();
   if (!std::isfinite(grad_norm)) {
     return absl::InternalError(absl::StrFormat(
         "iteration %d: the gradient norm is not finite; stopping before the optimizer step",
         iteration + 1));
   }
-  clip_gradients(optim_tensors_, grad_norm, recipe_.optimizer.clip_grad);
+  data_parallel_->clip(grad_norm, recipe_.optimizer.clip_grad);
   const double lr = learning_rate(recipe_.optimizer, iteration, recipe_.training.train_iters);
-  optimizer_->step(lr);
+  data_parallel_->step(lr);  // sharded; parameters gathered back (overlapped)
 
   IterationMetrics m;
   m.iteration = iteration + 1;
@@ -263,14 +248,6 @@ LossScales Trainer::loss_scales(const std::vector<MicroBatch>& batches) const {
   return scales;
 }
 
-// Dense gradients sum over DP×CP, expert gradients over expert-DP.
-void Trainer::reduce_gradients() {
-  for (Parameter* p : parameters_) {
-    Communicator& group = p->is_expert ? *ctx_.edp : *ctx_.dp_cp;
-    group.all_reduce(std::span<float>(p->grad.data(), p->grad.numel()));
-  }
-}
-
 // MODEL.md "Aux-loss-free balancing", once per step from the global batch's counts.
 void Trainer::update_expert_bias(const std::vector<std::vector<int64_t>>& global_counts) {
   std::vector<Tensor*> biases = model_->expert_bias_buffers();
@@ -278,30 +255,6 @@ void Trainer::update_expert_bias(const std::vector<std::vector<int64_t>>& global
     moefold::update_expert_bias(global_counts[l], recipe_.model.moe.moe_router_bias_update_rate,
                                 biases[l]->data());
   }
-}
-
-// Each gradient element is counted exactly once over the whole world: a rank counts a tensor only
-// if it is the first of the ranks holding an identical copy (after the data-parallel reduction,
-// copies differ only by DP/CP or expert-DP rank, and by TP/ETP rank where the tensor is not
-// split over that group); then one sum over the world.
-double Trainer::global_grad_norm() const {
-  const RankCoordinates& c = ctx_.coords;
-  const auto split_over = [](const Parameter& p, ShardGroup group) {
-    for (const AxisSplit& s : p.layout.splits)
-      if (s.group == group && s.parts > 1) return true;
-    return false;
-  };
-  double sum = 0;
-  for (size_t i = 0; i < parameters_.size(); ++i) {
-    const Parameter& p = *parameters_[i];
-    const bool counted =
-        p.is_expert ? c.edp_rank == 0 && (c.etp_rank == 0 || split_over(p, ShardGroup::kExpertTensor))
-                    : c.dp_rank == 0 && c.cp_rank == 0 &&
-                          (c.tp_rank == 0 || split_over(p, ShardGroup::kTensor));
-    if (counted) sum += grad_square_sum({optim_tensors_[i]});
-  }
-  ctx_.world->all_reduce(std::span<double>(&sum, 1));
-  return std::sqrt(sum);
 }
 
 // Forward + backward model FLOPs: 6 per active parameter per token, plus causal attention's

@@ -11,8 +11,8 @@
 #include "data/batch_iterator.h"
 #include "data/tokenizer.h"
 #include "model/model.h"
-#include "optim/adamw.h"
 #include "parallel/context.h"
+#include "trainer/data_parallel.h"
 #include "trainer/metrics.h"
 #include "trainer/train_config.h"
 
@@ -35,24 +35,23 @@ class Trainer {
   absl::StatusOr<EvalResult> evaluate(int global_batches);     // on the validation split
 
   Model& model() { return *model_; }
+  DataParallelState& data_parallel() { return *data_parallel_; }
   const Recipe& recipe() const { return recipe_; }
 
  private:
   Trainer(const Recipe& recipe, const ParallelContext& ctx) : recipe_(recipe), ctx_(ctx) {}
   absl::Status setup();
   LossScales loss_scales(const std::vector<MicroBatch>& batches) const;
-  void reduce_gradients();
   void update_expert_bias(const std::vector<std::vector<int64_t>>& global_counts);
-  double global_grad_norm() const;
   double model_flops(int64_t sequences) const;
 
   Recipe recipe_;
   ParallelContext ctx_;
   std::unique_ptr<Tokenizer> tokenizer_;
   std::unique_ptr<Model> model_;
-  std::unique_ptr<AdamW> optimizer_;
-  std::vector<Parameter*> parameters_;      // the model's, in its fixed order
-  std::vector<OptimTensor> optim_tensors_;  // one per parameter, same order
+  // Gradient buckets, norm, clipping and the (distributed) optimizer; after model_, so it goes
+  // first.
+  std::unique_ptr<DataParallelState> data_parallel_;
   std::unique_ptr<BatchIterator> train_batches_;
   std::shared_ptr<const SampleDataset> valid_data_;
   std::vector<std::unique_ptr<ModelStash>> stashes_;  // one per micro-batch in flight

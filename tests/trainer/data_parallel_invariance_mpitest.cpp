@@ -1,16 +1,19 @@
 // Data-parallel invariance (DESIGN.md): DP over every rank of the world gives the per-step losses
-// and gradient norms of one process on the same global batch.
+// and gradient norms of one process on the same global batch, with plain all-reduce or the
+// distributed optimizer, overlapped or not; and the distributed optimizer's state per rank falls
+// as 1/DP.
 #include <gtest/gtest.h>
 #include <mpi.h>
 
 #include <filesystem>
 
 #include "tiny_run.h"
+#include "trainer/trainer.h"
 
 namespace moefold::testing {
 namespace {
 
-class DataParallelInvariance : public ::testing::TestWithParam<std::vector<std::string>> {
+class TinyDataTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     int world = 1, rank = 0;
@@ -28,6 +31,9 @@ class DataParallelInvariance : public ::testing::TestWithParam<std::vector<std::
   }
   static inline std::string dir_, prefix_;
 };
+
+class DataParallelInvariance : public TinyDataTest,
+                               public ::testing::WithParamInterface<std::vector<std::string>> {};
 
 TEST_P(DataParallelInvariance, MatchesSingleProcess) {
   constexpr int kSteps = 5;
@@ -54,8 +60,82 @@ TEST_P(DataParallelInvariance, MatchesSingleProcess) {
   EXPECT_LT(parallel.back().lm_loss, parallel.front().lm_loss);  // and it learns
 }
 
-INSTANTIATE_TEST_SUITE_P(Layouts, DataParallelInvariance,
-                         ::testing::Values(std::vector<std::string>{}));
+// Small buckets, so that each set has several and overlap has something to overlap.
+INSTANTIATE_TEST_SUITE_P(
+    Layouts, DataParallelInvariance,
+    ::testing::Values(
+        std::vector<std::string>{},
+        std::vector<std::string>{"parallel.ddp_bucket_size=2000"},
+        std::vector<std::string>{"parallel.ddp_bucket_size=2000",
+                                 "parallel.overlap_grad_reduce=true"},
+        std::vector<std::string>{"parallel.ddp_bucket_size=2000",
+                                 "parallel.use_distributed_optimizer=true"},
+        std::vector<std::string>{"parallel.ddp_bucket_size=2000",
+                                 "parallel.use_distributed_optimizer=true",
+                                 "parallel.overlap_grad_reduce=true"},
+        std::vector<std::string>{"parallel.ddp_bucket_size=2000",
+                                 "parallel.use_distributed_optimizer=true",
+                                 "parallel.overlap_grad_reduce=true",
+                                 "parallel.overlap_param_gather=true"},
+        std::vector<std::string>{"parallel.use_distributed_optimizer=true",
+                                 "parallel.overlap_grad_reduce=true",
+                                 "parallel.overlap_param_gather=true"}));
+
+// Adam state bytes per rank, measured by the tensor allocator when the optimizer is built: with
+// the distributed optimizer every element's state lives on exactly one DP rank, so the ranks'
+// bytes sum to the single process's and each holds 1/DP of them (up to bucket padding).
+TEST_F(TinyDataTest, DistributedOptimizerStateFallsAsOneOverDp) {
+  int world = 1, rank = 0;
+  MPI_Comm_size(MPI_COMM_WORLD, &world);
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  auto single = Trainer::create(tiny_recipe(prefix_, dir_ + "/memory-single-" + std::to_string(rank)),
+                                ParallelContext::single_process());
+  ASSERT_TRUE(single.ok()) << single.status();
+  const int64_t full = (*single)->data_parallel().optimizer_state_bytes();
+  EXPECT_EQ(full, 2 * 4 * (*single)->model().parameter_count());
+
+  for (bool distributed : {false, true}) {
+    SCOPED_TRACE(distributed ? "distributed optimizer" : "plain");
+    const Recipe recipe = tiny_recipe(
+        prefix_, dir_ + "/memory", {"parallel.ddp_bucket_size=2000",
+                                    std::string("parallel.use_distributed_optimizer=") +
+                                        (distributed ? "true" : "false")});
+    auto ctx = ParallelContext::create(recipe.parallel, MPI_COMM_WORLD);
+    ASSERT_TRUE(ctx.ok()) << ctx.status();
+    auto trainer = Trainer::create(recipe, *ctx);
+    ASSERT_TRUE(trainer.ok()) << trainer.status();
+    const DataParallelState& dp = (*trainer)->data_parallel();
+    int64_t bytes = dp.optimizer_state_bytes(), sum = bytes;
+    ctx->world->all_reduce(std::span<int64_t>(&sum, 1));
+    if (!distributed) {
+      EXPECT_EQ(bytes, full);
+      continue;
+    }
+    EXPECT_EQ(sum, full);  // each element's state on exactly one rank
+    const int64_t padding = 2 * 4 * int64_t{dp.num_buckets()};  // < 1 element per bucket
+    EXPECT_LE(bytes, full / world + padding);
+    EXPECT_GE(bytes, full / world - padding * (world - 1));
+    EXPECT_GT(dp.num_buckets(), 2);
+  }
+}
+
+// With overlap_grad_reduce every bucket is launched from the last micro-batch's backward, before
+// the step asks; without it none is.
+TEST_F(TinyDataTest, OverlapLaunchesEveryBucketDuringBackward) {
+  for (bool overlap : {false, true}) {
+    const Recipe recipe = tiny_recipe(
+        prefix_, dir_ + "/overlap",
+        {"parallel.ddp_bucket_size=2000", "parallel.use_distributed_optimizer=true",
+         std::string("parallel.overlap_grad_reduce=") + (overlap ? "true" : "false")});
+    auto ctx = ParallelContext::create(recipe.parallel, MPI_COMM_WORLD);
+    ASSERT_TRUE(ctx.ok()) << ctx.status();
+    auto trainer = Trainer::create(recipe, *ctx);
+    ASSERT_TRUE(trainer.ok()) << trainer.status();
+    for (int i = 0; i < 2; ++i) ASSERT_TRUE((*trainer)->train_step(i).ok());
+    const DataParallelState& dp = (*trainer)->data_parallel();
+    EXPECT_EQ(dp.buckets_launched_in_backward(), overlap ? dp.num_buckets() : 0);
+  }
+}
 
 }  // namespace
 }  // namespace moefold::testing

@@ -1,0 +1,272 @@
+#include "trainer/data_parallel.h"
+
+#include <cmath>
+#include <cstring>
+
+#include "optim/grad_clip.h"
+#include "tensor/check.h"
+
+namespace moefold {
+namespace {
+
+bool split_over(const Parameter& p, ShardGroup group) {
+  for (const AxisSplit& s : p.layout.splits)
+    if (s.group == group && s.parts > 1) return true;
+  return false;
+}
+
+// Whether this rank counts the parameter's elements among the copies that differ only by
+// model-parallel rank: TP/ETP ranks hold identical copies of a tensor not split over them.
+bool first_model_parallel_copy(const Parameter& p, const RankCoordinates& c) {
+  return p.is_expert ? c.etp_rank == 0 || split_over(p, ShardGroup::kExpertTensor)
+                     : c.tp_rank == 0 || split_over(p, ShardGroup::kTensor);
+}
+
+double square_sum(const Tensor& t) {
+  const float* g = t.data();
+  double sum = 0.0;
+  for (int64_t j = 0, n = t.numel(); j < n; ++j) sum += double(g[j]) * g[j];
+  return sum;
+}
+
+void copy_tensor(const Tensor& from, const Tensor& to) {
+  MOEFOLD_CHECK(from.numel() == to.numel(), from.shape_string() << " vs " << to.shape_string());
+  std::memcpy(to.data(), from.data(), from.nbytes());
+}
+
+}  // namespace
+
+DataParallelState::DataParallelState(Model& model, const OptimizerConfig& optimizer,
+                                     const ParallelContext& ctx)
+    : model_(model),
+      ctx_(ctx),
+      config_(optimizer),
+      distributed_(ctx.config.use_distributed_optimizer),
+      overlap_grad_reduce_(ctx.config.overlap_grad_reduce),
+      overlap_param_gather_(ctx.config.overlap_param_gather && ctx.config.use_distributed_optimizer),
+      parameters_(model.parameters()) {
+  for (bool expert : {false, true}) {
+    std::vector<BucketEntry> entries;  // backward order: the reverse of the parameter order
+    for (int i = static_cast<int>(parameters_.size()) - 1; i >= 0; --i) {
+      if (parameters_[i]->is_expert == expert) {
+        entries.push_back({i, parameters_[i]->layout.local_numel()});
+      }
+    }
+    if (entries.empty()) continue;
+    std::shared_ptr<Communicator> group = expert ? ctx_.edp : ctx_.dp_cp;
+    const int set_index = static_cast<int>(sets_.size());
+    sets_.push_back(std::make_unique<GradBucketSet>(
+        plan_buckets(std::move(entries), ctx.config.ddp_bucket_size, group->size()), group,
+        distributed_));
+    set_is_expert_.push_back(expert);
+    const GradBucketSet& set = *sets_.back();
+    for (int e = 0; e < static_cast<int>(set.layout().entries.size()); ++e) {
+      Parameter& p = *parameters_[set.layout().entries[e].id];
+      locations_[&p] = {set_index, e};
+      p.grad = set.grad_view(e).view(p.layout.local_shape);
+      if (distributed_) {
+        const Tensor flat = set.param_view(e);
+        copy_tensor(p.value, flat);
+        p.value = flat.view(p.layout.local_shape);
+      }
+    }
+  }
+
+  const int64_t before = MemoryStats::current_bytes();
+  if (distributed_) {
+    std::vector<ShardSegment> segments;
+    for (const auto& set : sets_) {
+      for (const OwnedSegment& o : owned_segments(set->layout(), set->group().rank())) {
+        const int id = set->layout().entries[o.entry].id;
+        const Parameter& p = *parameters_[id];
+        segments.push_back({id, o.entry_offset,
+                            set->param_buffer().slice_rows(o.buffer_offset, o.buffer_offset + o.numel),
+                            set->grad_shard().slice_rows(o.shard_offset, o.shard_offset + o.numel),
+                            p.weight_decay, p.name()});
+      }
+    }
+    dist_ = std::make_unique<DistributedOptimizer>(config_, std::move(segments));
+  } else {
+    std::vector<OptimTensor> tensors;
+    for (Parameter* p : parameters_) tensors.push_back({p->name(), p->value, p->grad, p->weight_decay});
+    adam_ = std::make_unique<AdamW>(config_, std::move(tensors));
+  }
+  state_bytes_ = MemoryStats::current_bytes() - before;
+
+  if (overlap_grad_reduce_) {
+    model_.set_grad_ready_hook([this](std::span<Parameter* const> params) {
+      if (!last_micro_batch_) return;  // earlier micro-batches still add to every gradient
+      for (Parameter* p : params) {
+        const Location& at = locations_.at(p);
+        sets_[at.set]->mark_ready(at.entry);
+      }
+    });
+  }
+  if (overlap_param_gather_) {
+    model_.set_forward_pre_hook([this](std::span<Parameter* const> params) {
+      for (Parameter* p : params) {
+        const Location& at = locations_.at(p);
+        GradBucketSet& set = *sets_[at.set];
+        set.wait_param_gather(set.layout().entry_bucket[at.entry]);
+      }
+    });
+  }
+}
+
+DataParallelState::~DataParallelState() {
+  model_.set_grad_ready_hook(nullptr);
+  model_.set_forward_pre_hook(nullptr);
+}
+
+void DataParallelState::start_step() {
+  for (auto& set : sets_) set->zero_grads();
+  last_micro_batch_ = true;
+}
+
+void DataParallelState::finish_grad_reduction() {
+  launched_in_backward_ = 0;
+  for (auto& set : sets_) launched_in_backward_ += set->launched_grad_reduces();
+  for (auto& set : sets_) set->launch_remaining_grad_reduces();
+  for (auto& set : sets_) set->wait_grad_reduces();
+}
+
+double DataParallelState::grad_norm() const {
+  const RankCoordinates& c = ctx_.coords;
+  double sum = 0;
+  if (dist_) {
+    // The owned slices partition every bucket over its DP group.
+    for (const ShardSegment& s : dist_->segments()) {
+      if (first_model_parallel_copy(*parameters_[s.param_index], c)) sum += square_sum(s.grad);
+    }
+  } else {
+    // After the all-reduce the DP (and CP) copies are identical: the first one counts.
+    for (const Parameter* p : parameters_) {
+      const bool first_dp_copy = p->is_expert ? c.edp_rank == 0 : c.dp_rank == 0 && c.cp_rank == 0;
+      if (first_dp_copy && first_model_parallel_copy(*p, c)) sum += square_sum(p->grad);
+    }
+  }
+  ctx_.world->all_reduce(std::span<double>(&sum, 1));
+  return std::sqrt(sum);
+}
+
+std::vector<OptimTensor> DataParallelState::clip_tensors() const {
+  std::vector<OptimTensor> out;
+  for (const auto& set : sets_) {
+    const Tensor& g = distributed_ ? set->grad_shard() : set->grad_buffer();
+    out.push_back({"gradients", g, g, false});
+  }
+  return out;
+}
+
+void DataParallelState::clip(double norm, double clip_grad) {
+  clip_gradients(clip_tensors(), norm, clip_grad);
+}
+
+void DataParallelState::step(double lr) {
+  if (!dist_) {
+    adam_->step(lr);
+    return;
+  }
+  dist_->step(lr);
+  for (auto& set : sets_) set->launch_param_gathers();
+  if (!overlap_param_gather_) wait_all_param_gathers();
+}
+
+void DataParallelState::wait_all_param_gathers() {
+  for (auto& set : sets_)
+    if (set->distributed()) set->wait_param_gathers();
+}
+
+int64_t DataParallelState::optimizer_steps() const {
+  return dist_ ? dist_->steps() : adam_->steps();
+}
+
+double DataParallelState::grad_reduce_wait_seconds() const {
+  double s = 0;
+  for (const auto& set : sets_) s += set->wait_times().grad_reduce_wait;
+  return s;
+}
+
+double DataParallelState::param_gather_wait_seconds() const {
+  double s = 0;
+  for (const auto& set : sets_) s += set->wait_times().param_gather_wait;
+  return s;
+}
+
+int DataParallelState::num_buckets() const {
+  int n = 0;
+  for (const auto& set : sets_) n += static_cast<int>(set->layout().buckets.size());
+  return n;
+}
+
+// Each rank writes the moments of its owned elements into zeroed full tensors; a sum over the
+// DP group then fills in everyone else's (x + 0 is exact).
+std::vector<Tensor> DataParallelState::gather_state(bool second_moment) const {
+  std::vector<Tensor> exp_avg, exp_avg_sq;
+  for (size_t i = 0; i < parameters_.size(); ++i) {
+    if (adam_) {
+      exp_avg.push_back(adam_->exp_avg(i));
+      exp_avg_sq.push_back(adam_->exp_avg_sq(i));
+      continue;
+    }
+    exp_avg.push_back(Tensor::zeros(parameters_[i]->layout.local_shape));
+    exp_avg_sq.push_back(Tensor::zeros(parameters_[i]->layout.local_shape));
+  }
+  if (adam_) return second_moment ? exp_avg_sq : exp_avg;
+  dist_->copy_state_to(exp_avg, exp_avg_sq);
+  std::vector<Tensor>& out = second_moment ? exp_avg_sq : exp_avg;
+  for (size_t i = 0; i < parameters_.size(); ++i) {
+    const Location& at = locations_.at(parameters_[i]);
+    sets_[at.set]->group().all_reduce(std::span<float>(out[i].data(), out[i].numel()));
+  }
+  return out;
+}
+
+std::vector<Tensor> DataParallelState::gather_exp_avg() const { return gather_state(false); }
+std::vector<Tensor> DataParallelState::gather_exp_avg_sq() const { return gather_state(true); }
+
+void DataParallelState::scatter_state(const std::vector<Tensor>& exp_avg,
+                                      const std::vector<Tensor>& exp_avg_sq, int64_t steps) {
+  MOEFOLD_CHECK(exp_avg.size() == parameters_.size() && exp_avg_sq.size() == parameters_.size(),
+                "optimizer state for " << exp_avg.size() << " tensors, the model has "
+                                       << parameters_.size());
+  if (adam_) {
+    for (size_t i = 0; i < parameters_.size(); ++i) {
+      copy_tensor(exp_avg[i], adam_->exp_avg(i));
+      copy_tensor(exp_avg_sq[i], adam_->exp_avg_sq(i));
+    }
+    adam_->set_steps(steps);
+    return;
+  }
+  dist_->load_state_from(exp_avg, exp_avg_sq);
+  dist_->set_steps(steps);
+}
+
+std::unique_ptr<AdamW> DataParallelState::checkpoint_optimizer() {
+  wait_all_param_gathers();
+  std::vector<OptimTensor> tensors;
+  for (Parameter* p : parameters_) tensors.push_back({p->name(), p->value, p->grad, p->weight_decay});
+  auto full = std::make_unique<AdamW>(config_, std::move(tensors));
+  const std::vector<Tensor> exp_avg = gather_exp_avg(), exp_avg_sq = gather_exp_avg_sq();
+  for (size_t i = 0; i < parameters_.size(); ++i) {
+    copy_tensor(exp_avg[i], full->exp_avg(i));
+    copy_tensor(exp_avg_sq[i], full->exp_avg_sq(i));
+  }
+  full->set_steps(optimizer_steps());
+  return full;
+}
+
+void DataParallelState::restore_optimizer(const AdamW& loaded) {
+  MOEFOLD_CHECK(loaded.tensors().size() == parameters_.size());
+  std::vector<Tensor> exp_avg, exp_avg_sq;
+  for (size_t i = 0; i < parameters_.size(); ++i) {
+    MOEFOLD_CHECK(loaded.tensors()[i].name == parameters_[i]->name(),
+                  "optimizer tensor " << loaded.tensors()[i].name << " where the model has "
+                                      << parameters_[i]->name());
+    exp_avg.push_back(loaded.exp_avg(i));
+    exp_avg_sq.push_back(loaded.exp_avg_sq(i));
+  }
+  scatter_state(exp_avg, exp_avg_sq, loaded.steps());
+}
+
+}  // namespace moefold
