@@ -1,5 +1,8 @@
 // Self-attention of MODEL.md on the normalised residual a (the RMSNorm lives in the transformer
 // layer): q/k/v projections, RoPE, causal GQA attention, output projection added to y.
+// Tensor parallel (sharding_plan.h): Wq/Wk/Wv column-parallel by heads (each TP rank holds
+// nh/TP query heads and the nkv/TP key/value heads they use), Wo row-parallel. a and y are in the
+// residual layout of TpRegion: n = N/TP token rows under sequence parallelism, N otherwise.
 #pragma once
 
 #include <cstdint>
@@ -7,22 +10,26 @@
 #include "model/model_config.h"
 #include "model/parameter.h"
 #include "parallel/context.h"
+#include "parallel/tp_communication.h"
 #include "tensor/tensor.h"
 
 namespace moefold {
 
 // Activations of one micro-batch, kept from forward to backward. N = B·S.
+// Head counts below are this rank's: nh = heads/TP, nkv = query groups/TP.
 struct AttentionStash {
   int64_t batch = 0, seq = 0;
-  Tensor a;    // (N,H) input, shared with the caller
+  Tensor a;    // (N,H) input of all tokens: the caller's a, or gathered under sequence parallelism
   Tensor q;    // (B,S,nh,d) after RoPE
   Tensor k;    // (B,S,nkv,d) after RoPE
   Tensor v;    // (B,S,nkv,d)
   Tensor o;    // (B,S,nh·d) attention output before Wo
   Tensor lse;  // (B,nh,S) log-sum-exp of the scores
   // Gradients handed from backward_dx to backward_dw.
-  Tensor dy;               // (N,H) shared with the caller
+  Tensor dy;               // (N,H) the caller's dy, or gathered under sequence parallelism
   Tensor d_o, dq, dk, dv;  // as o, q, k, v
+  Tensor y_full, da_full;  // (N,H) partial sums over this rank's heads (TP > 1 only)
+  Tensor shard;            // (n,H) scratch of the TP exit/entry
 };
 
 class Attention {
@@ -30,11 +37,11 @@ class Attention {
   Attention(const ModelConfig& config, const ParallelContext& ctx, int layer,
             ParameterRegistry& registry);
 
-  // y (N,H) = (accumulate ? y : 0) + attention(a) Woᵀ. positions_N: each token's position in
-  // its sequence (rope); the first S entries are the positions of one sequence.
+  // y (n,H) = (accumulate ? y : 0) + attention(a) Woᵀ, a (n,H). positions_N: each of the N
+  // tokens' position in its sequence (rope); the first S entries are those of one sequence.
   void forward(const Tensor& a_NH, const int32_t* positions_N, int64_t batch, int64_t seq,
                Tensor& y_NH, bool accumulate, AttentionStash& stash) const;
-  // da (N,H) = d loss / d a (overwritten). dy must stay unchanged until backward_dw.
+  // da (n,H) = d loss / d a (overwritten). dy must stay unchanged until backward_dw.
   void backward_dx(const Tensor& dy_NH, const int32_t* positions_N, Tensor& da_NH,
                    AttentionStash& stash) const;
   // Accumulates dWq, dWk, dWv, dWo.
@@ -42,12 +49,13 @@ class Attention {
 
  private:
   const ParallelContext& ctx_;
-  int64_t hidden_, heads_, kv_heads_, head_dim_;
+  TpRegion region_;
+  int64_t hidden_, heads_, kv_heads_, head_dim_;  // heads_, kv_heads_: this rank's
   float rotary_base_;
-  Parameter* wq_;  // [nh·d, H]
+  Parameter* wq_;  // [nh·d, H] local rows
   Parameter* wk_;  // [nkv·d, H]
   Parameter* wv_;  // [nkv·d, H]
-  Parameter* wo_;  // [H, nh·d]
+  Parameter* wo_;  // [H, nh·d] local columns
 };
 
 }  // namespace moefold

@@ -1,5 +1,8 @@
 // Token embedding h = embed[tokens] (MODEL.md "/embed", [V, H]); the same table is the output
-// projection when embeddings are tied.
+// projection when embeddings are tied. Vocabulary-parallel: TP rank r holds the rows
+// [r·V/TP, (r+1)·V/TP); each rank looks up the tokens it owns (zeros elsewhere) and the partial
+// rows are summed over TP: all-reduce, or reduce-scatter to the token shard under sequence
+// parallelism (with its all-gather in backward).
 #pragma once
 
 #include <cstdint>
@@ -7,6 +10,7 @@
 #include "model/model_config.h"
 #include "model/parameter.h"
 #include "parallel/context.h"
+#include "parallel/tp_communication.h"
 #include "tensor/tensor.h"
 
 namespace moefold {
@@ -15,17 +19,21 @@ class Embedding {
  public:
   Embedding(const ModelConfig& config, const ParallelContext& ctx, ParameterRegistry& registry);
 
-  // h (N,H) = embed[tokens (N)], overwritten.
-  void forward(const int32_t* tokens_N, int64_t N, Tensor& h_NH) const;
-  // d embed[tokens[n]] += dh[n]: the whole backward is a weight gradient.
-  void backward_dw(const Tensor& dh_NH, const int32_t* tokens_N, int64_t N) const;
+  // h (n,H) = embed[tokens (N)], overwritten; n = N/TP token rows under sequence parallelism
+  // (this rank's shard), n = N otherwise.
+  void forward(const int32_t* tokens_N, int64_t N, Tensor& h_nH) const;
+  // d embed[tokens[t]] += dh[t] for the tokens whose rows this rank holds; dh (n,H) as h. The
+  // whole backward is a weight gradient.
+  void backward_dw(const Tensor& dh_nH, const int32_t* tokens_N, int64_t N) const;
 
   Parameter* weight() const { return weight_; }
 
  private:
   const ParallelContext& ctx_;
+  TpRegion region_;
   int64_t vocab_, hidden_;
-  Parameter* weight_;  // [V, H]
+  int64_t first_row_, rows_;  // this rank's vocabulary rows [first_row_, first_row_ + rows_)
+  Parameter* weight_;         // [V, H] local rows
 };
 
 }  // namespace moefold

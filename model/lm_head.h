@@ -1,6 +1,10 @@
 // The output projection and the lm loss: logits = h Wᵀ (W = lm_head, or embed when tied) and
 // cross-entropy with loss_mask, fused and chunked over rows so no (N,V) logits buffer is kept;
 // the gradient is produced in the same pass.
+// Vocabulary-parallel with TP > 1: each rank holds V/TP rows of W and computes only its logits;
+// the per-row max and Σ exp are reduced over TP and the label's logit comes from the rank that
+// owns it, so the full (N,V) logits are never gathered. h enters as a column-parallel input
+// (gathered from token shards under sequence parallelism) and dh leaves summed over TP.
 #pragma once
 
 #include <cstdint>
@@ -8,6 +12,7 @@
 #include "model/model_config.h"
 #include "model/parameter.h"
 #include "parallel/context.h"
+#include "parallel/tp_communication.h"
 #include "tensor/tensor.h"
 
 namespace moefold {
@@ -18,19 +23,27 @@ class LmHead {
   LmHead(const ModelConfig& config, const ParallelContext& ctx, Parameter* tied_embedding,
          ParameterRegistry& registry);
 
-  // Returns Σ CE·mask over the N rows of h (N,H). With grad_scale != 0 and dh non-null:
-  // dh (N,H) = grad_scale · d(Σ CE·mask)/dh (overwritten) and dW += the same for W.
-  double forward_backward(const Tensor& h_NH, const int32_t* labels_N, const float* mask_N,
-                          float grad_scale, Tensor* dh_NH) const;
+  // Returns Σ CE·mask over all N tokens of the micro-batch (the same on every TP rank); h (n,H)
+  // is in the residual layout (n = N/TP under sequence parallelism), labels and mask (N) cover
+  // all tokens. With grad_scale != 0 and dh non-null: dh (n,H) = grad_scale · d(Σ CE·mask)/dh
+  // (overwritten) and dW += the same for this rank's rows of W.
+  double forward_backward(const Tensor& h_nH, const int32_t* labels_N, const float* mask_N,
+                          float grad_scale, Tensor* dh_nH) const;
 
   Parameter* weight() const { return weight_; }
   bool tied() const { return tied_; }
 
  private:
+  // The TP > 1 form over this rank's vocabulary rows; h_full (N,H) holds every token.
+  double vocab_parallel_forward_backward(const Tensor& h_full, const int32_t* labels_N,
+                                         const float* mask_N, float grad_scale,
+                                         float* dh_full) const;
+
   const ParallelContext& ctx_;
+  TpRegion region_;
   int64_t vocab_, hidden_;
   bool tied_;
-  Parameter* weight_;  // [V, H]
+  Parameter* weight_;  // [V, H] local rows
 };
 
 }  // namespace moefold

@@ -11,43 +11,65 @@
 namespace moefold {
 
 Mlp::Mlp(const ModelConfig& config, const ParallelContext& ctx, const std::string& prefix, int ffn,
-         ParameterRegistry& registry)
-    : ctx_(ctx), hidden_(config.hidden_size), ffn_(ffn) {
+         ParameterRegistry& registry, bool sequence_parallel)
+    : ctx_(ctx),
+      region_{ctx.tp.get(), sequence_parallel},
+      hidden_(config.hidden_size),
+      ffn_(ffn) {
   const float std = config.init_method_std;
   const float out_std = std / std::sqrt(2.0f * config.num_layers);
   w_gate_ = registry.add_weight(shard_layout(prefix + "w_gate", {ffn_, hidden_}, ctx.coords), std);
   w_up_ = registry.add_weight(shard_layout(prefix + "w_up", {ffn_, hidden_}, ctx.coords), std);
   w_down_ =
       registry.add_weight(shard_layout(prefix + "w_down", {hidden_, ffn_}, ctx.coords), out_std);
+  ffn_ = w_gate_->layout.local_shape[0];
 }
 
 void Mlp::forward(const Tensor& x_NH, Tensor& y_NH, bool accumulate, MlpStash& st) const {
-  const int64_t N = x_NH.numel() / hidden_;
-  MOEFOLD_CHECK(y_NH.numel() == N * hidden_);
-  st.x = x_NH;
+  const int64_t n = x_NH.numel() / hidden_;
+  const int64_t N = region_.sharded() ? n * region_.size() : n;
+  MOEFOLD_CHECK(y_NH.numel() == n * hidden_);
+  region_.enter_forward(x_NH.view({n, hidden_}), N, st.x);
   ensure_shape(st.gate, {N, ffn_});
   ensure_shape(st.up, {N, ffn_});
   ensure_shape(st.act, {N, ffn_});
-  cpu::linear_forward(x_NH.data(), w_gate_->value.data(), st.gate.data(), N, hidden_, ffn_);
-  cpu::linear_forward(x_NH.data(), w_up_->value.data(), st.up.data(), N, hidden_, ffn_);
+  cpu::linear_forward(st.x.data(), w_gate_->value.data(), st.gate.data(), N, hidden_, ffn_);
+  cpu::linear_forward(st.x.data(), w_up_->value.data(), st.up.data(), N, hidden_, ffn_);
   cpu::swiglu_forward(st.gate.data(), st.up.data(), st.act.data(), N * ffn_);
-  cpu::gemm(false, true, N, hidden_, ffn_, 1.0f, st.act.data(), ffn_, w_down_->value.data(), ffn_,
-            accumulate ? 1.0f : 0.0f, y_NH.data(), hidden_);
+  if (!region_.active()) {
+    cpu::gemm(false, true, N, hidden_, ffn_, 1.0f, st.act.data(), ffn_, w_down_->value.data(),
+              ffn_, accumulate ? 1.0f : 0.0f, y_NH.data(), hidden_);
+    return;
+  }
+  ensure_shape(st.y_full, {N, hidden_});
+  cpu::linear_forward(st.act.data(), w_down_->value.data(), st.y_full.data(), N, ffn_, hidden_);
+  Tensor y = y_NH.view({n, hidden_});
+  region_.exit_forward(st.y_full, y, accumulate, st.shard);
 }
 
 void Mlp::backward_dx(const Tensor& dy_NH, Tensor& dx_NH, bool accumulate, MlpStash& st) const {
-  const int64_t N = st.x.numel() / hidden_;
-  MOEFOLD_CHECK(dy_NH.numel() == N * hidden_ && dx_NH.numel() == N * hidden_);
-  st.dy = dy_NH;
+  const int64_t N = st.x.numel() / hidden_, n = region_.local_rows(N);
+  MOEFOLD_CHECK(dy_NH.numel() == n * hidden_ && dx_NH.numel() == n * hidden_);
+  region_.exit_backward(dy_NH.view({n, hidden_}), N, st.dy);
   ensure_shape(st.dact, {N, ffn_});
-  cpu::linear_backward_dx(dy_NH.data(), w_down_->value.data(), st.dact.data(), N, ffn_, hidden_,
+  cpu::linear_backward_dx(st.dy.data(), w_down_->value.data(), st.dact.data(), N, ffn_, hidden_,
                           false);
   // gate and up are not needed after this: their gradients overwrite them.
   cpu::swiglu_backward(st.dact.data(), st.gate.data(), st.up.data(), st.gate.data(), st.up.data(),
                        N * ffn_);
-  cpu::linear_backward_dx(st.gate.data(), w_gate_->value.data(), dx_NH.data(), N, hidden_, ffn_,
-                          accumulate);
-  cpu::linear_backward_dx(st.up.data(), w_up_->value.data(), dx_NH.data(), N, hidden_, ffn_, true);
+  if (!region_.active()) {
+    cpu::linear_backward_dx(st.gate.data(), w_gate_->value.data(), dx_NH.data(), N, hidden_, ffn_,
+                            accumulate);
+    cpu::linear_backward_dx(st.up.data(), w_up_->value.data(), dx_NH.data(), N, hidden_, ffn_,
+                            true);
+    return;
+  }
+  // Partial over this rank's hidden units; the TP entry sums them.
+  float* dx_full = ensure_shape(st.dx_full, {N, hidden_}).data();
+  cpu::linear_backward_dx(st.gate.data(), w_gate_->value.data(), dx_full, N, hidden_, ffn_, false);
+  cpu::linear_backward_dx(st.up.data(), w_up_->value.data(), dx_full, N, hidden_, ffn_, true);
+  Tensor dx = dx_NH.view({n, hidden_});
+  region_.enter_backward(st.dx_full, dx, accumulate, st.shard);
 }
 
 void Mlp::backward_dw(MlpStash& st) const {

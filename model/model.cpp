@@ -90,14 +90,15 @@ absl::Status Model::validate(const ModelConfig& c, const ParallelContext& ctx) {
     }
   }
   const RankCoordinates& r = ctx.coords;
+  if (absl::Status tp = validate_tensor_parallel(c, ctx); !tp.ok()) return tp;
   const std::pair<const char*, int> model_parallel[] = {
-      {"tensor_model_parallel_size", r.tp_size},  {"context_parallel_size", r.cp_size},
+      {"context_parallel_size", r.cp_size},
       {"pipeline_model_parallel_size", r.pp_size}, {"expert_model_parallel_size", r.ep_size},
       {"expert_tensor_parallel_size", r.etp_size}};
   for (const auto& [key, size] : model_parallel) {
     if (size != 1) {
       return absl::UnimplementedError(absl::StrCat("not supported yet: ", key, " ", size,
-                                                   " (the model computes with TP=CP=PP=EP=ETP=1)"));
+                                                   " (the model computes with CP=PP=EP=ETP=1)"));
     }
   }
   return absl::OkStatus();
@@ -156,8 +157,10 @@ MicroBatchStats Model::run_forward(const MicroBatch& batch, const LossScales* sc
   st.tokens = batch.tokens;
   st.positions.resize(N);
   for (int64_t t = 0; t < N; ++t) st.positions[t] = static_cast<int32_t>(t % S);
+  const TpRegion region{ctx_.tp.get(), ctx_.config.sequence_parallel};
+  const int64_t n = region.local_rows(N);  // residual rows: this rank's token shard under SP
   st.residual.resize(L + 1);
-  for (Tensor& r : st.residual) ensure_shape(r, {N, H});
+  for (Tensor& r : st.residual) ensure_shape(r, {n, H});
 
   notify(forward_pre_hook_, 0);
   embedding_->forward(st.tokens.data(), N, st.residual[0]);
@@ -167,13 +170,13 @@ MicroBatchStats Model::run_forward(const MicroBatch& batch, const LossScales* sc
     layers_[l]->forward(st.residual[l], st.positions.data(), B, S, aux_scale, st.residual[l + 1],
                         st.layers[l]);
   }
-  ensure_shape(st.final_h, {N, H});
-  ensure_shape(st.final_rstd, {N});
+  ensure_shape(st.final_h, {n, H});
+  ensure_shape(st.final_rstd, {n});
   notify(forward_pre_hook_, L + 1);
   cpu::rmsnorm_forward(st.residual[L].data(), final_norm_->value.data(), st.final_h.data(),
-                       st.final_rstd.data(), N, H, config_.norm_epsilon);
+                       st.final_rstd.data(), n, H, config_.norm_epsilon);
   Tensor* d_final = nullptr;
-  if (scales) d_final = &ensure_shape(st.d_final_h, {N, H});
+  if (scales) d_final = &ensure_shape(st.d_final_h, {n, H});
   const float lm_scale = scales ? static_cast<float>(scales->lm) : 0.0f;
 
   MicroBatchStats stats;
@@ -187,6 +190,10 @@ MicroBatchStats Model::run_forward(const MicroBatch& batch, const LossScales* sc
     stats.aux_loss += router.aux_loss;
     stats.z_loss += router.z_loss;
     stats.moe.push_back({l, router.counts, router.dropped, N * config_.moe.moe_router_topk});
+    // Every TP rank routes the same N tokens (transformer_layer.h); TP rank 0 reports them.
+    if (ctx_.coords.tp_rank != 0) {
+      stats.moe.back() = {l, std::vector<int64_t>(router.counts.size(), 0), 0, 0};
+    }
   }
   return stats;
 }
@@ -195,9 +202,12 @@ void Model::backward(ModelStash& st) {
   MOEFOLD_CHECK(st.has_gradients, "backward needs a forward with LossScales on this stash");
   const int64_t N = st.batch * st.seq, H = config_.hidden_size;
   const int L = config_.num_layers;
-  ensure_shape(st.dh, {N, H});
-  cpu::rmsnorm_backward(st.d_final_h.data(), st.residual[L].data(), final_norm_->value.data(),
-                        st.final_rstd.data(), st.dh.data(), final_norm_->grad.data(), N, H, false);
+  const TpRegion region{ctx_.tp.get(), ctx_.config.sequence_parallel};
+  const int64_t n = region.local_rows(N);
+  ensure_shape(st.dh, {n, H});
+  rmsnorm_backward_tp(region, st.d_final_h.data(), st.residual[L].data(), final_norm_->value.data(),
+                      st.final_rstd.data(), st.dh.data(), final_norm_->grad.data(),
+                      st.final_norm_dw, n, H, false);
   notify(grad_ready_hook_, L + 1);
   for (int l = L - 1; l >= 0; --l) {
     layers_[l]->backward(st.dh, st.positions.data(), st.layers[l]);

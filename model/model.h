@@ -53,11 +53,13 @@ class ModelStash {
   std::vector<int32_t> tokens;     // (N)
   std::vector<int32_t> positions;  // (N) position of each token in its sequence
   std::vector<TransformerLayerStash> layers;
-  std::vector<Tensor> residual;  // L+1 tensors (N,H): residual[l] is layer l's input
-  Tensor final_h;                // (N,H) rmsnorm(residual[L], final_norm)
-  Tensor final_rstd;             // (N)
-  Tensor d_final_h;              // (N,H) d loss / d final_h (from the fused loss)
-  Tensor dh;                     // (N,H) d loss / d residual stream
+  // The residual stream holds n = N/TP token rows under sequence parallelism, n = N otherwise.
+  std::vector<Tensor> residual;  // L+1 tensors (n,H): residual[l] is layer l's input
+  Tensor final_h;                // (n,H) rmsnorm(residual[L], final_norm)
+  Tensor final_rstd;             // (n)
+  Tensor d_final_h;              // (n,H) d loss / d final_h (from the fused loss)
+  Tensor dh;                     // (n,H) d loss / d residual stream
+  Tensor final_norm_dw;          // (H) final_norm's gradient before the TP sum (SP scratch)
 };
 
 class Model {

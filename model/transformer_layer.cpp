@@ -1,6 +1,8 @@
 #include "model/transformer_layer.h"
 
 #include <cstring>
+
+#include "absl/strings/str_cat.h"
 #include <string>
 
 #include "model/scratch.h"
@@ -14,6 +16,7 @@ namespace moefold {
 TransformerLayer::TransformerLayer(const ModelConfig& config, const ParallelContext& ctx, int layer,
                                    ParameterRegistry& registry)
     : ctx_(ctx),
+      region_{ctx.tp.get(), ctx.config.sequence_parallel},
       layer_(layer),
       hidden_(config.hidden_size),
       eps_(config.norm_epsilon),
@@ -25,8 +28,13 @@ TransformerLayer::TransformerLayer(const ModelConfig& config, const ParallelCont
   ffn_norm_ = registry.add_norm(shard_layout(prefix + "ffn_norm", {hidden_}, ctx.coords));
   if (config.is_moe_layer(layer)) {
     moe_ = std::make_unique<MoeLayer>(config, ctx, layer, registry);
+    for (const char* name : {"experts/w_gate", "experts/w_up", "experts/w_down"}) {
+      expert_weights_.push_back(registry.find(prefix + "moe/" + name));
+      MOEFOLD_CHECK(expert_weights_.back() != nullptr, prefix << "moe/" << name);
+    }
   } else {
-    mlp_ = std::make_unique<Mlp>(config, ctx, prefix + "mlp/", config.ffn_hidden_size, registry);
+    mlp_ = std::make_unique<Mlp>(config, ctx, prefix + "mlp/", config.ffn_hidden_size, registry,
+                                 region_.sharded());
   }
   const int64_t q = static_cast<int64_t>(config.num_attention_heads) * config.head_dim();
   const int64_t kv = static_cast<int64_t>(config.kv_heads()) * config.head_dim();
@@ -36,55 +44,155 @@ TransformerLayer::TransformerLayer(const ModelConfig& config, const ParallelCont
 void TransformerLayer::forward(const Tensor& h_in_NH, const int32_t* positions_N, int64_t batch,
                                int64_t seq, double aux_scale, Tensor& h_out_NH,
                                TransformerLayerStash& st) const {
-  const int64_t N = batch * seq, H = hidden_;
-  MOEFOLD_CHECK(h_in_NH.numel() == N * H && h_out_NH.numel() == N * H);
+  const int64_t n = region_.local_rows(batch * seq), H = hidden_;
+  MOEFOLD_CHECK(h_in_NH.numel() == n * H && h_out_NH.numel() == n * H);
   st.h_in = h_in_NH;
-  ensure_shape(st.a, {N, H});
-  ensure_shape(st.attn_rstd, {N});
-  ensure_shape(st.h_mid, {N, H});
-  ensure_shape(st.m, {N, H});
-  ensure_shape(st.ffn_rstd, {N});
+  ensure_shape(st.a, {n, H});
+  ensure_shape(st.attn_rstd, {n});
+  ensure_shape(st.h_mid, {n, H});
+  ensure_shape(st.m, {n, H});
+  ensure_shape(st.ffn_rstd, {n});
 
   cpu::rmsnorm_forward(h_in_NH.data(), attn_norm_->value.data(), st.a.data(), st.attn_rstd.data(),
-                       N, H, eps_);
-  std::memcpy(st.h_mid.data(), h_in_NH.data(), N * H * sizeof(float));
+                       n, H, eps_);
+  std::memcpy(st.h_mid.data(), h_in_NH.data(), n * H * sizeof(float));
   attention_.forward(st.a, positions_N, batch, seq, st.h_mid, true, st.attn);
 
-  cpu::rmsnorm_forward(st.h_mid.data(), ffn_norm_->value.data(), st.m.data(), st.ffn_rstd.data(), N,
+  cpu::rmsnorm_forward(st.h_mid.data(), ffn_norm_->value.data(), st.m.data(), st.ffn_rstd.data(), n,
                        H, eps_);
-  std::memcpy(h_out_NH.data(), st.h_mid.data(), N * H * sizeof(float));
+  std::memcpy(h_out_NH.data(), st.h_mid.data(), n * H * sizeof(float));
   if (moe_) {
-    moe_->forward(st.m, batch, seq, aux_scale, h_out_NH, true, st.moe);
+    moe_forward(batch, seq, aux_scale, h_out_NH, st);
   } else {
     mlp_->forward(st.m, h_out_NH, true, st.mlp);
   }
 }
 
+// h_out += moe(m). Under sequence parallelism: gather m (backward: split), run the MoE on all N
+// tokens, keep this rank's rows of the output (backward: gather).
+void TransformerLayer::moe_forward(int64_t batch, int64_t seq, double aux_scale, Tensor& h_out,
+                                   TransformerLayerStash& st) const {
+  if (!region_.sharded()) {
+    moe_->forward(st.m, batch, seq, aux_scale, h_out, true, st.moe);
+    return;
+  }
+  const int64_t N = batch * seq, n = region_.local_rows(N), H = hidden_;
+  ensure_shape(st.moe_x, {N, H});
+  ensure_shape(st.moe_y, {N, H});
+  gather_replicated_sequence_forward(*region_.tp, st.m.data(), st.moe_x.data(), n * H);
+  moe_->forward(st.moe_x, batch, seq, aux_scale, st.moe_y, false, st.moe);
+  ensure_shape(st.d_norm, {n, H});  // scratch for this rank's rows
+  split_to_sequence_region_forward(*region_.tp, st.moe_y.data(), st.d_norm.data(), n * H);
+  float* out = h_out.data();
+  const float* part = st.d_norm.data();
+  for (int64_t i = 0; i < n * H; ++i) out[i] += part[i];
+}
+
+// st.d_norm (n,H) = d loss / d m from dh (n,H) = d loss / d h_out.
+void TransformerLayer::moe_backward(const Tensor& dh, TransformerLayerStash& st) const {
+  if (!region_.sharded()) {
+    moe_->backward_dx(dh, st.d_norm, st.moe);
+    moe_backward_dw(st);
+    return;
+  }
+  const int64_t n = dh.dim(0), H = hidden_;
+  split_to_sequence_region_backward(*region_.tp, dh.data(), st.moe_y.data(), n * H);
+  moe_->backward_dx(st.moe_y, ensure_shape(st.moe_dx, st.moe_x.shape()), st.moe);
+  moe_backward_dw(st);
+  gather_replicated_sequence_backward(*region_.tp, st.moe_dx.data(), st.d_norm.data(), n * H);
+}
+
+// Every TP rank computes the whole micro-batch's routed-expert gradient, and the expert-DP group
+// that reduces it spans TP (ETP = 1), so each rank adds 1/TP of it: g ← (g·TP + dW) / TP, exact
+// for power-of-two TP. The router and shared expert are ordinary TP-replicated/-split weights.
+void TransformerLayer::moe_backward_dw(TransformerLayerStash& st) const {
+  const int tp = region_.size();
+  const auto scale = [&](float factor) {
+    for (Parameter* p : expert_weights_) {
+      float* g = p->grad.data();
+      for (int64_t i = 0, n = p->grad.numel(); i < n; ++i) g[i] *= factor;
+    }
+  };
+  if (tp > 1) scale(static_cast<float>(tp));
+  moe_->backward_dw(st.moe);
+  if (tp > 1) scale(1.0f / static_cast<float>(tp));
+}
+
 void TransformerLayer::backward(Tensor& dh_NH, const int32_t* positions_N,
                                 TransformerLayerStash& st) const {
-  const int64_t N = st.h_in.numel() / hidden_, H = hidden_;
-  MOEFOLD_CHECK(dh_NH.numel() == N * H);
-  ensure_shape(st.d_norm, {N, H});
+  const int64_t n = st.h_in.numel() / hidden_, H = hidden_;
+  MOEFOLD_CHECK(dh_NH.numel() == n * H);
+  ensure_shape(st.d_norm, {n, H});
   // FFN block: dh is d/d h_out; the residual passes it through, the norm adds its part.
   if (moe_) {
-    moe_->backward_dx(dh_NH, st.d_norm, st.moe);
-    moe_->backward_dw(st.moe);
+    moe_backward(dh_NH, st);
   } else {
     mlp_->backward_dx(dh_NH, st.d_norm, false, st.mlp);
     mlp_->backward_dw(st.mlp);
   }
-  cpu::rmsnorm_backward(st.d_norm.data(), st.h_mid.data(), ffn_norm_->value.data(),
-                        st.ffn_rstd.data(), dh_NH.data(), ffn_norm_->grad.data(), N, H, true);
+  rmsnorm_backward_tp(region_, st.d_norm.data(), st.h_mid.data(), ffn_norm_->value.data(),
+                      st.ffn_rstd.data(), dh_NH.data(), ffn_norm_->grad.data(), st.norm_dw, n, H,
+                      true);
   // Attention block: dh is now d/d h_mid.
   attention_.backward_dx(dh_NH, positions_N, st.d_norm, st.attn);
   attention_.backward_dw(st.attn);
-  cpu::rmsnorm_backward(st.d_norm.data(), st.h_in.data(), attn_norm_->value.data(),
-                        st.attn_rstd.data(), dh_NH.data(), attn_norm_->grad.data(), N, H, true);
+  rmsnorm_backward_tp(region_, st.d_norm.data(), st.h_in.data(), attn_norm_->value.data(),
+                      st.attn_rstd.data(), dh_NH.data(), attn_norm_->grad.data(), st.norm_dw, n, H,
+                      true);
 }
 
 int64_t TransformerLayer::active_parameter_count() const {
   const int64_t ffn = moe_ ? moe_->active_parameter_count() : mlp_->parameter_count();
   return 2 * hidden_ + attention_parameters_ + ffn;
+}
+
+absl::Status validate_tensor_parallel(const ModelConfig& c, const ParallelContext& ctx) {
+  const RankCoordinates& r = ctx.coords;
+  const int tp = r.tp_size;
+  if (tp == 1) return absl::OkStatus();
+  auto not_divisible = [tp](const char* key, int64_t value) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(key, " ", value, " is not divisible by tensor_model_parallel_size ", tp));
+  };
+  if (c.num_attention_heads % tp != 0) return not_divisible("num_attention_heads", c.num_attention_heads);
+  if (c.kv_heads() % tp != 0) return not_divisible("num_query_groups", c.kv_heads());
+  if (c.padded_vocab_size() % tp != 0) {
+    return not_divisible("padded vocabulary size", c.padded_vocab_size());
+  }
+  bool any_dense = false, any_moe = false;
+  for (int l = 0; l < c.num_layers; ++l) (c.is_moe_layer(l) ? any_moe : any_dense) = true;
+  if (any_dense && c.ffn_hidden_size % tp != 0) {
+    return not_divisible("ffn_hidden_size", c.ffn_hidden_size);
+  }
+  if (any_moe && c.moe.moe_shared_expert_intermediate_size % tp != 0) {
+    return not_divisible("moe_shared_expert_intermediate_size",
+                         c.moe.moe_shared_expert_intermediate_size);
+  }
+  if (ctx.config.sequence_parallel && c.seq_length % tp != 0) {
+    return not_divisible("seq_length (sequence_parallel)", c.seq_length);
+  }
+  if (any_moe && (r.ep_size != 1 || r.etp_size != 1)) {
+    return absl::UnimplementedError(absl::StrCat(
+        "not supported yet: MoE layers with tensor_model_parallel_size ", tp,
+        " and expert_model_parallel_size ", r.ep_size, ", expert_tensor_parallel_size ", r.etp_size,
+        " (with TP > 1 the experts are replicated over TP: set expert_model_parallel_size: 1 and "
+        "expert_tensor_parallel_size: 1)"));
+  }
+  return absl::OkStatus();
+}
+
+void rmsnorm_backward_tp(const TpRegion& region, const float* dy_nH, const float* x_nH,
+                         const float* w_H, const float* rstd_n, float* dx_nH, float* dw_H,
+                         Tensor& scratch_H, int64_t n, int64_t H, bool accumulate_dx) {
+  if (!region.sharded()) {
+    cpu::rmsnorm_backward(dy_nH, x_nH, w_H, rstd_n, dx_nH, dw_H, n, H, accumulate_dx);
+    return;
+  }
+  float* partial = ensure_shape(scratch_H, {H}).data();
+  scratch_H.zero();
+  cpu::rmsnorm_backward(dy_nH, x_nH, w_H, rstd_n, dx_nH, partial, n, H, accumulate_dx);
+  copy_to_tp_region_backward(*region.tp, partial, H);  // the weight met every rank's tokens
+  for (int64_t i = 0; i < H; ++i) dw_H[i] += partial[i];
 }
 
 }  // namespace moefold

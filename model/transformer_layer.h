@@ -1,10 +1,19 @@
 // One transformer layer of MODEL.md on the residual stream:
 //   h_mid = h_in + attention(rmsnorm(h_in, attn_norm))
 //   h_out = h_mid + (moe or mlp)(rmsnorm(h_mid, ffn_norm))
+// Tensor parallel: attention and the dense MLP are TP layers (attention.h, mlp.h). With sequence
+// parallelism the residual stream and the norms hold this rank's n = N/TP token rows, and the
+// norm weights' gradients are summed over TP. The MoE layer runs on every token of the
+// micro-batch on each TP rank, its experts and router replicated over TP (ETP = 1): under
+// sequence parallelism its input is gathered (backward: split) and its output split (backward:
+// gathered), so routing, capacity and the balance losses are those of the single process.
 #pragma once
 
 #include <cstdint>
 #include <memory>
+#include <vector>
+
+#include "absl/status/status.h"
 
 #include "model/attention.h"
 #include "model/mlp.h"
@@ -12,18 +21,24 @@
 #include "model/moe_layer.h"
 #include "model/parameter.h"
 #include "parallel/context.h"
+#include "parallel/tp_communication.h"
 #include "tensor/tensor.h"
 
 namespace moefold {
 
+// n = N/TP token rows under sequence parallelism, N otherwise.
 struct TransformerLayerStash {
-  Tensor h_in;       // (N,H) residual input (the attention norm's input)
-  Tensor a;          // (N,H) rmsnorm(h_in)
-  Tensor attn_rstd;  // (N)
-  Tensor h_mid;      // (N,H) residual after attention (the FFN norm's input)
-  Tensor m;          // (N,H) rmsnorm(h_mid)
-  Tensor ffn_rstd;   // (N)
-  Tensor d_norm;     // (N,H) gradient of a norm's output
+  Tensor h_in;       // (n,H) residual input (the attention norm's input)
+  Tensor a;          // (n,H) rmsnorm(h_in)
+  Tensor attn_rstd;  // (n)
+  Tensor h_mid;      // (n,H) residual after attention (the FFN norm's input)
+  Tensor m;          // (n,H) rmsnorm(h_mid)
+  Tensor ffn_rstd;   // (n)
+  Tensor d_norm;     // (n,H) gradient of a norm's output
+  Tensor norm_dw;    // (H) one micro-batch's norm-weight gradient before the TP sum (SP only)
+  Tensor moe_x, moe_y;  // (N,H) MoE input and output of all tokens (SP only); in backward
+                        // moe_y holds the gathered d moe_y
+  Tensor moe_dx;        // (N,H) d loss / d moe_x (SP only)
   AttentionStash attn;
   MlpStash mlp;  // dense layers
   MoeStash moe;  // MoE layers
@@ -34,10 +49,11 @@ class TransformerLayer {
   TransformerLayer(const ModelConfig& config, const ParallelContext& ctx, int layer,
                    ParameterRegistry& registry);
 
-  // h_out (N,H) from h_in (N,H); both are kept by reference in the stash (h_in as h_in).
+  // h_out (n,H) from h_in (n,H); both are kept by reference in the stash (h_in as h_in).
+  // positions_N covers all N = batch·seq tokens.
   void forward(const Tensor& h_in_NH, const int32_t* positions_N, int64_t batch, int64_t seq,
                double aux_scale, Tensor& h_out_NH, TransformerLayerStash& stash) const;
-  // dh (N,H): in, d loss / d h_out; out, d loss / d h_in (updated in place). Accumulates every
+  // dh (n,H): in, d loss / d h_out; out, d loss / d h_in (updated in place). Accumulates every
   // parameter gradient of the layer.
   void backward(Tensor& dh_NH, const int32_t* positions_N, TransformerLayerStash& stash) const;
 
@@ -47,7 +63,14 @@ class TransformerLayer {
   int64_t active_parameter_count() const;
 
  private:
+  void moe_forward(int64_t batch, int64_t seq, double aux_scale, Tensor& h_out,
+                   TransformerLayerStash& st) const;
+  void moe_backward(const Tensor& dh, TransformerLayerStash& st) const;
+  void moe_backward_dw(TransformerLayerStash& st) const;
+
   const ParallelContext& ctx_;
+  TpRegion region_;
+  std::vector<Parameter*> expert_weights_;  // the MoE layer's routed-expert weights
   int layer_;
   int64_t hidden_;
   float eps_;
@@ -58,5 +81,16 @@ class TransformerLayer {
   std::unique_ptr<MoeLayer> moe_;
   int64_t attention_parameters_;
 };
+
+// The tensor/sequence-parallel limits of the layers above (part of Model::validate): heads,
+// query groups, the padded vocabulary and the dense/shared FFN sizes divisible by TP; with
+// sequence parallelism seq_length divisible by TP; MoE layers with TP > 1 need EP = ETP = 1.
+absl::Status validate_tensor_parallel(const ModelConfig& config, const ParallelContext& ctx);
+
+// rmsnorm_backward whose weight gradient is summed over TP before it is accumulated into dw_H:
+// under sequence parallelism each rank saw only its token shard. scratch_H holds the partial.
+void rmsnorm_backward_tp(const TpRegion& region, const float* dy_nH, const float* x_nH,
+                         const float* w_H, const float* rstd_n, float* dx_nH, float* dw_H,
+                         Tensor& scratch_H, int64_t n, int64_t H, bool accumulate_dx);
 
 }  // namespace moefold

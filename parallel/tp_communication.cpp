@@ -1,0 +1,151 @@
+#include "parallel/tp_communication.h"
+
+#include <cstring>
+
+#include "tensor/check.h"
+
+namespace moefold {
+namespace {
+
+void copy_floats(const float* from, float* to, int64_t count) {
+  if (from != to && count > 0) std::memcpy(to, from, static_cast<size_t>(count) * sizeof(float));
+}
+
+Tensor& ensure_rows(Tensor& t, int64_t rows, int64_t cols) {
+  const std::vector<int64_t> shape = {rows, cols};
+  if (!t.defined() || t.shape() != shape) t = Tensor::empty(shape);
+  return t;
+}
+
+void add_into(const Tensor& from, const Tensor& to) {
+  const float* a = from.data();
+  float* b = to.data();
+  for (int64_t i = 0, n = to.numel(); i < n; ++i) b[i] += a[i];
+}
+
+}  // namespace
+
+// copy ↔ all-reduce
+void copy_to_tp_region_forward(const float* x, float* y, int64_t count) {
+  copy_floats(x, y, count);
+}
+void copy_to_tp_region_backward(Communicator& tp, float* dx, int64_t count) {
+  if (tp.size() > 1) tp.all_reduce(dx, count, CommDType::kFloat32, ReduceOp::kSum);
+}
+
+// all-reduce ↔ copy
+void reduce_from_tp_region_forward(Communicator& tp, float* y, int64_t count) {
+  if (tp.size() > 1) tp.all_reduce(y, count, CommDType::kFloat32, ReduceOp::kSum);
+}
+void reduce_from_tp_region_backward(const float* dy, float* dx, int64_t count) {
+  copy_floats(dy, dx, count);
+}
+
+// all-gather ↔ reduce-scatter
+void gather_from_sequence_region_forward(Communicator& tp, const float* x_shard, float* x_full,
+                                         int64_t shard_count) {
+  if (tp.size() == 1) return copy_floats(x_shard, x_full, shard_count);
+  tp.all_gather(x_shard, shard_count, x_full, CommDType::kFloat32);
+}
+void gather_from_sequence_region_backward(Communicator& tp, const float* dx_full, float* dx_shard,
+                                          int64_t shard_count) {
+  if (tp.size() == 1) return copy_floats(dx_full, dx_shard, shard_count);
+  tp.reduce_scatter(dx_full, dx_shard, shard_count, CommDType::kFloat32, ReduceOp::kSum);
+}
+
+// reduce-scatter ↔ all-gather
+void reduce_scatter_to_sequence_forward(Communicator& tp, const float* y_full, float* y_shard,
+                                        int64_t shard_count) {
+  gather_from_sequence_region_backward(tp, y_full, y_shard, shard_count);
+}
+void reduce_scatter_to_sequence_backward(Communicator& tp, const float* dy_shard, float* dy_full,
+                                         int64_t shard_count) {
+  gather_from_sequence_region_forward(tp, dy_shard, dy_full, shard_count);
+}
+
+// split ↔ all-gather
+void split_to_sequence_region_forward(Communicator& tp, const float* y_full, float* y_shard,
+                                      int64_t shard_count) {
+  copy_floats(y_full + tp.rank() * shard_count, y_shard, shard_count);
+}
+void split_to_sequence_region_backward(Communicator& tp, const float* dy_shard, float* dy_full,
+                                       int64_t shard_count) {
+  gather_from_sequence_region_forward(tp, dy_shard, dy_full, shard_count);
+}
+
+// all-gather ↔ split
+void gather_replicated_sequence_forward(Communicator& tp, const float* x_shard, float* x_full,
+                                        int64_t shard_count) {
+  gather_from_sequence_region_forward(tp, x_shard, x_full, shard_count);
+}
+void gather_replicated_sequence_backward(Communicator& tp, const float* dx_full, float* dx_shard,
+                                         int64_t shard_count) {
+  split_to_sequence_region_forward(tp, dx_full, dx_shard, shard_count);
+}
+
+void TpRegion::enter_forward(const Tensor& x, int64_t N, Tensor& x_full) const {
+  if (!sharded()) {
+    MOEFOLD_CHECK(x.dim(0) == N);
+    x_full = x;  // copy_to_tp_region: the same tokens on every rank, no data moves
+    return;
+  }
+  const int64_t H = x.dim(1);
+  MOEFOLD_CHECK(x.dim(0) * size() == N);
+  if (x_full.defined() && x_full.raw_data() == x.raw_data()) x_full = Tensor();
+  ensure_rows(x_full, N, H);
+  gather_from_sequence_region_forward(*tp, x.data(), x_full.data(), x.numel());
+}
+
+void TpRegion::enter_backward(Tensor& dx_full, Tensor& dx, bool accumulate,
+                              Tensor& scratch) const {
+  const int64_t rows = dx.dim(0), H = dx.dim(1);
+  if (!active()) {
+    if (accumulate) {
+      add_into(dx_full, dx);
+    } else {
+      copy_floats(dx_full.data(), dx.data(), dx.numel());
+    }
+    return;
+  }
+  if (!sequence_parallel) {
+    copy_to_tp_region_backward(*tp, dx_full.data(), dx_full.numel());
+    if (accumulate) {
+      add_into(dx_full, dx);
+    } else {
+      copy_floats(dx_full.data(), dx.data(), dx.numel());
+    }
+    return;
+  }
+  Tensor& target = accumulate ? ensure_rows(scratch, rows, H) : dx;
+  gather_from_sequence_region_backward(*tp, dx_full.data(), target.data(), dx.numel());
+  if (accumulate) add_into(target, dx);
+}
+
+void TpRegion::exit_forward(Tensor& y_full, Tensor& y, bool accumulate, Tensor& scratch) const {
+  const int64_t rows = y.dim(0), H = y.dim(1);
+  if (active() && sequence_parallel) {
+    Tensor& target = accumulate ? ensure_rows(scratch, rows, H) : y;
+    reduce_scatter_to_sequence_forward(*tp, y_full.data(), target.data(), y.numel());
+    if (accumulate) add_into(target, y);
+    return;
+  }
+  if (active()) reduce_from_tp_region_forward(*tp, y_full.data(), y_full.numel());
+  if (accumulate) {
+    add_into(y_full, y);
+  } else {
+    copy_floats(y_full.data(), y.data(), y.numel());
+  }
+}
+
+void TpRegion::exit_backward(const Tensor& dy, int64_t N, Tensor& dy_full) const {
+  if (!sharded()) {
+    MOEFOLD_CHECK(dy.dim(0) == N);
+    dy_full = dy;  // reduce_from_tp_region backward: the whole gradient, no data moves
+    return;
+  }
+  if (dy_full.defined() && dy_full.raw_data() == dy.raw_data()) dy_full = Tensor();
+  ensure_rows(dy_full, N, dy.dim(1));
+  reduce_scatter_to_sequence_backward(*tp, dy.data(), dy_full.data(), dy.numel());
+}
+
+}  // namespace moefold

@@ -1,0 +1,93 @@
+// Tensor- and sequence-parallel communication (STYLE.md 6): each forward operation is named
+// together with its backward, over the TP communicator. Buffers are float32, row-major, tokens
+// along the first axis; with sequence parallelism rank r of TP holds the token rows
+// [r·n, (r+1)·n) of the N = TP·n rows of a micro-batch. With one TP rank every pair is the
+// identity (copies only where source and destination differ).
+//
+//   forward                         backward
+//   copy_to_tp_region            ↔  all-reduce            (enter a column-parallel layer)
+//   reduce_from_tp_region        ↔  copy                  (leave a row-parallel layer)
+//   gather_from_sequence_region  ↔  reduce-scatter        (enter, sequence parallel)
+//   reduce_scatter_to_sequence   ↔  all-gather            (leave, sequence parallel)
+//   split_to_sequence_region     ↔  all-gather            (replicated compute → token shard)
+//   gather_replicated_sequence   ↔  split                 (token shard → replicated compute)
+//
+// TpRegion packages the first four for a layer whose input and output live in the residual
+// stream's layout (token shard under sequence parallelism, all tokens otherwise).
+#pragma once
+
+#include <cstdint>
+
+#include "parallel/communicator.h"
+#include "tensor/tensor.h"
+
+namespace moefold {
+
+// copy ↔ all-reduce. Forward: y = x (every rank consumes the same x). Backward: each rank's
+// dx is a partial sum over its slice of the layer; dx becomes the sum over TP, in place.
+void copy_to_tp_region_forward(const float* x, float* y, int64_t count);
+void copy_to_tp_region_backward(Communicator& tp, float* dx, int64_t count);
+
+// all-reduce ↔ copy. Forward: y (partial per rank) becomes the sum over TP, in place.
+// Backward: dx = dy (every rank already holds the whole gradient).
+void reduce_from_tp_region_forward(Communicator& tp, float* y, int64_t count);
+void reduce_from_tp_region_backward(const float* dy, float* dx, int64_t count);
+
+// all-gather ↔ reduce-scatter along tokens. Forward: x_full (TP·shard) = the shards of every
+// rank in rank order. Backward: dx_shard (shard) = this rank's segment of Σ over TP of dx_full.
+void gather_from_sequence_region_forward(Communicator& tp, const float* x_shard, float* x_full,
+                                         int64_t shard_count);
+void gather_from_sequence_region_backward(Communicator& tp, const float* dx_full, float* dx_shard,
+                                          int64_t shard_count);
+
+// reduce-scatter ↔ all-gather along tokens. Forward: y_shard = this rank's segment of the sum
+// over TP of the partial y_full. Backward: dy_full = all-gather of dy_shard.
+void reduce_scatter_to_sequence_forward(Communicator& tp, const float* y_full, float* y_shard,
+                                        int64_t shard_count);
+void reduce_scatter_to_sequence_backward(Communicator& tp, const float* dy_shard, float* dy_full,
+                                         int64_t shard_count);
+
+// split ↔ all-gather, for a value computed identically on every TP rank. Forward: y_shard =
+// this rank's segment of y_full. Backward: dy_full = all-gather of dy_shard.
+void split_to_sequence_region_forward(Communicator& tp, const float* y_full, float* y_shard,
+                                      int64_t shard_count);
+void split_to_sequence_region_backward(Communicator& tp, const float* dy_shard, float* dy_full,
+                                       int64_t shard_count);
+
+// all-gather ↔ split, feeding a computation replicated on every TP rank (whose input gradient
+// is then whole, not partial). Forward: x_full = all-gather of x_shard. Backward: dx_shard =
+// this rank's segment of dx_full.
+void gather_replicated_sequence_forward(Communicator& tp, const float* x_shard, float* x_full,
+                                        int64_t shard_count);
+void gather_replicated_sequence_backward(Communicator& tp, const float* dx_full, float* dx_shard,
+                                         int64_t shard_count);
+
+// The entry and exit of a tensor-parallel block (column-parallel in, row-parallel out) whose
+// input and output are in the residual stream's layout: n = N/TP token rows per rank with
+// sequence parallelism, all N rows otherwise. `tp` null means one rank.
+struct TpRegion {
+  Communicator* tp = nullptr;
+  bool sequence_parallel = false;  // only meaningful with more than one TP rank
+
+  int size() const { return tp ? tp->size() : 1; }
+  bool active() const { return size() > 1; }
+  bool sharded() const { return active() && sequence_parallel; }
+  // Token rows of the residual layout for a micro-batch of N tokens.
+  int64_t local_rows(int64_t N) const { return sharded() ? N / size() : N; }
+
+  // Entry: x_full (N,H) from x (local_rows,H). Without sequence parallelism x_full shares x's
+  // storage; otherwise it is gathered into x_full's buffer (allocated when needed).
+  void enter_forward(const Tensor& x, int64_t N, Tensor& x_full) const;
+  // Entry backward: dx (local_rows,H) = (accumulate ? dx : 0) + the TP sum of the partial
+  // dx_full (N,H) (restricted to this rank's rows under sequence parallelism). dx_full is
+  // clobbered; `scratch` holds a shard when accumulating.
+  void enter_backward(Tensor& dx_full, Tensor& dx, bool accumulate, Tensor& scratch) const;
+  // Exit: y (local_rows,H) = (accumulate ? y : 0) + the TP sum of the partial y_full (N,H)
+  // (this rank's rows under sequence parallelism). y_full is clobbered.
+  void exit_forward(Tensor& y_full, Tensor& y, bool accumulate, Tensor& scratch) const;
+  // Exit backward: dy_full (N,H) from dy (local_rows,H): shares dy's storage without sequence
+  // parallelism, all-gathered otherwise.
+  void exit_backward(const Tensor& dy, int64_t N, Tensor& dy_full) const;
+};
+
+}  // namespace moefold
