@@ -6,8 +6,10 @@
 #include <iostream>
 
 #include "absl/strings/str_format.h"
+#include "checkpoint/checkpoint.h"
 #include "data/dataset_builder.h"
 #include "data/default_corpus.h"
+#include "trainer/config_schema.h"
 #include "optim/lr_schedule.h"
 #include "model/router.h"
 #include "tensor/cpu/gemm.h"
@@ -78,16 +80,8 @@ absl::Status Trainer::setup() {
   auto datasets = build_gpt_datasets(recipe_.data, data_options);
   if (!datasets.ok()) return datasets.status();
   valid_data_ = datasets->valid;
-  BatchIteratorOptions batch_options;
-  batch_options.global_batch_size = global_batch;
-  batch_options.micro_batch_size = train.micro_batch_size;
-  batch_options.data_parallel_rank = ctx_.coords.dp_rank;
-  batch_options.data_parallel_size = dp;
-  batch_options.eod_id = tokenizer_->eod_id();
-  batch_options.eod_mask_loss = recipe_.data.eod_mask_loss;
-  auto batches = BatchIterator::create(datasets->train, batch_options, 0);
-  if (!batches.ok()) return batches.status();
-  train_batches_ = std::make_unique<BatchIterator>(std::move(*batches));
+  train_data_ = datasets->train;
+  if (absl::Status s = build_train_batches(0); !s.ok()) return s;
 
   if (absl::Status s = Model::validate(model_config, ctx_); !s.ok()) return s;
   model_ = std::make_unique<Model>(model_config, ctx_);
@@ -97,8 +91,9 @@ absl::Status Trainer::setup() {
   const LoggingConfig& log = recipe_.logging;
   const std::string metrics_path =
       log.metrics_path.empty() ? log.run_dir + "/metrics.jsonl" : log.metrics_path;
-  if (ctx_.world->rank() == 0 && std::filesystem::exists(metrics_path)) {
-    std::filesystem::remove(metrics_path);  // a fresh run starts a fresh record
+  if (ctx_.world->rank() == 0 && recipe_.checkpoint.load.empty() &&
+      std::filesystem::exists(metrics_path)) {
+    std::filesystem::remove(metrics_path);  // a fresh run starts a fresh record; resumes append
   }
   metrics_ = std::make_unique<MetricsLogger>(metrics_path, ctx_.world->rank() == 0 || log.all_ranks,
                                              log.log_interval);
@@ -119,17 +114,68 @@ absl::Status Trainer::setup() {
   return absl::OkStatus();
 }
 
+// The DP layout picks this rank's slice of every global batch.
+BatchIteratorOptions Trainer::batch_options() const {
+  BatchIteratorOptions options;
+  options.global_batch_size = recipe_.training.global_batch_size;
+  options.micro_batch_size = recipe_.training.micro_batch_size;
+  options.data_parallel_rank = ctx_.coords.dp_rank;
+  options.data_parallel_size = ctx_.dp->size();
+  options.eod_id = tokenizer_->eod_id();
+  options.eod_mask_loss = recipe_.data.eod_mask_loss;
+  return options;
+}
+
+absl::Status Trainer::build_train_batches(int64_t consumed_samples) {
+  auto batches = BatchIterator::create(train_data_, batch_options(), consumed_samples);
+  if (!batches.ok()) return batches.status();
+  train_batches_ = std::make_unique<BatchIterator>(std::move(*batches));
+  return absl::OkStatus();
+}
+
+absl::Status Trainer::load_checkpoint(const std::string& path, bool model_only) {
+  CheckpointIoStats stats;
+  // The optimizer state at every parameter's full shape, whatever the DP layout.
+  std::unique_ptr<AdamW> optimizer = model_only ? nullptr : data_parallel_->checkpoint_optimizer();
+  auto state = moefold::load_checkpoint(path, model_->registry(), optimizer.get(), ctx_,
+                                        recipe_.model, &stats);
+  if (!state.ok()) return state.status();
+  if (optimizer) data_parallel_->restore_optimizer(*optimizer);
+  start_iteration_ = static_cast<int>(state->iteration);
+  metrics_->print(describe_checkpoint_io("loaded", stats));
+  return build_train_batches(state->consumed_samples);
+}
+
+absl::Status Trainer::save_checkpoint(int iterations_done) {
+  CheckpointState state;
+  state.iteration = iterations_done;
+  state.consumed_samples = train_batches_->consumed_samples();
+  state.recipe_text = recipe_to_yaml(recipe_);
+  const std::unique_ptr<AdamW> optimizer = data_parallel_->checkpoint_optimizer();
+  auto stats = moefold::save_checkpoint(recipe_.checkpoint.save, state, model_->registry(),
+                                        optimizer.get(), ctx_, recipe_);
+  if (!stats.ok()) return stats.status();
+  metrics_->print(describe_checkpoint_io("saved", *stats));
+  return absl::OkStatus();
+}
+
 absl::Status Trainer::train() {
   const TrainingConfig& train = recipe_.training;
-  for (int iteration = 0; iteration < train.train_iters; ++iteration) {
+  const CheckpointConfig& checkpoint = recipe_.checkpoint;
+  for (int iteration = start_iteration_; iteration < train.train_iters; ++iteration) {
     auto step = train_step(iteration);
     if (!step.ok()) return step.status();
     metrics_->log_iteration(*step);
     const int done = iteration + 1;
-    if (train.eval_interval > 0 && (done % train.eval_interval == 0 || done == train.train_iters)) {
+    const bool last = done == train.train_iters;
+    if (train.eval_interval > 0 && (done % train.eval_interval == 0 || last)) {
       auto eval = evaluate(train.eval_iters);
       if (!eval.ok()) return eval.status();
       metrics_->log_evaluation(done, eval->loss, eval->tokens);
+    }
+    if (!checkpoint.save.empty() &&
+        ((checkpoint.save_interval > 0 && done % checkpoint.save_interval == 0) || last)) {
+      if (absl::Status s = save_checkpoint(done); !s.ok()) return s;
     }
   }
   return absl::OkStatus();
@@ -270,13 +316,7 @@ double Trainer::model_flops(int64_t sequences) const {
 absl::StatusOr<EvalResult> Trainer::evaluate(int global_batches) {
   EvalResult result;
   if (valid_data_ == nullptr) return result;
-  BatchIteratorOptions options;
-  options.global_batch_size = recipe_.training.global_batch_size;
-  options.micro_batch_size = recipe_.training.micro_batch_size;
-  options.data_parallel_rank = ctx_.coords.dp_rank;
-  options.data_parallel_size = ctx_.dp->size();
-  options.eod_id = tokenizer_->eod_id();
-  options.eod_mask_loss = recipe_.data.eod_mask_loss;
+  const BatchIteratorOptions options = batch_options();
   auto iterator = BatchIterator::create(valid_data_, options, 0);
   if (!iterator.ok()) return iterator.status();
   std::vector<double> sums = {0, 0};  // Σ CE·mask, Σ mask

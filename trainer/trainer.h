@@ -30,7 +30,13 @@ class Trainer {
   static absl::StatusOr<std::unique_ptr<Trainer>> create(const Recipe& recipe,
                                                          const ParallelContext& ctx);
 
-  absl::Status train();                              // train_iters steps, evaluating as asked
+  // Restores model, optimizer (unless `model_only`), expert biases and the data position from a
+  // checkpoint directory (or its `latest`), written under any layout. Collective.
+  absl::Status load_checkpoint(const std::string& path, bool model_only = false);
+  // Writes checkpoint.save/iter_<n> after `iterations_done` steps. Collective.
+  absl::Status save_checkpoint(int iterations_done);
+
+  absl::Status train();  // from the loaded iteration to train_iters, evaluating and saving as asked
   absl::StatusOr<IterationMetrics> train_step(int iteration);  // one optimizer step (0-based)
   absl::StatusOr<EvalResult> evaluate(int global_batches);     // on the validation split
 
@@ -45,13 +51,18 @@ class Trainer {
   void update_expert_bias(const std::vector<std::vector<int64_t>>& global_counts);
   double model_flops(int64_t sequences) const;
 
+  BatchIteratorOptions batch_options() const;
+  absl::Status build_train_batches(int64_t consumed_samples);
+
   Recipe recipe_;
   ParallelContext ctx_;
+  int start_iteration_ = 0;  // steps already taken (resumed runs)
   std::unique_ptr<Tokenizer> tokenizer_;
   std::unique_ptr<Model> model_;
   // Gradient buckets, norm, clipping and the (distributed) optimizer; after model_, so it goes
   // first.
   std::unique_ptr<DataParallelState> data_parallel_;
+  std::shared_ptr<const SampleDataset> train_data_;
   std::unique_ptr<BatchIterator> train_batches_;
   std::shared_ptr<const SampleDataset> valid_data_;
   std::vector<std::unique_ptr<ModelStash>> stashes_;  // one per micro-batch in flight
