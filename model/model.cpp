@@ -93,13 +93,26 @@ absl::Status Model::validate(const ModelConfig& c, const ParallelContext& ctx) {
   if (absl::Status tp = validate_tensor_parallel(c, ctx); !tp.ok()) return tp;
   const std::pair<const char*, int> model_parallel[] = {
       {"context_parallel_size", r.cp_size},
-      {"pipeline_model_parallel_size", r.pp_size}, {"expert_model_parallel_size", r.ep_size},
-      {"expert_tensor_parallel_size", r.etp_size}};
+      {"pipeline_model_parallel_size", r.pp_size}};
   for (const auto& [key, size] : model_parallel) {
     if (size != 1) {
       return absl::UnimplementedError(absl::StrCat("not supported yet: ", key, " ", size,
-                                                   " (the model computes with CP=PP=EP=ETP=1)"));
+                                                   " (the model computes with CP=PP=1)"));
     }
+  }
+  // Expert parallelism (moe_layer.h): experts over EP, each expert's F over ETP.
+  if (any_moe && c.moe.num_experts % r.ep_size != 0) {
+    return invalid("num_experts ", c.moe.num_experts,
+                   " is not divisible by expert_model_parallel_size ", r.ep_size);
+  }
+  if (any_moe && c.moe.moe_ffn_hidden_size % r.etp_size != 0) {
+    return invalid("moe_ffn_hidden_size ", c.moe.moe_ffn_hidden_size,
+                   " is not divisible by expert_tensor_parallel_size ", r.etp_size);
+  }
+  if (any_moe && c.moe.moe_token_dispatcher_type != "alltoall" &&
+      c.moe.moe_token_dispatcher_type != "allgather") {
+    return invalid("moe_token_dispatcher_type ", c.moe.moe_token_dispatcher_type,
+                   " must be alltoall or allgather");
   }
   return absl::OkStatus();
 }

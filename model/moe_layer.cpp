@@ -1,5 +1,6 @@
 #include "model/moe_layer.h"
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 
@@ -12,6 +13,15 @@
 
 namespace moefold {
 
+namespace {
+
+DispatcherKind dispatcher_kind(const MoeConfig& moe) {
+  return moe.moe_token_dispatcher_type == "allgather" ? DispatcherKind::kAllGather
+                                                      : DispatcherKind::kAllToAll;
+}
+
+}  // namespace
+
 MoeLayer::MoeLayer(const ModelConfig& config, const ParallelContext& ctx, int layer,
                    ParameterRegistry& registry)
     : ctx_(ctx),
@@ -19,7 +29,9 @@ MoeLayer::MoeLayer(const ModelConfig& config, const ParallelContext& ctx, int la
       experts_(config.moe.num_experts),
       topk_(config.moe.moe_router_topk),
       ffn_(config.moe.moe_ffn_hidden_size),
-      router_(config, ctx, layer, registry) {
+      router_(config, ctx, layer, registry),
+      dispatcher_({ctx.ep.get(), ctx.etp.get(), ctx.etp_ep.get()}, dispatcher_kind(config.moe),
+                  config.moe.num_experts, std::max(1, ctx.config.moe_a2a_overlap_chunks)) {
   const std::string prefix = "layers/" + std::to_string(layer) + "/moe/";
   const float std = config.init_method_std;
   const float out_std = std / std::sqrt(2.0f * config.num_layers);
@@ -30,75 +42,123 @@ MoeLayer::MoeLayer(const ModelConfig& config, const ParallelContext& ctx, int la
       registry.add_weight(shard_layout(prefix + "experts/w_up", {E, F, H}, ctx.coords), std, true);
   w_down_ = registry.add_weight(shard_layout(prefix + "experts/w_down", {E, H, F}, ctx.coords),
                                 out_std, true);
+  local_experts_ = w_gate_->layout.local_shape[0];
+  local_ffn_ = w_gate_->layout.local_shape[1];
   if (config.moe.moe_shared_expert_intermediate_size > 0) {
     shared_ = std::make_unique<Mlp>(config, ctx, prefix + "shared/",
                                     config.moe.moe_shared_expert_intermediate_size, registry);
   }
 }
 
+// Grouped SwiGLU experts on the rows of one dispatched chunk.
+void MoeLayer::experts_forward(int chunk, MoeStash& st) const {
+  const int64_t H = hidden_, F = local_ffn_, El = local_experts_;
+  const int64_t first = st.plan.expert_chunk_rows[chunk];
+  const int64_t rows = st.plan.expert_chunk_rows[chunk + 1] - first;
+  const int64_t* off = st.plan.chunk_expert_offsets(chunk);
+  float* gate = st.gate.data() + first * F;
+  float* up = st.up.data() + first * F;
+  float* act = st.act.data() + first * F;
+  const float* xe = st.xe.data() + first * H;
+  cpu::grouped_linear_forward(xe, w_gate_->value.data(), gate, off, El, H, F);
+  cpu::grouped_linear_forward(xe, w_up_->value.data(), up, off, El, H, F);
+  cpu::swiglu_forward(gate, up, act, rows * F);
+  cpu::grouped_linear_forward(act, w_down_->value.data(), st.ye.data() + first * H, off, El, F, H);
+}
+
 void MoeLayer::forward(const Tensor& x_NH, int64_t batch, int64_t seq, double aux_scale,
                        Tensor& y_NH, bool accumulate, MoeStash& st) const {
-  const int64_t N = batch * seq, H = hidden_, F = ffn_, E = experts_, k = topk_;
+  const int64_t N = batch * seq, H = hidden_, E = experts_, k = topk_;
   MOEFOLD_CHECK(x_NH.numel() == N * H && y_NH.numel() == N * H);
   st.aux_scale = aux_scale;
   router_.forward(x_NH, batch, seq, st.router);
 
+  // Local work: sort the kept assignments by expert, agree on counts, order rows for sending.
   st.counts.assign(E, 0);
   st.rows = cpu::build_expert_permutation(st.router.idx.data(), st.router.keep.data(), N, k, E,
                                           st.counts.data(), ensure_size(st.perm, N * k));
-  st.offsets.assign(E + 1, 0);
-  for (int64_t e = 0; e < E; ++e) st.offsets[e + 1] = st.offsets[e] + st.counts[e];
-  const int64_t R = st.rows;
-  ensure_shape(st.xp, {R, H});
-  ensure_shape(st.gate, {R, F});
-  ensure_shape(st.up, {R, F});
-  ensure_shape(st.act, {R, F});
-  ensure_shape(st.y, {R, H});
-  cpu::permute_tokens(x_NH.data(), st.perm.data(), st.xp.data(), R, k, H);
-  const int64_t* off = st.offsets.data();
-  cpu::grouped_linear_forward(st.xp.data(), w_gate_->value.data(), st.gate.data(), off, E, H, F);
-  cpu::grouped_linear_forward(st.xp.data(), w_up_->value.data(), st.up.data(), off, E, H, F);
-  cpu::swiglu_forward(st.gate.data(), st.up.data(), st.act.data(), R * F);
-  cpu::grouped_linear_forward(st.act.data(), w_down_->value.data(), st.y.data(), off, E, F, H);
+  st.plan = dispatcher_.plan(st.counts);
+  const int64_t R = st.rows, Re = st.plan.expert_rows, F = local_ffn_;
+  int32_t* send_perm = ensure_size(st.send_perm, R);
+  for (int64_t r = 0; r < R; ++r) send_perm[r] = st.perm[st.plan.source_order[r]];
+  cpu::permute_tokens(x_NH.data(), send_perm, ensure_shape(st.xs, {R, H}).data(), R, k, H);
 
-  if (shared_) {
+  dispatcher_.start_dispatch(st.plan, st.xs.data(), H, st.buffers);
+  if (shared_) {  // computes while the dispatch is in flight
     shared_->forward(x_NH, y_NH, accumulate, st.shared);
   } else if (!accumulate) {
     y_NH.zero();
   }
-  cpu::combine_tokens(st.y.data(), st.perm.data(), st.router.gates.data(), y_NH.data(), R, k, H);
+  ensure_shape(st.xe, {Re, H});
+  ensure_shape(st.gate, {Re, F});
+  ensure_shape(st.up, {Re, F});
+  ensure_shape(st.act, {Re, F});
+  ensure_shape(st.ye, {Re, H});
+  ensure_shape(st.ys, {R, H});
+  for (int c = 0; c < st.plan.chunks; ++c) {  // chunk c computes while c+1 is exchanged
+    dispatcher_.finish_dispatch_chunk(st.plan, c, H, st.buffers, st.xe.data());
+    experts_forward(c, st);
+    dispatcher_.start_combine_chunk(st.plan, c, st.ye.data(), H, st.ys.data(), st.buffers);
+  }
+  dispatcher_.finish_combine(st.buffers);
+  cpu::combine_tokens(st.ys.data(), send_perm, st.router.gates.data(), y_NH.data(), R, k, H);
+}
+
+// d/d xe (partial over ETP) of one chunk; gate and up become their gradients.
+void MoeLayer::experts_backward_dx(int chunk, MoeStash& st) const {
+  const int64_t H = hidden_, F = local_ffn_, El = local_experts_;
+  const int64_t first = st.plan.expert_chunk_rows[chunk];
+  const int64_t rows = st.plan.expert_chunk_rows[chunk + 1] - first;
+  const int64_t* off = st.plan.chunk_expert_offsets(chunk);
+  float* gate = st.gate.data() + first * F;
+  float* up = st.up.data() + first * F;
+  float* dact = st.dact.data() + first * F;
+  float* dxe = st.dxe.data() + first * H;
+  cpu::grouped_linear_backward_dx(st.dye.data() + first * H, w_down_->value.data(), dact, off, El,
+                                  F, H, false);
+  cpu::swiglu_backward(dact, gate, up, gate, up, rows * F);
+  cpu::grouped_linear_backward_dx(gate, w_gate_->value.data(), dxe, off, El, H, F, false);
+  cpu::grouped_linear_backward_dx(up, w_up_->value.data(), dxe, off, El, H, F, true);
 }
 
 void MoeLayer::backward_dx(const Tensor& dy_NH, Tensor& dx_NH, MoeStash& st) const {
-  const int64_t N = st.router.batch * st.router.seq, H = hidden_, F = ffn_, E = experts_;
-  const int64_t k = topk_, R = st.rows;
+  const int64_t N = st.router.batch * st.router.seq, H = hidden_, F = local_ffn_, k = topk_;
+  const int64_t R = st.rows, Re = st.plan.expert_rows;
   MOEFOLD_CHECK(dy_NH.numel() == N * H && dx_NH.numel() == N * H);
   ensure_shape(st.dgates, {N, k}).zero();
-  ensure_shape(st.dact, {R, F});
-  ensure_shape(st.dxp, {R, H});
-  ensure_shape(st.dy, {R, H});
-  cpu::combine_tokens_backward(dy_NH.data(), st.y.data(), st.perm.data(), st.router.gates.data(),
-                               st.dy.data(), st.dgates.data(), R, k, H);
-  const int64_t* off = st.offsets.data();
-  cpu::grouped_linear_backward_dx(st.dy.data(), w_down_->value.data(), st.dact.data(), off, E, F, H,
-                                  false);
-  cpu::swiglu_backward(st.dact.data(), st.gate.data(), st.up.data(), st.gate.data(), st.up.data(),
-                       R * F);
-  cpu::grouped_linear_backward_dx(st.gate.data(), w_gate_->value.data(), st.dxp.data(), off, E, H,
-                                  F, false);
-  cpu::grouped_linear_backward_dx(st.up.data(), w_up_->value.data(), st.dxp.data(), off, E, H, F,
-                                  true);
+  ensure_shape(st.dys, {R, H});
+  cpu::combine_tokens_backward(dy_NH.data(), st.ys.data(), st.send_perm.data(),
+                               st.router.gates.data(), st.dys.data(), st.dgates.data(), R, k, H);
+  dispatcher_.start_dispatch(st.plan, st.dys.data(), H, st.buffers);
+  // The router and the shared expert compute while the dispatch is in flight.
   router_.backward_dx(st.dgates, st.aux_scale, dx_NH, false, st.router);
-  cpu::permute_tokens_backward(st.dxp.data(), st.perm.data(), dx_NH.data(), R, k, H);
   if (shared_) shared_->backward_dx(dy_NH, dx_NH, true, st.shared);
+  ensure_shape(st.dye, {Re, H});
+  ensure_shape(st.dact, {Re, F});
+  ensure_shape(st.dxe, {Re, H});
+  ensure_shape(st.dxs, {R, H});
+  for (int c = 0; c < st.plan.chunks; ++c) {
+    dispatcher_.finish_dispatch_chunk(st.plan, c, H, st.buffers, st.dye.data());
+    experts_backward_dx(c, st);
+    dispatcher_.start_combine_chunk(st.plan, c, st.dxe.data(), H, st.dxs.data(), st.buffers);
+  }
+  dispatcher_.finish_combine(st.buffers);
+  cpu::permute_tokens_backward(st.dxs.data(), st.send_perm.data(), dx_NH.data(), R, k, H);
 }
 
 void MoeLayer::backward_dw(MoeStash& st) const {
-  const int64_t H = hidden_, F = ffn_, E = experts_;
-  const int64_t* off = st.offsets.data();
-  cpu::grouped_linear_backward_dw(st.dy.data(), st.act.data(), w_down_->grad.data(), off, E, F, H);
-  cpu::grouped_linear_backward_dw(st.gate.data(), st.xp.data(), w_gate_->grad.data(), off, E, H, F);
-  cpu::grouped_linear_backward_dw(st.up.data(), st.xp.data(), w_up_->grad.data(), off, E, H, F);
+  const int64_t H = hidden_, F = local_ffn_, El = local_experts_;
+  for (int c = 0; c < st.plan.chunks; ++c) {
+    const int64_t first = st.plan.expert_chunk_rows[c];
+    const int64_t* off = st.plan.chunk_expert_offsets(c);
+    const float* xe = st.xe.data() + first * H;
+    cpu::grouped_linear_backward_dw(st.dye.data() + first * H, st.act.data() + first * F,
+                                    w_down_->grad.data(), off, El, F, H);
+    cpu::grouped_linear_backward_dw(st.gate.data() + first * F, xe, w_gate_->grad.data(), off, El,
+                                    H, F);
+    cpu::grouped_linear_backward_dw(st.up.data() + first * F, xe, w_up_->grad.data(), off, El, H,
+                                    F);
+  }
   router_.backward_dw(st.router);
   if (shared_) shared_->backward_dw(st.shared);
 }

@@ -1,5 +1,10 @@
 // The MoE layer of MODEL.md: router → permutation of the (token, choice) assignments by expert →
-// grouped SwiGLU expert GEMMs → combine with the gate weights, plus the optional shared expert.
+// dispatch to the experts' owners (parallel/ep_dispatch.h) → grouped SwiGLU expert GEMMs →
+// combine back and mix with the gate weights, plus the optional shared expert.
+// Experts are split over EP (E/EP local experts, global id = ep_rank·E/EP + i) and each expert's
+// F over ETP (gate/up column-parallel, down row-parallel). Each rank routes its own tokens, so
+// routing, capacity dropping and the router losses are those of one process on this micro-batch;
+// the gate weights stay on the routing rank and are applied there after the combine.
 // Dropless by default; with a capacity factor the router's keep-mask removes assignments before
 // the permutation, so dropped assignments cost nothing and contribute 0.
 #pragma once
@@ -13,6 +18,7 @@
 #include "model/parameter.h"
 #include "model/router.h"
 #include "parallel/context.h"
+#include "parallel/ep_dispatch.h"
 #include "tensor/tensor.h"
 
 namespace moefold {
@@ -20,19 +26,26 @@ namespace moefold {
 struct MoeStash {
   RouterStash router;
   MlpStash shared;
-  int64_t rows = 0;              // R kept assignments
-  std::vector<int64_t> counts;   // (E) kept rows per expert
-  std::vector<int64_t> offsets;  // (E+1) row offsets of each expert
-  std::vector<int32_t> perm;     // (R) source assignment t·k+j of each permuted row
-  Tensor xp;                     // (R,H) permuted inputs
-  Tensor gate, up;               // (R,F); hold their gradients after backward_dx
-  Tensor act;                    // (R,F) silu(gate)·up
-  Tensor y;                      // (R,H) expert outputs
-  Tensor dy;                     // (R,H) d loss / d y
-  Tensor dact;                   // (R,F)
-  Tensor dxp;                    // (R,H)
-  Tensor dgates;                 // (N,k)
-  double aux_scale = 1.0;        // weight of this micro-batch's balance + z losses
+  int64_t rows = 0;               // R kept assignments routed by this rank
+  std::vector<int64_t> counts;    // (E) kept rows per global expert
+  std::vector<int32_t> perm;      // (R) source assignment t·k+j of each expert-sorted row
+  std::vector<int32_t> send_perm; // (R) source assignment of each row in dispatch order
+  DispatchPlan plan;              // counts and orders of the exchange, forward and backward
+  DispatchBuffers buffers;        // exchanges in flight
+  Tensor xs;                      // (R,H) this rank's rows in dispatch order
+  Tensor ys;                      // (R,H) their expert outputs, combined back
+  Tensor dys;                     // (R,H) d loss / d ys
+  Tensor dxs;                     // (R,H) d loss / d xs, combined back
+  // Expert side: the Re rows this rank's experts compute, chunk by chunk, grouped by expert.
+  Tensor xe;                      // (Re,H) dispatched inputs
+  Tensor gate, up;                // (Re,F/ETP); hold their gradients after backward_dx
+  Tensor act;                     // (Re,F/ETP) silu(gate)·up
+  Tensor ye;                      // (Re,H) expert outputs (partial sums over ETP)
+  Tensor dye;                     // (Re,H) d loss / d ye
+  Tensor dact;                    // (Re,F/ETP)
+  Tensor dxe;                     // (Re,H) d loss / d xe (partial sums over ETP)
+  Tensor dgates;                  // (N,k)
+  double aux_scale = 1.0;         // weight of this micro-batch's balance + z losses
 };
 
 class MoeLayer {
@@ -56,10 +69,15 @@ class MoeLayer {
   const ParallelContext& ctx_;
   int64_t hidden_, experts_, topk_, ffn_;
   Router router_;
-  Parameter* w_gate_;  // [E, F, H]
-  Parameter* w_up_;    // [E, F, H]
-  Parameter* w_down_;  // [E, H, F]
+  Parameter* w_gate_;  // [E, F, H] global; local (E/EP, F/ETP, H)
+  Parameter* w_up_;    // [E, F, H] global; local (E/EP, F/ETP, H)
+  Parameter* w_down_;  // [E, H, F] global; local (E/EP, H, F/ETP)
   std::unique_ptr<Mlp> shared_;
+  int64_t local_experts_, local_ffn_;  // E/EP, F/ETP
+  TokenDispatcher dispatcher_;
+
+  void experts_forward(int chunk, MoeStash& stash) const;
+  void experts_backward_dx(int chunk, MoeStash& stash) const;
 };
 
 }  // namespace moefold

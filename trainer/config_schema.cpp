@@ -358,7 +358,8 @@ std::vector<RecipeKey> build_schema() {
       "Pad each expert's buffer to its capacity (needs moe_expert_capacity_factor)."));
   add(string_key("moe.moe_token_dispatcher_type",
                  [](R& r) -> auto& { return r.model.moe.moe_token_dispatcher_type; },
-                 "Token dispatcher; alltoall is the only one so far.", {"alltoall"}));
+                 "Token dispatcher (model/moe_layer.h, parallel/ep_dispatch.h).",
+                 {"alltoall", "allgather"}));
   add(number_key(
       "moe.moe_shared_expert_intermediate_size",
       [](R& r) -> auto& { return r.model.moe.moe_shared_expert_intermediate_size; }, 0, kMaxInt,

@@ -1,0 +1,255 @@
+#include "parallel/ep_dispatch.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "tensor/check.h"
+
+namespace moefold {
+namespace {
+
+// One block of consecutive rows in a chunk's gathered buffer: rows of one source for one expert.
+struct Block {
+  int64_t rows;
+  int64_t local_expert;  // -1: another rank's expert (all-gather dispatcher)
+};
+
+// Fills the expert-side fields of chunk `chunk` from its gathered blocks: the rows, grouped by
+// local expert (each expert's blocks in gathered order), become rows of the expert buffer.
+void order_chunk_by_expert(const std::vector<Block>& blocks, int chunk, DispatchPlan& plan) {
+  const int64_t El = plan.local_experts;
+  int64_t* offsets = plan.expert_offsets.data() + chunk * (El + 1);
+  offsets[0] = 0;
+  for (int64_t i = 0; i < El; ++i) {
+    offsets[i + 1] = offsets[i];
+    int64_t start = 0;
+    for (const Block& b : blocks) {
+      if (b.local_expert == i) {
+        for (int64_t r = 0; r < b.rows; ++r) plan.expert_order.push_back(start + r);
+        offsets[i + 1] += b.rows;
+      }
+      start += b.rows;
+    }
+  }
+  plan.expert_chunk_rows[chunk + 1] = plan.expert_chunk_rows[chunk] + offsets[El];
+}
+
+int64_t total(std::span<const int64_t> v) {
+  int64_t s = 0;
+  for (int64_t x : v) s += x;
+  return s;
+}
+
+std::vector<int64_t> scaled(std::span<const int64_t> rows, int64_t width) {
+  std::vector<int64_t> out(rows.begin(), rows.end());
+  for (int64_t& x : out) x *= width;
+  return out;
+}
+
+// Makes `t` a (rows, width) float32 buffer (at least one row, so data() is always valid).
+float* ensure_rows(Tensor& t, int64_t rows, int64_t width) {
+  const std::vector<int64_t> shape = {std::max<int64_t>(rows, 1), width};
+  if (!t.defined() || t.shape() != shape) t = Tensor::empty(shape);
+  return t.data();
+}
+
+}  // namespace
+
+TokenDispatcher::TokenDispatcher(DispatchGroups groups, DispatcherKind kind, int64_t num_experts,
+                                 int chunks)
+    : groups_(groups), kind_(kind), experts_(num_experts), chunks_(chunks) {
+  MOEFOLD_CHECK(groups_.ep != nullptr && groups_.etp != nullptr && groups_.etp_ep != nullptr);
+  MOEFOLD_CHECK(chunks_ >= 1 && experts_ % groups_.ep->size() == 0,
+                experts_ << " experts over EP " << groups_.ep->size());
+}
+
+DispatchPlan TokenDispatcher::plan(std::span<const int64_t> counts_E) const {
+  const int64_t E = experts_;
+  const int EP = groups_.ep->size(), n = chunks_;
+  MOEFOLD_CHECK(static_cast<int64_t>(counts_E.size()) == E);
+  DispatchPlan plan;
+  plan.kind = kind_;
+  plan.chunks = n;
+  plan.local_experts = E / EP;
+  const int64_t El = plan.local_experts;
+  std::vector<int64_t> start(E + 1, 0);
+  for (int64_t e = 0; e < E; ++e) start[e + 1] = start[e] + counts_E[e];
+  plan.source_rows = start[E];
+  // Source order (chunk, global expert): chunk j takes an even share of every expert's rows.
+  plan.source_chunk_rows.assign(n + 1, 0);
+  plan.send_rows.assign(static_cast<size_t>(n) * EP, 0);
+  plan.source_order.reserve(plan.source_rows);
+  for (int j = 0; j < n; ++j) {
+    for (int64_t e = 0; e < E; ++e) {
+      const int64_t first = start[e] + counts_E[e] * j / n, rows = chunk_share(counts_E[e], j, n);
+      for (int64_t r = 0; r < rows; ++r) plan.source_order.push_back(first + r);
+      plan.send_rows[j * EP + e / El] += rows;
+    }
+    plan.source_chunk_rows[j + 1] = plan.source_order.size();
+  }
+  plan.expert_chunk_rows.assign(n + 1, 0);
+  plan.expert_offsets.assign(static_cast<size_t>(n) * (El + 1), 0);
+  plan.gathered_chunk_rows.assign(n + 1, 0);
+  if (kind_ == DispatcherKind::kAllToAll) {
+    plan_all_to_all(counts_E, plan);
+  } else {
+    plan_all_gather(counts_E, plan);
+  }
+  plan.expert_rows = plan.expert_chunk_rows[n];
+  return plan;
+}
+
+void TokenDispatcher::plan_all_to_all(std::span<const int64_t> counts_E, DispatchPlan& plan) const {
+  const int EP = groups_.ep->size(), ETP = groups_.etp->size(), n = chunks_;
+  const int64_t El = plan.local_experts;
+  // received[s][i]: rows EP rank s routed to our local expert i.
+  std::vector<int64_t> received(EP * El);
+  groups_.ep->all_to_all(counts_E.data(), received.data(), El, CommDType::kInt64);
+  // counts[t][s][i]: the same as seen by each expert tensor-parallel peer t.
+  std::vector<int64_t> counts(static_cast<size_t>(ETP) * EP * El);
+  groups_.etp->all_gather(received.data(), EP * El, counts.data(), CommDType::kInt64);
+  const int me_ep = groups_.ep->rank(), me_etp = groups_.etp->rank();
+  plan.gathered_is_exchanged = ETP == 1;
+  plan.exchanged_rows.assign(static_cast<size_t>(n) * EP, 0);
+  plan.exchanged_chunk_rows.assign(n + 1, 0);
+  plan.gathered_rows.assign(static_cast<size_t>(n) * ETP, 0);
+  std::vector<Block> blocks;
+  for (int j = 0; j < n; ++j) {
+    blocks.clear();
+    for (int t = 0; t < ETP; ++t) {
+      for (int s = 0; s < EP; ++s) {
+        for (int64_t i = 0; i < El; ++i) {
+          const int64_t rows = chunk_share(counts[(t * EP + s) * El + i], j, n);
+          blocks.push_back({rows, i});
+          plan.gathered_rows[j * ETP + t] += rows;
+          if (t == me_etp) plan.exchanged_rows[j * EP + s] += rows;
+        }
+      }
+    }
+    plan.exchanged_chunk_rows[j + 1] =
+        plan.exchanged_chunk_rows[j] +
+        total(std::span(plan.exchanged_rows).subspan(j * EP, EP));
+    plan.gathered_chunk_rows[j + 1] =
+        plan.gathered_chunk_rows[j] + total(std::span(plan.gathered_rows).subspan(j * ETP, ETP));
+    order_chunk_by_expert(blocks, j, plan);
+  }
+  for (int j = 0; j < n; ++j) {
+    for (int r = 0; r < EP; ++r) {
+      if (r != me_ep) plan.remote_rows_sent += plan.send_rows[j * EP + r];
+    }
+  }
+}
+
+void TokenDispatcher::plan_all_gather(std::span<const int64_t> counts_E, DispatchPlan& plan) const {
+  const int64_t E = experts_, El = plan.local_experts;
+  const int M = groups_.etp_ep->size(), n = chunks_;
+  std::vector<int64_t> counts(static_cast<size_t>(M) * E);  // counts[m][e]
+  groups_.etp_ep->all_gather(counts_E.data(), E, counts.data(), CommDType::kInt64);
+  const int64_t first_expert = groups_.ep->rank() * El;
+  plan.gathered_is_exchanged = false;
+  plan.gathered_rows.assign(static_cast<size_t>(n) * M, 0);
+  std::vector<Block> blocks;
+  for (int j = 0; j < n; ++j) {
+    blocks.clear();
+    for (int m = 0; m < M; ++m) {
+      for (int64_t e = 0; e < E; ++e) {
+        const int64_t rows = chunk_share(counts[m * E + e], j, n);
+        const bool ours = e >= first_expert && e < first_expert + El;
+        blocks.push_back({rows, ours ? e - first_expert : -1});
+        plan.gathered_rows[j * M + m] += rows;
+      }
+    }
+    plan.gathered_chunk_rows[j + 1] =
+        plan.gathered_chunk_rows[j] + total(std::span(plan.gathered_rows).subspan(j * M, M));
+    order_chunk_by_expert(blocks, j, plan);
+  }
+  plan.remote_rows_sent = plan.source_rows * (M - 1);
+}
+
+void TokenDispatcher::start_dispatch(const DispatchPlan& plan, const float* source, int64_t W,
+                                     DispatchBuffers& buf) const {
+  const int n = plan.chunks;
+  MOEFOLD_CHECK(n == chunks_);
+  buf.dispatch.assign(n, WorkHandle());
+  buf.combine.assign(n, WorkHandle());
+  float* gathered = ensure_rows(buf.gathered, plan.gathered_chunk_rows[n], W);
+  if (kind_ == DispatcherKind::kAllGather) {
+    const int M = groups_.etp_ep->size();
+    for (int j = 0; j < n; ++j) {
+      const int64_t first = plan.source_chunk_rows[j];
+      buf.dispatch[j] = groups_.etp_ep->all_gather_v_async(
+          source + first * W, (plan.source_chunk_rows[j + 1] - first) * W,
+          gathered + plan.gathered_chunk_rows[j] * W,
+          scaled(std::span(plan.gathered_rows).subspan(j * M, M), W), CommDType::kFloat32);
+    }
+    return;
+  }
+  const int EP = groups_.ep->size();
+  float* exchanged = ensure_rows(buf.exchanged, plan.exchanged_chunk_rows[n], W);
+  for (int j = 0; j < n; ++j) {
+    buf.dispatch[j] = groups_.ep->all_to_all_v_async(
+        source + plan.source_chunk_rows[j] * W,
+        scaled(std::span(plan.send_rows).subspan(j * EP, EP), W),
+        exchanged + plan.exchanged_chunk_rows[j] * W,
+        scaled(std::span(plan.exchanged_rows).subspan(j * EP, EP), W), CommDType::kFloat32);
+  }
+}
+
+void TokenDispatcher::finish_dispatch_chunk(const DispatchPlan& plan, int j, int64_t W,
+                                            DispatchBuffers& buf, float* expert) const {
+  buf.dispatch[j].wait();
+  if (kind_ == DispatcherKind::kAllToAll && !plan.gathered_is_exchanged) {
+    const int ETP = groups_.etp->size();
+    const int64_t first = plan.exchanged_chunk_rows[j];
+    groups_.etp->all_gather_v(buf.exchanged.data() + first * W,
+                              (plan.exchanged_chunk_rows[j + 1] - first) * W,
+                              buf.gathered.data() + plan.gathered_chunk_rows[j] * W,
+                              scaled(std::span(plan.gathered_rows).subspan(j * ETP, ETP), W),
+                              CommDType::kFloat32);
+  }
+  const float* gathered = (plan.gathered_is_exchanged ? buf.exchanged : buf.gathered).data() +
+                          plan.gathered_chunk_rows[j] * W;
+  for (int64_t r = plan.expert_chunk_rows[j]; r < plan.expert_chunk_rows[j + 1]; ++r) {
+    std::memcpy(expert + r * W, gathered + plan.expert_order[r] * W, W * sizeof(float));
+  }
+}
+
+void TokenDispatcher::start_combine_chunk(const DispatchPlan& plan, int j, const float* expert,
+                                          int64_t W, float* source, DispatchBuffers& buf) const {
+  Tensor& staging = plan.gathered_is_exchanged ? buf.exchanged : buf.gathered;
+  float* gathered = staging.data() + plan.gathered_chunk_rows[j] * W;
+  if (kind_ == DispatcherKind::kAllGather) {  // rows of other ranks' experts add nothing
+    std::memset(gathered, 0,
+                (plan.gathered_chunk_rows[j + 1] - plan.gathered_chunk_rows[j]) * W *
+                    sizeof(float));
+  }
+  for (int64_t r = plan.expert_chunk_rows[j]; r < plan.expert_chunk_rows[j + 1]; ++r) {
+    std::memcpy(gathered + plan.expert_order[r] * W, expert + r * W, W * sizeof(float));
+  }
+  float* source_chunk = source + plan.source_chunk_rows[j] * W;
+  if (kind_ == DispatcherKind::kAllGather) {
+    const int M = groups_.etp_ep->size();
+    buf.combine[j] = groups_.etp_ep->reduce_scatter_v_async(
+        gathered, source_chunk, scaled(std::span(plan.gathered_rows).subspan(j * M, M), W),
+        CommDType::kFloat32, ReduceOp::kSum);
+    return;
+  }
+  float* exchanged = buf.exchanged.data() + plan.exchanged_chunk_rows[j] * W;
+  if (!plan.gathered_is_exchanged) {
+    const int ETP = groups_.etp->size();
+    groups_.etp->reduce_scatter_v(gathered, exchanged,
+                                  scaled(std::span(plan.gathered_rows).subspan(j * ETP, ETP), W),
+                                  CommDType::kFloat32, ReduceOp::kSum);
+  }
+  const int EP = groups_.ep->size();
+  buf.combine[j] = groups_.ep->all_to_all_v_async(
+      exchanged, scaled(std::span(plan.exchanged_rows).subspan(j * EP, EP), W), source_chunk,
+      scaled(std::span(plan.send_rows).subspan(j * EP, EP), W), CommDType::kFloat32);
+}
+
+void TokenDispatcher::finish_combine(DispatchBuffers& buf) const {
+  for (WorkHandle& h : buf.combine) h.wait();
+  for (WorkHandle& h : buf.dispatch) h.wait();
+}
+
+}  // namespace moefold
