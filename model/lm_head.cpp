@@ -9,6 +9,7 @@
 #include "tensor/check.h"
 #include "tensor/cpu/cross_entropy.h"
 #include "tensor/cpu/gemm.h"
+#include "tensor/cpu/vec_math.h"
 
 namespace moefold {
 namespace {
@@ -62,7 +63,8 @@ double LmHead::forward_backward(const Tensor& h_nH, const int32_t* labels_N, con
 
 // Per chunk of rows: local logits (rows, V/TP); max over TP; then Σ exp(z − max) and the label's
 // logit (0 on ranks that do not own it) summed over TP in one all-reduce; CE = log Σ + max −
-// z[label]. The gradient (softmax − onehot)·mask·scale stays local to the shard.
+// z[label]. The gradient (softmax − onehot)·mask·scale stays local to the shard. The sums are
+// exchanged as float64 so the reduction order over TP does not show in the loss.
 double LmHead::vocab_parallel_forward_backward(const Tensor& h_full, const int32_t* labels_N,
                                                const float* mask_N, float grad_scale,
                                                float* dh_full) const {
@@ -79,25 +81,27 @@ double LmHead::vocab_parallel_forward_backward(const Tensor& h_full, const int32
     const float* h = h_full.data() + begin * H;
     float* z = logits.data();
     cpu::linear_forward(h, weight_->value.data(), z, rows, H, V_local);
-    for (int64_t r = 0; r < rows; ++r) {
-      row_max[r] = *std::max_element(z + r * V_local, z + (r + 1) * V_local);
+    for (int64_t r = 0; r < rows; ++r) row_max[r] = cpu::max_value(z + r * V_local, V_local);
+    {
+      TimedTpCollective timed;
+      tp.all_reduce(row_max.data(), rows, CommDType::kFloat32, ReduceOp::kMax);
     }
-    tp.all_reduce(row_max.data(), rows, CommDType::kFloat32, ReduceOp::kMax);
     std::fill(sums.begin(), sums.end(), 0.0);
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t t = begin + r;
-      const float* zr = z + r * V_local;
-      double s = 0.0;
-      for (int64_t v = 0; v < V_local; ++v) s += std::exp(static_cast<double>(zr[v] - row_max[r]));
-      sums[r] = s;
-      const bool masked = mask_N != nullptr && mask_N[t] == 0.0f;
-      if (masked) continue;
-      const int64_t label = labels_N[t];
-      MOEFOLD_CHECK(label >= 0 && label < vocab_,
-                    "label " << label << " at " << t << " outside vocabulary of " << vocab_);
-      if (label >= first && label < first + V_local) sums[chunk + r] = zr[label - first];
+      float* zr = z + r * V_local;
+      if (mask_N == nullptr || mask_N[t] != 0.0f) {
+        const int64_t label = labels_N[t];
+        MOEFOLD_CHECK(label >= 0 && label < vocab_,
+                      "label " << label << " at " << t << " outside vocabulary of " << vocab_);
+        if (label >= first && label < first + V_local) sums[chunk + r] = zr[label - first];
+      }
+      sums[r] = cpu::exp_shifted_sum(zr, row_max[r], zr, V_local);  // z becomes exp(z − max)
     }
-    tp.all_reduce(sums.data(), 2 * chunk, CommDType::kFloat64, ReduceOp::kSum);
+    {
+      TimedTpCollective timed;
+      tp.all_reduce(sums.data(), 2 * chunk, CommDType::kFloat64, ReduceOp::kSum);
+    }
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t t = begin + r;
       const float mask = mask_N ? mask_N[t] : 1.0f;
@@ -110,16 +114,9 @@ double LmHead::vocab_parallel_forward_backward(const Tensor& h_full, const int32
       const int64_t t = begin + r;
       const float mask = mask_N ? mask_N[t] : 1.0f;
       float* zr = z + r * V_local;
-      if (mask == 0.0f) {
-        std::fill(zr, zr + V_local, 0.0f);
-        continue;
-      }
       const float scale = mask * grad_scale;
-      const double inv_sum = 1.0 / sums[r];
-      for (int64_t v = 0; v < V_local; ++v) {
-        zr[v] = static_cast<float>(std::exp(static_cast<double>(zr[v] - row_max[r])) * inv_sum) *
-                scale;
-      }
+      cpu::scale_in_place(zr, mask == 0.0f ? 0.0f : static_cast<float>(scale / sums[r]), V_local);
+      if (mask == 0.0f) continue;
       const int64_t label = labels_N[t];
       if (label >= first && label < first + V_local) zr[label - first] -= scale;
     }

@@ -25,17 +25,33 @@ void add_into(const Tensor& from, const Tensor& to) {
 
 }  // namespace
 
+TpCommunicationStats& tp_communication_stats() {
+  static TpCommunicationStats stats;
+  return stats;
+}
+
+TimedTpCollective::~TimedTpCollective() {
+  TpCommunicationStats& stats = tp_communication_stats();
+  stats.seconds +=
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  ++stats.collectives;
+}
+
 // copy ↔ all-reduce
 void copy_to_tp_region_forward(const float* x, float* y, int64_t count) {
   copy_floats(x, y, count);
 }
 void copy_to_tp_region_backward(Communicator& tp, float* dx, int64_t count) {
-  if (tp.size() > 1) tp.all_reduce(dx, count, CommDType::kFloat32, ReduceOp::kSum);
+  if (tp.size() == 1) return;
+  TimedTpCollective timed;
+  tp.all_reduce(dx, count, CommDType::kFloat32, ReduceOp::kSum);
 }
 
 // all-reduce ↔ copy
 void reduce_from_tp_region_forward(Communicator& tp, float* y, int64_t count) {
-  if (tp.size() > 1) tp.all_reduce(y, count, CommDType::kFloat32, ReduceOp::kSum);
+  if (tp.size() == 1) return;
+  TimedTpCollective timed;
+  tp.all_reduce(y, count, CommDType::kFloat32, ReduceOp::kSum);
 }
 void reduce_from_tp_region_backward(const float* dy, float* dx, int64_t count) {
   copy_floats(dy, dx, count);
@@ -45,11 +61,13 @@ void reduce_from_tp_region_backward(const float* dy, float* dx, int64_t count) {
 void gather_from_sequence_region_forward(Communicator& tp, const float* x_shard, float* x_full,
                                          int64_t shard_count) {
   if (tp.size() == 1) return copy_floats(x_shard, x_full, shard_count);
+  TimedTpCollective timed;
   tp.all_gather(x_shard, shard_count, x_full, CommDType::kFloat32);
 }
 void gather_from_sequence_region_backward(Communicator& tp, const float* dx_full, float* dx_shard,
                                           int64_t shard_count) {
   if (tp.size() == 1) return copy_floats(dx_full, dx_shard, shard_count);
+  TimedTpCollective timed;
   tp.reduce_scatter(dx_full, dx_shard, shard_count, CommDType::kFloat32, ReduceOp::kSum);
 }
 

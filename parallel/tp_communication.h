@@ -16,12 +16,33 @@
 // stream's layout (token shard under sequence parallelism, all tokens otherwise).
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 
 #include "parallel/communicator.h"
 #include "tensor/tensor.h"
 
 namespace moefold {
+
+// Running totals of this process's TP collectives (wall time, count), for measuring the share of
+// a step spent in TP communication. A counter only: nothing reads it to decide anything.
+struct TpCommunicationStats {
+  double seconds = 0;
+  int64_t collectives = 0;
+};
+TpCommunicationStats& tp_communication_stats();
+
+// Adds the lifetime of the object to tp_communication_stats() as one collective.
+class TimedTpCollective {
+ public:
+  TimedTpCollective() : start_(std::chrono::steady_clock::now()) {}
+  ~TimedTpCollective();
+  TimedTpCollective(const TimedTpCollective&) = delete;
+  TimedTpCollective& operator=(const TimedTpCollective&) = delete;
+
+ private:
+  std::chrono::steady_clock::time_point start_;
+};
 
 // copy ↔ all-reduce. Forward: y = x (every rank consumes the same x). Backward: each rank's
 // dx is a partial sum over its slice of the layer; dx becomes the sum over TP, in place.

@@ -5,11 +5,16 @@
 #include <gtest/gtest.h>
 #include <mpi.h>
 
+#include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <string>
 #include <vector>
 
+#include "parallel/tp_communication.h"
 #include "tiny_run.h"
+#include "trainer/config_parse.h"
+#include "trainer/trainer.h"
 
 namespace moefold::testing {
 namespace {
@@ -88,6 +93,51 @@ INSTANTIATE_TEST_SUITE_P(
                       TpLayout{"tp2_dp2", 4, {}, tp(2, false)},
                       TpLayout{"tp2_dp2_sp", 4, {}, tp(2, true)}),
     [](const ::testing::TestParamInfo<TpLayout>& info) { return info.param.name; });
+
+// Benchmark, not run by ctest (DISABLED_; run with --gtest_also_run_disabled_tests): tokens/s of
+// the demo recipe (configs/demo.yaml, default corpus) with TP = MOEFOLD_BENCH_TP (default: the
+// world size; the rest is DP), and the share of step time each rank spends in TP collectives.
+// E.g. mpirun -np 2 -x OPENBLAS_NUM_THREADS=1 build/tests/trainer/tensor_parallel_invariance
+//      --gtest_also_run_disabled_tests --gtest_filter='*Benchmark*'
+TEST(TensorParallelBenchmark, DISABLED_DemoModelTokensPerSecond) {
+  int world = 1, rank = 0;
+  MPI_Comm_size(MPI_COMM_WORLD, &world);
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  const char* tp_env = std::getenv("MOEFOLD_BENCH_TP");
+  const int tp_size = tp_env ? std::atoi(tp_env) : world;
+  constexpr int kWarmup = 1, kSteps = 4;
+  auto recipe = load_recipe(
+      std::string(MOEFOLD_SOURCE_DIR) + "/configs/demo.yaml",
+      {"parallel.tensor_model_parallel_size=" + std::to_string(tp_size),
+       "parallel.expert_tensor_parallel_size=1", "training.blas_threads=1",
+       "training.train_iters=" + std::to_string(kWarmup + kSteps), "training.eval_interval=0",
+       "optimizer.lr_warmup_iters=1",
+       "logging.run_dir=" + (std::filesystem::temp_directory_path() / "moefold-tp-bench").string()});
+  ASSERT_TRUE(recipe.ok()) << recipe.status();
+  auto ctx = ParallelContext::create(recipe->parallel, MPI_COMM_WORLD);
+  ASSERT_TRUE(ctx.ok()) << ctx.status();
+  auto trainer = Trainer::create(*recipe, *ctx);
+  ASSERT_TRUE(trainer.ok()) << trainer.status();
+  double seconds = 0, tokens = 0;
+  for (int i = 0; i < kWarmup + kSteps; ++i) {
+    if (i == kWarmup) tp_communication_stats() = {};
+    auto m = (*trainer)->train_step(i);
+    ASSERT_TRUE(m.ok()) << m.status();
+    if (i < kWarmup) continue;
+    seconds += m->step_seconds;
+    tokens += static_cast<double>(m->tokens);
+  }
+  std::vector<double> share = {tp_communication_stats().seconds / seconds};
+  std::vector<double> all(world);
+  MPI_Gather(share.data(), 1, MPI_DOUBLE, all.data(), 1, MPI_DOUBLE, 0, MPI_COMM_WORLD);
+  if (rank == 0) {
+    std::printf("demo model, %d rank(s), TP %d: %.0f tokens/s over %d steps (%.3f s/step);"
+                " TP communication share of step time per rank:",
+                world, tp_size, tokens / seconds, kSteps, seconds / kSteps);
+    for (double s : all) std::printf(" %.1f%%", 100 * s);
+    std::printf("\n");
+  }
+}
 
 }  // namespace
 }  // namespace moefold::testing
