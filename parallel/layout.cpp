@@ -339,10 +339,13 @@ absl::Status validate_model_divisibility(const ParallelConfig& config, int num_l
                                                    " is fewer than pipeline_model_parallel_size ",
                                                    pp, " stages"));
   }
-  if (num_layers % pp != 0) {
+  // An uneven split is checked, with the rest of the stage split, by model/stage_partition.h.
+  const bool uneven = config.decoder_first_pipeline_num_layers > 0 ||
+                      config.decoder_last_pipeline_num_layers > 0;
+  if (!uneven && num_layers % pp != 0) {
     return not_divisible("num_layers", num_layers, "pipeline_model_parallel_size", pp);
   }
-  if (vpp > 0 && num_layers % (pp * vpp) != 0) {
+  if (!uneven && vpp > 0 && num_layers % (pp * vpp) != 0) {
     return absl::InvalidArgumentError(absl::StrCat(
         "num_layers ", num_layers, " is not divisible by pipeline_model_parallel_size ", pp,
         " x virtual_pipeline_model_parallel_size ", vpp, " = ", pp * vpp));

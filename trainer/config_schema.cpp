@@ -383,6 +383,14 @@ std::vector<RecipeKey> build_schema() {
       [](R& r) -> auto& { return r.parallel.virtual_pipeline_model_parallel_size; }, 0, kMaxInt,
       "Model chunks per pipeline stage (interleaved 1F1B); 0 = plain 1F1B."));
   add(number_key(
+      "parallel.decoder_first_pipeline_num_layers",
+      [](R& r) -> auto& { return r.parallel.decoder_first_pipeline_num_layers; }, 0, kMaxInt,
+      "Transformer layers on the first pipeline stage (uneven split); 0 = an even share."));
+  add(number_key(
+      "parallel.decoder_last_pipeline_num_layers",
+      [](R& r) -> auto& { return r.parallel.decoder_last_pipeline_num_layers; }, 0, kMaxInt,
+      "Transformer layers on the last pipeline stage (uneven split); 0 = an even share."));
+  add(number_key(
       "parallel.expert_model_parallel_size",
       [](R& r) -> auto& { return r.parallel.expert_model_parallel_size; }, 1, kMaxInt,
       "Expert parallel size EP; must divide num_experts."));

@@ -9,6 +9,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "model/stage_partition.h"
 #include "parallel/layout.h"
 
 namespace moefold {
@@ -261,6 +262,9 @@ absl::Status validate_recipe_for_world(const Recipe& recipe, int world_size) {
   }
   if (!status.ok()) {
     return absl::InvalidArgumentError(absl::StrCat(where, ": parallel: ", status.message()));
+  }
+  if (absl::StatusOr<StagePartition> split = partition_layers(m.num_layers, p); !split.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(where, ": ", split.status().message()));
   }
   const int data_parallel = world_size / (p.tensor_model_parallel_size * p.context_parallel_size *
                                           p.pipeline_model_parallel_size);

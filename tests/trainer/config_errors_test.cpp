@@ -262,5 +262,20 @@ TEST(ConfigErrors, WorldSizeChecks) {
   EXPECT_FALSE(validate_recipe_for_world(*recipe, 0).ok());
 }
 
+TEST(ConfigErrors, UnevenPipelineSplit) {
+  absl::StatusOr<Recipe> recipe =
+      parse_recipe_string(std::string(kBase) +
+                              "parallel:\n  pipeline_model_parallel_size: 3\n"
+                              "  decoder_first_pipeline_num_layers: 2\n",
+                          "x.yaml", {});
+  ASSERT_TRUE(recipe.ok()) << recipe.status().message();
+  EXPECT_TRUE(validate_recipe_for_world(*recipe, 3).ok());  // 2 + 1 + 1 of 4 layers
+  recipe->parallel.decoder_first_pipeline_num_layers = 3;
+  EXPECT_EQ(validate_recipe_for_world(*recipe, 3).message(),
+            "x.yaml: the 1 layers left by model.num_layers 4 - "
+            "parallel.decoder_first_pipeline_num_layers 3 is fewer than the 2 pieces of 2 middle "
+            "stage(s) (each needs a layer)");
+}
+
 }  // namespace
 }  // namespace moefold
