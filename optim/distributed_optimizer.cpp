@@ -39,8 +39,7 @@ void DistributedOptimizer::copy_state_to(const std::vector<Tensor>& exp_avg,
       MOEFOLD_CHECK(s.param_offset + n <= full->numel(), s.name << ": state tensor too small");
     }
     copy_elements(adam_.exp_avg(i).data(), exp_avg[s.param_index].data() + s.param_offset, n);
-    copy_elements(adam_.exp_avg_sq(i).data(), exp_avg_sq[s.param_index].data() + s.param_offset,
-                  n);
+    copy_elements(adam_.exp_avg_sq(i).data(), exp_avg_sq[s.param_index].data() + s.param_offset, n);
   }
 }
 
@@ -53,8 +52,7 @@ void DistributedOptimizer::load_state_from(const std::vector<Tensor>& exp_avg,
       MOEFOLD_CHECK(s.param_offset + n <= full->numel(), s.name << ": state tensor too small");
     }
     copy_elements(exp_avg[s.param_index].data() + s.param_offset, adam_.exp_avg(i).data(), n);
-    copy_elements(exp_avg_sq[s.param_index].data() + s.param_offset, adam_.exp_avg_sq(i).data(),
-                  n);
+    copy_elements(exp_avg_sq[s.param_index].data() + s.param_offset, adam_.exp_avg_sq(i).data(), n);
   }
 }
 

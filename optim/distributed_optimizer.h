@@ -40,7 +40,8 @@ class DistributedOptimizer {
   // Layout-independent state: `exp_avg`/`exp_avg_sq` hold one tensor per parameter of the
   // caller's list (any shape of the parameter's element count). copy_state_to writes the owned
   // elements and leaves the others alone; load_state_from reads the owned elements.
-  void copy_state_to(const std::vector<Tensor>& exp_avg, const std::vector<Tensor>& exp_avg_sq) const;
+  void copy_state_to(const std::vector<Tensor>& exp_avg,
+                     const std::vector<Tensor>& exp_avg_sq) const;
   void load_state_from(const std::vector<Tensor>& exp_avg, const std::vector<Tensor>& exp_avg_sq);
 
  private:

@@ -112,8 +112,8 @@ void GradBucketSet::zero_grads() {
 
 void GradBucketSet::mark_ready(int entry) {
   const int b = layout_.entry_bucket[entry];
-  MOEFOLD_CHECK(!launched_[b], "gradient of entry " << entry << " reported after its bucket "
-                                                    << b << " was launched");
+  MOEFOLD_CHECK(!launched_[b], "gradient of entry " << entry << " reported after its bucket " << b
+                                                    << " was launched");
   if (++ready_count_[b] == static_cast<int>(layout_.buckets[b].entries.size())) {
     launch_grad_reduce(b);
   }
@@ -124,8 +124,8 @@ void GradBucketSet::launch_grad_reduce(int b) {
   launched_[b] = true;
   float* grads = grads_.data() + bucket.offset;
   if (!distributed_) {
-    reduce_work_[b] = group_->all_reduce_async(grads, bucket.padded_numel, CommDType::kFloat32,
-                                               ReduceOp::kSum);
+    reduce_work_[b] =
+        group_->all_reduce_async(grads, bucket.padded_numel, CommDType::kFloat32, ReduceOp::kSum);
     return;
   }
   wait_param_gather(b);  // its send buffer is the grad shard we are about to overwrite

@@ -53,10 +53,10 @@ BucketLayout plan_buckets(std::vector<BucketEntry> entries, int64_t bucket_size,
 
 // One piece of one parameter inside a rank's owned slices.
 struct OwnedSegment {
-  int entry = 0;               // index into BucketLayout::entries
-  int64_t entry_offset = 0;    // first element of the parameter covered
-  int64_t buffer_offset = 0;   // the same element in the flat buffer
-  int64_t shard_offset = 0;    // the same element in the shard buffer
+  int entry = 0;              // index into BucketLayout::entries
+  int64_t entry_offset = 0;   // first element of the parameter covered
+  int64_t buffer_offset = 0;  // the same element in the flat buffer
+  int64_t shard_offset = 0;   // the same element in the shard buffer
   int64_t numel = 0;
 };
 
@@ -118,8 +118,8 @@ class GradBucketSet {
   std::shared_ptr<Communicator> group_;
   bool distributed_;
   Tensor grads_, params_, grad_shard_;
-  std::vector<int> ready_count_;  // per bucket: entries final this step
-  std::vector<bool> launched_;    // per bucket: reduction launched this step
+  std::vector<int> ready_count_;                       // per bucket: entries final this step
+  std::vector<bool> launched_;                         // per bucket: reduction launched this step
   std::vector<WorkHandle> reduce_work_, gather_work_;  // per bucket
   BucketWaitTimes wait_times_;
 };

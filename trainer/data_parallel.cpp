@@ -43,7 +43,8 @@ DataParallelState::DataParallelState(Model& model, const OptimizerConfig& optimi
       config_(optimizer),
       distributed_(ctx.config.use_distributed_optimizer),
       overlap_grad_reduce_(ctx.config.overlap_grad_reduce),
-      overlap_param_gather_(ctx.config.overlap_param_gather && ctx.config.use_distributed_optimizer),
+      overlap_param_gather_(ctx.config.overlap_param_gather &&
+                            ctx.config.use_distributed_optimizer),
       parameters_(model.parameters()) {
   for (bool expert : {false, true}) {
     std::vector<BucketEntry> entries;  // backward order: the reverse of the parameter order
@@ -79,16 +80,18 @@ DataParallelState::DataParallelState(Model& model, const OptimizerConfig& optimi
       for (const OwnedSegment& o : owned_segments(set->layout(), set->group().rank())) {
         const int id = set->layout().entries[o.entry].id;
         const Parameter& p = *parameters_[id];
-        segments.push_back({id, o.entry_offset,
-                            set->param_buffer().slice_rows(o.buffer_offset, o.buffer_offset + o.numel),
-                            set->grad_shard().slice_rows(o.shard_offset, o.shard_offset + o.numel),
-                            p.weight_decay, p.name()});
+        segments.push_back(
+            {id, o.entry_offset,
+             set->param_buffer().slice_rows(o.buffer_offset, o.buffer_offset + o.numel),
+             set->grad_shard().slice_rows(o.shard_offset, o.shard_offset + o.numel), p.weight_decay,
+             p.name()});
       }
     }
     dist_ = std::make_unique<DistributedOptimizer>(config_, std::move(segments));
   } else {
     std::vector<OptimTensor> tensors;
-    for (Parameter* p : parameters_) tensors.push_back({p->name(), p->value, p->grad, p->weight_decay});
+    for (Parameter* p : parameters_)
+      tensors.push_back({p->name(), p->value, p->grad, p->weight_decay});
     adam_ = std::make_unique<AdamW>(config_, std::move(tensors));
   }
   state_bytes_ = MemoryStats::current_bytes() - before;
@@ -227,9 +230,9 @@ std::vector<Tensor> DataParallelState::gather_exp_avg_sq() const { return gather
 
 void DataParallelState::scatter_state(const std::vector<Tensor>& exp_avg,
                                       const std::vector<Tensor>& exp_avg_sq, int64_t steps) {
-  MOEFOLD_CHECK(exp_avg.size() == parameters_.size() && exp_avg_sq.size() == parameters_.size(),
-                "optimizer state for " << exp_avg.size() << " tensors, the model has "
-                                       << parameters_.size());
+  MOEFOLD_CHECK(
+      exp_avg.size() == parameters_.size() && exp_avg_sq.size() == parameters_.size(),
+      "optimizer state for " << exp_avg.size() << " tensors, the model has " << parameters_.size());
   if (adam_) {
     for (size_t i = 0; i < parameters_.size(); ++i) {
       copy_tensor(exp_avg[i], adam_->exp_avg(i));
@@ -245,7 +248,8 @@ void DataParallelState::scatter_state(const std::vector<Tensor>& exp_avg,
 std::unique_ptr<AdamW> DataParallelState::checkpoint_optimizer() {
   wait_all_param_gathers();
   std::vector<OptimTensor> tensors;
-  for (Parameter* p : parameters_) tensors.push_back({p->name(), p->value, p->grad, p->weight_decay});
+  for (Parameter* p : parameters_)
+    tensors.push_back({p->name(), p->value, p->grad, p->weight_decay});
   auto full = std::make_unique<AdamW>(config_, std::move(tensors));
   const std::vector<Tensor> exp_avg = gather_exp_avg(), exp_avg_sq = gather_exp_avg_sq();
   for (size_t i = 0; i < parameters_.size(); ++i) {

@@ -88,7 +88,7 @@ class DataParallelState {
   ParallelContext ctx_;
   OptimizerConfig config_;
   bool distributed_, overlap_grad_reduce_, overlap_param_gather_;
-  std::vector<Parameter*> parameters_;          // model order
+  std::vector<Parameter*> parameters_;                // model order
   std::vector<std::unique_ptr<GradBucketSet>> sets_;  // dense, then expert (when present)
   std::vector<bool> set_is_expert_;
   std::unordered_map<const Parameter*, Location> locations_;

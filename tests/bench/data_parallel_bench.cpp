@@ -3,9 +3,9 @@
 //   mpirun --allow-run-as-root --oversubscribe -np 2 -x OPENBLAS_NUM_THREADS=1 \
 //     build/tests/bench/moefold_bench_data_parallel [--steps N] [--set key=value ...]
 //
-// Trains the demo recipe (configs/demo.yaml or --config PATH, with the overrides given) for a few steps with
-// overlap_grad_reduce off and then on, and prints per step: the step time, the time the step
-// waited for gradient reductions (and, with the distributed optimizer, parameter gathers), and
+// Trains the demo recipe (configs/demo.yaml or --config PATH, with the overrides given) for a few
+// steps with overlap_grad_reduce off and then on, and prints per step: the step time, the time the
+// step waited for gradient reductions (and, with the distributed optimizer, parameter gathers), and
 // the time of the reductions alone (every bucket launched and waited for with nothing else to do).
 #include <mpi.h>
 
@@ -86,18 +86,23 @@ int main(int argc, char** argv) {
                                    "parallel.ddp_bucket_size=1000000"};
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
-    if (arg == "--steps" && i + 1 < argc) steps = std::stoi(argv[++i]);
-    else if (arg == "--config" && i + 1 < argc) config = argv[++i];
-    else if (arg == "--set" && i + 1 < argc) base.push_back(argv[++i]);
+    if (arg == "--steps" && i + 1 < argc)
+      steps = std::stoi(argv[++i]);
+    else if (arg == "--config" && i + 1 < argc)
+      config = argv[++i];
+    else if (arg == "--set" && i + 1 < argc)
+      base.push_back(argv[++i]);
   }
   const bool root = (*runtime)->world_rank() == 0;
   for (bool distributed : {false, true}) {
     Timings off, on;
     for (bool overlap : {false, true}) {
       std::vector<std::string> o = base;
-      o.push_back(std::string("parallel.use_distributed_optimizer=") + (distributed ? "true" : "false"));
+      o.push_back(std::string("parallel.use_distributed_optimizer=") +
+                  (distributed ? "true" : "false"));
       o.push_back(std::string("parallel.overlap_grad_reduce=") + (overlap ? "true" : "false"));
-      if (distributed) o.push_back(std::string("parallel.overlap_param_gather=") + (overlap ? "true" : "false"));
+      if (distributed)
+        o.push_back(std::string("parallel.overlap_param_gather=") + (overlap ? "true" : "false"));
       (overlap ? on : off) = run(o, steps, config);
     }
     if (!root) continue;
@@ -111,10 +116,11 @@ int main(int argc, char** argv) {
                   t.grad_wait_min, t.gather_wait, t.gather_wait_min, t.reduction);
     }
     const double reduction = 0.5 * (off.reduction + on.reduction);
-    std::printf("reductions alone %.4f s; the step waits (min over ranks) %.4f s with overlap off, "
-                "%.4f s on: hidden fraction %.3f; step-time ratio on/off %.3f\n",
-                reduction, off.grad_wait_min, on.grad_wait_min,
-                1.0 - on.grad_wait_min / off.grad_wait_min, on.step / off.step);
+    std::printf(
+        "reductions alone %.4f s; the step waits (min over ranks) %.4f s with overlap off, "
+        "%.4f s on: hidden fraction %.3f; step-time ratio on/off %.3f\n",
+        reduction, off.grad_wait_min, on.grad_wait_min, 1.0 - on.grad_wait_min / off.grad_wait_min,
+        on.step / off.step);
   }
   return 0;
 }

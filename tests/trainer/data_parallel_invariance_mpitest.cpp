@@ -90,8 +90,9 @@ TEST_F(TinyDataTest, DistributedOptimizerStateFallsAsOneOverDp) {
   int world = 1, rank = 0;
   MPI_Comm_size(MPI_COMM_WORLD, &world);
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  auto single = Trainer::create(tiny_recipe(prefix_, dir_ + "/memory-single-" + std::to_string(rank)),
-                                ParallelContext::single_process());
+  const std::string single_dir = dir_ + "/memory-single-" + std::to_string(rank);
+  auto single =
+      Trainer::create(tiny_recipe(prefix_, single_dir), ParallelContext::single_process());
   ASSERT_TRUE(single.ok()) << single.status();
   const int64_t full = (*single)->data_parallel().optimizer_state_bytes();
   EXPECT_EQ(full, 2 * 4 * (*single)->model().parameter_count());
@@ -146,8 +147,9 @@ TEST_F(TinyDataTest, DistributedOptimizerStateGathersToEveryParameterShape) {
   constexpr int kSteps = 3;
   int rank = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  auto single = Trainer::create(tiny_recipe(prefix_, dir_ + "/state-single-" + std::to_string(rank)),
-                                ParallelContext::single_process());
+  const std::string single_dir = dir_ + "/state-single-" + std::to_string(rank);
+  auto single =
+      Trainer::create(tiny_recipe(prefix_, single_dir), ParallelContext::single_process());
   ASSERT_TRUE(single.ok()) << single.status();
   for (int i = 0; i < kSteps; ++i) ASSERT_TRUE((*single)->train_step(i).ok());
   const Recipe recipe = tiny_recipe(prefix_, dir_ + "/state",
