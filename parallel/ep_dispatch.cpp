@@ -1,6 +1,7 @@
 #include "parallel/ep_dispatch.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 
 #include "tensor/check.h"
@@ -45,6 +46,20 @@ std::vector<int64_t> scaled(std::span<const int64_t> rows, int64_t width) {
   for (int64_t& x : out) x *= width;
   return out;
 }
+
+// Adds the seconds since construction to `total` (time the caller is blocked in communication).
+class BlockedTimer {
+ public:
+  explicit BlockedTimer(double& total)
+      : total_(total), start_(std::chrono::steady_clock::now()) {}
+  ~BlockedTimer() {
+    total_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  }
+
+ private:
+  double& total_;
+  std::chrono::steady_clock::time_point start_;
+};
 
 // Makes `t` a (rows, width) float32 buffer (at least one row, so data() is always valid).
 float* ensure_rows(Tensor& t, int64_t rows, int64_t width) {
@@ -135,7 +150,9 @@ void TokenDispatcher::plan_all_to_all(std::span<const int64_t> counts_E, Dispatc
   }
   for (int j = 0; j < n; ++j) {
     for (int r = 0; r < EP; ++r) {
-      if (r != me_ep) plan.remote_rows_sent += plan.send_rows[j * EP + r];
+      if (r == me_ep) continue;
+      plan.remote_rows_sent += plan.send_rows[j * EP + r];
+      plan.remote_rows_returned += plan.exchanged_rows[j * EP + r];
     }
   }
 }
@@ -164,6 +181,12 @@ void TokenDispatcher::plan_all_gather(std::span<const int64_t> counts_E, Dispatc
     order_chunk_by_expert(blocks, j, plan);
   }
   plan.remote_rows_sent = plan.source_rows * (M - 1);
+  const int me = groups_.etp_ep->rank();
+  for (int j = 0; j < n; ++j) {
+    for (int m = 0; m < M; ++m) {
+      if (m != me) plan.remote_rows_returned += plan.gathered_rows[j * M + m];
+    }
+  }
 }
 
 void TokenDispatcher::start_dispatch(const DispatchPlan& plan, const float* source, int64_t W,
@@ -173,6 +196,8 @@ void TokenDispatcher::start_dispatch(const DispatchPlan& plan, const float* sour
   buf.dispatch.assign(n, WorkHandle());
   buf.combine.assign(n, WorkHandle());
   float* gathered = ensure_rows(buf.gathered, plan.gathered_chunk_rows[n], W);
+  buf.bytes_sent += (plan.remote_rows_sent + plan.remote_rows_returned) * W *
+                    static_cast<int64_t>(sizeof(float));
   if (kind_ == DispatcherKind::kAllGather) {
     const int M = groups_.etp_ep->size();
     for (int j = 0; j < n; ++j) {
@@ -197,6 +222,7 @@ void TokenDispatcher::start_dispatch(const DispatchPlan& plan, const float* sour
 
 void TokenDispatcher::finish_dispatch_chunk(const DispatchPlan& plan, int j, int64_t W,
                                             DispatchBuffers& buf, float* expert) const {
+  BlockedTimer timer(buf.blocked_seconds);
   buf.dispatch[j].wait();
   if (kind_ == DispatcherKind::kAllToAll && !plan.gathered_is_exchanged) {
     const int ETP = groups_.etp->size();
@@ -236,6 +262,7 @@ void TokenDispatcher::start_combine_chunk(const DispatchPlan& plan, int j, const
   }
   float* exchanged = buf.exchanged.data() + plan.exchanged_chunk_rows[j] * W;
   if (!plan.gathered_is_exchanged) {
+    BlockedTimer timer(buf.blocked_seconds);
     const int ETP = groups_.etp->size();
     groups_.etp->reduce_scatter_v(gathered, exchanged,
                                   scaled(std::span(plan.gathered_rows).subspan(j * ETP, ETP), W),
@@ -248,6 +275,7 @@ void TokenDispatcher::start_combine_chunk(const DispatchPlan& plan, int j, const
 }
 
 void TokenDispatcher::finish_combine(DispatchBuffers& buf) const {
+  BlockedTimer timer(buf.blocked_seconds);
   for (WorkHandle& h : buf.combine) h.wait();
   for (WorkHandle& h : buf.dispatch) h.wait();
 }

@@ -59,8 +59,9 @@ struct DispatchPlan {
   std::vector<int64_t> gathered_chunk_rows;   // (chunks+1) row offsets in the gathered buffer
   std::vector<int32_t> expert_order;        // (Re) expert row → row of its chunk's gathered block
   bool gathered_is_exchanged = true;        // all-to-all with ETP = 1: no gather step
-  // Rows this rank sends to / receives from other ranks per exchange (not counting its own).
+  // Rows this rank sends to other ranks in a dispatch, and in the combine that mirrors it.
   int64_t remote_rows_sent = 0;
+  int64_t remote_rows_returned = 0;
 
   const int64_t* chunk_expert_offsets(int chunk) const {
     return expert_offsets.data() + chunk * (local_experts + 1);
@@ -74,6 +75,10 @@ struct DispatchBuffers {
   Tensor gathered;   // (Σ gathered rows, width) after the ETP / ETP×EP gather
   std::vector<WorkHandle> dispatch;  // one per chunk
   std::vector<WorkHandle> combine;   // one per chunk
+  // Accumulated over calls (the caller resets them): seconds the calling thread spent blocked
+  // in communication, and bytes this rank sent to other ranks (dispatch and combine).
+  double blocked_seconds = 0;
+  int64_t bytes_sent = 0;
 };
 
 class TokenDispatcher {
