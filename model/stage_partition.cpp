@@ -37,8 +37,8 @@ absl::Status check_end_stage(const char* key, int layers, int num_layers, int pp
 // The layers the middle stages share (every stage's for an even split), for errors.
 std::string middle_layers_description(int num_layers, int first, int last) {
   if (first == 0 && last == 0) return absl::StrCat("model.num_layers ", num_layers);
-  std::string out = absl::StrCat("the ", num_layers - first - last, " layers left by model.num_layers ",
-                                 num_layers);
+  std::string out = absl::StrCat("the ", num_layers - first - last,
+                                 " layers left by model.num_layers ", num_layers);
   if (first > 0) absl::StrAppend(&out, " - ", kFirst, " ", first);
   if (last > 0) absl::StrAppend(&out, " - ", kLast, " ", last);
   return out;

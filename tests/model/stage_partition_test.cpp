@@ -156,7 +156,8 @@ TEST(StagePartition, ErrorsNameTheSetting) {
             "parallel.decoder_first_pipeline_num_layers 4 + "
             "parallel.decoder_last_pipeline_num_layers 3 = 7 is more than model.num_layers 6");
   EXPECT_EQ(error(6, pipeline(4)),
-            "model.num_layers 6 cannot be split evenly over parallel.pipeline_model_parallel_size 4");
+            "model.num_layers 6 cannot be split evenly over "
+            "parallel.pipeline_model_parallel_size 4");
   EXPECT_EQ(error(12, pipeline(4, 2)),
             "model.num_layers 12 cannot be split evenly over "
             "parallel.pipeline_model_parallel_size 4 x "

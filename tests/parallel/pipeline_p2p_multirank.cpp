@@ -54,7 +54,8 @@ TEST(PipelineP2p, PairedPrimitivesReachTheirNeighbours) {
     const PipelineScheduleShape shape{pp_size, stage, 1, 1};
     // One micro-batch up the pipeline (activation) and back down (gradient), by hand.
     PipelineAction recv{PipelineActionType::kRecvForward, PipelinePhase::kSteady, 0, 0,
-                        (stage + pp_size - 1) % pp_size, pipeline_tag(pp_size, 1, 0, stage - 1, false)};
+                        (stage + pp_size - 1) % pp_size,
+                        pipeline_tag(pp_size, 1, 0, stage - 1, false)};
     PipelineAction send{PipelineActionType::kSendForward, PipelinePhase::kSteady, 0, 0,
                         (stage + 1) % pp_size, pipeline_tag(pp_size, 1, 0, stage, false)};
     Tensor received = Tensor::zeros({kWidth});

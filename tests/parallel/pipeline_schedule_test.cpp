@@ -141,7 +141,7 @@ class PipelineSimulator {
       case Type::kRecvBackward: {
         const bool gradient = a.type == Type::kRecvBackward;
         const int expected_peer = (stage + (gradient ? 1 : pp_ - 1)) % pp_;
-        if (a.peer != expected_peer) fail(stage, a, "receive from a rank that is not the neighbour");
+        if (a.peer != expected_peer) fail(stage, a, "receive from a rank not its neighbour");
         receives_.emplace_back();
         Receive* receive = &receives_.back();
         receive->expected = {gradient, a.micro_batch, gradient ? v : v - 1};
@@ -158,7 +158,7 @@ class PipelineSimulator {
       case Type::kSendBackward: {
         const bool gradient = a.type == Type::kSendBackward;
         const int expected_peer = (stage + (gradient ? pp_ - 1 : 1)) % pp_;
-        if (a.peer != expected_peer) fail(stage, a, "send to a rank that is not the neighbour");
+        if (a.peer != expected_peer) fail(stage, a, "send to a rank not its neighbour");
         const auto produced = r.produced.find({gradient, a.micro_batch, a.chunk});
         if (produced == r.produced.end()) {
           fail(stage, a, "send before the computation producing it");
@@ -337,6 +337,11 @@ TEST(PipelineSchedule, OneForwardOneBackwardPhasesByHand) {
   // Fewer micro-batches than warm-up slots: all forwards, then all backwards.
   EXPECT_EQ(compute_order(Kind::kOneForwardOneBackward, 4, 0, 2, 1), "F0 F1 | B0 B1");
   EXPECT_EQ(compute_order(Kind::kAllForwardAllBackward, 2, 1, 3, 1), "F0 F1 F2 | B0 B1 B2");
+  // One stage: forward then backward of each micro-batch, no transfers (DESIGN.md's step).
+  EXPECT_EQ(compute_order(Kind::kOneForwardOneBackward, 1, 0, 3, 1), "| F0 B0 F1 B1 F2 B2");
+  auto single = build_pipeline_schedule(Kind::kOneForwardOneBackward, {1, 0, 3, 1});
+  ASSERT_TRUE(single.ok());
+  EXPECT_EQ(single->size(), 6u);
 }
 
 TEST(PipelineSchedule, InterleavedOrderMatchesMegatronCoreByHand) {
