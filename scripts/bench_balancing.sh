@@ -36,24 +36,28 @@ for name in "${order[@]}"; do
     --set logging.run_dir="$dir" ${settings[$name]}
 done
 
-# Imbalance of one iteration = mean over MoE layers of max/mean tokens per expert.
+# Imbalance of one iteration = mean over MoE layers of max/mean tokens per expert; "worst" is
+# the largest over the layers.
 summary() {
   jq -rs --argjson n "$iters" '
     [.[] | select(.kind == "train")
-         | {i: .iteration, imb: ([.moe[].max_over_mean] | add / length), lm: .lm_loss}] as $r
+         | {i: .iteration, imb: ([.moe[].max_over_mean] | add / length),
+            worst: ([.moe[].max_over_mean] | max), lm: .lm_loss}] as $r
     | def at($k): (first($r[] | select(.i == $k) | .imb) // null);
-      ($r | map(select(.i > $n - ([1, ($n / 4 | floor)] | max))) | map(.imb) | add / length) as $tail
-    | [at(1), at(($n / 4 | floor)), at(($n / 2 | floor)), at($n), $tail, ($r[-1].lm)]
+      ($r | map(select(.i > $n - ([1, ($n / 4 | floor)] | max)))) as $tail
+    | [at(1), at(($n / 4 | floor)), at(($n / 2 | floor)), at($n),
+       ($tail | map(.imb) | add / length), ($tail | map(.worst) | add / length), ($r[-1].lm)]
     | map(if . == null then "-" else (. * 1000 | round / 1000) end) | @tsv' "$1"
 }
 
-printf '\n%-6s %8s %8s %8s %8s %12s %8s\n' run "it 1" "it $((iters / 4))" "it $((iters / 2))" \
-  "it $iters" "last 1/4" "lm loss"
+printf '\n%-6s %8s %8s %8s %8s %14s %14s %8s\n' run "it 1" "it $((iters / 4))" "it $((iters / 2))" \
+  "it $iters" "last 1/4 mean" "last 1/4 worst" "lm loss"
 for name in "${order[@]}"; do
-  read -r a b c d tail lm < <(summary "$runs/bal_$name/metrics.jsonl")
-  printf '%-6s %8s %8s %8s %8s %12s %8s\n' "$name" "$a" "$b" "$c" "$d" "$tail" "$lm"
+  read -r a b c d tail worst lm < <(summary "$runs/bal_$name/metrics.jsonl")
+  printf '%-6s %8s %8s %8s %8s %14s %14s %8s\n' "$name" "$a" "$b" "$c" "$d" "$tail" "$worst" "$lm"
 done
-echo "(max/mean tokens per expert, mean over the MoE layers; 1.0 = perfectly balanced)"
+echo "(max/mean tokens per expert of the global batch, mean over the MoE layers; 'worst' = the"
+echo " most imbalanced layer; 1.0 = perfectly balanced)"
 
 for name in "${order[@]}"; do
   scripts/plot_metrics "$runs/bal_$name/metrics.jsonl" "$runs/bal_$name/plots"
