@@ -47,6 +47,7 @@ std::vector<Compute> compute_order(PipelineScheduleKind kind, const PipelineSche
   std::vector<Compute> order;
   order.reserve(2 * static_cast<size_t>(total));
   for (int k = 0; k < warmup; ++k) order.push_back(forward(k, PipelinePhase::kWarmup));
+  if (kind == PipelineScheduleKind::kForwardOnly) return order;
   for (int k = 0; k < total - warmup; ++k) {
     order.push_back(forward(k + warmup, PipelinePhase::kSteady));
     order.push_back(backward(k, PipelinePhase::kSteady));
@@ -149,7 +150,10 @@ int interleave_group_size(int pp_size, int num_micro_batches) {
 int pipeline_warmup_forwards(PipelineScheduleKind kind, const PipelineScheduleShape& s) {
   const int total = s.num_micro_batches * s.chunks;
   const int later_stages = s.pp_size - s.stage - 1;
-  if (kind == PipelineScheduleKind::kAllForwardAllBackward) return total;
+  if (kind == PipelineScheduleKind::kAllForwardAllBackward ||
+      kind == PipelineScheduleKind::kForwardOnly) {
+    return total;
+  }
   if (kind == PipelineScheduleKind::kOneForwardOneBackward) return std::min(later_stages, total);
   // Interleaved, as Megatron-Core: two per later stage (one forward to fill it, one for its
   // gradient to travel back), plus the first V−1 chunk groups every rank runs before a backward.
@@ -158,6 +162,7 @@ int pipeline_warmup_forwards(PipelineScheduleKind kind, const PipelineScheduleSh
 }
 
 int peak_stashed_activations(PipelineScheduleKind kind, const PipelineScheduleShape& s) {
+  if (kind == PipelineScheduleKind::kForwardOnly) return 0;
   return std::min(pipeline_warmup_forwards(kind, s) + 1, s.num_micro_batches * s.chunks);
 }
 
@@ -198,6 +203,8 @@ const char* pipeline_schedule_kind_name(PipelineScheduleKind kind) {
       return "1F1B";
     case PipelineScheduleKind::kInterleaved:
       return "interleaved 1F1B";
+    case PipelineScheduleKind::kForwardOnly:
+      return "forward-only";
   }
   return "?";
 }

@@ -1,8 +1,8 @@
 // Pipeline schedules as data (STYLE.md rule 8): a pure function, free of MPI, returns the ordered
-// list of actions one pipeline rank runs for one step; a small executor runs the list. Three
+// list of actions one pipeline rank runs for one step; a small executor runs the list. Training
 // schedules: all-forward-all-backward (GPipe), 1F1B with picotron's labelled warm-up / steady /
 // cool-down phases, and interleaved 1F1B with several model chunks per rank in Megatron-Core's
-// order (forward_backward_pipelining_with_interleaving).
+// order (forward_backward_pipelining_with_interleaving); plus forward-only for evaluation.
 //
 // Virtual stages. With V model chunks per rank the model is cut into PP·V consecutive pieces;
 // piece v = chunk·PP + stage lives on pipeline rank `stage` as its chunk `chunk`. Activations flow
@@ -35,6 +35,7 @@ enum class PipelineScheduleKind {
   kAllForwardAllBackward,  // GPipe: every forward, then every backward
   kOneForwardOneBackward,  // 1F1B (one model chunk per rank)
   kInterleaved,            // interleaved 1F1B (two or more model chunks per rank)
+  kForwardOnly,            // evaluation: every forward, no backward, nothing stashed
 };
 
 enum class PipelineActionType {
@@ -101,12 +102,12 @@ int interleave_group_size(int pp_size, int num_micro_batches);
 // Warm-up forwards of this rank (the number of (micro_batch, chunk) forwards before the first
 // backward, counting the steady phase's first forward out). 1F1B: min(PP − stage − 1, M).
 // Interleaved: min(2·(PP − stage − 1) + (V − 1)·G, M·V) with G = interleave_group_size.
-// All-forward-all-backward: M·V.
+// All-forward-all-backward and forward-only: M·V.
 int pipeline_warmup_forwards(PipelineScheduleKind kind, const PipelineScheduleShape& shape);
 
 // The most (micro_batch, chunk) activation stashes this rank holds at once (forwarded, not yet
 // backwarded): warm-up + 1, capped at M·V. 1F1B: min(PP − stage, M), the schedule's promise.
-// Each stash holds one chunk's layers, i.e. 1/V of the rank's layers.
+// Each stash holds one chunk's layers, i.e. 1/V of the rank's layers. Forward-only: 0.
 int peak_stashed_activations(PipelineScheduleKind kind, const PipelineScheduleShape& shape);
 
 const char* pipeline_schedule_kind_name(PipelineScheduleKind kind);

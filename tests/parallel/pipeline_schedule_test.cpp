@@ -50,7 +50,8 @@ class PipelineSimulator {
  public:
   PipelineSimulator(Kind kind, int pp_size, int micro_batches, int chunks, double forward_time,
                     double backward_time)
-      : pp_(pp_size), m_(micro_batches), v_(chunks), forward_time_(forward_time),
+      : pp_(pp_size), m_(micro_batches), v_(chunks),
+        forward_only_(kind == Kind::kForwardOnly), forward_time_(forward_time),
         backward_time_(backward_time), ranks_(pp_size) {
     for (int s = 0; s < pp_; ++s) {
       auto actions = build_pipeline_schedule(kind, {pp_, s, m_, v_});
@@ -188,7 +189,7 @@ class PipelineSimulator {
         }
         if (forward) {
           if (!r.forwarded.insert(unit).second) fail(stage, a, "forwarded twice");
-          r.peak_stash = std::max(r.peak_stash, ++r.stash);
+          if (!forward_only_) r.peak_stash = std::max(r.peak_stash, ++r.stash);
         } else {
           if (!r.forwarded.count(unit)) fail(stage, a, "backward before forward");
           if (!r.backwarded.insert(unit).second) fail(stage, a, "backwarded twice");
@@ -221,7 +222,8 @@ class PipelineSimulator {
     for (int s = 0; s < pp_; ++s) {
       const Rank& r = ranks_[s];
       const size_t units = static_cast<size_t>(m_) * v_;
-      if (r.forwarded.size() != units || r.backwarded.size() != units || r.stash != 0) {
+      const size_t backwards = forward_only_ ? 0 : units;
+      if (r.forwarded.size() != units || r.backwarded.size() != backwards || r.stash != 0) {
         error_ = absl::StrCat("PP ", pp_, " M ", m_, " V ", v_, ": stage ", s, " forwarded ",
                               r.forwarded.size(), " and backwarded ", r.backwarded.size(),
                               " of ", units, " (micro-batch, chunk) units");
@@ -242,6 +244,7 @@ class PipelineSimulator {
   }
 
   int pp_, m_, v_;
+  bool forward_only_;  // no backward: forwards keep nothing
   double forward_time_, backward_time_;
   std::vector<Rank> ranks_;
   std::deque<Receive> receives_;  // stable addresses
@@ -261,7 +264,8 @@ struct SweepCase {
 };
 
 TEST(PipelineSchedule, SweepIsDeadlockFreeCompleteAndWithinItsStashBound) {
-  const SweepCase cases[] = {{Kind::kAllForwardAllBackward, {1, 2, 3}},
+  const SweepCase cases[] = {{Kind::kForwardOnly, {1, 2}},
+                             {Kind::kAllForwardAllBackward, {1, 2, 3}},
                              {Kind::kOneForwardOneBackward, {1}},
                              {Kind::kInterleaved, {2, 3, 4}}};
   int simulated = 0;
@@ -337,6 +341,7 @@ TEST(PipelineSchedule, OneForwardOneBackwardPhasesByHand) {
   // Fewer micro-batches than warm-up slots: all forwards, then all backwards.
   EXPECT_EQ(compute_order(Kind::kOneForwardOneBackward, 4, 0, 2, 1), "F0 F1 | B0 B1");
   EXPECT_EQ(compute_order(Kind::kAllForwardAllBackward, 2, 1, 3, 1), "F0 F1 F2 | B0 B1 B2");
+  EXPECT_EQ(compute_order(Kind::kForwardOnly, 2, 1, 3, 1), "F0 F1 F2");
   // One stage: forward then backward of each micro-batch, no transfers (DESIGN.md's step).
   EXPECT_EQ(compute_order(Kind::kOneForwardOneBackward, 1, 0, 3, 1), "| F0 B0 F1 B1 F2 B2");
   auto single = build_pipeline_schedule(Kind::kOneForwardOneBackward, {1, 0, 3, 1});
