@@ -20,7 +20,8 @@ bin="${MOEFOLD_BUILD_DIR:-$root/build}/launch/moefold"
 declare -A settings=(
   [aux]="--set moe.moe_router_load_balancing_type=aux_loss --set moe.moe_aux_loss_coeff=1.0e-2"
   [bias]="--set moe.moe_router_score_function=sigmoid --set moe.moe_router_enable_expert_bias=true
-          --set moe.moe_router_bias_update_rate=$bias_rate --set moe.moe_router_load_balancing_type=none"
+          --set moe.moe_router_bias_update_rate=$bias_rate
+          --set moe.moe_router_load_balancing_type=none"
   [none]="--set moe.moe_router_load_balancing_type=none"
 )
 order=(aux bias none)

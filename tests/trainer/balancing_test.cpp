@@ -102,9 +102,9 @@ Trend trend(const std::vector<double>& v) {
 
 TEST_F(BalancingTest, ExpertBiasRemovesTheSkewAndNothingElseDoes) {
   // A small learning rate: the bias does the balancing, not the optimizer.
-  const std::vector<std::string> base = {
-      "moe.moe_router_score_function=sigmoid", "moe.moe_router_load_balancing_type=none",
-      "optimizer.lr=1.0e-4", "optimizer.min_lr=0"};
+  const std::vector<std::string> base = {"moe.moe_router_score_function=sigmoid",
+                                         "moe.moe_router_load_balancing_type=none",
+                                         "optimizer.lr=1.0e-4", "optimizer.min_lr=0"};
   std::vector<std::string> with_bias = base;
   with_bias.push_back("moe.moe_router_enable_expert_bias=true");
   with_bias.push_back("moe.moe_router_bias_update_rate=0.01");
@@ -141,11 +141,10 @@ TEST_F(BalancingTest, AuxLossRemovesTheSkewAndNothingElseDoes) {
 
 TEST_F(BalancingTest, BiasMovesOncePerStepByTheGlobalBatchCounts) {
   const float rate = 0.01f;
-  auto trainer = Trainer::create(recipe({"moe.moe_router_score_function=sigmoid",
-                                         "moe.moe_router_load_balancing_type=none",
-                                         "moe.moe_router_enable_expert_bias=true",
-                                         "moe.moe_router_bias_update_rate=0.01"}),
-                                 ParallelContext::single_process());
+  auto trainer = Trainer::create(
+      recipe({"moe.moe_router_score_function=sigmoid", "moe.moe_router_load_balancing_type=none",
+              "moe.moe_router_enable_expert_bias=true", "moe.moe_router_bias_update_rate=0.01"}),
+      ParallelContext::single_process());
   ASSERT_TRUE(trainer.ok()) << trainer.status();
   skew_router((*trainer)->model());
   const std::vector<Tensor*> biases = (*trainer)->model().expert_bias_buffers();
