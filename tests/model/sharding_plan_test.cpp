@@ -75,7 +75,17 @@ TEST(ModelValidate, NamesTheOffendingSetting) {
             "num_experts 4 is not divisible by moe_router_num_groups 3");
   ParallelContext tp2 = ctx;
   tp2.coords.tp_size = 2;
-  EXPECT_EQ(Model::validate(c, tp2).code(), absl::StatusCode::kUnimplemented);
+  EXPECT_TRUE(Model::validate(c, tp2).ok()) << Model::validate(c, tp2);
+  ParallelContext tp3 = ctx;
+  tp3.coords.tp_size = 3;
+  EXPECT_EQ(Model::validate(c, tp3).message(),
+            "num_attention_heads 4 is not divisible by tensor_model_parallel_size 3");
+  ParallelContext sp4 = ctx;
+  sp4.coords.tp_size = 4;
+  sp4.config.sequence_parallel = true;
+  c.seq_length = 6;
+  EXPECT_EQ(Model::validate(c, sp4).message(),
+            "seq_length (sequence_parallel) 6 is not divisible by tensor_model_parallel_size 4");
 }
 
 }  // namespace
