@@ -202,11 +202,9 @@ MicroBatchStats Model::run_forward(const MicroBatch& batch, const LossScales* sc
     const RouterStash& router = st.layers[l].moe.router;
     stats.aux_loss += router.aux_loss;
     stats.z_loss += router.z_loss;
-    stats.moe.push_back({l, router.counts, router.dropped, N * config_.moe.moe_router_topk});
-    // Every TP rank routes the same N tokens (transformer_layer.h); TP rank 0 reports them.
-    if (ctx_.coords.tp_rank != 0) {
-      stats.moe.back() = {l, std::vector<int64_t>(router.counts.size(), 0), 0, 0};
-    }
+    stats.moe.push_back(
+        {l, router.counts, router.dropped, router.rows * config_.moe.moe_router_topk});
+    // Each TP×CP rank routes its own share of the tokens (moe_layer.h): counts add up.
   }
   return stats;
 }

@@ -66,22 +66,33 @@ void MoeLayer::experts_forward(int chunk, MoeStash& st) const {
   cpu::grouped_linear_forward(act, w_down_->value.data(), st.ye.data() + first * H, off, El, F, H);
 }
 
+// Rows [first, end) of the N rows of a micro-batch that this rank of a token-splitting group of
+// `size` routes: even contiguous shares in rank order.
+static int64_t share_begin(int64_t N, int rank, int size) { return N * rank / size; }
+
 void MoeLayer::forward(const Tensor& x_NH, int64_t batch, int64_t seq, double aux_scale,
                        Tensor& y_NH, bool accumulate, MoeStash& st) const {
   const int64_t N = batch * seq, H = hidden_, E = experts_, k = topk_;
   MOEFOLD_CHECK(x_NH.numel() == N * H && y_NH.numel() == N * H);
   st.aux_scale = aux_scale;
-  router_.forward(x_NH, batch, seq, st.router);
+  // Every TP×CP rank holds the micro-batch's N rows (replicated); each routes only its share, so
+  // the experts see every token once (MoE Parallel Folding).
+  Communicator& tokens = *ctx_.tp_cp;
+  const int64_t first = share_begin(N, tokens.rank(), tokens.size());
+  const int64_t n = share_begin(N, tokens.rank() + 1, tokens.size()) - first;
+  const bool split = tokens.size() > 1;
+  router_.forward(x_NH.slice_rows(first, first + n), batch, seq, first, st.router);
 
   // Local work: sort the kept assignments by expert, agree on counts, order rows for sending.
   st.counts.assign(E, 0);
-  st.rows = cpu::build_expert_permutation(st.router.idx.data(), st.router.keep.data(), N, k, E,
-                                          st.counts.data(), ensure_size(st.perm, N * k));
+  st.rows = cpu::build_expert_permutation(st.router.idx.data(), st.router.keep.data(), n, k, E,
+                                          st.counts.data(), ensure_size(st.perm, n * k));
   st.plan = dispatcher_.plan(st.counts);
   const int64_t R = st.rows, Re = st.plan.expert_rows, F = local_ffn_;
   int32_t* send_perm = ensure_size(st.send_perm, R);
   for (int64_t r = 0; r < R; ++r) send_perm[r] = st.perm[st.plan.source_order[r]];
-  cpu::permute_tokens(x_NH.data(), send_perm, ensure_shape(st.xs, {R, H}).data(), R, k, H);
+  cpu::permute_tokens(x_NH.data() + first * H, send_perm, ensure_shape(st.xs, {R, H}).data(), R,
+                      k, H);
 
   dispatcher_.start_dispatch(st.plan, st.xs.data(), H, st.buffers);
   if (shared_) {  // computes while the dispatch is in flight
@@ -101,7 +112,29 @@ void MoeLayer::forward(const Tensor& x_NH, int64_t batch, int64_t seq, double au
     dispatcher_.start_combine_chunk(st.plan, c, st.ye.data(), H, st.ys.data(), st.buffers);
   }
   dispatcher_.finish_combine(st.buffers);
-  cpu::combine_tokens(st.ys.data(), send_perm, st.router.gates.data(), y_NH.data(), R, k, H);
+  if (!split) {
+    cpu::combine_tokens(st.ys.data(), send_perm, st.router.gates.data(), y_NH.data(), R, k, H);
+    return;
+  }
+  // Each rank's routed rows, gathered so the output is whole on every rank again.
+  ensure_shape(st.routed, {n, H}).zero();
+  cpu::combine_tokens(st.ys.data(), send_perm, st.router.gates.data(), st.routed.data(), R, k, H);
+  gather_token_shares(st.routed, N, st.routed_all);
+  float* y = y_NH.data();
+  const float* routed = st.routed_all.data();
+  for (int64_t i = 0; i < N * H; ++i) y[i] += routed[i];
+}
+
+// all_NH (N,H) = the rows of every rank's share_nH, in rank order (all-gather over tp_cp).
+void MoeLayer::gather_token_shares(const Tensor& share_nH, int64_t N, Tensor& all_NH) const {
+  Communicator& tokens = *ctx_.tp_cp;
+  const int64_t H = hidden_;
+  std::vector<int64_t> counts(tokens.size());
+  for (int r = 0; r < tokens.size(); ++r) {
+    counts[r] = (share_begin(N, r + 1, tokens.size()) - share_begin(N, r, tokens.size())) * H;
+  }
+  tokens.all_gather_v(share_nH.data(), share_nH.numel(), ensure_shape(all_NH, {N, H}).data(),
+                      counts, CommDType::kFloat32);
 }
 
 // d/d xe (partial over ETP) of one chunk; gate and up become their gradients.
@@ -123,16 +156,18 @@ void MoeLayer::experts_backward_dx(int chunk, MoeStash& st) const {
 
 void MoeLayer::backward_dx(const Tensor& dy_NH, Tensor& dx_NH, MoeStash& st) const {
   const int64_t N = st.router.batch * st.router.seq, H = hidden_, F = local_ffn_, k = topk_;
-  const int64_t R = st.rows, Re = st.plan.expert_rows;
+  const int64_t R = st.rows, Re = st.plan.expert_rows, n = st.router.rows, first = st.router.first;
+  const bool split = n != N;
   MOEFOLD_CHECK(dy_NH.numel() == N * H && dx_NH.numel() == N * H);
-  ensure_shape(st.dgates, {N, k}).zero();
+  ensure_shape(st.dgates, {n, k}).zero();
   ensure_shape(st.dys, {R, H});
-  cpu::combine_tokens_backward(dy_NH.data(), st.ys.data(), st.send_perm.data(),
+  cpu::combine_tokens_backward(dy_NH.data() + first * H, st.ys.data(), st.send_perm.data(),
                                st.router.gates.data(), st.dys.data(), st.dgates.data(), R, k, H);
   dispatcher_.start_dispatch(st.plan, st.dys.data(), H, st.buffers);
   // The router and the shared expert compute while the dispatch is in flight.
-  router_.backward_dx(st.dgates, st.aux_scale, dx_NH, false, st.router);
-  if (shared_) shared_->backward_dx(dy_NH, dx_NH, true, st.shared);
+  Tensor& dx_routed = split ? ensure_shape(st.routed, {n, H}) : dx_NH;  // (n,H)
+  router_.backward_dx(st.dgates, st.aux_scale, dx_routed, false, st.router);
+  if (shared_) shared_->backward_dx(dy_NH, dx_NH, !split, st.shared);
   ensure_shape(st.dye, {Re, H});
   ensure_shape(st.dact, {Re, F});
   ensure_shape(st.dxe, {Re, H});
@@ -143,7 +178,17 @@ void MoeLayer::backward_dx(const Tensor& dy_NH, Tensor& dx_NH, MoeStash& st) con
     dispatcher_.start_combine_chunk(st.plan, c, st.dxe.data(), H, st.dxs.data(), st.buffers);
   }
   dispatcher_.finish_combine(st.buffers);
-  cpu::permute_tokens_backward(st.dxs.data(), st.send_perm.data(), dx_NH.data(), R, k, H);
+  cpu::permute_tokens_backward(st.dxs.data(), st.send_perm.data(), dx_routed.data(), R, k, H);
+  if (!split) return;
+  // The input is replicated over tp_cp, so its gradient is whole on every rank: gather the shares.
+  gather_token_shares(st.routed, N, st.routed_all);
+  float* dx = dx_NH.data();
+  const float* routed = st.routed_all.data();
+  if (shared_) {
+    for (int64_t i = 0; i < N * H; ++i) dx[i] += routed[i];
+  } else {
+    std::copy(routed, routed + N * H, dx);
+  }
 }
 
 void MoeLayer::backward_dw(MoeStash& st) const {

@@ -2,9 +2,11 @@
 // dispatch to the experts' owners (parallel/ep_dispatch.h) → grouped SwiGLU expert GEMMs →
 // combine back and mix with the gate weights, plus the optional shared expert.
 // Experts are split over EP (E/EP local experts, global id = ep_rank·E/EP + i) and each expert's
-// F over ETP (gate/up column-parallel, down row-parallel). Each rank routes its own tokens, so
-// routing, capacity dropping and the router losses are those of one process on this micro-batch;
-// the gate weights stay on the routing rank and are applied there after the combine.
+// F over ETP (gate/up column-parallel, down row-parallel). Each rank routes its own tokens; when
+// the attention side is tensor-parallel the micro-batch is replicated over TP×CP and each of
+// those ranks routes an even share of its rows (folding), with the router's statistics and the
+// capacity decision taken over the whole micro-batch, so every number is one process's. The gate
+// weights stay on the routing rank and are applied there after the combine.
 // Dropless by default; with a capacity factor the router's keep-mask removes assignments before
 // the permutation, so dropped assignments cost nothing and contribute 0.
 #pragma once
@@ -26,6 +28,7 @@ namespace moefold {
 struct MoeStash {
   RouterStash router;
   MlpStash shared;
+  // This rank routes n of the micro-batch's N rows (n = N unless split over TP×CP).
   int64_t rows = 0;               // R kept assignments routed by this rank
   std::vector<int64_t> counts;    // (E) kept rows per global expert
   std::vector<int32_t> perm;      // (R) source assignment t·k+j of each expert-sorted row
@@ -44,7 +47,10 @@ struct MoeStash {
   Tensor dye;                     // (Re,H) d loss / d ye
   Tensor dact;                    // (Re,F/ETP)
   Tensor dxe;                     // (Re,H) d loss / d xe (partial sums over ETP)
-  Tensor dgates;                  // (N,k)
+  Tensor dgates;                  // (n,k)
+  // Token-split only (TP×CP > 1): this rank's routed rows and all ranks' gathered.
+  Tensor routed;                  // (n,H) routed output, then d loss / d x of these rows
+  Tensor routed_all;              // (N,H)
   double aux_scale = 1.0;         // weight of this micro-batch's balance + z losses
 };
 
@@ -77,6 +83,7 @@ class MoeLayer {
   TokenDispatcher dispatcher_;
 
   void experts_forward(int chunk, MoeStash& stash) const;
+  void gather_token_shares(const Tensor& share_nH, int64_t N, Tensor& all_NH) const;
   void experts_backward_dx(int chunk, MoeStash& stash) const;
 };
 

@@ -53,33 +53,44 @@ static float scaling_factor(const MoeConfig& moe) {
   return moe.moe_router_topk_scaling_factor != 0.0f ? moe.moe_router_topk_scaling_factor : 1.0f;
 }
 
-void Router::forward(const Tensor& x_NH, int64_t batch, int64_t seq, RouterStash& st) const {
-  const int64_t N = batch * seq, E = experts_;
-  MOEFOLD_CHECK(x_NH.numel() == N * hidden_);
+void Router::forward(const Tensor& x_nH, int64_t batch, int64_t seq, int64_t first,
+                     RouterStash& st) const {
+  const int64_t n = x_nH.numel() / hidden_, N = batch * seq, E = experts_, k = topk_;
+  MOEFOLD_CHECK(x_nH.numel() == n * hidden_ && first >= 0 && first + n <= N);
   st.batch = batch;
   st.seq = seq;
-  st.x = x_NH;
-  ensure_shape(st.logits, {N, E});
-  ensure_shape(st.probs, {N, E});
-  ensure_shape(st.gates, {N, topk_});
-  cpu::linear_forward(x_NH.data(), weight_->value.data(), st.logits.data(), N, hidden_, E);
+  st.first = first;
+  st.rows = n;
+  st.x = x_nH;
+  ensure_shape(st.logits, {n, E});
+  ensure_shape(st.probs, {n, E});
+  ensure_shape(st.gates, {n, k});
+  cpu::linear_forward(x_nH.data(), weight_->value.data(), st.logits.data(), n, hidden_, E);
   if (moe_.moe_router_score_function == RouterScoreFunction::kSoftmax) {
-    cpu::softmax_rows_forward(st.logits.data(), st.probs.data(), N, E);
+    cpu::softmax_rows_forward(st.logits.data(), st.probs.data(), n, E);
   } else {
-    cpu::sigmoid_forward(st.logits.data(), st.probs.data(), N * E);
+    cpu::sigmoid_forward(st.logits.data(), st.probs.data(), n * E);
   }
-  choose_experts(N, st);
-  compute_gates(N, st);
+  choose_experts(n, st);
+  compute_gates(n, st);
+  // Counts of this rank's rows, then of the whole micro-batch (one reduction over tp_cp).
   st.counts.assign(E, 0);
-  st.seq_counts.assign(batch * E, 0);
-  for (int64_t t = 0; t < N; ++t) {
-    for (int64_t j = 0; j < topk_; ++j) {
-      const int32_t e = st.idx[t * topk_ + j];
+  std::vector<int64_t> totals(E + batch * E, 0);  // (E) then (B,E) per sequence
+  for (int64_t t = 0; t < n; ++t) {
+    for (int64_t j = 0; j < k; ++j) {
+      const int32_t e = st.idx[t * k + j];
       ++st.counts[e];
-      ++st.seq_counts[(t / seq) * E + e];
+      ++totals[E + ((first + t) / seq) * E + e];
     }
   }
-  apply_capacity(N, st);
+  std::copy(st.counts.begin(), st.counts.end(), totals.begin());
+  ctx_.tp_cp->all_reduce(std::span<int64_t>(totals));
+  st.total_counts.assign(totals.begin(), totals.begin() + E);
+  st.total_seq_counts.assign(totals.begin() + E, totals.end());
+  MOEFOLD_CHECK(std::accumulate(st.total_counts.begin(), st.total_counts.end(), int64_t{0}) ==
+                    N * k,
+                "the micro-batch's rows must be split over tp_cp without overlap");
+  apply_capacity(st);
   compute_losses(st);
 }
 
@@ -148,25 +159,39 @@ void Router::compute_gates(int64_t N, RouterStash& st) const {
   }
 }
 
-// MODEL.md capacity: cap = ceil(N·k/E·cf) per expert over the whole micro-batch.
-void Router::apply_capacity(int64_t N, RouterStash& st) const {
-  const int64_t k = topk_, E = experts_;
-  st.keep.assign(N * k, 1);
+// MODEL.md capacity: cap = ceil(N·k/E·cf) per expert over the whole micro-batch. When its rows
+// are split over tp_cp, every rank gathers the micro-batch's choices and gates, decides for all
+// of them (the one-process decision) and keeps its own rows' part.
+void Router::apply_capacity(RouterStash& st) const {
+  const int64_t k = topk_, E = experts_, n = st.rows, N = st.batch * st.seq;
+  st.keep.assign(n * k, 1);
   st.dropped = 0;
   const double cf = moe_.moe_expert_capacity_factor;
   if (cf <= 0.0) return;
   const int64_t cap = static_cast<int64_t>(std::ceil(static_cast<double>(N) * k / E * cf));
+  Communicator& group = *ctx_.tp_cp;
+  std::vector<int32_t> idx(N * k);
+  std::vector<float> gates(N * k);
+  const std::vector<int64_t> segments = group.all_gather_counts(n * k);
+  MOEFOLD_CHECK(std::accumulate(segments.begin(), segments.begin() + group.rank(), int64_t{0}) ==
+                st.first * k);
+  group.all_gather_v(st.idx.data(), n * k, idx.data(), segments, CommDType::kInt32);
+  group.all_gather_v(st.gates.data(), n * k, gates.data(), segments, CommDType::kFloat32);
   std::vector<std::vector<int32_t>> by_expert(E);  // assignments t·k+j in token order
-  for (int64_t a = 0; a < N * k; ++a) by_expert[st.idx[a]].push_back(static_cast<int32_t>(a));
-  const float* g = st.gates.data();
+  for (int64_t a = 0; a < N * k; ++a) by_expert[idx[a]].push_back(static_cast<int32_t>(a));
+  const float* g = gates.data();
+  const int64_t own_begin = st.first * k, own_end = (st.first + n) * k;
   for (auto& list : by_expert) {
     if (static_cast<int64_t>(list.size()) <= cap) continue;
     if (moe_.moe_token_drop_policy == TokenDropPolicy::kProbs) {
       // Highest gate first; equal gates keep token order (stable sort).
       std::stable_sort(list.begin(), list.end(), [g](int32_t a, int32_t b) { return g[a] > g[b]; });
     }
-    for (size_t i = cap; i < list.size(); ++i) st.keep[list[i]] = 0;
-    st.dropped += static_cast<int64_t>(list.size()) - cap;
+    for (size_t i = cap; i < list.size(); ++i) {
+      if (list[i] < own_begin || list[i] >= own_end) continue;
+      st.keep[list[i] - own_begin] = 0;
+      ++st.dropped;
+    }
   }
 }
 
@@ -180,37 +205,44 @@ static void balance_probs_row(bool softmax, const float* probs_E, int64_t E, flo
 }
 
 void Router::compute_losses(RouterStash& st) const {
-  const int64_t N = st.batch * st.seq, E = experts_, S = st.seq;
+  const int64_t n = st.rows, N = st.batch * st.seq, E = experts_, S = st.seq;
   const bool softmax = moe_.moe_router_score_function == RouterScoreFunction::kSoftmax;
   st.aux_loss = 0.0;
   st.z_loss = 0.0;
   const double coeff = moe_.moe_aux_loss_coeff;
   const auto type = moe_.moe_router_load_balancing_type;
-  if (coeff != 0.0 && type != LoadBalancingType::kNone) {
-    const bool per_seq = type == LoadBalancingType::kSeqAuxLoss;
-    std::vector<double> prob_sum(per_seq ? st.batch * E : E, 0.0);
+  const bool balance = coeff != 0.0 && type != LoadBalancingType::kNone;
+  const bool per_seq = type == LoadBalancingType::kSeqAuxLoss;
+  const bool z = moe_.moe_z_loss_coeff != 0.0f;
+  if (!balance && !z) return;
+  // Σ_t P[t,e] (per sequence for seq_aux_loss), then Σ_t lse², summed over tp_cp at once.
+  const int64_t groups = balance ? (per_seq ? st.batch * E : E) : 0;
+  std::vector<double> sums(groups + 1, 0.0);
+  if (balance) {
     std::vector<float> row(E);
-    for (int64_t t = 0; t < N; ++t) {
+    for (int64_t t = 0; t < n; ++t) {
       balance_probs_row(softmax, st.probs.data() + t * E, E, row.data());
-      double* sum = prob_sum.data() + (per_seq ? (t / S) * E : 0);
+      double* sum = sums.data() + (per_seq ? ((st.first + t) / S) * E : 0);
       for (int64_t e = 0; e < E; ++e) sum[e] += row[e];
     }
-    const std::vector<int64_t>& counts = per_seq ? st.seq_counts : st.counts;
+  }
+  if (z) {
+    cpu::logsumexp_rows(st.logits.data(), ensure_size(st.lse, n), n, E);
+    for (int64_t t = 0; t < n; ++t) sums[groups] += static_cast<double>(st.lse[t]) * st.lse[t];
+  }
+  ctx_.tp_cp->all_reduce(std::span<double>(sums));
+  if (balance) {
+    const std::vector<int64_t>& counts = per_seq ? st.total_seq_counts : st.total_counts;
     const double tokens = per_seq ? S : N;
     double total = 0.0;
-    for (size_t i = 0; i < prob_sum.size(); ++i) total += prob_sum[i] * counts[i];
+    for (int64_t i = 0; i < groups; ++i) total += sums[i] * counts[i];
     st.aux_loss = coeff * E / (topk_ * tokens * tokens) * total / (per_seq ? st.batch : 1);
   }
-  if (moe_.moe_z_loss_coeff != 0.0f) {
-    cpu::logsumexp_rows(st.logits.data(), ensure_size(st.lse, N), N, E);
-    double sum = 0.0;
-    for (int64_t t = 0; t < N; ++t) sum += static_cast<double>(st.lse[t]) * st.lse[t];
-    st.z_loss = moe_.moe_z_loss_coeff * sum / N;
-  }
+  if (z) st.z_loss = moe_.moe_z_loss_coeff * sums[groups] / N;
 }
 
 void Router::loss_gradients(double scale, RouterStash& st, float* dscore, float* dz) const {
-  const int64_t N = st.batch * st.seq, E = experts_, S = st.seq;
+  const int64_t n = st.rows, N = st.batch * st.seq, E = experts_, S = st.seq;
   const bool softmax = moe_.moe_router_score_function == RouterScoreFunction::kSoftmax;
   const double coeff = moe_.moe_aux_loss_coeff;
   const auto type = moe_.moe_router_load_balancing_type;
@@ -219,8 +251,9 @@ void Router::loss_gradients(double scale, RouterStash& st, float* dscore, float*
     const double tokens = per_seq ? S : N;
     const double w = scale * coeff * E / (topk_ * tokens * tokens) / (per_seq ? st.batch : 1);
     std::vector<float> row(E);
-    for (int64_t t = 0; t < N; ++t) {
-      const int64_t* c = (per_seq ? st.seq_counts.data() + (t / S) * E : st.counts.data());
+    for (int64_t t = 0; t < n; ++t) {
+      const int64_t* c = per_seq ? st.total_seq_counts.data() + ((st.first + t) / S) * E
+                                 : st.total_counts.data();
       const float* p = st.probs.data() + t * E;
       float* ds = dscore + t * E;
       if (softmax) {  // d/dP = d/d probs
@@ -239,7 +272,7 @@ void Router::loss_gradients(double scale, RouterStash& st, float* dscore, float*
   }
   if (moe_.moe_z_loss_coeff != 0.0f) {
     const float* z = st.logits.data();
-    for (int64_t t = 0; t < N; ++t) {
+    for (int64_t t = 0; t < n; ++t) {
       const double w = scale * moe_.moe_z_loss_coeff * 2.0 * st.lse[t] / N;
       for (int64_t e = 0; e < E; ++e) {
         dz[t * E + e] += static_cast<float>(w * std::exp(z[t * E + e] - st.lse[t]));
@@ -250,10 +283,10 @@ void Router::loss_gradients(double scale, RouterStash& st, float* dscore, float*
 
 void Router::backward_dx(const Tensor& dgates_NK, double aux_scale, Tensor& dx_NH, bool accumulate,
                          RouterStash& st) const {
-  const int64_t N = st.batch * st.seq, E = experts_, k = topk_;
-  MOEFOLD_CHECK(dgates_NK.numel() == N * k && dx_NH.numel() == N * hidden_);
-  float* dz = ensure_shape(st.dlogits, {N, E}).data();
-  float* dscore = ensure_shape(st.select, {N, E}).data();  // d/d probs; select is free now
+  const int64_t n = st.rows, E = experts_, k = topk_;
+  MOEFOLD_CHECK(dgates_NK.numel() == n * k && dx_NH.numel() == n * hidden_);
+  float* dz = ensure_shape(st.dlogits, {n, E}).data();
+  float* dscore = ensure_shape(st.select, {n, E}).data();  // d/d probs; select is free now
   st.dlogits.zero();
   st.select.zero();
   const bool softmax = moe_.moe_router_score_function == RouterScoreFunction::kSoftmax;
@@ -262,7 +295,7 @@ void Router::backward_dx(const Tensor& dgates_NK, double aux_scale, Tensor& dx_N
   const float* g = st.gates.data();
   const float* p = st.probs.data();
   std::vector<float> dgi(k), gi(k);  // d/d unscaled gate, unscaled gate
-  for (int64_t t = 0; t < N; ++t) {
+  for (int64_t t = 0; t < n; ++t) {
     const int32_t* idx = st.idx.data() + t * k;
     double dot = 0.0, sum_s = 0.0;
     for (int64_t j = 0; j < k; ++j) {
@@ -283,18 +316,26 @@ void Router::backward_dx(const Tensor& dgates_NK, double aux_scale, Tensor& dx_N
   }
   loss_gradients(aux_scale, st, dscore, dz);
   if (softmax) {
-    cpu::softmax_rows_backward(dscore, p, dscore, N, E);
+    cpu::softmax_rows_backward(dscore, p, dscore, n, E);
   } else {
-    cpu::sigmoid_backward(dscore, p, dscore, N * E);
+    cpu::sigmoid_backward(dscore, p, dscore, n * E);
   }
-  for (int64_t i = 0; i < N * E; ++i) dz[i] += dscore[i];
-  cpu::linear_backward_dx(dz, weight_->value.data(), dx_NH.data(), N, hidden_, E, accumulate);
+  for (int64_t i = 0; i < n * E; ++i) dz[i] += dscore[i];
+  cpu::linear_backward_dx(dz, weight_->value.data(), dx_NH.data(), n, hidden_, E, accumulate);
 }
 
 void Router::backward_dw(RouterStash& st) const {
-  const int64_t N = st.batch * st.seq;
-  cpu::linear_backward_dw(st.dlogits.data(), st.x.data(), weight_->grad.data(), N, hidden_,
-                          experts_);
+  const int64_t n = st.rows, E = experts_, H = hidden_;
+  if (ctx_.tp_cp->size() == 1) {
+    cpu::linear_backward_dw(st.dlogits.data(), st.x.data(), weight_->grad.data(), n, H, E);
+    return;
+  }
+  float* dw = ensure_shape(st.dweight, {E, H}).data();
+  st.dweight.zero();
+  cpu::linear_backward_dw(st.dlogits.data(), st.x.data(), dw, n, H, E);
+  ctx_.tp_cp->all_reduce(std::span<float>(dw, E * H));
+  float* grad = weight_->grad.data();
+  for (int64_t i = 0; i < E * H; ++i) grad[i] += dw[i];
 }
 
 }  // namespace moefold

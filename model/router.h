@@ -13,22 +13,27 @@
 
 namespace moefold {
 
+// N = B·S rows of the micro-batch; this rank routes n of them, rows [first, first + n) (n = N
+// unless the micro-batch's tokens are split over the TP×CP group, see Router::forward).
 struct RouterStash {
   int64_t batch = 0, seq = 0;
-  Tensor x;                         // (N,H) input, shared with the caller
-  Tensor logits;                    // (N,E) z
-  Tensor probs;                     // (N,E) softmax(z) (softmax) or σ(z) (sigmoid)
-  Tensor select;                    // (N,E) scratch: scores used to choose experts
-  std::vector<int32_t> idx;         // (N,k) chosen experts, best first
-  Tensor gates;                     // (N,k) g, scaling factor applied
-  std::vector<uint8_t> keep;        // (N,k) 1 = kept after capacity (all 1 when dropless)
-  std::vector<float> lse;           // (N) logsumexp(z), for the z-loss
-  std::vector<int64_t> counts;      // (E) tokens choosing e in this micro-batch (before dropping)
-  std::vector<int64_t> seq_counts;  // (B,E) the same per sequence (seq_aux_loss)
-  int64_t dropped = 0;              // assignments dropped by capacity
+  int64_t first = 0, rows = 0;      // this rank's rows of the micro-batch
+  Tensor x;                         // (n,H) input, shared with the caller
+  Tensor logits;                    // (n,E) z
+  Tensor probs;                     // (n,E) softmax(z) (softmax) or σ(z) (sigmoid)
+  Tensor select;                    // (n,E) scratch: scores used to choose experts
+  std::vector<int32_t> idx;         // (n,k) chosen experts, best first
+  Tensor gates;                     // (n,k) g, scaling factor applied
+  std::vector<uint8_t> keep;        // (n,k) 1 = kept after capacity (all 1 when dropless)
+  std::vector<float> lse;           // (n) logsumexp(z), for the z-loss
+  std::vector<int64_t> counts;      // (E) this rank's rows choosing e (before dropping)
+  std::vector<int64_t> total_counts;      // (E) the same over the whole micro-batch
+  std::vector<int64_t> total_seq_counts;  // (B,E) the same per sequence (seq_aux_loss)
+  int64_t dropped = 0;              // this rank's assignments dropped by capacity
   double aux_loss = 0;              // balance loss, coeff applied
   double z_loss = 0;                // z-loss, coeff applied
-  Tensor dlogits;                   // (N,E) d loss / d z, from backward_dx to backward_dw
+  Tensor dlogits;                   // (n,E) d loss / d z, from backward_dx to backward_dw
+  Tensor dweight;                   // (E,H) scratch: this rank's part of dWr (token-split only)
 };
 
 // Aux-loss-free balancing (MODEL.md): b_e ← b_e + rate · sign(c̄ − c_e), with c_e the tokens
@@ -42,12 +47,21 @@ class Router {
          ParameterRegistry& registry);
 
   // Routes the N = B·S tokens of x (N,H): fills every forward field of the stash.
-  void forward(const Tensor& x_NH, int64_t batch, int64_t seq, RouterStash& stash) const;
-  // d loss / d z from dgates (N,k) (d loss / d g; entries of dropped assignments are ignored)
-  // plus aux_scale · (balance + z losses); then dx (N,H) = dz Wr, overwritten or added.
+  void forward(const Tensor& x_NH, int64_t batch, int64_t seq, RouterStash& stash) const {
+    forward(x_NH, batch, seq, 0, stash);
+  }
+  // Routes rows [first, first + n) of the micro-batch, x (n,H), when the micro-batch's rows are
+  // split over ctx.tp_cp (MoE Parallel Folding: each attention-side TP rank routes its share).
+  // The statistics of the balance and z losses and the capacity decision are taken over the
+  // whole micro-batch (collective over tp_cp), so every number equals one process's.
+  void forward(const Tensor& x_nH, int64_t batch, int64_t seq, int64_t first,
+               RouterStash& stash) const;
+  // d loss / d z from dgates (n,k) (d loss / d g; entries of dropped assignments are ignored)
+  // plus aux_scale · (balance + z losses); then dx (n,H) = dz Wr, overwritten or added.
   void backward_dx(const Tensor& dgates_NK, double aux_scale, Tensor& dx_NH, bool accumulate,
                    RouterStash& stash) const;
-  void backward_dw(RouterStash& stash) const;  // dWr += dzᵀ x
+  // dWr += dzᵀ x, summed over tp_cp when the micro-batch's rows are split over it.
+  void backward_dw(RouterStash& stash) const;
 
   Parameter* weight() const { return weight_; }
   Buffer* expert_bias() const { return expert_bias_; }  // null unless enabled
@@ -55,7 +69,7 @@ class Router {
  private:
   void choose_experts(int64_t N, RouterStash& st) const;
   void compute_gates(int64_t N, RouterStash& st) const;
-  void apply_capacity(int64_t N, RouterStash& st) const;
+  void apply_capacity(RouterStash& st) const;
   void compute_losses(RouterStash& st) const;
   // d (balance + z) / d z, times `scale`, added to dscore (d/d probs) and dz.
   void loss_gradients(double scale, RouterStash& st, float* dscore_NE, float* dz_NE) const;

@@ -28,10 +28,6 @@ TransformerLayer::TransformerLayer(const ModelConfig& config, const ParallelCont
   ffn_norm_ = registry.add_norm(shard_layout(prefix + "ffn_norm", {hidden_}, ctx.coords));
   if (config.is_moe_layer(layer)) {
     moe_ = std::make_unique<MoeLayer>(config, ctx, layer, registry);
-    for (const char* name : {"experts/w_gate", "experts/w_up", "experts/w_down"}) {
-      expert_weights_.push_back(registry.find(prefix + "moe/" + name));
-      MOEFOLD_CHECK(expert_weights_.back() != nullptr, prefix << "moe/" << name);
-    }
   } else {
     mlp_ = std::make_unique<Mlp>(config, ctx, prefix + "mlp/", config.ffn_hidden_size, registry,
                                  region_.sharded());
@@ -92,30 +88,14 @@ void TransformerLayer::moe_forward(int64_t batch, int64_t seq, double aux_scale,
 void TransformerLayer::moe_backward(const Tensor& dh, TransformerLayerStash& st) const {
   if (!region_.sharded()) {
     moe_->backward_dx(dh, st.d_norm, st.moe);
-    moe_backward_dw(st);
+    moe_->backward_dw(st.moe);
     return;
   }
   const int64_t n = dh.dim(0), H = hidden_;
   split_to_sequence_region_backward(*region_.tp, dh.data(), st.moe_y.data(), n * H);
   moe_->backward_dx(st.moe_y, ensure_shape(st.moe_dx, st.moe_x.shape()), st.moe);
-  moe_backward_dw(st);
-  gather_replicated_sequence_backward(*region_.tp, st.moe_dx.data(), st.d_norm.data(), n * H);
-}
-
-// Every TP rank computes the whole micro-batch's routed-expert gradient, and the expert-DP group
-// that reduces it spans TP (ETP = 1), so each rank adds 1/TP of it: g ← (g·TP + dW) / TP, exact
-// for power-of-two TP. The router and shared expert are ordinary TP-replicated/-split weights.
-void TransformerLayer::moe_backward_dw(TransformerLayerStash& st) const {
-  const int tp = region_.size();
-  const auto scale = [&](float factor) {
-    for (Parameter* p : expert_weights_) {
-      float* g = p->grad.data();
-      for (int64_t i = 0, n = p->grad.numel(); i < n; ++i) g[i] *= factor;
-    }
-  };
-  if (tp > 1) scale(static_cast<float>(tp));
   moe_->backward_dw(st.moe);
-  if (tp > 1) scale(1.0f / static_cast<float>(tp));
+  gather_replicated_sequence_backward(*region_.tp, st.moe_dx.data(), st.d_norm.data(), n * H);
 }
 
 void TransformerLayer::backward(Tensor& dh_NH, const int32_t* positions_N,
@@ -170,13 +150,6 @@ absl::Status validate_tensor_parallel(const ModelConfig& c, const ParallelContex
   }
   if (ctx.config.sequence_parallel && c.seq_length % tp != 0) {
     return not_divisible("seq_length (sequence_parallel)", c.seq_length);
-  }
-  if (any_moe && (r.ep_size != 1 || r.etp_size != 1)) {
-    return absl::UnimplementedError(absl::StrCat(
-        "not supported yet: MoE layers with tensor_model_parallel_size ", tp,
-        " and expert_model_parallel_size ", r.ep_size, ", expert_tensor_parallel_size ", r.etp_size,
-        " (with TP > 1 the experts are replicated over TP: set expert_model_parallel_size: 1 and "
-        "expert_tensor_parallel_size: 1)"));
   }
   return absl::OkStatus();
 }

@@ -3,10 +3,11 @@
 //   h_out = h_mid + (moe or mlp)(rmsnorm(h_mid, ffn_norm))
 // Tensor parallel: attention and the dense MLP are TP layers (attention.h, mlp.h). With sequence
 // parallelism the residual stream and the norms hold this rank's n = N/TP token rows, and the
-// norm weights' gradients are summed over TP. The MoE layer runs on every token of the
-// micro-batch on each TP rank, its experts and router replicated over TP (ETP = 1): under
-// sequence parallelism its input is gathered (backward: split) and its output split (backward:
-// gathered), so routing, capacity and the balance losses are those of the single process.
+// norm weights' gradients are summed over TP. The MoE layer takes every token of the
+// micro-batch on each TP rank: under sequence parallelism its input is gathered (backward:
+// split) and its output split (backward: gathered). Inside, each TP rank routes its own share of
+// the tokens to the experts (folded over ETP×EP×EDP, moe_layer.h), with routing, capacity and
+// the balance losses taken over the whole micro-batch, as on a single process.
 #pragma once
 
 #include <cstdint>
@@ -66,11 +67,9 @@ class TransformerLayer {
   void moe_forward(int64_t batch, int64_t seq, double aux_scale, Tensor& h_out,
                    TransformerLayerStash& st) const;
   void moe_backward(const Tensor& dh, TransformerLayerStash& st) const;
-  void moe_backward_dw(TransformerLayerStash& st) const;
 
   const ParallelContext& ctx_;
   TpRegion region_;
-  std::vector<Parameter*> expert_weights_;  // the MoE layer's routed-expert weights
   int layer_;
   int64_t hidden_;
   float eps_;
@@ -84,7 +83,7 @@ class TransformerLayer {
 
 // The tensor/sequence-parallel limits of the layers above (part of Model::validate): heads,
 // query groups, the padded vocabulary and the dense/shared FFN sizes divisible by TP; with
-// sequence parallelism seq_length divisible by TP; MoE layers with TP > 1 need EP = ETP = 1.
+// sequence parallelism seq_length divisible by TP.
 absl::Status validate_tensor_parallel(const ModelConfig& config, const ParallelContext& ctx);
 
 // rmsnorm_backward whose weight gradient is summed over TP before it is accumulated into dw_H:

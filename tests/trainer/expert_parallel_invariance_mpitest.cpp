@@ -1,7 +1,8 @@
 // Expert-parallel invariance (DESIGN.md, MoE Parallel Folding): experts over EP (and their F over
-// ETP), with the attention side data-parallel over the same ranks (DP = world, EDP = world /
-// (EP·ETP)), give the per-step losses and gradient norms of one process on the same global batch,
-// for both dispatchers, overlap chunks, dropless and capacity dropping, and the expert bias.
+// ETP), with the attention side data-parallel (DP = world / TP, EDP = world / (EP·ETP)) or
+// folded with TP = 2 (with and without sequence parallelism) over the same ranks, give the
+// per-step losses and gradient norms of one process on the same global batch, for both
+// dispatchers, overlap chunks, dropless and capacity dropping, and the expert bias.
 // Extreme routing (every token to the same experts, ranks that receive nothing) trains finitely.
 #include <gtest/gtest.h>
 #include <mpi.h>
@@ -136,7 +137,12 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{"ep4_allgather_expert_bias", 4, 1, kBias, {kAllGather}},
                       Case{"ep2_etp2_alltoall", 2, 2, {}, {}},
                       Case{"ep2_etp2_alltoall_chunks4_drop", 2, 2, kDrop, {kChunks4}},
-                      Case{"ep2_etp2_allgather_expert_bias", 2, 2, kBias, {kAllGather}}),
+                      Case{"ep2_etp2_allgather_expert_bias", 2, 2, kBias, {kAllGather}},
+                      Case{"tp2_ep2_folded", 2, 1, {}, {}, 2},
+                      Case{"tp2_sp_ep2_folded_chunks4_drop", 2, 1, kDrop, {kChunks4, kSp}, 2},
+                      Case{"tp2_ep4_folded", 4, 1, {}, {}, 2},
+                      Case{"tp2_etp2_ep2_folded_drop", 2, 2, kDrop, {}, 2},
+                      Case{"tp2_sp_ep4_folded_allgather_bias", 4, 1, kBias, {kAllGather, kSp}, 2}),
     [](const ::testing::TestParamInfo<Case>& info) { return info.param.name; });
 
 // Router weights zeroed before every step: all logits tie, so every token picks the lowest
