@@ -1,6 +1,7 @@
 // Tensor- and sequence-parallel invariance (DESIGN.md): TP=2 and TP=4, with and without sequence
 // parallelism, and TP=2 with DP=2, give the per-step losses and gradient norms of one process on
-// the same global batch (the tiny recipe's dense and MoE layers, shared expert, aux and z losses).
+// the same global batch (the tiny recipe's dense and MoE layers, shared expert, aux and z losses;
+// and with sigmoid routing and the expert bias).
 // Each layout runs at the rank count it needs and is skipped at the others.
 #include <gtest/gtest.h>
 #include <mpi.h>
@@ -84,6 +85,11 @@ TEST_P(TensorParallelInvariance, MatchesSingleProcess) {
 }
 
 const std::vector<std::string> kFourGroups = {"model.num_query_groups=4"};
+// Sigmoid scores with the aux-loss-free expert bias, updated fast enough to change routing
+// within the run: the expert counts summed over the layout must be the single process's.
+const std::vector<std::string> kExpertBias = {"moe.moe_router_score_function=sigmoid",
+                                              "moe.moe_router_enable_expert_bias=true",
+                                              "moe.moe_router_bias_update_rate=0.05"};
 
 INSTANTIATE_TEST_SUITE_P(
     Layouts, TensorParallelInvariance,
@@ -91,7 +97,9 @@ INSTANTIATE_TEST_SUITE_P(
                       TpLayout{"tp4", 4, kFourGroups, tp(4, false)},
                       TpLayout{"tp4_sp", 4, kFourGroups, tp(4, true)},
                       TpLayout{"tp2_dp2", 4, {}, tp(2, false)},
-                      TpLayout{"tp2_dp2_sp", 4, {}, tp(2, true)}),
+                      TpLayout{"tp2_dp2_sp", 4, {}, tp(2, true)},
+                      TpLayout{"tp2_sp_expert_bias", 2, kExpertBias, tp(2, true)},
+                      TpLayout{"tp2_dp2_expert_bias", 4, kExpertBias, tp(2, false)}),
     [](const ::testing::TestParamInfo<TpLayout>& info) { return info.param.name; });
 
 // Benchmark, not run by ctest (DISABLED_; run with --gtest_also_run_disabled_tests): tokens/s of
