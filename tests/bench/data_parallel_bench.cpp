@@ -3,16 +3,19 @@
 //   mpirun --allow-run-as-root --oversubscribe -np 2 -x OPENBLAS_NUM_THREADS=1 \
 //     build/tests/bench/moefold_bench_data_parallel [--steps N] [--set key=value ...]
 //
-// Trains the demo recipe (configs/demo.yaml or --config PATH, with the overrides given) for a few
-// steps with overlap_grad_reduce off and then on, and prints per step: the step time, the time the
-// step waited for gradient reductions (and, with the distributed optimizer, parameter gathers), and
-// the time of the reductions alone (every bucket launched and waited for with nothing else to do).
+// Trains the demo recipe (configs/demo.yaml or --config PATH, with the overrides given) with
+// overlap off and on side by side (plain all-reduce, then the distributed optimizer) and prints
+// per step: the step time, the time the step waited for gradient reductions (and parameter
+// gathers), and the time of the reductions alone (every bucket launched and waited for with
+// nothing else to do). Means over --steps measured steps (default 4).
 #include <mpi.h>
 
 #include <chrono>
 #include <cstdio>
+#include <memory>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "parallel/mpi_runtime.h"
@@ -34,39 +37,80 @@ double now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-// Means over `steps` steps after one warm-up step; maximum over ranks unless named _min.
-Timings run(const std::vector<std::string>& overrides, int steps, const std::string& config) {
+struct Run {
+  ParallelContext ctx;  // the data-parallel settings are the context's
+  std::unique_ptr<Trainer> trainer;
+  Timings t;
+  int iteration = 0;
+};
+
+Run make_run(const std::vector<std::string>& overrides, const std::string& config) {
   auto recipe = load_recipe(config, overrides);
   if (!recipe.ok()) throw std::runtime_error(std::string(recipe.status().message()));
   auto ctx = ParallelContext::create(recipe->parallel, MPI_COMM_WORLD);
   if (!ctx.ok()) throw std::runtime_error(std::string(ctx.status().message()));
   auto trainer = Trainer::create(*recipe, *ctx);
   if (!trainer.ok()) throw std::runtime_error(std::string(trainer.status().message()));
-  DataParallelState& dp = (*trainer)->data_parallel();
-  Timings t;
-  t.buckets = dp.num_buckets();
-  for (int i = 0; i <= steps; ++i) {
-    const double grad0 = dp.grad_reduce_wait_seconds(), gather0 = dp.param_gather_wait_seconds();
-    auto m = (*trainer)->train_step(i);
-    if (!m.ok()) throw std::runtime_error(std::string(m.status().message()));
-    if (i == 0) continue;  // warm-up
-    t.step += m->step_seconds / steps;
-    t.grad_wait += (dp.grad_reduce_wait_seconds() - grad0) / steps;
-    t.gather_wait += (dp.param_gather_wait_seconds() - gather0) / steps;
-  }
+  Run run;
+  run.ctx = *ctx;
+  run.trainer = std::move(*trainer);
+  run.t.buckets = run.trainer->data_parallel().num_buckets();
+  return run;
+}
+
+// One optimizer step; with `measure` its times are added to the run's means over `steps`.
+void step(Run& run, bool measure, int steps) {
+  DataParallelState& dp = run.trainer->data_parallel();
+  const double grad0 = dp.grad_reduce_wait_seconds(), gather0 = dp.param_gather_wait_seconds();
+  auto m = run.trainer->train_step(run.iteration++);
+  if (!m.ok()) throw std::runtime_error(std::string(m.status().message()));
+  if (!measure) return;
+  run.t.step += m->step_seconds / steps;
+  run.t.grad_wait += (dp.grad_reduce_wait_seconds() - grad0) / steps;
+  run.t.gather_wait += (dp.param_gather_wait_seconds() - gather0) / steps;
+}
+
+// The reductions alone: every bucket launched and waited for with nothing else to do.
+void time_reductions(Run& run, int steps) {
+  DataParallelState& dp = run.trainer->data_parallel();
   dp.wait_all_param_gathers();
-  for (int i = 0; i < steps; ++i) {  // the reductions alone
+  for (int i = 0; i < steps; ++i) {
     dp.start_step();
-    ctx->world->barrier();
+    run.ctx.world->barrier();
     const double start = now();
     dp.finish_grad_reduction();
-    t.reduction += (now() - start) / steps;
+    run.t.reduction += (now() - start) / steps;
   }
+}
+
+// Means over ranks: maximum, except the _min waits.
+Timings over_ranks(const Timings& t, const ParallelContext& ctx) {
   std::vector<double> v = {t.step, t.grad_wait, t.gather_wait, t.reduction};
   std::vector<double> negated = {-t.grad_wait, -t.gather_wait};
-  ctx->world->all_reduce(std::span<double>(v), ReduceOp::kMax);
-  ctx->world->all_reduce(std::span<double>(negated), ReduceOp::kMax);
+  ctx.world->all_reduce(std::span<double>(v), ReduceOp::kMax);
+  ctx.world->all_reduce(std::span<double>(negated), ReduceOp::kMax);
   return {v[0], v[1], v[2], v[3], -negated[0], -negated[1], t.buckets};
+}
+
+// Overlap off and on side by side, so that both see the same machine load: after a warm-up
+// step each, blocks of two steps per setting (in alternating order), the second one measured
+// (with overlap_param_gather its forward then waits for gathers launched by its own previous
+// step, not ones the other setting's step left time for).
+std::pair<Timings, Timings> compare(const std::vector<std::string>& off_overrides,
+                                    const std::vector<std::string>& on_overrides, int steps,
+                                    const std::string& config) {
+  Run off = make_run(off_overrides, config), on = make_run(on_overrides, config);
+  step(off, false, steps);
+  step(on, false, steps);
+  for (int i = 0; i < steps; ++i) {
+    for (Run* run : i % 2 == 0 ? std::vector<Run*>{&off, &on} : std::vector<Run*>{&on, &off}) {
+      step(*run, false, steps);
+      step(*run, true, steps);
+    }
+  }
+  time_reductions(off, steps);
+  time_reductions(on, steps);
+  return {over_ranks(off.t, off.ctx), over_ranks(on.t, on.ctx)};
 }
 
 }  // namespace
@@ -95,16 +139,16 @@ int main(int argc, char** argv) {
   }
   const bool root = (*runtime)->world_rank() == 0;
   for (bool distributed : {false, true}) {
-    Timings off, on;
+    std::vector<std::string> settings[2];
     for (bool overlap : {false, true}) {
-      std::vector<std::string> o = base;
-      o.push_back(std::string("parallel.use_distributed_optimizer=") +
-                  (distributed ? "true" : "false"));
-      o.push_back(std::string("parallel.overlap_grad_reduce=") + (overlap ? "true" : "false"));
-      if (distributed)
-        o.push_back(std::string("parallel.overlap_param_gather=") + (overlap ? "true" : "false"));
-      (overlap ? on : off) = run(o, steps, config);
+      std::vector<std::string>& o = settings[overlap];
+      o = base;
+      const auto flag = [](bool b) { return std::string(b ? "true" : "false"); };
+      o.push_back("parallel.use_distributed_optimizer=" + flag(distributed));
+      o.push_back("parallel.overlap_grad_reduce=" + flag(overlap));
+      if (distributed) o.push_back("parallel.overlap_param_gather=" + flag(overlap));
     }
+    const auto [off, on] = compare(settings[0], settings[1], steps, config);
     if (!root) continue;
     const char* name = distributed ? "distributed optimizer" : "plain all-reduce";
     std::printf("\n== %s, DP %d, %d buckets, mean of %d steps (max over ranks)\n", name,
