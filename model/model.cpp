@@ -1,5 +1,7 @@
 #include "model/model.h"
 
+#include <cstring>
+
 #include "absl/strings/str_cat.h"
 
 #include "model/scratch.h"
@@ -9,31 +11,57 @@
 
 namespace moefold {
 
-// Registration order, which is the order of parameters(): embed, each layer (attn_norm,
-// attn/{wq,wk,wv,wo}, ffn_norm, mlp/* or moe/{router,experts/*,shared/*}), final_norm, lm_head.
-Model::Model(const ModelConfig& config, const ParallelContext& ctx) : config_(config), ctx_(ctx) {
-  const absl::Status valid = validate(config_, ctx_);
+namespace {
+
+StagePartition checked_partition(const ModelConfig& config, const ParallelContext& ctx) {
+  const absl::Status valid = Model::validate(config, ctx);
   MOEFOLD_CHECK(valid.ok(), valid.message());
+  return *partition_layers(config.num_layers, ctx.config);
+}
+
+}  // namespace
+
+// Registration order, which is the order of parameters(): embed, each layer (attn_norm,
+// attn/{wq,wk,wv,wo}, ffn_norm, mlp/* or moe/{router,experts/*,shared/*}), final_norm, lm_head;
+// each where this pipeline stage holds it. Names keep global layer indices, so init and
+// checkpoints do not depend on the layout.
+Model::Model(const ModelConfig& config, const ParallelContext& ctx)
+    : config_(config), ctx_(ctx), partition_(checked_partition(config_, ctx_)) {
+  const int L = config_.num_layers, V = partition_.chunks();
+  const bool tied = !config_.untie_embeddings_and_output_weights;
+  const bool first = is_first_virtual_stage(0), last = is_last_virtual_stage(V - 1);
+  module_parameters_.resize(L + 2);
   size_t registered = 0;
-  const auto end_module = [&] {  // the parameters registered since the last module ended
-    module_parameters_.emplace_back();
+  const auto end_module = [&](size_t module) {  // the parameters registered since the last one
     for (; registered < registry_.parameters().size(); ++registered)
-      module_parameters_.back().push_back(registry_.parameters()[registered].get());
+      module_parameters_[module].push_back(registry_.parameters()[registered].get());
   };
-  embedding_ = std::make_unique<Embedding>(config_, ctx_, registry_);
-  end_module();
-  for (int l = 0; l < config_.num_layers; ++l) {
-    layers_.push_back(std::make_unique<TransformerLayer>(config_, ctx_, l, registry_));
-    end_module();
+  // The last stage's copy of a tied table registers (and initialises) as the table itself.
+  if (first || (tied && last)) {
+    embedding_ = std::make_unique<Embedding>(config_, ctx_, registry_);
+    if (tied && ctx_.coords.pp_size > 1) shared_embedding_ = embedding_->weight();
   }
-  final_norm_ = registry_.add_norm(shard_layout("final_norm", {config_.hidden_size}, ctx_.coords));
-  Parameter* tied = config_.untie_embeddings_and_output_weights ? nullptr : embedding_->weight();
-  lm_head_ = std::make_unique<LmHead>(config_, ctx_, tied, registry_);
-  end_module();
+  end_module(0);
+  layer_slot_.assign(L, -1);
+  for (int chunk = 0; chunk < V; ++chunk) {
+    const LayerRange range = partition_.layers(stage(), chunk);
+    for (int l = range.begin; l < range.end; ++l) {
+      layer_slot_[l] = static_cast<int>(layers_.size());
+      layers_.push_back(std::make_unique<TransformerLayer>(config_, ctx_, l, registry_));
+      end_module(1 + l);
+    }
+  }
+  if (last) {
+    final_norm_ =
+        registry_.add_norm(shard_layout("final_norm", {config_.hidden_size}, ctx_.coords));
+    lm_head_ = std::make_unique<LmHead>(config_, ctx_, tied ? embedding_->weight() : nullptr,
+                                        registry_);
+  }
+  end_module(L + 1);
 }
 
 void Model::notify(const ParameterHook& hook, size_t module) const {
-  if (hook) hook(module_parameters_[module]);
+  if (hook && !module_parameters_[module].empty()) hook(module_parameters_[module]);
 }
 
 absl::Status Model::validate(const ModelConfig& c, const ParallelContext& ctx) {
@@ -91,14 +119,12 @@ absl::Status Model::validate(const ModelConfig& c, const ParallelContext& ctx) {
   }
   const RankCoordinates& r = ctx.coords;
   if (absl::Status tp = validate_tensor_parallel(c, ctx); !tp.ok()) return tp;
-  const std::pair<const char*, int> model_parallel[] = {
-      {"context_parallel_size", r.cp_size},
-      {"pipeline_model_parallel_size", r.pp_size}};
-  for (const auto& [key, size] : model_parallel) {
-    if (size != 1) {
-      return absl::UnimplementedError(absl::StrCat("not supported yet: ", key, " ", size,
-                                                   " (the model computes with CP=PP=1)"));
-    }
+  if (r.cp_size != 1) {
+    return absl::UnimplementedError(absl::StrCat("not supported yet: context_parallel_size ",
+                                                 r.cp_size, " (the model computes with CP=1)"));
+  }
+  if (auto partition = partition_layers(c.num_layers, ctx.config); !partition.ok()) {
+    return partition.status();
   }
   // Expert parallelism (moe_layer.h): experts over EP, each expert's F over ETP.
   if (any_moe && c.moe.num_experts % r.ep_size != 0) {
@@ -141,30 +167,40 @@ std::vector<Tensor*> Model::expert_bias_buffers() {
   return out;
 }
 
-std::unique_ptr<ModelStash> Model::make_stash() const {
-  return std::make_unique<ModelStash>(config_.num_layers);
+std::unique_ptr<ModelStash> Model::make_stash(int chunk) const {
+  return std::make_unique<ModelStash>(partition_.layers(stage(), chunk).size());
 }
 
 void Model::zero_grad() { registry_.zero_grad(); }
 
 MicroBatchStats Model::forward(const MicroBatch& batch, const LossScales& scales,
                                ModelStash& stash) {
-  return run_forward(batch, &scales, stash);
+  MOEFOLD_CHECK(ctx_.coords.pp_size == 1 && chunks() == 1, "forward of the whole model needs PP=1");
+  return forward_chunk(0, batch, nullptr, &scales, stash);
+}
+
+void Model::backward(ModelStash& stash) {
+  MOEFOLD_CHECK(ctx_.coords.pp_size == 1 && chunks() == 1, "backward of the whole model needs PP=1");
+  backward_chunk(0, stash, nullptr);
 }
 
 MicroBatchStats Model::evaluate(const MicroBatch& batch) {
+  MOEFOLD_CHECK(ctx_.coords.pp_size == 1 && chunks() == 1, "evaluate of the whole model needs PP=1");
   if (!eval_stash_) eval_stash_ = make_stash();
-  return run_forward(batch, nullptr, *eval_stash_);
+  return forward_chunk(0, batch, nullptr, nullptr, *eval_stash_);
 }
 
-MicroBatchStats Model::run_forward(const MicroBatch& batch, const LossScales* scales,
-                                   ModelStash& st) {
+MicroBatchStats Model::forward_chunk(int chunk, const MicroBatch& batch, const Tensor* input_nH,
+                                     const LossScales* scales, ModelStash& st) {
   const int64_t B = batch.batch, S = batch.seq, N = B * S, H = config_.hidden_size;
-  const int L = config_.num_layers;
+  const LayerRange range = partition_.layers(stage(), chunk);
+  const int Lc = range.size();
+  const bool first = is_first_virtual_stage(chunk), last = is_last_virtual_stage(chunk);
   MOEFOLD_CHECK(B > 0 && S > 0 && static_cast<int64_t>(batch.tokens.size()) == N &&
                 static_cast<int64_t>(batch.labels.size()) == N &&
                 static_cast<int64_t>(batch.loss_mask.size()) == N);
-  MOEFOLD_CHECK(static_cast<int>(st.layers.size()) == L);
+  MOEFOLD_CHECK(static_cast<int>(st.layers.size()) == Lc, "a stash of another chunk");
+  MOEFOLD_CHECK(first == (input_nH == nullptr), "chunk " << chunk << " input");
   st.batch = B;
   st.seq = S;
   st.tokens = batch.tokens;
@@ -172,34 +208,42 @@ MicroBatchStats Model::run_forward(const MicroBatch& batch, const LossScales* sc
   for (int64_t t = 0; t < N; ++t) st.positions[t] = static_cast<int32_t>(t % S);
   const TpRegion region{ctx_.tp.get(), ctx_.config.sequence_parallel};
   const int64_t n = region.local_rows(N);  // residual rows: this rank's token shard under SP
-  st.residual.resize(L + 1);
+  st.residual.resize(Lc + 1);
   for (Tensor& r : st.residual) ensure_shape(r, {n, H});
 
-  notify(forward_pre_hook_, 0);
-  embedding_->forward(st.tokens.data(), N, st.residual[0]);
-  const double aux_scale = scales ? scales->aux : 0.0;
-  for (int l = 0; l < L; ++l) {
-    notify(forward_pre_hook_, 1 + l);
-    layers_[l]->forward(st.residual[l], st.positions.data(), B, S, aux_scale, st.residual[l + 1],
-                        st.layers[l]);
+  if (first) {
+    notify(forward_pre_hook_, 0);
+    embedding_->forward(st.tokens.data(), N, st.residual[0]);
+  } else {
+    MOEFOLD_CHECK(input_nH->numel() == n * H, "chunk input " << input_nH->shape_string());
+    std::memcpy(st.residual[0].data(), input_nH->data(), st.residual[0].nbytes());
   }
-  ensure_shape(st.final_h, {n, H});
-  ensure_shape(st.final_rstd, {n});
-  notify(forward_pre_hook_, L + 1);
-  cpu::rmsnorm_forward(st.residual[L].data(), final_norm_->value.data(), st.final_h.data(),
-                       st.final_rstd.data(), n, H, config_.norm_epsilon);
-  Tensor* d_final = nullptr;
-  if (scales) d_final = &ensure_shape(st.d_final_h, {n, H});
-  const float lm_scale = scales ? static_cast<float>(scales->lm) : 0.0f;
-
+  const double aux_scale = scales ? scales->aux : 0.0;
+  for (int i = 0; i < Lc; ++i) {
+    const int l = range.begin + i;
+    notify(forward_pre_hook_, 1 + l);
+    layers_[layer_slot_[l]]->forward(st.residual[i], st.positions.data(), B, S, aux_scale,
+                                     st.residual[i + 1], st.layers[i]);
+  }
   MicroBatchStats stats;
-  stats.lm_loss_sum = lm_head_->forward_backward(st.final_h, batch.labels.data(),
-                                                 batch.loss_mask.data(), lm_scale, d_final);
+  if (last) {
+    ensure_shape(st.final_h, {n, H});
+    ensure_shape(st.final_rstd, {n});
+    notify(forward_pre_hook_, config_.num_layers + 1);
+    cpu::rmsnorm_forward(st.residual[Lc].data(), final_norm_->value.data(), st.final_h.data(),
+                         st.final_rstd.data(), n, H, config_.norm_epsilon);
+    Tensor* d_final = nullptr;
+    if (scales) d_final = &ensure_shape(st.d_final_h, {n, H});
+    const float lm_scale = scales ? static_cast<float>(scales->lm) : 0.0f;
+    stats.lm_loss_sum = lm_head_->forward_backward(st.final_h, batch.labels.data(),
+                                                   batch.loss_mask.data(), lm_scale, d_final);
+    for (float m : batch.loss_mask) stats.loss_mask_sum += m;
+  }
   st.has_gradients = scales != nullptr;
-  for (float m : batch.loss_mask) stats.loss_mask_sum += m;
-  for (int l = 0; l < L; ++l) {
-    if (!layers_[l]->is_moe()) continue;
-    const RouterStash& router = st.layers[l].moe.router;
+  for (int i = 0; i < Lc; ++i) {
+    const int l = range.begin + i;
+    if (!layers_[layer_slot_[l]]->is_moe()) continue;
+    const RouterStash& router = st.layers[i].moe.router;
     stats.aux_loss += router.aux_loss;
     stats.z_loss += router.z_loss;
     stats.moe.push_back(
@@ -209,38 +253,52 @@ MicroBatchStats Model::run_forward(const MicroBatch& batch, const LossScales* sc
   return stats;
 }
 
-void Model::backward(ModelStash& st) {
+const Tensor* Model::backward_chunk(int chunk, ModelStash& st, const Tensor* d_output_nH) {
   MOEFOLD_CHECK(st.has_gradients, "backward needs a forward with LossScales on this stash");
   const int64_t N = st.batch * st.seq, H = config_.hidden_size;
-  const int L = config_.num_layers;
+  const LayerRange range = partition_.layers(stage(), chunk);
+  const int Lc = range.size(), L = config_.num_layers;
+  const bool first = is_first_virtual_stage(chunk), last = is_last_virtual_stage(chunk);
+  MOEFOLD_CHECK(last == (d_output_nH == nullptr), "chunk " << chunk << " output gradient");
   const TpRegion region{ctx_.tp.get(), ctx_.config.sequence_parallel};
   const int64_t n = region.local_rows(N);
   ensure_shape(st.dh, {n, H});
-  rmsnorm_backward_tp(region, st.d_final_h.data(), st.residual[L].data(), final_norm_->value.data(),
-                      st.final_rstd.data(), st.dh.data(), final_norm_->grad.data(),
-                      st.final_norm_dw, n, H, false);
-  notify(grad_ready_hook_, L + 1);
-  for (int l = L - 1; l >= 0; --l) {
-    layers_[l]->backward(st.dh, st.positions.data(), st.layers[l]);
+  if (last) {
+    rmsnorm_backward_tp(region, st.d_final_h.data(), st.residual[Lc].data(),
+                        final_norm_->value.data(), st.final_rstd.data(), st.dh.data(),
+                        final_norm_->grad.data(), st.final_norm_dw, n, H, false);
+    notify(grad_ready_hook_, L + 1);
+  } else {
+    MOEFOLD_CHECK(d_output_nH->numel() == n * H, "chunk gradient " << d_output_nH->shape_string());
+    std::memcpy(st.dh.data(), d_output_nH->data(), st.dh.nbytes());
+  }
+  for (int i = Lc - 1; i >= 0; --i) {
+    const int l = range.begin + i;
+    layers_[layer_slot_[l]]->backward(st.dh, st.positions.data(), st.layers[i]);
     notify(grad_ready_hook_, 1 + l);
   }
+  st.has_gradients = false;
+  if (!first) return &st.dh;
   embedding_->backward_dw(st.dh, st.tokens.data(), N);
   notify(grad_ready_hook_, 0);
-  st.has_gradients = false;
+  return nullptr;
 }
 
 int64_t Model::active_parameter_count() const {
   // Every layer's touched weights, the final norm and the output projection; the embedding
   // lookup does no multiply-adds and is not counted (the tied table counts once, as output).
-  int64_t n =
-      config_.hidden_size + static_cast<int64_t>(config_.padded_vocab_size()) * config_.hidden_size;
+  int64_t n = 0;
+  if (lm_head_) {
+    n += config_.hidden_size + static_cast<int64_t>(config_.padded_vocab_size()) * config_.hidden_size;
+  }
   for (const auto& layer : layers_) n += layer->active_parameter_count();
   return n;
 }
 
 int64_t Model::parameter_count() const {
   int64_t n = 0;
-  for (const auto& p : registry_.parameters()) n += p->layout.global_numel();
+  for (const auto& p : registry_.parameters())
+    if (!is_embedding_copy(p.get())) n += p->layout.global_numel();
   return n;
 }
 

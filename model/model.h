@@ -1,6 +1,10 @@
-// The whole MoE transformer of MODEL.md on this rank: embedding, layers, final norm, LM head and
-// loss, with the parameter registry. Forward/backward of one micro-batch at a time; activations
-// live in a caller-owned ModelStash so several micro-batches can be in flight.
+// The MoE transformer of MODEL.md on this rank: embedding, layers, final norm, LM head and loss,
+// with the parameter registry. Under pipeline parallelism the rank holds only its pipeline
+// stage's model chunks (model/stage_partition.h): the layers of each chunk, the embedding on the
+// first virtual stage, the final norm, LM head and loss on the last. Forward/backward run one
+// (micro-batch, chunk) at a time with activations passed in and out; they live in a caller-owned
+// ModelStash (one per chunk) so several micro-batches can be in flight. Without pipeline
+// parallelism the single chunk is the whole model and forward/backward are its one-chunk case.
 #pragma once
 
 #include <cstdint>
@@ -15,6 +19,7 @@
 #include "model/lm_head.h"
 #include "model/model_config.h"
 #include "model/parameter.h"
+#include "model/stage_partition.h"
 #include "model/transformer_layer.h"
 #include "parallel/context.h"
 #include "tensor/tensor.h"
@@ -42,8 +47,8 @@ struct MicroBatchStats {
   std::vector<MoeLayerStats> moe;  // one per MoE layer, counts before capacity dropping
 };
 
-// Per-micro-batch activations and gradient buffers. Reusing one stash for later micro-batches
-// of the same shape reuses its buffers.
+// Per-(micro-batch, chunk) activations and gradient buffers of the chunk's Lc layers. Reusing one
+// stash for later micro-batches of the same shape and chunk reuses its buffers.
 class ModelStash {
  public:
   explicit ModelStash(int num_layers) : layers(num_layers) {}
@@ -54,7 +59,8 @@ class ModelStash {
   std::vector<int32_t> positions;  // (N) position of each token in its sequence
   std::vector<TransformerLayerStash> layers;
   // The residual stream holds n = N/TP token rows under sequence parallelism, n = N otherwise.
-  std::vector<Tensor> residual;  // L+1 tensors (n,H): residual[l] is layer l's input
+  // residual[i] is the input of the chunk's i-th layer, residual[Lc] its output.
+  std::vector<Tensor> residual;  // Lc+1 tensors (n,H)
   Tensor final_h;                // (n,H) rmsnorm(residual[L], final_norm)
   Tensor final_rstd;             // (n)
   Tensor d_final_h;              // (n,H) d loss / d final_h (from the fused loss)
@@ -72,15 +78,45 @@ class Model {
   void init_parameters(uint64_t seed);         // MODEL.md init
   std::vector<Parameter*> parameters();        // every trainable parameter, fixed order
   std::vector<Tensor*> expert_bias_buffers();  // per MoE layer [E] (empty when disabled)
-  std::unique_ptr<ModelStash> make_stash() const;
-  // Forward of one micro-batch; with `scales` it also prepares backward (the LM head's gradient
-  // is computed here, chunked, so no (N,V) logits buffer is kept).
+  std::unique_ptr<ModelStash> make_stash(int chunk = 0) const;
+
+  // Forward of `chunk` for one micro-batch. input_nH: the previous virtual stage's output (n,H),
+  // or null on the first virtual stage, which embeds batch.tokens. With `scales` it also prepares
+  // backward; on the last virtual stage it computes the loss and its gradient d_final_h (the LM
+  // head's gradient is computed here, chunked, so no (N,V) logits buffer is kept). Stats cover
+  // the chunk: the LM loss on the last virtual stage, the MoE terms of the chunk's layers.
+  MicroBatchStats forward_chunk(int chunk, const MicroBatch& batch, const Tensor* input_nH,
+                                const LossScales* scales, ModelStash& stash);
+  // The chunk's output (n,H) after forward_chunk (the next virtual stage's input).
+  const Tensor& chunk_output(const ModelStash& stash) const { return stash.residual.back(); }
+  // Backward of `chunk`: d_output_nH is d loss / d the chunk's output, null on the last virtual
+  // stage (the loss's gradient from forward). Accumulates every parameter gradient of the chunk
+  // and returns d loss / d its input (n,H, inside the stash), null on the first virtual stage.
+  const Tensor* backward_chunk(int chunk, ModelStash& stash, const Tensor* d_output_nH);
+
+  // The one-chunk case (no pipeline parallelism): the whole model.
   MicroBatchStats forward(const MicroBatch& batch, const LossScales& scales, ModelStash& stash);
   void backward(ModelStash& stash);                   // accumulates into every Parameter::grad
   MicroBatchStats evaluate(const MicroBatch& batch);  // forward only, no gradients
+
+  const StagePartition& partition() const { return partition_; }
+  int stage() const { return ctx_.coords.pp_rank; }
+  int chunks() const { return partition_.chunks(); }
+  bool is_first_virtual_stage(int chunk) const { return partition_.owns_embedding(stage(), chunk); }
+  bool is_last_virtual_stage(int chunk) const { return partition_.owns_output(stage(), chunk); }
+  // The word embedding when pipeline stages share it (tied embeddings, PP > 1): the first
+  // stage's table and the last stage's copy for the output projection, on those two stages;
+  // null elsewhere. Its gradient is summed over ParallelContext::embedding once backward is done.
+  Parameter* shared_embedding() const { return shared_embedding_; }
+  // The last stage's copy of the shared embedding: counted in no gradient norm (the first
+  // stage's table counts once) and written once in checkpoints (same name and slice).
+  bool is_embedding_copy(const Parameter* p) const {
+    return p != nullptr && p == shared_embedding_ && stage() != 0;
+  }
   void zero_grad();
   const ModelConfig& config() const { return config_; }
-  // For FLOP counting: params a token touches (top-k experts).
+  // For FLOP counting: params a token touches (top-k experts), of this pipeline stage's modules
+  // (summed over the stages that is the model's).
   int64_t active_parameter_count() const;
 
   // Additions.
@@ -90,7 +126,8 @@ class Model {
   std::vector<Buffer*> buffers();  // saved, not trained (expert biases)
   const ParameterRegistry& registry() const { return registry_; }
   const std::vector<std::unique_ptr<TransformerLayer>>& layers() const { return layers_; }
-  int64_t parameter_count() const;  // every element of every parameter
+  // Every element of every parameter on this pipeline stage (the embedding copy not counted).
+  int64_t parameter_count() const;
 
   // Data-parallel hooks, each called with the parameters of one module: the embedding, one
   // transformer layer, or the final norm with the (untied) LM head. The grad-ready hook runs in
@@ -102,18 +139,19 @@ class Model {
   void set_forward_pre_hook(ParameterHook hook) { forward_pre_hook_ = std::move(hook); }
 
  private:
-  MicroBatchStats run_forward(const MicroBatch& batch, const LossScales* scales, ModelStash& stash);
-
   ModelConfig config_;
   ParallelContext ctx_;
+  StagePartition partition_;
   ParameterRegistry registry_;
-  std::unique_ptr<Embedding> embedding_;
-  std::vector<std::unique_ptr<TransformerLayer>> layers_;
-  Parameter* final_norm_;
-  std::unique_ptr<LmHead> lm_head_;
+  std::unique_ptr<Embedding> embedding_;  // first virtual stage, and the last with tied embeddings
+  std::vector<std::unique_ptr<TransformerLayer>> layers_;  // this stage's, in global order
+  std::vector<int> layer_slot_;  // (L) index into layers_ of each global layer, -1 elsewhere
+  Parameter* final_norm_ = nullptr;  // last virtual stage
+  std::unique_ptr<LmHead> lm_head_;  // last virtual stage
+  Parameter* shared_embedding_ = nullptr;
   std::unique_ptr<ModelStash> eval_stash_;  // reused by evaluate()
   // Parameters per module for the hooks: [0] embedding, [1 + l] layer l, [L + 1] final norm and
-  // LM head.
+  // LM head; empty for modules of other stages.
   std::vector<std::vector<Parameter*>> module_parameters_;
   ParameterHook grad_ready_hook_, forward_pre_hook_;
   void notify(const ParameterHook& hook, size_t module) const;

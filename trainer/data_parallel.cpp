@@ -100,6 +100,7 @@ DataParallelState::DataParallelState(Model& model, const OptimizerConfig& optimi
     model_.set_grad_ready_hook([this](std::span<Parameter* const> params) {
       if (!last_micro_batch_) return;  // earlier micro-batches still add to every gradient
       for (Parameter* p : params) {
+        if (p == model_.shared_embedding()) continue;  // after its pipeline sum (finish)
         const Location& at = locations_.at(p);
         sets_[at.set]->mark_ready(at.entry);
       }
@@ -129,6 +130,15 @@ void DataParallelState::start_step() {
 void DataParallelState::finish_grad_reduction() {
   launched_in_backward_ = 0;
   for (auto& set : sets_) launched_in_backward_ += set->launched_grad_reduces();
+  // Tied embeddings under pipeline parallelism: the first stage's table and the last stage's
+  // copy sum their gradients over the embedding group, so both take the same step.
+  if (Parameter* shared = model_.shared_embedding()) {
+    ctx_.embedding->all_reduce(std::span<float>(shared->grad.data(), shared->grad.numel()));
+    if (overlap_grad_reduce_) {
+      const Location& at = locations_.at(shared);
+      sets_[at.set]->mark_ready(at.entry);
+    }
+  }
   for (auto& set : sets_) set->launch_remaining_grad_reduces();
   for (auto& set : sets_) set->wait_grad_reduces();
 }
@@ -139,13 +149,18 @@ double DataParallelState::grad_norm() const {
   if (dist_) {
     // The owned slices partition every bucket over its DP group.
     for (const ShardSegment& s : dist_->segments()) {
-      if (first_model_parallel_copy(*parameters_[s.param_index], c)) sum += square_sum(s.grad);
+      const Parameter& p = *parameters_[s.param_index];
+      if (first_model_parallel_copy(p, c) && !model_.is_embedding_copy(&p)) {
+        sum += square_sum(s.grad);
+      }
     }
   } else {
     // After the all-reduce the DP (and CP) copies are identical: the first one counts.
     for (const Parameter* p : parameters_) {
       const bool first_dp_copy = p->is_expert ? c.edp_rank == 0 : c.dp_rank == 0 && c.cp_rank == 0;
-      if (first_dp_copy && first_model_parallel_copy(*p, c)) sum += square_sum(p->grad);
+      if (first_dp_copy && first_model_parallel_copy(*p, c) && !model_.is_embedding_copy(p)) {
+        sum += square_sum(p->grad);
+      }
     }
   }
   ctx_.world->all_reduce(std::span<double>(&sum, 1));

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <filesystem>
 #include <iostream>
+#include <map>
 
 #include "absl/strings/str_format.h"
 #include "checkpoint/checkpoint.h"
@@ -35,6 +36,13 @@ absl::Status resolve_corpus(DataConfig& data, const ParallelContext& ctx) {
 
 double seconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+// The index of MoE layer `layer` among the model's MoE layers (all pipeline stages).
+int moe_layer_index(const ModelConfig& config, int layer) {
+  int index = 0;
+  for (int l = 0; l < layer; ++l) index += config.is_moe_layer(l) ? 1 : 0;
+  return index;
 }
 
 }  // namespace
@@ -87,6 +95,12 @@ absl::Status Trainer::setup() {
   model_ = std::make_unique<Model>(model_config, ctx_);
   model_->init_parameters(train.seed);
   data_parallel_ = std::make_unique<DataParallelState>(*model_, recipe_.optimizer, ctx_);
+  pipeline_ = std::make_unique<PipelineExecutor>(*model_, ctx_);
+  // Each pipeline stage holds its own modules: the model's counts are their sums.
+  std::vector<int64_t> parameter_counts = {model_->parameter_count(),
+                                           model_->active_parameter_count()};
+  ctx_.pp->all_reduce(std::span<int64_t>(parameter_counts));
+  active_parameters_ = parameter_counts[1];
 
   const LoggingConfig& log = recipe_.logging;
   const std::string metrics_path =
@@ -109,7 +123,7 @@ absl::Status Trainer::setup() {
       "peak %.1f GFLOP/s per rank | metrics -> %s",
       world, dp, model_config.num_layers, model_config.hidden_size, model_config.moe.num_experts,
       model_config.moe.moe_router_topk, model_config.padded_vocab_size(),
-      model_->parameter_count() / 1e6, model_->active_parameter_count() / 1e6, global_batch,
+      parameter_counts[0] / 1e6, parameter_counts[1] / 1e6, global_batch,
       model_config.seq_length, per_rank / 1e9, metrics_path));
   return absl::OkStatus();
 }
@@ -189,26 +203,26 @@ absl::StatusOr<IterationMetrics> Trainer::train_step(int iteration) {
   const LossScales scales = loss_scales(*batches);
 
   data_parallel_->start_step();
-  while (stashes_.size() < batches->size()) stashes_.push_back(model_->make_stash());
+  const int micro_batches = static_cast<int>(batches->size());
+  const std::vector<MicroBatchStats> forwards = pipeline_->run(
+      pipeline_schedule_kind(ctx_.config), *batches, &scales,
+      [&](int mb) { data_parallel_->set_last_micro_batch(mb + 1 == micro_batches); });
+  // This stage's share: the LM loss on the last stage, each MoE layer's terms where it lives.
   double lm_loss_sum = 0, aux_loss = 0, z_loss = 0;
-  std::vector<std::vector<int64_t>> expert_counts;
-  std::vector<int64_t> dropped, assignments;
-  for (size_t mb = 0; mb < batches->size(); ++mb) {  // forward then backward of each micro-batch
-    data_parallel_->set_last_micro_batch(mb + 1 == batches->size());
-    MicroBatchStats stats = model_->forward((*batches)[mb], scales, *stashes_[mb]);
-    model_->backward(*stashes_[mb]);
+  const int num_moe_layers = moe_layer_index(recipe_.model, recipe_.model.num_layers);
+  std::vector<std::vector<int64_t>> expert_counts(
+      num_moe_layers, std::vector<int64_t>(recipe_.model.moe.num_experts, 0));
+  std::vector<int64_t> dropped(num_moe_layers, 0), assignments(num_moe_layers, 0);
+  for (const MicroBatchStats& stats : forwards) {
     lm_loss_sum += stats.lm_loss_sum;
     aux_loss += stats.aux_loss * scales.aux;
     z_loss += stats.z_loss * scales.aux;
-    expert_counts.resize(stats.moe.size());
-    dropped.resize(stats.moe.size());
-    assignments.resize(stats.moe.size());
-    for (size_t l = 0; l < stats.moe.size(); ++l) {
-      expert_counts[l].resize(stats.moe[l].tokens_per_expert.size());
+    for (const MoeLayerStats& layer : stats.moe) {
+      const int l = moe_layer_index(recipe_.model, layer.layer);
       for (size_t e = 0; e < expert_counts[l].size(); ++e)
-        expert_counts[l][e] += stats.moe[l].tokens_per_expert[e];
-      dropped[l] += stats.moe[l].dropped;
-      assignments[l] += stats.moe[l].assignments;
+        expert_counts[l][e] += layer.tokens_per_expert[e];
+      dropped[l] += layer.dropped;
+      assignments[l] += layer.assignments;
     }
   }
   data_parallel_->finish_grad_reduction();  // DP/EDP reductions, started in backward
@@ -216,6 +230,7 @@ absl::StatusOr<IterationMetrics> Trainer::train_step(int iteration) {
   // Losses and expert counts of the whole global batch: one reduction for all of them.
   std::vector<double> losses = {lm_loss_sum * scales.lm, aux_loss, z_loss};
   ctx_.dp_cp->all_reduce(std::span<double>(losses));
+  ctx_.pp->all_reduce(std::span<double>(losses));  // zeros on the stages without the term
   std::vector<int64_t> counts;
   for (size_t l = 0; l < expert_counts.size(); ++l) {
     counts.insert(counts.end(), expert_counts[l].begin(), expert_counts[l].end());
@@ -223,6 +238,7 @@ absl::StatusOr<IterationMetrics> Trainer::train_step(int iteration) {
     counts.push_back(assignments[l]);
   }
   ctx_.tp_cp_dp->all_reduce(std::span<int64_t>(counts));
+  ctx_.pp->all_reduce(std::span<int64_t>(counts));
   size_t at = 0;
   for (size_t l = 0; l < expert_counts.size(); ++l) {
     for (int64_t& c : expert_counts[l]) c = counts[at++];
@@ -260,7 +276,11 @@ absl::StatusOr<IterationMetrics> Trainer::train_step(int iteration) {
   m.model_flops = model_flops(sequences);
   m.peak_flops = peak_flops_;
   m.peak_memory_bytes = MemoryStats::peak_bytes();
-  std::vector<Tensor*> biases = model_->expert_bias_buffers();
+  std::map<int, const Tensor*> biases;  // by layer, of this stage's MoE layers
+  for (const auto& layer : model_->layers()) {
+    if (layer->is_moe() && layer->moe()->router().expert_bias() != nullptr)
+      biases[layer->layer()] = &layer->moe()->router().expert_bias()->value;
+  }
   int moe_index = 0;
   for (int layer = 0; layer < recipe_.model.num_layers; ++layer) {
     if (!recipe_.model.is_moe_layer(layer)) continue;
@@ -269,8 +289,8 @@ absl::StatusOr<IterationMetrics> Trainer::train_step(int iteration) {
     s.tokens_per_expert = expert_counts[moe_index];
     s.dropped_fraction =
         assignments[moe_index] > 0 ? double(dropped[moe_index]) / assignments[moe_index] : 0;
-    if (moe_index < static_cast<int>(biases.size())) {
-      const std::vector<float> b = biases[moe_index]->to_vector();
+    if (biases.count(layer)) {
+      const std::vector<float> b = biases.at(layer)->to_vector();
       s.bias_min = *std::min_element(b.begin(), b.end());
       s.bias_max = *std::max_element(b.begin(), b.end());
     }
@@ -296,10 +316,11 @@ LossScales Trainer::loss_scales(const std::vector<MicroBatch>& batches) const {
 
 // MODEL.md "Aux-loss-free balancing", once per step from the global batch's counts.
 void Trainer::update_expert_bias(const std::vector<std::vector<int64_t>>& global_counts) {
-  std::vector<Tensor*> biases = model_->expert_bias_buffers();
-  for (size_t l = 0; l < biases.size(); ++l) {
-    moefold::update_expert_bias(global_counts[l], recipe_.model.moe.moe_router_bias_update_rate,
-                                biases[l]->data());
+  for (const auto& layer : model_->layers()) {  // this pipeline stage's layers
+    if (!layer->is_moe() || layer->moe()->router().expert_bias() == nullptr) continue;
+    moefold::update_expert_bias(global_counts[moe_layer_index(recipe_.model, layer->layer())],
+                                recipe_.model.moe.moe_router_bias_update_rate,
+                                layer->moe()->router().expert_bias()->value.data());
   }
 }
 
@@ -310,7 +331,7 @@ double Trainer::model_flops(int64_t sequences) const {
   const double tokens = double(sequences) * c.seq_length;
   const double attention =
       6.0 * c.num_layers * double(c.seq_length) * c.seq_length * c.hidden_size * sequences;
-  return 6.0 * double(model_->active_parameter_count()) * tokens + attention;
+  return 6.0 * double(active_parameters_) * tokens + attention;
 }
 
 absl::StatusOr<EvalResult> Trainer::evaluate(int global_batches) {
@@ -324,13 +345,14 @@ absl::StatusOr<EvalResult> Trainer::evaluate(int global_batches) {
     if (iterator->consumed_samples() + options.global_batch_size > valid_data_->size()) break;
     auto batches = iterator->next_global_batch();
     if (!batches.ok()) return batches.status();
-    for (const MicroBatch& batch : *batches) {
-      const MicroBatchStats stats = model_->evaluate(batch);
-      sums[0] += stats.lm_loss_sum;
+    for (const MicroBatchStats& stats :
+         pipeline_->run(PipelineScheduleKind::kForwardOnly, *batches, nullptr)) {
+      sums[0] += stats.lm_loss_sum;  // the last pipeline stage's; zeros elsewhere
       sums[1] += stats.loss_mask_sum;
     }
   }
   ctx_.dp_cp->all_reduce(std::span<double>(sums));
+  ctx_.pp->all_reduce(std::span<double>(sums));
   result.loss = sums[1] > 0 ? sums[0] / sums[1] : 0;
   result.tokens = static_cast<int64_t>(sums[1]);
   return result;

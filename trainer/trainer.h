@@ -14,6 +14,7 @@
 #include "parallel/context.h"
 #include "trainer/data_parallel.h"
 #include "trainer/metrics.h"
+#include "trainer/pipeline_executor.h"
 #include "trainer/train_config.h"
 
 namespace moefold {
@@ -42,6 +43,7 @@ class Trainer {
 
   Model& model() { return *model_; }
   DataParallelState& data_parallel() { return *data_parallel_; }
+  PipelineExecutor& pipeline() { return *pipeline_; }
   const Recipe& recipe() const { return recipe_; }
 
  private:
@@ -65,7 +67,8 @@ class Trainer {
   std::shared_ptr<const SampleDataset> train_data_;
   std::unique_ptr<BatchIterator> train_batches_;
   std::shared_ptr<const SampleDataset> valid_data_;
-  std::vector<std::unique_ptr<ModelStash>> stashes_;  // one per micro-batch in flight
+  std::unique_ptr<PipelineExecutor> pipeline_;  // runs each step's schedule on this stage
+  int64_t active_parameters_ = 0;               // of the whole model, over all pipeline stages
   std::unique_ptr<MetricsLogger> metrics_;
   double peak_flops_ = 0;  // summed over all ranks
 };

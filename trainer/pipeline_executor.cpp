@@ -1,0 +1,116 @@
+#include "trainer/pipeline_executor.h"
+
+#include <chrono>
+
+#include "parallel/pipeline_p2p.h"
+#include "parallel/tp_communication.h"
+#include "tensor/check.h"
+
+namespace moefold {
+namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+}  // namespace
+
+PipelineExecutor::PipelineExecutor(Model& model, const ParallelContext& ctx)
+    : model_(model), ctx_(ctx), free_(model.chunks()), created_(model.chunks(), 0) {}
+
+std::unique_ptr<ModelStash> PipelineExecutor::acquire(int chunk) {
+  std::vector<std::unique_ptr<ModelStash>>& pool = free_[chunk];
+  if (pool.empty()) {
+    ++created_[chunk];
+    return model_.make_stash(chunk);
+  }
+  std::unique_ptr<ModelStash> stash = std::move(pool.back());
+  pool.pop_back();
+  return stash;
+}
+
+std::vector<int> PipelineExecutor::stashes_created() const { return created_; }
+
+std::vector<MicroBatchStats> PipelineExecutor::run(
+    PipelineScheduleKind kind, const std::vector<MicroBatch>& batches, const LossScales* scales,
+    const std::function<void(int micro_batch)>& before_backward) {
+  MOEFOLD_CHECK((kind == PipelineScheduleKind::kForwardOnly) == (scales == nullptr),
+                "loss scales are for training schedules");
+  const auto start = std::chrono::steady_clock::now();
+  times_ = {};
+  const PipelineScheduleShape shape{ctx_.coords.pp_size, ctx_.coords.pp_rank,
+                                    static_cast<int>(batches.size()), model_.chunks()};
+  auto actions = build_pipeline_schedule(kind, shape);
+  MOEFOLD_CHECK(actions.ok(), actions.status().message());
+
+  const TpRegion region{ctx_.tp.get(), ctx_.config.sequence_parallel};
+  const int64_t H = model_.config().hidden_size;
+  const auto rows = [&](int mb) {  // (n,H) rows of a micro-batch's activations on this rank
+    return region.local_rows(int64_t{batches[mb].batch} * batches[mb].seq);
+  };
+  PipelineTransfers transfers(*ctx_.pp);
+  std::map<Unit, Tensor> received;  // input activations / output gradients until computed on
+  std::map<Unit, Tensor> outgoing;  // computed outputs / input gradients until posted
+  std::map<Unit, std::unique_ptr<ModelStash>> in_flight;  // forwarded, not yet backwarded
+  std::vector<MicroBatchStats> stats;
+  for (const PipelineAction& a : *actions) {
+    const Unit unit{a.micro_batch, a.chunk};
+    switch (a.type) {
+      case PipelineActionType::kRecvForward:
+      case PipelineActionType::kRecvBackward: {
+        Tensor buffer = Tensor::empty({rows(a.micro_batch), H});
+        transfers.post(a, buffer);
+        received[unit] = buffer;
+        break;
+      }
+      case PipelineActionType::kSendForward:
+      case PipelineActionType::kSendBackward: {
+        const auto it = outgoing.find(unit);
+        MOEFOLD_CHECK(it != outgoing.end(), describe(a) << " before its computation");
+        transfers.post(a, it->second);  // the transfers keep the buffer until wait_sends
+        outgoing.erase(it);
+        break;
+      }
+      case PipelineActionType::kForward: {
+        const Tensor* input = nullptr;
+        if (transfers.wait_input(a)) input = &received.at(unit);
+        std::unique_ptr<ModelStash> stash = acquire(a.chunk);
+        const auto compute_start = std::chrono::steady_clock::now();
+        stats.push_back(
+            model_.forward_chunk(a.chunk, batches[a.micro_batch], input, scales, *stash));
+        times_.compute += seconds_since(compute_start);
+        received.erase(unit);
+        // A copy: the stash may be reused before the send completes.
+        if (!model_.is_last_virtual_stage(a.chunk)) outgoing[unit] = model_.chunk_output(*stash).clone();
+        if (scales) {
+          in_flight[unit] = std::move(stash);
+        } else {
+          free_[a.chunk].push_back(std::move(stash));
+        }
+        break;
+      }
+      case PipelineActionType::kBackward: {
+        const Tensor* d_output = nullptr;
+        if (transfers.wait_input(a)) d_output = &received.at(unit);
+        const auto it = in_flight.find(unit);
+        MOEFOLD_CHECK(it != in_flight.end(), describe(a) << " without its forward");
+        if (before_backward) before_backward(a.micro_batch);
+        const auto compute_start = std::chrono::steady_clock::now();
+        const Tensor* d_input = model_.backward_chunk(a.chunk, *it->second, d_output);
+        times_.compute += seconds_since(compute_start);
+        received.erase(unit);
+        if (d_input != nullptr) outgoing[unit] = d_input->clone();
+        free_[a.chunk].push_back(std::move(it->second));
+        in_flight.erase(it);
+        break;
+      }
+    }
+  }
+  transfers.wait_sends();
+  MOEFOLD_CHECK(transfers.idle() && in_flight.empty() && outgoing.empty() && received.empty(),
+                "the schedule left work behind");
+  times_.total = seconds_since(start);
+  return stats;
+}
+
+}  // namespace moefold
