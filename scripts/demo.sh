@@ -8,6 +8,10 @@ cd "$root"
 scripts/install_deps.sh --data
 scripts/build.sh --target moefold
 bin="${MOEFOLD_BUILD_DIR:-$root/build}/launch/moefold"
-ranks="${MOEFOLD_DEMO_RANKS:-1}"
+ranks="${MOEFOLD_DEMO_RANKS:-2}"
+export OPENBLAS_NUM_THREADS="${OPENBLAS_NUM_THREADS:-1}"  # one BLAS thread per rank
 mpirun --allow-run-as-root --oversubscribe -np "$ranks" -x OPENBLAS_NUM_THREADS \
   "$bin" train --config configs/demo.yaml "$@"
+scripts/plot_metrics runs/demo/metrics.jsonl runs/demo/plots
+echo "demo done: metrics runs/demo/metrics.jsonl, plots runs/demo/plots/*.png," \
+     "checkpoints runs/demo/checkpoints (resume: add --load runs/demo/checkpoints)"
