@@ -157,7 +157,7 @@ void MoeLayer::experts_backward_dx(int chunk, MoeStash& st) const {
 void MoeLayer::backward_dx(const Tensor& dy_NH, Tensor& dx_NH, MoeStash& st) const {
   const int64_t N = st.router.batch * st.router.seq, H = hidden_, F = local_ffn_, k = topk_;
   const int64_t R = st.rows, Re = st.plan.expert_rows, n = st.router.rows, first = st.router.first;
-  const bool split = n != N;
+  const bool split = ctx_.tp_cp->size() > 1;
   MOEFOLD_CHECK(dy_NH.numel() == N * H && dx_NH.numel() == N * H);
   ensure_shape(st.dgates, {n, k}).zero();
   ensure_shape(st.dys, {R, H});
