@@ -1,7 +1,7 @@
 // The MoE layer folded over the ranks (attention TP = 2 splitting the routed tokens, experts over
-// EP = world / 2... world) against the same layer on one process: output, input gradient, losses
-// and router gradient equal, expert gradients equal the single-process slice; including a
-// micro-batch of one token, so that one TP rank routes nothing, and capacity dropping.
+// EP = world) against the same layer on one process: output, input gradient, losses and router
+// gradient equal, expert gradients equal the single-process slice; including a micro-batch of one
+// token, so that one TP rank routes nothing, and capacity dropping.
 #include <gtest/gtest.h>
 #include <mpi.h>
 
