@@ -45,8 +45,10 @@ std::vector<MicroBatchStats> PipelineExecutor::run(
 
   const TpRegion region{ctx_.tp.get(), ctx_.config.sequence_parallel};
   const int64_t H = model_.config().hidden_size;
-  const auto rows = [&](int mb) {  // (n,H) rows of a micro-batch's activations on this rank
-    return region.local_rows(int64_t{batches[mb].batch} * batches[mb].seq);
+  // (n,H) rows of a micro-batch's activations on this rank: its context shard of every sequence,
+  // then its token shard under sequence parallelism.
+  const auto rows = [&](int mb) {
+    return region.local_rows(int64_t{batches[mb].batch} * batches[mb].seq / ctx_.coords.cp_size);
   };
   PipelineTransfers transfers(*ctx_.pp);
   std::map<Unit, Tensor> received;  // input activations / output gradients until computed on

@@ -4,6 +4,7 @@
 // DP=2, give the per-step losses and gradient norms of one process on the same global batch. The
 // tiny recipe ties its embeddings, so the last stage's copy of the table is exercised throughout;
 // one layout unties them. Each layout runs at the rank count it needs and is skipped at the others.
+// Checkpoints written under PP=2 resume in one process and back.
 #include <gtest/gtest.h>
 #include <mpi.h>
 
@@ -113,6 +114,68 @@ INSTANTIATE_TEST_SUITE_P(
                  pp(2) + std::vector<std::string>{"parallel.expert_model_parallel_size=2",
                                                   "parallel.expert_tensor_parallel_size=1"}}),
     [](const ::testing::TestParamInfo<PpLayout>& info) { return info.param.name; });
+
+// A checkpoint written under PP=2 (× DP at 4 ranks; the tied table on both end stages) resumes in
+// one process, and one written by one process resumes under PP=2, each continuing with the
+// losses of an uninterrupted single-process run.
+TEST(PipelineCheckpoint, ResumesAcrossPipelineLayouts) {
+  constexpr int kSteps = 6, kSplit = 3;
+  int world = 1, rank = 0;
+  MPI_Comm_size(MPI_COMM_WORLD, &world);
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  const std::string dir =
+      (std::filesystem::temp_directory_path() / ("moefold-pp-reshard-np" + std::to_string(world)))
+          .string();
+  if (rank == 0) {
+    std::filesystem::remove_all(dir);
+    write_tiny_dataset(dir, 300, 19);
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+  const std::string prefix = dir + "/tiny_text_document";
+  const std::string rank_dir = dir + "/rank" + std::to_string(rank);
+  const auto recipe = [&](const std::string& save, const std::vector<std::string>& extra) {
+    return tiny_recipe(prefix, rank_dir,
+                       std::vector<std::string>{"training.train_iters=6", "checkpoint.save=" + save,
+                                                "model.num_layers=4",
+                                                "moe.moe_layer_freq=[0,1,0,1]"} +
+                           extra);
+  };
+  const std::vector<StepRecord> straight =
+      run_steps(recipe(rank_dir + "/unused", {}), ParallelContext::single_process(), kSteps);
+  ASSERT_EQ(straight.size(), static_cast<size_t>(kSteps));
+  const auto save_after_split = [&](const Recipe& r, const ParallelContext& ctx) {
+    auto trainer = Trainer::create(r, ctx);
+    ASSERT_TRUE(trainer.ok()) << trainer.status();
+    for (int i = 0; i < kSplit; ++i) ASSERT_TRUE((*trainer)->train_step(i).ok());
+    ASSERT_TRUE((*trainer)->save_checkpoint(kSplit).ok());
+  };
+  const auto expect_continues = [&](const Recipe& r, const ParallelContext& ctx,
+                                    const std::string& checkpoint) {
+    auto trainer = Trainer::create(r, ctx);
+    ASSERT_TRUE(trainer.ok()) << trainer.status();
+    ASSERT_TRUE((*trainer)->load_checkpoint(checkpoint).ok());
+    for (int i = kSplit; i < kSteps; ++i) {
+      SCOPED_TRACE("step " + std::to_string(i + 1));
+      auto m = (*trainer)->train_step(i);
+      ASSERT_TRUE(m.ok()) << m.status();
+      EXPECT_NEAR(m->lm_loss, straight[i].lm_loss, 1e-5 * straight[i].lm_loss);
+      EXPECT_NEAR(m->aux_loss, straight[i].aux_loss, 1e-5 * straight[i].aux_loss);
+      EXPECT_NEAR(m->grad_norm, straight[i].grad_norm, 1e-4 * straight[i].grad_norm);
+    }
+  };
+
+  const Recipe pipeline_recipe = recipe(dir + "/pipeline", pp(2));
+  auto ctx = ParallelContext::create(pipeline_recipe.parallel, MPI_COMM_WORLD);
+  ASSERT_TRUE(ctx.ok()) << ctx.status();
+  save_after_split(pipeline_recipe, *ctx);
+  expect_continues(recipe(dir + "/pipeline", {}), ParallelContext::single_process(),
+                   dir + "/pipeline");
+
+  const Recipe single_recipe = recipe(dir + "/single", {});
+  if (rank == 0) save_after_split(single_recipe, ParallelContext::single_process());
+  MPI_Barrier(MPI_COMM_WORLD);
+  expect_continues(recipe(dir + "/single", pp(2)), *ctx, dir + "/single");
+}
 
 }  // namespace
 }  // namespace moefold::testing

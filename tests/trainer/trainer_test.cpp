@@ -77,16 +77,15 @@ TEST_F(TrainerTest, OutOfVocabularyTokenNamesTheFile) {
   EXPECT_NE(step.status().message().find("1000"), std::string::npos) << step.status();
 }
 
-TEST_F(TrainerTest, UnsupportedLayoutSaysSo) {
+TEST_F(TrainerTest, LayoutTheModelCannotTakeSaysSo) {
   const Recipe recipe = tiny_recipe(prefix_, dir_ + "/run");
   ParallelContext ctx = ParallelContext::single_process();
-  ctx.config.pipeline_model_parallel_size = 2;
-  ctx.coords.pp_size = 2;
+  ctx.config.pipeline_model_parallel_size = 4;  // the tiny model has 2 layers
+  ctx.coords.pp_size = 4;
   auto trainer = Trainer::create(recipe, ctx);
   ASSERT_FALSE(trainer.ok());
-  EXPECT_EQ(trainer.status().code(), absl::StatusCode::kUnimplemented);
-  EXPECT_NE(trainer.status().message().find("not supported yet: pipeline_model_parallel_size 2"),
-            std::string::npos)
+  EXPECT_EQ(trainer.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(trainer.status().message().find("pipeline_model_parallel_size 4"), std::string::npos)
       << trainer.status();
 }
 
