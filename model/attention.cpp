@@ -50,15 +50,26 @@ void Attention::forward(const Tensor& a_NH, const int32_t* positions_N, int64_t 
   ensure_shape(st.k, {N, KV});
   ensure_shape(st.v, {N, KV});
   ensure_shape(st.o, {N, Q});
-  ensure_shape(st.lse, {batch, heads_, seq});
+  const bool ring = ctx_.coords.cp_size > 1;
+  if (ring) {
+    ensure_shape(st.lse, {batch, 2, heads_, seq / 2});
+  } else {
+    ensure_shape(st.lse, {batch, heads_, seq});
+  }
   const float* a = st.a.data();
   cpu::linear_forward(a, wq_->value.data(), st.q.data(), N, hidden_, Q);
   cpu::linear_forward(a, wk_->value.data(), st.k.data(), N, hidden_, KV);
   cpu::linear_forward(a, wv_->value.data(), st.v.data(), N, hidden_, KV);
   cpu::rope_forward(st.q.data(), st.q.data(), positions_N, N, heads_, head_dim_, rotary_base_);
   cpu::rope_forward(st.k.data(), st.k.data(), positions_N, N, kv_heads_, head_dim_, rotary_base_);
-  cpu::attention_forward(st.q.data(), st.k.data(), st.v.data(), st.o.data(), st.lse.data(),
-                         positions_N, positions_N, batch, seq, seq, heads_, kv_heads_, head_dim_);
+  if (ring) {
+    ring_attention_forward(*ctx_.cp, {batch, seq, heads_, kv_heads_, head_dim_}, st.q.data(),
+                           st.k.data(), st.v.data(), st.o.data(), st.lse.data(), ring_);
+  } else {
+    cpu::attention_forward(st.q.data(), st.k.data(), st.v.data(), st.o.data(), st.lse.data(),
+                           positions_N, positions_N, batch, seq, seq, heads_, kv_heads_,
+                           head_dim_);
+  }
   if (!region_.active()) {
     cpu::gemm(false, true, N, hidden_, Q, 1.0f, st.o.data(), Q, wo_->value.data(), Q,
               accumulate ? 1.0f : 0.0f, y_NH.data(), hidden_);
@@ -81,9 +92,15 @@ void Attention::backward_dx(const Tensor& dy_NH, const int32_t* positions_N, Ten
   ensure_shape(st.dk, {N, KV}).zero();
   ensure_shape(st.dv, {N, KV}).zero();
   cpu::linear_backward_dx(st.dy.data(), wo_->value.data(), st.d_o.data(), N, Q, hidden_, false);
-  cpu::attention_backward(st.d_o.data(), st.q.data(), st.k.data(), st.v.data(), st.o.data(),
-                          st.lse.data(), st.dq.data(), st.dk.data(), st.dv.data(), positions_N,
-                          positions_N, B, S, S, heads_, kv_heads_, head_dim_);
+  if (ctx_.coords.cp_size > 1) {
+    ring_attention_backward(*ctx_.cp, {B, S, heads_, kv_heads_, head_dim_}, st.d_o.data(),
+                            st.q.data(), st.k.data(), st.v.data(), st.o.data(), st.lse.data(),
+                            st.dq.data(), st.dk.data(), st.dv.data(), ring_);
+  } else {
+    cpu::attention_backward(st.d_o.data(), st.q.data(), st.k.data(), st.v.data(), st.o.data(),
+                            st.lse.data(), st.dq.data(), st.dk.data(), st.dv.data(), positions_N,
+                            positions_N, B, S, S, heads_, kv_heads_, head_dim_);
+  }
   cpu::rope_backward(st.dq.data(), st.dq.data(), positions_N, N, heads_, head_dim_, rotary_base_);
   cpu::rope_backward(st.dk.data(), st.dk.data(), positions_N, N, kv_heads_, head_dim_,
                      rotary_base_);

@@ -9,6 +9,7 @@
 
 #include "model/model_config.h"
 #include "model/parameter.h"
+#include "model/ring_attention.h"
 #include "parallel/context.h"
 #include "parallel/tp_communication.h"
 #include "tensor/tensor.h"
@@ -24,7 +25,7 @@ struct AttentionStash {
   Tensor k;    // (B,S,nkv,d) after RoPE
   Tensor v;    // (B,S,nkv,d)
   Tensor o;    // (B,S,nh·d) attention output before Wo
-  Tensor lse;  // (B,nh,S) log-sum-exp of the scores
+  Tensor lse;  // (B,nh,S) log-sum-exp of the scores; (B,2,nh,S/2) under CP (ring_attention.h)
   // Gradients handed from backward_dx to backward_dw.
   Tensor dy;               // (N,H) the caller's dy, or gathered under sequence parallelism
   Tensor d_o, dq, dk, dv;  // as o, q, k, v
@@ -39,6 +40,8 @@ class Attention {
 
   // y (n,H) = (accumulate ? y : 0) + attention(a) Woᵀ, a (n,H). positions_N: each of the N
   // tokens' position in its sequence (rope); the first S entries are those of one sequence.
+  // Under context parallelism seq is this rank's shard S/CP (context_shard.h), positions are
+  // global and the attention runs over the CP ring (ring_attention.h).
   void forward(const Tensor& a_NH, const int32_t* positions_N, int64_t batch, int64_t seq,
                Tensor& y_NH, bool accumulate, AttentionStash& stash) const;
   // da (n,H) = d loss / d a (overwritten). dy must stay unchanged until backward_dw.
@@ -56,6 +59,7 @@ class Attention {
   Parameter* wk_;  // [nkv·d, H]
   Parameter* wv_;  // [nkv·d, H]
   Parameter* wo_;  // [H, nh·d] local columns
+  mutable RingAttentionScratch ring_;  // CP > 1: transient buffers of the ring
 };
 
 }  // namespace moefold

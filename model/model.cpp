@@ -1,9 +1,11 @@
 #include "model/model.h"
 
 #include <cstring>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 
+#include "model/context_shard.h"
 #include "model/scratch.h"
 #include "model/sharding_plan.h"
 #include "tensor/check.h"
@@ -119,10 +121,7 @@ absl::Status Model::validate(const ModelConfig& c, const ParallelContext& ctx) {
   }
   const RankCoordinates& r = ctx.coords;
   if (absl::Status tp = validate_tensor_parallel(c, ctx); !tp.ok()) return tp;
-  if (r.cp_size != 1) {
-    return absl::UnimplementedError(absl::StrCat("not supported yet: context_parallel_size ",
-                                                 r.cp_size, " (the model computes with CP=1)"));
-  }
+  if (absl::Status cp = validate_context_parallel(c, ctx); !cp.ok()) return cp;
   if (auto partition = partition_layers(c.num_layers, ctx.config); !partition.ok()) {
     return partition.status();
   }
@@ -190,8 +189,14 @@ MicroBatchStats Model::evaluate(const MicroBatch& batch) {
   return forward_chunk(0, batch, nullptr, nullptr, *eval_stash_);
 }
 
-MicroBatchStats Model::forward_chunk(int chunk, const MicroBatch& batch, const Tensor* input_nH,
-                                     const LossScales* scales, ModelStash& st) {
+MicroBatchStats Model::forward_chunk(int chunk, const MicroBatch& full_batch,
+                                     const Tensor* input_nH, const LossScales* scales,
+                                     ModelStash& st) {
+  // Context parallelism: this rank computes its load-balanced shard of every sequence.
+  const int cp_rank = ctx_.coords.cp_rank, cp_size = ctx_.coords.cp_size;
+  std::optional<MicroBatch> cp_shard;
+  if (cp_size > 1) cp_shard = shard_micro_batch(full_batch, cp_rank, cp_size);
+  const MicroBatch& batch = cp_shard ? *cp_shard : full_batch;
   const int64_t B = batch.batch, S = batch.seq, N = B * S, H = config_.hidden_size;
   const LayerRange range = partition_.layers(stage(), chunk);
   const int Lc = range.size();
@@ -204,8 +209,7 @@ MicroBatchStats Model::forward_chunk(int chunk, const MicroBatch& batch, const T
   st.batch = B;
   st.seq = S;
   st.tokens = batch.tokens;
-  st.positions.resize(N);
-  for (int64_t t = 0; t < N; ++t) st.positions[t] = static_cast<int32_t>(t % S);
+  st.positions = context_token_positions(B, full_batch.seq, cp_rank, cp_size);
   const TpRegion region{ctx_.tp.get(), ctx_.config.sequence_parallel};
   const int64_t n = region.local_rows(N);  // residual rows: this rank's token shard under SP
   st.residual.resize(Lc + 1);
@@ -249,6 +253,10 @@ MicroBatchStats Model::forward_chunk(int chunk, const MicroBatch& batch, const T
     stats.moe.push_back(
         {l, router.counts, router.dropped, router.rows * config_.moe.moe_router_topk});
     // Each TP×CP rank routes its own share of the tokens (moe_layer.h): counts add up.
+  }
+  if (cp_rank != 0) {  // every CP rank holds the micro-batch's MoE losses; one reports them
+    stats.aux_loss = 0;
+    stats.z_loss = 0;
   }
   return stats;
 }

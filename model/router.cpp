@@ -333,7 +333,8 @@ void Router::backward_dw(RouterStash& st) const {
   float* dw = ensure_shape(st.dweight, {E, H}).data();
   st.dweight.zero();
   cpu::linear_backward_dw(st.dlogits.data(), st.x.data(), dw, n, H, E);
-  ctx_.tp_cp->all_reduce(std::span<float>(dw, E * H));
+  // Summed over TP here; the CP parts are summed with the other dense gradients over DP×CP.
+  ctx_.tp->all_reduce(std::span<float>(dw, E * H));
   float* grad = weight_->grad.data();
   for (int64_t i = 0; i < E * H; ++i) grad[i] += dw[i];
 }

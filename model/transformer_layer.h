@@ -67,6 +67,7 @@ class TransformerLayer {
   void moe_forward(int64_t batch, int64_t seq, double aux_scale, Tensor& h_out,
                    TransformerLayerStash& st) const;
   void moe_backward(const Tensor& dh, TransformerLayerStash& st) const;
+  Communicator& moe_token_group() const;
 
   const ParallelContext& ctx_;
   TpRegion region_;

@@ -266,6 +266,23 @@ absl::Status validate_recipe_for_world(const Recipe& recipe, int world_size) {
   if (absl::StatusOr<StagePartition> split = partition_layers(m.num_layers, p); !split.ok()) {
     return absl::InvalidArgumentError(absl::StrCat(where, ": ", split.status().message()));
   }
+  // Context parallelism: 2·CP load-balanced chunks per sequence (model/context_shard.h), each
+  // CP shard split again over TP under sequence parallelism.
+  if (const int cp = p.context_parallel_size; cp > 1) {
+    const bool sequence_parallel = p.sequence_parallel && p.tensor_model_parallel_size > 1;
+    const int64_t divisor = 2 * int64_t{cp} * (sequence_parallel ? p.tensor_model_parallel_size : 1);
+    if (m.seq_length % divisor != 0) {
+      return recipe_error(
+          recipe, "model.seq_length",
+          absl::StrCat(m.seq_length, " is not divisible by 2 × parallel.context_parallel_size ",
+                       cp,
+                       sequence_parallel
+                           ? absl::StrCat(" × parallel.tensor_model_parallel_size ",
+                                          p.tensor_model_parallel_size, " (sequence_parallel)")
+                           : "",
+                       " = ", divisor));
+    }
+  }
   const int data_parallel = world_size / (p.tensor_model_parallel_size * p.context_parallel_size *
                                           p.pipeline_model_parallel_size);
   const TrainingConfig& t = recipe.training;

@@ -308,6 +308,7 @@ LossScales Trainer::loss_scales(const std::vector<MicroBatch>& batches) const {
   for (const MicroBatch& b : batches)
     for (float m : b.loss_mask) mask_sum += m;
   ctx_.dp_cp->all_reduce(std::span<double>(&mask_sum, 1));
+  mask_sum /= ctx_.coords.cp_size;  // every CP rank counted the whole micro-batches (exact)
   LossScales scales;
   scales.lm = mask_sum > 0 ? 1.0 / mask_sum : 0.0;
   scales.aux = 1.0 / (double(batches.size()) * ctx_.dp->size());
