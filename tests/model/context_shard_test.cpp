@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "model/context_shard.h"
+#include "parallel/context.h"
 
 namespace moefold {
 namespace {
@@ -53,6 +54,26 @@ TEST(ContextShard, ShardsTheMicroBatch) {
   EXPECT_EQ(shard.tokens, (std::vector<int32_t>{100, 101, 106, 107, 108, 109, 114, 115}));
   EXPECT_EQ(shard.labels, (std::vector<int32_t>{200, 201, 206, 207, 208, 209, 214, 215}));
   EXPECT_EQ(shard.loss_mask, (std::vector<float>{0, 1, 0, 1, 1, 0, 1, 0}));
+}
+
+TEST(ContextShard, ValidateNamesTheSetting) {
+  ParallelContext ctx = ParallelContext::single_process();
+  ctx.coords.cp_size = 2;
+  ModelConfig c;
+  c.num_layers = 2;
+  c.seq_length = 12;
+  c.moe.num_experts = 4;
+  c.moe.moe_layer_pattern = {0, 1};
+  EXPECT_TRUE(validate_context_parallel(c, ctx).ok());
+  c.seq_length = 10;
+  EXPECT_EQ(validate_context_parallel(c, ctx).message(),
+            "seq_length 10 is not divisible by 2·context_parallel_size = 4");
+  c.seq_length = 12;
+  c.moe.moe_expert_capacity_factor = 1.5f;
+  EXPECT_EQ(validate_context_parallel(c, ctx).code(), absl::StatusCode::kUnimplemented);
+  c.moe.moe_expert_capacity_factor = 0;
+  c.moe.moe_router_load_balancing_type = LoadBalancingType::kSeqAuxLoss;
+  EXPECT_EQ(validate_context_parallel(c, ctx).code(), absl::StatusCode::kUnimplemented);
 }
 
 }  // namespace
