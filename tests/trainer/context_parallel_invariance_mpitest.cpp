@@ -6,10 +6,15 @@
 #include <gtest/gtest.h>
 #include <mpi.h>
 
+#include <chrono>
+#include <cstdlib>
+#include <cstdio>
 #include <filesystem>
+#include <random>
 #include <string>
 #include <vector>
 
+#include "model/model.h"
 #include "tiny_run.h"
 #include "trainer/config_parse.h"
 #include "trainer/trainer.h"
@@ -92,6 +97,64 @@ INSTANTIATE_TEST_SUITE_P(
                       CpLayout{"cp2_dp2", 4, {}, cp(2)},
                       CpLayout{"cp2_ep2", 2, {}, cp(2, 1, false, 2)}),
     [](const ::testing::TestParamInfo<CpLayout>& info) { return info.param.name; });
+
+// Benchmark, not run by ctest (DISABLED_): activation memory per rank (MemoryStats peak above
+// parameters and gradients, one micro-batch forward + backward) and step time of a small MoE
+// model at seq S = MOEFOLD_BENCH_SEQ (default 8192), on one process and at CP = world size.
+// E.g. mpirun -np 2 -x OPENBLAS_NUM_THREADS=1 build/tests/trainer/context_parallel_invariance
+//      --gtest_also_run_disabled_tests --gtest_filter='*Benchmark*'
+TEST(ContextParallelBenchmark, DISABLED_ActivationMemoryPerRank) {
+  int world = 1, rank = 0;
+  MPI_Comm_size(MPI_COMM_WORLD, &world);
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  const char* seq_env = std::getenv("MOEFOLD_BENCH_SEQ");
+  ModelConfig c;
+  c.num_layers = 2;
+  c.hidden_size = 128;
+  c.num_attention_heads = 4;
+  c.num_query_groups = 4;
+  c.ffn_hidden_size = 256;
+  c.vocab_size = 256;
+  c.seq_length = seq_env ? std::atoi(seq_env) : 8192;
+  c.moe.num_experts = 4;
+  c.moe.moe_ffn_hidden_size = 128;
+  c.moe.moe_router_topk = 2;
+  c.moe.moe_layer_pattern = {0, 1};
+  c.moe.moe_shared_expert_intermediate_size = 128;
+  MicroBatch batch;
+  batch.batch = 1;
+  batch.seq = c.seq_length;
+  std::mt19937 rng(3);
+  for (int s = 0; s < c.seq_length; ++s) {
+    batch.tokens.push_back(static_cast<int32_t>(rng() % c.vocab_size));
+    batch.labels.push_back(static_cast<int32_t>(rng() % c.vocab_size));
+    batch.loss_mask.push_back(1.0f);
+  }
+  ParallelConfig parallel;
+  parallel.context_parallel_size = world;
+  auto cp_ctx = ParallelContext::create(parallel, MPI_COMM_WORLD);
+  ASSERT_TRUE(cp_ctx.ok()) << cp_ctx.status();
+  for (int pass = 0; pass < 2; ++pass) {
+    const bool single = pass == 0;
+    if (single && rank != 0) continue;
+    Model model(c, single ? ParallelContext::single_process() : *cp_ctx);
+    model.init_parameters(1);
+    auto stash = model.make_stash();
+    LossScales scales;
+    scales.lm = 1.0 / c.seq_length;
+    const int64_t baseline = MemoryStats::current_bytes();
+    MemoryStats::reset_peak();
+    const auto start = std::chrono::steady_clock::now();
+    model.forward(batch, scales, *stash);
+    model.backward(*stash);
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const double mib = double(MemoryStats::peak_bytes() - baseline) / (1 << 20);
+    std::printf("seq %d, CP %d, rank %d: activation peak %.1f MiB, forward+backward %.2f s\n",
+                c.seq_length, single ? 1 : world, rank, mib, seconds);
+    std::fflush(stdout);
+  }
+}
 
 }  // namespace
 }  // namespace moefold::testing
