@@ -1,5 +1,6 @@
 // Context-parallel invariance (DESIGN.md): CP=2, CP=4, CP=2 × TP=2 (with and without sequence
-// parallelism), CP=2 × DP=2 and CP=2 with the experts folded onto EP=2 give the per-step losses
+// parallelism), CP=2 × DP=2, CP=2 × PP=2 and the experts folded onto EP over the same ranks
+// (CP=2 with EP=2, CP=4 with EP=4, CP=2 × TP=2 + SP with EP=2) give the per-step losses
 // and gradient norms of one process on the same global batch (the tiny recipe: seq 16, dense and
 // MoE layers, shared expert, aux and z losses). Each layout runs at the rank count it needs and
 // is skipped at the others.
@@ -35,6 +36,11 @@ std::vector<std::string> cp(int size, int tp = 1, bool sequence_parallel = false
           "parallel.expert_model_parallel_size=" + std::to_string(ep),
           "parallel.expert_tensor_parallel_size=1",
           std::string("parallel.sequence_parallel=") + (sequence_parallel ? "true" : "false")};
+}
+
+std::vector<std::string> pipeline(std::vector<std::string> overrides) {
+  overrides.push_back("parallel.pipeline_model_parallel_size=2");
+  return overrides;
 }
 
 class ContextParallelInvariance : public ::testing::TestWithParam<CpLayout> {
@@ -95,7 +101,10 @@ INSTANTIATE_TEST_SUITE_P(
                       CpLayout{"cp2_tp2", 4, {}, cp(2, 2)},
                       CpLayout{"cp2_tp2_sp", 4, {}, cp(2, 2, true)},
                       CpLayout{"cp2_dp2", 4, {}, cp(2)},
-                      CpLayout{"cp2_ep2", 2, {}, cp(2, 1, false, 2)}),
+                      CpLayout{"cp2_ep2", 2, {}, cp(2, 1, false, 2)},
+                      CpLayout{"cp4_ep4", 4, {}, cp(4, 1, false, 4)},
+                      CpLayout{"cp2_tp2_sp_ep2", 4, {}, cp(2, 2, true, 2)},
+                      CpLayout{"cp2_pp2", 4, {}, pipeline(cp(2))}),
     [](const ::testing::TestParamInfo<CpLayout>& info) { return info.param.name; });
 
 // Benchmark, not run by ctest (DISABLED_): activation memory per rank (MemoryStats peak above
