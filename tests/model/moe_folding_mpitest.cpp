@@ -53,7 +53,8 @@ struct LayerRun {
   ParameterRegistry registry;
 };
 
-void run_layer(const ModelConfig& config, const ParallelContext& ctx, const Case& c, LayerRun& run) {
+void run_layer(const ModelConfig& config, const ParallelContext& ctx, const Case& c,
+               LayerRun& run) {
   const int64_t N = c.batch * c.seq, H = config.hidden_size;
   MoeLayer layer(config, ctx, 1, run.registry);
   run.registry.init(5);

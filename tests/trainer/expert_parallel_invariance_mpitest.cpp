@@ -264,7 +264,8 @@ TEST(ExpertParallelBenchmark, DISABLED_DemoModel) {
       std::printf(
           "EP %d %-9s chunks %d: %8.0f tokens/s | blocked in dispatch/combine %5.1f%% of the "
           "step | %.2f MB sent per step (all ranks), minimum %.2f MB, ratio %.2f\n",
-          setting.ep, setting.dispatcher, setting.chunks, kIterations * double(B) * S * world / slowest,
+          setting.ep, setting.dispatcher, setting.chunks,
+          kIterations * double(B) * S * world / slowest,
           100.0 * sums[1] / sums[0], sums[2] / kIterations / 1e6, sums[3] / kIterations / 1e6,
           sums[3] > 0 ? sums[2] / sums[3] : 0.0);
     }
