@@ -3,6 +3,7 @@
 #include <cmath>
 #include <string>
 
+#include "model/ring_attention.h"
 #include "model/scratch.h"
 #include "model/sharding_plan.h"
 #include "tensor/check.h"
@@ -64,7 +65,7 @@ void Attention::forward(const Tensor& a_NH, const int32_t* positions_N, int64_t 
   cpu::rope_forward(st.k.data(), st.k.data(), positions_N, N, kv_heads_, head_dim_, rotary_base_);
   if (ring) {
     ring_attention_forward(*ctx_.cp, {batch, seq, heads_, kv_heads_, head_dim_}, st.q.data(),
-                           st.k.data(), st.v.data(), st.o.data(), st.lse.data(), ring_);
+                           st.k.data(), st.v.data(), st.o.data(), st.lse.data());
   } else {
     cpu::attention_forward(st.q.data(), st.k.data(), st.v.data(), st.o.data(), st.lse.data(),
                            positions_N, positions_N, batch, seq, seq, heads_, kv_heads_,
@@ -95,7 +96,7 @@ void Attention::backward_dx(const Tensor& dy_NH, const int32_t* positions_N, Ten
   if (ctx_.coords.cp_size > 1) {
     ring_attention_backward(*ctx_.cp, {B, S, heads_, kv_heads_, head_dim_}, st.d_o.data(),
                             st.q.data(), st.k.data(), st.v.data(), st.o.data(), st.lse.data(),
-                            st.dq.data(), st.dk.data(), st.dv.data(), ring_);
+                            st.dq.data(), st.dk.data(), st.dv.data());
   } else {
     cpu::attention_backward(st.d_o.data(), st.q.data(), st.k.data(), st.v.data(), st.o.data(),
                             st.lse.data(), st.dq.data(), st.dk.data(), st.dv.data(), positions_N,

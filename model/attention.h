@@ -9,7 +9,6 @@
 
 #include "model/model_config.h"
 #include "model/parameter.h"
-#include "model/ring_attention.h"
 #include "parallel/context.h"
 #include "parallel/tp_communication.h"
 #include "tensor/tensor.h"
@@ -59,7 +58,6 @@ class Attention {
   Parameter* wk_;  // [nkv·d, H]
   Parameter* wv_;  // [nkv·d, H]
   Parameter* wo_;  // [H, nh·d] local columns
-  mutable RingAttentionScratch ring_;  // CP > 1: transient buffers of the ring
 };
 
 }  // namespace moefold

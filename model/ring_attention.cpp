@@ -15,6 +15,14 @@
 namespace moefold {
 namespace {
 
+struct RingBuffers {
+  Tensor kv[2];     // (2,B,Sl,nkv,d) K then V of the block held / arriving
+  Tensor dkv[2];    // (2,B,Sl,nkv,d) dK then dV travelling with a block
+  Tensor dkv_part;  // (2,B,Sl,nkv,d) this rank's contribution to the held block
+  Tensor o_part;    // (C,nh,d) one chunk pair's output
+  Tensor lse_part;  // (nh,C)
+};
+
 // Pointers into one sequence b's chunk c (0 or 1) of the local layouts.
 struct ChunkView {
   const RingAttentionDims& dims;
@@ -64,7 +72,7 @@ std::vector<int32_t> iota_positions(int64_t n) {
 
 void ring_attention_forward(Communicator& cp, const RingAttentionDims& dims, const float* q,
                             const float* k, const float* v, float* o, float* lse,
-                            RingAttentionScratch& sc, bool overlap) {
+                            bool overlap) {
   const int64_t B = dims.batch, Sl = dims.local_seq, nh = dims.heads, nkv = dims.kv_heads,
                 d = dims.head_dim;
   const int CP = cp.size();
@@ -77,6 +85,7 @@ void ring_attention_forward(Communicator& cp, const RingAttentionDims& dims, con
   MOEFOLD_CHECK(Sl % 2 == 0, "local sequence " << Sl << " holds two chunks");
   const int64_t C = Sl / 2, kv_count = B * Sl * nkv * d;
   const ChunkView view{dims, C};
+  RingBuffers sc;
   for (Tensor& t : sc.kv) ensure_shape(t, {2, kv_count});
   ensure_shape(sc.o_part, {C, nh, d});
   ensure_shape(sc.lse_part, {nh, C});
@@ -113,7 +122,7 @@ void ring_attention_forward(Communicator& cp, const RingAttentionDims& dims, con
 void ring_attention_backward(Communicator& cp, const RingAttentionDims& dims, const float* dout,
                              const float* q, const float* k, const float* v, const float* o,
                              const float* lse, float* dq, float* dk, float* dv,
-                             RingAttentionScratch& sc, bool overlap) {
+                             bool overlap) {
   const int64_t B = dims.batch, Sl = dims.local_seq, nh = dims.heads, nkv = dims.kv_heads,
                 d = dims.head_dim;
   const int CP = cp.size();
@@ -125,6 +134,7 @@ void ring_attention_backward(Communicator& cp, const RingAttentionDims& dims, co
   }
   const int64_t C = Sl / 2, kv_count = B * Sl * nkv * d;
   const ChunkView view{dims, C};
+  RingBuffers sc;
   for (Tensor& t : sc.kv) ensure_shape(t, {2, kv_count});
   for (Tensor& t : sc.dkv) ensure_shape(t, {2, kv_count});
   ensure_shape(sc.dkv_part, {2, kv_count});

@@ -10,12 +10,13 @@
 // Layouts (row-major): q, o, dq, dout (B,Sl,nh,d); k, v, dk, dv (B,Sl,nkv,d); lse (B,2,nh,C)
 // (per query chunk, the layout the merge and the backward need). With CP = 1 this is plain
 // causal attention over positions 0..S−1 (lse then (B,nh,S), which is the same layout).
+// The ring's buffers (two K/V blocks, the travelling dK/dV) live only during a call, so they are
+// not kept per layer.
 #pragma once
 
 #include <cstdint>
 
 #include "parallel/communicator.h"
-#include "tensor/tensor.h"
 
 namespace moefold {
 
@@ -23,24 +24,15 @@ struct RingAttentionDims {
   int64_t batch, local_seq, heads, kv_heads, head_dim;  // B, Sl, nh, nkv, d (this rank's heads)
 };
 
-// Buffers reused across calls (two K/V blocks in flight, partial outputs, gradient blocks).
-struct RingAttentionScratch {
-  Tensor kv[2];        // (2,B,Sl,nkv,d) K then V of the block held / arriving
-  Tensor dkv[2];       // (2,B,Sl,nkv,d) dK then dV travelling with a block
-  Tensor dkv_part;     // (2,B,Sl,nkv,d) this rank's contribution to the held block
-  Tensor o_part;       // (C,nh,d) one chunk pair's output
-  Tensor lse_part;     // (nh,C)
-};
-
 // o and lse overwritten. overlap false waits for each transfer at once (benchmark baseline).
 void ring_attention_forward(Communicator& cp, const RingAttentionDims& dims, const float* q,
                             const float* k, const float* v, float* o, float* lse,
-                            RingAttentionScratch& scratch, bool overlap = true);
+                            bool overlap = true);
 
 // o and lse from ring_attention_forward. dq, dk, dv ACCUMULATE (as cpu::attention_backward).
 void ring_attention_backward(Communicator& cp, const RingAttentionDims& dims, const float* dout,
                              const float* q, const float* k, const float* v, const float* o,
                              const float* lse, float* dq, float* dk, float* dv,
-                             RingAttentionScratch& scratch, bool overlap = true);
+                             bool overlap = true);
 
 }  // namespace moefold
