@@ -58,7 +58,7 @@ TEST(ConfigParse, DemoRecipeFillsEverySection) {
   EXPECT_EQ(r.model.moe.moe_shared_expert_intermediate_size, 256);
   EXPECT_FLOAT_EQ(r.model.moe.moe_aux_loss_coeff, 1e-2f);
   EXPECT_EQ(r.training.micro_batch_size, 4);
-  EXPECT_EQ(r.training.global_batch_size, 8);
+  EXPECT_EQ(r.training.global_batch_size, 16);
   EXPECT_EQ(r.training.eval_interval, 50);
   EXPECT_EQ(r.training.eval_iters, 4);
   EXPECT_FLOAT_EQ(r.optimizer.lr, 1e-3f);
@@ -67,6 +67,8 @@ TEST(ConfigParse, DemoRecipeFillsEverySection) {
   EXPECT_EQ(r.data.corpus, "sotu");
   EXPECT_EQ(r.data.tokenizer_type, "gpt2");
   EXPECT_EQ(r.logging.run_dir, "runs/demo");
+  EXPECT_EQ(r.checkpoint.save, "runs/demo/checkpoints");
+  EXPECT_EQ(r.checkpoint.save_interval, 50);
   EXPECT_EQ(r.key_locations.at("model.hidden_size"), path + ":7");
 }
 
