@@ -13,15 +13,19 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
+int layer_count(const Model& model, int chunk) {
+  return model.partition().layers(model.stage(), chunk).size();
+}
+
 }  // namespace
 
 PipelineExecutor::PipelineExecutor(Model& model, const ParallelContext& ctx)
-    : model_(model), ctx_(ctx), free_(model.chunks()), created_(model.chunks(), 0) {}
+    : model_(model), ctx_(ctx) {}
 
 std::unique_ptr<ModelStash> PipelineExecutor::acquire(int chunk) {
-  std::vector<std::unique_ptr<ModelStash>>& pool = free_[chunk];
+  std::vector<std::unique_ptr<ModelStash>>& pool = free_[layer_count(model_, chunk)];
   if (pool.empty()) {
-    ++created_[chunk];
+    ++created_;
     return model_.make_stash(chunk);
   }
   std::unique_ptr<ModelStash> stash = std::move(pool.back());
@@ -29,7 +33,9 @@ std::unique_ptr<ModelStash> PipelineExecutor::acquire(int chunk) {
   return stash;
 }
 
-std::vector<int> PipelineExecutor::stashes_created() const { return created_; }
+void PipelineExecutor::release(int chunk, std::unique_ptr<ModelStash> stash) {
+  free_[layer_count(model_, chunk)].push_back(std::move(stash));
+}
 
 std::vector<MicroBatchStats> PipelineExecutor::run(
     PipelineScheduleKind kind, const std::vector<MicroBatch>& batches, const LossScales* scales,
@@ -87,7 +93,7 @@ std::vector<MicroBatchStats> PipelineExecutor::run(
         if (scales) {
           in_flight[unit] = std::move(stash);
         } else {
-          free_[a.chunk].push_back(std::move(stash));
+          release(a.chunk, std::move(stash));
         }
         break;
       }
@@ -102,7 +108,7 @@ std::vector<MicroBatchStats> PipelineExecutor::run(
         times_.compute += seconds_since(compute_start);
         received.erase(unit);
         if (d_input != nullptr) outgoing[unit] = d_input->clone();
-        free_[a.chunk].push_back(std::move(it->second));
+        release(a.chunk, std::move(it->second));
         in_flight.erase(it);
         break;
       }

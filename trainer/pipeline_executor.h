@@ -7,9 +7,9 @@
 //   backward  wait for the output gradient, Model::backward_chunk, return the stash to the pool
 //   (end)     wait for every send
 //
-// Stashes are pooled per chunk and reused across steps, so a stage holds as many as its
-// schedule keeps in flight at once (peak_stashed_activations) and its activation memory follows
-// the schedule's bound. Without pipeline parallelism the schedule is forward then backward of
+// Stashes are pooled (by the chunk's layer count, so equal chunks share them) and reused across
+// steps, so a stage holds as many as its schedule keeps in flight at once
+// (peak_stashed_activations) and its activation memory follows the schedule's bound. Without pipeline parallelism the schedule is forward then backward of
 // each micro-batch on one stage: the same code.
 #pragma once
 
@@ -48,9 +48,9 @@ class PipelineExecutor {
                                    const std::function<void(int micro_batch)>& before_backward = {});
 
   const PipelineTimes& last_times() const { return times_; }
-  // Stashes this rank created per chunk: the most (micro_batch, chunk) activations it held at
-  // once over all steps run so far.
-  std::vector<int> stashes_created() const;
+  // Stashes this rank created (and holds): with equal chunks, the most (micro_batch, chunk)
+  // activations it kept at once over all steps run so far.
+  int stashes_created() const { return created_; }
 
  private:
   using Unit = std::pair<int, int>;  // (micro_batch, chunk)
@@ -58,8 +58,10 @@ class PipelineExecutor {
 
   Model& model_;
   ParallelContext ctx_;
-  std::vector<std::vector<std::unique_ptr<ModelStash>>> free_;  // per chunk
-  std::vector<int> created_;                                    // per chunk
+  void release(int chunk, std::unique_ptr<ModelStash> stash);
+
+  std::map<int, std::vector<std::unique_ptr<ModelStash>>> free_;  // by the chunk's layer count
+  int created_ = 0;
   PipelineTimes times_;
 };
 
