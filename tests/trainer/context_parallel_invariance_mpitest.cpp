@@ -109,7 +109,8 @@ INSTANTIATE_TEST_SUITE_P(
 
 // Benchmark, not run by ctest (DISABLED_): activation memory per rank (MemoryStats peak above
 // parameters and gradients, one micro-batch forward + backward) and step time of a small MoE
-// model at seq S = MOEFOLD_BENCH_SEQ (default 8192), on one process and at CP = world size.
+// model at seq S = MOEFOLD_BENCH_SEQ (default 8192), on one process and at CP = world size
+// (MOEFOLD_BENCH_DENSE set: both layers dense).
 // E.g. mpirun -np 2 -x OPENBLAS_NUM_THREADS=1 build/tests/trainer/context_parallel_invariance
 //      --gtest_also_run_disabled_tests --gtest_filter='*Benchmark*'
 TEST(ContextParallelBenchmark, DISABLED_ActivationMemoryPerRank) {
@@ -128,7 +129,7 @@ TEST(ContextParallelBenchmark, DISABLED_ActivationMemoryPerRank) {
   c.moe.num_experts = 4;
   c.moe.moe_ffn_hidden_size = 128;
   c.moe.moe_router_topk = 2;
-  c.moe.moe_layer_pattern = {0, 1};
+  c.moe.moe_layer_pattern = {0, std::getenv("MOEFOLD_BENCH_DENSE") ? 0 : 1};
   c.moe.moe_shared_expert_intermediate_size = 128;
   MicroBatch batch;
   batch.batch = 1;
