@@ -120,6 +120,50 @@ INSTANTIATE_TEST_SUITE_P(
                                                   "parallel.expert_tensor_parallel_size=1"}}),
     [](const ::testing::TestParamInfo<PpLayout>& info) { return info.param.name; });
 
+// Evaluation runs the forward-only schedule: the validation loss and token count under PP=2 (and
+// DP at 4 ranks) before and after two steps are the single process's.
+TEST(PipelineEvaluation, MatchesSingleProcess) {
+  int world = 1, rank = 0;
+  MPI_Comm_size(MPI_COMM_WORLD, &world);
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  const std::string dir =
+      (std::filesystem::temp_directory_path() / ("moefold-pp-eval-np" + std::to_string(world)))
+          .string();
+  if (rank == 0) {
+    std::filesystem::remove_all(dir);
+    write_tiny_dataset(dir, 300, 23);
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+  const std::string prefix = dir + "/tiny_text_document";
+  const auto evaluations = [&](const std::vector<std::string>& overrides,
+                               const ParallelContext& ctx, const std::string& run) {
+    auto trainer = Trainer::create(tiny_recipe(prefix, dir + "/" + run, kFourLayers + overrides), ctx);
+    EXPECT_TRUE(trainer.ok()) << trainer.status();
+    std::vector<EvalResult> out;
+    if (!trainer.ok()) return out;
+    for (int i = 0; i < 2; ++i) {
+      auto eval = (*trainer)->evaluate(2);
+      EXPECT_TRUE(eval.ok()) << eval.status();
+      if (eval.ok()) out.push_back(*eval);
+      for (int step = 2 * i; step < 2 * i + 2; ++step) EXPECT_TRUE((*trainer)->train_step(step).ok());
+    }
+    return out;
+  };
+  const std::vector<EvalResult> single =
+      evaluations({}, ParallelContext::single_process(), "single-" + std::to_string(rank));
+  const Recipe recipe = tiny_recipe(prefix, dir + "/pipeline", kFourLayers + pp(2));
+  auto ctx = ParallelContext::create(recipe.parallel, MPI_COMM_WORLD);
+  ASSERT_TRUE(ctx.ok()) << ctx.status();
+  const std::vector<EvalResult> pipeline = evaluations(pp(2), *ctx, "pipeline");
+  ASSERT_EQ(single.size(), 2u);
+  ASSERT_EQ(pipeline.size(), 2u);
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_GT(single[i].tokens, 0);
+    EXPECT_EQ(pipeline[i].tokens, single[i].tokens);
+    EXPECT_NEAR(pipeline[i].loss, single[i].loss, 1e-5 * single[i].loss);
+  }
+}
+
 // A checkpoint written under PP=2 (× DP at 4 ranks; the tied table on both end stages) resumes in
 // one process, and one written by one process resumes under PP=2, each continuing with the
 // losses of an uninterrupted single-process run.
