@@ -270,7 +270,8 @@ absl::Status validate_recipe_for_world(const Recipe& recipe, int world_size) {
   // CP shard split again over TP under sequence parallelism.
   if (const int cp = p.context_parallel_size; cp > 1) {
     const bool sequence_parallel = p.sequence_parallel && p.tensor_model_parallel_size > 1;
-    const int64_t divisor = 2 * int64_t{cp} * (sequence_parallel ? p.tensor_model_parallel_size : 1);
+    const int64_t divisor =
+        2 * int64_t{cp} * (sequence_parallel ? p.tensor_model_parallel_size : 1);
     if (m.seq_length % divisor != 0) {
       return recipe_error(
           recipe, "model.seq_length",

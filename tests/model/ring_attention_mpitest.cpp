@@ -133,7 +133,8 @@ TEST(RingAttentionBenchmark, DISABLED_OverlappedVersusNot) {
   const int64_t B = 1, S = 8192, Sl = S / CP, nh = 8, nkv = 8, d = 64;
   const RingAttentionDims dims{B, Sl, nh, nkv, d};
   const std::vector<float> q = random_values(B * Sl * nh * d, 1 + ctx.coords.cp_rank),
-                           k = random_values(B * Sl * nkv * d, 7), v = random_values(B * Sl * nkv * d, 9);
+                           k = random_values(B * Sl * nkv * d, 7),
+                           v = random_values(B * Sl * nkv * d, 9);
   std::vector<float> o(q.size()), lse(B * nh * Sl), dq(q.size()), dk(k.size()), dv(v.size());
   for (bool overlap : {true, false, true, false}) {
     MPI_Barrier(MPI_COMM_WORLD);
