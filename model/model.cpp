@@ -174,17 +174,20 @@ void Model::zero_grad() { registry_.zero_grad(); }
 
 MicroBatchStats Model::forward(const MicroBatch& batch, const LossScales& scales,
                                ModelStash& stash) {
-  MOEFOLD_CHECK(ctx_.coords.pp_size == 1 && chunks() == 1, "forward of the whole model needs PP=1");
+  MOEFOLD_CHECK(ctx_.coords.pp_size == 1 && chunks() == 1,
+                "forward of the whole model needs PP=1");
   return forward_chunk(0, batch, nullptr, &scales, stash);
 }
 
 void Model::backward(ModelStash& stash) {
-  MOEFOLD_CHECK(ctx_.coords.pp_size == 1 && chunks() == 1, "backward of the whole model needs PP=1");
+  MOEFOLD_CHECK(ctx_.coords.pp_size == 1 && chunks() == 1,
+                "backward of the whole model needs PP=1");
   backward_chunk(0, stash, nullptr);
 }
 
 MicroBatchStats Model::evaluate(const MicroBatch& batch) {
-  MOEFOLD_CHECK(ctx_.coords.pp_size == 1 && chunks() == 1, "evaluate of the whole model needs PP=1");
+  MOEFOLD_CHECK(ctx_.coords.pp_size == 1 && chunks() == 1,
+                "evaluate of the whole model needs PP=1");
   if (!eval_stash_) eval_stash_ = make_stash();
   return forward_chunk(0, batch, nullptr, nullptr, *eval_stash_);
 }
@@ -297,7 +300,8 @@ int64_t Model::active_parameter_count() const {
   // lookup does no multiply-adds and is not counted (the tied table counts once, as output).
   int64_t n = 0;
   if (lm_head_) {
-    n += config_.hidden_size + static_cast<int64_t>(config_.padded_vocab_size()) * config_.hidden_size;
+    n += config_.hidden_size +
+         static_cast<int64_t>(config_.padded_vocab_size()) * config_.hidden_size;
   }
   for (const auto& layer : layers_) n += layer->active_parameter_count();
   return n;

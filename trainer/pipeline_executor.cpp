@@ -89,7 +89,8 @@ std::vector<MicroBatchStats> PipelineExecutor::run(
         times_.compute += seconds_since(compute_start);
         received.erase(unit);
         // A copy: the stash may be reused before the send completes.
-        if (!model_.is_last_virtual_stage(a.chunk)) outgoing[unit] = model_.chunk_output(*stash).clone();
+        if (!model_.is_last_virtual_stage(a.chunk))
+          outgoing[unit] = model_.chunk_output(*stash).clone();
         if (scales) {
           in_flight[unit] = std::move(stash);
         } else {

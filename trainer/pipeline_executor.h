@@ -9,8 +9,9 @@
 //
 // Stashes are pooled (by the chunk's layer count, so equal chunks share them) and reused across
 // steps, so a stage holds as many as its schedule keeps in flight at once
-// (peak_stashed_activations) and its activation memory follows the schedule's bound. Without pipeline parallelism the schedule is forward then backward of
-// each micro-batch on one stage: the same code.
+// (peak_stashed_activations) and its activation memory follows the schedule's bound. Without
+// pipeline parallelism the schedule is forward then backward of each micro-batch on one stage: the
+// same code.
 #pragma once
 
 #include <functional>
@@ -43,9 +44,9 @@ class PipelineExecutor {
   // ones). With `scales` each forward prepares backward; kForwardOnly takes none. before_backward
   // is called with the micro-batch index just before each backward (the data-parallel layer
   // needs to know the last one). Returns the stats of every forward this rank ran, in order.
-  std::vector<MicroBatchStats> run(PipelineScheduleKind kind, const std::vector<MicroBatch>& batches,
-                                   const LossScales* scales,
-                                   const std::function<void(int micro_batch)>& before_backward = {});
+  std::vector<MicroBatchStats> run(
+      PipelineScheduleKind kind, const std::vector<MicroBatch>& batches, const LossScales* scales,
+      const std::function<void(int micro_batch)>& before_backward = {});
 
   const PipelineTimes& last_times() const { return times_; }
   // Stashes this rank created (and holds): with equal chunks, the most (micro_batch, chunk)

@@ -103,19 +103,24 @@ INSTANTIATE_TEST_SUITE_P(
         PpLayout{"pp2_interleaved", 2, kFourLayers, pp(2, 2)},
         PpLayout{"pp2_uneven", 2, kFourLayers,
                  pp(2) + std::vector<std::string>{"parallel.decoder_first_pipeline_num_layers=1"}},
-        PpLayout{"pp2_expert_bias", 2, kExpertBias, pp(2)},
-        PpLayout{"pp4", 4, kFourLayers, pp(4)},
+        PpLayout{"pp2_expert_bias", 2, kExpertBias, pp(2)}, PpLayout{"pp4", 4, kFourLayers, pp(4)},
         PpLayout{"pp2_dp2", 4, {}, pp(2)},
-        PpLayout{"pp2_dp2_distributed_overlap", 4, {},
+        PpLayout{"pp2_dp2_distributed_overlap",
+                 4,
+                 {},
                  pp(2) + std::vector<std::string>{"parallel.use_distributed_optimizer=true",
                                                   "parallel.overlap_grad_reduce=true",
                                                   "parallel.overlap_param_gather=true"}},
         PpLayout{"pp2_interleaved_dp2", 4, kFourLayers, pp(2, 2)},
-        PpLayout{"pp2_tp2_sp", 4, {},
+        PpLayout{"pp2_tp2_sp",
+                 4,
+                 {},
                  pp(2) + std::vector<std::string>{"parallel.tensor_model_parallel_size=2",
                                                   "parallel.expert_tensor_parallel_size=1",
                                                   "parallel.sequence_parallel=true"}},
-        PpLayout{"pp2_dp2_ep2", 4, {},
+        PpLayout{"pp2_dp2_ep2",
+                 4,
+                 {},
                  pp(2) + std::vector<std::string>{"parallel.expert_model_parallel_size=2",
                                                   "parallel.expert_tensor_parallel_size=1"}}),
     [](const ::testing::TestParamInfo<PpLayout>& info) { return info.param.name; });
@@ -137,7 +142,8 @@ TEST(PipelineEvaluation, MatchesSingleProcess) {
   const std::string prefix = dir + "/tiny_text_document";
   const auto evaluations = [&](const std::vector<std::string>& overrides,
                                const ParallelContext& ctx, const std::string& run) {
-    auto trainer = Trainer::create(tiny_recipe(prefix, dir + "/" + run, kFourLayers + overrides), ctx);
+    auto trainer =
+        Trainer::create(tiny_recipe(prefix, dir + "/" + run, kFourLayers + overrides), ctx);
     EXPECT_TRUE(trainer.ok()) << trainer.status();
     std::vector<EvalResult> out;
     if (!trainer.ok()) return out;
@@ -145,7 +151,8 @@ TEST(PipelineEvaluation, MatchesSingleProcess) {
       auto eval = (*trainer)->evaluate(2);
       EXPECT_TRUE(eval.ok()) << eval.status();
       if (eval.ok()) out.push_back(*eval);
-      for (int step = 2 * i; step < 2 * i + 2; ++step) EXPECT_TRUE((*trainer)->train_step(step).ok());
+      for (int step = 2 * i; step < 2 * i + 2; ++step)
+        EXPECT_TRUE((*trainer)->train_step(step).ok());
     }
     return out;
   };
@@ -183,11 +190,11 @@ TEST(PipelineCheckpoint, ResumesAcrossPipelineLayouts) {
   const std::string prefix = dir + "/tiny_text_document";
   const std::string rank_dir = dir + "/rank" + std::to_string(rank);
   const auto recipe = [&](const std::string& save, const std::vector<std::string>& extra) {
-    return tiny_recipe(prefix, rank_dir,
-                       std::vector<std::string>{"training.train_iters=6", "checkpoint.save=" + save,
-                                                "model.num_layers=4",
-                                                "moe.moe_layer_freq=[0,1,0,1]"} +
-                           extra);
+    return tiny_recipe(
+        prefix, rank_dir,
+        std::vector<std::string>{"training.train_iters=6", "checkpoint.save=" + save,
+                                 "model.num_layers=4", "moe.moe_layer_freq=[0,1,0,1]"} +
+            extra);
   };
   const std::vector<StepRecord> straight =
       run_steps(recipe(rank_dir + "/unused", {}), ParallelContext::single_process(), kSteps);
@@ -233,16 +240,16 @@ TEST(PipelineExecutorMemory, StashesFollowTheScheduleBound) {
   int world = 1;
   MPI_Comm_size(MPI_COMM_WORLD, &world);
   constexpr int kMicroBatches = 8;
-  for (const auto kind : {PipelineScheduleKind::kAllForwardAllBackward,
-                          PipelineScheduleKind::kOneForwardOneBackward,
-                          PipelineScheduleKind::kInterleaved}) {
+  for (const auto kind :
+       {PipelineScheduleKind::kAllForwardAllBackward, PipelineScheduleKind::kOneForwardOneBackward,
+        PipelineScheduleKind::kInterleaved}) {
     SCOPED_TRACE(pipeline_schedule_kind_name(kind));
     const int chunks = kind == PipelineScheduleKind::kInterleaved ? 2 : 1;
-    const Recipe recipe = tiny_recipe(
-        "unused", "unused",
-        std::vector<std::string>{"model.num_layers=8", "model.vocab_size=300",
-                                 "moe.moe_layer_freq=[0,1,0,1,0,1,0,1]"} +
-            pp(world, chunks == 2 ? 2 : 0));
+    const Recipe recipe =
+        tiny_recipe("unused", "unused",
+                    std::vector<std::string>{"model.num_layers=8", "model.vocab_size=300",
+                                             "moe.moe_layer_freq=[0,1,0,1,0,1,0,1]"} +
+                        pp(world, chunks == 2 ? 2 : 0));
     auto ctx = ParallelContext::create(recipe.parallel, MPI_COMM_WORLD);
     ASSERT_TRUE(ctx.ok()) << ctx.status();
     Model model(recipe.model, *ctx);
@@ -265,8 +272,8 @@ TEST(PipelineExecutorMemory, StashesFollowTheScheduleBound) {
     std::vector<int> per_stage;
     for (int step = 0; step < 2; ++step) {  // the second step reuses the first one's stashes
       std::vector<int> before_backward;
-      const std::vector<MicroBatchStats> stats = executor.run(
-          kind, batches, &scales, [&](int mb) { before_backward.push_back(mb); });
+      const std::vector<MicroBatchStats> stats =
+          executor.run(kind, batches, &scales, [&](int mb) { before_backward.push_back(mb); });
       EXPECT_EQ(stats.size(), static_cast<size_t>(kMicroBatches * chunks));
       EXPECT_EQ(before_backward.size(), static_cast<size_t>(kMicroBatches * chunks));
     }
@@ -282,9 +289,9 @@ TEST(PipelineExecutorMemory, StashesFollowTheScheduleBound) {
 
 // Benchmark, not run by ctest (DISABLED_; run with --gtest_also_run_disabled_tests): one step of
 // the demo model (configs/demo.yaml, GPT-2 vocabulary, or MOEFOLD_BENCH_VOCAB tokens: the GPT-2
-// LM head alone outweighs the last stage's layers several times) at PP=2 over M micro-batches of 4 random
-// sequences, all-forward-all-backward vs 1F1B vs interleaved 1F1B (2 chunks), printing per stage
-// the idle fraction of the step (the bubble, next to the theoretical (PP-1)/(M+PP-1)), the
+// LM head alone outweighs the last stage's layers several times) at PP=2 over M micro-batches of 4
+// random sequences, all-forward-all-backward vs 1F1B vs interleaved 1F1B (2 chunks), printing per
+// stage the idle fraction of the step (the bubble, next to the theoretical (PP-1)/(M+PP-1)), the
 // stashes the executor held at once and the peak memory above the parameters and gradients.
 //   mpirun -np 2 -x OPENBLAS_NUM_THREADS=1 build/tests/trainer/pipeline_parallel_invariance
 //          --gtest_also_run_disabled_tests --gtest_filter='*Benchmark*'
@@ -302,18 +309,18 @@ TEST(PipelineBenchmark, DISABLED_DemoModelBubbleAndMemory) {
     int chunks;
     int micro_batches;
   };
-  const Case cases[] = {{"all-forward-all-backward", PipelineScheduleKind::kAllForwardAllBackward, 0, 4},
-                        {"1F1B", PipelineScheduleKind::kOneForwardOneBackward, 0, 4},
-                        {"interleaved 1F1B (2 chunks)", PipelineScheduleKind::kInterleaved, 2, 4},
-                        {"all-forward-all-backward", PipelineScheduleKind::kAllForwardAllBackward, 0, 8},
-                        {"1F1B", PipelineScheduleKind::kOneForwardOneBackward, 0, 8},
-                        {"interleaved 1F1B (2 chunks)", PipelineScheduleKind::kInterleaved, 2, 8}};
+  const Case cases[] = {
+      {"all-forward-all-backward", PipelineScheduleKind::kAllForwardAllBackward, 0, 4},
+      {"1F1B", PipelineScheduleKind::kOneForwardOneBackward, 0, 4},
+      {"interleaved 1F1B (2 chunks)", PipelineScheduleKind::kInterleaved, 2, 4},
+      {"all-forward-all-backward", PipelineScheduleKind::kAllForwardAllBackward, 0, 8},
+      {"1F1B", PipelineScheduleKind::kOneForwardOneBackward, 0, 8},
+      {"interleaved 1F1B (2 chunks)", PipelineScheduleKind::kInterleaved, 2, 8}};
   for (const Case& c : cases) {
-    auto recipe = load_recipe(std::string(MOEFOLD_SOURCE_DIR) + "/configs/demo.yaml",
-                              {"model.vocab_size=" + std::to_string(vocab),
-                               "parallel.pipeline_model_parallel_size=2",
-                               "parallel.virtual_pipeline_model_parallel_size=" +
-                                   std::to_string(c.chunks)});
+    auto recipe = load_recipe(
+        std::string(MOEFOLD_SOURCE_DIR) + "/configs/demo.yaml",
+        {"model.vocab_size=" + std::to_string(vocab), "parallel.pipeline_model_parallel_size=2",
+         "parallel.virtual_pipeline_model_parallel_size=" + std::to_string(c.chunks)});
     ASSERT_TRUE(recipe.ok()) << recipe.status();
     auto ctx = ParallelContext::create(recipe->parallel, MPI_COMM_WORLD);
     ASSERT_TRUE(ctx.ok()) << ctx.status();
@@ -350,10 +357,11 @@ TEST(PipelineBenchmark, DISABLED_DemoModelBubbleAndMemory) {
     double all[8];
     MPI_Gather(mine, 4, MPI_DOUBLE, all, 4, MPI_DOUBLE, 0, MPI_COMM_WORLD);
     if (rank == 0) {
-      std::printf("vocab %d PP=2 M=%d %-28s theoretical bubble %.3f | step %.2f s | per stage (idle, "
-                  "stashes, peak MiB above params): 0: %.3f %2.0f %7.1f  1: %.3f %2.0f %7.1f\n",
-                  vocab, c.micro_batches, c.name, 1.0 / (c.micro_batches + 1), all[1], all[0], all[2],
-                  all[3], all[4], all[6], all[7]);
+      std::printf(
+          "vocab %d PP=2 M=%d %-28s theoretical bubble %.3f | step %.2f s | per stage (idle, "
+          "stashes, peak MiB above params): 0: %.3f %2.0f %7.1f  1: %.3f %2.0f %7.1f\n",
+          vocab, c.micro_batches, c.name, 1.0 / (c.micro_batches + 1), all[1], all[0], all[2],
+          all[3], all[4], all[6], all[7]);
     }
   }
 }
