@@ -1,6 +1,6 @@
 // Pipeline-parallel invariance (DESIGN.md): 1F1B at PP=2 and PP=4, interleaved 1F1B at PP=2 with
 // two virtual chunks, an uneven split, and PP=2 composed with DP=2 (plain and distributed
-// optimizer with overlapped reduction), TP=2 with sequence parallelism, and EP=2 folded over
+// optimizer with overlapped reduction), TP=2 with sequence parallelism, CP=2, and EP=2 folded over
 // DP=2, give the per-step losses and gradient norms of one process on the same global batch. The
 // tiny recipe ties its embeddings, so the last stage's copy of the table is exercised throughout;
 // one layout unties them. Each layout runs at the rank count it needs and is skipped at the others.
@@ -118,6 +118,8 @@ INSTANTIATE_TEST_SUITE_P(
                  pp(2) + std::vector<std::string>{"parallel.tensor_model_parallel_size=2",
                                                   "parallel.expert_tensor_parallel_size=1",
                                                   "parallel.sequence_parallel=true"}},
+        PpLayout{
+            "pp2_cp2", 4, {}, pp(2) + std::vector<std::string>{"parallel.context_parallel_size=2"}},
         PpLayout{"pp2_dp2_ep2",
                  4,
                  {},
