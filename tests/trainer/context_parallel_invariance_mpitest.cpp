@@ -23,12 +23,7 @@
 namespace moefold::testing {
 namespace {
 
-struct CpLayout {
-  std::string name;
-  int world;
-  std::vector<std::string> model;     // overrides for the reference and the parallel run
-  std::vector<std::string> parallel;  // overrides for the parallel run only
-};
+using CpLayout = InvarianceLayout;
 
 std::vector<std::string> cp(int size, int tp = 1, bool sequence_parallel = false, int ep = 1) {
   return {"parallel.context_parallel_size=" + std::to_string(size),
@@ -45,54 +40,16 @@ std::vector<std::string> pipeline(std::vector<std::string> overrides) {
 
 class ContextParallelInvariance : public ::testing::TestWithParam<CpLayout> {
  protected:
-  static void SetUpTestSuite() {
-    int world = 1, rank = 0;
-    MPI_Comm_size(MPI_COMM_WORLD, &world);
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    dir_ = (std::filesystem::temp_directory_path() /
-            ("moefold-cp-invariance-np" + std::to_string(world)))
-               .string();
-    if (rank == 0) {
-      std::filesystem::remove_all(dir_);
-      write_tiny_dataset(dir_, 300, 13);
-    }
-    MPI_Barrier(MPI_COMM_WORLD);
-    prefix_ = dir_ + "/tiny_text_document";
-  }
-  static inline std::string dir_, prefix_;
+  static void SetUpTestSuite() { dir_ = shared_tiny_corpus("cp-invariance", 13); }
+  static inline std::string dir_;
 };
 
 TEST_P(ContextParallelInvariance, MatchesSingleProcess) {
   const CpLayout& layout = GetParam();
-  int world = 1, rank = 0;
-  MPI_Comm_size(MPI_COMM_WORLD, &world);
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  if (world != layout.world) GTEST_SKIP() << layout.name << " runs on " << layout.world << " ranks";
-  constexpr int kSteps = 5;
-  const std::string run = dir_ + "/" + layout.name;
-  const Recipe reference_recipe =
-      tiny_recipe(prefix_, run + "-single-" + std::to_string(rank), layout.model);
-  const std::vector<StepRecord> reference =
-      run_steps(reference_recipe, ParallelContext::single_process(), kSteps);
-
-  std::vector<std::string> overrides = layout.model;
-  overrides.insert(overrides.end(), layout.parallel.begin(), layout.parallel.end());
-  const Recipe recipe = tiny_recipe(prefix_, run + "-parallel", overrides);
-  auto ctx = ParallelContext::create(recipe.parallel, MPI_COMM_WORLD);
-  ASSERT_TRUE(ctx.ok()) << ctx.status();
-  ASSERT_GT(ctx->coords.cp_size, 1);
-  const std::vector<StepRecord> parallel = run_steps(recipe, *ctx, kSteps);
-
-  ASSERT_EQ(reference.size(), static_cast<size_t>(kSteps));
-  ASSERT_EQ(parallel.size(), static_cast<size_t>(kSteps));
-  for (int i = 0; i < kSteps; ++i) {
-    SCOPED_TRACE("step " + std::to_string(i + 1));
-    EXPECT_NEAR(parallel[i].lm_loss, reference[i].lm_loss, 1e-5 * reference[i].lm_loss);
-    EXPECT_NEAR(parallel[i].aux_loss, reference[i].aux_loss, 1e-5 * reference[i].aux_loss);
-    EXPECT_NEAR(parallel[i].z_loss, reference[i].z_loss, 1e-5 * reference[i].z_loss);
-    EXPECT_NEAR(parallel[i].grad_norm, reference[i].grad_norm, 1e-4 * reference[i].grad_norm);
+  if (world_size() != layout.world) {
+    GTEST_SKIP() << layout.name << " runs on " << layout.world << " ranks";
   }
-  EXPECT_LT(parallel.back().lm_loss, parallel.front().lm_loss);  // and it learns
+  expect_matches_single_process(dir_, layout.name, layout.model, layout.parallel);
 }
 
 INSTANTIATE_TEST_SUITE_P(

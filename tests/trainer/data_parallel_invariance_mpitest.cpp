@@ -18,18 +18,8 @@ namespace {
 class TinyDataTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    int world = 1, rank = 0;
-    MPI_Comm_size(MPI_COMM_WORLD, &world);
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    dir_ = (std::filesystem::temp_directory_path() /
-            ("moefold-dp-invariance-np" + std::to_string(world)))
-               .string();
-    if (rank == 0) {
-      std::filesystem::remove_all(dir_);
-      prefix_ = write_tiny_dataset(dir_, 300, 11);
-    }
-    MPI_Barrier(MPI_COMM_WORLD);
-    prefix_ = dir_ + "/tiny_text_document";
+    dir_ = shared_tiny_corpus("dp-invariance", 11);
+    prefix_ = tiny_prefix(dir_);
   }
   static inline std::string dir_, prefix_;
 };
@@ -38,28 +28,9 @@ class DataParallelInvariance : public TinyDataTest,
                                public ::testing::WithParamInterface<std::vector<std::string>> {};
 
 TEST_P(DataParallelInvariance, MatchesSingleProcess) {
-  constexpr int kSteps = 5;
-  int rank = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  const Recipe reference_recipe = tiny_recipe(prefix_, dir_ + "/single-" + std::to_string(rank));
-  const std::vector<StepRecord> reference =
-      run_steps(reference_recipe, ParallelContext::single_process(), kSteps);
-
-  const Recipe recipe = tiny_recipe(prefix_, dir_ + "/parallel", GetParam());
-  auto ctx = ParallelContext::create(recipe.parallel, MPI_COMM_WORLD);
-  ASSERT_TRUE(ctx.ok()) << ctx.status();
-  const std::vector<StepRecord> parallel = run_steps(recipe, *ctx, kSteps);
-
-  ASSERT_EQ(reference.size(), static_cast<size_t>(kSteps));
-  ASSERT_EQ(parallel.size(), static_cast<size_t>(kSteps));
-  for (int i = 0; i < kSteps; ++i) {
-    SCOPED_TRACE("step " + std::to_string(i + 1));
-    EXPECT_NEAR(parallel[i].lm_loss, reference[i].lm_loss, 1e-5 * reference[i].lm_loss);
-    EXPECT_NEAR(parallel[i].aux_loss, reference[i].aux_loss, 1e-5 * reference[i].aux_loss);
-    EXPECT_NEAR(parallel[i].z_loss, reference[i].z_loss, 1e-5 * reference[i].z_loss);
-    EXPECT_NEAR(parallel[i].grad_norm, reference[i].grad_norm, 1e-4 * reference[i].grad_norm);
-  }
-  EXPECT_LT(parallel.back().lm_loss, parallel.front().lm_loss);  // and it learns
+  std::string name = ::testing::UnitTest::GetInstance()->current_test_info()->name();
+  std::replace(name.begin(), name.end(), '/', '_');
+  expect_matches_single_process(dir_, name, {}, GetParam());
 }
 
 // Small buckets, so that each set has several and overlap has something to overlap.
@@ -244,11 +215,7 @@ TEST_F(TinyDataTest, DistributedOptimizerCheckpointResumes) {
   const std::vector<StepRecord> in_one =
       continue_from_checkpoint(single, ParallelContext::single_process());
   ASSERT_EQ(in_one.size(), static_cast<size_t>(kSteps - kSplit));
-  for (int i = 0; i < kSteps - kSplit; ++i) {
-    const StepRecord& want = reference[kSplit + i];
-    EXPECT_NEAR(in_one[i].lm_loss, want.lm_loss, 1e-5 * want.lm_loss) << "step " << kSplit + i + 1;
-    EXPECT_NEAR(in_one[i].grad_norm, want.grad_norm, 1e-4 * want.grad_norm);
-  }
+  expect_same_steps(in_one, reference, kSplit);
 }
 
 }  // namespace

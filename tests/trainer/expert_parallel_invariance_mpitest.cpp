@@ -34,8 +34,9 @@ struct Case {
 
 void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
 
+// The parallel run's own settings, on top of the model overrides both runs share.
 std::vector<std::string> parallel_overrides(const Case& c) {
-  std::vector<std::string> o = c.model;
+  std::vector<std::string> o;
   o.push_back("parallel.expert_model_parallel_size=" + std::to_string(c.ep));
   o.push_back("parallel.expert_tensor_parallel_size=" + std::to_string(c.etp));
   o.push_back("parallel.tensor_model_parallel_size=" + std::to_string(c.tp));
@@ -43,30 +44,11 @@ std::vector<std::string> parallel_overrides(const Case& c) {
   return o;
 }
 
-int world_size() {
-  int world = 1;
-  MPI_Comm_size(MPI_COMM_WORLD, &world);
-  return world;
-}
-
-int world_rank() {
-  int rank = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  return rank;
-}
-
 class ExpertParallelInvariance : public ::testing::TestWithParam<Case> {
  protected:
   static void SetUpTestSuite() {
-    dir_ = (std::filesystem::temp_directory_path() /
-            ("moefold-ep-invariance-np" + std::to_string(world_size())))
-               .string();
-    if (world_rank() == 0) {
-      std::filesystem::remove_all(dir_);
-      write_tiny_dataset(dir_, 300, 11);
-    }
-    MPI_Barrier(MPI_COMM_WORLD);
-    prefix_ = dir_ + "/tiny_text_document";
+    dir_ = shared_tiny_corpus("ep-invariance", 11);
+    prefix_ = tiny_prefix(dir_);
   }
 
   // Skips layouts that do not fit this world size.
@@ -78,39 +60,10 @@ class ExpertParallelInvariance : public ::testing::TestWithParam<Case> {
   static inline std::string dir_, prefix_;
 };
 
-void expect_same_steps(const std::vector<StepRecord>& parallel,
-                       const std::vector<StepRecord>& reference, int steps) {
-  ASSERT_EQ(reference.size(), static_cast<size_t>(steps));
-  ASSERT_EQ(parallel.size(), static_cast<size_t>(steps));
-  for (int i = 0; i < steps; ++i) {
-    SCOPED_TRACE("step " + std::to_string(i + 1));
-    EXPECT_NEAR(parallel[i].lm_loss, reference[i].lm_loss, 1e-5 * reference[i].lm_loss);
-    EXPECT_NEAR(parallel[i].aux_loss, reference[i].aux_loss, 1e-5 * reference[i].aux_loss);
-    EXPECT_NEAR(parallel[i].z_loss, reference[i].z_loss, 1e-5 * reference[i].z_loss);
-    EXPECT_NEAR(parallel[i].grad_norm, reference[i].grad_norm, 1e-4 * reference[i].grad_norm);
-  }
-}
-
 TEST_P(ExpertParallelInvariance, MatchesSingleProcess) {
   const Case& c = GetParam();
   if (!fits(c)) GTEST_SKIP() << "needs a world divisible by EP·ETP = " << c.ep * c.etp;
-  constexpr int kSteps = 5;
-  const int rank = world_rank();
-  const Recipe reference_recipe =
-      tiny_recipe(prefix_, dir_ + "/single-" + std::to_string(rank), c.model);
-  const std::vector<StepRecord> reference =
-      run_steps(reference_recipe, ParallelContext::single_process(), kSteps);
-
-  const Recipe recipe = tiny_recipe(prefix_, dir_ + "/parallel", parallel_overrides(c));
-  auto ctx = ParallelContext::create(recipe.parallel, MPI_COMM_WORLD);
-  ASSERT_TRUE(ctx.ok()) << ctx.status();
-  ASSERT_EQ(ctx->coords.ep_size, c.ep);
-  ASSERT_EQ(ctx->coords.etp_size, c.etp);
-  const std::vector<StepRecord> parallel = run_steps(recipe, *ctx, kSteps);
-  expect_same_steps(parallel, reference, kSteps);
-  if (parallel.size() == static_cast<size_t>(kSteps)) {
-    EXPECT_LT(parallel.back().lm_loss, parallel.front().lm_loss);  // and it learns
-  }
+  expect_matches_single_process(dir_, c.name, c.model, parallel_overrides(c));
 }
 
 const std::vector<std::string> kDrop = {"moe.moe_expert_capacity_factor=0.75"};
@@ -176,9 +129,9 @@ TEST_P(ExpertParallelInvariance, ExtremeRoutingTrainsWithoutHanging) {
         tiny_recipe(prefix_, dir_ + "/single-" + std::to_string(world_rank()), model);
     const std::vector<StepRecord> reference =
         run_with_tied_router(reference_recipe, ParallelContext::single_process(), kSteps);
-    Case extreme = c;
-    extreme.model = model;
-    const Recipe recipe = tiny_recipe(prefix_, dir_ + "/parallel", parallel_overrides(extreme));
+    std::vector<std::string> overrides = model;
+    for (const std::string& o : parallel_overrides(c)) overrides.push_back(o);
+    const Recipe recipe = tiny_recipe(prefix_, dir_ + "/parallel", overrides);
     auto ctx = ParallelContext::create(recipe.parallel, MPI_COMM_WORLD);
     ASSERT_TRUE(ctx.ok()) << ctx.status();
     const std::vector<StepRecord> parallel = run_with_tied_router(recipe, *ctx, kSteps);
@@ -186,7 +139,8 @@ TEST_P(ExpertParallelInvariance, ExtremeRoutingTrainsWithoutHanging) {
       EXPECT_TRUE(std::isfinite(s.lm_loss) && std::isfinite(s.aux_loss) &&
                   std::isfinite(s.grad_norm));
     }
-    expect_same_steps(parallel, reference, kSteps);
+    ASSERT_EQ(parallel.size(), static_cast<size_t>(kSteps));
+    expect_same_steps(parallel, reference);
   }
 }
 

@@ -4,7 +4,6 @@
 // DP=2, give the per-step losses and gradient norms of one process on the same global batch. The
 // tiny recipe ties its embeddings, so the last stage's copy of the table is exercised throughout;
 // one layout unties them. Each layout runs at the rank count it needs and is skipped at the others.
-// Checkpoints written under PP=2 resume in one process and back.
 #include <gtest/gtest.h>
 #include <mpi.h>
 
@@ -23,12 +22,7 @@
 namespace moefold::testing {
 namespace {
 
-struct PpLayout {
-  std::string name;
-  int world;
-  std::vector<std::string> model;     // overrides for the reference and the parallel run
-  std::vector<std::string> parallel;  // overrides for the parallel run only
-};
+using PpLayout = InvarianceLayout;
 
 std::vector<std::string> pp(int size, int virtual_chunks = 0) {
   return {"parallel.pipeline_model_parallel_size=" + std::to_string(size),
@@ -50,50 +44,16 @@ const std::vector<std::string> kExpertBias = {"moe.moe_router_score_function=sig
 
 class PipelineParallelInvariance : public ::testing::TestWithParam<PpLayout> {
  protected:
-  static void SetUpTestSuite() {
-    int world = 1, rank = 0;
-    MPI_Comm_size(MPI_COMM_WORLD, &world);
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    dir_ = (std::filesystem::temp_directory_path() /
-            ("moefold-pp-invariance-np" + std::to_string(world)))
-               .string();
-    if (rank == 0) {
-      std::filesystem::remove_all(dir_);
-      write_tiny_dataset(dir_, 300, 17);
-    }
-    MPI_Barrier(MPI_COMM_WORLD);
-    prefix_ = dir_ + "/tiny_text_document";
-  }
-  static inline std::string dir_, prefix_;
+  static void SetUpTestSuite() { dir_ = shared_tiny_corpus("pp-invariance", 17); }
+  static inline std::string dir_;
 };
 
 TEST_P(PipelineParallelInvariance, MatchesSingleProcess) {
   const PpLayout& layout = GetParam();
-  int world = 1, rank = 0;
-  MPI_Comm_size(MPI_COMM_WORLD, &world);
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  if (world != layout.world) GTEST_SKIP() << layout.name << " runs on " << layout.world << " ranks";
-  constexpr int kSteps = 5;
-  const std::string run = dir_ + "/" + layout.name;
-  const std::vector<StepRecord> reference =
-      run_steps(tiny_recipe(prefix_, run + "-single-" + std::to_string(rank), layout.model),
-                ParallelContext::single_process(), kSteps);
-
-  const Recipe recipe = tiny_recipe(prefix_, run + "-parallel", layout.model + layout.parallel);
-  auto ctx = ParallelContext::create(recipe.parallel, MPI_COMM_WORLD);
-  ASSERT_TRUE(ctx.ok()) << ctx.status();
-  const std::vector<StepRecord> parallel = run_steps(recipe, *ctx, kSteps);
-
-  ASSERT_EQ(reference.size(), static_cast<size_t>(kSteps));
-  ASSERT_EQ(parallel.size(), static_cast<size_t>(kSteps));
-  for (int i = 0; i < kSteps; ++i) {  // every rank holds the global figures
-    SCOPED_TRACE("step " + std::to_string(i + 1));
-    EXPECT_NEAR(parallel[i].lm_loss, reference[i].lm_loss, 1e-5 * reference[i].lm_loss);
-    EXPECT_NEAR(parallel[i].aux_loss, reference[i].aux_loss, 1e-5 * reference[i].aux_loss);
-    EXPECT_NEAR(parallel[i].z_loss, reference[i].z_loss, 1e-5 * reference[i].z_loss);
-    EXPECT_NEAR(parallel[i].grad_norm, reference[i].grad_norm, 1e-4 * reference[i].grad_norm);
+  if (world_size() != layout.world) {
+    GTEST_SKIP() << layout.name << " runs on " << layout.world << " ranks";
   }
-  EXPECT_LT(parallel.back().lm_loss, parallel.front().lm_loss);  // and it learns
+  expect_matches_single_process(dir_, layout.name, layout.model, layout.parallel);
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -173,68 +133,6 @@ TEST(PipelineEvaluation, MatchesSingleProcess) {
     EXPECT_EQ(pipeline[i].tokens, single[i].tokens);
     EXPECT_NEAR(pipeline[i].loss, single[i].loss, 1e-5 * single[i].loss);
   }
-}
-
-// A checkpoint written under PP=2 (× DP at 4 ranks; the tied table on both end stages) resumes in
-// one process, and one written by one process resumes under PP=2, each continuing with the
-// losses of an uninterrupted single-process run.
-TEST(PipelineCheckpoint, ResumesAcrossPipelineLayouts) {
-  constexpr int kSteps = 6, kSplit = 3;
-  int world = 1, rank = 0;
-  MPI_Comm_size(MPI_COMM_WORLD, &world);
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  const std::string dir =
-      (std::filesystem::temp_directory_path() / ("moefold-pp-reshard-np" + std::to_string(world)))
-          .string();
-  if (rank == 0) {
-    std::filesystem::remove_all(dir);
-    write_tiny_dataset(dir, 300, 19);
-  }
-  MPI_Barrier(MPI_COMM_WORLD);
-  const std::string prefix = dir + "/tiny_text_document";
-  const std::string rank_dir = dir + "/rank" + std::to_string(rank);
-  const auto recipe = [&](const std::string& save, const std::vector<std::string>& extra) {
-    return tiny_recipe(
-        prefix, rank_dir,
-        std::vector<std::string>{"training.train_iters=6", "checkpoint.save=" + save,
-                                 "model.num_layers=4", "moe.moe_layer_freq=[0,1,0,1]"} +
-            extra);
-  };
-  const std::vector<StepRecord> straight =
-      run_steps(recipe(rank_dir + "/unused", {}), ParallelContext::single_process(), kSteps);
-  ASSERT_EQ(straight.size(), static_cast<size_t>(kSteps));
-  const auto save_after_split = [&](const Recipe& r, const ParallelContext& ctx) {
-    auto trainer = Trainer::create(r, ctx);
-    ASSERT_TRUE(trainer.ok()) << trainer.status();
-    for (int i = 0; i < kSplit; ++i) ASSERT_TRUE((*trainer)->train_step(i).ok());
-    ASSERT_TRUE((*trainer)->save_checkpoint(kSplit).ok());
-  };
-  const auto expect_continues = [&](const Recipe& r, const ParallelContext& ctx,
-                                    const std::string& checkpoint) {
-    auto trainer = Trainer::create(r, ctx);
-    ASSERT_TRUE(trainer.ok()) << trainer.status();
-    ASSERT_TRUE((*trainer)->load_checkpoint(checkpoint).ok());
-    for (int i = kSplit; i < kSteps; ++i) {
-      SCOPED_TRACE("step " + std::to_string(i + 1));
-      auto m = (*trainer)->train_step(i);
-      ASSERT_TRUE(m.ok()) << m.status();
-      EXPECT_NEAR(m->lm_loss, straight[i].lm_loss, 1e-5 * straight[i].lm_loss);
-      EXPECT_NEAR(m->aux_loss, straight[i].aux_loss, 1e-5 * straight[i].aux_loss);
-      EXPECT_NEAR(m->grad_norm, straight[i].grad_norm, 1e-4 * straight[i].grad_norm);
-    }
-  };
-
-  const Recipe pipeline_recipe = recipe(dir + "/pipeline", pp(2));
-  auto ctx = ParallelContext::create(pipeline_recipe.parallel, MPI_COMM_WORLD);
-  ASSERT_TRUE(ctx.ok()) << ctx.status();
-  save_after_split(pipeline_recipe, *ctx);
-  expect_continues(recipe(dir + "/pipeline", {}), ParallelContext::single_process(),
-                   dir + "/pipeline");
-
-  const Recipe single_recipe = recipe(dir + "/single", {});
-  if (rank == 0) save_after_split(single_recipe, ParallelContext::single_process());
-  MPI_Barrier(MPI_COMM_WORLD);
-  expect_continues(recipe(dir + "/single", pp(2)), *ctx, dir + "/single");
 }
 
 // The executor's pooled stashes follow the schedule's bound on every stage: all micro-batches for

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <mpi.h>
+
 #include <filesystem>
 #include <random>
 
@@ -82,6 +84,62 @@ std::vector<StepRecord> run_steps(const Recipe& recipe, const ParallelContext& c
     records.push_back({m->lm_loss, m->aux_loss, m->z_loss, m->grad_norm});
   }
   return records;
+}
+
+int world_size() {
+  int world = 1;
+  MPI_Comm_size(MPI_COMM_WORLD, &world);
+  return world;
+}
+
+int world_rank() {
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  return rank;
+}
+
+std::string shared_tiny_corpus(const std::string& name, unsigned seed) {
+  const std::string dir = (std::filesystem::temp_directory_path() /
+                           ("moefold-" + name + "-np" + std::to_string(world_size())))
+                              .string();
+  if (world_rank() == 0) {
+    std::filesystem::remove_all(dir);
+    write_tiny_dataset(dir, 300, seed);
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+  return dir;
+}
+
+void expect_same_steps(const std::vector<StepRecord>& got, const std::vector<StepRecord>& want,
+                       size_t first) {
+  ASSERT_GE(want.size(), first + got.size());
+  for (size_t i = 0; i < got.size(); ++i) {
+    SCOPED_TRACE("step " + std::to_string(first + i + 1));
+    const StepRecord& w = want[first + i];
+    EXPECT_NEAR(got[i].lm_loss, w.lm_loss, 1e-5 * w.lm_loss);
+    EXPECT_NEAR(got[i].aux_loss, w.aux_loss, 1e-5 * w.aux_loss);
+    EXPECT_NEAR(got[i].z_loss, w.z_loss, 1e-5 * w.z_loss);
+    EXPECT_NEAR(got[i].grad_norm, w.grad_norm, 1e-4 * w.grad_norm);
+  }
+}
+
+void expect_matches_single_process(const std::string& dir, const std::string& name,
+                                   const std::vector<std::string>& model,
+                                   const std::vector<std::string>& parallel, int steps) {
+  const std::string run = dir + "/" + name;
+  const std::vector<StepRecord> reference =
+      run_steps(tiny_recipe(tiny_prefix(dir), run + "-single-" + std::to_string(world_rank()), model),
+                ParallelContext::single_process(), steps);
+  std::vector<std::string> overrides = model;
+  overrides.insert(overrides.end(), parallel.begin(), parallel.end());
+  const Recipe recipe = tiny_recipe(tiny_prefix(dir), run + "-parallel", overrides);
+  auto ctx = ParallelContext::create(recipe.parallel, MPI_COMM_WORLD);
+  ASSERT_TRUE(ctx.ok()) << ctx.status();
+  const std::vector<StepRecord> got = run_steps(recipe, *ctx, steps);
+  ASSERT_EQ(reference.size(), static_cast<size_t>(steps));
+  ASSERT_EQ(got.size(), static_cast<size_t>(steps));
+  expect_same_steps(got, reference);
+  EXPECT_LT(got.back().lm_loss, got.front().lm_loss);  // and it learns
 }
 
 }  // namespace moefold::testing

@@ -27,4 +27,32 @@ struct StepRecord {
 // Builds a Trainer for `recipe` on `ctx` and runs `steps` optimizer steps.
 std::vector<StepRecord> run_steps(const Recipe& recipe, const ParallelContext& ctx, int steps);
 
+int world_size();  // of MPI_COMM_WORLD
+int world_rank();
+
+// Rank 0 writes the tiny corpus into <tmp>/moefold-<name>-np<world> while every rank of
+// MPI_COMM_WORLD waits for it (collective). Returns that directory.
+std::string shared_tiny_corpus(const std::string& name, unsigned seed);
+inline std::string tiny_prefix(const std::string& dir) { return dir + "/tiny_text_document"; }
+
+// Each step of `got` has the losses (1e-5 relative) and gradient norm (1e-4) of the step of
+// `want` it stands for; got[i] is want[first + i].
+void expect_same_steps(const std::vector<StepRecord>& got, const std::vector<StepRecord>& want,
+                       size_t first = 0);
+
+// One layout of an invariance test.
+struct InvarianceLayout {
+  std::string name;
+  int world;                          // the rank count it runs on (skipped at the others)
+  std::vector<std::string> model;     // overrides for the reference and the parallel run
+  std::vector<std::string> parallel;  // overrides for the parallel run only
+};
+
+// DESIGN.md's invariance: `steps` steps of the tiny recipe with the `model` overrides in one
+// process, and with `model` + `parallel` over MPI_COMM_WORLD, give the same per-step losses and
+// gradient norms, and the parallel run learns. `dir` holds the corpus and both runs' outputs.
+void expect_matches_single_process(const std::string& dir, const std::string& name,
+                                   const std::vector<std::string>& model,
+                                   const std::vector<std::string>& parallel, int steps = 5);
+
 }  // namespace moefold::testing
