@@ -9,35 +9,36 @@
 #include "tensor/check.h"
 
 namespace moefold {
-namespace {
 
-std::shared_ptr<Communicator>& slot(ParallelContext& context, GroupKind kind) {
+std::shared_ptr<Communicator>& ParallelContext::group(GroupKind kind) {
   switch (kind) {
-    case GroupKind::kTp: return context.tp;
-    case GroupKind::kCp: return context.cp;
-    case GroupKind::kDp: return context.dp;
-    case GroupKind::kPp: return context.pp;
-    case GroupKind::kDpCp: return context.dp_cp;
-    case GroupKind::kTpCp: return context.tp_cp;
-    case GroupKind::kTpCpDp: return context.tp_cp_dp;
-    case GroupKind::kTpPp: return context.tp_pp;
-    case GroupKind::kEp: return context.ep;
-    case GroupKind::kEtp: return context.etp;
-    case GroupKind::kEdp: return context.edp;
-    case GroupKind::kEtpEp: return context.etp_ep;
-    case GroupKind::kEtpEpPp: return context.etp_ep_pp;
-    case GroupKind::kEmbedding: return context.embedding;
+    case GroupKind::kTp: return tp;
+    case GroupKind::kCp: return cp;
+    case GroupKind::kDp: return dp;
+    case GroupKind::kPp: return pp;
+    case GroupKind::kDpCp: return dp_cp;
+    case GroupKind::kTpCp: return tp_cp;
+    case GroupKind::kTpCpDp: return tp_cp_dp;
+    case GroupKind::kTpPp: return tp_pp;
+    case GroupKind::kEp: return ep;
+    case GroupKind::kEtp: return etp;
+    case GroupKind::kEdp: return edp;
+    case GroupKind::kEtpEp: return etp_ep;
+    case GroupKind::kEtpEpPp: return etp_ep_pp;
+    case GroupKind::kEmbedding: return embedding;
   }
   MOEFOLD_CHECK(false, "unknown group kind " << static_cast<int>(kind));
 }
 
-}  // namespace
+const std::shared_ptr<Communicator>& ParallelContext::group(GroupKind kind) const {
+  return const_cast<ParallelContext*>(this)->group(kind);
+}
 
 ParallelContext ParallelContext::single_process() {
   ParallelContext context;
   context.config.expert_tensor_parallel_size = 1;
   context.world = std::make_shared<SelfCommunicator>();
-  for (GroupKind kind : all_group_kinds()) slot(context, kind) = std::make_shared<SelfCommunicator>();
+  for (GroupKind kind : all_group_kinds()) context.group(kind) = std::make_shared<SelfCommunicator>();
   return context;
 }
 
@@ -89,7 +90,7 @@ absl::StatusOr<ParallelContext> ParallelContext::create(const ParallelConfig& co
                       communicator->size() ==
                           static_cast<int>(layout->groups_of(kind)[index].size()),
                   group_kind_name(kind) << " communicator of rank " << rank);
-    slot(context, kind) = std::move(communicator);
+    context.group(kind) = std::move(communicator);
   }
   return context;
 }

@@ -9,6 +9,7 @@
 #include "absl/status/statusor.h"
 #include "parallel/communicator.h"
 #include "parallel/coordinates.h"
+#include "parallel/layout.h"
 #include "parallel/parallel_config.h"
 
 namespace moefold {
@@ -37,6 +38,10 @@ struct ParallelContext {
   // First and last pipeline stage (tied embeddings); null on middle stages. With PP=1 it holds
   // this rank alone.
   std::shared_ptr<Communicator> embedding;
+
+  // The communicator of a group kind of the layout (layout.h).
+  std::shared_ptr<Communicator>& group(GroupKind kind);
+  const std::shared_ptr<Communicator>& group(GroupKind kind) const;
 
   bool is_first_pp_stage() const { return coords.pp_rank == 0; }
   bool is_last_pp_stage() const { return coords.pp_rank == coords.pp_size - 1; }

@@ -12,25 +12,6 @@
 namespace moefold {
 namespace {
 
-std::shared_ptr<Communicator> communicator(const ParallelContext& context, GroupKind kind) {
-  switch (kind) {
-    case GroupKind::kTp: return context.tp;
-    case GroupKind::kCp: return context.cp;
-    case GroupKind::kDp: return context.dp;
-    case GroupKind::kPp: return context.pp;
-    case GroupKind::kDpCp: return context.dp_cp;
-    case GroupKind::kTpCp: return context.tp_cp;
-    case GroupKind::kTpCpDp: return context.tp_cp_dp;
-    case GroupKind::kTpPp: return context.tp_pp;
-    case GroupKind::kEp: return context.ep;
-    case GroupKind::kEtp: return context.etp;
-    case GroupKind::kEdp: return context.edp;
-    case GroupKind::kEtpEp: return context.etp_ep;
-    case GroupKind::kEtpEpPp: return context.etp_ep_pp;
-    case GroupKind::kEmbedding: return context.embedding;
-  }
-  return nullptr;
-}
 
 ParallelConfig config_of(int tp, int cp, int pp, int ep, int etp) {
   ParallelConfig config;
@@ -81,7 +62,7 @@ TEST(ParallelContextTest, GroupsMatchThePureLayout) {
     for (GroupKind kind : all_group_kinds()) {
       SCOPED_TRACE(group_kind_name(kind));
       const RankGroup* group = layout->group_of(kind, rank);
-      std::shared_ptr<Communicator> comm = communicator(*context, kind);
+      std::shared_ptr<Communicator> comm = context->group(kind);
       if (group == nullptr) {
         EXPECT_EQ(comm, nullptr);
         continue;
