@@ -24,8 +24,7 @@ constexpr int kSteps = 40;
 class BalancingTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    dir_ = (std::filesystem::temp_directory_path() / "moefold-balancing-test").string();
-    std::filesystem::remove_all(dir_);
+    dir_ = fresh_temp_dir("balancing-test");
     prefix_ = write_tiny_dataset(dir_, 300, 11);
   }
   // The tiny recipe with a global batch of 32 sequences (4 micro-batches of 8: 512 tokens, so

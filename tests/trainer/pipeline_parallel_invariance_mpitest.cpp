@@ -92,18 +92,9 @@ INSTANTIATE_TEST_SUITE_P(
 // Evaluation runs the forward-only schedule: the validation loss and token count under PP=2 (and
 // DP at 4 ranks) before and after two steps are the single process's.
 TEST(PipelineEvaluation, MatchesSingleProcess) {
-  int world = 1, rank = 0;
-  MPI_Comm_size(MPI_COMM_WORLD, &world);
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  const std::string dir =
-      (std::filesystem::temp_directory_path() / ("moefold-pp-eval-np" + std::to_string(world)))
-          .string();
-  if (rank == 0) {
-    std::filesystem::remove_all(dir);
-    write_tiny_dataset(dir, 300, 23);
-  }
-  MPI_Barrier(MPI_COMM_WORLD);
-  const std::string prefix = dir + "/tiny_text_document";
+  const int rank = world_rank();
+  const std::string dir = shared_tiny_corpus("pp-eval", 23);
+  const std::string prefix = tiny_prefix(dir);
   const auto evaluations = [&](const std::vector<std::string>& overrides,
                                const ParallelContext& ctx, const std::string& run) {
     auto trainer =

@@ -11,9 +11,7 @@ namespace moefold::testing {
 namespace {
 
 TEST(Resume, BitIdenticalLossesAfterSaveAndLoad) {
-  const std::string dir =
-      (std::filesystem::temp_directory_path() / "moefold-resume-test").string();
-  std::filesystem::remove_all(dir);
+  const std::string dir = fresh_temp_dir("resume-test");
   const std::string prefix = write_tiny_dataset(dir, 300, 3);
   const std::vector<std::string> overrides = {"training.train_iters=10",
                                               "checkpoint.save=" + dir + "/save"};
@@ -52,9 +50,7 @@ TEST(Resume, BitIdenticalLossesAfterSaveAndLoad) {
 }
 
 TEST(Resume, MismatchedModelIsOneClearErrorAndChangesNothing) {
-  const std::string dir =
-      (std::filesystem::temp_directory_path() / "moefold-resume-mismatch").string();
-  std::filesystem::remove_all(dir);
+  const std::string dir = fresh_temp_dir("resume-mismatch");
   const std::string prefix = write_tiny_dataset(dir, 300, 4);
   const Recipe recipe = tiny_recipe(prefix, dir + "/run", {"checkpoint.save=" + dir + "/save"});
   {

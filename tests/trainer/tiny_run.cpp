@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <mpi.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <random>
@@ -86,6 +87,14 @@ std::vector<StepRecord> run_steps(const Recipe& recipe, const ParallelContext& c
   return records;
 }
 
+std::string fresh_temp_dir(const std::string& name) {
+  const std::string dir = (std::filesystem::temp_directory_path() /
+                           ("moefold-" + name + "-" + std::to_string(::getpid())))
+                              .string();
+  std::filesystem::remove_all(dir);
+  return dir;
+}
+
 int world_size() {
   int world = 1;
   MPI_Comm_size(MPI_COMM_WORLD, &world);
@@ -99,9 +108,15 @@ int world_rank() {
 }
 
 std::string shared_tiny_corpus(const std::string& name, unsigned seed) {
+  int pid = static_cast<int>(::getpid());  // rank 0's: concurrent test runs never share a folder
+  MPI_Bcast(&pid, 1, MPI_INT, 0, MPI_COMM_WORLD);
   const std::string dir = (std::filesystem::temp_directory_path() /
-                           ("moefold-" + name + "-np" + std::to_string(world_size())))
+                           ("moefold-" + name + "-np" + std::to_string(world_size()) + "-" +
+                            std::to_string(pid)))
                               .string();
+  // Ranks leave the previous test suite at different times (its last steps may need no
+  // collective): none may still read the directory when rank 0 clears it.
+  MPI_Barrier(MPI_COMM_WORLD);
   if (world_rank() == 0) {
     std::filesystem::remove_all(dir);
     write_tiny_dataset(dir, 300, seed);

@@ -27,10 +27,13 @@ struct StepRecord {
 // Builds a Trainer for `recipe` on `ctx` and runs `steps` optimizer steps.
 std::vector<StepRecord> run_steps(const Recipe& recipe, const ParallelContext& ctx, int steps);
 
+// <tmp>/moefold-<name>-<pid>, emptied: ctest runs tests of one binary in parallel processes.
+std::string fresh_temp_dir(const std::string& name);
+
 int world_size();  // of MPI_COMM_WORLD
 int world_rank();
 
-// Rank 0 writes the tiny corpus into <tmp>/moefold-<name>-np<world> while every rank of
+// Rank 0 writes the tiny corpus into <tmp>/moefold-<name>-np<world>-<pid> while every rank of
 // MPI_COMM_WORLD waits for it (collective). Returns that directory.
 std::string shared_tiny_corpus(const std::string& name, unsigned seed);
 inline std::string tiny_prefix(const std::string& dir) { return dir + "/tiny_text_document"; }

@@ -15,8 +15,7 @@ namespace {
 class TrainerTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    dir_ = (std::filesystem::temp_directory_path() / "moefold-trainer-test").string();
-    std::filesystem::remove_all(dir_);
+    dir_ = fresh_temp_dir("trainer-test");
     prefix_ = write_tiny_dataset(dir_, 300, 5);
   }
   static inline std::string dir_, prefix_;
