@@ -67,20 +67,6 @@ absl::Status validate_context_parallel(const ModelConfig& c, const ParallelConte
         sequence_parallel ? "·tensor_model_parallel_size (sequence_parallel)" : "", " = ",
         divisor));
   }
-  bool any_moe = false;
-  for (int l = 0; l < c.num_layers; ++l) any_moe = any_moe || c.is_moe_layer(l);
-  if (!any_moe) return absl::OkStatus();
-  if (c.moe.moe_expert_capacity_factor > 0) {
-    return absl::UnimplementedError(absl::StrCat(
-        "not supported yet: moe_expert_capacity_factor ", c.moe.moe_expert_capacity_factor,
-        " with context_parallel_size ", cp, " (context parallelism needs dropless MoE)"));
-  }
-  if (c.moe.moe_router_load_balancing_type == LoadBalancingType::kSeqAuxLoss) {
-    return absl::UnimplementedError(
-        absl::StrCat("not supported yet: moe_router_load_balancing_type seq_aux_loss with "
-                     "context_parallel_size ",
-                     cp));
-  }
   return absl::OkStatus();
 }
 

@@ -33,8 +33,7 @@ std::vector<int32_t> context_token_positions(int64_t batch, int64_t seq, int cp_
 MicroBatch shard_micro_batch(const MicroBatch& full, int cp_rank, int cp_size);
 
 // The context-parallel limits (part of Model::validate): seq_length divisible by 2·CP (times TP
-// with sequence parallelism); with CP > 1 the MoE layers must be dropless with a whole-batch
-// balance loss (the MoE sees the CP shards' tokens in shard order, transformer_layer.cpp).
+// with sequence parallelism).
 absl::Status validate_context_parallel(const ModelConfig& config, const ParallelContext& ctx);
 
 }  // namespace moefold

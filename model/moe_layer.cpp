@@ -66,22 +66,39 @@ void MoeLayer::experts_forward(int chunk, MoeStash& st) const {
   cpu::grouped_linear_forward(act, w_down_->value.data(), st.ye.data() + first * H, off, El, F, H);
 }
 
-// Rows [first, end) of the N rows of a micro-batch that this rank of a token-splitting group of
-// `size` routes: even contiguous shares in rank order.
+// Rows [first, end) of the N rows that this rank of a token-splitting group of `size` routes:
+// even contiguous shares in rank order.
 static int64_t share_begin(int64_t N, int rank, int size) { return N * rank / size; }
 
-void MoeLayer::forward(const Tensor& x_NH, int64_t batch, int64_t seq, double aux_scale,
-                       Tensor& y_NH, bool accumulate, MoeStash& st) const {
-  const int64_t N = batch * seq, H = hidden_, E = experts_, k = topk_;
-  MOEFOLD_CHECK(x_NH.numel() == N * H && y_NH.numel() == N * H);
+// Micro-batch token index b·S + s of rows [first, first + n) of the layer's input.
+static std::vector<int64_t> micro_batch_tokens(const MoeRows& rows, int64_t N, int64_t first,
+                                               int64_t n) {
+  const int64_t per_sequence = N / rows.batch;
+  std::vector<int64_t> tokens(n);
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t row = first + i;
+    const int64_t s = rows.positions ? rows.positions[row] : row % per_sequence;
+    tokens[i] = (row / per_sequence) * rows.seq + s;
+  }
+  return tokens;
+}
+
+void MoeLayer::forward(const Tensor& x_NH, const MoeRows& rows, double aux_scale, Tensor& y_NH,
+                       bool accumulate, MoeStash& st) const {
+  const int64_t H = hidden_, E = experts_, k = topk_, N = x_NH.numel() / H;
+  MOEFOLD_CHECK(x_NH.numel() == N * H && y_NH.numel() == N * H && rows.batch > 0 &&
+                N % rows.batch == 0 && (rows.positions || N == rows.batch * rows.seq));
   st.aux_scale = aux_scale;
-  // Every TP×CP rank holds the micro-batch's N rows (replicated); each routes only its share, so
-  // the experts see every token once (MoE Parallel Folding).
-  Communicator& tokens = *ctx_.tp_cp;
+  // Every TP rank holds the same N rows (replicated); each routes only its share, so the experts
+  // see every token once (MoE Parallel Folding).
+  Communicator& tokens = *ctx_.tp;
   const int64_t first = share_begin(N, tokens.rank(), tokens.size());
   const int64_t n = share_begin(N, tokens.rank() + 1, tokens.size()) - first;
   const bool split = tokens.size() > 1;
-  router_.forward(x_NH.slice_rows(first, first + n), batch, seq, first, st.router);
+  st.input_rows = N;
+  st.first = first;
+  router_.forward(x_NH.slice_rows(first, first + n), rows.batch, rows.seq,
+                  micro_batch_tokens(rows, N, first, n), st.router);
 
   // Local work: sort the kept assignments by expert, agree on counts, order rows for sending.
   st.counts.assign(E, 0);
@@ -125,9 +142,9 @@ void MoeLayer::forward(const Tensor& x_NH, int64_t batch, int64_t seq, double au
   for (int64_t i = 0; i < N * H; ++i) y[i] += routed[i];
 }
 
-// all_NH (N,H) = the rows of every rank's share_nH, in rank order (all-gather over tp_cp).
+// all_NH (N,H) = the rows of every rank's share_nH, in rank order (all-gather over TP).
 void MoeLayer::gather_token_shares(const Tensor& share_nH, int64_t N, Tensor& all_NH) const {
-  Communicator& tokens = *ctx_.tp_cp;
+  Communicator& tokens = *ctx_.tp;
   const int64_t H = hidden_;
   std::vector<int64_t> counts(tokens.size());
   for (int r = 0; r < tokens.size(); ++r) {
@@ -155,9 +172,9 @@ void MoeLayer::experts_backward_dx(int chunk, MoeStash& st) const {
 }
 
 void MoeLayer::backward_dx(const Tensor& dy_NH, Tensor& dx_NH, MoeStash& st) const {
-  const int64_t N = st.router.batch * st.router.seq, H = hidden_, F = local_ffn_, k = topk_;
-  const int64_t R = st.rows, Re = st.plan.expert_rows, n = st.router.rows, first = st.router.first;
-  const bool split = ctx_.tp_cp->size() > 1;
+  const int64_t N = st.input_rows, H = hidden_, F = local_ffn_, k = topk_;
+  const int64_t R = st.rows, Re = st.plan.expert_rows, n = st.router.rows, first = st.first;
+  const bool split = ctx_.tp->size() > 1;
   MOEFOLD_CHECK(dy_NH.numel() == N * H && dx_NH.numel() == N * H);
   ensure_shape(st.dgates, {n, k}).zero();
   ensure_shape(st.dys, {R, H});
@@ -180,7 +197,7 @@ void MoeLayer::backward_dx(const Tensor& dy_NH, Tensor& dx_NH, MoeStash& st) con
   dispatcher_.finish_combine(st.buffers);
   cpu::permute_tokens_backward(st.dxs.data(), st.send_perm.data(), dx_routed.data(), R, k, H);
   if (!split) return;
-  // The input is replicated over tp_cp, so its gradient is whole on every rank: gather the shares.
+  // The input is replicated over TP, so its gradient is whole on every rank: gather the shares.
   gather_token_shares(st.routed, N, st.routed_all);
   float* dx = dx_NH.data();
   const float* routed = st.routed_all.data();

@@ -2,11 +2,12 @@
 // dispatch to the experts' owners (parallel/ep_dispatch.h) → grouped SwiGLU expert GEMMs →
 // combine back and mix with the gate weights, plus the optional shared expert.
 // Experts are split over EP (E/EP local experts, global id = ep_rank·E/EP + i) and each expert's
-// F over ETP (gate/up column-parallel, down row-parallel). Each rank routes its own tokens; when
-// the attention side is tensor-parallel the micro-batch is replicated over TP×CP and each of
-// those ranks routes an even share of its rows (folding), with the router's statistics and the
-// capacity decision taken over the whole micro-batch, so every number is one process's. The gate
-// weights stay on the routing rank and are applied there after the combine.
+// F over ETP (gate/up column-parallel, down row-parallel). Each rank routes its own tokens: a
+// context-parallel rank takes its CP shard of the micro-batch, replicated over the attention
+// side's TP ranks, and each TP rank routes an even share of those rows (folding); the router's
+// statistics and the capacity decision are taken over the whole micro-batch in token order, so
+// every number is one process's. The gate weights stay on the routing rank and are applied there
+// after the combine.
 // Dropless by default; with a capacity factor the router's keep-mask removes assignments before
 // the permutation, so dropped assignments cost nothing and contribute 0.
 #pragma once
@@ -25,10 +26,20 @@
 
 namespace moefold {
 
+// The rows given to the MoE layer: this context-parallel rank's shard of a micro-batch of
+// `batch` sequences of `seq` tokens, B·S/CP rows, row i at position positions[i] of sequence
+// i / (S/CP) (model/context_shard.h). positions null: the whole micro-batch in order.
+struct MoeRows {
+  int64_t batch = 0, seq = 0;
+  const int32_t* positions = nullptr;
+};
+
 struct MoeStash {
   RouterStash router;
   MlpStash shared;
-  // This rank routes n of the micro-batch's N rows (n = N unless split over TP×CP).
+  // The layer takes N rows; this rank routes n of them, rows [first, first + n) (n = N unless
+  // split over TP).
+  int64_t input_rows = 0, first = 0;  // N, first
   int64_t rows = 0;               // R kept assignments routed by this rank
   std::vector<int64_t> counts;    // (E) kept rows per global expert
   std::vector<int32_t> perm;      // (R) source assignment t·k+j of each expert-sorted row
@@ -48,7 +59,7 @@ struct MoeStash {
   Tensor dact;                    // (Re,F/ETP)
   Tensor dxe;                     // (Re,H) d loss / d xe (partial sums over ETP)
   Tensor dgates;                  // (n,k)
-  // Token-split only (TP×CP > 1): this rank's routed rows and all ranks' gathered.
+  // Token-split only (TP > 1): this rank's routed rows and all TP ranks' gathered.
   Tensor routed;                  // (n,H) routed output, then d loss / d x of these rows
   Tensor routed_all;              // (N,H)
   double aux_scale = 1.0;         // weight of this micro-batch's balance + z losses
@@ -59,8 +70,9 @@ class MoeLayer {
   MoeLayer(const ModelConfig& config, const ParallelContext& ctx, int layer,
            ParameterRegistry& registry);
 
-  // y (N,H) = (accumulate ? y : 0) + moe(x). aux_scale weights the router losses in backward.
-  void forward(const Tensor& x_NH, int64_t batch, int64_t seq, double aux_scale, Tensor& y_NH,
+  // y (N,H) = (accumulate ? y : 0) + moe(x) for the N rows of x described by `rows`.
+  // aux_scale weights the router losses in backward.
+  void forward(const Tensor& x_NH, const MoeRows& rows, double aux_scale, Tensor& y_NH,
                bool accumulate, MoeStash& stash) const;
   // dx (N,H) = d loss / d x, overwritten. dy must stay unchanged until backward_dw.
   void backward_dx(const Tensor& dy_NH, Tensor& dx_NH, MoeStash& stash) const;

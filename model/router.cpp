@@ -53,13 +53,20 @@ static float scaling_factor(const MoeConfig& moe) {
   return moe.moe_router_topk_scaling_factor != 0.0f ? moe.moe_router_topk_scaling_factor : 1.0f;
 }
 
-void Router::forward(const Tensor& x_nH, int64_t batch, int64_t seq, int64_t first,
+void Router::forward(const Tensor& x_NH, int64_t batch, int64_t seq, RouterStash& st) const {
+  std::vector<int64_t> tokens(batch * seq);
+  std::iota(tokens.begin(), tokens.end(), int64_t{0});
+  forward(x_NH, batch, seq, std::move(tokens), st);
+}
+
+void Router::forward(const Tensor& x_nH, int64_t batch, int64_t seq, std::vector<int64_t> tokens,
                      RouterStash& st) const {
   const int64_t n = x_nH.numel() / hidden_, N = batch * seq, E = experts_, k = topk_;
-  MOEFOLD_CHECK(x_nH.numel() == n * hidden_ && first >= 0 && first + n <= N);
+  MOEFOLD_CHECK(x_nH.numel() == n * hidden_ && static_cast<int64_t>(tokens.size()) == n);
+  for (int64_t t : tokens) MOEFOLD_CHECK(t >= 0 && t < N, "token " << t << " of " << N);
   st.batch = batch;
   st.seq = seq;
-  st.first = first;
+  st.tokens = std::move(tokens);
   st.rows = n;
   st.x = x_nH;
   ensure_shape(st.logits, {n, E});
@@ -80,7 +87,7 @@ void Router::forward(const Tensor& x_nH, int64_t batch, int64_t seq, int64_t fir
     for (int64_t j = 0; j < k; ++j) {
       const int32_t e = st.idx[t * k + j];
       ++st.counts[e];
-      ++totals[E + ((first + t) / seq) * E + e];
+      ++totals[E + (st.tokens[t] / seq) * E + e];
     }
   }
   std::copy(st.counts.begin(), st.counts.end(), totals.begin());
@@ -159,9 +166,10 @@ void Router::compute_gates(int64_t N, RouterStash& st) const {
   }
 }
 
-// MODEL.md capacity: cap = ceil(N·k/E·cf) per expert over the whole micro-batch. When its rows
-// are split over tp_cp, every rank gathers the micro-batch's choices and gates, decides for all
-// of them (the one-process decision) and keeps its own rows' part.
+// MODEL.md capacity: cap = ceil(N·k/E·cf) per expert over the whole micro-batch, assignments
+// taken in token order (by gate first under the probs policy). When the micro-batch's tokens are
+// split over tp_cp, every rank gathers all choices, gates and token indices, decides for all of
+// them (the one-process decision) and keeps its own rows' part.
 void Router::apply_capacity(RouterStash& st) const {
   const int64_t k = topk_, E = experts_, n = st.rows, N = st.batch * st.seq;
   st.keep.assign(n * k, 1);
@@ -172,15 +180,29 @@ void Router::apply_capacity(RouterStash& st) const {
   Communicator& group = *ctx_.tp_cp;
   std::vector<int32_t> idx(N * k);
   std::vector<float> gates(N * k);
-  const std::vector<int64_t> segments = group.all_gather_counts(n * k);
-  MOEFOLD_CHECK(std::accumulate(segments.begin(), segments.begin() + group.rank(), int64_t{0}) ==
-                st.first * k);
-  group.all_gather_v(st.idx.data(), n * k, idx.data(), segments, CommDType::kInt32);
-  group.all_gather_v(st.gates.data(), n * k, gates.data(), segments, CommDType::kFloat32);
-  std::vector<std::vector<int32_t>> by_expert(E);  // assignments t·k+j in token order
-  for (int64_t a = 0; a < N * k; ++a) by_expert[idx[a]].push_back(static_cast<int32_t>(a));
+  std::vector<int64_t> tokens(N);
+  const std::vector<int64_t> rows = group.all_gather_counts(n);
+  std::vector<int64_t> assignments(rows.size());
+  for (size_t r = 0; r < rows.size(); ++r) assignments[r] = rows[r] * k;
+  group.all_gather_v(st.tokens.data(), n, tokens.data(), rows, CommDType::kInt64);
+  group.all_gather_v(st.idx.data(), n * k, idx.data(), assignments, CommDType::kInt32);
+  group.all_gather_v(st.gates.data(), n * k, gates.data(), assignments, CommDType::kFloat32);
+  std::vector<int64_t> gathered_row(N, -1);  // token b·S + s → its row in the gathered arrays
+  for (int64_t row = 0; row < N; ++row) {
+    MOEFOLD_CHECK(gathered_row[tokens[row]] < 0, "token " << tokens[row] << " routed twice");
+    gathered_row[tokens[row]] = row;
+  }
+  std::vector<std::vector<int32_t>> by_expert(E);  // gathered assignments row·k+j, token order
+  for (int64_t t = 0; t < N; ++t) {
+    for (int64_t j = 0; j < k; ++j) {
+      const int64_t a = gathered_row[t] * k + j;
+      by_expert[idx[a]].push_back(static_cast<int32_t>(a));
+    }
+  }
   const float* g = gates.data();
-  const int64_t own_begin = st.first * k, own_end = (st.first + n) * k;
+  const int64_t own_begin =
+      std::accumulate(assignments.begin(), assignments.begin() + group.rank(), int64_t{0});
+  const int64_t own_end = own_begin + n * k;
   for (auto& list : by_expert) {
     if (static_cast<int64_t>(list.size()) <= cap) continue;
     if (moe_.moe_token_drop_policy == TokenDropPolicy::kProbs) {
@@ -222,7 +244,7 @@ void Router::compute_losses(RouterStash& st) const {
     std::vector<float> row(E);
     for (int64_t t = 0; t < n; ++t) {
       balance_probs_row(softmax, st.probs.data() + t * E, E, row.data());
-      double* sum = sums.data() + (per_seq ? ((st.first + t) / S) * E : 0);
+      double* sum = sums.data() + (per_seq ? (st.tokens[t] / S) * E : 0);
       for (int64_t e = 0; e < E; ++e) sum[e] += row[e];
     }
   }
@@ -252,7 +274,7 @@ void Router::loss_gradients(double scale, RouterStash& st, float* dscore, float*
     const double w = scale * coeff * E / (topk_ * tokens * tokens) / (per_seq ? st.batch : 1);
     std::vector<float> row(E);
     for (int64_t t = 0; t < n; ++t) {
-      const int64_t* c = per_seq ? st.total_seq_counts.data() + ((st.first + t) / S) * E
+      const int64_t* c = per_seq ? st.total_seq_counts.data() + (st.tokens[t] / S) * E
                                  : st.total_counts.data();
       const float* p = st.probs.data() + t * E;
       float* ds = dscore + t * E;
@@ -326,7 +348,7 @@ void Router::backward_dx(const Tensor& dgates_NK, double aux_scale, Tensor& dx_N
 
 void Router::backward_dw(RouterStash& st) const {
   const int64_t n = st.rows, E = experts_, H = hidden_;
-  if (ctx_.tp_cp->size() == 1) {
+  if (ctx_.tp->size() == 1) {
     cpu::linear_backward_dw(st.dlogits.data(), st.x.data(), weight_->grad.data(), n, H, E);
     return;
   }

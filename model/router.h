@@ -13,11 +13,12 @@
 
 namespace moefold {
 
-// N = B·S rows of the micro-batch; this rank routes n of them, rows [first, first + n) (n = N
-// unless the micro-batch's tokens are split over the TP×CP group, see Router::forward).
+// N = B·S tokens in the micro-batch; this rank routes n of them (n = N unless the micro-batch's
+// tokens are split over the TP×CP group, see Router::forward).
 struct RouterStash {
   int64_t batch = 0, seq = 0;
-  int64_t first = 0, rows = 0;      // this rank's rows of the micro-batch
+  int64_t rows = 0;                 // n
+  std::vector<int64_t> tokens;      // (n) index b·S + s in the micro-batch of each routed row
   Tensor x;                         // (n,H) input, shared with the caller
   Tensor logits;                    // (n,E) z
   Tensor probs;                     // (n,E) softmax(z) (softmax) or σ(z) (sigmoid)
@@ -33,7 +34,7 @@ struct RouterStash {
   double aux_loss = 0;              // balance loss, coeff applied
   double z_loss = 0;                // z-loss, coeff applied
   Tensor dlogits;                   // (n,E) d loss / d z, from backward_dx to backward_dw
-  Tensor dweight;                   // (E,H) scratch: this rank's part of dWr (token-split only)
+  Tensor dweight;                   // (E,H) scratch: this rank's part of dWr (TP > 1 only)
 };
 
 // Aux-loss-free balancing (MODEL.md): b_e ← b_e + rate · sign(c̄ − c_e), with c_e the tokens
@@ -46,21 +47,21 @@ class Router {
   Router(const ModelConfig& config, const ParallelContext& ctx, int layer,
          ParameterRegistry& registry);
 
-  // Routes the N = B·S tokens of x (N,H): fills every forward field of the stash.
-  void forward(const Tensor& x_NH, int64_t batch, int64_t seq, RouterStash& stash) const {
-    forward(x_NH, batch, seq, 0, stash);
-  }
-  // Routes rows [first, first + n) of the micro-batch, x (n,H), when the micro-batch's rows are
-  // split over ctx.tp_cp (MoE Parallel Folding: each attention-side TP rank routes its share).
-  // The statistics of the balance and z losses and the capacity decision are taken over the
-  // whole micro-batch (collective over tp_cp), so every number equals one process's.
-  void forward(const Tensor& x_nH, int64_t batch, int64_t seq, int64_t first,
+  // Routes the N = B·S tokens of x (N,H) in order: fills every forward field of the stash.
+  void forward(const Tensor& x_NH, int64_t batch, int64_t seq, RouterStash& stash) const;
+  // Routes the micro-batch tokens `tokens` (indices b·S + s, any order), x (n,H), when the
+  // micro-batch's tokens are split over ctx.tp_cp (context-parallel shards, and within them each
+  // attention-side TP rank's share: MoE Parallel Folding). The statistics of the balance and z
+  // losses and the capacity decision are taken over the whole micro-batch (collectives over
+  // tp_cp), in token order, so every number equals one process's.
+  void forward(const Tensor& x_nH, int64_t batch, int64_t seq, std::vector<int64_t> tokens,
                RouterStash& stash) const;
   // d loss / d z from dgates (n,k) (d loss / d g; entries of dropped assignments are ignored)
   // plus aux_scale · (balance + z losses); then dx (n,H) = dz Wr, overwritten or added.
   void backward_dx(const Tensor& dgates_NK, double aux_scale, Tensor& dx_NH, bool accumulate,
                    RouterStash& stash) const;
-  // dWr += dzᵀ x, summed over tp_cp when the micro-batch's rows are split over it.
+  // dWr += dzᵀ x, summed over TP when the rows are split over it; the context-parallel parts
+  // are summed with the other dense gradients over DP×CP.
   void backward_dw(RouterStash& stash) const;
 
   Parameter* weight() const { return weight_; }

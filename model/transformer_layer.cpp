@@ -1,6 +1,5 @@
 #include "model/transformer_layer.h"
 
-#include <algorithm>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -59,38 +58,30 @@ void TransformerLayer::forward(const Tensor& h_in_NH, const int32_t* positions_N
                        H, eps_);
   std::memcpy(h_out_NH.data(), st.h_mid.data(), n * H * sizeof(float));
   if (moe_) {
-    moe_forward(batch, seq, aux_scale, h_out_NH, st);
+    // Under context parallelism seq is this rank's S/CP tokens of each sequence.
+    moe_forward({batch, seq * ctx_.coords.cp_size, positions_N}, aux_scale, h_out_NH, st);
   } else {
     mlp_->forward(st.m, h_out_NH, true, st.mlp);
   }
 }
 
-// The group over which this rank's token rows are gathered for the MoE layer: TP under sequence
-// parallelism, CP (TP×CP with sequence parallelism) under context parallelism.
-Communicator& TransformerLayer::moe_token_group() const {
-  if (ctx_.coords.cp_size == 1) return *region_.tp;
-  return region_.sharded() ? *ctx_.tp_cp : *ctx_.cp;
-}
-
-// h_out += moe(m). Under sequence or context parallelism: gather m (backward: split), run the MoE
-// on all tokens of the micro-batch, keep this rank's rows of the output (backward: gather).
-// Under CP the gathered rows are the CP shards one after the other, not in sequence order: the
-// MoE's numbers do not depend on the order with dropless routing and a whole-batch balance loss
-// (Model::validate rejects capacity and seq_aux_loss with CP).
-void TransformerLayer::moe_forward(int64_t batch, int64_t seq, double aux_scale, Tensor& h_out,
+// h_out += moe(m) over this CP rank's shard of the micro-batch (positions_N: the rows' places
+// in their sequences). Under sequence parallelism: gather m over TP (backward: split), run the
+// MoE on the shard's tokens, keep this rank's rows of the output (backward: gather).
+void TransformerLayer::moe_forward(const MoeRows& rows, double aux_scale, Tensor& h_out,
                                    TransformerLayerStash& st) const {
-  if (!region_.sharded() && ctx_.coords.cp_size == 1) {
-    moe_->forward(st.m, batch, seq, aux_scale, h_out, true, st.moe);
+  if (!region_.sharded()) {
+    moe_->forward(st.m, rows, aux_scale, h_out, true, st.moe);
     return;
   }
-  Communicator& group = moe_token_group();
-  const int64_t n = region_.local_rows(batch * seq), N = n * group.size(), H = hidden_;
+  Communicator& tp = *region_.tp;
+  const int64_t n = st.m.dim(0), N = n * tp.size(), H = hidden_;
   ensure_shape(st.moe_x, {N, H});
   ensure_shape(st.moe_y, {N, H});
-  gather_replicated_sequence_forward(group, st.m.data(), st.moe_x.data(), n * H);
-  moe_->forward(st.moe_x, batch, N / batch, aux_scale, st.moe_y, false, st.moe);
+  gather_replicated_sequence_forward(tp, st.m.data(), st.moe_x.data(), n * H);
+  moe_->forward(st.moe_x, rows, aux_scale, st.moe_y, false, st.moe);
   ensure_shape(st.d_norm, {n, H});  // scratch for this rank's rows
-  split_to_sequence_region_forward(group, st.moe_y.data(), st.d_norm.data(), n * H);
+  split_to_sequence_region_forward(tp, st.moe_y.data(), st.d_norm.data(), n * H);
   float* out = h_out.data();
   const float* part = st.d_norm.data();
   for (int64_t i = 0; i < n * H; ++i) out[i] += part[i];
@@ -98,27 +89,17 @@ void TransformerLayer::moe_forward(int64_t batch, int64_t seq, double aux_scale,
 
 // st.d_norm (n,H) = d loss / d m from dh (n,H) = d loss / d h_out.
 void TransformerLayer::moe_backward(const Tensor& dh, TransformerLayerStash& st) const {
-  if (!region_.sharded() && ctx_.coords.cp_size == 1) {
+  if (!region_.sharded()) {
     moe_->backward_dx(dh, st.d_norm, st.moe);
     moe_->backward_dw(st.moe);
     return;
   }
-  Communicator& group = moe_token_group();
+  Communicator& tp = *region_.tp;
   const int64_t n = dh.dim(0), H = hidden_;
-  split_to_sequence_region_backward(group, dh.data(), st.moe_y.data(), n * H);
-  if (ctx_.coords.cp_size > 1) {
-    // Keep only this CP rank's block of the gradient: the replicated shared expert's weight
-    // gradient is then this rank's part (the DP×CP reduction sums the parts), and the rows this
-    // rank's TP×CP token group routes, and the rows it keeps below, all lie in the block.
-    const int64_t block = st.moe_y.dim(0) / ctx_.coords.cp_size;
-    float* dy = st.moe_y.data();
-    const int64_t begin = ctx_.coords.cp_rank * block;
-    std::fill(dy, dy + begin * H, 0.0f);
-    std::fill(dy + (begin + block) * H, dy + st.moe_y.numel(), 0.0f);
-  }
+  split_to_sequence_region_backward(tp, dh.data(), st.moe_y.data(), n * H);
   moe_->backward_dx(st.moe_y, ensure_shape(st.moe_dx, st.moe_x.shape()), st.moe);
   moe_->backward_dw(st.moe);
-  gather_replicated_sequence_backward(group, st.moe_dx.data(), st.d_norm.data(), n * H);
+  gather_replicated_sequence_backward(tp, st.moe_dx.data(), st.d_norm.data(), n * H);
 }
 
 void TransformerLayer::backward(Tensor& dh_NH, const int32_t* positions_N,

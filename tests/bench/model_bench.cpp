@@ -70,7 +70,7 @@ void BM_MoeLayerForwardBackward(benchmark::State& state) {
   MoeStash stash;
   MemoryStats::reset_peak();
   for (auto _ : state) {
-    moe.forward(x, kBatch, S, 1.0, y, false, stash);
+    moe.forward(x, {kBatch, S}, 1.0, y, false, stash);
     moe.backward_dx(dy, dx, stash);
     moe.backward_dw(stash);
     benchmark::DoNotOptimize(dx.data());

@@ -404,7 +404,7 @@ TEST(Capacity, DroppedAssignmentsContributeNothing) {
     Tensor x = Tensor::from_vector({N, H}, kCapacityLogits);
     Tensor y = Tensor::zeros({N, H});
     MoeStash stash;
-    h.layer->forward(x, 2, 3, 1.0, y, false, stash);
+    h.layer->forward(x, {2, 3}, 1.0, y, false, stash);
     const auto& keep = policy == TokenDropPolicy::kProbs ? kKeepProbs : kKeepPosition;
     ASSERT_EQ(stash.router.keep, keep);
     const float* wg = h.registry.find("layers/0/moe/experts/w_gate")->value.data();
@@ -444,7 +444,7 @@ TEST(Capacity, PaddingToCapacityChangesNoNumber) {
     Tensor x = Tensor::from_vector({N, H}, kCapacityLogits);
     Tensor y = Tensor::zeros({N, H}), dx = Tensor::zeros({N, H});
     MoeStash stash;
-    h.layer->forward(x, 2, 3, 0.5, y, false, stash);
+    h.layer->forward(x, {2, 3}, 0.5, y, false, stash);
     EXPECT_EQ(stash.router.dropped, 3);
     const Tensor dy = Tensor::from_vector({N, H}, random_vector(N * H, 31));
     h.layer->backward_dx(dy, dx, stash);

@@ -130,7 +130,7 @@ void check_moe_layer(ModelConfig config, double aux_scale) {
   const std::vector<float> w = random_vector(N * H, 2);
   MoeStash stash;
   auto loss = [&]() {
-    moe.forward(x, B, S, aux_scale, y, false, stash);
+    moe.forward(x, {B, S}, aux_scale, y, false, stash);
     return weighted_sum(y, w) + aux_scale * (stash.router.aux_loss + stash.router.z_loss);
   };
   loss();
@@ -172,7 +172,7 @@ TEST(MoeLayer, OutputIsGateWeightedSumOfExperts) {
   Tensor x = Tensor::from_vector({N, H}, random_vector(N * H, 1));
   Tensor y = Tensor::zeros({N, H});
   MoeStash stash;
-  moe.forward(x, 1, N, 1.0, y, false, stash);
+  moe.forward(x, {1, N}, 1.0, y, false, stash);
   const float* wg = registry.find("layers/1/moe/experts/w_gate")->value.data();
   const float* wu = registry.find("layers/1/moe/experts/w_up")->value.data();
   const float* wd = registry.find("layers/1/moe/experts/w_down")->value.data();

@@ -1,15 +1,20 @@
-// The MoE layer folded over the ranks (attention TP = 2 splitting the routed tokens, experts over
-// EP = world) against the same layer on one process: output, input gradient, losses and router
-// gradient equal, expert gradients equal the single-process slice; including a micro-batch of one
-// token, so that one TP rank routes nothing, and capacity dropping.
+// The MoE layer folded over the ranks (attention TP = 2 splitting the routed tokens, or CP = 2
+// giving each rank a non-contiguous load-balanced shard of every sequence, experts over
+// EP = world) against the same layer on one process: output, input gradient, losses (the
+// per-sequence balance loss) and router gradient equal, expert gradients equal the
+// single-process slice; including a micro-batch of one token, so that one TP rank routes
+// nothing, and capacity dropping of both policies.
 #include <gtest/gtest.h>
 #include <mpi.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
+#include <span>
 #include <string>
 #include <vector>
 
+#include "model/context_shard.h"
 #include "model/moe_layer.h"
 #include "model/parameter.h"
 #include "parallel/context.h"
@@ -21,6 +26,8 @@ struct Case {
   int64_t batch, seq;
   float capacity_factor;
   const char* dispatcher;
+  int cp = 1;  // the other factor of the token split is TP = 2 / CP
+  const char* drop_policy = "probs";
 };
 
 ModelConfig layer_config(const Case& c) {
@@ -36,6 +43,9 @@ ModelConfig layer_config(const Case& c) {
   config.moe.moe_shared_expert_intermediate_size = 8;
   config.moe.moe_expert_capacity_factor = c.capacity_factor;
   config.moe.moe_token_dispatcher_type = c.dispatcher;
+  config.moe.moe_token_drop_policy = std::string(c.drop_policy) == "position"
+                                         ? TokenDropPolicy::kPosition
+                                         : TokenDropPolicy::kProbs;
   return config;
 }
 
@@ -53,16 +63,32 @@ struct LayerRun {
   ParameterRegistry registry;
 };
 
+// The rows of `full` (B·S, H) that CP rank `cp_rank` of `cp` holds, in shard order.
+Tensor shard_rows(const Tensor& full, const Case& c, int cp_rank, int cp) {
+  const std::vector<int32_t> positions = context_token_positions(c.batch, c.seq, cp_rank, cp);
+  const int64_t n = static_cast<int64_t>(positions.size()), H = full.dim(1), per_seq = n / c.batch;
+  Tensor shard = Tensor::empty({n, H});
+  for (int64_t i = 0; i < n; ++i) {
+    const float* row = full.data() + ((i / per_seq) * c.seq + positions[i]) * H;
+    std::copy(row, row + H, shard.data() + i * H);
+  }
+  return shard;
+}
+
+// Runs the layer on this rank's CP shard; run.y and run.dx hold the shard's rows.
 void run_layer(const ModelConfig& config, const ParallelContext& ctx, const Case& c,
                LayerRun& run) {
-  const int64_t N = c.batch * c.seq, H = config.hidden_size;
+  const int64_t H = config.hidden_size;
+  const int cp = ctx.coords.cp_size, cp_rank = ctx.coords.cp_rank;
   MoeLayer layer(config, ctx, 1, run.registry);
   run.registry.init(5);
-  const Tensor x = random_tensor({N, H}, 1), dy = random_tensor({N, H}, 2);
-  run.y = Tensor::empty({N, H});
-  run.dx = Tensor::empty({N, H});
+  const Tensor x = shard_rows(random_tensor({c.batch * c.seq, H}, 1), c, cp_rank, cp);
+  const Tensor dy = shard_rows(random_tensor({c.batch * c.seq, H}, 2), c, cp_rank, cp);
+  const std::vector<int32_t> positions = context_token_positions(c.batch, c.seq, cp_rank, cp);
+  run.y = Tensor::empty(x.shape());
+  run.dx = Tensor::empty(x.shape());
   MoeStash stash;
-  layer.forward(x, c.batch, c.seq, 1.0, run.y, false, stash);
+  layer.forward(x, {c.batch, c.seq, positions.data()}, 1.0, run.y, false, stash);
   layer.backward_dx(dy, run.dx, stash);
   layer.backward_dw(stash);
   run.aux = stash.router.aux_loss;
@@ -76,7 +102,8 @@ TEST_P(MoeFolding, MatchesOneProcess) {
   int world = 1;
   MPI_Comm_size(MPI_COMM_WORLD, &world);
   ParallelConfig parallel;
-  parallel.tensor_model_parallel_size = 2;
+  parallel.tensor_model_parallel_size = 2 / c.cp;
+  parallel.context_parallel_size = c.cp;
   parallel.expert_model_parallel_size = world;
   parallel.expert_tensor_parallel_size = 1;
   auto ctx = ParallelContext::create(parallel, MPI_COMM_WORLD);
@@ -94,11 +121,14 @@ TEST_P(MoeFolding, MatchesOneProcess) {
           << what << " element " << i;
     }
   };
-  expect_close(folded.y, reference.y, 1.0, "y");
-  expect_close(folded.dx, reference.dx, 1.0, "dx");
+  const int cp_rank = ctx->coords.cp_rank;
+  expect_close(folded.y, shard_rows(reference.y, c, cp_rank, c.cp), 1.0, "y");
+  expect_close(folded.dx, shard_rows(reference.dx, c, cp_rank, c.cp), 1.0, "dx");
   EXPECT_NEAR(folded.aux, reference.aux, 1e-6 * reference.aux);
   EXPECT_NEAR(folded.z, reference.z, 1e-6 * reference.z);
-  const Parameter* router = folded.registry.find("layers/1/moe/router");
+  // The router gradient is summed over TP in the layer, over CP with the dense gradients.
+  Parameter* router = folded.registry.find("layers/1/moe/router");
+  ctx->cp->all_reduce(std::span<float>(router->grad.data(), router->grad.numel()));
   expect_close(router->grad, reference.registry.find("layers/1/moe/router")->grad, 1.0, "router");
   // Each DP rank pair processed the same micro-batch here, so an expert saw it dp times.
   for (const char* name : {"layers/1/moe/experts/w_gate", "layers/1/moe/experts/w_down"}) {
@@ -116,7 +146,11 @@ INSTANTIATE_TEST_SUITE_P(Cases, MoeFolding,
                                            Case{2, 6, 0.75f, "alltoall"},
                                            Case{2, 6, 0.75f, "allgather"},
                                            Case{1, 1, 0.0f, "alltoall"},
-                                           Case{1, 1, 1.0f, "allgather"}));
+                                           Case{1, 1, 1.0f, "allgather"},
+                                           Case{2, 8, 0.0f, "alltoall", 2},
+                                           Case{2, 8, 0.75f, "alltoall", 2},
+                                           Case{3, 8, 0.5f, "allgather", 2, "position"},
+                                           Case{2, 8, 0.75f, "alltoall", 1, "position"}));
 
 }  // namespace
 }  // namespace moefold

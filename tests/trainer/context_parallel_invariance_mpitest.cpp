@@ -1,9 +1,10 @@
 // Context-parallel invariance (DESIGN.md): CP=2, CP=4, CP=2 × TP=2 (with and without sequence
 // parallelism), CP=2 × DP=2, CP=2 × PP=2 and the experts folded onto EP over the same ranks
-// (CP=2 with EP=2, CP=4 with EP=4, CP=2 × TP=2 + SP with EP=2) give the per-step losses
-// and gradient norms of one process on the same global batch (the tiny recipe: seq 16, dense and
-// MoE layers, shared expert, aux and z losses). Each layout runs at the rank count it needs and
-// is skipped at the others.
+// (CP=2 with EP=2, CP=4 with EP=4, CP=2 × TP=2 + SP with EP=2), also with the per-sequence
+// balance loss and capacity dropping of both policies, give the per-step losses and gradient
+// norms of one process on the same global batch (the tiny recipe: seq 16, dense and MoE layers,
+// shared expert, aux and z losses). Each layout runs at the rank count it needs and is skipped
+// at the others.
 #include <gtest/gtest.h>
 #include <mpi.h>
 
@@ -38,6 +39,12 @@ std::vector<std::string> pipeline(std::vector<std::string> overrides) {
   return overrides;
 }
 
+const std::vector<std::string> kSeqAux = {"moe.moe_router_load_balancing_type=seq_aux_loss"};
+const std::vector<std::string> kDropProbs = {"moe.moe_expert_capacity_factor=0.75"};
+const std::vector<std::string> kDropPositionSeqAux = {
+    "moe.moe_expert_capacity_factor=0.75", "moe.moe_token_drop_policy=position",
+    "moe.moe_router_load_balancing_type=seq_aux_loss"};
+
 class ContextParallelInvariance : public ::testing::TestWithParam<CpLayout> {
  protected:
   static void SetUpTestSuite() { dir_ = shared_tiny_corpus("cp-invariance", 13); }
@@ -61,7 +68,13 @@ INSTANTIATE_TEST_SUITE_P(
                       CpLayout{"cp2_ep2", 2, {}, cp(2, 1, false, 2)},
                       CpLayout{"cp4_ep4", 4, {}, cp(4, 1, false, 4)},
                       CpLayout{"cp2_tp2_sp_ep2", 4, {}, cp(2, 2, true, 2)},
-                      CpLayout{"cp2_pp2", 4, {}, pipeline(cp(2))}),
+                      CpLayout{"cp2_pp2", 4, {}, pipeline(cp(2))},
+                      CpLayout{"cp2_seq_aux", 2, kSeqAux, cp(2)},
+                      CpLayout{"cp2_ep2_drop_probs", 2, kDropProbs, cp(2, 1, false, 2)},
+                      CpLayout{"cp4_ep4_drop_position_seq_aux", 4, kDropPositionSeqAux,
+                               cp(4, 1, false, 4)},
+                      CpLayout{"cp2_tp2_sp_ep2_drop_position_seq_aux", 4, kDropPositionSeqAux,
+                               cp(2, 2, true, 2)}),
     [](const ::testing::TestParamInfo<CpLayout>& info) { return info.param.name; });
 
 // Benchmark, not run by ctest (DISABLED_): activation memory per rank (MemoryStats peak above
