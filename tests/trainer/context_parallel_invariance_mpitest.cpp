@@ -78,9 +78,9 @@ INSTANTIATE_TEST_SUITE_P(
     [](const ::testing::TestParamInfo<CpLayout>& info) { return info.param.name; });
 
 // Benchmark, not run by ctest (DISABLED_): activation memory per rank (MemoryStats peak above
-// parameters and gradients, one micro-batch forward + backward) and step time of a small MoE
-// model at seq S = MOEFOLD_BENCH_SEQ (default 8192), on one process and at CP = world size
-// (MOEFOLD_BENCH_DENSE set: both layers dense).
+// parameters and gradients, one micro-batch forward + backward) and step time of the demo model's
+// shape (configs/demo.yaml, GPT-2 vocabulary) at seq S = MOEFOLD_BENCH_SEQ (default 8192), on
+// one process and at CP = world size (MOEFOLD_BENCH_DENSE set: every layer dense).
 // E.g. mpirun -np 2 -x OPENBLAS_NUM_THREADS=1 build/tests/trainer/context_parallel_invariance
 //      --gtest_also_run_disabled_tests --gtest_filter='*Benchmark*'
 TEST(ContextParallelBenchmark, DISABLED_ActivationMemoryPerRank) {
@@ -88,19 +88,20 @@ TEST(ContextParallelBenchmark, DISABLED_ActivationMemoryPerRank) {
   MPI_Comm_size(MPI_COMM_WORLD, &world);
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   const char* seq_env = std::getenv("MOEFOLD_BENCH_SEQ");
+  const bool dense = std::getenv("MOEFOLD_BENCH_DENSE") != nullptr;
   ModelConfig c;
-  c.num_layers = 2;
-  c.hidden_size = 128;
+  c.num_layers = 4;
+  c.hidden_size = 256;
   c.num_attention_heads = 4;
-  c.num_query_groups = 4;
-  c.ffn_hidden_size = 256;
-  c.vocab_size = 256;
+  c.num_query_groups = 2;
+  c.ffn_hidden_size = 1024;
+  c.vocab_size = 50257;
   c.seq_length = seq_env ? std::atoi(seq_env) : 8192;
-  c.moe.num_experts = 4;
-  c.moe.moe_ffn_hidden_size = 128;
+  c.moe.num_experts = 8;
+  c.moe.moe_ffn_hidden_size = 256;
   c.moe.moe_router_topk = 2;
-  c.moe.moe_layer_pattern = {0, std::getenv("MOEFOLD_BENCH_DENSE") ? 0 : 1};
-  c.moe.moe_shared_expert_intermediate_size = 128;
+  c.moe.moe_layer_pattern = {0, !dense, !dense, !dense};
+  c.moe.moe_shared_expert_intermediate_size = 256;
   MicroBatch batch;
   batch.batch = 1;
   batch.seq = c.seq_length;
