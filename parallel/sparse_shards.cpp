@@ -1,0 +1,90 @@
+#include "parallel/sparse_shards.h"
+
+#include <cstring>
+
+#include "tensor/check.h"
+
+namespace moefold {
+
+std::vector<int64_t> SparseShardPlan::items_of(int rank) const {
+  std::vector<int64_t> out;
+  for (int64_t k = 0; k < items; ++k)
+    if (needs_item(rank, k)) out.push_back(k);
+  return out;
+}
+
+SparseShardPlan plan_sparse_shards(Communicator& group, std::span<const uint8_t> needs_K,
+                                   int64_t shard) {
+  SparseShardPlan plan;
+  plan.ranks = group.size();
+  plan.items = static_cast<int64_t>(needs_K.size());
+  plan.shard = shard;
+  plan.needs.resize(plan.ranks * plan.items);
+  group.all_gather(needs_K.data(), plan.items, plan.needs.data(), CommDType::kUInt8);
+  plan.needed.assign(plan.ranks, 0);
+  for (int r = 0; r < plan.ranks; ++r)
+    for (int64_t k = 0; k < plan.items; ++k) plan.needed[r] += plan.needs_item(r, k);
+  return plan;
+}
+
+static int64_t parts_size(std::span<const ShardPart> parts) {
+  int64_t s = 0;
+  for (const ShardPart& p : parts) s += p.per_item;
+  return s;
+}
+
+void start_sparse_all_gather(Communicator& group, const SparseShardPlan& plan,
+                             std::span<const ShardPart> shards, float* gathered,
+                             SparseShardExchange& exchange) {
+  const int P = plan.ranks, me = group.rank();
+  const int64_t s = plan.shard;
+  MOEFOLD_CHECK(parts_size(shards) == s && P == group.size());
+  // To rank q: this rank's shard of each item q needs, in item order.
+  std::vector<int64_t> send_counts(P), recv_counts(P);
+  int64_t total = 0;
+  for (int q = 0; q < P; ++q) total += plan.needed[q];
+  exchange.send.resize(total * s);
+  float* out = exchange.send.data();
+  for (int q = 0; q < P; ++q) {
+    send_counts[q] = plan.needed[q] * s;
+    recv_counts[q] = plan.needed[me] * s;
+    for (int64_t k = 0; k < plan.items; ++k) {
+      if (!plan.needs_item(q, k)) continue;
+      for (const ShardPart& part : shards) {
+        std::memcpy(out, part.data + k * part.per_item, part.per_item * sizeof(float));
+        out += part.per_item;
+      }
+    }
+  }
+  exchange.handle = group.all_to_all_v_async(exchange.send.data(), send_counts, gathered,
+                                             recv_counts, CommDType::kFloat32);
+}
+
+void sparse_reduce_scatter(Communicator& group, const SparseShardPlan& plan,
+                           const float* gradients, std::span<const ShardPart> shards) {
+  const int P = plan.ranks, me = group.rank();
+  const int64_t s = plan.shard;
+  MOEFOLD_CHECK(parts_size(shards) == s && P == group.size());
+  std::vector<int64_t> send_counts(P), recv_counts(P);
+  int64_t total = 0;
+  for (int q = 0; q < P; ++q) {
+    send_counts[q] = plan.needed[me] * s;
+    recv_counts[q] = plan.needed[q] * s;
+    total += recv_counts[q];
+  }
+  std::vector<float> received(total);
+  group.all_to_all_v(gradients, send_counts, received.data(), recv_counts, CommDType::kFloat32);
+  const float* in = received.data();
+  for (int q = 0; q < P; ++q) {
+    for (int64_t k = 0; k < plan.items; ++k) {
+      if (!plan.needs_item(q, k)) continue;
+      for (const ShardPart& part : shards) {
+        float* dst = part.data + k * part.per_item;
+        for (int64_t i = 0; i < part.per_item; ++i) dst[i] += in[i];
+        in += part.per_item;
+      }
+    }
+  }
+}
+
+}  // namespace moefold
