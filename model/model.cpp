@@ -45,11 +45,13 @@ Model::Model(const ModelConfig& config, const ParallelContext& ctx)
   }
   end_module(0);
   layer_slot_.assign(L, -1);
+  if (ctx_.config.moe_fssdp) expert_workspace_ = std::make_shared<ExpertWorkspace>();
   for (int chunk = 0; chunk < V; ++chunk) {
     const LayerRange range = partition_.layers(stage(), chunk);
     for (int l = range.begin; l < range.end; ++l) {
       layer_slot_[l] = static_cast<int>(layers_.size());
-      layers_.push_back(std::make_unique<TransformerLayer>(config_, ctx_, l, registry_));
+      layers_.push_back(
+          std::make_unique<TransformerLayer>(config_, ctx_, l, registry_, expert_workspace_));
       end_module(1 + l);
     }
   }
@@ -133,6 +135,12 @@ absl::Status Model::validate(const ModelConfig& c, const ParallelContext& ctx) {
   if (any_moe && c.moe.moe_ffn_hidden_size % r.etp_size != 0) {
     return invalid("moe_ffn_hidden_size ", c.moe.moe_ffn_hidden_size,
                    " is not divisible by expert_tensor_parallel_size ", r.etp_size);
+  }
+  if (any_moe && ctx.config.moe_fssdp &&
+      c.moe.moe_ffn_hidden_size % (int64_t{r.etp_size} * r.edp_size) != 0) {
+    return invalid("moe_ffn_hidden_size ", c.moe.moe_ffn_hidden_size,
+                   " is not divisible by expert_tensor_parallel_size ", r.etp_size,
+                   " x expert-data-parallel size ", r.edp_size, " (parallel.moe_fssdp)");
   }
   if (any_moe && c.moe.moe_token_dispatcher_type != "alltoall" &&
       c.moe.moe_token_dispatcher_type != "allgather") {

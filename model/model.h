@@ -126,6 +126,8 @@ class Model {
   std::vector<Buffer*> buffers();  // saved, not trained (expert biases)
   const ParameterRegistry& registry() const { return registry_; }
   const std::vector<std::unique_ptr<TransformerLayer>>& layers() const { return layers_; }
+  // FSSDP (parallel.moe_fssdp): the MoE layers' shared workspace and its counters; else null.
+  const ExpertWorkspace* expert_workspace() const { return expert_workspace_.get(); }
   // Every element of every parameter on this pipeline stage (the embedding copy not counted).
   int64_t parameter_count() const;
 
@@ -144,6 +146,7 @@ class Model {
   StagePartition partition_;
   ParameterRegistry registry_;
   std::unique_ptr<Embedding> embedding_;  // first virtual stage, and the last with tied embeddings
+  std::shared_ptr<ExpertWorkspace> expert_workspace_;  // FSSDP only
   std::vector<std::unique_ptr<TransformerLayer>> layers_;  // this stage's, in global order
   std::vector<int> layer_slot_;  // (L) index into layers_ of each global layer, -1 elsewhere
   Parameter* final_norm_ = nullptr;  // last virtual stage

@@ -23,7 +23,7 @@ DispatcherKind dispatcher_kind(const MoeConfig& moe) {
 }  // namespace
 
 MoeLayer::MoeLayer(const ModelConfig& config, const ParallelContext& ctx, int layer,
-                   ParameterRegistry& registry)
+                   ParameterRegistry& registry, std::shared_ptr<ExpertWorkspace> workspace)
     : ctx_(ctx),
       hidden_(config.hidden_size),
       experts_(config.moe.num_experts),
@@ -36,14 +36,18 @@ MoeLayer::MoeLayer(const ModelConfig& config, const ParallelContext& ctx, int la
   const float std = config.init_method_std;
   const float out_std = std / std::sqrt(2.0f * config.num_layers);
   const int64_t E = experts_, F = ffn_, H = hidden_;
-  w_gate_ = registry.add_weight(shard_layout(prefix + "experts/w_gate", {E, F, H}, ctx.coords), std,
-                                true);
-  w_up_ =
-      registry.add_weight(shard_layout(prefix + "experts/w_up", {E, F, H}, ctx.coords), std, true);
-  w_down_ = registry.add_weight(shard_layout(prefix + "experts/w_down", {E, H, F}, ctx.coords),
-                                out_std, true);
-  local_experts_ = w_gate_->layout.local_shape[0];
-  local_ffn_ = w_gate_->layout.local_shape[1];
+  const TensorLayout gate = shard_layout(prefix + "experts/w_gate", {E, F, H}, ctx.coords);
+  local_experts_ = gate.local_shape[0];
+  local_ffn_ = gate.local_shape[1];
+  if (ctx.config.moe_fssdp) workspace_ = workspace ? workspace : std::make_shared<ExpertWorkspace>();
+  // Under FSSDP the registry holds this rank's expert-DP shard (checkpointed as such).
+  auto stored = [&](const std::string& name, std::vector<int64_t> shape) {
+    TensorLayout layout = shard_layout(prefix + name, std::move(shape), ctx.coords);
+    return workspace_ ? fully_sharded_expert_layout(layout, ctx.coords) : layout;
+  };
+  w_gate_ = registry.add_weight(stored("experts/w_gate", {E, F, H}), std, true);
+  w_up_ = registry.add_weight(stored("experts/w_up", {E, F, H}), std, true);
+  w_down_ = registry.add_weight(stored("experts/w_down", {E, H, F}), out_std, true);
   if (config.moe.moe_shared_expert_intermediate_size > 0) {
     shared_ = std::make_unique<Mlp>(config, ctx, prefix + "shared/",
                                     config.moe.moe_shared_expert_intermediate_size, registry);
@@ -60,10 +64,10 @@ void MoeLayer::experts_forward(int chunk, MoeStash& st) const {
   float* up = st.up.data() + first * F;
   float* act = st.act.data() + first * F;
   const float* xe = st.xe.data() + first * H;
-  cpu::grouped_linear_forward(xe, w_gate_->value.data(), gate, off, El, H, F);
-  cpu::grouped_linear_forward(xe, w_up_->value.data(), up, off, El, H, F);
+  cpu::grouped_linear_forward(xe, gate_weights(), gate, off, El, H, F);
+  cpu::grouped_linear_forward(xe, up_weights(), up, off, El, H, F);
   cpu::swiglu_forward(gate, up, act, rows * F);
-  cpu::grouped_linear_forward(act, w_down_->value.data(), st.ye.data() + first * H, off, El, F, H);
+  cpu::grouped_linear_forward(act, down_weights(), st.ye.data() + first * H, off, El, F, H);
 }
 
 // Rows [first, end) of the N rows that this rank of a token-splitting group of `size` routes:
@@ -105,6 +109,10 @@ void MoeLayer::forward(const Tensor& x_NH, const MoeRows& rows, double aux_scale
   st.rows = cpu::build_expert_permutation(st.router.idx.data(), st.router.keep.data(), n, k, E,
                                           st.counts.data(), ensure_size(st.perm, n * k));
   st.plan = dispatcher_.plan(st.counts);
+  if (workspace_) {  // the needed experts' shards travel while the tokens are dispatched
+    plan_materialisation(st);
+    start_materialisation(st);
+  }
   const int64_t R = st.rows, Re = st.plan.expert_rows, F = local_ffn_;
   int32_t* send_perm = ensure_size(st.send_perm, R);
   for (int64_t r = 0; r < R; ++r) send_perm[r] = st.perm[st.plan.source_order[r]];
@@ -123,6 +131,7 @@ void MoeLayer::forward(const Tensor& x_NH, const MoeRows& rows, double aux_scale
   ensure_shape(st.act, {Re, F});
   ensure_shape(st.ye, {Re, H});
   ensure_shape(st.ys, {R, H});
+  if (workspace_) finish_materialisation(st);
   for (int c = 0; c < st.plan.chunks; ++c) {  // chunk c computes while c+1 is exchanged
     dispatcher_.finish_dispatch_chunk(st.plan, c, H, st.buffers, st.xe.data());
     experts_forward(c, st);
@@ -164,11 +173,11 @@ void MoeLayer::experts_backward_dx(int chunk, MoeStash& st) const {
   float* up = st.up.data() + first * F;
   float* dact = st.dact.data() + first * F;
   float* dxe = st.dxe.data() + first * H;
-  cpu::grouped_linear_backward_dx(st.dye.data() + first * H, w_down_->value.data(), dact, off, El,
-                                  F, H, false);
+  cpu::grouped_linear_backward_dx(st.dye.data() + first * H, down_weights(), dact, off, El, F, H,
+                                  false);
   cpu::swiglu_backward(dact, gate, up, gate, up, rows * F);
-  cpu::grouped_linear_backward_dx(gate, w_gate_->value.data(), dxe, off, El, H, F, false);
-  cpu::grouped_linear_backward_dx(up, w_up_->value.data(), dxe, off, El, H, F, true);
+  cpu::grouped_linear_backward_dx(gate, gate_weights(), dxe, off, El, H, F, false);
+  cpu::grouped_linear_backward_dx(up, up_weights(), dxe, off, El, H, F, true);
 }
 
 void MoeLayer::backward_dx(const Tensor& dy_NH, Tensor& dx_NH, MoeStash& st) const {
@@ -176,6 +185,7 @@ void MoeLayer::backward_dx(const Tensor& dy_NH, Tensor& dx_NH, MoeStash& st) con
   const int64_t R = st.rows, Re = st.plan.expert_rows, n = st.router.rows, first = st.first;
   const bool split = ctx_.tp->size() > 1;
   MOEFOLD_CHECK(dy_NH.numel() == N * H && dx_NH.numel() == N * H);
+  if (workspace_) start_materialisation(st);  // gathered again: the workspace is shared
   ensure_shape(st.dgates, {n, k}).zero();
   ensure_shape(st.dys, {R, H});
   cpu::combine_tokens_backward(dy_NH.data() + first * H, st.ys.data(), st.send_perm.data(),
@@ -189,6 +199,7 @@ void MoeLayer::backward_dx(const Tensor& dy_NH, Tensor& dx_NH, MoeStash& st) con
   ensure_shape(st.dact, {Re, F});
   ensure_shape(st.dxe, {Re, H});
   ensure_shape(st.dxs, {R, H});
+  if (workspace_) finish_materialisation(st);
   for (int c = 0; c < st.plan.chunks; ++c) {
     dispatcher_.finish_dispatch_chunk(st.plan, c, H, st.buffers, st.dye.data());
     experts_backward_dx(c, st);
@@ -210,17 +221,29 @@ void MoeLayer::backward_dx(const Tensor& dy_NH, Tensor& dx_NH, MoeStash& st) con
 
 void MoeLayer::backward_dw(MoeStash& st) const {
   const int64_t H = hidden_, F = local_ffn_, El = local_experts_;
+  float* d_gate = w_gate_->grad.data();
+  float* d_up = w_up_->grad.data();
+  float* d_down = w_down_->grad.data();
+  if (workspace_) {  // this micro-batch's materialised gradients, reduce-scattered below
+    for (Tensor* t : {&workspace_->d_gate, &workspace_->d_up, &workspace_->d_down}) {
+      ensure_shape(*t, t == &workspace_->d_down ? std::vector<int64_t>{El, H, F}
+                                                : std::vector<int64_t>{El, F, H});
+      t->zero();
+    }
+    d_gate = workspace_->d_gate.data();
+    d_up = workspace_->d_up.data();
+    d_down = workspace_->d_down.data();
+  }
   for (int c = 0; c < st.plan.chunks; ++c) {
     const int64_t first = st.plan.expert_chunk_rows[c];
     const int64_t* off = st.plan.chunk_expert_offsets(c);
     const float* xe = st.xe.data() + first * H;
-    cpu::grouped_linear_backward_dw(st.dye.data() + first * H, st.act.data() + first * F,
-                                    w_down_->grad.data(), off, El, F, H);
-    cpu::grouped_linear_backward_dw(st.gate.data() + first * F, xe, w_gate_->grad.data(), off, El,
-                                    H, F);
-    cpu::grouped_linear_backward_dw(st.up.data() + first * F, xe, w_up_->grad.data(), off, El, H,
-                                    F);
+    cpu::grouped_linear_backward_dw(st.dye.data() + first * H, st.act.data() + first * F, d_down,
+                                    off, El, F, H);
+    cpu::grouped_linear_backward_dw(st.gate.data() + first * F, xe, d_gate, off, El, H, F);
+    cpu::grouped_linear_backward_dw(st.up.data() + first * F, xe, d_up, off, El, H, F);
   }
+  if (workspace_) reduce_scatter_expert_gradients(st);
   router_.backward_dw(st.router);
   if (shared_) shared_->backward_dw(st.shared);
 }

@@ -10,6 +10,11 @@
 // after the combine.
 // Dropless by default; with a capacity factor the router's keep-mask removes assignments before
 // the permutation, so dropped assignments cost nothing and contribute 0.
+// Under FSSDP (parallel.moe_fssdp) the expert weights are stored sharded over expert-DP along F:
+// once the dispatch plan says which local experts receive rows, only those are gathered
+// (parallel/sparse_shards.h) into a workspace shared by the model's MoE layers, overlapping the
+// shared expert and the dispatch; backward gathers them again and reduce-scatters their
+// gradients onto the shards, so the shards' gradients are complete over expert-DP.
 #pragma once
 
 #include <cstdint>
@@ -22,6 +27,7 @@
 #include "model/router.h"
 #include "parallel/context.h"
 #include "parallel/ep_dispatch.h"
+#include "parallel/sparse_shards.h"
 #include "tensor/tensor.h"
 
 namespace moefold {
@@ -32,6 +38,17 @@ namespace moefold {
 struct MoeRows {
   int64_t batch = 0, seq = 0;
   const int32_t* positions = nullptr;
+};
+
+// FSSDP: one MoE layer's materialised expert weights (El,Fl,H), (El,Fl,H), (El,H,Fl), their
+// gradients and the exchange buffer, shared by all MoE layers of a model (they compute in turn).
+struct ExpertWorkspace {
+  Tensor w_gate, w_up, w_down;
+  Tensor d_gate, d_up, d_down;
+  Tensor exchange;  // (EDP, n, s) gathered shards, then gradient slices
+  SparseShardExchange gather;
+  int64_t experts_gathered = 0;  // cumulative: local experts materialised by forward gathers
+  int64_t expert_slots = 0;      // cumulative: local experts those gathers could have moved
 };
 
 struct MoeStash {
@@ -59,6 +76,7 @@ struct MoeStash {
   Tensor dact;                    // (Re,F/ETP)
   Tensor dxe;                     // (Re,H) d loss / d xe (partial sums over ETP)
   Tensor dgates;                  // (n,k)
+  SparseShardPlan fssdp;          // FSSDP: which local experts each expert-DP rank needs
   // Token-split only (TP > 1): this rank's routed rows and all TP ranks' gathered.
   Tensor routed;                  // (n,H) routed output, then d loss / d x of these rows
   Tensor routed_all;              // (N,H)
@@ -67,8 +85,9 @@ struct MoeStash {
 
 class MoeLayer {
  public:
+  // workspace: shared by a model's MoE layers under FSSDP (null: the layer makes its own).
   MoeLayer(const ModelConfig& config, const ParallelContext& ctx, int layer,
-           ParameterRegistry& registry);
+           ParameterRegistry& registry, std::shared_ptr<ExpertWorkspace> workspace = nullptr);
 
   // y (N,H) = (accumulate ? y : 0) + moe(x) for the N rows of x described by `rows`.
   // aux_scale weights the router losses in backward.
@@ -87,12 +106,28 @@ class MoeLayer {
   const ParallelContext& ctx_;
   int64_t hidden_, experts_, topk_, ffn_;
   Router router_;
-  Parameter* w_gate_;  // [E, F, H] global; local (E/EP, F/ETP, H)
-  Parameter* w_up_;    // [E, F, H] global; local (E/EP, F/ETP, H)
-  Parameter* w_down_;  // [E, H, F] global; local (E/EP, H, F/ETP)
+  Parameter* w_gate_;  // [E, F, H] global; local (E/EP, F/ETP, H), F/(ETP·EDP) under FSSDP
+  Parameter* w_up_;    // [E, F, H] global; local (E/EP, F/ETP, H), F/(ETP·EDP) under FSSDP
+  Parameter* w_down_;  // [E, H, F] global; local (E/EP, H, F/ETP), F/(ETP·EDP) under FSSDP
   std::unique_ptr<Mlp> shared_;
-  int64_t local_experts_, local_ffn_;  // E/EP, F/ETP
+  int64_t local_experts_, local_ffn_;  // E/EP, F/ETP (materialised)
   TokenDispatcher dispatcher_;
+  std::shared_ptr<ExpertWorkspace> workspace_;  // FSSDP only
+
+  // The weights the experts compute with: the parameters, or the FSSDP workspace.
+  const float* gate_weights() const;
+  const float* up_weights() const;
+  const float* down_weights() const;
+  std::vector<ShardPart> shard_parts(bool gradients) const;
+  // FSSDP: agree on the needed local experts and start gathering them (forward), gather them
+  // again (backward), unpack the gathered shards, reduce-scatter the gradients.
+  void plan_materialisation(MoeStash& stash) const;
+  void start_materialisation(MoeStash& stash) const;
+  void finish_materialisation(const MoeStash& stash) const;
+  void reduce_scatter_expert_gradients(const MoeStash& stash) const;
+  // Copies between the (EDP, n, s) exchange layout and the materialised tensors.
+  void move_shards(const MoeStash& stash, bool to_materialised, float* gate, float* up,
+                   float* down) const;
 
   void experts_forward(int chunk, MoeStash& stash) const;
   void gather_token_shares(const Tensor& share_nH, int64_t N, Tensor& all_NH) const;

@@ -20,6 +20,7 @@ enum class ShardGroup {
   kTensor,        // TP: attention / dense MLP weights, vocabulary rows
   kExpert,        // EP: the expert axis of [E, ...] expert weights
   kExpertTensor,  // ETP: the F axis of expert weights
+  kExpertData,    // expert-DP: the F axis again, under FSSDP (parallel/sparse_shards.h)
 };
 
 // One split axis: the global extent is cut into `parts` equal contiguous pieces; we hold `index`.

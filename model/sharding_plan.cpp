@@ -2,6 +2,8 @@
 
 #include <string_view>
 
+#include "tensor/check.h"
+
 namespace moefold {
 namespace {
 
@@ -70,6 +72,16 @@ TensorLayout shard_layout(const std::string& name, std::vector<int64_t> global_s
       break;
   }
   return layout;
+}
+
+TensorLayout fully_sharded_expert_layout(const TensorLayout& materialised,
+                                         const RankCoordinates& c) {
+  const ShardStyle style = sharding_style(materialised.name);
+  MOEFOLD_CHECK(style == ShardStyle::kExpertColumnwise || style == ShardStyle::kExpertRowwise,
+                materialised.name << " is not a routed-expert weight");
+  const int f_axis = style == ShardStyle::kExpertColumnwise ? 1 : 2;
+  if (c.edp_size == 1) return materialised;
+  return materialised.split(f_axis, ShardGroup::kExpertData, c.edp_size, c.edp_rank);
 }
 
 }  // namespace moefold

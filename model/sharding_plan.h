@@ -30,4 +30,9 @@ ShardStyle sharding_style(const std::string& name);
 TensorLayout shard_layout(const std::string& name, std::vector<int64_t> global_shape,
                           const RankCoordinates& coords);
 
+// Under FSSDP an expert weight's ETP slice is split once more, over expert-DP along the same F
+// axis: the shard this rank stores (its materialised form is `materialised`, the plain layout).
+TensorLayout fully_sharded_expert_layout(const TensorLayout& materialised,
+                                         const RankCoordinates& coords);
+
 }  // namespace moefold

@@ -14,7 +14,8 @@ namespace moefold {
 
 // Registration order (= Model::parameters() order): attn_norm, attn/*, ffn_norm, mlp|moe.
 TransformerLayer::TransformerLayer(const ModelConfig& config, const ParallelContext& ctx, int layer,
-                                   ParameterRegistry& registry)
+                                   ParameterRegistry& registry,
+                                   std::shared_ptr<ExpertWorkspace> expert_workspace)
     : ctx_(ctx),
       region_{ctx.tp.get(), ctx.config.sequence_parallel},
       layer_(layer),
@@ -27,7 +28,7 @@ TransformerLayer::TransformerLayer(const ModelConfig& config, const ParallelCont
   const std::string prefix = "layers/" + std::to_string(layer) + "/";
   ffn_norm_ = registry.add_norm(shard_layout(prefix + "ffn_norm", {hidden_}, ctx.coords));
   if (config.is_moe_layer(layer)) {
-    moe_ = std::make_unique<MoeLayer>(config, ctx, layer, registry);
+    moe_ = std::make_unique<MoeLayer>(config, ctx, layer, registry, std::move(expert_workspace));
   } else {
     mlp_ = std::make_unique<Mlp>(config, ctx, prefix + "mlp/", config.ffn_hidden_size, registry,
                                  region_.sharded());

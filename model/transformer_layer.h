@@ -47,8 +47,10 @@ struct TransformerLayerStash {
 
 class TransformerLayer {
  public:
+  // expert_workspace: the model's shared FSSDP workspace (moe_layer.h); null: the layer's own.
   TransformerLayer(const ModelConfig& config, const ParallelContext& ctx, int layer,
-                   ParameterRegistry& registry);
+                   ParameterRegistry& registry,
+                   std::shared_ptr<ExpertWorkspace> expert_workspace = nullptr);
 
   // h_out (n,H) from h_in (n,H); both are kept by reference in the stash (h_in as h_in).
   // positions_N covers all N = batch·seq tokens.

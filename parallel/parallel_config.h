@@ -24,6 +24,9 @@ struct ParallelConfig {
   bool overlap_param_gather = false;
   int64_t ddp_bucket_size = 40000000;    // elements per gradient bucket
   int moe_a2a_overlap_chunks = 1;
+  // Fully Sharded Sparse Data Parallelism (Hecate) for the routed experts: weights, gradients and
+  // optimizer state sharded over expert-DP; each micro-batch gathers only the experts it needs.
+  bool moe_fssdp = false;
 
   int expert_tensor_parallel() const {
     return expert_tensor_parallel_size > 0 ? expert_tensor_parallel_size

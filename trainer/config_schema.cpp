@@ -424,6 +424,12 @@ std::vector<RecipeKey> build_schema() {
       "parallel.moe_a2a_overlap_chunks",
       [](R& r) -> auto& { return r.parallel.moe_a2a_overlap_chunks; }, 1, kMaxInt,
       "Chunks the expert all-to-all is split into to overlap it with expert compute."));
+  add(bool_key(
+      "parallel.moe_fssdp", [](R& r) -> auto& { return r.parallel.moe_fssdp; },
+      "Fully Sharded Sparse Data Parallelism for the routed experts: their weights, gradients "
+      "and optimizer state are sharded over expert-DP; each micro-batch gathers only the "
+      "experts its tokens reach and reduce-scatters their gradients (moe_ffn_hidden_size must "
+      "divide by ETP × expert-DP)."));
 
   // training
   add(number_key(

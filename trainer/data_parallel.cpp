@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "optim/grad_clip.h"
+#include "parallel/self_communicator.h"
 #include "tensor/check.h"
 
 namespace moefold {
@@ -54,7 +55,11 @@ DataParallelState::DataParallelState(Model& model, const OptimizerConfig& optimi
       }
     }
     if (entries.empty()) continue;
-    std::shared_ptr<Communicator> group = expert ? ctx_.edp : ctx_.dp_cp;
+    // Under FSSDP the expert shards' gradients are already summed over expert-DP by the MoE
+    // layers' sparse reduce-scatter: nothing is left to reduce.
+    std::shared_ptr<Communicator> group = !expert               ? ctx_.dp_cp
+                                          : ctx_.config.moe_fssdp ? std::make_shared<SelfCommunicator>()
+                                                                  : ctx_.edp;
     const int set_index = static_cast<int>(sets_.size());
     sets_.push_back(std::make_unique<GradBucketSet>(
         plan_buckets(std::move(entries), ctx.config.ddp_bucket_size, group->size()), group,
@@ -157,7 +162,8 @@ double DataParallelState::grad_norm() const {
   } else {
     // After the all-reduce the DP (and CP) copies are identical: the first one counts.
     for (const Parameter* p : parameters_) {
-      const bool first_dp_copy = p->is_expert ? c.edp_rank == 0 : c.dp_rank == 0 && c.cp_rank == 0;
+      const bool first_dp_copy = p->is_expert ? c.edp_rank == 0 || split_over(*p, ShardGroup::kExpertData)
+                                              : c.dp_rank == 0 && c.cp_rank == 0;
       if (first_dp_copy && first_model_parallel_copy(*p, c) && !model_.is_embedding_copy(p)) {
         sum += square_sum(p->grad);
       }

@@ -41,6 +41,17 @@ TEST(ShardingPlan, LayoutsFollowCoordinates) {
   const TensorLayout down = shard_layout("layers/1/moe/experts/w_down", {8, 16, 6}, c);
   EXPECT_EQ(down.local_shape, (std::vector<int64_t>{2, 16, 3}));
   EXPECT_EQ(down.local_offset, (std::vector<int64_t>{4, 0, 3}));
+  // FSSDP splits the ETP slice's F axis again over expert-DP.
+  c.edp_size = 3;
+  c.edp_rank = 2;
+  const TensorLayout down_shard = fully_sharded_expert_layout(down, c);
+  EXPECT_EQ(down_shard.local_shape, (std::vector<int64_t>{2, 16, 1}));
+  EXPECT_EQ(down_shard.local_offset, (std::vector<int64_t>{4, 0, 5}));
+  const TensorLayout gate_shard =
+      fully_sharded_expert_layout(shard_layout("layers/1/moe/experts/w_gate", {8, 6, 16}, c), c);
+  EXPECT_EQ(gate_shard.local_shape, (std::vector<int64_t>{2, 1, 16}));
+  EXPECT_EQ(gate_shard.local_offset, (std::vector<int64_t>{4, 5, 0}));
+  EXPECT_EQ(gate_shard.splits.back().group, ShardGroup::kExpertData);
   const TensorLayout router = shard_layout("layers/1/moe/router", {8, 16}, c);
   EXPECT_EQ(router.local_shape, router.global_shape);
   EXPECT_TRUE(router.splits.empty());
@@ -86,6 +97,12 @@ TEST(ModelValidate, NamesTheOffendingSetting) {
   c.seq_length = 6;
   EXPECT_EQ(Model::validate(c, sp4).message(),
             "seq_length (sequence_parallel) 6 is not divisible by tensor_model_parallel_size 4");
+  ParallelContext fssdp = ctx;
+  fssdp.config.moe_fssdp = true;
+  fssdp.coords.edp_size = 3;
+  EXPECT_EQ(Model::validate(c, fssdp).message(),
+            "moe_ffn_hidden_size 8 is not divisible by expert_tensor_parallel_size 1 x "
+            "expert-data-parallel size 3 (parallel.moe_fssdp)");
 }
 
 }  // namespace

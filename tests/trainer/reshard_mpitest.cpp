@@ -97,7 +97,12 @@ INSTANTIATE_TEST_SUITE_P(
                       InvarianceLayout{"pp2", 2, kFourLayers, sizes(1, 1, 2)},
                       InvarianceLayout{"cp2", 2, {}, sizes(1, 1, 1, 2)},
                       InvarianceLayout{"tp2_ep2", 4, {}, sizes(2, 2, 1)},
-                      InvarianceLayout{"pp2_ep2_dp2", 4, kFourLayers, sizes(1, 2, 2)}),
+                      InvarianceLayout{"pp2_ep2_dp2", 4, kFourLayers, sizes(1, 2, 2)},
+                      InvarianceLayout{"fssdp", 0, {}, {"parallel.moe_fssdp=true"}},
+                      InvarianceLayout{"ep2_fssdp_distributed", 4, {},
+                                       {"parallel.expert_model_parallel_size=2",
+                                        "parallel.moe_fssdp=true",
+                                        "parallel.use_distributed_optimizer=true"}}),
     [](const ::testing::TestParamInfo<InvarianceLayout>& info) { return info.param.name; });
 
 }  // namespace

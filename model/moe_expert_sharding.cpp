@@ -1,0 +1,97 @@
+// FSSDP for the MoE layer (moe_layer.h): the sparse materialisation of the expert weights from
+// their expert-DP shards, and the sparse reduce-scatter of their gradients.
+#include <cstring>
+
+#include "model/moe_layer.h"
+#include "model/scratch.h"
+#include "tensor/check.h"
+
+namespace moefold {
+
+const float* MoeLayer::gate_weights() const {
+  return workspace_ ? workspace_->w_gate.data() : w_gate_->value.data();
+}
+const float* MoeLayer::up_weights() const {
+  return workspace_ ? workspace_->w_up.data() : w_up_->value.data();
+}
+const float* MoeLayer::down_weights() const {
+  return workspace_ ? workspace_->w_down.data() : w_down_->value.data();
+}
+
+// One expert's shard: its gate rows, up rows and down columns, (Fs,H) (Fs,H) (H,Fs).
+std::vector<ShardPart> MoeLayer::shard_parts(bool gradients) const {
+  std::vector<ShardPart> parts;
+  for (Parameter* p : {w_gate_, w_up_, w_down_}) {
+    Tensor& t = gradients ? p->grad : p->value;
+    parts.push_back({t.data(), t.numel() / local_experts_});
+  }
+  return parts;
+}
+
+// A local expert is needed when this rank's experts compute any of its rows in this micro-batch.
+void MoeLayer::plan_materialisation(MoeStash& st) const {
+  const int64_t El = local_experts_;
+  std::vector<uint8_t> needs(El, 0);
+  for (int c = 0; c < st.plan.chunks; ++c) {
+    const int64_t* off = st.plan.chunk_expert_offsets(c);
+    for (int64_t e = 0; e < El; ++e) needs[e] |= off[e + 1] > off[e];
+  }
+  int64_t shard = 0;
+  for (const ShardPart& part : shard_parts(false)) shard += part.per_item;
+  st.fssdp = plan_sparse_shards(*ctx_.edp, needs, shard);
+  workspace_->experts_gathered += st.fssdp.needed[ctx_.edp->rank()];
+  workspace_->expert_slots += El;
+}
+
+void MoeLayer::start_materialisation(MoeStash& st) const {
+  ExpertWorkspace& ws = *workspace_;
+  const int64_t n = st.fssdp.needed[ctx_.edp->rank()];
+  ensure_shape(ws.exchange, {st.fssdp.ranks * n * st.fssdp.shard});
+  start_sparse_all_gather(*ctx_.edp, st.fssdp, shard_parts(false), ws.exchange.data(),
+                          ws.gather);
+}
+
+void MoeLayer::finish_materialisation(const MoeStash& st) const {
+  ExpertWorkspace& ws = *workspace_;
+  ws.gather.handle.wait();
+  const int64_t El = local_experts_, F = local_ffn_, H = hidden_;
+  move_shards(st, true, ensure_shape(ws.w_gate, {El, F, H}).data(),
+              ensure_shape(ws.w_up, {El, F, H}).data(), ensure_shape(ws.w_down, {El, H, F}).data());
+}
+
+void MoeLayer::move_shards(const MoeStash& st, bool to_materialised, float* gate, float* up,
+                           float* down) const {
+  const int P = st.fssdp.ranks;
+  const std::vector<int64_t> experts = st.fssdp.items_of(ctx_.edp->rank());
+  const int64_t n = static_cast<int64_t>(experts.size()), F = local_ffn_, H = hidden_;
+  const int64_t Fs = F / P;
+  auto move = [to_materialised](float* materialised, float* exchanged, int64_t count) {
+    if (to_materialised) {
+      std::memcpy(materialised, exchanged, count * sizeof(float));
+    } else {
+      std::memcpy(exchanged, materialised, count * sizeof(float));
+    }
+  };
+  for (int j = 0; j < P; ++j) {
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t e = experts[i];
+      float* block = workspace_->exchange.data() + (j * n + i) * st.fssdp.shard;
+      move(gate + (e * F + j * Fs) * H, block, Fs * H);  // rows j·Fs.. of (F,H)
+      move(up + (e * F + j * Fs) * H, block + Fs * H, Fs * H);
+      float* down_block = block + 2 * Fs * H;  // (H,Fs): columns j·Fs.. of (H,F)
+      for (int64_t h = 0; h < H; ++h) {
+        move(down + (e * H + h) * F + j * Fs, down_block + h * Fs, Fs);
+      }
+    }
+  }
+}
+
+void MoeLayer::reduce_scatter_expert_gradients(const MoeStash& st) const {
+  ExpertWorkspace& ws = *workspace_;
+  const int64_t n = st.fssdp.needed[ctx_.edp->rank()];
+  ensure_shape(ws.exchange, {st.fssdp.ranks * n * st.fssdp.shard});
+  move_shards(st, false, ws.d_gate.data(), ws.d_up.data(), ws.d_down.data());
+  sparse_reduce_scatter(*ctx_.edp, st.fssdp, ws.exchange.data(), shard_parts(true));
+}
+
+}  // namespace moefold
