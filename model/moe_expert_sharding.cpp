@@ -90,7 +90,7 @@ void MoeLayer::reduce_scatter_expert_gradients(const MoeStash& st) const {
   ExpertWorkspace& ws = *workspace_;
   const int64_t n = st.fssdp.needed[ctx_.edp->rank()];
   ensure_shape(ws.exchange, {st.fssdp.ranks * n * st.fssdp.shard});
-  move_shards(st, false, ws.d_gate.data(), ws.d_up.data(), ws.d_down.data());
+  move_shards(st, false, ws.w_gate.data(), ws.w_up.data(), ws.w_down.data());
   sparse_reduce_scatter(*ctx_.edp, st.fssdp, ws.exchange.data(), shard_parts(true));
 }
 

@@ -224,15 +224,11 @@ void MoeLayer::backward_dw(MoeStash& st) const {
   float* d_gate = w_gate_->grad.data();
   float* d_up = w_up_->grad.data();
   float* d_down = w_down_->grad.data();
-  if (workspace_) {  // this micro-batch's materialised gradients, reduce-scattered below
-    for (Tensor* t : {&workspace_->d_gate, &workspace_->d_up, &workspace_->d_down}) {
-      ensure_shape(*t, t == &workspace_->d_down ? std::vector<int64_t>{El, H, F}
-                                                : std::vector<int64_t>{El, F, H});
-      t->zero();
-    }
-    d_gate = workspace_->d_gate.data();
-    d_up = workspace_->d_up.data();
-    d_down = workspace_->d_down.data();
+  if (workspace_) {  // this micro-batch's gradients, in place of the weights; reduce-scattered
+    for (Tensor* t : {&workspace_->w_gate, &workspace_->w_up, &workspace_->w_down}) t->zero();
+    d_gate = workspace_->w_gate.data();
+    d_up = workspace_->w_up.data();
+    d_down = workspace_->w_down.data();
   }
   for (int c = 0; c < st.plan.chunks; ++c) {
     const int64_t first = st.plan.expert_chunk_rows[c];

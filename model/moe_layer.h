@@ -40,11 +40,11 @@ struct MoeRows {
   const int32_t* positions = nullptr;
 };
 
-// FSSDP: one MoE layer's materialised expert weights (El,Fl,H), (El,Fl,H), (El,H,Fl), their
-// gradients and the exchange buffer, shared by all MoE layers of a model (they compute in turn).
+// FSSDP: one MoE layer's materialised expert weights (El,Fl,H), (El,Fl,H), (El,H,Fl) and the
+// exchange buffer, shared by all MoE layers of a model (they compute in turn). backward_dw needs
+// no weights, so their gradients are formed in the same tensors before the reduce-scatter.
 struct ExpertWorkspace {
   Tensor w_gate, w_up, w_down;
-  Tensor d_gate, d_up, d_down;
   Tensor exchange;  // (EDP, n, s) gathered shards, then gradient slices
   SparseShardExchange gather;
   int64_t experts_gathered = 0;  // cumulative: local experts materialised by forward gathers

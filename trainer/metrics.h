@@ -32,6 +32,9 @@ struct IterationMetrics {
   double model_flops = 0;       // model FLOPs of the global batch (forward + backward)
   double peak_flops = 0;        // summed over all ranks
   int64_t peak_memory_bytes = 0;  // this rank's tensor high-water mark
+  // FSSDP: local experts materialised over those that could have been, all ranks and MoE
+  // layers of the step (how sparse the gathers were); < 0 without FSSDP.
+  double fssdp_gathered_fraction = -1;
   std::vector<MoeLoadSummary> moe;
 
   double tokens_per_second() const { return step_seconds > 0 ? tokens / step_seconds : 0; }

@@ -4,7 +4,7 @@
 #include <cmath>
 #include <filesystem>
 #include <iostream>
-#include <map>
+#include <limits>
 
 #include "absl/strings/str_format.h"
 #include "checkpoint/checkpoint.h"
@@ -202,6 +202,9 @@ absl::StatusOr<IterationMetrics> Trainer::train_step(int iteration) {
   if (!batches.ok()) return batches.status();
   const LossScales scales = loss_scales(*batches);
 
+  const ExpertWorkspace* fssdp = model_->expert_workspace();
+  const int64_t gathered_before = fssdp ? fssdp->experts_gathered : 0;
+  const int64_t slots_before = fssdp ? fssdp->expert_slots : 0;
   data_parallel_->start_step();
   const int micro_batches = static_cast<int>(batches->size());
   const std::vector<MicroBatchStats> forwards = pipeline_->run(
@@ -237,6 +240,8 @@ absl::StatusOr<IterationMetrics> Trainer::train_step(int iteration) {
     counts.push_back(dropped[l]);
     counts.push_back(assignments[l]);
   }
+  counts.push_back(fssdp ? fssdp->experts_gathered - gathered_before : 0);
+  counts.push_back(fssdp ? fssdp->expert_slots - slots_before : 0);
   ctx_.tp_cp_dp->all_reduce(std::span<int64_t>(counts));
   ctx_.pp->all_reduce(std::span<int64_t>(counts));
   size_t at = 0;
@@ -245,6 +250,7 @@ absl::StatusOr<IterationMetrics> Trainer::train_step(int iteration) {
     dropped[l] = counts[at++];
     assignments[l] = counts[at++];
   }
+  const int64_t experts_gathered = counts[at], expert_slots = counts[at + 1];
   if (!std::isfinite(losses[0]) || !std::isfinite(losses[1]) || !std::isfinite(losses[2])) {
     return absl::InternalError(absl::StrFormat(
         "iteration %d: the loss is not finite (lm %g, aux %g, z %g); stopping before the "
@@ -276,11 +282,8 @@ absl::StatusOr<IterationMetrics> Trainer::train_step(int iteration) {
   m.model_flops = model_flops(sequences);
   m.peak_flops = peak_flops_;
   m.peak_memory_bytes = MemoryStats::peak_bytes();
-  std::map<int, const Tensor*> biases;  // by layer, of this stage's MoE layers
-  for (const auto& layer : model_->layers()) {
-    if (layer->is_moe() && layer->moe()->router().expert_bias() != nullptr)
-      biases[layer->layer()] = &layer->moe()->router().expert_bias()->value;
-  }
+  if (fssdp && expert_slots > 0) m.fssdp_gathered_fraction = double(experts_gathered) / expert_slots;
+  const std::vector<float> bias_range = expert_bias_ranges(num_moe_layers);
   int moe_index = 0;
   for (int layer = 0; layer < recipe_.model.num_layers; ++layer) {
     if (!recipe_.model.is_moe_layer(layer)) continue;
@@ -289,10 +292,9 @@ absl::StatusOr<IterationMetrics> Trainer::train_step(int iteration) {
     s.tokens_per_expert = expert_counts[moe_index];
     s.dropped_fraction =
         assignments[moe_index] > 0 ? double(dropped[moe_index]) / assignments[moe_index] : 0;
-    if (biases.count(layer)) {
-      const std::vector<float> b = biases.at(layer)->to_vector();
-      s.bias_min = *std::min_element(b.begin(), b.end());
-      s.bias_max = *std::max_element(b.begin(), b.end());
+    if (!bias_range.empty()) {
+      s.bias_min = -bias_range[2 * moe_index];
+      s.bias_max = bias_range[2 * moe_index + 1];
     }
     m.moe.push_back(std::move(s));
     ++moe_index;
@@ -313,6 +315,22 @@ LossScales Trainer::loss_scales(const std::vector<MicroBatch>& batches) const {
   scales.lm = mask_sum > 0 ? 1.0 / mask_sum : 0.0;
   scales.aux = 1.0 / (double(batches.size()) * ctx_.dp->size());
   return scales;
+}
+
+// Per MoE layer (−min, max) of its expert bias, from whichever pipeline stage holds the layer;
+// empty when the expert bias is off.
+std::vector<float> Trainer::expert_bias_ranges(int num_moe_layers) const {
+  if (!recipe_.model.moe.moe_router_enable_expert_bias) return {};
+  std::vector<float> range(2 * num_moe_layers, -std::numeric_limits<float>::infinity());
+  for (const auto& layer : model_->layers()) {  // this pipeline stage's layers
+    if (!layer->is_moe()) continue;
+    const std::vector<float> b = layer->moe()->router().expert_bias()->value.to_vector();
+    const int l = moe_layer_index(recipe_.model, layer->layer());
+    range[2 * l] = -*std::min_element(b.begin(), b.end());
+    range[2 * l + 1] = *std::max_element(b.begin(), b.end());
+  }
+  ctx_.pp->all_reduce(std::span<float>(range), ReduceOp::kMax);
+  return range;
 }
 
 // MODEL.md "Aux-loss-free balancing", once per step from the global batch's counts.

@@ -51,6 +51,7 @@ class Trainer {
   absl::Status setup();
   LossScales loss_scales(const std::vector<MicroBatch>& batches) const;
   void update_expert_bias(const std::vector<std::vector<int64_t>>& global_counts);
+  std::vector<float> expert_bias_ranges(int num_moe_layers) const;
   double model_flops(int64_t sequences) const;
 
   BatchIteratorOptions batch_options() const;

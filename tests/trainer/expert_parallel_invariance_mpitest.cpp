@@ -177,6 +177,7 @@ TEST_F(ExpertParallelInvariance, FssdpStoresShardsAndGathersOnlyNeededExperts) {
   ASSERT_NE(workspace, nullptr);
   EXPECT_GT(workspace->expert_slots, 0);
   EXPECT_EQ(workspace->experts_gathered * 4, workspace->expert_slots);
+  EXPECT_EQ(metrics->fssdp_gathered_fraction, 0.25);  // over all ranks
 }
 
 // Benchmark, not run by ctest (DISABLED_): forward+backward of the demo model (configs/demo.yaml)

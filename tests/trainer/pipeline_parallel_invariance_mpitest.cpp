@@ -89,6 +89,41 @@ INSTANTIATE_TEST_SUITE_P(
                                                   "parallel.expert_tensor_parallel_size=1"}}),
     [](const ::testing::TestParamInfo<PpLayout>& info) { return info.param.name; });
 
+// The step metrics of every MoE layer, the expert-bias range included, are the single
+// process's on every rank, whichever pipeline stage holds the layer.
+TEST(PipelineMetrics, ExpertBiasRangeOfEveryStage) {
+  if (world_size() != 2) GTEST_SKIP() << "runs on 2 ranks";
+  const std::string dir = shared_tiny_corpus("pp-metrics", 29);
+  const std::string prefix = tiny_prefix(dir);
+  const auto last_metrics = [&](const Recipe& recipe, const ParallelContext& ctx) {
+    auto trainer = Trainer::create(recipe, ctx);
+    EXPECT_TRUE(trainer.ok()) << trainer.status();
+    IterationMetrics last;
+    for (int step = 0; step < 3 && trainer.ok(); ++step) {
+      auto m = (*trainer)->train_step(step);
+      EXPECT_TRUE(m.ok()) << m.status();
+      if (m.ok()) last = *m;
+    }
+    return last;
+  };
+  const IterationMetrics single =
+      last_metrics(tiny_recipe(prefix, dir + "/single-" + std::to_string(world_rank()),
+                               kFourLayers + kExpertBias),
+                   ParallelContext::single_process());
+  const Recipe recipe = tiny_recipe(prefix, dir + "/pipeline", kFourLayers + kExpertBias + pp(2));
+  auto ctx = ParallelContext::create(recipe.parallel, MPI_COMM_WORLD);
+  ASSERT_TRUE(ctx.ok()) << ctx.status();
+  const IterationMetrics pipeline = last_metrics(recipe, *ctx);
+  ASSERT_EQ(single.moe.size(), 2u);
+  ASSERT_EQ(pipeline.moe.size(), 2u);
+  for (size_t l = 0; l < 2; ++l) {
+    EXPECT_NE(single.moe[l].bias_max, single.moe[l].bias_min);
+    EXPECT_EQ(pipeline.moe[l].bias_min, single.moe[l].bias_min) << "MoE layer " << l;
+    EXPECT_EQ(pipeline.moe[l].bias_max, single.moe[l].bias_max) << "MoE layer " << l;
+    EXPECT_EQ(pipeline.moe[l].tokens_per_expert, single.moe[l].tokens_per_expert);
+  }
+}
+
 // Evaluation runs the forward-only schedule: the validation loss and token count under PP=2 (and
 // DP at 4 ranks) before and after two steps are the single process's.
 TEST(PipelineEvaluation, MatchesSingleProcess) {
