@@ -111,10 +111,16 @@ void Attention::backward_dx(const Tensor& dy_NH, const int32_t* positions_N, Ten
   cpu::linear_backward_dx(st.dq.data(), wq_->value.data(), da, N, hidden_, Q, false);
   cpu::linear_backward_dx(st.dk.data(), wk_->value.data(), da, N, hidden_, KV, true);
   cpu::linear_backward_dx(st.dv.data(), wv_->value.data(), da, N, hidden_, KV, true);
-  if (region_.active()) region_.enter_backward(st.da_full, da_NH, false, st.shard);
+  if (region_.active()) {
+    region_.enter_backward(st.da_full, da_NH, false, st.shard, [&] { weight_gradients(st); });
+  }
 }
 
 void Attention::backward_dw(AttentionStash& st) const {
+  if (!region_.active()) weight_gradients(st);  // with TP, done under backward_dx's reduction
+}
+
+void Attention::weight_gradients(AttentionStash& st) const {
   const int64_t N = st.batch * st.seq, Q = heads_ * head_dim_, KV = kv_heads_ * head_dim_;
   const float* a = st.a.data();
   cpu::linear_backward_dw(st.dy.data(), st.o.data(), wo_->grad.data(), N, Q, hidden_);

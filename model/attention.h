@@ -43,7 +43,9 @@ class Attention {
   // global and the attention runs over the CP ring (ring_attention.h).
   void forward(const Tensor& a_NH, const int32_t* positions_N, int64_t batch, int64_t seq,
                Tensor& y_NH, bool accumulate, AttentionStash& stash) const;
-  // da (n,H) = d loss / d a (overwritten). dy must stay unchanged until backward_dw.
+  // da (n,H) = d loss / d a (overwritten). dy must stay unchanged until backward_dw. With TP
+  // the weight gradients are accumulated here, while da's TP reduction is in flight, and
+  // backward_dw has nothing left to do.
   void backward_dx(const Tensor& dy_NH, const int32_t* positions_N, Tensor& da_NH,
                    AttentionStash& stash) const;
   // Accumulates dWq, dWk, dWv, dWo.
@@ -58,6 +60,8 @@ class Attention {
   Parameter* wk_;  // [nkv·d, H]
   Parameter* wv_;  // [nkv·d, H]
   Parameter* wo_;  // [H, nh·d] local columns
+
+  void weight_gradients(AttentionStash& stash) const;
 };
 
 }  // namespace moefold

@@ -69,10 +69,14 @@ void Mlp::backward_dx(const Tensor& dy_NH, Tensor& dx_NH, bool accumulate, MlpSt
   cpu::linear_backward_dx(st.gate.data(), w_gate_->value.data(), dx_full, N, hidden_, ffn_, false);
   cpu::linear_backward_dx(st.up.data(), w_up_->value.data(), dx_full, N, hidden_, ffn_, true);
   Tensor dx = dx_NH.view({n, hidden_});
-  region_.enter_backward(st.dx_full, dx, accumulate, st.shard);
+  region_.enter_backward(st.dx_full, dx, accumulate, st.shard, [&] { weight_gradients(st); });
 }
 
 void Mlp::backward_dw(MlpStash& st) const {
+  if (!region_.active()) weight_gradients(st);  // with TP, done under backward_dx's reduction
+}
+
+void Mlp::weight_gradients(MlpStash& st) const {
   const int64_t N = st.x.numel() / hidden_;
   cpu::linear_backward_dw(st.dy.data(), st.act.data(), w_down_->grad.data(), N, ffn_, hidden_);
   cpu::linear_backward_dw(st.gate.data(), st.x.data(), w_gate_->grad.data(), N, hidden_, ffn_);

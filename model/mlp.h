@@ -38,7 +38,8 @@ class Mlp {
   // y (n,H) = (accumulate ? y : 0) + mlp(x), x (n,H); N = n·TP under sequence parallelism.
   void forward(const Tensor& x_NH, Tensor& y_NH, bool accumulate, MlpStash& stash) const;
   // dx (n,H) = d loss / d x, overwritten or added (accumulate). dy must stay unchanged until
-  // backward_dw.
+  // backward_dw. With TP the weight gradients are accumulated here, while dx's TP reduction is
+  // in flight, and backward_dw has nothing left to do.
   void backward_dx(const Tensor& dy_NH, Tensor& dx_NH, bool accumulate, MlpStash& stash) const;
   void backward_dw(MlpStash& stash) const;  // accumulates dWg, dWu, dWd
 
@@ -51,6 +52,8 @@ class Mlp {
   Parameter* w_gate_;  // [F, H]
   Parameter* w_up_;    // [F, H]
   Parameter* w_down_;  // [H, F]
+
+  void weight_gradients(MlpStash& stash) const;
 };
 
 }  // namespace moefold

@@ -114,10 +114,11 @@ void TpRegion::enter_forward(const Tensor& x, int64_t N, Tensor& x_full) const {
   gather_from_sequence_region_forward(*tp, x.data(), x_full.data(), x.numel());
 }
 
-void TpRegion::enter_backward(Tensor& dx_full, Tensor& dx, bool accumulate,
-                              Tensor& scratch) const {
+void TpRegion::enter_backward(Tensor& dx_full, Tensor& dx, bool accumulate, Tensor& scratch,
+                              const std::function<void()>& overlap) const {
   const int64_t rows = dx.dim(0), H = dx.dim(1);
   if (!active()) {
+    if (overlap) overlap();
     if (accumulate) {
       add_into(dx_full, dx);
     } else {
@@ -125,18 +126,25 @@ void TpRegion::enter_backward(Tensor& dx_full, Tensor& dx, bool accumulate,
     }
     return;
   }
-  if (!sequence_parallel) {
-    copy_to_tp_region_backward(*tp, dx_full.data(), dx_full.numel());
-    if (accumulate) {
-      add_into(dx_full, dx);
-    } else {
-      copy_floats(dx_full.data(), dx.data(), dx.numel());
-    }
-    return;
+  Tensor& target = accumulate && sequence_parallel ? ensure_rows(scratch, rows, H) : dx;
+  WorkHandle reduction =
+      sequence_parallel
+          ? tp->reduce_scatter_async(dx_full.data(), target.data(), dx.numel(),
+                                     CommDType::kFloat32, ReduceOp::kSum)
+          : tp->all_reduce_async(dx_full.data(), dx_full.numel(), CommDType::kFloat32,
+                                 ReduceOp::kSum);
+  if (overlap) overlap();
+  {
+    TimedTpCollective timed;
+    reduction.wait();
   }
-  Tensor& target = accumulate ? ensure_rows(scratch, rows, H) : dx;
-  gather_from_sequence_region_backward(*tp, dx_full.data(), target.data(), dx.numel());
-  if (accumulate) add_into(target, dx);
+  if (sequence_parallel) {
+    if (accumulate) add_into(target, dx);
+  } else if (accumulate) {
+    add_into(dx_full, dx);
+  } else {
+    copy_floats(dx_full.data(), dx.data(), dx.numel());
+  }
 }
 
 void TpRegion::exit_forward(Tensor& y_full, Tensor& y, bool accumulate, Tensor& scratch) const {

@@ -18,14 +18,16 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 
 #include "parallel/communicator.h"
 #include "tensor/tensor.h"
 
 namespace moefold {
 
-// Running totals of this process's TP collectives (wall time, count), for measuring the share of
-// a step spent in TP communication. A counter only: nothing reads it to decide anything.
+// Running totals of this process's TP collectives (wall time the caller was blocked in them,
+// count), for measuring the share of a step spent in TP communication. A counter only: nothing
+// reads it to decide anything.
 struct TpCommunicationStats {
   double seconds = 0;
   int64_t collectives = 0;
@@ -101,8 +103,10 @@ struct TpRegion {
   void enter_forward(const Tensor& x, int64_t N, Tensor& x_full) const;
   // Entry backward: dx (local_rows,H) = (accumulate ? dx : 0) + the TP sum of the partial
   // dx_full (N,H) (restricted to this rank's rows under sequence parallelism). dx_full is
-  // clobbered; `scratch` holds a shard when accumulating.
-  void enter_backward(Tensor& dx_full, Tensor& dx, bool accumulate, Tensor& scratch) const;
+  // clobbered; `scratch` holds a shard when accumulating. `overlap` (the layer's weight
+  // gradients) runs while the reduction is in flight.
+  void enter_backward(Tensor& dx_full, Tensor& dx, bool accumulate, Tensor& scratch,
+                      const std::function<void()>& overlap = nullptr) const;
   // Exit: y (local_rows,H) = (accumulate ? y : 0) + the TP sum of the partial y_full (N,H)
   // (this rank's rows under sequence parallelism). y_full is clobbered.
   void exit_forward(Tensor& y_full, Tensor& y, bool accumulate, Tensor& scratch) const;
