@@ -1,7 +1,7 @@
 // Context-parallel invariance (DESIGN.md): CP=2, CP=4, CP=2 × TP=2 (with and without sequence
 // parallelism), CP=2 × DP=2, CP=2 × PP=2 and the experts folded onto EP over the same ranks
-// (CP=2 with EP=2, CP=4 with EP=4, CP=2 × TP=2 + SP with EP=2), also with the per-sequence
-// balance loss and capacity dropping of both policies, give the per-step losses and gradient
+// (CP=2 with EP=2, CP=4 with EP=4, CP=2 × TP=2 + SP with EP=2, FSSDP over the CP ranks), also
+// with the per-sequence balance loss and capacity dropping of both policies, give the per-step losses and gradient
 // norms of one process on the same global batch (the tiny recipe: seq 16, dense and MoE layers,
 // shared expert, aux and z losses). Each layout runs at the rank count it needs and is skipped
 // at the others.
@@ -32,6 +32,11 @@ std::vector<std::string> cp(int size, int tp = 1, bool sequence_parallel = false
           "parallel.expert_model_parallel_size=" + std::to_string(ep),
           "parallel.expert_tensor_parallel_size=1",
           std::string("parallel.sequence_parallel=") + (sequence_parallel ? "true" : "false")};
+}
+
+std::vector<std::string> operator+(std::vector<std::string> a, const std::vector<std::string>& b) {
+  a.insert(a.end(), b.begin(), b.end());
+  return a;
 }
 
 std::vector<std::string> pipeline(std::vector<std::string> overrides) {
@@ -74,7 +79,9 @@ INSTANTIATE_TEST_SUITE_P(
                       CpLayout{"cp4_ep4_drop_position_seq_aux", 4, kDropPositionSeqAux,
                                cp(4, 1, false, 4)},
                       CpLayout{"cp2_tp2_sp_ep2_drop_position_seq_aux", 4, kDropPositionSeqAux,
-                               cp(2, 2, true, 2)}),
+                               cp(2, 2, true, 2)},
+                      CpLayout{"cp2_fssdp_drop_probs", 2, kDropProbs,
+                               cp(2) + std::vector<std::string>{"parallel.moe_fssdp=true"}}),
     [](const ::testing::TestParamInfo<CpLayout>& info) { return info.param.name; });
 
 // Benchmark, not run by ctest (DISABLED_): activation memory per rank (MemoryStats peak above

@@ -1,9 +1,10 @@
 // Pipeline-parallel invariance (DESIGN.md): 1F1B at PP=2 and PP=4, interleaved 1F1B at PP=2 with
 // two virtual chunks, an uneven split, and PP=2 composed with DP=2 (plain and distributed
-// optimizer with overlapped reduction), TP=2 with sequence parallelism, CP=2, and EP=2 folded over
-// DP=2, give the per-step losses and gradient norms of one process on the same global batch. The
-// tiny recipe ties its embeddings, so the last stage's copy of the table is exercised throughout;
-// one layout unties them. Each layout runs at the rank count it needs and is skipped at the others.
+// optimizer with overlapped reduction), TP=2 with sequence parallelism, CP=2, EP=2 folded over
+// DP=2, and FSSDP over the DP ranks with interleaved micro-batches, give the per-step losses and
+// gradient norms of one process on the same global batch. The tiny recipe ties its embeddings,
+// so the last stage's copy of the table is exercised throughout; one layout unties them. Each
+// layout runs at the rank count it needs and is skipped at the others.
 #include <gtest/gtest.h>
 #include <mpi.h>
 
@@ -86,7 +87,9 @@ INSTANTIATE_TEST_SUITE_P(
                  4,
                  {},
                  pp(2) + std::vector<std::string>{"parallel.expert_model_parallel_size=2",
-                                                  "parallel.expert_tensor_parallel_size=1"}}),
+                                                  "parallel.expert_tensor_parallel_size=1"}},
+        PpLayout{"pp2_interleaved_dp2_fssdp", 4, kFourLayers,
+                 pp(2, 2) + std::vector<std::string>{"parallel.moe_fssdp=true"}}),
     [](const ::testing::TestParamInfo<PpLayout>& info) { return info.param.name; });
 
 // The step metrics of every MoE layer, the expert-bias range included, are the single
