@@ -175,7 +175,11 @@ std::vector<Tensor*> Model::expert_bias_buffers() {
 }
 
 std::unique_ptr<ModelStash> Model::make_stash(int chunk) const {
-  return std::make_unique<ModelStash>(partition_.layers(stage(), chunk).size());
+  return std::make_unique<ModelStash>(recompute_ ? 0 : partition_.layers(stage(), chunk).size());
+}
+
+TransformerLayerStash& Model::layer_stash(ModelStash& st, int i) {
+  return st.layers.empty() ? recompute_stash_ : st.layers[i];
 }
 
 void Model::zero_grad() { registry_.zero_grad(); }
@@ -215,7 +219,8 @@ MicroBatchStats Model::forward_chunk(int chunk, const MicroBatch& full_batch,
   MOEFOLD_CHECK(B > 0 && S > 0 && static_cast<int64_t>(batch.tokens.size()) == N &&
                 static_cast<int64_t>(batch.labels.size()) == N &&
                 static_cast<int64_t>(batch.loss_mask.size()) == N);
-  MOEFOLD_CHECK(static_cast<int>(st.layers.size()) == Lc, "a stash of another chunk");
+  MOEFOLD_CHECK(static_cast<int>(st.layers.size()) == (recompute_ ? 0 : Lc),
+                "a stash of another chunk, or made before set_recompute_activations");
   MOEFOLD_CHECK(first == (input_nH == nullptr), "chunk " << chunk << " input");
   st.batch = B;
   st.seq = S;
@@ -234,13 +239,23 @@ MicroBatchStats Model::forward_chunk(int chunk, const MicroBatch& full_batch,
     std::memcpy(st.residual[0].data(), input_nH->data(), st.residual[0].nbytes());
   }
   const double aux_scale = scales ? scales->aux : 0.0;
+  st.aux_scale = aux_scale;
+  MicroBatchStats stats;
   for (int i = 0; i < Lc; ++i) {
     const int l = range.begin + i;
     notify(forward_pre_hook_, 1 + l);
-    layers_[layer_slot_[l]]->forward(st.residual[i], st.positions.data(), B, S, aux_scale,
-                                     st.residual[i + 1], st.layers[i]);
+    const TransformerLayer& layer = *layers_[layer_slot_[l]];
+    TransformerLayerStash& layer_st = layer_stash(st, i);
+    layer.forward(st.residual[i], st.positions.data(), B, S, aux_scale, st.residual[i + 1],
+                  layer_st);
+    if (!layer.is_moe()) continue;
+    // Each TP×CP rank routes its own share of the tokens (moe_layer.h): counts add up.
+    const RouterStash& router = layer_st.moe.router;
+    stats.aux_loss += router.aux_loss;
+    stats.z_loss += router.z_loss;
+    stats.moe.push_back(
+        {l, router.counts, router.dropped, router.rows * config_.moe.moe_router_topk});
   }
-  MicroBatchStats stats;
   if (last) {
     ensure_shape(st.final_h, {n, H});
     ensure_shape(st.final_rstd, {n});
@@ -255,16 +270,6 @@ MicroBatchStats Model::forward_chunk(int chunk, const MicroBatch& full_batch,
     for (float m : batch.loss_mask) stats.loss_mask_sum += m;
   }
   st.has_gradients = scales != nullptr;
-  for (int i = 0; i < Lc; ++i) {
-    const int l = range.begin + i;
-    if (!layers_[layer_slot_[l]]->is_moe()) continue;
-    const RouterStash& router = st.layers[i].moe.router;
-    stats.aux_loss += router.aux_loss;
-    stats.z_loss += router.z_loss;
-    stats.moe.push_back(
-        {l, router.counts, router.dropped, router.rows * config_.moe.moe_router_topk});
-    // Each TP×CP rank routes its own share of the tokens (moe_layer.h): counts add up.
-  }
   if (cp_rank != 0) {  // every CP rank holds the micro-batch's MoE losses; one reports them
     stats.aux_loss = 0;
     stats.z_loss = 0;
@@ -293,7 +298,13 @@ const Tensor* Model::backward_chunk(int chunk, ModelStash& st, const Tensor* d_o
   }
   for (int i = Lc - 1; i >= 0; --i) {
     const int l = range.begin + i;
-    layers_[layer_slot_[l]]->backward(st.dh, st.positions.data(), st.layers[i]);
+    const TransformerLayer& layer = *layers_[layer_slot_[l]];
+    TransformerLayerStash& layer_st = layer_stash(st, i);
+    if (st.layers.empty()) {  // recomputation: rebuild this layer's activations first
+      layer.forward(st.residual[i], st.positions.data(), st.batch, st.seq, st.aux_scale,
+                    ensure_shape(recompute_output_, {n, H}), layer_st);
+    }
+    layer.backward(st.dh, st.positions.data(), layer_st);
     notify(grad_ready_hook_, 1 + l);
   }
   st.has_gradients = false;

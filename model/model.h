@@ -48,13 +48,16 @@ struct MicroBatchStats {
 };
 
 // Per-(micro-batch, chunk) activations and gradient buffers of the chunk's Lc layers. Reusing one
-// stash for later micro-batches of the same shape and chunk reuses its buffers.
+// stash for later micro-batches of the same shape and chunk reuses its buffers. With activation
+// recomputation `layers` is empty: only the residual stream is kept, and each layer's
+// activations are rebuilt in the Model's one scratch layer stash just before its backward.
 class ModelStash {
  public:
   explicit ModelStash(int num_layers) : layers(num_layers) {}
 
   int64_t batch = 0, seq = 0;
   bool has_gradients = false;      // forward prepared backward (lm gradient computed)
+  double aux_scale = 0;            // LossScales::aux of the forward (for recomputation)
   std::vector<int32_t> tokens;     // (N)
   std::vector<int32_t> positions;  // (N) position of each token in its sequence
   std::vector<TransformerLayerStash> layers;
@@ -76,6 +79,10 @@ class Model {
   Model& operator=(const Model&) = delete;
 
   void init_parameters(uint64_t seed);         // MODEL.md init
+  // Full activation recomputation (training.recompute_granularity: full): forward keeps only
+  // each layer's input; backward re-runs a layer's forward before its backward. The numbers are
+  // bit-identical; stashes made afterwards hold no per-layer activations.
+  void set_recompute_activations(bool on) { recompute_ = on; }
   std::vector<Parameter*> parameters();        // every trainable parameter, fixed order
   std::vector<Tensor*> expert_bias_buffers();  // per MoE layer [E] (empty when disabled)
   std::unique_ptr<ModelStash> make_stash(int chunk = 0) const;
@@ -153,6 +160,10 @@ class Model {
   std::unique_ptr<LmHead> lm_head_;  // last virtual stage
   Parameter* shared_embedding_ = nullptr;
   std::unique_ptr<ModelStash> eval_stash_;  // reused by evaluate()
+  bool recompute_ = false;
+  TransformerLayerStash recompute_stash_;  // the one layer stash used under recomputation
+  Tensor recompute_output_;                // (n,H) the recomputed layer's output (discarded)
+  TransformerLayerStash& layer_stash(ModelStash& stash, int i);
   // Parameters per module for the hooks: [0] embedding, [1 + l] layer l, [L + 1] final norm and
   // LM head; empty for modules of other stages.
   std::vector<std::vector<Parameter*>> module_parameters_;

@@ -458,6 +458,13 @@ std::vector<RecipeKey> build_schema() {
   add(number_key(
       "training.peak_flops", [](R& r) -> auto& { return r.training.peak_flops; }, 0, kInf,
       "Peak FLOP/s of one rank for MFU; 0 = measure an sgemm at start-up."));
+  add(enum_key(
+      "training.recompute_granularity",
+      [](R& r) -> auto& { return r.training.recompute_granularity; },
+      {"none", "full", "selective"},
+      "Activation recomputation: full keeps only each layer's input in forward and re-runs the "
+      "layer before its backward (less memory, about a third more compute); selective is not "
+      "supported yet."));
 
   // optimizer
   add(string_key("optimizer.optimizer", [](R& r) -> auto& { return r.optimizer.optimizer; },

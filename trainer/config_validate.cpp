@@ -155,6 +155,10 @@ absl::Status validate_training(const Recipe& r) {
                                      " decay iterations (optimizer.lr_decay_iters, 0 = "
                                      "training.train_iters)"));
   }
+  if (t.recompute_granularity == RecomputeGranularity::kSelective) {
+    return recipe_error(r, "training.recompute_granularity",
+                        "not supported yet: selective (use full or none)");
+  }
   if (p.overlap_param_gather && !p.use_distributed_optimizer) {
     return recipe_error(r, "parallel.overlap_param_gather",
                         "needs parallel.use_distributed_optimizer: true");

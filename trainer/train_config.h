@@ -12,6 +12,10 @@
 
 namespace moefold {
 
+// Megatron's --recompute-granularity: full re-runs each transformer layer's forward in backward
+// (Model::set_recompute_activations); selective (the attention core only) is not supported yet.
+enum class RecomputeGranularity { kNone, kFull, kSelective };
+
 struct TrainingConfig {
   int micro_batch_size = 1;
   int global_batch_size = 0;   // 0 = micro_batch_size × data-parallel size
@@ -21,6 +25,7 @@ struct TrainingConfig {
   uint64_t seed = 1234;
   int blas_threads = 1;        // BLAS threads per rank
   double peak_flops = 0;       // per rank, for MFU; 0 = measure sgemm at start-up
+  RecomputeGranularity recompute_granularity = RecomputeGranularity::kNone;
 };
 
 struct CheckpointConfig {

@@ -93,6 +93,8 @@ absl::Status Trainer::setup() {
 
   if (absl::Status s = Model::validate(model_config, ctx_); !s.ok()) return s;
   model_ = std::make_unique<Model>(model_config, ctx_);
+  model_->set_recompute_activations(recipe_.training.recompute_granularity ==
+                                    RecomputeGranularity::kFull);
   model_->init_parameters(train.seed);
   data_parallel_ = std::make_unique<DataParallelState>(*model_, recipe_.optimizer, ctx_);
   pipeline_ = std::make_unique<PipelineExecutor>(*model_, ctx_);

@@ -186,6 +186,9 @@ TEST(ConfigErrors, ScheduleAndDataAndCheckpoint) {
             "x.yaml:3: data.reset_position_ids: not supported yet: must be false");
   EXPECT_EQ(error_of(std::string(kBase) + "checkpoint:\n  save_interval: 10\n"),
             "x.yaml:8: checkpoint.save_interval: needs a checkpoint.save directory");
+  EXPECT_EQ(error_of(std::string(kBase) + "training:\n  recompute_granularity: selective\n"),
+            "x.yaml:8: training.recompute_granularity: not supported yet: selective (use full or "
+            "none)");
   EXPECT_EQ(error_of(std::string(kBase) + "parallel:\n  overlap_param_gather: true\n"),
             "x.yaml:8: parallel.overlap_param_gather: needs parallel.use_distributed_optimizer: "
             "true");

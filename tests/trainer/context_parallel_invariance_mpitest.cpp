@@ -81,7 +81,10 @@ INSTANTIATE_TEST_SUITE_P(
                       CpLayout{"cp2_tp2_sp_ep2_drop_position_seq_aux", 4, kDropPositionSeqAux,
                                cp(2, 2, true, 2)},
                       CpLayout{"cp2_fssdp_drop_probs", 2, kDropProbs,
-                               cp(2) + std::vector<std::string>{"parallel.moe_fssdp=true"}}),
+                               cp(2) + std::vector<std::string>{"parallel.moe_fssdp=true"}},
+                      CpLayout{"cp2_tp2_sp_ep2_recompute", 4, kSeqAux,
+                               cp(2, 2, true, 2) + std::vector<std::string>{
+                                                       "training.recompute_granularity=full"}}),
     [](const ::testing::TestParamInfo<CpLayout>& info) { return info.param.name; });
 
 // Benchmark, not run by ctest (DISABLED_): activation memory per rank (MemoryStats peak above

@@ -104,7 +104,9 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{"edp_fssdp_distributed_drop", 1, 1, kDrop,
                            {kFssdp, kDistributed, kOverlap, kChunks4}},
                       Case{"ep2_fssdp_allgather_bias", 2, 1, kBias, {kFssdp, kAllGather}},
-                      Case{"tp2_sp_ep2_fssdp_folded_drop", 2, 1, kDrop, {kFssdp, kSp}, 2}),
+                      Case{"tp2_sp_ep2_fssdp_folded_drop", 2, 1, kDrop, {kFssdp, kSp}, 2},
+                      Case{"ep2_fssdp_chunks4_recompute", 2, 1, kDrop,
+                           {kFssdp, kChunks4, "training.recompute_granularity=full"}}),
     [](const ::testing::TestParamInfo<Case>& info) { return info.param.name; });
 
 // Router weights zeroed before every step: all logits tie, so every token picks the lowest

@@ -89,7 +89,9 @@ INSTANTIATE_TEST_SUITE_P(
                  pp(2) + std::vector<std::string>{"parallel.expert_model_parallel_size=2",
                                                   "parallel.expert_tensor_parallel_size=1"}},
         PpLayout{"pp2_interleaved_dp2_fssdp", 4, kFourLayers,
-                 pp(2, 2) + std::vector<std::string>{"parallel.moe_fssdp=true"}}),
+                 pp(2, 2) + std::vector<std::string>{"parallel.moe_fssdp=true"}},
+        PpLayout{"pp2_interleaved_recompute", 2, kFourLayers,
+                 pp(2, 2) + std::vector<std::string>{"training.recompute_granularity=full"}}),
     [](const ::testing::TestParamInfo<PpLayout>& info) { return info.param.name; });
 
 // The step metrics of every MoE layer, the expert-bias range included, are the single
