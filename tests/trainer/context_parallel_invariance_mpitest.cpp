@@ -90,7 +90,8 @@ INSTANTIATE_TEST_SUITE_P(
 // Benchmark, not run by ctest (DISABLED_): activation memory per rank (MemoryStats peak above
 // parameters and gradients, one micro-batch forward + backward) and step time of the demo model's
 // shape (configs/demo.yaml, GPT-2 vocabulary) at seq S = MOEFOLD_BENCH_SEQ (default 8192), on
-// one process and at CP = world size (MOEFOLD_BENCH_DENSE set: every layer dense).
+// one process and at CP = world size (MOEFOLD_BENCH_DENSE set: every layer dense;
+// MOEFOLD_BENCH_RECOMPUTE set: full activation recomputation).
 // E.g. mpirun -np 2 -x OPENBLAS_NUM_THREADS=1 build/tests/trainer/context_parallel_invariance
 //      --gtest_also_run_disabled_tests --gtest_filter='*Benchmark*'
 TEST(ContextParallelBenchmark, DISABLED_ActivationMemoryPerRank) {
@@ -129,6 +130,7 @@ TEST(ContextParallelBenchmark, DISABLED_ActivationMemoryPerRank) {
     const bool single = pass == 0;
     if (single && rank != 0) continue;
     Model model(c, single ? ParallelContext::single_process() : *cp_ctx);
+    model.set_recompute_activations(std::getenv("MOEFOLD_BENCH_RECOMPUTE") != nullptr);
     model.init_parameters(1);
     auto stash = model.make_stash();
     LossScales scales;
