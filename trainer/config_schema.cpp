@@ -463,8 +463,8 @@ std::vector<RecipeKey> build_schema() {
       [](R& r) -> auto& { return r.training.recompute_granularity; },
       {"none", "full", "selective"},
       "Activation recomputation: full keeps only each layer's input in forward and re-runs the "
-      "layer before its backward (less memory, about a third more compute); selective is not "
-      "supported yet."));
+      "layer before its backward (less memory, about a third more compute). selective is "
+      "refused: the attention keeps no (S,S) scores to drop."));
 
   // optimizer
   add(string_key("optimizer.optimizer", [](R& r) -> auto& { return r.optimizer.optimizer; },

@@ -157,7 +157,8 @@ absl::Status validate_training(const Recipe& r) {
   }
   if (t.recompute_granularity == RecomputeGranularity::kSelective) {
     return recipe_error(r, "training.recompute_granularity",
-                        "not supported yet: selective (use full or none)");
+                        "selective has nothing to drop here: attention keeps no (S,S) "
+                        "scores, only its output and log-sum-exp (use full or none)");
   }
   if (p.overlap_param_gather && !p.use_distributed_optimizer) {
     return recipe_error(r, "parallel.overlap_param_gather",

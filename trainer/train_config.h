@@ -13,7 +13,8 @@
 namespace moefold {
 
 // Megatron's --recompute-granularity: full re-runs each transformer layer's forward in backward
-// (Model::set_recompute_activations); selective (the attention core only) is not supported yet.
+// (Model::set_recompute_activations); selective (the attention core only) is refused: the
+// attention here keeps no (S,S) scores, so there is nothing for it to drop.
 enum class RecomputeGranularity { kNone, kFull, kSelective };
 
 struct TrainingConfig {

@@ -1,6 +1,6 @@
 // Data-parallel overlap benchmark: how much of the gradient reduction hides behind backward.
 //
-//   mpirun --allow-run-as-root --oversubscribe -np 2 -x OPENBLAS_NUM_THREADS=1 \
+//   mpirun --allow-run-as-root --oversubscribe -np 2 -x OPENBLAS_NUM_THREADS=1
 //     build/tests/bench/moefold_bench_data_parallel [--steps N] [--set key=value ...]
 //
 // Trains the demo recipe (configs/demo.yaml or --config PATH, with the overrides given) with

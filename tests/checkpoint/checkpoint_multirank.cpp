@@ -325,7 +325,7 @@ TEST(CheckpointMultirank, ReplicasShareTheWriting) {
 
 // Save and load bandwidth of the demo model (configs/demo.yaml, GPT-2 vocabulary) with its Adam
 // state. Not run by ctest; run by hand:
-//   mpirun -np N build/tests/checkpoint/checkpoint_mpi_tests --gtest_also_run_disabled_tests \
+//   mpirun -np N build/tests/checkpoint/checkpoint_mpi_tests --gtest_also_run_disabled_tests
 //     --gtest_filter='*DemoBandwidth*'
 TEST(CheckpointMultirank, DISABLED_DemoBandwidth) {
   auto recipe = load_recipe(std::string(MOEFOLD_SOURCE_DIR) + "/configs/demo.yaml");

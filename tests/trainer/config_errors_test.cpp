@@ -187,8 +187,8 @@ TEST(ConfigErrors, ScheduleAndDataAndCheckpoint) {
   EXPECT_EQ(error_of(std::string(kBase) + "checkpoint:\n  save_interval: 10\n"),
             "x.yaml:8: checkpoint.save_interval: needs a checkpoint.save directory");
   EXPECT_EQ(error_of(std::string(kBase) + "training:\n  recompute_granularity: selective\n"),
-            "x.yaml:8: training.recompute_granularity: not supported yet: selective (use full or "
-            "none)");
+            "x.yaml:8: training.recompute_granularity: selective has nothing to drop here: "
+            "attention keeps no (S,S) scores, only its output and log-sum-exp (use full or none)");
   EXPECT_EQ(error_of(std::string(kBase) + "parallel:\n  overlap_param_gather: true\n"),
             "x.yaml:8: parallel.overlap_param_gather: needs parallel.use_distributed_optimizer: "
             "true");

@@ -168,7 +168,9 @@ TEST_F(ExpertParallelInvariance, FssdpStoresShardsAndGathersOnlyNeededExperts) {
   ASSERT_TRUE(trainer.ok()) << trainer.status();
   Model& model = (*trainer)->model();
   for (const Parameter* p : model.parameters()) {
-    if (p->is_expert) EXPECT_EQ(p->layout.local_numel() * world, p->layout.global_numel());
+    if (p->is_expert) {
+      EXPECT_EQ(p->layout.local_numel() * world, p->layout.global_numel());
+    }
   }
   for (Parameter* p : model.parameters()) {
     if (p->name().ends_with("moe/router")) p->value.zero();
@@ -187,7 +189,7 @@ TEST_F(ExpertParallelInvariance, FssdpStoresShardsAndGathersOnlyNeededExperts) {
 // tokens. Prints tokens/s, the share of the time the compute thread is blocked in the dispatcher's
 // communication, and the bytes sent per step against the minimum (remote assignments · H · 4
 // bytes, dispatch and combine, forward and backward).
-//   mpirun -np 2 build/tests/trainer/expert_parallel_invariance \
+//   mpirun -np 2 build/tests/trainer/expert_parallel_invariance
 //     --gtest_also_run_disabled_tests --gtest_filter='*DISABLED_DemoModel*'
 TEST(ExpertParallelBenchmark, DISABLED_DemoModel) {
   auto recipe = load_recipe(std::string(MOEFOLD_SOURCE_DIR) + "/configs/demo.yaml");

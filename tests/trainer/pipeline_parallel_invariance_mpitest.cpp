@@ -219,7 +219,9 @@ TEST(PipelineExecutorMemory, StashesFollowTheScheduleBound) {
     if (kind == PipelineScheduleKind::kOneForwardOneBackward) {
       EXPECT_EQ(stashes, world - ctx->coords.pp_rank);
     }
-    if (kind == PipelineScheduleKind::kAllForwardAllBackward) EXPECT_EQ(stashes, kMicroBatches);
+    if (kind == PipelineScheduleKind::kAllForwardAllBackward) {
+      EXPECT_EQ(stashes, kMicroBatches);
+    }
     peak_bytes.push_back(MemoryStats::peak_bytes() - baseline);
   }
   // As the allocator sees it: 1F1B's PP − stage < M stashes take less memory than M of them.
