@@ -1,5 +1,6 @@
 // FSSDP for the MoE layer (moe_layer.h): the sparse materialisation of the expert weights from
 // their expert-DP shards, and the sparse reduce-scatter of their gradients.
+#include <chrono>
 #include <cstring>
 
 #include "model/moe_layer.h"
@@ -7,6 +8,10 @@
 #include "tensor/check.h"
 
 namespace moefold {
+
+static double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
 
 const float* MoeLayer::gate_weights() const {
   return workspace_ ? workspace_->w_gate.data() : w_gate_->value.data();
@@ -45,6 +50,7 @@ void MoeLayer::plan_materialisation(MoeStash& st) const {
 
 void MoeLayer::start_materialisation(MoeStash& st) const {
   ExpertWorkspace& ws = *workspace_;
+  MOEFOLD_CHECK(!ws.reduction_pending, "FSSDP: finish_backward_dw was not called");
   const int64_t n = st.fssdp.needed[ctx_.edp->rank()];
   ensure_shape(ws.exchange, {st.fssdp.ranks * n * st.fssdp.shard});
   start_sparse_all_gather(*ctx_.edp, st.fssdp, shard_parts(false), ws.exchange.data(),
@@ -53,7 +59,9 @@ void MoeLayer::start_materialisation(MoeStash& st) const {
 
 void MoeLayer::finish_materialisation(const MoeStash& st) const {
   ExpertWorkspace& ws = *workspace_;
+  const auto start = std::chrono::steady_clock::now();
   ws.gather.handle.wait();
+  ws.blocked_seconds += seconds_since(start);
   const int64_t El = local_experts_, F = local_ffn_, H = hidden_;
   move_shards(st, true, ensure_shape(ws.w_gate, {El, F, H}).data(),
               ensure_shape(ws.w_up, {El, F, H}).data(), ensure_shape(ws.w_down, {El, H, F}).data());
@@ -86,12 +94,22 @@ void MoeLayer::move_shards(const MoeStash& st, bool to_materialised, float* gate
   }
 }
 
-void MoeLayer::reduce_scatter_expert_gradients(const MoeStash& st) const {
+void MoeLayer::start_gradient_reduction(const MoeStash& st) const {
   ExpertWorkspace& ws = *workspace_;
   const int64_t n = st.fssdp.needed[ctx_.edp->rank()];
   ensure_shape(ws.exchange, {st.fssdp.ranks * n * st.fssdp.shard});
   move_shards(st, false, ws.w_gate.data(), ws.w_up.data(), ws.w_down.data());
-  sparse_reduce_scatter(*ctx_.edp, st.fssdp, ws.exchange.data(), shard_parts(true));
+  start_sparse_reduce_scatter(*ctx_.edp, st.fssdp, ws.exchange.data(), ws.reduction);
+  ws.reduction_pending = true;
+}
+
+void MoeLayer::finish_backward_dw(MoeStash& st) const {
+  if (!workspace_ || !workspace_->reduction_pending) return;
+  ExpertWorkspace& ws = *workspace_;
+  const auto start = std::chrono::steady_clock::now();
+  finish_sparse_reduce_scatter(st.fssdp, ws.reduction, shard_parts(true));
+  ws.blocked_seconds += seconds_since(start);
+  ws.reduction_pending = false;
 }
 
 }  // namespace moefold

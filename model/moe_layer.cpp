@@ -225,6 +225,7 @@ void MoeLayer::backward_dw(MoeStash& st) const {
   float* d_up = w_up_->grad.data();
   float* d_down = w_down_->grad.data();
   if (workspace_) {  // this micro-batch's gradients, in place of the weights; reduce-scattered
+    MOEFOLD_CHECK(!workspace_->reduction_pending, "FSSDP: finish_backward_dw was not called");
     for (Tensor* t : {&workspace_->w_gate, &workspace_->w_up, &workspace_->w_down}) t->zero();
     d_gate = workspace_->w_gate.data();
     d_up = workspace_->w_up.data();
@@ -239,7 +240,7 @@ void MoeLayer::backward_dw(MoeStash& st) const {
     cpu::grouped_linear_backward_dw(st.gate.data() + first * F, xe, d_gate, off, El, H, F);
     cpu::grouped_linear_backward_dw(st.up.data() + first * F, xe, d_up, off, El, H, F);
   }
-  if (workspace_) reduce_scatter_expert_gradients(st);
+  if (workspace_) start_gradient_reduction(st);  // finished by finish_backward_dw
   router_.backward_dw(st.router);
   if (shared_) shared_->backward_dw(st.shared);
 }

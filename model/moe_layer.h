@@ -46,9 +46,11 @@ struct MoeRows {
 struct ExpertWorkspace {
   Tensor w_gate, w_up, w_down;
   Tensor exchange;  // (EDP, n, s) gathered shards, then gradient slices
-  SparseShardExchange gather;
+  SparseShardExchange gather, reduction;
+  bool reduction_pending = false;  // a layer's gradient reduce-scatter is in flight
   int64_t experts_gathered = 0;  // cumulative: local experts materialised by forward gathers
   int64_t expert_slots = 0;      // cumulative: local experts those gathers could have moved
+  double blocked_seconds = 0;    // cumulative: waits for gathers and reduce-scatters
 };
 
 struct MoeStash {
@@ -96,6 +98,9 @@ class MoeLayer {
   // dx (N,H) = d loss / d x, overwritten. dy must stay unchanged until backward_dw.
   void backward_dx(const Tensor& dy_NH, Tensor& dx_NH, MoeStash& stash) const;
   void backward_dw(MoeStash& stash) const;
+  // FSSDP: backward_dw leaves the experts' gradient reduce-scatter in flight (the caller's
+  // attention backward runs meanwhile); this completes it. No-op otherwise.
+  void finish_backward_dw(MoeStash& stash) const;
 
   const Router& router() const { return router_; }
   bool has_shared_expert() const { return shared_ != nullptr; }
@@ -124,7 +129,7 @@ class MoeLayer {
   void plan_materialisation(MoeStash& stash) const;
   void start_materialisation(MoeStash& stash) const;
   void finish_materialisation(const MoeStash& stash) const;
-  void reduce_scatter_expert_gradients(const MoeStash& stash) const;
+  void start_gradient_reduction(const MoeStash& stash) const;
   // Copies between the (EDP, n, s) exchange layout and the materialised tensors.
   void move_shards(const MoeStash& stash, bool to_materialised, float* gate, float* up,
                    float* down) const;

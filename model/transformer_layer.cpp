@@ -124,6 +124,7 @@ void TransformerLayer::backward(Tensor& dh_NH, const int32_t* positions_N,
   rmsnorm_backward_tp(region_, st.d_norm.data(), st.h_in.data(), attn_norm_->value.data(),
                       st.attn_rstd.data(), dh_NH.data(), attn_norm_->grad.data(), st.norm_dw, n, H,
                       true);
+  if (moe_) moe_->finish_backward_dw(st.moe);  // FSSDP: overlapped the attention backward
 }
 
 int64_t TransformerLayer::active_parameter_count() const {

@@ -60,11 +60,11 @@ void start_sparse_all_gather(Communicator& group, const SparseShardPlan& plan,
                                              recv_counts, CommDType::kFloat32);
 }
 
-void sparse_reduce_scatter(Communicator& group, const SparseShardPlan& plan,
-                           const float* gradients, std::span<const ShardPart> shards) {
+void start_sparse_reduce_scatter(Communicator& group, const SparseShardPlan& plan,
+                                 const float* gradients, SparseShardExchange& exchange) {
   const int P = plan.ranks, me = group.rank();
   const int64_t s = plan.shard;
-  MOEFOLD_CHECK(parts_size(shards) == s && P == group.size());
+  MOEFOLD_CHECK(P == group.size());
   std::vector<int64_t> send_counts(P), recv_counts(P);
   int64_t total = 0;
   for (int q = 0; q < P; ++q) {
@@ -72,10 +72,17 @@ void sparse_reduce_scatter(Communicator& group, const SparseShardPlan& plan,
     recv_counts[q] = plan.needed[q] * s;
     total += recv_counts[q];
   }
-  std::vector<float> received(total);
-  group.all_to_all_v(gradients, send_counts, received.data(), recv_counts, CommDType::kFloat32);
-  const float* in = received.data();
-  for (int q = 0; q < P; ++q) {
+  exchange.received.resize(total);
+  exchange.handle = group.all_to_all_v_async(gradients, send_counts, exchange.received.data(),
+                                             recv_counts, CommDType::kFloat32);
+}
+
+void finish_sparse_reduce_scatter(const SparseShardPlan& plan, SparseShardExchange& exchange,
+                                  std::span<const ShardPart> shards) {
+  MOEFOLD_CHECK(parts_size(shards) == plan.shard);
+  exchange.handle.wait();
+  const float* in = exchange.received.data();
+  for (int q = 0; q < plan.ranks; ++q) {
     for (int64_t k = 0; k < plan.items; ++k) {
       if (!plan.needs_item(q, k)) continue;
       for (const ShardPart& part : shards) {
@@ -85,6 +92,13 @@ void sparse_reduce_scatter(Communicator& group, const SparseShardPlan& plan,
       }
     }
   }
+}
+
+void sparse_reduce_scatter(Communicator& group, const SparseShardPlan& plan,
+                           const float* gradients, std::span<const ShardPart> shards) {
+  SparseShardExchange exchange;
+  start_sparse_reduce_scatter(group, plan, gradients, exchange);
+  finish_sparse_reduce_scatter(plan, exchange, shards);
 }
 
 }  // namespace moefold

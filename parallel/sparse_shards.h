@@ -39,7 +39,7 @@ SparseShardPlan plan_sparse_shards(Communicator& group, std::span<const uint8_t>
                                    int64_t shard);
 
 struct SparseShardExchange {
-  std::vector<float> send;
+  std::vector<float> send, received;  // received: the reduce-scatter's incoming slices
   WorkHandle handle;
 };
 
@@ -51,8 +51,14 @@ void start_sparse_all_gather(Communicator& group, const SparseShardPlan& plan,
 
 // gradients (ranks, n, s): at [j][i] slice j of the i-th needed item's gradient (same layout as
 // the gather). Adds, for every item, the sum over the ranks that needed it of their slice for
-// this rank into `shards` (the parts' gradients). Blocking; deterministic (sums in rank order).
+// this rank into `shards` (the parts' gradients); deterministic (sums in rank order). The start
+// form leaves the exchange in flight (gradients untouched until the finish); the finish waits
+// and adds.
 void sparse_reduce_scatter(Communicator& group, const SparseShardPlan& plan,
                            const float* gradients, std::span<const ShardPart> shards);
+void start_sparse_reduce_scatter(Communicator& group, const SparseShardPlan& plan,
+                                 const float* gradients, SparseShardExchange& exchange);
+void finish_sparse_reduce_scatter(const SparseShardPlan& plan, SparseShardExchange& exchange,
+                                  std::span<const ShardPart> shards);
 
 }  // namespace moefold

@@ -49,7 +49,10 @@ void MetricsLogger::log_iteration(const IterationMetrics& m) {
       {"step_seconds", m.step_seconds}, {"tokens_per_s", m.tokens_per_second()},
       {"tflops", m.tflops()},     {"mfu", m.mfu()},
       {"peak_memory_bytes", m.peak_memory_bytes}};
-  if (m.fssdp_gathered_fraction >= 0) record["fssdp_gathered_fraction"] = m.fssdp_gathered_fraction;
+  if (m.fssdp_gathered_fraction >= 0) {
+    record["fssdp_gathered_fraction"] = m.fssdp_gathered_fraction;
+    record["fssdp_blocked_seconds"] = m.fssdp_blocked_seconds;
+  }
   nlohmann::json layers = nlohmann::json::array();
   for (const MoeLoadSummary& s : m.moe) {
     layers.push_back({{"layer", s.layer},

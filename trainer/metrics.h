@@ -35,6 +35,7 @@ struct IterationMetrics {
   // FSSDP: local experts materialised over those that could have been, all ranks and MoE
   // layers of the step (how sparse the gathers were); < 0 without FSSDP.
   double fssdp_gathered_fraction = -1;
+  double fssdp_blocked_seconds = 0;  // this rank's waits for FSSDP gathers and reduce-scatters
   std::vector<MoeLoadSummary> moe;
 
   double tokens_per_second() const { return step_seconds > 0 ? tokens / step_seconds : 0; }

@@ -207,6 +207,7 @@ absl::StatusOr<IterationMetrics> Trainer::train_step(int iteration) {
   const ExpertWorkspace* fssdp = model_->expert_workspace();
   const int64_t gathered_before = fssdp ? fssdp->experts_gathered : 0;
   const int64_t slots_before = fssdp ? fssdp->expert_slots : 0;
+  const double blocked_before = fssdp ? fssdp->blocked_seconds : 0;
   data_parallel_->start_step();
   const int micro_batches = static_cast<int>(batches->size());
   const std::vector<MicroBatchStats> forwards = pipeline_->run(
@@ -284,7 +285,10 @@ absl::StatusOr<IterationMetrics> Trainer::train_step(int iteration) {
   m.model_flops = model_flops(sequences);
   m.peak_flops = peak_flops_;
   m.peak_memory_bytes = MemoryStats::peak_bytes();
-  if (fssdp && expert_slots > 0) m.fssdp_gathered_fraction = double(experts_gathered) / expert_slots;
+  if (fssdp && expert_slots > 0) {
+    m.fssdp_gathered_fraction = double(experts_gathered) / expert_slots;
+    m.fssdp_blocked_seconds = fssdp->blocked_seconds - blocked_before;
+  }
   const std::vector<float> bias_range = expert_bias_ranges(num_moe_layers);
   int moe_index = 0;
   for (int layer = 0; layer < recipe_.model.num_layers; ++layer) {
