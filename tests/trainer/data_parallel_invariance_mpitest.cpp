@@ -164,19 +164,19 @@ TEST_F(TinyDataTest, DistributedOptimizerStateGathersToEveryParameterShape) {
   }
 }
 
-// A checkpoint written with the distributed optimizer (overlapped gathers in flight at the save)
-// resumes under the same layout with bit-identical steps, and in one process with the steps of
-// an uninterrupted single-process run.
-TEST_F(TinyDataTest, DistributedOptimizerCheckpointResumes) {
+// A checkpoint written under `parallel` (overlapped gathers in flight at the save) resumes under
+// the same layout with bit-identical steps, and in one process with the steps of an
+// uninterrupted single-process run.
+void expect_checkpoint_resumes(const std::string& prefix, const std::string& dir,
+                               const std::vector<std::string>& parallel) {
   constexpr int kSteps = 6, kSplit = 3;
   int rank = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  const std::string save = dir_ + "/ckpt-dist";
-  const Recipe recipe = tiny_recipe(
-      prefix_, dir_ + "/resume",
-      {"training.train_iters=6", "checkpoint.save=" + save, "parallel.ddp_bucket_size=2000",
-       "parallel.use_distributed_optimizer=true", "parallel.overlap_grad_reduce=true",
-       "parallel.overlap_param_gather=true"});
+  const std::string save = dir + "/ckpt";
+  std::vector<std::string> overrides = {"training.train_iters=6", "checkpoint.save=" + save,
+                                        "parallel.ddp_bucket_size=2000"};
+  overrides.insert(overrides.end(), parallel.begin(), parallel.end());
+  const Recipe recipe = tiny_recipe(prefix, dir + "/resume", overrides);
   auto ctx = ParallelContext::create(recipe.parallel, MPI_COMM_WORLD);
   ASSERT_TRUE(ctx.ok()) << ctx.status();
   const std::vector<StepRecord> straight = run_steps(recipe, *ctx, kSteps);
@@ -208,14 +208,28 @@ TEST_F(TinyDataTest, DistributedOptimizerCheckpointResumes) {
     EXPECT_EQ(resumed[i].grad_norm, straight[kSplit + i].grad_norm) << "step " << kSplit + i + 1;
   }
 
-  const std::string single_dir = dir_ + "/resume-single-" + std::to_string(rank);
-  const Recipe single = tiny_recipe(prefix_, single_dir, {"training.train_iters=6"});
+  const std::string single_dir = dir + "/resume-single-" + std::to_string(rank);
+  const Recipe single = tiny_recipe(prefix, single_dir, {"training.train_iters=6"});
   const std::vector<StepRecord> reference =
       run_steps(single, ParallelContext::single_process(), kSteps);
   const std::vector<StepRecord> in_one =
       continue_from_checkpoint(single, ParallelContext::single_process());
   ASSERT_EQ(in_one.size(), static_cast<size_t>(kSteps - kSplit));
   expect_same_steps(in_one, reference, kSplit);
+}
+
+TEST_F(TinyDataTest, DistributedOptimizerCheckpointResumes) {
+  expect_checkpoint_resumes(prefix_, dir_ + "/dist",
+                            {"parallel.use_distributed_optimizer=true",
+                             "parallel.overlap_grad_reduce=true",
+                             "parallel.overlap_param_gather=true"});
+}
+
+// The same with the experts fully sharded (FSSDP): their shards and Adam state resume exactly.
+TEST_F(TinyDataTest, FssdpCheckpointResumes) {
+  expect_checkpoint_resumes(prefix_, dir_ + "/fssdp",
+                            {"parallel.moe_fssdp=true", "parallel.use_distributed_optimizer=true",
+                             "parallel.overlap_grad_reduce=true"});
 }
 
 }  // namespace
