@@ -29,6 +29,7 @@ MoeLayer::MoeLayer(const ModelConfig& config, const ParallelContext& ctx, int la
       experts_(config.moe.num_experts),
       topk_(config.moe.moe_router_topk),
       ffn_(config.moe.moe_ffn_hidden_size),
+      sequence_parallel_(ctx.config.sequence_parallel && ctx.tp->size() > 1),
       router_(config, ctx, layer, registry),
       dispatcher_({ctx.ep.get(), ctx.etp.get(), ctx.etp_ep.get()}, dispatcher_kind(config.moe),
                   config.moe.num_experts, std::max(1, ctx.config.moe_a2a_overlap_chunks)) {
@@ -50,7 +51,8 @@ MoeLayer::MoeLayer(const ModelConfig& config, const ParallelContext& ctx, int la
   w_down_ = registry.add_weight(stored("experts/w_down", {E, H, F}), out_std, true);
   if (config.moe.moe_shared_expert_intermediate_size > 0) {
     shared_ = std::make_unique<Mlp>(config, ctx, prefix + "shared/",
-                                    config.moe.moe_shared_expert_intermediate_size, registry);
+                                    config.moe.moe_shared_expert_intermediate_size, registry,
+                                    sequence_parallel_);
   }
 }
 
@@ -74,7 +76,7 @@ void MoeLayer::experts_forward(int chunk, MoeStash& st) const {
 // even contiguous shares in rank order.
 static int64_t share_begin(int64_t N, int rank, int size) { return N * rank / size; }
 
-// Micro-batch token index b·S + s of rows [first, first + n) of the layer's input.
+// Micro-batch token index b·S + s of rows [first, first + n) of the CP shard's N rows.
 static std::vector<int64_t> micro_batch_tokens(const MoeRows& rows, int64_t N, int64_t first,
                                                int64_t n) {
   const int64_t per_sequence = N / rows.batch;
@@ -90,19 +92,23 @@ static std::vector<int64_t> micro_batch_tokens(const MoeRows& rows, int64_t N, i
 void MoeLayer::forward(const Tensor& x_NH, const MoeRows& rows, double aux_scale, Tensor& y_NH,
                        bool accumulate, MoeStash& st) const {
   const int64_t H = hidden_, E = experts_, k = topk_, N = x_NH.numel() / H;
+  // The CP shard's rows: N of them, or N·TP under sequence parallelism, where x holds this TP
+  // rank's N and routes all of them. Otherwise every TP rank holds the same N rows and routes an
+  // even share, so the experts see every token once (MoE Parallel Folding).
+  Communicator& tp = *ctx_.tp;
+  const int64_t shard_rows = sequence_parallel_ ? N * tp.size() : N;
   MOEFOLD_CHECK(x_NH.numel() == N * H && y_NH.numel() == N * H && rows.batch > 0 &&
-                N % rows.batch == 0 && (rows.positions || N == rows.batch * rows.seq));
+                shard_rows % rows.batch == 0 &&
+                (rows.positions || shard_rows == rows.batch * rows.seq));
   st.aux_scale = aux_scale;
-  // Every TP rank holds the same N rows (replicated); each routes only its share, so the experts
-  // see every token once (MoE Parallel Folding).
-  Communicator& tokens = *ctx_.tp;
-  const int64_t first = share_begin(N, tokens.rank(), tokens.size());
-  const int64_t n = share_begin(N, tokens.rank() + 1, tokens.size()) - first;
-  const bool split = tokens.size() > 1;
+  const bool split = splits_rows();
+  const int64_t first = split ? share_begin(N, tp.rank(), tp.size()) : 0;
+  const int64_t n = split ? share_begin(N, tp.rank() + 1, tp.size()) - first : N;
+  const int64_t shard_first = sequence_parallel_ ? tp.rank() * N : first;
   st.input_rows = N;
   st.first = first;
   router_.forward(x_NH.slice_rows(first, first + n), rows.batch, rows.seq,
-                  micro_batch_tokens(rows, N, first, n), st.router);
+                  micro_batch_tokens(rows, shard_rows, shard_first, n), st.router);
 
   // Local work: sort the kept assignments by expert, agree on counts, order rows for sending.
   st.counts.assign(E, 0);
@@ -183,7 +189,7 @@ void MoeLayer::experts_backward_dx(int chunk, MoeStash& st) const {
 void MoeLayer::backward_dx(const Tensor& dy_NH, Tensor& dx_NH, MoeStash& st) const {
   const int64_t N = st.input_rows, H = hidden_, F = local_ffn_, k = topk_;
   const int64_t R = st.rows, Re = st.plan.expert_rows, n = st.router.rows, first = st.first;
-  const bool split = ctx_.tp->size() > 1;
+  const bool split = splits_rows();
   MOEFOLD_CHECK(dy_NH.numel() == N * H && dx_NH.numel() == N * H);
   if (workspace_) start_materialisation(st);  // gathered again: the workspace is shared
   ensure_shape(st.dgates, {n, k}).zero();

@@ -3,11 +3,12 @@
 // combine back and mix with the gate weights, plus the optional shared expert.
 // Experts are split over EP (E/EP local experts, global id = ep_rank·E/EP + i) and each expert's
 // F over ETP (gate/up column-parallel, down row-parallel). Each rank routes its own tokens: a
-// context-parallel rank takes its CP shard of the micro-batch, replicated over the attention
-// side's TP ranks, and each TP rank routes an even share of those rows (folding); the router's
-// statistics and the capacity decision are taken over the whole micro-batch in token order, so
-// every number is one process's. The gate weights stay on the routing rank and are applied there
-// after the combine.
+// context-parallel rank takes its CP shard of the micro-batch; under sequence parallelism each
+// TP rank holds and routes its own token rows of it (the shared expert gathers and
+// reduce-scatters them itself), otherwise the rows are replicated over TP and each TP rank
+// routes an even share (folding) and the outputs are gathered. The router's statistics and the
+// capacity decision are taken over the whole micro-batch in token order, so every number is one
+// process's. The gate weights stay on the routing rank and are applied there after the combine.
 // Dropless by default; with a capacity factor the router's keep-mask removes assignments before
 // the permutation, so dropped assignments cost nothing and contribute 0.
 // Under FSSDP (parallel.moe_fssdp) the expert weights are stored sharded over expert-DP along F:
@@ -57,7 +58,7 @@ struct MoeStash {
   RouterStash router;
   MlpStash shared;
   // The layer takes N rows; this rank routes n of them, rows [first, first + n) (n = N unless
-  // split over TP).
+  // split over TP without sequence parallelism).
   int64_t input_rows = 0, first = 0;  // N, first
   int64_t rows = 0;               // R kept assignments routed by this rank
   std::vector<int64_t> counts;    // (E) kept rows per global expert
@@ -91,7 +92,8 @@ class MoeLayer {
   MoeLayer(const ModelConfig& config, const ParallelContext& ctx, int layer,
            ParameterRegistry& registry, std::shared_ptr<ExpertWorkspace> workspace = nullptr);
 
-  // y (N,H) = (accumulate ? y : 0) + moe(x) for the N rows of x described by `rows`.
+  // y (N,H) = (accumulate ? y : 0) + moe(x) for the N rows of x described by `rows`: the CP
+  // shard's rows, or under sequence parallelism this TP rank's N of them (rows tp_rank·N on).
   // aux_scale weights the router losses in backward.
   void forward(const Tensor& x_NH, const MoeRows& rows, double aux_scale, Tensor& y_NH,
                bool accumulate, MoeStash& stash) const;
@@ -110,6 +112,7 @@ class MoeLayer {
  private:
   const ParallelContext& ctx_;
   int64_t hidden_, experts_, topk_, ffn_;
+  bool sequence_parallel_;  // x is this TP rank's token rows (TP > 1 with sequence parallelism)
   Router router_;
   Parameter* w_gate_;  // [E, F, H] global; local (E/EP, F/ETP, H), F/(ETP·EDP) under FSSDP
   Parameter* w_up_;    // [E, F, H] global; local (E/EP, F/ETP, H), F/(ETP·EDP) under FSSDP
@@ -134,6 +137,8 @@ class MoeLayer {
   void move_shards(const MoeStash& stash, bool to_materialised, float* gate, float* up,
                    float* down) const;
 
+  // Whether TP ranks hold the same rows and split the routing between them.
+  bool splits_rows() const { return ctx_.tp->size() > 1 && !sequence_parallel_; }
   void experts_forward(int chunk, MoeStash& stash) const;
   void gather_token_shares(const Tensor& share_nH, int64_t N, Tensor& all_NH) const;
   void experts_backward_dx(int chunk, MoeStash& stash) const;

@@ -59,48 +59,13 @@ void TransformerLayer::forward(const Tensor& h_in_NH, const int32_t* positions_N
                        H, eps_);
   std::memcpy(h_out_NH.data(), st.h_mid.data(), n * H * sizeof(float));
   if (moe_) {
-    // Under context parallelism seq is this rank's S/CP tokens of each sequence.
-    moe_forward({batch, seq * ctx_.coords.cp_size, positions_N}, aux_scale, h_out_NH, st);
+    // This rank's rows of its CP shard (seq = S/CP tokens of each sequence); under sequence
+    // parallelism the MoE layer takes this rank's token rows as they are.
+    moe_->forward(st.m, {batch, seq * ctx_.coords.cp_size, positions_N}, aux_scale, h_out_NH,
+                  true, st.moe);
   } else {
     mlp_->forward(st.m, h_out_NH, true, st.mlp);
   }
-}
-
-// h_out += moe(m) over this CP rank's shard of the micro-batch (positions_N: the rows' places
-// in their sequences). Under sequence parallelism: gather m over TP (backward: split), run the
-// MoE on the shard's tokens, keep this rank's rows of the output (backward: gather).
-void TransformerLayer::moe_forward(const MoeRows& rows, double aux_scale, Tensor& h_out,
-                                   TransformerLayerStash& st) const {
-  if (!region_.sharded()) {
-    moe_->forward(st.m, rows, aux_scale, h_out, true, st.moe);
-    return;
-  }
-  Communicator& tp = *region_.tp;
-  const int64_t n = st.m.dim(0), N = n * tp.size(), H = hidden_;
-  ensure_shape(st.moe_x, {N, H});
-  ensure_shape(st.moe_y, {N, H});
-  gather_replicated_sequence_forward(tp, st.m.data(), st.moe_x.data(), n * H);
-  moe_->forward(st.moe_x, rows, aux_scale, st.moe_y, false, st.moe);
-  ensure_shape(st.d_norm, {n, H});  // scratch for this rank's rows
-  split_to_sequence_region_forward(tp, st.moe_y.data(), st.d_norm.data(), n * H);
-  float* out = h_out.data();
-  const float* part = st.d_norm.data();
-  for (int64_t i = 0; i < n * H; ++i) out[i] += part[i];
-}
-
-// st.d_norm (n,H) = d loss / d m from dh (n,H) = d loss / d h_out.
-void TransformerLayer::moe_backward(const Tensor& dh, TransformerLayerStash& st) const {
-  if (!region_.sharded()) {
-    moe_->backward_dx(dh, st.d_norm, st.moe);
-    moe_->backward_dw(st.moe);
-    return;
-  }
-  Communicator& tp = *region_.tp;
-  const int64_t n = dh.dim(0), H = hidden_;
-  split_to_sequence_region_backward(tp, dh.data(), st.moe_y.data(), n * H);
-  moe_->backward_dx(st.moe_y, ensure_shape(st.moe_dx, st.moe_x.shape()), st.moe);
-  moe_->backward_dw(st.moe);
-  gather_replicated_sequence_backward(tp, st.moe_dx.data(), st.d_norm.data(), n * H);
 }
 
 void TransformerLayer::backward(Tensor& dh_NH, const int32_t* positions_N,
@@ -110,7 +75,8 @@ void TransformerLayer::backward(Tensor& dh_NH, const int32_t* positions_N,
   ensure_shape(st.d_norm, {n, H});
   // FFN block: dh is d/d h_out; the residual passes it through, the norm adds its part.
   if (moe_) {
-    moe_backward(dh_NH, st);
+    moe_->backward_dx(dh_NH, st.d_norm, st.moe);
+    moe_->backward_dw(st.moe);
   } else {
     mlp_->backward_dx(dh_NH, st.d_norm, false, st.mlp);
     mlp_->backward_dw(st.mlp);

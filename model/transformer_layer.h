@@ -3,11 +3,11 @@
 //   h_out = h_mid + (moe or mlp)(rmsnorm(h_mid, ffn_norm))
 // Tensor parallel: attention and the dense MLP are TP layers (attention.h, mlp.h). With sequence
 // parallelism the residual stream and the norms hold this rank's n = N/TP token rows, and the
-// norm weights' gradients are summed over TP. The MoE layer takes every token of the rank's
-// context-parallel shard of the micro-batch on each TP rank: under sequence parallelism its
-// input is gathered (backward: split) and its output split (backward: gathered). Inside, each
-// TP rank routes its own share of the tokens to the experts (folded over ETP×EP×EDP, moe_layer.h), with routing, capacity and
-// the balance losses taken over the whole micro-batch, as on a single process.
+// norm weights' gradients are summed over TP. The MoE layer takes the rank's rows of its
+// context-parallel shard (under sequence parallelism its own token rows, with no gather); each
+// TP rank routes its own tokens to the experts (folded over ETP×EP×EDP, moe_layer.h), with
+// routing, capacity and the balance losses taken over the whole micro-batch, as on a single
+// process.
 #pragma once
 
 #include <cstdint>
@@ -37,9 +37,6 @@ struct TransformerLayerStash {
   Tensor ffn_rstd;   // (n)
   Tensor d_norm;     // (n,H) gradient of a norm's output
   Tensor norm_dw;    // (H) one micro-batch's norm-weight gradient before the TP sum (SP only)
-  Tensor moe_x, moe_y;  // (N,H) MoE input and output of the CP shard's tokens (SP only); in backward
-                        // moe_y holds the gathered d moe_y
-  Tensor moe_dx;        // (N,H) d loss / d moe_x (SP only)
   AttentionStash attn;
   MlpStash mlp;  // dense layers
   MoeStash moe;  // MoE layers
@@ -66,10 +63,6 @@ class TransformerLayer {
   int64_t active_parameter_count() const;
 
  private:
-  void moe_forward(const MoeRows& rows, double aux_scale, Tensor& h_out,
-                   TransformerLayerStash& st) const;
-  void moe_backward(const Tensor& dh, TransformerLayerStash& st) const;
-
   const ParallelContext& ctx_;
   TpRegion region_;
   int layer_;
