@@ -277,8 +277,11 @@ MicroBatchStats Model::forward_chunk(int chunk, const MicroBatch& full_batch,
   return stats;
 }
 
-const Tensor* Model::backward_chunk(int chunk, ModelStash& st, const Tensor* d_output_nH) {
+const Tensor* Model::backward_chunk(int chunk, ModelStash& st, const Tensor* d_output_nH,
+                                    bool defer_weight_gradients) {
   MOEFOLD_CHECK(st.has_gradients, "backward needs a forward with LossScales on this stash");
+  MOEFOLD_CHECK(!(defer_weight_gradients && recompute_),
+                "deferred weight gradients need the stored activations (no recomputation)");
   const int64_t N = st.batch * st.seq, H = config_.hidden_size;
   const LayerRange range = partition_.layers(stage(), chunk);
   const int Lc = range.size(), L = config_.num_layers;
@@ -291,7 +294,7 @@ const Tensor* Model::backward_chunk(int chunk, ModelStash& st, const Tensor* d_o
     rmsnorm_backward_tp(region, st.d_final_h.data(), st.residual[Lc].data(),
                         final_norm_->value.data(), st.final_rstd.data(), st.dh.data(),
                         final_norm_->grad.data(), st.final_norm_dw, n, H, false);
-    notify(grad_ready_hook_, L + 1);
+    if (!defer_weight_gradients) notify(grad_ready_hook_, L + 1);
   } else {
     MOEFOLD_CHECK(d_output_nH->numel() == n * H, "chunk gradient " << d_output_nH->shape_string());
     std::memcpy(st.dh.data(), d_output_nH->data(), st.dh.nbytes());
@@ -304,14 +307,35 @@ const Tensor* Model::backward_chunk(int chunk, ModelStash& st, const Tensor* d_o
       layer.forward(st.residual[i], st.positions.data(), st.batch, st.seq, st.aux_scale,
                     ensure_shape(recompute_output_, {n, H}), layer_st);
     }
+    if (defer_weight_gradients) {
+      layer.backward_dx(st.dh, st.positions.data(), layer_st);
+      continue;
+    }
     layer.backward(st.dh, st.positions.data(), layer_st);
     notify(grad_ready_hook_, 1 + l);
   }
   st.has_gradients = false;
-  if (!first) return &st.dh;
-  embedding_->backward_dw(st.dh, st.tokens.data(), N);
+  st.weight_gradients_pending = defer_weight_gradients;
+  if (!defer_weight_gradients && first) embedding_backward_dw(st);
+  return first ? nullptr : &st.dh;
+}
+
+void Model::weight_gradients_chunk(int chunk, ModelStash& st) {
+  MOEFOLD_CHECK(st.weight_gradients_pending, "weight gradients without a deferring backward");
+  const LayerRange range = partition_.layers(stage(), chunk);
+  if (is_last_virtual_stage(chunk)) notify(grad_ready_hook_, config_.num_layers + 1);
+  for (int i = range.size() - 1; i >= 0; --i) {
+    const int l = range.begin + i;
+    layers_[layer_slot_[l]]->backward_dw(st.layers[i]);
+    notify(grad_ready_hook_, 1 + l);
+  }
+  st.weight_gradients_pending = false;
+  if (is_first_virtual_stage(chunk)) embedding_backward_dw(st);
+}
+
+void Model::embedding_backward_dw(ModelStash& st) {
+  embedding_->backward_dw(st.dh, st.tokens.data(), st.batch * st.seq);
   notify(grad_ready_hook_, 0);
-  return nullptr;
 }
 
 int64_t Model::active_parameter_count() const {

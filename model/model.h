@@ -58,6 +58,7 @@ class ModelStash {
   int64_t batch = 0, seq = 0;
   bool has_gradients = false;      // forward prepared backward (lm gradient computed)
   double aux_scale = 0;            // LossScales::aux of the forward (for recomputation)
+  bool weight_gradients_pending = false;  // backward deferred them (Model::backward_chunk)
   std::vector<int32_t> tokens;     // (N)
   std::vector<int32_t> positions;  // (N) position of each token in its sequence
   std::vector<TransformerLayerStash> layers;
@@ -99,7 +100,12 @@ class Model {
   // Backward of `chunk`: d_output_nH is d loss / d the chunk's output, null on the last virtual
   // stage (the loss's gradient from forward). Accumulates every parameter gradient of the chunk
   // and returns d loss / d its input (n,H, inside the stash), null on the first virtual stage.
-  const Tensor* backward_chunk(int chunk, ModelStash& stash, const Tensor* d_output_nH);
+  // With defer_weight_gradients (zero-bubble schedules) it computes the input gradient only (and
+  // the cheap norm-weight gradients); weight_gradients_chunk then accumulates the rest and runs
+  // the grad-ready hooks. The stash must stay alive until then.
+  const Tensor* backward_chunk(int chunk, ModelStash& stash, const Tensor* d_output_nH,
+                               bool defer_weight_gradients = false);
+  void weight_gradients_chunk(int chunk, ModelStash& stash);
 
   // The one-chunk case (no pipeline parallelism): the whole model.
   MicroBatchStats forward(const MicroBatch& batch, const LossScales& scales, ModelStash& stash);
@@ -169,6 +175,7 @@ class Model {
   std::vector<std::vector<Parameter*>> module_parameters_;
   ParameterHook grad_ready_hook_, forward_pre_hook_;
   void notify(const ParameterHook& hook, size_t module) const;
+  void embedding_backward_dw(ModelStash& stash);  // the first virtual stage's, then its hook
 };
 
 }  // namespace moefold

@@ -70,27 +70,56 @@ void TransformerLayer::forward(const Tensor& h_in_NH, const int32_t* positions_N
 
 void TransformerLayer::backward(Tensor& dh_NH, const int32_t* positions_N,
                                 TransformerLayerStash& st) const {
+  backward_blocks(dh_NH, positions_N, st, false);
+}
+
+void TransformerLayer::backward_dx(Tensor& dh_NH, const int32_t* positions_N,
+                                   TransformerLayerStash& st) const {
+  backward_blocks(dh_NH, positions_N, st, true);
+}
+
+// Each block's weight gradients right after its dx, or (defer) later in backward_dw: then the
+// blocks read their output gradients from copies, since dh is updated in place meanwhile.
+void TransformerLayer::backward_blocks(Tensor& dh_NH, const int32_t* positions_N,
+                                       TransformerLayerStash& st, bool defer) const {
   const int64_t n = st.h_in.numel() / hidden_, H = hidden_;
   MOEFOLD_CHECK(dh_NH.numel() == n * H);
   ensure_shape(st.d_norm, {n, H});
+  const auto output_gradient = [&](Tensor& copy) -> const Tensor& {
+    if (!defer) return dh_NH;
+    std::memcpy(ensure_shape(copy, {n, H}).data(), dh_NH.data(), n * H * sizeof(float));
+    return copy;
+  };
   // FFN block: dh is d/d h_out; the residual passes it through, the norm adds its part.
+  const Tensor& ffn_dy = output_gradient(st.ffn_dy);
   if (moe_) {
-    moe_->backward_dx(dh_NH, st.d_norm, st.moe);
-    moe_->backward_dw(st.moe);
+    moe_->backward_dx(ffn_dy, st.d_norm, st.moe);
+    if (!defer) moe_->backward_dw(st.moe);
   } else {
-    mlp_->backward_dx(dh_NH, st.d_norm, false, st.mlp);
-    mlp_->backward_dw(st.mlp);
+    mlp_->backward_dx(ffn_dy, st.d_norm, false, st.mlp);
+    if (!defer) mlp_->backward_dw(st.mlp);
   }
   rmsnorm_backward_tp(region_, st.d_norm.data(), st.h_mid.data(), ffn_norm_->value.data(),
                       st.ffn_rstd.data(), dh_NH.data(), ffn_norm_->grad.data(), st.norm_dw, n, H,
                       true);
   // Attention block: dh is now d/d h_mid.
-  attention_.backward_dx(dh_NH, positions_N, st.d_norm, st.attn);
-  attention_.backward_dw(st.attn);
+  const Tensor& attn_dy = output_gradient(st.attn_dy);
+  attention_.backward_dx(attn_dy, positions_N, st.d_norm, st.attn);
+  if (!defer) attention_.backward_dw(st.attn);
   rmsnorm_backward_tp(region_, st.d_norm.data(), st.h_in.data(), attn_norm_->value.data(),
                       st.attn_rstd.data(), dh_NH.data(), attn_norm_->grad.data(), st.norm_dw, n, H,
                       true);
-  if (moe_) moe_->finish_backward_dw(st.moe);  // FSSDP: overlapped the attention backward
+  if (!defer && moe_) moe_->finish_backward_dw(st.moe);  // FSSDP: overlapped the attention
+}
+
+void TransformerLayer::backward_dw(TransformerLayerStash& st) const {
+  if (moe_) {
+    moe_->backward_dw(st.moe);
+  } else {
+    mlp_->backward_dw(st.mlp);
+  }
+  attention_.backward_dw(st.attn);  // FSSDP: the experts' reduce-scatter meanwhile
+  if (moe_) moe_->finish_backward_dw(st.moe);
 }
 
 int64_t TransformerLayer::active_parameter_count() const {

@@ -37,6 +37,7 @@ struct TransformerLayerStash {
   Tensor ffn_rstd;   // (n)
   Tensor d_norm;     // (n,H) gradient of a norm's output
   Tensor norm_dw;    // (H) one micro-batch's norm-weight gradient before the TP sum (SP only)
+  Tensor ffn_dy, attn_dy;  // (n,H) the blocks' output gradients, kept for deferred backward_dw
   AttentionStash attn;
   MlpStash mlp;  // dense layers
   MoeStash moe;  // MoE layers
@@ -54,8 +55,13 @@ class TransformerLayer {
   void forward(const Tensor& h_in_NH, const int32_t* positions_N, int64_t batch, int64_t seq,
                double aux_scale, Tensor& h_out_NH, TransformerLayerStash& stash) const;
   // dh (n,H): in, d loss / d h_out; out, d loss / d h_in (updated in place). Accumulates every
-  // parameter gradient of the layer.
+  // parameter gradient of the layer: backward_dx then backward_dw.
   void backward(Tensor& dh_NH, const int32_t* positions_N, TransformerLayerStash& stash) const;
+  // The two halves, for schedules that defer weight gradients (zero-bubble pipelines): dx (and
+  // the cheap norm-weight gradients; with TP the other weight gradients too, computed under the
+  // TP reductions), then the remaining weight gradients from the stash.
+  void backward_dx(Tensor& dh_NH, const int32_t* positions_N, TransformerLayerStash& stash) const;
+  void backward_dw(TransformerLayerStash& stash) const;
 
   int layer() const { return layer_; }
   bool is_moe() const { return moe_ != nullptr; }
@@ -63,6 +69,9 @@ class TransformerLayer {
   int64_t active_parameter_count() const;
 
  private:
+  void backward_blocks(Tensor& dh_NH, const int32_t* positions_N, TransformerLayerStash& stash,
+                       bool defer) const;
+
   const ParallelContext& ctx_;
   TpRegion region_;
   int layer_;
