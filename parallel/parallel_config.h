@@ -11,6 +11,7 @@ struct ParallelConfig {
   int context_parallel_size = 1;         // CP
   int pipeline_model_parallel_size = 1;  // PP
   int virtual_pipeline_model_parallel_size = 0;  // 0 = plain 1F1B
+  bool zero_bubble_pipeline = false;  // 1F1B with deferred weight gradients (ZB-H1)
   // Uneven pipeline split (model/stage_partition.h): transformer layers on the first / last
   // stage; 0 = an even share like the middle stages.
   int decoder_first_pipeline_num_layers = 0;

@@ -67,6 +67,7 @@ void PipelineTransfers::post(const PipelineAction& action, const Tensor& buffer)
     }
     case PipelineActionType::kForward:
     case PipelineActionType::kBackward:
+    case PipelineActionType::kWeight:
       break;
   }
   MOEFOLD_CHECK(false, describe(action) << " is a computation, not a transfer");

@@ -14,6 +14,7 @@ struct Compute {
   int micro_batch = 0;
   int chunk = 0;
   PipelinePhase phase = PipelinePhase::kWarmup;
+  bool weight = false;  // a deferred weight-gradient pass (forward is then false)
 };
 
 // Megatron-Core's get_schedule_table: micro-batches in groups of `group`; inside a group every
@@ -62,6 +63,7 @@ std::vector<Compute> compute_order(PipelineScheduleKind kind, const PipelineSche
 // first virtual stage's forward reads the batch, the last one's backward starts from the loss.
 bool transfer_of(const Compute& c, const PipelineScheduleShape& s, bool is_receive,
                  PipelineAction& out) {
+  if (c.weight) return false;  // W reads only its own stash
   const int virtual_stages = s.pp_size * s.chunks;
   const int v = c.chunk * s.pp_size + s.stage;
   const int next = (s.stage + 1) % s.pp_size, prev = (s.stage + s.pp_size - 1) % s.pp_size;
@@ -93,6 +95,72 @@ bool transfer_of(const Compute& c, const PipelineScheduleShape& s, bool is_recei
   return true;
 }
 
+// ZB-H1: every stage's 1F1B order of forwards and input-gradient backwards is kept; each
+// backward's weight-gradient pass W is placed by simulating the whole pipeline with unit
+// durations: a stage whose next forward or backward still waits for its input runs its oldest
+// pending W instead, as it does when one more forward would hold more stashes than 1F1B's
+// PP − stage; the W's left run at the end. A pure function of the shape, so the ranks of a stage
+// (whose W's may hold collectives, e.g. tensor or expert parallel) agree on the order.
+std::vector<Compute> zero_bubble_order(const PipelineScheduleShape& s) {
+  const int P = s.pp_size, M = s.num_micro_batches;
+  std::vector<std::vector<Compute>> plain(P), placed(P);
+  for (int stage = 0; stage < P; ++stage) {
+    PipelineScheduleShape shape = s;
+    shape.stage = stage;
+    plain[stage] = compute_order(PipelineScheduleKind::kOneForwardOneBackward, shape);
+  }
+  // Completion times of the forwards and backwards of (stage, micro-batch); < 0 = not yet run.
+  std::vector<std::vector<double>> forward_done(P, std::vector<double>(M, -1));
+  std::vector<std::vector<double>> backward_done(P, std::vector<double>(M, -1));
+  std::vector<double> clock(P, 0);
+  std::vector<size_t> next(P, 0);
+  std::vector<std::vector<int>> pending(P);  // micro-batches whose W is still to run
+  std::vector<int> stashed(P, 0);            // forwarded, W not yet run
+  const auto input_ready = [&](int stage, const Compute& c) -> double {
+    if (c.forward) return stage == 0 ? 0 : forward_done[stage - 1][c.micro_batch];
+    if (stage == P - 1) return forward_done[stage][c.micro_batch];
+    return backward_done[stage + 1][c.micro_batch];
+  };
+  const auto run_weight = [&](int stage) {
+    const PipelinePhase phase =
+        placed[stage].empty() ? PipelinePhase::kSteady : placed[stage].back().phase;
+    Compute w{false, pending[stage].front(), 0, phase, true};
+    pending[stage].erase(pending[stage].begin());
+    --stashed[stage];
+    clock[stage] += 1;
+    placed[stage].push_back(w);
+  };
+  for (bool progress = true; progress;) {
+    progress = false;
+    for (int stage = 0; stage < P; ++stage) {
+      while (next[stage] < plain[stage].size()) {
+        const Compute& c = plain[stage][next[stage]];
+        const double ready = input_ready(stage, c);
+        const bool over_stash = c.forward && stashed[stage] >= P - stage;
+        if (!pending[stage].empty() && (ready < 0 || ready > clock[stage] || over_stash)) {
+          run_weight(stage);
+          progress = true;
+          continue;
+        }
+        if (ready < 0) break;  // its input is produced by a stage not simulated that far yet
+        clock[stage] = std::max(clock[stage], ready) + 1;
+        if (c.forward) {
+          forward_done[stage][c.micro_batch] = clock[stage];
+          ++stashed[stage];
+        } else {
+          backward_done[stage][c.micro_batch] = clock[stage];
+          pending[stage].push_back(c.micro_batch);
+        }
+        placed[stage].push_back(c);
+        ++next[stage];
+        progress = true;
+      }
+    }
+  }
+  while (!pending[s.stage].empty()) run_weight(s.stage);
+  return placed[s.stage];
+}
+
 absl::Status validate_shape(PipelineScheduleKind kind, const PipelineScheduleShape& s) {
   if (s.pp_size < 1) {
     return absl::InvalidArgumentError(absl::StrCat("pipeline size ", s.pp_size, " is below 1"));
@@ -108,9 +176,14 @@ absl::Status validate_shape(PipelineScheduleKind kind, const PipelineScheduleSha
   if (s.chunks < 1) {
     return absl::InvalidArgumentError(absl::StrCat("model chunks ", s.chunks, " is below 1"));
   }
-  if (kind == PipelineScheduleKind::kOneForwardOneBackward && s.chunks != 1) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "1F1B runs one model chunk per rank, not ", s.chunks, " (use the interleaved schedule)"));
+  if ((kind == PipelineScheduleKind::kOneForwardOneBackward ||
+       kind == PipelineScheduleKind::kZeroBubble) &&
+      s.chunks != 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(pipeline_schedule_kind_name(kind), " runs one model chunk per rank, not ",
+                     s.chunks, kind == PipelineScheduleKind::kZeroBubble
+                                   ? " (not supported yet with interleaving)"
+                                   : " (use the interleaved schedule)"));
   }
   if (kind == PipelineScheduleKind::kInterleaved && s.chunks < 2) {
     return absl::InvalidArgumentError(
@@ -129,9 +202,9 @@ int pipeline_tag(int pp_size, int chunks, int micro_batch, int from_virtual_stag
 }
 
 PipelineScheduleKind pipeline_schedule_kind(const ParallelConfig& config) {
-  return config.virtual_pipeline_model_parallel_size >= 2
-             ? PipelineScheduleKind::kInterleaved
-             : PipelineScheduleKind::kOneForwardOneBackward;
+  if (config.virtual_pipeline_model_parallel_size >= 2) return PipelineScheduleKind::kInterleaved;
+  return config.zero_bubble_pipeline ? PipelineScheduleKind::kZeroBubble
+                                     : PipelineScheduleKind::kOneForwardOneBackward;
 }
 
 int model_chunks(const ParallelConfig& config) {
@@ -154,7 +227,10 @@ int pipeline_warmup_forwards(PipelineScheduleKind kind, const PipelineScheduleSh
       kind == PipelineScheduleKind::kForwardOnly) {
     return total;
   }
-  if (kind == PipelineScheduleKind::kOneForwardOneBackward) return std::min(later_stages, total);
+  if (kind == PipelineScheduleKind::kOneForwardOneBackward ||
+      kind == PipelineScheduleKind::kZeroBubble) {
+    return std::min(later_stages, total);
+  }
   // Interleaved, as Megatron-Core: two per later stage (one forward to fill it, one for its
   // gradient to travel back), plus the first V−1 chunk groups every rank runs before a backward.
   const int group = interleave_group_size(s.pp_size, s.num_micro_batches);
@@ -172,7 +248,9 @@ absl::StatusOr<std::vector<PipelineAction>> build_pipeline_schedule(
     return absl::InvalidArgumentError(
         absl::StrCat(pipeline_schedule_kind_name(kind), " schedule: ", s.message()));
   }
-  const std::vector<Compute> order = compute_order(kind, shape);
+  const std::vector<Compute> order = kind == PipelineScheduleKind::kZeroBubble
+                                         ? zero_bubble_order(shape)
+                                         : compute_order(kind, shape);
   std::vector<PipelineAction> actions;
   actions.reserve(3 * order.size());
   PipelineAction transfer;
@@ -185,7 +263,9 @@ absl::StatusOr<std::vector<PipelineAction>> build_pipeline_schedule(
     }
     const Compute& c = order[k];
     PipelineAction compute;
-    compute.type = c.forward ? PipelineActionType::kForward : PipelineActionType::kBackward;
+    compute.type = c.weight    ? PipelineActionType::kWeight
+                   : c.forward ? PipelineActionType::kForward
+                               : PipelineActionType::kBackward;
     compute.phase = c.phase;
     compute.micro_batch = c.micro_batch;
     compute.chunk = c.chunk;
@@ -203,6 +283,8 @@ const char* pipeline_schedule_kind_name(PipelineScheduleKind kind) {
       return "1F1B";
     case PipelineScheduleKind::kInterleaved:
       return "interleaved 1F1B";
+    case PipelineScheduleKind::kZeroBubble:
+      return "zero-bubble 1F1B";
     case PipelineScheduleKind::kForwardOnly:
       return "forward-only";
   }
@@ -223,6 +305,8 @@ const char* pipeline_action_type_name(PipelineActionType type) {
       return "backward";
     case PipelineActionType::kSendBackward:
       return "send_backward";
+    case PipelineActionType::kWeight:
+      return "weight";
   }
   return "?";
 }

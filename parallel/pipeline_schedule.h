@@ -2,7 +2,9 @@
 // list of actions one pipeline rank runs for one step; a small executor runs the list. Training
 // schedules: all-forward-all-backward (GPipe), 1F1B with picotron's labelled warm-up / steady /
 // cool-down phases, and interleaved 1F1B with several model chunks per rank in Megatron-Core's
-// order (forward_backward_pipelining_with_interleaving); plus forward-only for evaluation.
+// order (forward_backward_pipelining_with_interleaving), zero-bubble 1F1B (ZB-H1: backward split
+// into the input gradient B, which the previous stage waits for, and the weight gradient W, which
+// nobody waits for and fills the bubbles); plus forward-only for evaluation.
 //
 // Virtual stages. With V model chunks per rank the model is cut into PP·V consecutive pieces;
 // piece v = chunk·PP + stage lives on pipeline rank `stage` as its chunk `chunk`. Activations flow
@@ -35,6 +37,7 @@ enum class PipelineScheduleKind {
   kAllForwardAllBackward,  // GPipe: every forward, then every backward
   kOneForwardOneBackward,  // 1F1B (one model chunk per rank)
   kInterleaved,            // interleaved 1F1B (two or more model chunks per rank)
+  kZeroBubble,             // 1F1B with weight gradients deferred into the bubbles (ZB-H1)
   kForwardOnly,            // evaluation: every forward, no backward, nothing stashed
 };
 
@@ -45,6 +48,7 @@ enum class PipelineActionType {
   kRecvBackward,  // post the receive of d loss / d (micro_batch, chunk)'s output from `peer`
   kBackward,      // backward of (micro_batch, chunk)
   kSendBackward,  // post the send of d loss / d (micro_batch, chunk)'s input to `peer`
+  kWeight,        // weight gradients of (micro_batch, chunk), deferred by its backward (ZB)
 };
 
 // The phase of the computation an action serves: warm-up forwards, steady one-forward-one-
@@ -60,7 +64,8 @@ struct PipelineAction {
   int tag = -1;   // message tag for a send or receive (pipeline_tag); -1 for computations
 
   bool is_compute() const {
-    return type == PipelineActionType::kForward || type == PipelineActionType::kBackward;
+    return type == PipelineActionType::kForward || type == PipelineActionType::kBackward ||
+           type == PipelineActionType::kWeight;
   }
   bool operator==(const PipelineAction&) const = default;
 };
@@ -82,7 +87,8 @@ inline constexpr int kPipelineTagSpace = 32768;
 int pipeline_tag(int pp_size, int chunks, int micro_batch, int from_virtual_stage, bool gradient);
 
 // The schedule a recipe asks for: interleaved when virtual_pipeline_model_parallel_size ≥ 2,
-// else 1F1B. model_chunks is V (1 without interleaving).
+// else zero-bubble when pipeline_schedule is zero_bubble, else 1F1B. model_chunks is V (1
+// without interleaving).
 PipelineScheduleKind pipeline_schedule_kind(const ParallelConfig& config);
 int model_chunks(const ParallelConfig& config);
 
@@ -106,8 +112,9 @@ int interleave_group_size(int pp_size, int num_micro_batches);
 int pipeline_warmup_forwards(PipelineScheduleKind kind, const PipelineScheduleShape& shape);
 
 // The most (micro_batch, chunk) activation stashes this rank holds at once (forwarded, not yet
-// backwarded): warm-up + 1, capped at M·V. 1F1B: min(PP − stage, M), the schedule's promise.
-// Each stash holds one chunk's layers, i.e. 1/V of the rank's layers. Forward-only: 0.
+// backwarded; under zero-bubble, not yet through W): warm-up + 1, capped at M·V. 1F1B and
+// zero-bubble: min(PP − stage, M), the schedule's promise. Each stash holds one chunk's layers,
+// i.e. 1/V of the rank's layers. Forward-only: 0.
 int peak_stashed_activations(PipelineScheduleKind kind, const PipelineScheduleShape& shape);
 
 const char* pipeline_schedule_kind_name(PipelineScheduleKind kind);

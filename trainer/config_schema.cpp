@@ -382,6 +382,11 @@ std::vector<RecipeKey> build_schema() {
       "parallel.virtual_pipeline_model_parallel_size",
       [](R& r) -> auto& { return r.parallel.virtual_pipeline_model_parallel_size; }, 0, kMaxInt,
       "Model chunks per pipeline stage (interleaved 1F1B); 0 = plain 1F1B."));
+  add(bool_key(
+      "parallel.zero_bubble_pipeline",
+      [](R& r) -> auto& { return r.parallel.zero_bubble_pipeline; },
+      "Zero-bubble 1F1B (ZB-H1): each backward computes the input gradient first and its weight "
+      "gradients later, where 1F1B would wait; same activation memory as 1F1B."));
   add(number_key(
       "parallel.decoder_first_pipeline_num_layers",
       [](R& r) -> auto& { return r.parallel.decoder_first_pipeline_num_layers; }, 0, kMaxInt,

@@ -48,6 +48,7 @@ std::vector<MicroBatchStats> PipelineExecutor::run(
                                     static_cast<int>(batches.size()), model_.chunks()};
   auto actions = build_pipeline_schedule(kind, shape);
   MOEFOLD_CHECK(actions.ok(), actions.status().message());
+  const bool defer_weights = kind == PipelineScheduleKind::kZeroBubble;
 
   const TpRegion region{ctx_.tp.get(), ctx_.config.sequence_parallel};
   const int64_t H = model_.config().hidden_size;
@@ -59,7 +60,7 @@ std::vector<MicroBatchStats> PipelineExecutor::run(
   PipelineTransfers transfers(*ctx_.pp);
   std::map<Unit, Tensor> received;  // input activations / output gradients until computed on
   std::map<Unit, Tensor> outgoing;  // computed outputs / input gradients until posted
-  std::map<Unit, std::unique_ptr<ModelStash>> in_flight;  // forwarded, not yet backwarded
+  std::map<Unit, std::unique_ptr<ModelStash>> in_flight;  // forwarded, backward not finished
   std::vector<MicroBatchStats> stats;
   for (const PipelineAction& a : *actions) {
     const Unit unit{a.micro_batch, a.chunk};
@@ -103,12 +104,26 @@ std::vector<MicroBatchStats> PipelineExecutor::run(
         if (transfers.wait_input(a)) d_output = &received.at(unit);
         const auto it = in_flight.find(unit);
         MOEFOLD_CHECK(it != in_flight.end(), describe(a) << " without its forward");
-        if (before_backward) before_backward(a.micro_batch);
+        // Gradients accumulate, and the grad-ready hooks run, in the weight pass when deferred.
+        if (before_backward && !defer_weights) before_backward(a.micro_batch);
         const auto compute_start = std::chrono::steady_clock::now();
-        const Tensor* d_input = model_.backward_chunk(a.chunk, *it->second, d_output);
+        const Tensor* d_input =
+            model_.backward_chunk(a.chunk, *it->second, d_output, defer_weights);
         times_.compute += seconds_since(compute_start);
         received.erase(unit);
         if (d_input != nullptr) outgoing[unit] = d_input->clone();
+        if (defer_weights) break;  // the stash lives until the weight pass
+        release(a.chunk, std::move(it->second));
+        in_flight.erase(it);
+        break;
+      }
+      case PipelineActionType::kWeight: {
+        const auto it = in_flight.find(unit);
+        MOEFOLD_CHECK(it != in_flight.end(), describe(a) << " without its forward");
+        if (before_backward) before_backward(a.micro_batch);
+        const auto compute_start = std::chrono::steady_clock::now();
+        model_.weight_gradients_chunk(a.chunk, *it->second);
+        times_.compute += seconds_since(compute_start);
         release(a.chunk, std::move(it->second));
         in_flight.erase(it);
         break;

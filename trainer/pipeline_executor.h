@@ -5,6 +5,8 @@
 //   forward   wait for its input, Model::forward_chunk into a stash, keep the output for the send
 //   send      post the send of what the computation before it produced
 //   backward  wait for the output gradient, Model::backward_chunk, return the stash to the pool
+//             (zero-bubble: the input gradient only; the stash waits for its weight pass)
+//   weight    Model::weight_gradients_chunk, return the stash to the pool
 //   (end)     wait for every send
 //
 // Stashes are pooled (by the chunk's layer count, so equal chunks share them) and reused across
@@ -42,8 +44,9 @@ class PipelineExecutor {
 
   // Runs the `kind` schedule over this rank's micro-batches (every pipeline stage reads the same
   // ones). With `scales` each forward prepares backward; kForwardOnly takes none. before_backward
-  // is called with the micro-batch index just before each backward (the data-parallel layer
-  // needs to know the last one). Returns the stats of every forward this rank ran, in order.
+  // is called with the micro-batch index just before each backward, or each weight pass when
+  // they are deferred (where the grad-ready hooks run: the data-parallel layer needs to know the
+  // last one). Returns the stats of every forward this rank ran, in order.
   std::vector<MicroBatchStats> run(
       PipelineScheduleKind kind, const std::vector<MicroBatch>& batches, const LossScales* scales,
       const std::function<void(int micro_batch)>& before_backward = {});

@@ -184,19 +184,24 @@ StageResult run_toy_pipeline(Communicator& pp, PipelineScheduleKind kind, int mi
       case PipelineActionType::kBackward: {
         EXPECT_EQ(transfers.wait_input(a), v < last_v);
         const Tensor g = output_grads.at(unit);
+        Tensor dx = Tensor::empty({kWidth});
+        for (int64_t i = 0; i < kWidth; ++i) dx.data()[i] = float(weight(v)) * g.data()[i];
+        if (v > 0) input_grads[unit] = dx;
+        if (kind == PipelineScheduleKind::kZeroBubble) break;  // dW in the weight pass
+        [[fallthrough]];
+      }
+      case PipelineActionType::kWeight: {
+        const Tensor g = output_grads.at(unit);
         const Tensor x = stash.at(unit);
         double dw = 0, db = 0;
-        Tensor dx = Tensor::empty({kWidth});
         for (int64_t i = 0; i < kWidth; ++i) {
           dw += double(g.data()[i]) * x.data()[i];
           db += g.data()[i];
-          dx.data()[i] = float(weight(v)) * g.data()[i];
         }
         result.d_weight[v] += dw;
         result.d_bias[v] += db;
         output_grads.erase(unit);
         stash.erase(unit);
-        if (v > 0) input_grads[unit] = dx;
         break;
       }
     }
@@ -220,6 +225,7 @@ TEST(PipelineP2p, ToyPipelineMatchesOneProcessForEverySchedule) {
       int chunks;
     };
     for (const Case c : {Case{PipelineScheduleKind::kOneForwardOneBackward, 1},
+                         Case{PipelineScheduleKind::kZeroBubble, 1},
                          Case{PipelineScheduleKind::kInterleaved, 2},
                          Case{PipelineScheduleKind::kAllForwardAllBackward, 1}}) {
       for (int m : {1, pp_size, 2 * pp_size + 1}) {

@@ -51,8 +51,8 @@ class PipelineSimulator {
   PipelineSimulator(Kind kind, int pp_size, int micro_batches, int chunks, double forward_time,
                     double backward_time)
       : pp_(pp_size), m_(micro_batches), v_(chunks),
-        forward_only_(kind == Kind::kForwardOnly), forward_time_(forward_time),
-        backward_time_(backward_time), ranks_(pp_size) {
+        forward_only_(kind == Kind::kForwardOnly), split_backward_(kind == Kind::kZeroBubble),
+        forward_time_(forward_time), backward_time_(backward_time), ranks_(pp_size) {
     for (int s = 0; s < pp_; ++s) {
       auto actions = build_pipeline_schedule(kind, {pp_, s, m_, v_});
       if (!actions.ok()) {
@@ -96,7 +96,7 @@ class PipelineSimulator {
     size_t pc = 0;
     double clock = 0, busy = 0;
     int stash = 0, peak_stash = 0, pending = 0, max_pending = 0;
-    std::set<Unit> forwarded, backwarded;
+    std::set<Unit> forwarded, backwarded, weighted;
     std::map<std::tuple<bool, int, int>, Receive*> posted;  // (gradient, mb, chunk)
     std::map<std::tuple<bool, int, int>, double> produced;  // output of a computation → time
   };
@@ -193,12 +193,22 @@ class PipelineSimulator {
         } else {
           if (!r.forwarded.count(unit)) fail(stage, a, "backward before forward");
           if (!r.backwarded.insert(unit).second) fail(stage, a, "backwarded twice");
-          --r.stash;
+          if (!split_backward_) --r.stash;  // else the stash lives until the weight pass
         }
-        const double duration = forward ? forward_time_ : backward_time_;
+        const double duration =
+            forward ? forward_time_ : backward_time_ / (split_backward_ ? 2 : 1);
         r.clock = start + duration;
         r.busy += duration;
         r.produced[{!forward, a.micro_batch, a.chunk}] = r.clock;
+        break;
+      }
+      case Type::kWeight: {
+        if (!split_backward_) fail(stage, a, "a weight pass in a schedule without them");
+        if (!r.backwarded.count(unit)) fail(stage, a, "weight pass before the backward");
+        if (!r.weighted.insert(unit).second) fail(stage, a, "weight pass twice");
+        --r.stash;
+        r.clock += backward_time_ / 2;
+        r.busy += backward_time_ / 2;
         break;
       }
     }
@@ -223,7 +233,9 @@ class PipelineSimulator {
       const Rank& r = ranks_[s];
       const size_t units = static_cast<size_t>(m_) * v_;
       const size_t backwards = forward_only_ ? 0 : units;
-      if (r.forwarded.size() != units || r.backwarded.size() != backwards || r.stash != 0) {
+      const size_t weights = split_backward_ ? units : 0;
+      if (r.forwarded.size() != units || r.backwarded.size() != backwards ||
+          r.weighted.size() != weights || r.stash != 0) {
         error_ = absl::StrCat("PP ", pp_, " M ", m_, " V ", v_, ": stage ", s, " forwarded ",
                               r.forwarded.size(), " and backwarded ", r.backwarded.size(),
                               " of ", units, " (micro-batch, chunk) units");
@@ -244,7 +256,8 @@ class PipelineSimulator {
   }
 
   int pp_, m_, v_;
-  bool forward_only_;  // no backward: forwards keep nothing
+  bool forward_only_;    // no backward: forwards keep nothing
+  bool split_backward_;  // zero-bubble: backward = B then a later weight pass W, half each
   double forward_time_, backward_time_;
   std::vector<Rank> ranks_;
   std::deque<Receive> receives_;  // stable addresses
@@ -267,6 +280,7 @@ TEST(PipelineSchedule, SweepIsDeadlockFreeCompleteAndWithinItsStashBound) {
   const SweepCase cases[] = {{Kind::kForwardOnly, {1, 2}},
                              {Kind::kAllForwardAllBackward, {1, 2, 3}},
                              {Kind::kOneForwardOneBackward, {1}},
+                             {Kind::kZeroBubble, {1}},
                              {Kind::kInterleaved, {2, 3, 4}}};
   int simulated = 0;
   for (const SweepCase& c : cases) {
@@ -282,7 +296,7 @@ TEST(PipelineSchedule, SweepIsDeadlockFreeCompleteAndWithinItsStashBound) {
             const PipelineScheduleShape shape{pp, stage, m, chunks};
             EXPECT_EQ(result.peak_stash[stage], peak_stashed_activations(c.kind, shape))
                 << "stage " << stage;
-            if (c.kind == Kind::kOneForwardOneBackward) {
+            if (c.kind == Kind::kOneForwardOneBackward || c.kind == Kind::kZeroBubble) {
               EXPECT_LE(result.peak_stash[stage], pp - stage) << "stage " << stage;
             }
             if (c.kind == Kind::kAllForwardAllBackward) {
@@ -426,6 +440,39 @@ TEST(PipelineSchedule, BubbleMatchesTheory) {
   }
 }
 
+// Zero-bubble with the backward split evenly into B and W (F = 1, B = W = 1): the weight passes
+// fill the bubbles, so every shape with M ≥ PP ends sooner than 1F1B (whose bubble is
+// (PP−1)·(F+B+W)), within the same activation stashes; ZB-H1's (PP−1)·(F+B−W) is the target.
+TEST(PipelineSchedule, ZeroBubbleShrinksTheBubble) {
+  for (int pp = 2; pp <= 8; ++pp) {
+    for (int m = pp; m <= 4 * pp; ++m) {
+      SCOPED_TRACE(absl::StrCat("PP ", pp, " M ", m));
+      const SimulationResult one = simulate(Kind::kOneForwardOneBackward, pp, m, 1, 1.0, 2.0);
+      const SimulationResult zero = simulate(Kind::kZeroBubble, pp, m, 1, 1.0, 2.0);
+      ASSERT_EQ(zero.error, "");
+      EXPECT_LT(zero.makespan, one.makespan);
+      EXPECT_LE(zero.makespan, 3.0 * m + 2.0 * (pp - 1));  // within one W per stage of ZB-H1
+      for (int stage = 0; stage < pp; ++stage) {
+        EXPECT_EQ(zero.peak_stash[stage], one.peak_stash[stage]) << "stage " << stage;
+      }
+    }
+  }
+}
+
+// PP 2, M 4 by hand: B of micro-batch 0 reaches stage 0 one unit earlier than the whole
+// backward did, and stage 0 runs its deferred W's where 1F1B waited.
+TEST(PipelineSchedule, ZeroBubbleOrderByHand) {
+  auto actions = build_pipeline_schedule(Kind::kZeroBubble, {2, 0, 4, 1});
+  ASSERT_TRUE(actions.ok()) << actions.status();
+  std::vector<std::string> order;
+  for (const PipelineAction& a : *actions) {
+    if (!a.is_compute()) continue;
+    const char* letter = a.type == Type::kForward ? "F" : a.type == Type::kBackward ? "B" : "W";
+    order.push_back(absl::StrCat(letter, a.micro_batch));
+  }
+  EXPECT_EQ(absl::StrJoin(order, " "), "F0 F1 B0 W0 F2 B1 W1 F3 B2 W2 B3 W3");
+}
+
 TEST(PipelineSchedule, RejectsShapesItCannotRun) {
   const auto message = [](Kind kind, PipelineScheduleShape shape) {
     auto actions = build_pipeline_schedule(kind, shape);
@@ -449,6 +496,8 @@ TEST(PipelineSchedule, KindFromTheRecipe) {
   config.pipeline_model_parallel_size = 4;
   EXPECT_EQ(pipeline_schedule_kind(config), Kind::kOneForwardOneBackward);
   EXPECT_EQ(model_chunks(config), 1);
+  config.zero_bubble_pipeline = true;
+  EXPECT_EQ(pipeline_schedule_kind(config), Kind::kZeroBubble);
   config.virtual_pipeline_model_parallel_size = 3;
   EXPECT_EQ(pipeline_schedule_kind(config), Kind::kInterleaved);
   EXPECT_EQ(model_chunks(config), 3);

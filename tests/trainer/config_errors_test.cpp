@@ -189,6 +189,16 @@ TEST(ConfigErrors, ScheduleAndDataAndCheckpoint) {
   EXPECT_EQ(error_of(std::string(kBase) + "training:\n  recompute_granularity: selective\n"),
             "x.yaml:8: training.recompute_granularity: selective has nothing to drop here: "
             "attention keeps no (S,S) scores, only its output and log-sum-exp (use full or none)");
+  EXPECT_EQ(error_of(std::string(kBase) +
+                     "parallel:\n  zero_bubble_pipeline: true\n"
+                     "  virtual_pipeline_model_parallel_size: 2\n"),
+            "x.yaml:8: parallel.zero_bubble_pipeline: not supported yet with "
+            "parallel.virtual_pipeline_model_parallel_size");
+  EXPECT_EQ(error_of(std::string(kBase) +
+                     "parallel:\n  zero_bubble_pipeline: true\n"
+                     "training:\n  recompute_granularity: full\n"),
+            "x.yaml:8: parallel.zero_bubble_pipeline: needs the stored activations: "
+            "training.recompute_granularity none");
   EXPECT_EQ(error_of(std::string(kBase) + "parallel:\n  overlap_param_gather: true\n"),
             "x.yaml:8: parallel.overlap_param_gather: needs parallel.use_distributed_optimizer: "
             "true");

@@ -1,10 +1,11 @@
 // Pipeline-parallel invariance (DESIGN.md): 1F1B at PP=2 and PP=4, interleaved 1F1B at PP=2 with
 // two virtual chunks, an uneven split, and PP=2 composed with DP=2 (plain and distributed
 // optimizer with overlapped reduction), TP=2 with sequence parallelism, CP=2, EP=2 folded over
-// DP=2, and FSSDP over the DP ranks with interleaved micro-batches, give the per-step losses and
-// gradient norms of one process on the same global batch. The tiny recipe ties its embeddings,
-// so the last stage's copy of the table is exercised throughout; one layout unties them. Each
-// layout runs at the rank count it needs and is skipped at the others.
+// DP=2, FSSDP over the DP ranks with interleaved micro-batches, and zero-bubble 1F1B (alone and
+// composed with DP, TP+SP, EP and FSSDP), give the per-step losses and gradient norms of one
+// process on the same global batch. The tiny recipe ties its embeddings, so the last stage's copy
+// of the table is exercised throughout; one layout unties them. Each layout runs at the rank
+// count it needs and is skipped at the others.
 #include <gtest/gtest.h>
 #include <mpi.h>
 
@@ -91,7 +92,27 @@ INSTANTIATE_TEST_SUITE_P(
         PpLayout{"pp2_interleaved_dp2_fssdp", 4, kFourLayers,
                  pp(2, 2) + std::vector<std::string>{"parallel.moe_fssdp=true"}},
         PpLayout{"pp2_interleaved_recompute", 2, kFourLayers,
-                 pp(2, 2) + std::vector<std::string>{"training.recompute_granularity=full"}}),
+                 pp(2, 2) + std::vector<std::string>{"training.recompute_granularity=full"}},
+        PpLayout{"pp2_zero_bubble", 2, kFourLayers + kExpertBias,
+                 pp(2) + std::vector<std::string>{"parallel.zero_bubble_pipeline=true"}},
+        PpLayout{"pp4_zero_bubble", 4, kFourLayers,
+                 pp(4) + std::vector<std::string>{"parallel.zero_bubble_pipeline=true"}},
+        PpLayout{"pp2_zero_bubble_dp2_tp_ep_fssdp_overlap",
+                 4,
+                 kFourLayers,
+                 pp(2) + std::vector<std::string>{"parallel.zero_bubble_pipeline=true",
+                                                  "parallel.use_distributed_optimizer=true",
+                                                  "parallel.overlap_grad_reduce=true",
+                                                  "parallel.expert_model_parallel_size=2",
+                                                  "parallel.expert_tensor_parallel_size=1",
+                                                  "parallel.moe_fssdp=true"}},
+        PpLayout{"pp2_zero_bubble_tp2_sp",
+                 4,
+                 {},
+                 pp(2) + std::vector<std::string>{"parallel.zero_bubble_pipeline=true",
+                                                  "parallel.tensor_model_parallel_size=2",
+                                                  "parallel.expert_tensor_parallel_size=1",
+                                                  "parallel.sequence_parallel=true"}}),
     [](const ::testing::TestParamInfo<PpLayout>& info) { return info.param.name; });
 
 // The step metrics of every MoE layer, the expert-bias range included, are the single
@@ -253,9 +274,11 @@ TEST(PipelineBenchmark, DISABLED_DemoModelBubbleAndMemory) {
   const Case cases[] = {
       {"all-forward-all-backward", PipelineScheduleKind::kAllForwardAllBackward, 0, 4},
       {"1F1B", PipelineScheduleKind::kOneForwardOneBackward, 0, 4},
+      {"zero-bubble 1F1B", PipelineScheduleKind::kZeroBubble, 0, 4},
       {"interleaved 1F1B (2 chunks)", PipelineScheduleKind::kInterleaved, 2, 4},
       {"all-forward-all-backward", PipelineScheduleKind::kAllForwardAllBackward, 0, 8},
       {"1F1B", PipelineScheduleKind::kOneForwardOneBackward, 0, 8},
+      {"zero-bubble 1F1B", PipelineScheduleKind::kZeroBubble, 0, 8},
       {"interleaved 1F1B (2 chunks)", PipelineScheduleKind::kInterleaved, 2, 8}};
   for (const Case& c : cases) {
     auto recipe = load_recipe(
