@@ -48,7 +48,8 @@ void MetricsLogger::log_iteration(const IterationMetrics& m) {
       {"lr", m.lr},               {"tokens", m.tokens},
       {"step_seconds", m.step_seconds}, {"tokens_per_s", m.tokens_per_second()},
       {"tflops", m.tflops()},     {"mfu", m.mfu()},
-      {"peak_memory_bytes", m.peak_memory_bytes}};
+      {"peak_memory_bytes", m.peak_memory_bytes}, {"dp_wait_seconds", m.dp_wait_seconds}};
+  if (m.pipeline_idle_fraction >= 0) record["pipeline_idle_fraction"] = m.pipeline_idle_fraction;
   if (m.fssdp_gathered_fraction >= 0) {
     record["fssdp_gathered_fraction"] = m.fssdp_gathered_fraction;
     record["fssdp_blocked_seconds"] = m.fssdp_blocked_seconds;

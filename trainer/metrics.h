@@ -36,6 +36,10 @@ struct IterationMetrics {
   // layers of the step (how sparse the gathers were); < 0 without FSSDP.
   double fssdp_gathered_fraction = -1;
   double fssdp_blocked_seconds = 0;  // this rank's waits for FSSDP gathers and reduce-scatters
+  // This rank's exposed data-parallel communication: waits for gradient reductions and
+  // parameter gathers in this step (what overlap did not hide).
+  double dp_wait_seconds = 0;
+  double pipeline_idle_fraction = -1;  // this rank's share of the step idle in the pipeline (PP>1)
   std::vector<MoeLoadSummary> moe;
 
   double tokens_per_second() const { return step_seconds > 0 ? tokens / step_seconds : 0; }

@@ -208,6 +208,8 @@ absl::StatusOr<IterationMetrics> Trainer::train_step(int iteration) {
   const int64_t gathered_before = fssdp ? fssdp->experts_gathered : 0;
   const int64_t slots_before = fssdp ? fssdp->expert_slots : 0;
   const double blocked_before = fssdp ? fssdp->blocked_seconds : 0;
+  const double dp_wait_before =
+      data_parallel_->grad_reduce_wait_seconds() + data_parallel_->param_gather_wait_seconds();
   data_parallel_->start_step();
   const int micro_batches = static_cast<int>(batches->size());
   const std::vector<MicroBatchStats> forwards = pipeline_->run(
@@ -285,6 +287,9 @@ absl::StatusOr<IterationMetrics> Trainer::train_step(int iteration) {
   m.model_flops = model_flops(sequences);
   m.peak_flops = peak_flops_;
   m.peak_memory_bytes = MemoryStats::peak_bytes();
+  m.dp_wait_seconds = data_parallel_->grad_reduce_wait_seconds() +
+                      data_parallel_->param_gather_wait_seconds() - dp_wait_before;
+  if (ctx_.coords.pp_size > 1) m.pipeline_idle_fraction = pipeline_->last_times().idle_fraction();
   if (fssdp && expert_slots > 0) {
     m.fssdp_gathered_fraction = double(experts_gathered) / expert_slots;
     m.fssdp_blocked_seconds = fssdp->blocked_seconds - blocked_before;

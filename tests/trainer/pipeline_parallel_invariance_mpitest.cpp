@@ -116,7 +116,8 @@ INSTANTIATE_TEST_SUITE_P(
     [](const ::testing::TestParamInfo<PpLayout>& info) { return info.param.name; });
 
 // The step metrics of every MoE layer, the expert-bias range included, are the single
-// process's on every rank, whichever pipeline stage holds the layer.
+// process's on every rank, whichever pipeline stage holds the layer; the pipeline's idle share
+// is reported under PP only.
 TEST(PipelineMetrics, ExpertBiasRangeOfEveryStage) {
   if (world_size() != 2) GTEST_SKIP() << "runs on 2 ranks";
   const std::string dir = shared_tiny_corpus("pp-metrics", 29);
@@ -142,6 +143,10 @@ TEST(PipelineMetrics, ExpertBiasRangeOfEveryStage) {
   const IterationMetrics pipeline = last_metrics(recipe, *ctx);
   ASSERT_EQ(single.moe.size(), 2u);
   ASSERT_EQ(pipeline.moe.size(), 2u);
+  EXPECT_LT(single.pipeline_idle_fraction, 0);  // not reported without a pipeline
+  EXPECT_GE(pipeline.pipeline_idle_fraction, 0);
+  EXPECT_LT(pipeline.pipeline_idle_fraction, 1);
+  EXPECT_GE(pipeline.dp_wait_seconds, 0);
   for (size_t l = 0; l < 2; ++l) {
     EXPECT_NE(single.moe[l].bias_max, single.moe[l].bias_min);
     EXPECT_EQ(pipeline.moe[l].bias_min, single.moe[l].bias_min) << "MoE layer " << l;
