@@ -95,37 +95,48 @@ bool transfer_of(const Compute& c, const PipelineScheduleShape& s, bool is_recei
   return true;
 }
 
-// ZB-H1: every stage's 1F1B order of forwards and input-gradient backwards is kept; each
-// backward's weight-gradient pass W is placed by simulating the whole pipeline with unit
-// durations: a stage whose next forward or backward still waits for its input runs its oldest
-// pending W instead, as it does when one more forward would hold more stashes than 1F1B's
-// PP − stage; the W's left run at the end. A pure function of the shape, so the ranks of a stage
-// (whose W's may hold collectives, e.g. tensor or expert parallel) agree on the order.
+// The schedule a zero-bubble one builds on: interleaved 1F1B with several chunks, else 1F1B.
+PipelineScheduleKind zero_bubble_base(const PipelineScheduleShape& s) {
+  return s.chunks > 1 ? PipelineScheduleKind::kInterleaved
+                      : PipelineScheduleKind::kOneForwardOneBackward;
+}
+
+// ZB-H1: every stage's (interleaved) 1F1B order of forwards and input-gradient backwards is
+// kept; each backward's weight-gradient pass W is placed by simulating the whole pipeline with
+// unit durations: a stage whose next forward or backward still waits for its input runs its
+// oldest pending W instead, as it does when one more forward would hold more stashes than the
+// base schedule's peak; the W's left run at the end. A pure function of the shape, so the ranks
+// of a stage (whose W's may hold collectives, e.g. tensor or expert parallel) agree on the order.
 std::vector<Compute> zero_bubble_order(const PipelineScheduleShape& s) {
-  const int P = s.pp_size, M = s.num_micro_batches;
+  const int P = s.pp_size, M = s.num_micro_batches, V = s.chunks;
+  const PipelineScheduleKind base = zero_bubble_base(s);
   std::vector<std::vector<Compute>> plain(P), placed(P);
+  std::vector<int> cap(P);
   for (int stage = 0; stage < P; ++stage) {
     PipelineScheduleShape shape = s;
     shape.stage = stage;
-    plain[stage] = compute_order(PipelineScheduleKind::kOneForwardOneBackward, shape);
+    plain[stage] = compute_order(base, shape);
+    cap[stage] = peak_stashed_activations(base, shape);
   }
-  // Completion times of the forwards and backwards of (stage, micro-batch); < 0 = not yet run.
-  std::vector<std::vector<double>> forward_done(P, std::vector<double>(M, -1));
-  std::vector<std::vector<double>> backward_done(P, std::vector<double>(M, -1));
+  // Completion times of the forwards and backwards of (virtual stage, micro-batch); < 0 = not
+  // yet simulated.
+  std::vector<std::vector<double>> forward_done(P * V, std::vector<double>(M, -1));
+  std::vector<std::vector<double>> backward_done(P * V, std::vector<double>(M, -1));
   std::vector<double> clock(P, 0);
   std::vector<size_t> next(P, 0);
-  std::vector<std::vector<int>> pending(P);  // micro-batches whose W is still to run
-  std::vector<int> stashed(P, 0);            // forwarded, W not yet run
+  std::vector<std::vector<Compute>> pending(P);  // backwards whose W is still to run
+  std::vector<int> stashed(P, 0);                // forwarded, W not yet run
   const auto input_ready = [&](int stage, const Compute& c) -> double {
-    if (c.forward) return stage == 0 ? 0 : forward_done[stage - 1][c.micro_batch];
-    if (stage == P - 1) return forward_done[stage][c.micro_batch];
-    return backward_done[stage + 1][c.micro_batch];
+    const int v = c.chunk * P + stage;
+    if (c.forward) return v == 0 ? 0 : forward_done[v - 1][c.micro_batch];
+    if (v == P * V - 1) return forward_done[v][c.micro_batch];
+    return backward_done[v + 1][c.micro_batch];
   };
   const auto run_weight = [&](int stage) {
-    const PipelinePhase phase =
-        placed[stage].empty() ? PipelinePhase::kSteady : placed[stage].back().phase;
-    Compute w{false, pending[stage].front(), 0, phase, true};
+    Compute w = pending[stage].front();
     pending[stage].erase(pending[stage].begin());
+    w.weight = true;
+    w.phase = placed[stage].empty() ? PipelinePhase::kSteady : placed[stage].back().phase;
     --stashed[stage];
     clock[stage] += 1;
     placed[stage].push_back(w);
@@ -136,20 +147,21 @@ std::vector<Compute> zero_bubble_order(const PipelineScheduleShape& s) {
       while (next[stage] < plain[stage].size()) {
         const Compute& c = plain[stage][next[stage]];
         const double ready = input_ready(stage, c);
-        const bool over_stash = c.forward && stashed[stage] >= P - stage;
+        const bool over_stash = c.forward && stashed[stage] >= cap[stage];
         if (!pending[stage].empty() && (ready < 0 || ready > clock[stage] || over_stash)) {
           run_weight(stage);
           progress = true;
           continue;
         }
-        if (ready < 0) break;  // its input is produced by a stage not simulated that far yet
+        if (ready < 0) break;  // its input comes from a stage not simulated that far yet
         clock[stage] = std::max(clock[stage], ready) + 1;
+        const int v = c.chunk * P + stage;
         if (c.forward) {
-          forward_done[stage][c.micro_batch] = clock[stage];
+          forward_done[v][c.micro_batch] = clock[stage];
           ++stashed[stage];
         } else {
-          backward_done[stage][c.micro_batch] = clock[stage];
-          pending[stage].push_back(c.micro_batch);
+          backward_done[v][c.micro_batch] = clock[stage];
+          pending[stage].push_back(c);
         }
         placed[stage].push_back(c);
         ++next[stage];
@@ -176,14 +188,9 @@ absl::Status validate_shape(PipelineScheduleKind kind, const PipelineScheduleSha
   if (s.chunks < 1) {
     return absl::InvalidArgumentError(absl::StrCat("model chunks ", s.chunks, " is below 1"));
   }
-  if ((kind == PipelineScheduleKind::kOneForwardOneBackward ||
-       kind == PipelineScheduleKind::kZeroBubble) &&
-      s.chunks != 1) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(pipeline_schedule_kind_name(kind), " runs one model chunk per rank, not ",
-                     s.chunks, kind == PipelineScheduleKind::kZeroBubble
-                                   ? " (not supported yet with interleaving)"
-                                   : " (use the interleaved schedule)"));
+  if (kind == PipelineScheduleKind::kOneForwardOneBackward && s.chunks != 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "1F1B runs one model chunk per rank, not ", s.chunks, " (use the interleaved schedule)"));
   }
   if (kind == PipelineScheduleKind::kInterleaved && s.chunks < 2) {
     return absl::InvalidArgumentError(
@@ -202,9 +209,10 @@ int pipeline_tag(int pp_size, int chunks, int micro_batch, int from_virtual_stag
 }
 
 PipelineScheduleKind pipeline_schedule_kind(const ParallelConfig& config) {
-  if (config.virtual_pipeline_model_parallel_size >= 2) return PipelineScheduleKind::kInterleaved;
-  return config.zero_bubble_pipeline ? PipelineScheduleKind::kZeroBubble
-                                     : PipelineScheduleKind::kOneForwardOneBackward;
+  if (config.zero_bubble_pipeline) return PipelineScheduleKind::kZeroBubble;
+  return config.virtual_pipeline_model_parallel_size >= 2
+             ? PipelineScheduleKind::kInterleaved
+             : PipelineScheduleKind::kOneForwardOneBackward;
 }
 
 int model_chunks(const ParallelConfig& config) {
@@ -227,10 +235,8 @@ int pipeline_warmup_forwards(PipelineScheduleKind kind, const PipelineScheduleSh
       kind == PipelineScheduleKind::kForwardOnly) {
     return total;
   }
-  if (kind == PipelineScheduleKind::kOneForwardOneBackward ||
-      kind == PipelineScheduleKind::kZeroBubble) {
-    return std::min(later_stages, total);
-  }
+  if (kind == PipelineScheduleKind::kZeroBubble) kind = zero_bubble_base(s);
+  if (kind == PipelineScheduleKind::kOneForwardOneBackward) return std::min(later_stages, total);
   // Interleaved, as Megatron-Core: two per later stage (one forward to fill it, one for its
   // gradient to travel back), plus the first V−1 chunk groups every rank runs before a backward.
   const int group = interleave_group_size(s.pp_size, s.num_micro_batches);

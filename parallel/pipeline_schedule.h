@@ -37,7 +37,7 @@ enum class PipelineScheduleKind {
   kAllForwardAllBackward,  // GPipe: every forward, then every backward
   kOneForwardOneBackward,  // 1F1B (one model chunk per rank)
   kInterleaved,            // interleaved 1F1B (two or more model chunks per rank)
-  kZeroBubble,             // 1F1B with weight gradients deferred into the bubbles (ZB-H1)
+  kZeroBubble,  // (interleaved) 1F1B with weight gradients deferred into the bubbles (ZB-H1)
   kForwardOnly,            // evaluation: every forward, no backward, nothing stashed
 };
 
@@ -86,9 +86,10 @@ inline constexpr int kPipelineTagSpace = 32768;
 // `micro_batch`: activations (gradient = false) flow up across it, gradients down.
 int pipeline_tag(int pp_size, int chunks, int micro_batch, int from_virtual_stage, bool gradient);
 
-// The schedule a recipe asks for: interleaved when virtual_pipeline_model_parallel_size ≥ 2,
-// else zero-bubble when pipeline_schedule is zero_bubble, else 1F1B. model_chunks is V (1
-// without interleaving).
+// The schedule a recipe asks for: zero-bubble when zero_bubble_pipeline (over interleaved 1F1B
+// when virtual_pipeline_model_parallel_size ≥ 2), else interleaved when
+// virtual_pipeline_model_parallel_size ≥ 2, else 1F1B. model_chunks is V (1 without
+// interleaving).
 PipelineScheduleKind pipeline_schedule_kind(const ParallelConfig& config);
 int model_chunks(const ParallelConfig& config);
 
@@ -112,9 +113,9 @@ int interleave_group_size(int pp_size, int num_micro_batches);
 int pipeline_warmup_forwards(PipelineScheduleKind kind, const PipelineScheduleShape& shape);
 
 // The most (micro_batch, chunk) activation stashes this rank holds at once (forwarded, not yet
-// backwarded; under zero-bubble, not yet through W): warm-up + 1, capped at M·V. 1F1B and
-// zero-bubble: min(PP − stage, M), the schedule's promise. Each stash holds one chunk's layers,
-// i.e. 1/V of the rank's layers. Forward-only: 0.
+// backwarded; under zero-bubble, not yet through W): warm-up + 1, capped at M·V; zero-bubble
+// keeps the bound of the schedule it builds on. 1F1B: min(PP − stage, M), the schedule's
+// promise. Each stash holds one chunk's layers, i.e. 1/V of the rank's layers. Forward-only: 0.
 int peak_stashed_activations(PipelineScheduleKind kind, const PipelineScheduleShape& shape);
 
 const char* pipeline_schedule_kind_name(PipelineScheduleKind kind);

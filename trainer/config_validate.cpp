@@ -164,10 +164,6 @@ absl::Status validate_training(const Recipe& r) {
     return recipe_error(r, "parallel.overlap_param_gather",
                         "needs parallel.use_distributed_optimizer: true");
   }
-  if (p.zero_bubble_pipeline && p.virtual_pipeline_model_parallel_size >= 2) {
-    return recipe_error(r, "parallel.zero_bubble_pipeline",
-                        "not supported yet with parallel.virtual_pipeline_model_parallel_size");
-  }
   if (p.zero_bubble_pipeline && t.recompute_granularity != RecomputeGranularity::kNone) {
     return recipe_error(r, "parallel.zero_bubble_pipeline",
                         "needs the stored activations: training.recompute_granularity none");

@@ -226,6 +226,7 @@ TEST(PipelineP2p, ToyPipelineMatchesOneProcessForEverySchedule) {
     };
     for (const Case c : {Case{PipelineScheduleKind::kOneForwardOneBackward, 1},
                          Case{PipelineScheduleKind::kZeroBubble, 1},
+                         Case{PipelineScheduleKind::kZeroBubble, 2},
                          Case{PipelineScheduleKind::kInterleaved, 2},
                          Case{PipelineScheduleKind::kAllForwardAllBackward, 1}}) {
       for (int m : {1, pp_size, 2 * pp_size + 1}) {

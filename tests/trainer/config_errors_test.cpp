@@ -191,11 +191,6 @@ TEST(ConfigErrors, ScheduleAndDataAndCheckpoint) {
             "attention keeps no (S,S) scores, only its output and log-sum-exp (use full or none)");
   EXPECT_EQ(error_of(std::string(kBase) +
                      "parallel:\n  zero_bubble_pipeline: true\n"
-                     "  virtual_pipeline_model_parallel_size: 2\n"),
-            "x.yaml:8: parallel.zero_bubble_pipeline: not supported yet with "
-            "parallel.virtual_pipeline_model_parallel_size");
-  EXPECT_EQ(error_of(std::string(kBase) +
-                     "parallel:\n  zero_bubble_pipeline: true\n"
                      "training:\n  recompute_granularity: full\n"),
             "x.yaml:8: parallel.zero_bubble_pipeline: needs the stored activations: "
             "training.recompute_granularity none");

@@ -1,11 +1,11 @@
 // Pipeline-parallel invariance (DESIGN.md): 1F1B at PP=2 and PP=4, interleaved 1F1B at PP=2 with
 // two virtual chunks, an uneven split, and PP=2 composed with DP=2 (plain and distributed
 // optimizer with overlapped reduction), TP=2 with sequence parallelism, CP=2, EP=2 folded over
-// DP=2, FSSDP over the DP ranks with interleaved micro-batches, and zero-bubble 1F1B (alone and
-// composed with DP, TP+SP, EP and FSSDP), give the per-step losses and gradient norms of one
-// process on the same global batch. The tiny recipe ties its embeddings, so the last stage's copy
-// of the table is exercised throughout; one layout unties them. Each layout runs at the rank
-// count it needs and is skipped at the others.
+// DP=2, FSSDP over the DP ranks with interleaved micro-batches, and zero-bubble 1F1B (alone,
+// interleaved, and composed with DP, TP+SP, EP and FSSDP), give the per-step losses and gradient
+// norms of one process on the same global batch. The tiny recipe ties its embeddings, so the last
+// stage's copy of the table is exercised throughout; one layout unties them. Each layout runs at
+// the rank count it needs and is skipped at the others.
 #include <gtest/gtest.h>
 #include <mpi.h>
 
@@ -95,6 +95,8 @@ INSTANTIATE_TEST_SUITE_P(
                  pp(2, 2) + std::vector<std::string>{"training.recompute_granularity=full"}},
         PpLayout{"pp2_zero_bubble", 2, kFourLayers + kExpertBias,
                  pp(2) + std::vector<std::string>{"parallel.zero_bubble_pipeline=true"}},
+        PpLayout{"pp2_interleaved_zero_bubble", 2, kFourLayers,
+                 pp(2, 2) + std::vector<std::string>{"parallel.zero_bubble_pipeline=true"}},
         PpLayout{"pp4_zero_bubble", 4, kFourLayers,
                  pp(4) + std::vector<std::string>{"parallel.zero_bubble_pipeline=true"}},
         PpLayout{"pp2_zero_bubble_dp2_tp_ep_fssdp_overlap",
@@ -281,10 +283,12 @@ TEST(PipelineBenchmark, DISABLED_DemoModelBubbleAndMemory) {
       {"1F1B", PipelineScheduleKind::kOneForwardOneBackward, 0, 4},
       {"zero-bubble 1F1B", PipelineScheduleKind::kZeroBubble, 0, 4},
       {"interleaved 1F1B (2 chunks)", PipelineScheduleKind::kInterleaved, 2, 4},
+      {"zero-bubble interleaved (2 chunks)", PipelineScheduleKind::kZeroBubble, 2, 4},
       {"all-forward-all-backward", PipelineScheduleKind::kAllForwardAllBackward, 0, 8},
       {"1F1B", PipelineScheduleKind::kOneForwardOneBackward, 0, 8},
       {"zero-bubble 1F1B", PipelineScheduleKind::kZeroBubble, 0, 8},
-      {"interleaved 1F1B (2 chunks)", PipelineScheduleKind::kInterleaved, 2, 8}};
+      {"interleaved 1F1B (2 chunks)", PipelineScheduleKind::kInterleaved, 2, 8},
+      {"zero-bubble interleaved (2 chunks)", PipelineScheduleKind::kZeroBubble, 2, 8}};
   for (const Case& c : cases) {
     auto recipe = load_recipe(
         std::string(MOEFOLD_SOURCE_DIR) + "/configs/demo.yaml",
