@@ -81,26 +81,6 @@ void reduce_scatter_to_sequence_backward(Communicator& tp, const float* dy_shard
   gather_from_sequence_region_forward(tp, dy_shard, dy_full, shard_count);
 }
 
-// split ↔ all-gather
-void split_to_sequence_region_forward(Communicator& tp, const float* y_full, float* y_shard,
-                                      int64_t shard_count) {
-  copy_floats(y_full + tp.rank() * shard_count, y_shard, shard_count);
-}
-void split_to_sequence_region_backward(Communicator& tp, const float* dy_shard, float* dy_full,
-                                       int64_t shard_count) {
-  gather_from_sequence_region_forward(tp, dy_shard, dy_full, shard_count);
-}
-
-// all-gather ↔ split
-void gather_replicated_sequence_forward(Communicator& tp, const float* x_shard, float* x_full,
-                                        int64_t shard_count) {
-  gather_from_sequence_region_forward(tp, x_shard, x_full, shard_count);
-}
-void gather_replicated_sequence_backward(Communicator& tp, const float* dx_full, float* dx_shard,
-                                         int64_t shard_count) {
-  split_to_sequence_region_forward(tp, dx_full, dx_shard, shard_count);
-}
-
 void TpRegion::enter_forward(const Tensor& x, int64_t N, Tensor& x_full) const {
   if (!sharded()) {
     MOEFOLD_CHECK(x.dim(0) == N);

@@ -9,8 +9,6 @@
 //   reduce_from_tp_region        ↔  copy                  (leave a row-parallel layer)
 //   gather_from_sequence_region  ↔  reduce-scatter        (enter, sequence parallel)
 //   reduce_scatter_to_sequence   ↔  all-gather            (leave, sequence parallel)
-//   split_to_sequence_region     ↔  all-gather            (replicated compute → token shard)
-//   gather_replicated_sequence   ↔  split                 (token shard → replicated compute)
 //
 // TpRegion packages the first four for a layer whose input and output live in the residual
 // stream's layout (token shard under sequence parallelism, all tokens otherwise).
@@ -68,21 +66,6 @@ void gather_from_sequence_region_backward(Communicator& tp, const float* dx_full
 void reduce_scatter_to_sequence_forward(Communicator& tp, const float* y_full, float* y_shard,
                                         int64_t shard_count);
 void reduce_scatter_to_sequence_backward(Communicator& tp, const float* dy_shard, float* dy_full,
-                                         int64_t shard_count);
-
-// split ↔ all-gather, for a value computed identically on every TP rank. Forward: y_shard =
-// this rank's segment of y_full. Backward: dy_full = all-gather of dy_shard.
-void split_to_sequence_region_forward(Communicator& tp, const float* y_full, float* y_shard,
-                                      int64_t shard_count);
-void split_to_sequence_region_backward(Communicator& tp, const float* dy_shard, float* dy_full,
-                                       int64_t shard_count);
-
-// all-gather ↔ split, feeding a computation replicated on every TP rank (whose input gradient
-// is then whole, not partial). Forward: x_full = all-gather of x_shard. Backward: dx_shard =
-// this rank's segment of dx_full.
-void gather_replicated_sequence_forward(Communicator& tp, const float* x_shard, float* x_full,
-                                        int64_t shard_count);
-void gather_replicated_sequence_backward(Communicator& tp, const float* dx_full, float* dx_shard,
                                          int64_t shard_count);
 
 // The entry and exit of a tensor-parallel block (column-parallel in, row-parallel out) whose
