@@ -16,7 +16,7 @@ namespace moefold {
 Attention::Attention(const ModelConfig& config, const ParallelContext& ctx, int layer,
                      ParameterRegistry& registry)
     : ctx_(ctx),
-      region_{ctx.tp.get(), ctx.config.sequence_parallel},
+      region_{ctx.tp.get(), ctx.config.sequence_parallel, ctx.config.tp_comm_overlap_chunks},
       hidden_(config.hidden_size),
       heads_(config.num_attention_heads),
       kv_heads_(config.kv_heads()),
@@ -76,9 +76,10 @@ void Attention::forward(const Tensor& a_NH, const int32_t* positions_N, int64_t 
               accumulate ? 1.0f : 0.0f, y_NH.data(), hidden_);
     return;
   }
-  ensure_shape(st.y_full, {N, hidden_});
-  cpu::linear_forward(st.o.data(), wo_->value.data(), st.y_full.data(), N, Q, hidden_);
-  region_.exit_forward(st.y_full, y_NH, accumulate, st.shard);
+  const auto partial = [&](int64_t first, int64_t rows, float* out) {
+    cpu::linear_forward(st.o.data() + first * Q, wo_->value.data(), out, rows, Q, hidden_);
+  };
+  region_.exit_forward_overlapped(N, partial, st.y_full, y_NH, accumulate, st.shard);
 }
 
 void Attention::backward_dx(const Tensor& dy_NH, const int32_t* positions_N, Tensor& da_NH,

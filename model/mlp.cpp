@@ -13,7 +13,7 @@ namespace moefold {
 Mlp::Mlp(const ModelConfig& config, const ParallelContext& ctx, const std::string& prefix, int ffn,
          ParameterRegistry& registry, bool sequence_parallel)
     : ctx_(ctx),
-      region_{ctx.tp.get(), sequence_parallel},
+      region_{ctx.tp.get(), sequence_parallel, ctx.config.tp_comm_overlap_chunks},
       hidden_(config.hidden_size),
       ffn_(ffn) {
   const float std = config.init_method_std;
@@ -41,10 +41,12 @@ void Mlp::forward(const Tensor& x_NH, Tensor& y_NH, bool accumulate, MlpStash& s
               ffn_, accumulate ? 1.0f : 0.0f, y_NH.data(), hidden_);
     return;
   }
-  ensure_shape(st.y_full, {N, hidden_});
-  cpu::linear_forward(st.act.data(), w_down_->value.data(), st.y_full.data(), N, ffn_, hidden_);
   Tensor y = y_NH.view({n, hidden_});
-  region_.exit_forward(st.y_full, y, accumulate, st.shard);
+  const auto partial = [&](int64_t first, int64_t rows, float* out) {
+    cpu::linear_forward(st.act.data() + first * ffn_, w_down_->value.data(), out, rows, ffn_,
+                        hidden_);
+  };
+  region_.exit_forward_overlapped(N, partial, st.y_full, y, accumulate, st.shard);
 }
 
 void Mlp::backward_dx(const Tensor& dy_NH, Tensor& dx_NH, bool accumulate, MlpStash& st) const {

@@ -25,6 +25,7 @@ struct ParallelConfig {
   bool overlap_param_gather = false;
   int64_t ddp_bucket_size = 40000000;    // elements per gradient bucket
   int moe_a2a_overlap_chunks = 1;
+  int tp_comm_overlap_chunks = 1;  // row chunks of the row-parallel exits (TpRegion)
   // Fully Sharded Sparse Data Parallelism (Hecate) for the routed experts: weights, gradients and
   // optimizer state sharded over expert-DP; each micro-batch gathers only the experts it needs.
   bool moe_fssdp = false;

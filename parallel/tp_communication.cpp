@@ -1,6 +1,7 @@
 #include "parallel/tp_communication.h"
 
 #include <cstring>
+#include <vector>
 
 #include "tensor/check.h"
 
@@ -137,6 +138,47 @@ void TpRegion::exit_forward(Tensor& y_full, Tensor& y, bool accumulate, Tensor& 
   }
   if (active()) reduce_from_tp_region_forward(*tp, y_full.data(), y_full.numel());
   if (accumulate) {
+    add_into(y_full, y);
+  } else {
+    copy_floats(y_full.data(), y.data(), y.numel());
+  }
+}
+
+void TpRegion::exit_forward_overlapped(int64_t N, const PartialRows& compute, Tensor& y_full,
+                                       Tensor& y, bool accumulate, Tensor& scratch) const {
+  const int64_t rows = y.dim(0), H = y.dim(1);
+  ensure_rows(y_full, N, H);
+  const int64_t K = overlap_chunks;
+  if (!active() || K <= 1 || rows % K != 0) {
+    compute(0, N, y_full.data());
+    exit_forward(y_full, y, accumulate, scratch);
+    return;
+  }
+  std::vector<WorkHandle> reductions;
+  const int64_t sub = rows / K;  // rows of one chunk per output segment
+  Tensor& target = accumulate && sequence_parallel ? ensure_rows(scratch, rows, H) : y;
+  for (int64_t c = 0; c < K; ++c) {
+    if (!sequence_parallel) {
+      float* block = y_full.data() + c * sub * H;
+      compute(c * sub, sub, block);
+      reductions.push_back(
+          tp->all_reduce_async(block, sub * H, CommDType::kFloat32, ReduceOp::kSum));
+      continue;
+    }
+    // Chunk c of every rank's row segment, packed rank after rank, then reduce-scattered.
+    const int P = size();
+    float* block = y_full.data() + c * P * sub * H;
+    for (int r = 0; r < P; ++r) compute(r * rows + c * sub, sub, block + r * sub * H);
+    reductions.push_back(tp->reduce_scatter_async(block, target.data() + c * sub * H, sub * H,
+                                                  CommDType::kFloat32, ReduceOp::kSum));
+  }
+  {
+    TimedTpCollective timed;
+    for (WorkHandle& reduction : reductions) reduction.wait();
+  }
+  if (sequence_parallel) {
+    if (accumulate) add_into(target, y);
+  } else if (accumulate) {
     add_into(y_full, y);
   } else {
     copy_floats(y_full.data(), y.data(), y.numel());

@@ -74,6 +74,7 @@ void reduce_scatter_to_sequence_backward(Communicator& tp, const float* dy_shard
 struct TpRegion {
   Communicator* tp = nullptr;
   bool sequence_parallel = false;  // only meaningful with more than one TP rank
+  int overlap_chunks = 1;  // row chunks of exit_forward_overlapped (parallel.tp_comm_overlap_chunks)
 
   int size() const { return tp ? tp->size() : 1; }
   bool active() const { return size() > 1; }
@@ -93,6 +94,13 @@ struct TpRegion {
   // Exit: y (local_rows,H) = (accumulate ? y : 0) + the TP sum of the partial y_full (N,H)
   // (this rank's rows under sequence parallelism). y_full is clobbered.
   void exit_forward(Tensor& y_full, Tensor& y, bool accumulate, Tensor& scratch) const;
+  // The same exit with the partial computed here, in overlap_chunks row chunks (when they divide
+  // the rows; else one): compute(first_row, rows, out) writes rows [first_row, first_row + rows)
+  // of the partial (N,H) to out, and each chunk's all-reduce (reduce-scatter under sequence
+  // parallelism) is in flight while the next chunk is computed. y_full is the buffer.
+  using PartialRows = std::function<void(int64_t first_row, int64_t rows, float* out)>;
+  void exit_forward_overlapped(int64_t N, const PartialRows& compute, Tensor& y_full, Tensor& y,
+                               bool accumulate, Tensor& scratch) const;
   // Exit backward: dy_full (N,H) from dy (local_rows,H): shares dy's storage without sequence
   // parallelism, all-gathered otherwise.
   void exit_backward(const Tensor& dy, int64_t N, Tensor& dy_full) const;

@@ -429,6 +429,11 @@ std::vector<RecipeKey> build_schema() {
       "parallel.moe_a2a_overlap_chunks",
       [](R& r) -> auto& { return r.parallel.moe_a2a_overlap_chunks; }, 1, kMaxInt,
       "Chunks the expert all-to-all is split into to overlap it with expert compute."));
+  add(number_key(
+      "parallel.tp_comm_overlap_chunks",
+      [](R& r) -> auto& { return r.parallel.tp_comm_overlap_chunks; }, 1, kMaxInt,
+      "Row chunks of the row-parallel layers' output GEMM, each chunk's TP all-reduce (or "
+      "reduce-scatter) in flight while the next is computed; 1 = no overlap."));
   add(bool_key(
       "parallel.moe_fssdp", [](R& r) -> auto& { return r.parallel.moe_fssdp; },
       "Fully Sharded Sparse Data Parallelism for the routed experts: their weights, gradients "

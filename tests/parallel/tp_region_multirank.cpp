@@ -1,6 +1,7 @@
-// TpRegion::enter_backward over TP = world: dx is this rank's rows (sequence parallel) or all
+// TpRegion over TP = world. enter_backward: dx is this rank's rows (sequence parallel) or all
 // rows of the sum over ranks of the partial dx_full, overwritten or accumulated; the overlapped
-// work runs once, while the reduction is in flight (before dx is written).
+// work runs once, while the reduction is in flight (before dx is written). The chunked exit
+// equals the plain one.
 #include <gtest/gtest.h>
 #include <mpi.h>
 
@@ -40,6 +41,38 @@ TEST_P(TpRegionBackward, SumsPartialsAndOverlapsTheWork) {
   for (int64_t i = 0; i < rows * kH; ++i) {
     const float expected = ranks_sum * float(first + i) + (c.accumulate ? 0.5f : 0.0f);
     ASSERT_EQ(dx.data()[i], expected) << "element " << i;
+  }
+}
+
+// exit_forward_overlapped in 1, 2 or 4 row chunks (3 does not divide the rows: one chunk) equals
+// the plain exit of the whole partial: the TP sum of every rank's partial rows, this rank's rows
+// under sequence parallelism, overwritten or accumulated.
+TEST_P(TpRegionBackward, ChunkedExitEqualsThePlainExit) {
+  const Case c = GetParam();
+  const auto tp = MpiCommunicator::duplicate(MPI_COMM_WORLD);
+  const int P = tp->size(), me = tp->rank();
+  constexpr int64_t kH = 3;
+  const int64_t N = 4 * P, rows = c.sequence_parallel ? N / P : N;
+  const auto partial_value = [&](int64_t row, int64_t col) {
+    return float((me + 1) * (row * kH + col) % 17) - 8.0f;
+  };
+  const auto compute = [&](int64_t first, int64_t count, float* out) {
+    for (int64_t r = 0; r < count; ++r)
+      for (int64_t h = 0; h < kH; ++h) out[r * kH + h] = partial_value(first + r, h);
+  };
+  for (int chunks : {1, 2, 3, 4}) {
+    SCOPED_TRACE(chunks);
+    TpRegion plain{tp.get(), c.sequence_parallel};
+    TpRegion overlapped{tp.get(), c.sequence_parallel, chunks};
+    Tensor full = Tensor::empty({N, kH}), y_plain = Tensor::empty({rows, kH}), scratch;
+    Tensor y_overlapped = Tensor::empty({rows, kH}), buffer;
+    for (Tensor* y : {&y_plain, &y_overlapped}) {
+      for (int64_t i = 0; i < rows * kH; ++i) y->data()[i] = 0.25f * float(i);
+    }
+    compute(0, N, full.data());
+    plain.exit_forward(full, y_plain, c.accumulate, scratch);
+    overlapped.exit_forward_overlapped(N, compute, buffer, y_overlapped, c.accumulate, scratch);
+    EXPECT_EQ(y_overlapped.to_vector(), y_plain.to_vector());
   }
 }
 

@@ -1,7 +1,8 @@
 // Tensor- and sequence-parallel invariance (DESIGN.md): TP=2 and TP=4, with and without sequence
-// parallelism, and TP=2 with DP=2, give the per-step losses and gradient norms of one process on
-// the same global batch (the tiny recipe's dense and MoE layers, shared expert, aux and z losses;
-// and with sigmoid routing and the expert bias).
+// parallelism, and TP=2 with DP=2, also with the row-parallel exits chunked to overlap their
+// reductions, give the per-step losses and gradient norms of one process on the same global
+// batch (the tiny recipe's dense and MoE layers, shared expert, aux and z losses; and with
+// sigmoid routing and the expert bias).
 // Each layout runs at the rank count it needs and is skipped at the others.
 #include <gtest/gtest.h>
 #include <mpi.h>
@@ -21,6 +22,11 @@ namespace moefold::testing {
 namespace {
 
 using TpLayout = InvarianceLayout;
+
+std::vector<std::string> with_overlap(std::vector<std::string> overrides, int chunks) {
+  overrides.push_back("parallel.tp_comm_overlap_chunks=" + std::to_string(chunks));
+  return overrides;
+}
 
 std::vector<std::string> tp(int size, bool sequence_parallel) {
   return {"parallel.tensor_model_parallel_size=" + std::to_string(size),
@@ -57,7 +63,10 @@ INSTANTIATE_TEST_SUITE_P(
                       TpLayout{"tp2_dp2", 4, {}, tp(2, false)},
                       TpLayout{"tp2_dp2_sp", 4, {}, tp(2, true)},
                       TpLayout{"tp2_sp_expert_bias", 2, kExpertBias, tp(2, true)},
-                      TpLayout{"tp2_dp2_expert_bias", 4, kExpertBias, tp(2, false)}),
+                      TpLayout{"tp2_dp2_expert_bias", 4, kExpertBias, tp(2, false)},
+                      TpLayout{"tp2_comm_overlap", 2, {}, with_overlap(tp(2, false), 2)},
+                      TpLayout{"tp4_sp_comm_overlap", 4, kFourGroups, with_overlap(tp(4, true), 2)},
+                      TpLayout{"tp2_dp2_sp_comm_overlap", 4, {}, with_overlap(tp(2, true), 4)}),
     [](const ::testing::TestParamInfo<TpLayout>& info) { return info.param.name; });
 
 // Benchmark, not run by ctest (DISABLED_; run with --gtest_also_run_disabled_tests): tokens/s of
