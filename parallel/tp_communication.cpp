@@ -24,6 +24,19 @@ void add_into(const Tensor& from, const Tensor& to) {
   for (int64_t i = 0, n = to.numel(); i < n; ++i) b[i] += a[i];
 }
 
+// out = (accumulate ? out : 0) + a reduced result: after a reduce-scatter (scattered) it is in
+// `shard`, which is out itself unless accumulating; otherwise it is the whole `full`.
+void deliver(bool scattered, const Tensor& shard, const Tensor& full, const Tensor& out,
+             bool accumulate) {
+  if (scattered) {
+    if (accumulate) add_into(shard, out);
+  } else if (accumulate) {
+    add_into(full, out);
+  } else {
+    copy_floats(full.data(), out.data(), out.numel());
+  }
+}
+
 }  // namespace
 
 TpCommunicationStats& tp_communication_stats() {
@@ -100,11 +113,7 @@ void TpRegion::enter_backward(Tensor& dx_full, Tensor& dx, bool accumulate, Tens
   const int64_t rows = dx.dim(0), H = dx.dim(1);
   if (!active()) {
     if (overlap) overlap();
-    if (accumulate) {
-      add_into(dx_full, dx);
-    } else {
-      copy_floats(dx_full.data(), dx.data(), dx.numel());
-    }
+    deliver(false, dx, dx_full, dx, accumulate);
     return;
   }
   Tensor& target = accumulate && sequence_parallel ? ensure_rows(scratch, rows, H) : dx;
@@ -119,29 +128,19 @@ void TpRegion::enter_backward(Tensor& dx_full, Tensor& dx, bool accumulate, Tens
     TimedTpCollective timed;
     reduction.wait();
   }
-  if (sequence_parallel) {
-    if (accumulate) add_into(target, dx);
-  } else if (accumulate) {
-    add_into(dx_full, dx);
-  } else {
-    copy_floats(dx_full.data(), dx.data(), dx.numel());
-  }
+  deliver(sequence_parallel, target, dx_full, dx, accumulate);
 }
 
 void TpRegion::exit_forward(Tensor& y_full, Tensor& y, bool accumulate, Tensor& scratch) const {
   const int64_t rows = y.dim(0), H = y.dim(1);
-  if (active() && sequence_parallel) {
+  if (sharded()) {
     Tensor& target = accumulate ? ensure_rows(scratch, rows, H) : y;
     reduce_scatter_to_sequence_forward(*tp, y_full.data(), target.data(), y.numel());
-    if (accumulate) add_into(target, y);
+    deliver(true, target, y_full, y, accumulate);
     return;
   }
   if (active()) reduce_from_tp_region_forward(*tp, y_full.data(), y_full.numel());
-  if (accumulate) {
-    add_into(y_full, y);
-  } else {
-    copy_floats(y_full.data(), y.data(), y.numel());
-  }
+  deliver(false, y, y_full, y, accumulate);
 }
 
 void TpRegion::exit_forward_overlapped(int64_t N, const PartialRows& compute, Tensor& y_full,
@@ -176,13 +175,7 @@ void TpRegion::exit_forward_overlapped(int64_t N, const PartialRows& compute, Te
     TimedTpCollective timed;
     for (WorkHandle& reduction : reductions) reduction.wait();
   }
-  if (sequence_parallel) {
-    if (accumulate) add_into(target, y);
-  } else if (accumulate) {
-    add_into(y_full, y);
-  } else {
-    copy_floats(y_full.data(), y.data(), y.numel());
-  }
+  deliver(sequence_parallel, target, y_full, y, accumulate);
 }
 
 void TpRegion::exit_backward(const Tensor& dy, int64_t N, Tensor& dy_full) const {
