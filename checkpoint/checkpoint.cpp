@@ -18,6 +18,7 @@
 #include "checkpoint/tensor_manifest.h"
 #include "parallel/mpi_communicator.h"
 #include "tensor/check.h"
+#include "tensor/wall_clock.h"
 
 #ifndef MOEFOLD_VERSION
 #define MOEFOLD_VERSION "unknown"
@@ -29,10 +30,6 @@ namespace {
 
 constexpr const char* kExpAvg = "exp_avg/";
 constexpr const char* kExpAvgSq = "exp_avg_sq/";
-
-double seconds_since(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
 
 // MPI-IO over the world communicator, or serial HDF5 for the single-process context.
 MPI_Comm io_comm(const ParallelContext& ctx) {

@@ -6,12 +6,9 @@
 #include "model/moe_layer.h"
 #include "model/scratch.h"
 #include "tensor/check.h"
+#include "tensor/wall_clock.h"
 
 namespace moefold {
-
-static double seconds_since(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
 
 const float* MoeLayer::gate_weights() const {
   return workspace_ ? workspace_->w_gate.data() : w_gate_->value.data();

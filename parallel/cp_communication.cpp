@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "tensor/check.h"
+#include "tensor/wall_clock.h"
 
 namespace moefold {
 namespace {
@@ -36,10 +37,6 @@ void gather_rows(Communicator& group, const std::vector<int64_t>& rows_N, const 
   for (int64_t i = 0; i < N; ++i) {
     std::memcpy(full + rows_N[i] * H, concatenated + i * H, H * sizeof(float));
   }
-}
-
-double seconds_since(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
 }  // namespace

@@ -5,13 +5,10 @@
 #include "parallel/pipeline_p2p.h"
 #include "parallel/tp_communication.h"
 #include "tensor/check.h"
+#include "tensor/wall_clock.h"
 
 namespace moefold {
 namespace {
-
-double seconds_since(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
 
 int layer_count(const Model& model, int chunk) {
   return model.partition().layers(model.stage(), chunk).size();

@@ -14,6 +14,7 @@
 #include "optim/lr_schedule.h"
 #include "model/router.h"
 #include "tensor/cpu/gemm.h"
+#include "tensor/wall_clock.h"
 
 namespace moefold {
 namespace {
@@ -32,10 +33,6 @@ absl::Status resolve_corpus(DataConfig& data, const ParallelContext& ctx) {
   if (!prefix.ok()) return prefix.status();
   data.data_path = {*prefix};
   return absl::OkStatus();
-}
-
-double seconds_since(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
 // The index of MoE layer `layer` among the model's MoE layers (all pipeline stages).
