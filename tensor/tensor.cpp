@@ -7,11 +7,14 @@
 #include <new>
 
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_cat.h"
+#include "tensor/backend.h"
 #include "tensor/check.h"
 
 namespace moefold {
 namespace {
 
+std::atomic<Device> g_default_device{Device::kCpu};
 std::atomic<int64_t> g_current_bytes{0};
 std::atomic<int64_t> g_peak_bytes{0};
 
@@ -22,33 +25,43 @@ void record_allocation(int64_t bytes) {
   }
 }
 
-constexpr size_t kAlignment = 64;  // cache line; also what AVX-512 loads like
-
 }  // namespace
 
-// Owns one aligned CPU buffer and reports it to MemoryStats for its lifetime.
+// Owns one buffer from its device's backend and reports it to MemoryStats for its lifetime.
 class Storage {
  public:
-  explicit Storage(size_t bytes) : bytes_(bytes) {
-    const size_t rounded = std::max(kAlignment, (bytes + kAlignment - 1) / kAlignment * kAlignment);
-    data_ = std::aligned_alloc(kAlignment, rounded);
-    if (data_ == nullptr) throw std::bad_alloc();
+  Storage(Device device, size_t bytes, const std::string& shape)
+      : backend_(backend_for(device)), bytes_(bytes) {
+    data_ = backend_.allocate(bytes);
+    if (data_ == nullptr) throw DeviceOutOfMemory(device, bytes, shape);
     record_allocation(static_cast<int64_t>(bytes_));
   }
   ~Storage() {
-    std::free(data_);
+    backend_.deallocate(data_, bytes_);
     g_current_bytes.fetch_sub(static_cast<int64_t>(bytes_));
   }
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
 
+  Backend& backend() const { return backend_; }
   void* data() const { return data_; }
   size_t bytes() const { return bytes_; }
 
  private:
+  Backend& backend_;
   void* data_ = nullptr;
   size_t bytes_ = 0;
 };
+
+DeviceOutOfMemory::DeviceOutOfMemory(Device device, size_t bytes, const std::string& shape)
+    : std::runtime_error(absl::StrCat("out of memory on ", device_name(device), ": a tensor ",
+                                      shape, " of ", bytes, " bytes")),
+      bytes_(bytes) {}
+
+const char* device_name(Device device) { return device == Device::kCpu ? "cpu" : "cuda"; }
+
+Device default_device() { return g_default_device.load(); }
+void set_default_device(Device device) { g_default_device.store(device); }
 
 size_t dtype_size(DType dtype) { return dtype == DType::kFloat32 ? 4 : 2; }
 const char* dtype_name(DType dtype) { return dtype == DType::kFloat32 ? "float32" : "bfloat16"; }
@@ -67,19 +80,18 @@ static int64_t element_count(const std::vector<int64_t>& shape) {
 }
 
 Tensor Tensor::empty(std::vector<int64_t> shape, DType dtype, Device device) {
-  MOEFOLD_CHECK(device == Device::kCpu, "CUDA tensors are created by the CUDA backend");
   Tensor t;
   t.shape_ = std::move(shape);
   t.dtype_ = dtype;
   t.device_ = device;
-  t.storage_ = std::make_shared<Storage>(static_cast<size_t>(element_count(t.shape_)) *
-                                         dtype_size(dtype));
+  t.storage_ = std::make_shared<Storage>(
+      device, static_cast<size_t>(element_count(t.shape_)) * dtype_size(dtype), t.shape_string());
   return t;
 }
 
 Tensor Tensor::zeros(std::vector<int64_t> shape, DType dtype, Device device) {
   Tensor t = empty(std::move(shape), dtype, device);
-  std::memset(t.raw_data(), 0, t.nbytes());
+  t.zero();
   return t;
 }
 
@@ -87,7 +99,7 @@ Tensor Tensor::from_vector(std::vector<int64_t> shape, const std::vector<float>&
   Tensor t = empty(std::move(shape));
   MOEFOLD_CHECK(static_cast<int64_t>(values.size()) == t.numel(),
                 values.size() << " values for shape " << t.shape_string());
-  std::copy(values.begin(), values.end(), t.data());
+  t.storage_->backend().copy_from_host(t.raw_data(), values.data(), t.nbytes());
   return t;
 }
 
@@ -120,6 +132,18 @@ Tensor Tensor::view(std::vector<int64_t> shape) const {
   return t;
 }
 
+Tensor Tensor::elements(int64_t offset, std::vector<int64_t> shape) const {
+  const int64_t count = element_count(shape);
+  const int64_t available = static_cast<int64_t>(
+      (storage_bytes() - offset_bytes_) / dtype_size(dtype_));
+  MOEFOLD_CHECK(offset >= 0 && offset + count <= available,
+                "elements [" << offset << ", +" << count << ") of " << shape_string());
+  Tensor t = *this;
+  t.shape_ = std::move(shape);
+  t.offset_bytes_ += static_cast<size_t>(offset) * dtype_size(dtype_);
+  return t;
+}
+
 Tensor Tensor::slice_rows(int64_t begin, int64_t end) const {
   MOEFOLD_CHECK(ndim() >= 1 && 0 <= begin && begin <= end && end <= shape_[0],
                 "rows [" << begin << ", " << end << ") of " << shape_string());
@@ -130,22 +154,22 @@ Tensor Tensor::slice_rows(int64_t begin, int64_t end) const {
   return t;
 }
 
-void Tensor::fill(float value) const {
-  float* p = data();
-  std::fill(p, p + numel(), value);
-}
+void Tensor::fill(float value) const { storage_->backend().fill(data(), value, numel()); }
 
-void Tensor::zero() const { std::memset(raw_data(), 0, nbytes()); }
+void Tensor::zero() const { storage_->backend().zero(raw_data(), nbytes()); }
 
 Tensor Tensor::clone() const {
   Tensor t = empty(shape_, dtype_, device_);
-  std::memcpy(t.raw_data(), raw_data(), nbytes());
+  storage_->backend().copy(t.raw_data(), raw_data(), nbytes());
   return t;
 }
 
 std::vector<float> Tensor::to_vector() const {
-  const float* p = data();
-  return std::vector<float>(p, p + numel());
+  std::vector<float> out(static_cast<size_t>(numel()));
+  storage_->backend().copy_to_host(out.data(), data(), nbytes());
+  return out;
 }
+
+size_t Tensor::storage_bytes() const { return storage_->bytes(); }
 
 }  // namespace moefold

@@ -11,12 +11,11 @@ namespace moefold::cpu {
 MOEFOLD_ISA_CLONES
 void swiglu_forward(const float* gate_NF, const float* up_NF, float* out_NF, int64_t n) {
   for (int64_t i = 0; i < n; ++i) {
-    const float g = gate_NF[i];
-    out_NF[i] = g / (1.0f + exp_approx(-g)) * up_NF[i];
+    out_NF[i] = swiglu_value(gate_NF[i], up_NF[i]);
   }
 }
 
-// d silu(g)/dg = σ(g)·(1 + g·(1 − σ(g))). Works on chunks through local buffers: the outputs
+// Works on chunks through local buffers: the outputs
 // may alias the inputs, and with that possibility GCC would not vectorise a single loop.
 MOEFOLD_ISA_CLONES
 void swiglu_backward(const float* dout_NF, const float* gate_NF, const float* up_NF,
@@ -28,12 +27,7 @@ void swiglu_backward(const float* dout_NF, const float* gate_NF, const float* up
     const float* gate = gate_NF + begin;
     const float* up = up_NF + begin;
     const float* dout = dout_NF + begin;
-    for (int64_t i = 0; i < count; ++i) {
-      const float g = gate[i];
-      const float sig = 1.0f / (1.0f + exp_approx(-g));
-      dgate[i] = dout[i] * up[i] * sig * (1.0f + g * (1.0f - sig));
-      dup[i] = dout[i] * g * sig;
-    }
+    for (int64_t i = 0; i < count; ++i) swiglu_gradient(dout[i], gate[i], up[i], &dgate[i], &dup[i]);
     std::memcpy(dgate_NF + begin, dgate, count * sizeof(float));
     std::memcpy(dup_NF + begin, dup, count * sizeof(float));
   }

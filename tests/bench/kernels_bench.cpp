@@ -216,7 +216,7 @@ void BM_Embedding(benchmark::State& state) {
   std::vector<int32_t> tokens(N);
   for (int64_t n = 0; n < N; ++n) tokens[n] = static_cast<int32_t>((n * 7919) % V);
   std::vector<float> out(N * H);
-  for (auto _ : state) embedding_forward(tokens.data(), table.data(), out.data(), N, V, H);
+  for (auto _ : state) embedding_forward(tokens.data(), table.data(), out.data(), N, V, 0, V, H);
   state.SetBytesProcessed(state.iterations() * N * H * 4 * 2);
 }
 BENCHMARK(BM_Embedding);

@@ -1,0 +1,189 @@
+// The backend seam (DESIGN.md "Backends"): one interface per device, in the spirit of
+// ggml-backend and TransformerEngine's C API. A backend owns its device's memory (allocator,
+// copies to and from the host), its ordering primitives (a compute stream and events; trivial on
+// CPU) and the whole op set that the model, the optimizer and communication use, forward and
+// backward. The op methods take raw device pointers and sizes; layers never call them directly,
+// they call tensor/ops.h, which checks shapes and dtypes and dispatches on Tensor::device().
+//
+// Float tensors live on the device. Index metadata that the host decides (positions, token ids,
+// labels, the expert permutation, group offsets) is passed as host arrays; a device backend
+// uploads what its kernels need.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "tensor/kernel_math.h"
+#include "tensor/tensor.h"
+
+namespace moefold {
+
+// A point in a backend's compute stream. wait() blocks the host until the work recorded before
+// it has finished.
+class DeviceEvent {
+ public:
+  virtual ~DeviceEvent() = default;
+  virtual void wait() = 0;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+
+  virtual Device device() const = 0;
+  // "cpu (OpenBLAS, 1 thread)", "cuda:0 (NVIDIA H100 80GB HBM3)".
+  virtual std::string describe() const = 0;
+
+  // Threads one rank's kernels may use (BLAS threads on CPU; a GPU ignores it).
+  virtual void set_threads(int threads) {}
+  // The device's published dense peak for `dtype` GEMMs in FLOP/s, or 0 when it has none (a
+  // CPU, whose peak is measured instead).
+  virtual double known_peak_flops(DType dtype) const { return 0.0; }
+  // The best FLOP/s of repeated (n,n,n) GEMMs over about `seconds`, with the threads set.
+  virtual double measure_gemm_flops(int n, double seconds) = 0;
+
+  // ---- memory -------------------------------------------------------------------------------
+  // Returns null when the device is out of memory (Tensor turns that into a clear error).
+  virtual void* allocate(size_t bytes) = 0;
+  virtual void deallocate(void* ptr, size_t bytes) = 0;
+  // True when `ptr` points into device memory this backend allocated (how MPI knows to stage).
+  // Host backends answer false: host memory is what every other pointer is.
+  virtual bool owns(const void* ptr) const { return false; }
+  virtual void copy_to_host(void* host_dst, const void* src, size_t bytes) = 0;
+  virtual void copy_from_host(void* dst, const void* host_src, size_t bytes) = 0;
+  virtual void copy(void* dst, const void* src, size_t bytes) = 0;  // within the device
+  virtual void zero(void* dst, size_t bytes) = 0;
+  // rows × cols floats between strided rows of one device (cudaMemcpy2D's shape).
+  virtual void copy_rows(float* dst, int64_t dst_stride, const float* src, int64_t src_stride,
+                         int64_t rows, int64_t cols) = 0;
+
+  // ---- ordering -----------------------------------------------------------------------------
+  virtual void synchronize() = 0;  // the host waits for all work issued so far
+  virtual std::shared_ptr<DeviceEvent> record_event() = 0;
+
+  // ---- dense and grouped GEMMs (row-major; weights [out, in], y = x Wᵀ) ----------------------
+  // y (N,O) = x (N,I) · wᵀ (+ y when accumulate).
+  virtual void linear_forward(const float* x, const float* w, float* y, int64_t N, int64_t I,
+                              int64_t O, bool accumulate) = 0;
+  // dx (N,I) = dy (N,O) · w (+ dx when accumulate).
+  virtual void linear_backward_dx(const float* dy, const float* w, float* dx, int64_t N,
+                                  int64_t I, int64_t O, bool accumulate) = 0;
+  // dw (O,I) += dyᵀ · x.
+  virtual void linear_backward_dw(const float* dy, const float* x, float* dw, int64_t N,
+                                  int64_t I, int64_t O) = 0;
+  // Experts: rows sorted by group, group g owns rows [offsets[g], offsets[g+1]) (host array of
+  // G+1) and uses w[g] (O,I).
+  virtual void grouped_linear_forward(const float* x, const float* w, float* y,
+                                      const int64_t* offsets, int64_t G, int64_t I,
+                                      int64_t O) = 0;
+  virtual void grouped_linear_backward_dx(const float* dy, const float* w, float* dx,
+                                          const int64_t* offsets, int64_t G, int64_t I, int64_t O,
+                                          bool accumulate) = 0;
+  virtual void grouped_linear_backward_dw(const float* dy, const float* x, float* dw,
+                                          const int64_t* offsets, int64_t G, int64_t I,
+                                          int64_t O) = 0;
+
+  // ---- attention (GQA, causal by positions; lse for ring merging) ----------------------------
+  // q, o (B,Sq,nh,d); k, v (B,Skv,nkv,d); lse (B,nh,Sq); positions are host arrays.
+  virtual void attention_forward(const float* q, const float* k, const float* v, float* o,
+                                 float* lse, const int32_t* q_pos, const int32_t* k_pos,
+                                 int64_t B, int64_t Sq, int64_t Skv, int64_t nh, int64_t nkv,
+                                 int64_t d) = 0;
+  // dq, dk, dv accumulate.
+  virtual void attention_backward(const float* dout, const float* q, const float* k,
+                                  const float* v, const float* o, const float* lse, float* dq,
+                                  float* dk, float* dv, const int32_t* q_pos,
+                                  const int32_t* k_pos, int64_t B, int64_t Sq, int64_t Skv,
+                                  int64_t nh, int64_t nkv, int64_t d) = 0;
+  virtual void attention_merge(float* o_a, float* lse_a, const float* o_b, const float* lse_b,
+                               int64_t B, int64_t Sq, int64_t nh, int64_t d) = 0;
+
+  // ---- row-wise and element-wise layers ------------------------------------------------------
+  virtual void rmsnorm_forward(const float* x, const float* w, float* y, float* rstd, int64_t N,
+                               int64_t H, float eps) = 0;
+  virtual void rmsnorm_backward(const float* dy, const float* x, const float* w,
+                                const float* rstd, float* dx, float* dw, int64_t N, int64_t H,
+                                bool accumulate_dx) = 0;
+  virtual void rope_forward(const float* x, float* y, const int32_t* positions, int64_t N,
+                            int64_t heads, int64_t d, float base) = 0;
+  virtual void rope_backward(const float* dy, float* dx, const int32_t* positions, int64_t N,
+                             int64_t heads, int64_t d, float base) = 0;
+  virtual void swiglu_forward(const float* gate, const float* up, float* out, int64_t n) = 0;
+  virtual void swiglu_backward(const float* dout, const float* gate, const float* up,
+                               float* dgate, float* dup, int64_t n) = 0;
+
+  // ---- router ---------------------------------------------------------------------------------
+  virtual void softmax_rows_forward(const float* z, float* p, int64_t N, int64_t E) = 0;
+  virtual void softmax_rows_backward(const float* dp, const float* p, float* dz, int64_t N,
+                                     int64_t E) = 0;
+  virtual void sigmoid_forward(const float* z, float* s, int64_t n) = 0;
+  virtual void sigmoid_backward(const float* ds, const float* s, float* dz, int64_t n) = 0;
+  virtual void logsumexp_rows(const float* z, float* out, int64_t N, int64_t E) = 0;
+
+  // ---- token permutation by expert (perm and weights' layout as tensor/cpu/permute.h) ---------
+  virtual void permute_tokens(const float* x, const int32_t* perm, float* out, int64_t R,
+                              int64_t K, int64_t H) = 0;
+  virtual void permute_tokens_backward(const float* dout, const int32_t* perm, float* dx,
+                                       int64_t R, int64_t K, int64_t H) = 0;
+  virtual void combine_tokens(const float* y, const int32_t* perm, const float* weights,
+                              float* out, int64_t R, int64_t K, int64_t H) = 0;
+  virtual void combine_tokens_backward(const float* dout, const float* y, const int32_t* perm,
+                                       const float* weights, float* dy, float* dweights,
+                                       int64_t R, int64_t K, int64_t H) = 0;
+
+  // ---- embedding (table: rows [first_row, first_row + rows) of the V-row vocabulary) --------
+  // out[n] = table[tokens[n] − first_row] when the token is in the shard, else 0. Token ids
+  // outside [0, V) fail a check.
+  virtual void embedding_forward(const int32_t* tokens, const float* table, float* out, int64_t N,
+                                 int64_t V, int64_t first_row, int64_t rows, int64_t H) = 0;
+  // dtable[tokens[n] − first_row] += dout[n] for tokens in the shard.
+  virtual void embedding_backward(const float* dout, const int32_t* tokens, float* dtable,
+                                  int64_t N, int64_t V, int64_t first_row, int64_t rows,
+                                  int64_t H) = 0;
+
+  // ---- cross-entropy -----------------------------------------------------------------------
+  // Fused LM head + CE over chunks of rows (tensor/cpu/cross_entropy.h); returns Σ CE·mask.
+  virtual double cross_entropy_forward_backward(const float* h, const float* w,
+                                                const int32_t* labels, const float* mask,
+                                                float grad_scale, float* dh, float* dw, int64_t N,
+                                                int64_t H, int64_t V, int64_t chunk_rows) = 0;
+  // Vocabulary-parallel pieces over a shard z (N, Vl) holding columns [first, first+Vl):
+  // row_max (host, N) = max of each row.
+  virtual void rows_max(const float* z, float* row_max, int64_t N, int64_t Vl) = 0;
+  // z ← exp(z − row_max); sums (host, N) = Σ of each row; label_logit (host, N) = the label's
+  // logit before the exp when this shard holds it (else untouched). Rows with mask 0 read no
+  // label.
+  virtual void exp_shifted_rows(float* z, const float* row_max, const int32_t* labels,
+                                const float* mask, double* sums, double* label_logit, int64_t N,
+                                int64_t Vl, int64_t first) = 0;
+  // z (holding exp(z − max)) ← (z / total − onehot(label))·mask·grad_scale, totals host (N).
+  virtual void softmax_gradient_rows(float* z, const double* totals, const int32_t* labels,
+                                     const float* mask, float grad_scale, int64_t N, int64_t Vl,
+                                     int64_t first) = 0;
+
+  // ---- optimizer ------------------------------------------------------------------------------
+  // One AdamW update of n elements (MODEL.md, kernel_math.h adamw_update); the step's scalars
+  // are precomputed by the caller.
+  virtual void adamw_step(float* param, const float* grad, float* exp_avg, float* exp_avg_sq,
+                          int64_t n, const AdamWScalars& scalars) = 0;
+
+  // ---- small ones -----------------------------------------------------------------------------
+  virtual void fill(float* x, float value, int64_t n) = 0;
+  virtual void add(float* y, const float* x, int64_t n) = 0;  // y += x
+  virtual void axpy(float* y, float a, const float* x, int64_t n) = 0;  // y += a·x
+  virtual void scale(float* x, float a, int64_t n) = 0;
+  virtual double square_sum(const float* x, int64_t n) = 0;  // Σ x² in float64
+  virtual double sum(const float* x, int64_t n) = 0;
+};
+
+// The backend of `device`; a clear error when this build or this machine has none.
+Backend& backend_for(Device device);
+// Registers a device backend (the CUDA library does this when it is linked and a GPU is seen).
+void register_backend(std::unique_ptr<Backend> backend);
+bool has_backend(Device device);
+// The device whose memory `ptr` is in: kCpu unless a registered device backend owns it.
+Device device_of_pointer(const void* ptr);
+
+}  // namespace moefold
