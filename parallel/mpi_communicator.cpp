@@ -1,11 +1,14 @@
 #include "parallel/mpi_communicator.h"
 
 #include <algorithm>
+#include <atomic>
 #include <climits>
 #include <numeric>
 #include <string>
 
+#include "tensor/backend.h"
 #include "tensor/check.h"
+#include "tensor/ops.h"
 
 namespace moefold {
 namespace {
@@ -58,11 +61,66 @@ CountsAndDisplacements packed(std::span<const int64_t> counts, int size, const c
   return result;
 }
 
+std::atomic<int64_t> g_staged_bytes{0};
+
 void check_rc(int rc, const char* call) {
   if (rc != MPI_SUCCESS) throw InternalError(std::string(call) + ": " + mpi_error_string(rc));
 }
 
+int64_t bytes_of(int64_t count, CommDType dtype) {
+  return count * static_cast<int64_t>(comm_dtype_size(dtype));
+}
+
+int64_t total(std::span<const int64_t> counts) {
+  return std::accumulate(counts.begin(), counts.end(), int64_t{0});
+}
+
 }  // namespace
+
+// MPI reads and writes host memory. Buffers that live on a device are copied into host tensors
+// (counted by MemoryStats) before the call, and the ones MPI writes are copied back once it is
+// done, on the engine thread. Host buffers pass through untouched.
+class HostStaging {
+ public:
+  // The buffer MPI reads (`bytes` of it).
+  const void* input(const void* buffer, int64_t bytes) {
+    if (bytes <= 0 || device_of_pointer(buffer) == Device::kCpu) return buffer;
+    Tensor host = host_buffer(bytes);
+    ops::copy_memory(host.raw_data(), buffer, static_cast<size_t>(bytes));
+    held_.push_back(host);
+    return host.raw_data();
+  }
+  // The buffer MPI writes; `in_place` buffers are read first too.
+  void* output(void* buffer, int64_t bytes, bool in_place = false) {
+    if (bytes <= 0 || device_of_pointer(buffer) == Device::kCpu) return buffer;
+    Tensor host = host_buffer(bytes);
+    if (in_place) ops::copy_memory(host.raw_data(), buffer, static_cast<size_t>(bytes));
+    outputs_.push_back({buffer, host, bytes});
+    return host.raw_data();
+  }
+  bool empty() const { return held_.empty() && outputs_.empty(); }
+  // After MPI finished: the outputs back to their devices.
+  void finish() {
+    for (const Output& out : outputs_) {
+      ops::copy_memory(out.device, out.host.raw_data(), static_cast<size_t>(out.bytes));
+    }
+  }
+
+ private:
+  struct Output {
+    void* device;
+    Tensor host;
+    int64_t bytes;
+  };
+  static Tensor host_buffer(int64_t bytes) {
+    g_staged_bytes += bytes;
+    return Tensor::empty({(bytes + 3) / 4}, DType::kFloat32, Device::kCpu);
+  }
+  std::vector<Tensor> held_;
+  std::vector<Output> outputs_;
+};
+
+int64_t MpiCommunicator::staged_bytes() { return g_staged_bytes.load(); }
 
 MpiCommunicator::MpiCommunicator(MPI_Comm comm, std::shared_ptr<MpiProgressEngine> engine)
     : comm_(comm), engine_(std::move(engine)) {
@@ -99,8 +157,11 @@ MpiCommunicator::~MpiCommunicator() {
   }
 }
 
-WorkHandle MpiCommunicator::submit(MpiProgressEngine::StartFn start) {
-  WorkHandle handle = engine_->submit(std::move(start));
+WorkHandle MpiCommunicator::submit(MpiProgressEngine::StartFn start,
+                                   std::shared_ptr<HostStaging> staging) {
+  MpiProgressEngine::FinishFn finish;
+  if (!staging->empty()) finish = [staging] { staging->finish(); };
+  WorkHandle handle = engine_->submit(std::move(start), std::move(finish));
   std::lock_guard<std::mutex> lock(pending_mutex_);
   std::erase_if(pending_, [](const WorkHandle& h) { return h.is_done(); });
   pending_.push_back(handle);
@@ -112,12 +173,14 @@ WorkHandle MpiCommunicator::all_reduce_async(void* data, int64_t count, CommDTyp
   const int n = to_int(count, "all_reduce");
   const MPI_Op mop = mpi_op(dtype, op);
   MPI_Comm comm = comm_;
+  auto staging = std::make_shared<HostStaging>();
+  void* buffer = staging->output(data, bytes_of(count, dtype), true);
   return submit([=] {
     MPI_Request request = MPI_REQUEST_NULL;
-    check_rc(MPI_Iallreduce(MPI_IN_PLACE, data, n, mpi_type(dtype), mop, comm, &request),
+    check_rc(MPI_Iallreduce(MPI_IN_PLACE, buffer, n, mpi_type(dtype), mop, comm, &request),
              "MPI_Iallreduce");
     return request;
-  });
+  }, staging);
 }
 
 WorkHandle MpiCommunicator::all_gather_async(const void* send, int64_t count, void* recv,
@@ -125,13 +188,15 @@ WorkHandle MpiCommunicator::all_gather_async(const void* send, int64_t count, vo
   const int n = to_int(count, "all_gather");
   to_int(count * size_, "all_gather");
   MPI_Comm comm = comm_;
+  auto staging = std::make_shared<HostStaging>();
+  const void* in = staging->input(send, bytes_of(count, dtype));
+  void* out = staging->output(recv, bytes_of(count * size_, dtype));
   return submit([=] {
     MPI_Request request = MPI_REQUEST_NULL;
     const MPI_Datatype type = mpi_type(dtype);
-    check_rc(MPI_Iallgather(send, n, type, recv, n, type, comm, &request),
-             "MPI_Iallgather");
+    check_rc(MPI_Iallgather(in, n, type, out, n, type, comm, &request), "MPI_Iallgather");
     return request;
-  });
+  }, staging);
 }
 
 WorkHandle MpiCommunicator::all_gather_v_async(const void* send, int64_t send_count, void* recv,
@@ -144,14 +209,17 @@ WorkHandle MpiCommunicator::all_gather_v_async(const void* send, int64_t send_co
                                                       << rank_ << "] is " << recv_counts[rank_]);
   const int n = to_int(send_count, "all_gather_v");
   MPI_Comm comm = comm_;
+  auto staging = std::make_shared<HostStaging>();
+  const void* in = staging->input(send, bytes_of(send_count, dtype));
+  void* out = staging->output(recv, bytes_of(total(recv_counts), dtype));
   return submit([=] {
     MPI_Request request = MPI_REQUEST_NULL;
     const MPI_Datatype type = mpi_type(dtype);
-    check_rc(MPI_Iallgatherv(send, n, type, recv, layout->counts.data(),
+    check_rc(MPI_Iallgatherv(in, n, type, out, layout->counts.data(),
                              layout->displacements.data(), type, comm, &request),
              "MPI_Iallgatherv");
     return request;
-  });
+  }, staging);
 }
 
 WorkHandle MpiCommunicator::reduce_scatter_async(const void* send, void* recv,
@@ -161,13 +229,15 @@ WorkHandle MpiCommunicator::reduce_scatter_async(const void* send, void* recv,
   to_int(recv_count * size_, "reduce_scatter");
   const MPI_Op mop = mpi_op(dtype, op);
   MPI_Comm comm = comm_;
+  auto staging = std::make_shared<HostStaging>();
+  const void* in = staging->input(send, bytes_of(recv_count * size_, dtype));
+  void* out = staging->output(recv, bytes_of(recv_count, dtype));
   return submit([=] {
     MPI_Request request = MPI_REQUEST_NULL;
-    check_rc(MPI_Ireduce_scatter_block(send, recv, n, mpi_type(dtype), mop, comm,
-                                       &request),
+    check_rc(MPI_Ireduce_scatter_block(in, out, n, mpi_type(dtype), mop, comm, &request),
              "MPI_Ireduce_scatter_block");
     return request;
-  });
+  }, staging);
 }
 
 WorkHandle MpiCommunicator::reduce_scatter_v_async(const void* send, void* recv,
@@ -177,13 +247,16 @@ WorkHandle MpiCommunicator::reduce_scatter_v_async(const void* send, void* recv,
       packed(recv_counts, size_, "reduce_scatter_v"));
   const MPI_Op mop = mpi_op(dtype, op);
   MPI_Comm comm = comm_;
+  auto staging = std::make_shared<HostStaging>();
+  const void* in = staging->input(send, bytes_of(total(recv_counts), dtype));
+  void* out = staging->output(recv, bytes_of(recv_counts[rank_], dtype));
   return submit([=] {
     MPI_Request request = MPI_REQUEST_NULL;
-    check_rc(MPI_Ireduce_scatter(send, recv, layout->counts.data(), mpi_type(dtype), mop, comm,
+    check_rc(MPI_Ireduce_scatter(in, out, layout->counts.data(), mpi_type(dtype), mop, comm,
                                  &request),
              "MPI_Ireduce_scatter");
     return request;
-  });
+  }, staging);
 }
 
 WorkHandle MpiCommunicator::all_to_all_async(const void* send, void* recv, int64_t count,
@@ -191,13 +264,15 @@ WorkHandle MpiCommunicator::all_to_all_async(const void* send, void* recv, int64
   const int n = to_int(count, "all_to_all");
   to_int(count * size_, "all_to_all");
   MPI_Comm comm = comm_;
+  auto staging = std::make_shared<HostStaging>();
+  const void* in = staging->input(send, bytes_of(count * size_, dtype));
+  void* out = staging->output(recv, bytes_of(count * size_, dtype));
   return submit([=] {
     MPI_Request request = MPI_REQUEST_NULL;
     const MPI_Datatype type = mpi_type(dtype);
-    check_rc(MPI_Ialltoall(send, n, type, recv, n, type, comm, &request),
-             "MPI_Ialltoall");
+    check_rc(MPI_Ialltoall(in, n, type, out, n, type, comm, &request), "MPI_Ialltoall");
     return request;
-  });
+  }, staging);
 }
 
 WorkHandle MpiCommunicator::all_to_all_v_async(const void* send,
@@ -209,15 +284,18 @@ WorkHandle MpiCommunicator::all_to_all_v_async(const void* send,
   auto recv_layout = std::make_shared<CountsAndDisplacements>(
       packed(recv_counts, size_, "all_to_all_v recv"));
   MPI_Comm comm = comm_;
+  auto staging = std::make_shared<HostStaging>();
+  const void* in = staging->input(send, bytes_of(total(send_counts), dtype));
+  void* out = staging->output(recv, bytes_of(total(recv_counts), dtype));
   return submit([=] {
     MPI_Request request = MPI_REQUEST_NULL;
     const MPI_Datatype type = mpi_type(dtype);
-    check_rc(MPI_Ialltoallv(send, send_layout->counts.data(), send_layout->displacements.data(),
-                            type, recv, recv_layout->counts.data(),
+    check_rc(MPI_Ialltoallv(in, send_layout->counts.data(), send_layout->displacements.data(),
+                            type, out, recv_layout->counts.data(),
                             recv_layout->displacements.data(), type, comm, &request),
              "MPI_Ialltoallv");
     return request;
-  });
+  }, staging);
 }
 
 WorkHandle MpiCommunicator::broadcast_async(void* data, int64_t count, CommDType dtype,
@@ -225,11 +303,13 @@ WorkHandle MpiCommunicator::broadcast_async(void* data, int64_t count, CommDType
   MOEFOLD_CHECK(root >= 0 && root < size_, "broadcast root " << root << " of " << size_);
   const int n = to_int(count, "broadcast");
   MPI_Comm comm = comm_;
+  auto staging = std::make_shared<HostStaging>();
+  void* buffer = staging->output(data, bytes_of(count, dtype), rank_ == root);
   return submit([=] {
     MPI_Request request = MPI_REQUEST_NULL;
-    check_rc(MPI_Ibcast(data, n, mpi_type(dtype), root, comm, &request), "MPI_Ibcast");
+    check_rc(MPI_Ibcast(buffer, n, mpi_type(dtype), root, comm, &request), "MPI_Ibcast");
     return request;
-  });
+  }, staging);
 }
 
 WorkHandle MpiCommunicator::send_async(const void* data, int64_t count, CommDType dtype,
@@ -237,12 +317,13 @@ WorkHandle MpiCommunicator::send_async(const void* data, int64_t count, CommDTyp
   MOEFOLD_CHECK(peer >= 0 && peer < size_, "send to peer " << peer << " of " << size_);
   const int n = to_int(count, "send");
   MPI_Comm comm = comm_;
+  auto staging = std::make_shared<HostStaging>();
+  const void* in = staging->input(data, bytes_of(count, dtype));
   return submit([=] {
     MPI_Request request = MPI_REQUEST_NULL;
-    check_rc(MPI_Isend(data, n, mpi_type(dtype), peer, tag, comm, &request),
-             "MPI_Isend");
+    check_rc(MPI_Isend(in, n, mpi_type(dtype), peer, tag, comm, &request), "MPI_Isend");
     return request;
-  });
+  }, staging);
 }
 
 WorkHandle MpiCommunicator::recv_async(void* data, int64_t count, CommDType dtype, int peer,
@@ -250,12 +331,13 @@ WorkHandle MpiCommunicator::recv_async(void* data, int64_t count, CommDType dtyp
   MOEFOLD_CHECK(peer >= 0 && peer < size_, "recv from peer " << peer << " of " << size_);
   const int n = to_int(count, "recv");
   MPI_Comm comm = comm_;
+  auto staging = std::make_shared<HostStaging>();
+  void* out = staging->output(data, bytes_of(count, dtype));
   return submit([=] {
     MPI_Request request = MPI_REQUEST_NULL;
-    check_rc(MPI_Irecv(data, n, mpi_type(dtype), peer, tag, comm, &request),
-             "MPI_Irecv");
+    check_rc(MPI_Irecv(out, n, mpi_type(dtype), peer, tag, comm, &request), "MPI_Irecv");
     return request;
-  });
+  }, staging);
 }
 
 WorkHandle MpiCommunicator::barrier_async() {
@@ -264,7 +346,7 @@ WorkHandle MpiCommunicator::barrier_async() {
     MPI_Request request = MPI_REQUEST_NULL;
     check_rc(MPI_Ibarrier(comm, &request), "MPI_Ibarrier");
     return request;
-  });
+  }, std::make_shared<HostStaging>());
 }
 
 }  // namespace moefold

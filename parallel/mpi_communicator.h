@@ -14,6 +14,8 @@
 
 namespace moefold {
 
+class HostStaging;  // mpi_communicator.cpp
+
 class MpiCommunicator final : public Communicator {
  public:
   // Takes ownership of `comm` (freed once all its work is done); errors on it are returned, not
@@ -55,8 +57,12 @@ class MpiCommunicator final : public Communicator {
                         int tag = 0) override;
   WorkHandle barrier_async() override;
 
+  // Bytes this process copied through host memory because a buffer lived on a device (device
+  // buffers are staged: MPI reads and writes host memory; NCCL takes them directly).
+  static int64_t staged_bytes();
+
  private:
-  WorkHandle submit(MpiProgressEngine::StartFn start);
+  WorkHandle submit(MpiProgressEngine::StartFn start, std::shared_ptr<HostStaging> staging);
 
   MPI_Comm comm_;
   int rank_ = 0;

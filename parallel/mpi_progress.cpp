@@ -58,12 +58,12 @@ MpiProgressEngine::~MpiProgressEngine() {
   thread_.join();
 }
 
-WorkHandle MpiProgressEngine::submit(StartFn start) {
+WorkHandle MpiProgressEngine::submit(StartFn start, FinishFn finish) {
   auto state = std::make_shared<WorkState>();
   {
     std::lock_guard<std::mutex> lock(queue_mutex_);
     MOEFOLD_CHECK(!stopping_, "work submitted to a stopping MPI progress engine");
-    queue_.push_back(Operation{std::move(start), state, {}});
+    queue_.push_back(Operation{std::move(start), std::move(finish), state, {}});
   }
   queue_cv_.notify_one();
   return WorkHandle(state);
@@ -80,6 +80,17 @@ void MpiProgressEngine::start(Operation& op) {
     op.request = MPI_REQUEST_NULL;
     op.state->complete(e.what());
   }
+}
+
+void MpiProgressEngine::complete(Operation& op, std::string error) {
+  if (error.empty() && op.finish) {
+    try {
+      op.finish();
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+  }
+  op.state->complete(std::move(error));
 }
 
 void MpiProgressEngine::run() {
@@ -107,8 +118,7 @@ void MpiProgressEngine::run() {
         int flag = 0;
         const int rc = MPI_Test(&op.request, &flag, MPI_STATUS_IGNORE);
         if (rc != MPI_SUCCESS || flag) {
-          op.state->complete(rc == MPI_SUCCESS ? std::string()
-                                               : "MPI_Test: " + mpi_error_string(rc));
+          complete(op, rc == MPI_SUCCESS ? std::string() : "MPI_Test: " + mpi_error_string(rc));
           active.erase(active.begin() + static_cast<std::ptrdiff_t>(i));
           progressed = true;
         } else {

@@ -29,6 +29,9 @@ class MpiProgressEngine {
   // engine thread; it stays alive (with whatever it captured, e.g. count arrays) until done.
   // An exception it throws fails the work (wait() rethrows it as InternalError).
   using StartFn = std::function<MPI_Request()>;
+  // Runs on the engine thread once the request completed, before the work is marked done (e.g.
+  // copying a host staging buffer back to the device). An exception fails the work.
+  using FinishFn = std::function<void()>;
 
   // The process-wide engine, started on first use and stopped when its last user goes away.
   // MPI must be initialised with at least MPI_THREAD_SERIALIZED (MpiRuntime does MULTIPLE).
@@ -39,7 +42,7 @@ class MpiProgressEngine {
   MpiProgressEngine(const MpiProgressEngine&) = delete;
   MpiProgressEngine& operator=(const MpiProgressEngine&) = delete;
 
-  WorkHandle submit(StartFn start);
+  WorkHandle submit(StartFn start, FinishFn finish = nullptr);
 
   // Held around MPI calls made outside the engine thread; a no-op lock under THREAD_MULTIPLE.
   std::unique_lock<std::mutex> lock_mpi();
@@ -48,12 +51,14 @@ class MpiProgressEngine {
  private:
   struct Operation {
     StartFn start;
+    FinishFn finish;
     std::shared_ptr<WorkState> state;
     MPI_Request request = MPI_REQUEST_NULL;
   };
 
   void run();
   void start(Operation& op);
+  static void complete(Operation& op, std::string error);
 
   bool serialized_ = false;
   std::mutex mpi_mutex_;
