@@ -7,9 +7,7 @@
 #include "model/scratch.h"
 #include "model/sharding_plan.h"
 #include "tensor/check.h"
-#include "tensor/cpu/attention.h"
-#include "tensor/cpu/gemm.h"
-#include "tensor/cpu/rope.h"
+#include "tensor/ops.h"
 
 namespace moefold {
 
@@ -57,27 +55,25 @@ void Attention::forward(const Tensor& a_NH, const int32_t* positions_N, int64_t 
   } else {
     ensure_shape(st.lse, {batch, heads_, seq});
   }
-  const float* a = st.a.data();
-  cpu::linear_forward(a, wq_->value.data(), st.q.data(), N, hidden_, Q);
-  cpu::linear_forward(a, wk_->value.data(), st.k.data(), N, hidden_, KV);
-  cpu::linear_forward(a, wv_->value.data(), st.v.data(), N, hidden_, KV);
-  cpu::rope_forward(st.q.data(), st.q.data(), positions_N, N, heads_, head_dim_, rotary_base_);
-  cpu::rope_forward(st.k.data(), st.k.data(), positions_N, N, kv_heads_, head_dim_, rotary_base_);
+  const std::span<const int32_t> positions(positions_N, N);
+  ops::linear_forward(st.a, wq_->value, st.q);
+  ops::linear_forward(st.a, wk_->value, st.k);
+  ops::linear_forward(st.a, wv_->value, st.v);
+  ops::rope_forward(st.q, st.q, positions, heads_, head_dim_, rotary_base_);
+  ops::rope_forward(st.k, st.k, positions, kv_heads_, head_dim_, rotary_base_);
   if (ring) {
-    ring_attention_forward(*ctx_.cp, {batch, seq, heads_, kv_heads_, head_dim_}, st.q.data(),
-                           st.k.data(), st.v.data(), st.o.data(), st.lse.data());
+    ring_attention_forward(*ctx_.cp, {batch, seq, heads_, kv_heads_, head_dim_}, st.q, st.k, st.v,
+                           st.o, st.lse);
   } else {
-    cpu::attention_forward(st.q.data(), st.k.data(), st.v.data(), st.o.data(), st.lse.data(),
-                           positions_N, positions_N, batch, seq, seq, heads_, kv_heads_,
-                           head_dim_);
+    ops::attention_forward(st.q, st.k, st.v, st.o, st.lse, positions.first(seq),
+                           positions.first(seq), shape(batch, seq));
   }
   if (!region_.active()) {
-    cpu::gemm(false, true, N, hidden_, Q, 1.0f, st.o.data(), Q, wo_->value.data(), Q,
-              accumulate ? 1.0f : 0.0f, y_NH.data(), hidden_);
+    ops::linear_forward(st.o, wo_->value, y_NH, accumulate);
     return;
   }
-  const auto partial = [&](int64_t first, int64_t rows, float* out) {
-    cpu::linear_forward(st.o.data() + first * Q, wo_->value.data(), out, rows, Q, hidden_);
+  const auto partial = [&](int64_t first, int64_t rows, const Tensor& out) {
+    ops::linear_forward(st.o.slice_rows(first, first + rows), wo_->value, out);
   };
   region_.exit_forward_overlapped(N, partial, st.y_full, y_NH, accumulate, st.shard);
 }
@@ -93,28 +89,29 @@ void Attention::backward_dx(const Tensor& dy_NH, const int32_t* positions_N, Ten
   ensure_shape(st.dq, {N, Q}).zero();
   ensure_shape(st.dk, {N, KV}).zero();
   ensure_shape(st.dv, {N, KV}).zero();
-  cpu::linear_backward_dx(st.dy.data(), wo_->value.data(), st.d_o.data(), N, Q, hidden_, false);
+  const std::span<const int32_t> positions(positions_N, N);
+  ops::linear_backward_dx(st.dy, wo_->value, st.d_o, false);
   if (ctx_.coords.cp_size > 1) {
-    ring_attention_backward(*ctx_.cp, {B, S, heads_, kv_heads_, head_dim_}, st.d_o.data(),
-                            st.q.data(), st.k.data(), st.v.data(), st.o.data(), st.lse.data(),
-                            st.dq.data(), st.dk.data(), st.dv.data());
+    ring_attention_backward(*ctx_.cp, {B, S, heads_, kv_heads_, head_dim_}, st.d_o, st.q, st.k,
+                            st.v, st.o, st.lse, st.dq, st.dk, st.dv);
   } else {
-    cpu::attention_backward(st.d_o.data(), st.q.data(), st.k.data(), st.v.data(), st.o.data(),
-                            st.lse.data(), st.dq.data(), st.dk.data(), st.dv.data(), positions_N,
-                            positions_N, B, S, S, heads_, kv_heads_, head_dim_);
+    ops::attention_backward(st.d_o, st.q, st.k, st.v, st.o, st.lse, st.dq, st.dk, st.dv,
+                            positions.first(S), positions.first(S), shape(B, S));
   }
-  cpu::rope_backward(st.dq.data(), st.dq.data(), positions_N, N, heads_, head_dim_, rotary_base_);
-  cpu::rope_backward(st.dk.data(), st.dk.data(), positions_N, N, kv_heads_, head_dim_,
-                     rotary_base_);
+  ops::rope_backward(st.dq, st.dq, positions, heads_, head_dim_, rotary_base_);
+  ops::rope_backward(st.dk, st.dk, positions, kv_heads_, head_dim_, rotary_base_);
   // Each rank's heads give a partial da over all N tokens; the TP entry sums them.
-  Tensor& da_full = region_.active() ? ensure_shape(st.da_full, {N, hidden_}) : da_NH;
-  float* da = da_full.data();
-  cpu::linear_backward_dx(st.dq.data(), wq_->value.data(), da, N, hidden_, Q, false);
-  cpu::linear_backward_dx(st.dk.data(), wk_->value.data(), da, N, hidden_, KV, true);
-  cpu::linear_backward_dx(st.dv.data(), wv_->value.data(), da, N, hidden_, KV, true);
+  Tensor& da = region_.active() ? ensure_shape(st.da_full, {N, hidden_}) : da_NH;
+  ops::linear_backward_dx(st.dq, wq_->value, da, false);
+  ops::linear_backward_dx(st.dk, wk_->value, da, true);
+  ops::linear_backward_dx(st.dv, wv_->value, da, true);
   if (region_.active()) {
     region_.enter_backward(st.da_full, da_NH, false, st.shard, [&] { weight_gradients(st); });
   }
+}
+
+ops::AttentionShape Attention::shape(int64_t batch, int64_t seq) const {
+  return {batch, seq, seq, heads_, kv_heads_, head_dim_};
 }
 
 void Attention::backward_dw(AttentionStash& st) const {
@@ -122,12 +119,10 @@ void Attention::backward_dw(AttentionStash& st) const {
 }
 
 void Attention::weight_gradients(AttentionStash& st) const {
-  const int64_t N = st.batch * st.seq, Q = heads_ * head_dim_, KV = kv_heads_ * head_dim_;
-  const float* a = st.a.data();
-  cpu::linear_backward_dw(st.dy.data(), st.o.data(), wo_->grad.data(), N, Q, hidden_);
-  cpu::linear_backward_dw(st.dq.data(), a, wq_->grad.data(), N, hidden_, Q);
-  cpu::linear_backward_dw(st.dk.data(), a, wk_->grad.data(), N, hidden_, KV);
-  cpu::linear_backward_dw(st.dv.data(), a, wv_->grad.data(), N, hidden_, KV);
+  ops::linear_backward_dw(st.dy, st.o, wo_->grad);
+  ops::linear_backward_dw(st.dq, st.a, wq_->grad);
+  ops::linear_backward_dw(st.dk, st.a, wk_->grad);
+  ops::linear_backward_dw(st.dv, st.a, wv_->grad);
 }
 
 }  // namespace moefold

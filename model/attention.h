@@ -11,6 +11,7 @@
 #include "model/parameter.h"
 #include "parallel/context.h"
 #include "parallel/tp_communication.h"
+#include "tensor/ops.h"
 #include "tensor/tensor.h"
 
 namespace moefold {
@@ -61,6 +62,7 @@ class Attention {
   Parameter* wv_;  // [nkv·d, H]
   Parameter* wo_;  // [H, nh·d] local columns
 
+  ops::AttentionShape shape(int64_t batch, int64_t seq) const;  // one sequence, no CP
   void weight_gradients(AttentionStash& stash) const;
 };
 

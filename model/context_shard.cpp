@@ -37,13 +37,13 @@ std::vector<int32_t> context_token_positions(int64_t batch, int64_t seq, int cp_
   return positions;
 }
 
-MicroBatch shard_micro_batch(const MicroBatch& full, int cp_rank, int cp_size) {
+TokenBatch shard_micro_batch(const TokenBatch& full, int cp_rank, int cp_size) {
   const int64_t B = full.batch, S = full.seq;
   MOEFOLD_CHECK(static_cast<int64_t>(full.tokens.size()) == B * S &&
                 full.labels.size() == full.tokens.size() &&
                 full.loss_mask.size() == full.tokens.size());
   const std::vector<int32_t> positions = context_shard_positions(S, cp_rank, cp_size);
-  MicroBatch shard;
+  TokenBatch shard;
   shard.batch = full.batch;
   shard.seq = static_cast<int>(positions.size());
   for (int64_t b = 0; b < B; ++b) {

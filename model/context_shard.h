@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
-#include "data/micro_batch.h"
+#include "model/token_batch.h"
 #include "model/model_config.h"
 #include "parallel/context.h"
 
@@ -30,7 +30,7 @@ std::vector<int32_t> context_token_positions(int64_t batch, int64_t seq, int cp_
 
 // This CP rank's part of `full` (B,S): tokens, labels and loss_mask (B,S/CP) in the order of
 // context_shard_positions; seq becomes S/CP. CP = 1 returns a copy.
-MicroBatch shard_micro_batch(const MicroBatch& full, int cp_rank, int cp_size);
+TokenBatch shard_micro_batch(const TokenBatch& full, int cp_rank, int cp_size);
 
 // The context-parallel limits (part of Model::validate): seq_length divisible by 2·CP (times TP
 // with sequence parallelism).

@@ -32,7 +32,7 @@ class Embedding {
   const ParallelContext& ctx_;
   TpRegion region_;
   int64_t vocab_, hidden_;
-  int64_t first_row_, rows_;  // this rank's vocabulary rows [first_row_, first_row_ + rows_)
+  int64_t first_row_;  // this rank holds the vocabulary rows from first_row_ on
   Parameter* weight_;         // [V, H] local rows
 };
 

@@ -3,13 +3,12 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <span>
 #include <vector>
 
 #include "model/sharding_plan.h"
 #include "tensor/check.h"
-#include "tensor/cpu/cross_entropy.h"
-#include "tensor/cpu/gemm.h"
-#include "tensor/cpu/vec_math.h"
+#include "tensor/ops.h"
 
 namespace moefold {
 namespace {
@@ -19,6 +18,11 @@ namespace {
 // TP rank (it depends on the global V), so the chunks' collectives line up.
 int64_t chunk_rows_for(int64_t vocab) {
   return std::clamp<int64_t>((int64_t{1} << 25) / vocab, 256, 4096);
+}
+
+// The loss mask of n rows as a span; empty when there is none (all ones).
+std::span<const float> mask_of(const float* mask_N, int64_t n) {
+  return mask_N ? std::span<const float>(mask_N, n) : std::span<const float>();
 }
 
 }  // namespace
@@ -42,18 +46,16 @@ double LmHead::forward_backward(const Tensor& h_nH, const int32_t* labels_N, con
   const bool grad = grad_scale != 0.0f && dh_nH != nullptr;
   if (grad) MOEFOLD_CHECK(dh_nH->numel() == n * hidden_);
   if (!region_.active()) {
-    double loss_sum = 0.0;
-    cpu::cross_entropy_forward_backward(
-        h_nH.data(), weight_->value.data(), labels_N, mask_N, grad ? grad_scale : 0.0f, &loss_sum,
-        grad ? dh_nH->data() : nullptr, grad ? weight_->grad.data() : nullptr, N, hidden_, vocab_,
+    return ops::cross_entropy_forward_backward(
+        h_nH, weight_->value, {labels_N, static_cast<size_t>(N)}, mask_of(mask_N, N),
+        grad ? grad_scale : 0.0f, grad ? *dh_nH : Tensor(), grad ? weight_->grad : Tensor(),
         chunk_rows_for(vocab_));
-    return loss_sum;
   }
   Tensor h_full;
   region_.enter_forward(h_nH.view({n, hidden_}), N, h_full);
   Tensor dh_full = grad ? Tensor::empty({N, hidden_}) : Tensor();
   const double loss_sum = vocab_parallel_forward_backward(
-      h_full, labels_N, mask_N, grad ? grad_scale : 0.0f, grad ? dh_full.data() : nullptr);
+      h_full, labels_N, mask_N, grad ? grad_scale : 0.0f, dh_full);
   if (grad) {
     Tensor dh = dh_nH->view({n, hidden_}), scratch;
     region_.enter_backward(dh_full, dh, false, scratch);
@@ -67,9 +69,9 @@ double LmHead::forward_backward(const Tensor& h_nH, const int32_t* labels_N, con
 // exchanged as float64 so the reduction order over TP does not show in the loss.
 double LmHead::vocab_parallel_forward_backward(const Tensor& h_full, const int32_t* labels_N,
                                                const float* mask_N, float grad_scale,
-                                               float* dh_full) const {
+                                               const Tensor& dh_full) const {
   Communicator& tp = *region_.tp;
-  const int64_t N = h_full.dim(0), H = hidden_;
+  const int64_t N = h_full.dim(0);
   const int64_t first = weight_->layout.local_offset[0], V_local = weight_->layout.local_shape[0];
   const int64_t chunk = std::min(chunk_rows_for(vocab_), N);
   Tensor logits = Tensor::empty({chunk, V_local});
@@ -78,51 +80,43 @@ double LmHead::vocab_parallel_forward_backward(const Tensor& h_full, const int32
   double loss_sum = 0.0;
   for (int64_t begin = 0; begin < N; begin += chunk) {
     const int64_t rows = std::min(chunk, N - begin);
-    const float* h = h_full.data() + begin * H;
-    float* z = logits.data();
-    cpu::linear_forward(h, weight_->value.data(), z, rows, H, V_local);
-    for (int64_t r = 0; r < rows; ++r) row_max[r] = cpu::max_value(z + r * V_local, V_local);
+    const std::span<const int32_t> labels(labels_N + begin, rows);
+    const std::span<const float> mask = mask_of(mask_N ? mask_N + begin : nullptr, rows);
+    const Tensor h = h_full.slice_rows(begin, begin + rows);
+    const Tensor z = logits.slice_rows(0, rows);
+    ops::linear_forward(h, weight_->value, z);
+    ops::rows_max(z, std::span(row_max).first(rows));
     {
       TimedTpCollective timed;
       tp.all_reduce(row_max.data(), rows, CommDType::kFloat32, ReduceOp::kMax);
     }
     std::fill(sums.begin(), sums.end(), 0.0);
     for (int64_t r = 0; r < rows; ++r) {
-      const int64_t t = begin + r;
-      float* zr = z + r * V_local;
-      if (mask_N == nullptr || mask_N[t] != 0.0f) {
-        const int64_t label = labels_N[t];
-        MOEFOLD_CHECK(label >= 0 && label < vocab_,
-                      "label " << label << " at " << t << " outside vocabulary of " << vocab_);
-        if (label >= first && label < first + V_local) sums[chunk + r] = zr[label - first];
+      if (mask.empty() || mask[r] != 0.0f) {
+        MOEFOLD_CHECK(labels[r] >= 0 && labels[r] < vocab_, "label " << labels[r] << " at "
+                                                                     << begin + r
+                                                                     << " outside vocabulary of "
+                                                                     << vocab_);
       }
-      sums[r] = cpu::exp_shifted_sum(zr, row_max[r], zr, V_local);  // z becomes exp(z − max)
     }
+    // z becomes exp(z − max); the sums and the label logits (0 where another shard holds it).
+    ops::exp_shifted_rows(z, std::span(row_max).first(rows), labels, mask,
+                          std::span(sums).first(rows), std::span(sums).subspan(chunk, rows),
+                          first);
     {
       TimedTpCollective timed;
       tp.all_reduce(sums.data(), 2 * chunk, CommDType::kFloat64, ReduceOp::kSum);
     }
     for (int64_t r = 0; r < rows; ++r) {
-      const int64_t t = begin + r;
-      const float mask = mask_N ? mask_N[t] : 1.0f;
-      if (mask == 0.0f) continue;
+      const float m = mask.empty() ? 1.0f : mask[r];
+      if (m == 0.0f) continue;
       const double lse = std::log(sums[r]) + row_max[r];
-      loss_sum += (lse - sums[chunk + r]) * mask;
+      loss_sum += (lse - sums[chunk + r]) * m;
     }
-    if (dh_full == nullptr) continue;
-    for (int64_t r = 0; r < rows; ++r) {
-      const int64_t t = begin + r;
-      const float mask = mask_N ? mask_N[t] : 1.0f;
-      float* zr = z + r * V_local;
-      const float scale = mask * grad_scale;
-      cpu::scale_in_place(zr, mask == 0.0f ? 0.0f : static_cast<float>(scale / sums[r]), V_local);
-      if (mask == 0.0f) continue;
-      const int64_t label = labels_N[t];
-      if (label >= first && label < first + V_local) zr[label - first] -= scale;
-    }
-    cpu::linear_backward_dx(z, weight_->value.data(), dh_full + begin * H, rows, H, V_local,
-                            false);
-    cpu::linear_backward_dw(z, h, weight_->grad.data(), rows, H, V_local);
+    if (!dh_full.defined()) continue;
+    ops::softmax_gradient_rows(z, std::span(sums).first(rows), labels, mask, grad_scale, first);
+    ops::linear_backward_dx(z, weight_->value, dh_full.slice_rows(begin, begin + rows), false);
+    ops::linear_backward_dw(z, h, weight_->grad);
   }
   return loss_sum;
 }

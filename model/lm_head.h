@@ -37,7 +37,7 @@ class LmHead {
   // The TP > 1 form over this rank's vocabulary rows; h_full (N,H) holds every token.
   double vocab_parallel_forward_backward(const Tensor& h_full, const int32_t* labels_N,
                                          const float* mask_N, float grad_scale,
-                                         float* dh_full) const;
+                                         const Tensor& dh_full) const;  // undefined: no gradient
 
   const ParallelContext& ctx_;
   TpRegion region_;

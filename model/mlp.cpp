@@ -5,8 +5,7 @@
 #include "model/scratch.h"
 #include "model/sharding_plan.h"
 #include "tensor/check.h"
-#include "tensor/cpu/gemm.h"
-#include "tensor/cpu/swiglu.h"
+#include "tensor/ops.h"
 
 namespace moefold {
 
@@ -33,18 +32,16 @@ void Mlp::forward(const Tensor& x_NH, Tensor& y_NH, bool accumulate, MlpStash& s
   ensure_shape(st.gate, {N, ffn_});
   ensure_shape(st.up, {N, ffn_});
   ensure_shape(st.act, {N, ffn_});
-  cpu::linear_forward(st.x.data(), w_gate_->value.data(), st.gate.data(), N, hidden_, ffn_);
-  cpu::linear_forward(st.x.data(), w_up_->value.data(), st.up.data(), N, hidden_, ffn_);
-  cpu::swiglu_forward(st.gate.data(), st.up.data(), st.act.data(), N * ffn_);
+  ops::linear_forward(st.x, w_gate_->value, st.gate);
+  ops::linear_forward(st.x, w_up_->value, st.up);
+  ops::swiglu_forward(st.gate, st.up, st.act);
   if (!region_.active()) {
-    cpu::gemm(false, true, N, hidden_, ffn_, 1.0f, st.act.data(), ffn_, w_down_->value.data(),
-              ffn_, accumulate ? 1.0f : 0.0f, y_NH.data(), hidden_);
+    ops::linear_forward(st.act, w_down_->value, y_NH, accumulate);
     return;
   }
   Tensor y = y_NH.view({n, hidden_});
-  const auto partial = [&](int64_t first, int64_t rows, float* out) {
-    cpu::linear_forward(st.act.data() + first * ffn_, w_down_->value.data(), out, rows, ffn_,
-                        hidden_);
+  const auto partial = [&](int64_t first, int64_t rows, const Tensor& out) {
+    ops::linear_forward(st.act.slice_rows(first, first + rows), w_down_->value, out);
   };
   region_.exit_forward_overlapped(N, partial, st.y_full, y, accumulate, st.shard);
 }
@@ -54,22 +51,18 @@ void Mlp::backward_dx(const Tensor& dy_NH, Tensor& dx_NH, bool accumulate, MlpSt
   MOEFOLD_CHECK(dy_NH.numel() == n * hidden_ && dx_NH.numel() == n * hidden_);
   region_.exit_backward(dy_NH.view({n, hidden_}), N, st.dy);
   ensure_shape(st.dact, {N, ffn_});
-  cpu::linear_backward_dx(st.dy.data(), w_down_->value.data(), st.dact.data(), N, ffn_, hidden_,
-                          false);
+  ops::linear_backward_dx(st.dy, w_down_->value, st.dact, false);
   // gate and up are not needed after this: their gradients overwrite them.
-  cpu::swiglu_backward(st.dact.data(), st.gate.data(), st.up.data(), st.gate.data(), st.up.data(),
-                       N * ffn_);
+  ops::swiglu_backward(st.dact, st.gate, st.up, st.gate, st.up);
   if (!region_.active()) {
-    cpu::linear_backward_dx(st.gate.data(), w_gate_->value.data(), dx_NH.data(), N, hidden_, ffn_,
-                            accumulate);
-    cpu::linear_backward_dx(st.up.data(), w_up_->value.data(), dx_NH.data(), N, hidden_, ffn_,
-                            true);
+    ops::linear_backward_dx(st.gate, w_gate_->value, dx_NH, accumulate);
+    ops::linear_backward_dx(st.up, w_up_->value, dx_NH, true);
     return;
   }
   // Partial over this rank's hidden units; the TP entry sums them.
-  float* dx_full = ensure_shape(st.dx_full, {N, hidden_}).data();
-  cpu::linear_backward_dx(st.gate.data(), w_gate_->value.data(), dx_full, N, hidden_, ffn_, false);
-  cpu::linear_backward_dx(st.up.data(), w_up_->value.data(), dx_full, N, hidden_, ffn_, true);
+  const Tensor& dx_full = ensure_shape(st.dx_full, {N, hidden_});
+  ops::linear_backward_dx(st.gate, w_gate_->value, dx_full, false);
+  ops::linear_backward_dx(st.up, w_up_->value, dx_full, true);
   Tensor dx = dx_NH.view({n, hidden_});
   region_.enter_backward(st.dx_full, dx, accumulate, st.shard, [&] { weight_gradients(st); });
 }
@@ -79,10 +72,9 @@ void Mlp::backward_dw(MlpStash& st) const {
 }
 
 void Mlp::weight_gradients(MlpStash& st) const {
-  const int64_t N = st.x.numel() / hidden_;
-  cpu::linear_backward_dw(st.dy.data(), st.act.data(), w_down_->grad.data(), N, ffn_, hidden_);
-  cpu::linear_backward_dw(st.gate.data(), st.x.data(), w_gate_->grad.data(), N, hidden_, ffn_);
-  cpu::linear_backward_dw(st.up.data(), st.x.data(), w_up_->grad.data(), N, hidden_, ffn_);
+  ops::linear_backward_dw(st.dy, st.act, w_down_->grad);
+  ops::linear_backward_dw(st.gate, st.x, w_gate_->grad);
+  ops::linear_backward_dw(st.up, st.x, w_up_->grad);
 }
 
 }  // namespace moefold

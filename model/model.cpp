@@ -1,6 +1,5 @@
 #include "model/model.h"
 
-#include <cstring>
 #include <optional>
 
 #include "absl/strings/str_cat.h"
@@ -9,7 +8,7 @@
 #include "model/scratch.h"
 #include "model/sharding_plan.h"
 #include "tensor/check.h"
-#include "tensor/cpu/rmsnorm.h"
+#include "tensor/ops.h"
 
 namespace moefold {
 
@@ -184,7 +183,7 @@ TransformerLayerStash& Model::layer_stash(ModelStash& st, int i) {
 
 void Model::zero_grad() { registry_.zero_grad(); }
 
-MicroBatchStats Model::forward(const MicroBatch& batch, const LossScales& scales,
+MicroBatchStats Model::forward(const TokenBatch& batch, const LossScales& scales,
                                ModelStash& stash) {
   MOEFOLD_CHECK(ctx_.coords.pp_size == 1 && chunks() == 1,
                 "forward of the whole model needs PP=1");
@@ -197,21 +196,21 @@ void Model::backward(ModelStash& stash) {
   backward_chunk(0, stash, nullptr);
 }
 
-MicroBatchStats Model::evaluate(const MicroBatch& batch) {
+MicroBatchStats Model::evaluate(const TokenBatch& batch) {
   MOEFOLD_CHECK(ctx_.coords.pp_size == 1 && chunks() == 1,
                 "evaluate of the whole model needs PP=1");
   if (!eval_stash_) eval_stash_ = make_stash();
   return forward_chunk(0, batch, nullptr, nullptr, *eval_stash_);
 }
 
-MicroBatchStats Model::forward_chunk(int chunk, const MicroBatch& full_batch,
+MicroBatchStats Model::forward_chunk(int chunk, const TokenBatch& full_batch,
                                      const Tensor* input_nH, const LossScales* scales,
                                      ModelStash& st) {
   // Context parallelism: this rank computes its load-balanced shard of every sequence.
   const int cp_rank = ctx_.coords.cp_rank, cp_size = ctx_.coords.cp_size;
-  std::optional<MicroBatch> cp_shard;
+  std::optional<TokenBatch> cp_shard;
   if (cp_size > 1) cp_shard = shard_micro_batch(full_batch, cp_rank, cp_size);
-  const MicroBatch& batch = cp_shard ? *cp_shard : full_batch;
+  const TokenBatch& batch = cp_shard ? *cp_shard : full_batch;
   const int64_t B = batch.batch, S = batch.seq, N = B * S, H = config_.hidden_size;
   const LayerRange range = partition_.layers(stage(), chunk);
   const int Lc = range.size();
@@ -236,7 +235,7 @@ MicroBatchStats Model::forward_chunk(int chunk, const MicroBatch& full_batch,
     embedding_->forward(st.tokens.data(), N, st.residual[0]);
   } else {
     MOEFOLD_CHECK(input_nH->numel() == n * H, "chunk input " << input_nH->shape_string());
-    std::memcpy(st.residual[0].data(), input_nH->data(), st.residual[0].nbytes());
+    ops::copy(st.residual[0], *input_nH);
   }
   const double aux_scale = scales ? scales->aux : 0.0;
   st.aux_scale = aux_scale;
@@ -260,8 +259,8 @@ MicroBatchStats Model::forward_chunk(int chunk, const MicroBatch& full_batch,
     ensure_shape(st.final_h, {n, H});
     ensure_shape(st.final_rstd, {n});
     notify(forward_pre_hook_, config_.num_layers + 1);
-    cpu::rmsnorm_forward(st.residual[Lc].data(), final_norm_->value.data(), st.final_h.data(),
-                         st.final_rstd.data(), n, H, config_.norm_epsilon);
+    ops::rmsnorm_forward(st.residual[Lc], final_norm_->value, st.final_h, st.final_rstd,
+                         config_.norm_epsilon);
     Tensor* d_final = nullptr;
     if (scales) d_final = &ensure_shape(st.d_final_h, {n, H});
     const float lm_scale = scales ? static_cast<float>(scales->lm) : 0.0f;
@@ -291,13 +290,12 @@ const Tensor* Model::backward_chunk(int chunk, ModelStash& st, const Tensor* d_o
   const int64_t n = region.local_rows(N);
   ensure_shape(st.dh, {n, H});
   if (last) {
-    rmsnorm_backward_tp(region, st.d_final_h.data(), st.residual[Lc].data(),
-                        final_norm_->value.data(), st.final_rstd.data(), st.dh.data(),
-                        final_norm_->grad.data(), st.final_norm_dw, n, H, false);
+    rmsnorm_backward_tp(region, st.d_final_h, st.residual[Lc], *final_norm_, st.final_rstd, st.dh,
+                        st.final_norm_dw, false);
     if (!defer_weight_gradients) notify(grad_ready_hook_, L + 1);
   } else {
     MOEFOLD_CHECK(d_output_nH->numel() == n * H, "chunk gradient " << d_output_nH->shape_string());
-    std::memcpy(st.dh.data(), d_output_nH->data(), st.dh.nbytes());
+    ops::copy(st.dh, *d_output_nH);
   }
   for (int i = Lc - 1; i >= 0; --i) {
     const int l = range.begin + i;

@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
-#include "data/micro_batch.h"
+#include "model/token_batch.h"
 #include "model/embedding.h"
 #include "model/lm_head.h"
 #include "model/model_config.h"
@@ -93,7 +93,7 @@ class Model {
   // backward; on the last virtual stage it computes the loss and its gradient d_final_h (the LM
   // head's gradient is computed here, chunked, so no (N,V) logits buffer is kept). Stats cover
   // the chunk: the LM loss on the last virtual stage, the MoE terms of the chunk's layers.
-  MicroBatchStats forward_chunk(int chunk, const MicroBatch& batch, const Tensor* input_nH,
+  MicroBatchStats forward_chunk(int chunk, const TokenBatch& batch, const Tensor* input_nH,
                                 const LossScales* scales, ModelStash& stash);
   // The chunk's output (n,H) after forward_chunk (the next virtual stage's input).
   const Tensor& chunk_output(const ModelStash& stash) const { return stash.residual.back(); }
@@ -108,9 +108,9 @@ class Model {
   void weight_gradients_chunk(int chunk, ModelStash& stash);
 
   // The one-chunk case (no pipeline parallelism): the whole model.
-  MicroBatchStats forward(const MicroBatch& batch, const LossScales& scales, ModelStash& stash);
+  MicroBatchStats forward(const TokenBatch& batch, const LossScales& scales, ModelStash& stash);
   void backward(ModelStash& stash);                   // accumulates into every Parameter::grad
-  MicroBatchStats evaluate(const MicroBatch& batch);  // forward only, no gradients
+  MicroBatchStats evaluate(const TokenBatch& batch);  // forward only, no gradients
 
   const StagePartition& partition() const { return partition_; }
   int stage() const { return ctx_.coords.pp_rank; }

@@ -1,23 +1,23 @@
 // FSSDP for the MoE layer (moe_layer.h): the sparse materialisation of the expert weights from
 // their expert-DP shards, and the sparse reduce-scatter of their gradients.
 #include <chrono>
-#include <cstring>
 
 #include "model/moe_layer.h"
 #include "model/scratch.h"
 #include "tensor/check.h"
+#include "tensor/ops.h"
 #include "tensor/wall_clock.h"
 
 namespace moefold {
 
-const float* MoeLayer::gate_weights() const {
-  return workspace_ ? workspace_->w_gate.data() : w_gate_->value.data();
+const Tensor& MoeLayer::gate_weights() const {
+  return workspace_ ? workspace_->w_gate : w_gate_->value;
 }
-const float* MoeLayer::up_weights() const {
-  return workspace_ ? workspace_->w_up.data() : w_up_->value.data();
+const Tensor& MoeLayer::up_weights() const {
+  return workspace_ ? workspace_->w_up : w_up_->value;
 }
-const float* MoeLayer::down_weights() const {
-  return workspace_ ? workspace_->w_down.data() : w_down_->value.data();
+const Tensor& MoeLayer::down_weights() const {
+  return workspace_ ? workspace_->w_down : w_down_->value;
 }
 
 // One expert's shard: its gate rows, up rows and down columns, (Fs,H) (Fs,H) (H,Fs).
@@ -70,23 +70,24 @@ void MoeLayer::move_shards(const MoeStash& st, bool to_materialised, float* gate
   const std::vector<int64_t> experts = st.fssdp.items_of(ctx_.edp->rank());
   const int64_t n = static_cast<int64_t>(experts.size()), F = local_ffn_, H = hidden_;
   const int64_t Fs = F / P;
-  auto move = [to_materialised](float* materialised, float* exchanged, int64_t count) {
+  // rows × cols floats between a materialised tensor (row stride m_stride) and the exchange
+  // buffer (packed), in the direction asked for.
+  auto move = [to_materialised](float* materialised, int64_t m_stride, float* exchanged,
+                                int64_t rows, int64_t cols) {
     if (to_materialised) {
-      std::memcpy(materialised, exchanged, count * sizeof(float));
+      ops::copy_rows(materialised, m_stride, exchanged, cols, rows, cols);
     } else {
-      std::memcpy(exchanged, materialised, count * sizeof(float));
+      ops::copy_rows(exchanged, cols, materialised, m_stride, rows, cols);
     }
   };
   for (int j = 0; j < P; ++j) {
     for (int64_t i = 0; i < n; ++i) {
       const int64_t e = experts[i];
       float* block = workspace_->exchange.data() + (j * n + i) * st.fssdp.shard;
-      move(gate + (e * F + j * Fs) * H, block, Fs * H);  // rows j·Fs.. of (F,H)
-      move(up + (e * F + j * Fs) * H, block + Fs * H, Fs * H);
-      float* down_block = block + 2 * Fs * H;  // (H,Fs): columns j·Fs.. of (H,F)
-      for (int64_t h = 0; h < H; ++h) {
-        move(down + (e * H + h) * F + j * Fs, down_block + h * Fs, Fs);
-      }
+      move(gate + (e * F + j * Fs) * H, H, block, Fs, H);  // rows j·Fs.. of (F,H)
+      move(up + (e * F + j * Fs) * H, H, block + Fs * H, Fs, H);
+      // (H,Fs) in the exchange: columns j·Fs.. of (H,F)
+      move(down + e * H * F + j * Fs, F, block + 2 * Fs * H, H, Fs);
     }
   }
 }

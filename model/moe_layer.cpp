@@ -7,9 +7,7 @@
 #include "model/scratch.h"
 #include "model/sharding_plan.h"
 #include "tensor/check.h"
-#include "tensor/cpu/gemm.h"
-#include "tensor/cpu/permute.h"
-#include "tensor/cpu/swiglu.h"
+#include "tensor/ops.h"
 
 namespace moefold {
 
@@ -56,20 +54,20 @@ MoeLayer::MoeLayer(const ModelConfig& config, const ParallelContext& ctx, int la
   }
 }
 
+MoeLayer::ChunkRows MoeLayer::chunk_rows(const MoeStash& st, int chunk) const {
+  const int64_t first = st.plan.expert_chunk_rows[chunk];
+  return {first, st.plan.expert_chunk_rows[chunk + 1],
+          {st.plan.chunk_expert_offsets(chunk), static_cast<size_t>(local_experts_ + 1)}};
+}
+
 // Grouped SwiGLU experts on the rows of one dispatched chunk.
 void MoeLayer::experts_forward(int chunk, MoeStash& st) const {
-  const int64_t H = hidden_, F = local_ffn_, El = local_experts_;
-  const int64_t first = st.plan.expert_chunk_rows[chunk];
-  const int64_t rows = st.plan.expert_chunk_rows[chunk + 1] - first;
-  const int64_t* off = st.plan.chunk_expert_offsets(chunk);
-  float* gate = st.gate.data() + first * F;
-  float* up = st.up.data() + first * F;
-  float* act = st.act.data() + first * F;
-  const float* xe = st.xe.data() + first * H;
-  cpu::grouped_linear_forward(xe, gate_weights(), gate, off, El, H, F);
-  cpu::grouped_linear_forward(xe, up_weights(), up, off, El, H, F);
-  cpu::swiglu_forward(gate, up, act, rows * F);
-  cpu::grouped_linear_forward(act, down_weights(), st.ye.data() + first * H, off, El, F, H);
+  const ChunkRows c = chunk_rows(st, chunk);
+  const Tensor gate = c.of(st.gate), up = c.of(st.up), act = c.of(st.act), xe = c.of(st.xe);
+  ops::grouped_linear_forward(xe, gate_weights(), gate, c.offsets);
+  ops::grouped_linear_forward(xe, up_weights(), up, c.offsets);
+  ops::swiglu_forward(gate, up, act);
+  ops::grouped_linear_forward(act, down_weights(), c.of(st.ye), c.offsets);
 }
 
 // Rows [first, end) of the N rows that this rank of a token-splitting group of `size` routes:
@@ -112,7 +110,7 @@ void MoeLayer::forward(const Tensor& x_NH, const MoeRows& rows, double aux_scale
 
   // Local work: sort the kept assignments by expert, agree on counts, order rows for sending.
   st.counts.assign(E, 0);
-  st.rows = cpu::build_expert_permutation(st.router.idx.data(), st.router.keep.data(), n, k, E,
+  st.rows = ops::build_expert_permutation(st.router.idx.data(), st.router.keep.data(), n, k, E,
                                           st.counts.data(), ensure_size(st.perm, n * k));
   st.plan = dispatcher_.plan(st.counts);
   if (workspace_) {  // the needed experts' shards travel while the tokens are dispatched
@@ -122,8 +120,8 @@ void MoeLayer::forward(const Tensor& x_NH, const MoeRows& rows, double aux_scale
   const int64_t R = st.rows, Re = st.plan.expert_rows, F = local_ffn_;
   int32_t* send_perm = ensure_size(st.send_perm, R);
   for (int64_t r = 0; r < R; ++r) send_perm[r] = st.perm[st.plan.source_order[r]];
-  cpu::permute_tokens(x_NH.data() + first * H, send_perm, ensure_shape(st.xs, {R, H}).data(), R,
-                      k, H);
+  ops::permute_tokens(x_NH.slice_rows(first, first + n), st.send_perm, ensure_shape(st.xs, {R, H}),
+                      k);
 
   dispatcher_.start_dispatch(st.plan, st.xs.data(), H, st.buffers);
   if (shared_) {  // computes while the dispatch is in flight
@@ -145,16 +143,14 @@ void MoeLayer::forward(const Tensor& x_NH, const MoeRows& rows, double aux_scale
   }
   dispatcher_.finish_combine(st.buffers);
   if (!split) {
-    cpu::combine_tokens(st.ys.data(), send_perm, st.router.gates.data(), y_NH.data(), R, k, H);
+    ops::combine_tokens(st.ys, st.send_perm, st.router.device_gates, y_NH.view({N, H}));
     return;
   }
   // Each rank's routed rows, gathered so the output is whole on every rank again.
   ensure_shape(st.routed, {n, H}).zero();
-  cpu::combine_tokens(st.ys.data(), send_perm, st.router.gates.data(), st.routed.data(), R, k, H);
+  ops::combine_tokens(st.ys, st.send_perm, st.router.device_gates, st.routed);
   gather_token_shares(st.routed, N, st.routed_all);
-  float* y = y_NH.data();
-  const float* routed = st.routed_all.data();
-  for (int64_t i = 0; i < N * H; ++i) y[i] += routed[i];
+  ops::add(y_NH, st.routed_all);
 }
 
 // all_NH (N,H) = the rows of every rank's share_nH, in rank order (all-gather over TP).
@@ -171,19 +167,12 @@ void MoeLayer::gather_token_shares(const Tensor& share_nH, int64_t N, Tensor& al
 
 // d/d xe (partial over ETP) of one chunk; gate and up become their gradients.
 void MoeLayer::experts_backward_dx(int chunk, MoeStash& st) const {
-  const int64_t H = hidden_, F = local_ffn_, El = local_experts_;
-  const int64_t first = st.plan.expert_chunk_rows[chunk];
-  const int64_t rows = st.plan.expert_chunk_rows[chunk + 1] - first;
-  const int64_t* off = st.plan.chunk_expert_offsets(chunk);
-  float* gate = st.gate.data() + first * F;
-  float* up = st.up.data() + first * F;
-  float* dact = st.dact.data() + first * F;
-  float* dxe = st.dxe.data() + first * H;
-  cpu::grouped_linear_backward_dx(st.dye.data() + first * H, down_weights(), dact, off, El, F, H,
-                                  false);
-  cpu::swiglu_backward(dact, gate, up, gate, up, rows * F);
-  cpu::grouped_linear_backward_dx(gate, gate_weights(), dxe, off, El, H, F, false);
-  cpu::grouped_linear_backward_dx(up, up_weights(), dxe, off, El, H, F, true);
+  const ChunkRows c = chunk_rows(st, chunk);
+  const Tensor gate = c.of(st.gate), up = c.of(st.up), dact = c.of(st.dact), dxe = c.of(st.dxe);
+  ops::grouped_linear_backward_dx(c.of(st.dye), down_weights(), dact, c.offsets, false);
+  ops::swiglu_backward(dact, gate, up, gate, up);
+  ops::grouped_linear_backward_dx(gate, gate_weights(), dxe, c.offsets, false);
+  ops::grouped_linear_backward_dx(up, up_weights(), dxe, c.offsets, true);
 }
 
 void MoeLayer::backward_dx(const Tensor& dy_NH, Tensor& dx_NH, MoeStash& st) const {
@@ -194,8 +183,8 @@ void MoeLayer::backward_dx(const Tensor& dy_NH, Tensor& dx_NH, MoeStash& st) con
   if (workspace_) start_materialisation(st);  // gathered again: the workspace is shared
   ensure_shape(st.dgates, {n, k}).zero();
   ensure_shape(st.dys, {R, H});
-  cpu::combine_tokens_backward(dy_NH.data() + first * H, st.ys.data(), st.send_perm.data(),
-                               st.router.gates.data(), st.dys.data(), st.dgates.data(), R, k, H);
+  ops::combine_tokens_backward(dy_NH.view({N, H}).slice_rows(first, first + n), st.ys,
+                               st.send_perm, st.router.device_gates, st.dys, st.dgates);
   dispatcher_.start_dispatch(st.plan, st.dys.data(), H, st.buffers);
   // The router and the shared expert compute while the dispatch is in flight.
   Tensor& dx_routed = split ? ensure_shape(st.routed, {n, H}) : dx_NH;  // (n,H)
@@ -212,39 +201,32 @@ void MoeLayer::backward_dx(const Tensor& dy_NH, Tensor& dx_NH, MoeStash& st) con
     dispatcher_.start_combine_chunk(st.plan, c, st.dxe.data(), H, st.dxs.data(), st.buffers);
   }
   dispatcher_.finish_combine(st.buffers);
-  cpu::permute_tokens_backward(st.dxs.data(), st.send_perm.data(), dx_routed.data(), R, k, H);
+  ops::permute_tokens_backward(st.dxs, st.send_perm, dx_routed.view({n, H}), k);
   if (!split) return;
   // The input is replicated over TP, so its gradient is whole on every rank: gather the shares.
   gather_token_shares(st.routed, N, st.routed_all);
-  float* dx = dx_NH.data();
-  const float* routed = st.routed_all.data();
   if (shared_) {
-    for (int64_t i = 0; i < N * H; ++i) dx[i] += routed[i];
+    ops::add(dx_NH, st.routed_all);
   } else {
-    std::copy(routed, routed + N * H, dx);
+    ops::copy(dx_NH, st.routed_all);
   }
 }
 
 void MoeLayer::backward_dw(MoeStash& st) const {
-  const int64_t H = hidden_, F = local_ffn_, El = local_experts_;
-  float* d_gate = w_gate_->grad.data();
-  float* d_up = w_up_->grad.data();
-  float* d_down = w_down_->grad.data();
+  Tensor d_gate = w_gate_->grad, d_up = w_up_->grad, d_down = w_down_->grad;
   if (workspace_) {  // this micro-batch's gradients, in place of the weights; reduce-scattered
     MOEFOLD_CHECK(!workspace_->reduction_pending, "FSSDP: finish_backward_dw was not called");
     for (Tensor* t : {&workspace_->w_gate, &workspace_->w_up, &workspace_->w_down}) t->zero();
-    d_gate = workspace_->w_gate.data();
-    d_up = workspace_->w_up.data();
-    d_down = workspace_->w_down.data();
+    d_gate = workspace_->w_gate;
+    d_up = workspace_->w_up;
+    d_down = workspace_->w_down;
   }
-  for (int c = 0; c < st.plan.chunks; ++c) {
-    const int64_t first = st.plan.expert_chunk_rows[c];
-    const int64_t* off = st.plan.chunk_expert_offsets(c);
-    const float* xe = st.xe.data() + first * H;
-    cpu::grouped_linear_backward_dw(st.dye.data() + first * H, st.act.data() + first * F, d_down,
-                                    off, El, F, H);
-    cpu::grouped_linear_backward_dw(st.gate.data() + first * F, xe, d_gate, off, El, H, F);
-    cpu::grouped_linear_backward_dw(st.up.data() + first * F, xe, d_up, off, El, H, F);
+  for (int chunk = 0; chunk < st.plan.chunks; ++chunk) {
+    const ChunkRows c = chunk_rows(st, chunk);
+    const Tensor xe = c.of(st.xe);
+    ops::grouped_linear_backward_dw(c.of(st.dye), c.of(st.act), d_down, c.offsets);
+    ops::grouped_linear_backward_dw(c.of(st.gate), xe, d_gate, c.offsets);
+    ops::grouped_linear_backward_dw(c.of(st.up), xe, d_up, c.offsets);
   }
   if (workspace_) start_gradient_reduction(st);  // finished by finish_backward_dw
   router_.backward_dw(st.router);

@@ -20,6 +20,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <vector>
 
 #include "model/mlp.h"
@@ -123,9 +124,17 @@ class MoeLayer {
   std::shared_ptr<ExpertWorkspace> workspace_;  // FSSDP only
 
   // The weights the experts compute with: the parameters, or the FSSDP workspace.
-  const float* gate_weights() const;
-  const float* up_weights() const;
-  const float* down_weights() const;
+  // The local experts' weights (El,F,H) (El,F,H) (El,H,F): materialised under FSSDP.
+  const Tensor& gate_weights() const;
+  const Tensor& up_weights() const;
+  const Tensor& down_weights() const;
+  // The rows [first, end) of one dispatched chunk and its per-expert offsets (El+1).
+  struct ChunkRows {
+    int64_t first, end;
+    std::span<const int64_t> offsets;
+    Tensor of(const Tensor& rows) const { return rows.slice_rows(first, end); }
+  };
+  ChunkRows chunk_rows(const MoeStash& stash, int chunk) const;
   std::vector<ShardPart> shard_parts(bool gradients) const;
   // FSSDP: agree on the needed local experts and start gathering them (forward), gather them
   // again (backward), unpack the gathered shards, reduce-scatter the gradients.

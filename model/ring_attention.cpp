@@ -1,7 +1,6 @@
 #include "model/ring_attention.h"
 
 #include <chrono>
-#include <cstring>
 #include <limits>
 #include <numeric>
 #include <vector>
@@ -10,7 +9,7 @@
 #include "model/scratch.h"
 #include "parallel/cp_communication.h"
 #include "tensor/check.h"
-#include "tensor/cpu/attention.h"
+#include "tensor/ops.h"
 
 namespace moefold {
 namespace {
@@ -23,18 +22,29 @@ struct RingBuffers {
   Tensor lse_part;  // (nh,C)
 };
 
-// Pointers into one sequence b's chunk c (0 or 1) of the local layouts.
+// Views of one sequence b's chunk c (0 or 1) in the local layouts.
 struct ChunkView {
   const RingAttentionDims& dims;
   int64_t chunk;  // C
-  int64_t q_offset(int64_t b, int c) const {
-    return (b * dims.local_seq + c * chunk) * dims.heads * dims.head_dim;
+  Tensor q(const Tensor& t, int64_t b, int c) const {  // (C,nh,d)
+    return t.elements((b * dims.local_seq + c * chunk) * dims.heads * dims.head_dim,
+                      {chunk, dims.heads, dims.head_dim});
   }
-  int64_t kv_offset(int64_t b, int c) const {
-    return (b * dims.local_seq + c * chunk) * dims.kv_heads * dims.head_dim;
+  Tensor kv(const Tensor& t, int64_t b, int c) const {  // (C,nkv,d)
+    return t.elements((b * dims.local_seq + c * chunk) * dims.kv_heads * dims.head_dim,
+                      {chunk, dims.kv_heads, dims.head_dim});
   }
-  int64_t lse_offset(int64_t b, int c) const { return (b * 2 + c) * dims.heads * chunk; }
+  Tensor lse(const Tensor& t, int64_t b, int c) const {  // (nh,C)
+    return t.elements((b * 2 + c) * dims.heads * chunk, {dims.heads, chunk});
+  }
+  ops::AttentionShape pair_shape() const {
+    return {1, chunk, chunk, dims.heads, dims.kv_heads, dims.head_dim};
+  }
 };
+
+ops::AttentionShape whole_shape(const RingAttentionDims& d) {
+  return {d.batch, d.local_seq, d.local_seq, d.heads, d.kv_heads, d.head_dim};
+}
 
 std::vector<int32_t> chunk_positions(int global_chunk, int64_t chunk) {
   std::vector<int32_t> positions(chunk);
@@ -70,16 +80,15 @@ std::vector<int32_t> iota_positions(int64_t n) {
 
 }  // namespace
 
-void ring_attention_forward(Communicator& cp, const RingAttentionDims& dims, const float* q,
-                            const float* k, const float* v, float* o, float* lse,
+void ring_attention_forward(Communicator& cp, const RingAttentionDims& dims, const Tensor& q,
+                            const Tensor& k, const Tensor& v, const Tensor& o, const Tensor& lse,
                             bool overlap) {
   const int64_t B = dims.batch, Sl = dims.local_seq, nh = dims.heads, nkv = dims.kv_heads,
                 d = dims.head_dim;
   const int CP = cp.size();
   if (CP == 1) {
     const std::vector<int32_t> positions = iota_positions(Sl);
-    cpu::attention_forward(q, k, v, o, lse, positions.data(), positions.data(), B, Sl, Sl, nh,
-                           nkv, d);
+    ops::attention_forward(q, k, v, o, lse, positions, positions, whole_shape(dims));
     return;
   }
   MOEFOLD_CHECK(Sl % 2 == 0, "local sequence " << Sl << " holds two chunks");
@@ -89,28 +98,26 @@ void ring_attention_forward(Communicator& cp, const RingAttentionDims& dims, con
   for (Tensor& t : sc.kv) ensure_shape(t, {2, kv_count});
   ensure_shape(sc.o_part, {C, nh, d});
   ensure_shape(sc.lse_part, {nh, C});
-  std::memcpy(sc.kv[0].data(), k, kv_count * sizeof(float));
-  std::memcpy(sc.kv[0].data() + kv_count, v, kv_count * sizeof(float));
-  std::fill(o, o + B * Sl * nh * d, 0.0f);
-  std::fill(lse, lse + B * 2 * nh * C, -std::numeric_limits<float>::infinity());
+  ops::copy(sc.kv[0].slice_rows(0, 1), k);
+  ops::copy(sc.kv[0].slice_rows(1, 2), v);
+  o.zero();
+  lse.fill(-std::numeric_limits<float>::infinity());
 
   KvRing ring(cp, overlap);
   for (int step = 0; step < CP; ++step) {
     const int cur = step % 2;
     if (step + 1 < CP) ring.start_pass(sc.kv[cur].data(), sc.kv[1 - cur].data(), 2 * kv_count);
     const auto start = std::chrono::steady_clock::now();
-    const float* k_block = sc.kv[cur].data();
-    const float* v_block = k_block + kv_count;
+    const Tensor k_block = sc.kv[cur].slice_rows(0, 1), v_block = sc.kv[cur].slice_rows(1, 2);
     for (const ChunkPair& p : visible_pairs(cp.rank(), ring.source(step), CP)) {
       const std::vector<int32_t> q_pos = chunk_positions(p.q_global, C);
       const std::vector<int32_t> k_pos = chunk_positions(p.k_global, C);
       for (int64_t b = 0; b < B; ++b) {
-        cpu::attention_forward(q + view.q_offset(b, p.q), k_block + view.kv_offset(b, p.k),
-                               v_block + view.kv_offset(b, p.k), sc.o_part.data(),
-                               sc.lse_part.data(), q_pos.data(), k_pos.data(), 1, C, C, nh, nkv,
-                               d);
-        cpu::attention_merge(o + view.q_offset(b, p.q), lse + view.lse_offset(b, p.q),
-                             sc.o_part.data(), sc.lse_part.data(), 1, C, nh, d);
+        ops::attention_forward(view.q(q, b, p.q), view.kv(k_block, b, p.k),
+                               view.kv(v_block, b, p.k), sc.o_part, sc.lse_part, q_pos, k_pos,
+                               view.pair_shape());
+        ops::attention_merge(view.q(o, b, p.q), view.lse(lse, b, p.q), sc.o_part, sc.lse_part,
+                             view.pair_shape());
       }
     }
     cp_communication_stats().compute_seconds +=
@@ -119,17 +126,16 @@ void ring_attention_forward(Communicator& cp, const RingAttentionDims& dims, con
   }
 }
 
-void ring_attention_backward(Communicator& cp, const RingAttentionDims& dims, const float* dout,
-                             const float* q, const float* k, const float* v, const float* o,
-                             const float* lse, float* dq, float* dk, float* dv,
-                             bool overlap) {
-  const int64_t B = dims.batch, Sl = dims.local_seq, nh = dims.heads, nkv = dims.kv_heads,
-                d = dims.head_dim;
+void ring_attention_backward(Communicator& cp, const RingAttentionDims& dims, const Tensor& dout,
+                             const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o,
+                             const Tensor& lse, const Tensor& dq, const Tensor& dk,
+                             const Tensor& dv, bool overlap) {
+  const int64_t B = dims.batch, Sl = dims.local_seq, nkv = dims.kv_heads, d = dims.head_dim;
   const int CP = cp.size();
   if (CP == 1) {
     const std::vector<int32_t> positions = iota_positions(Sl);
-    cpu::attention_backward(dout, q, k, v, o, lse, dq, dk, dv, positions.data(),
-                            positions.data(), B, Sl, Sl, nh, nkv, d);
+    ops::attention_backward(dout, q, k, v, o, lse, dq, dk, dv, positions, positions,
+                            whole_shape(dims));
     return;
   }
   const int64_t C = Sl / 2, kv_count = B * Sl * nkv * d;
@@ -138,8 +144,8 @@ void ring_attention_backward(Communicator& cp, const RingAttentionDims& dims, co
   for (Tensor& t : sc.kv) ensure_shape(t, {2, kv_count});
   for (Tensor& t : sc.dkv) ensure_shape(t, {2, kv_count});
   ensure_shape(sc.dkv_part, {2, kv_count});
-  std::memcpy(sc.kv[0].data(), k, kv_count * sizeof(float));
-  std::memcpy(sc.kv[0].data() + kv_count, v, kv_count * sizeof(float));
+  ops::copy(sc.kv[0].slice_rows(0, 1), k);
+  ops::copy(sc.kv[0].slice_rows(1, 2), v);
 
   // Step s: the held block's gradient so far arrives in dkv[s % 2] (step 0: starts at zero in
   // dkv[0]); this rank adds its part and sends it on. After the last step it comes home.
@@ -150,27 +156,24 @@ void ring_attention_backward(Communicator& cp, const RingAttentionDims& dims, co
     const auto start = std::chrono::steady_clock::now();
     Tensor& part = step == 0 ? sc.dkv[0] : sc.dkv_part;
     part.zero();
-    const float* k_block = sc.kv[cur].data();
-    const float* v_block = k_block + kv_count;
-    float* dk_block = part.data();
-    float* dv_block = dk_block + kv_count;
+    const Tensor k_block = sc.kv[cur].slice_rows(0, 1), v_block = sc.kv[cur].slice_rows(1, 2);
+    const Tensor dk_block = part.slice_rows(0, 1), dv_block = part.slice_rows(1, 2);
     for (const ChunkPair& p : visible_pairs(cp.rank(), ring.source(step), CP)) {
       const std::vector<int32_t> q_pos = chunk_positions(p.q_global, C);
       const std::vector<int32_t> k_pos = chunk_positions(p.k_global, C);
       for (int64_t b = 0; b < B; ++b) {
-        const int64_t qo = view.q_offset(b, p.q), ko = view.kv_offset(b, p.k);
-        cpu::attention_backward(dout + qo, q + qo, k_block + ko, v_block + ko, o + qo,
-                                lse + view.lse_offset(b, p.q), dq + qo, dk_block + ko,
-                                dv_block + ko, q_pos.data(), k_pos.data(), 1, C, C, nh, nkv, d);
+        ops::attention_backward(view.q(dout, b, p.q), view.q(q, b, p.q),
+                                view.kv(k_block, b, p.k), view.kv(v_block, b, p.k),
+                                view.q(o, b, p.q), view.lse(lse, b, p.q), view.q(dq, b, p.q),
+                                view.kv(dk_block, b, p.k), view.kv(dv_block, b, p.k), q_pos,
+                                k_pos, view.pair_shape());
       }
     }
     cp_communication_stats().compute_seconds +=
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     if (step > 0) {
       ring.finish_gradient_receive();
-      float* sum = sc.dkv[cur].data();
-      const float* mine = sc.dkv_part.data();
-      for (int64_t i = 0; i < 2 * kv_count; ++i) sum[i] += mine[i];
+      ops::add(sc.dkv[cur], sc.dkv_part);
     }
     ring.finish_gradient_sends();  // the other buffer is free again
     ring.start_gradient_receive(sc.dkv[1 - cur].data(), 2 * kv_count);
@@ -179,9 +182,9 @@ void ring_attention_backward(Communicator& cp, const RingAttentionDims& dims, co
   }
   ring.finish_gradient_receive();
   ring.finish_gradient_sends();
-  const float* home = sc.dkv[CP % 2].data();
-  for (int64_t i = 0; i < kv_count; ++i) dk[i] += home[i];
-  for (int64_t i = 0; i < kv_count; ++i) dv[i] += home[kv_count + i];
+  const Tensor& home = sc.dkv[CP % 2];
+  ops::add(dk, home.slice_rows(0, 1));
+  ops::add(dv, home.slice_rows(1, 2));
 }
 
 }  // namespace moefold

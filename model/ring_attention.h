@@ -17,6 +17,7 @@
 #include <cstdint>
 
 #include "parallel/communicator.h"
+#include "tensor/tensor.h"
 
 namespace moefold {
 
@@ -25,14 +26,14 @@ struct RingAttentionDims {
 };
 
 // o and lse overwritten. overlap false waits for each transfer at once (benchmark baseline).
-void ring_attention_forward(Communicator& cp, const RingAttentionDims& dims, const float* q,
-                            const float* k, const float* v, float* o, float* lse,
+void ring_attention_forward(Communicator& cp, const RingAttentionDims& dims, const Tensor& q,
+                            const Tensor& k, const Tensor& v, const Tensor& o, const Tensor& lse,
                             bool overlap = true);
 
-// o and lse from ring_attention_forward. dq, dk, dv ACCUMULATE (as cpu::attention_backward).
-void ring_attention_backward(Communicator& cp, const RingAttentionDims& dims, const float* dout,
-                             const float* q, const float* k, const float* v, const float* o,
-                             const float* lse, float* dq, float* dk, float* dv,
-                             bool overlap = true);
+// o and lse from ring_attention_forward. dq, dk, dv ACCUMULATE (as ops::attention_backward).
+void ring_attention_backward(Communicator& cp, const RingAttentionDims& dims, const Tensor& dout,
+                             const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o,
+                             const Tensor& lse, const Tensor& dq, const Tensor& dk,
+                             const Tensor& dv, bool overlap = true);
 
 }  // namespace moefold

@@ -9,8 +9,7 @@
 #include "model/scratch.h"
 #include "model/sharding_plan.h"
 #include "tensor/check.h"
-#include "tensor/cpu/gemm.h"
-#include "tensor/cpu/router.h"
+#include "tensor/ops.h"
 
 namespace moefold {
 
@@ -69,17 +68,19 @@ void Router::forward(const Tensor& x_nH, int64_t batch, int64_t seq, std::vector
   st.tokens = std::move(tokens);
   st.rows = n;
   st.x = x_nH;
-  ensure_shape(st.logits, {n, E});
-  ensure_shape(st.probs, {n, E});
-  ensure_shape(st.gates, {n, k});
-  cpu::linear_forward(x_nH.data(), weight_->value.data(), st.logits.data(), n, hidden_, E);
+  ensure_shape(st.device_logits, {n, E}, x_nH.device());
+  ensure_shape(st.probs, {n, E}, Device::kCpu);
+  ensure_shape(st.gates, {n, k}, Device::kCpu);
+  ops::linear_forward(x_nH, weight_->value, st.device_logits);
+  st.logits = ops::to_host(st.device_logits);
   if (moe_.moe_router_score_function == RouterScoreFunction::kSoftmax) {
-    cpu::softmax_rows_forward(st.logits.data(), st.probs.data(), n, E);
+    ops::softmax_rows_forward(st.logits, st.probs);
   } else {
-    cpu::sigmoid_forward(st.logits.data(), st.probs.data(), n * E);
+    ops::sigmoid_forward(st.logits, st.probs);
   }
   choose_experts(n, st);
   compute_gates(n, st);
+  st.device_gates = ops::to_device(st.gates, x_nH.device());
   // Counts of this rank's rows, then of the whole micro-batch (one reduction over tp_cp).
   st.counts.assign(E, 0);
   std::vector<int64_t> totals(E + batch * E, 0);  // (E) then (B,E) per sequence
@@ -108,11 +109,12 @@ void Router::choose_experts(int64_t N, RouterStash& st) const {
   const bool biased = expert_bias_ != nullptr;
   const int G = moe_.moe_router_num_groups;
   if (biased || G > 0) {
-    float* sel = ensure_shape(st.select, {N, E}).data();
+    float* sel = ensure_shape(st.select, {N, E}, Device::kCpu).data();
     const float* probs = st.probs.data();
+    const Tensor bias = biased ? ops::to_host(expert_bias_->value) : Tensor();
     for (int64_t t = 0; t < N; ++t) {
       for (int64_t e = 0; e < E; ++e) {
-        sel[t * E + e] = probs[t * E + e] + (biased ? expert_bias_->value.data()[e] : 0.0f);
+        sel[t * E + e] = probs[t * E + e] + (biased ? bias.data()[e] : 0.0f);
       }
     }
     if (G > 0) {
@@ -120,11 +122,11 @@ void Router::choose_experts(int64_t N, RouterStash& st) const {
       const int64_t gk = moe_.moe_router_group_topk;
       std::vector<int32_t> top_idx(N * G * per_group), group_idx(N * gk);
       std::vector<float> top_val(N * G * per_group), group_score(N * G, 0.0f);
-      cpu::topk_rows(sel, N * G, group_size, per_group, top_idx.data(), top_val.data());
+      ops::topk_rows(sel, N * G, group_size, per_group, top_idx.data(), top_val.data());
       for (int64_t row = 0; row < N * G; ++row) {
         for (int64_t i = 0; i < per_group; ++i) group_score[row] += top_val[row * per_group + i];
       }
-      cpu::topk_rows(group_score.data(), N, G, gk, group_idx.data(), nullptr);
+      ops::topk_rows(group_score.data(), N, G, gk, group_idx.data(), nullptr);
       std::vector<uint8_t> chosen(G);
       for (int64_t t = 0; t < N; ++t) {
         std::fill(chosen.begin(), chosen.end(), 0);
@@ -136,7 +138,7 @@ void Router::choose_experts(int64_t N, RouterStash& st) const {
     }
     r = sel;
   }
-  cpu::topk_rows(r, N, E, topk_, ensure_size(st.idx, N * topk_), nullptr);
+  ops::topk_rows(r, N, E, topk_, ensure_size(st.idx, N * topk_), nullptr);
 }
 
 void Router::compute_gates(int64_t N, RouterStash& st) const {
@@ -249,8 +251,9 @@ void Router::compute_losses(RouterStash& st) const {
     }
   }
   if (z) {
-    cpu::logsumexp_rows(st.logits.data(), ensure_size(st.lse, n), n, E);
-    for (int64_t t = 0; t < n; ++t) sums[groups] += static_cast<double>(st.lse[t]) * st.lse[t];
+    const float* lse = ensure_shape(st.lse, {n}, Device::kCpu).data();
+    ops::logsumexp_rows(st.logits, st.lse);
+    for (int64_t t = 0; t < n; ++t) sums[groups] += static_cast<double>(lse[t]) * lse[t];
   }
   ctx_.tp_cp->all_reduce(std::span<double>(sums));
   if (balance) {
@@ -295,9 +298,10 @@ void Router::loss_gradients(double scale, RouterStash& st, float* dscore, float*
   if (moe_.moe_z_loss_coeff != 0.0f) {
     const float* z = st.logits.data();
     for (int64_t t = 0; t < n; ++t) {
-      const double w = scale * moe_.moe_z_loss_coeff * 2.0 * st.lse[t] / N;
+      const float lse = st.lse.data()[t];
+      const double w = scale * moe_.moe_z_loss_coeff * 2.0 * lse / N;
       for (int64_t e = 0; e < E; ++e) {
-        dz[t * E + e] += static_cast<float>(w * std::exp(z[t * E + e] - st.lse[t]));
+        dz[t * E + e] += static_cast<float>(w * std::exp(z[t * E + e] - lse));
       }
     }
   }
@@ -307,13 +311,15 @@ void Router::backward_dx(const Tensor& dgates_NK, double aux_scale, Tensor& dx_N
                          RouterStash& st) const {
   const int64_t n = st.rows, E = experts_, k = topk_;
   MOEFOLD_CHECK(dgates_NK.numel() == n * k && dx_NH.numel() == n * hidden_);
-  float* dz = ensure_shape(st.dlogits, {n, E}).data();
-  float* dscore = ensure_shape(st.select, {n, E}).data();  // d/d probs; select is free now
+  float* dz = ensure_shape(st.dlogits, {n, E}, Device::kCpu).data();
+  // d/d probs; select is free now.
+  float* dscore = ensure_shape(st.select, {n, E}, Device::kCpu).data();
   st.dlogits.zero();
   st.select.zero();
   const bool softmax = moe_.moe_router_score_function == RouterScoreFunction::kSoftmax;
   const float sf = scaling_factor(moe_);
-  const float* dg = dgates_NK.data();
+  const Tensor dgates = ops::to_host(dgates_NK);
+  const float* dg = dgates.data();
   const float* g = st.gates.data();
   const float* p = st.probs.data();
   std::vector<float> dgi(k), gi(k);  // d/d unscaled gate, unscaled gate
@@ -338,27 +344,26 @@ void Router::backward_dx(const Tensor& dgates_NK, double aux_scale, Tensor& dx_N
   }
   loss_gradients(aux_scale, st, dscore, dz);
   if (softmax) {
-    cpu::softmax_rows_backward(dscore, p, dscore, n, E);
+    ops::softmax_rows_backward(st.select, st.probs, st.select);
   } else {
-    cpu::sigmoid_backward(dscore, p, dscore, n * E);
+    ops::sigmoid_backward(st.select, st.probs, st.select);
   }
-  for (int64_t i = 0; i < n * E; ++i) dz[i] += dscore[i];
-  cpu::linear_backward_dx(dz, weight_->value.data(), dx_NH.data(), n, hidden_, E, accumulate);
+  ops::add(st.dlogits, st.select);
+  st.device_dlogits = ops::to_device(st.dlogits, dx_NH.device());
+  ops::linear_backward_dx(st.device_dlogits, weight_->value, dx_NH, accumulate);
 }
 
 void Router::backward_dw(RouterStash& st) const {
-  const int64_t n = st.rows, E = experts_, H = hidden_;
+  const int64_t E = experts_, H = hidden_;
   if (ctx_.tp->size() == 1) {
-    cpu::linear_backward_dw(st.dlogits.data(), st.x.data(), weight_->grad.data(), n, H, E);
+    ops::linear_backward_dw(st.device_dlogits, st.x, weight_->grad);
     return;
   }
-  float* dw = ensure_shape(st.dweight, {E, H}).data();
-  st.dweight.zero();
-  cpu::linear_backward_dw(st.dlogits.data(), st.x.data(), dw, n, H, E);
+  ensure_shape(st.dweight, {E, H}).zero();
+  ops::linear_backward_dw(st.device_dlogits, st.x, st.dweight);
   // Summed over TP here; the CP parts are summed with the other dense gradients over DP×CP.
-  ctx_.tp->all_reduce(std::span<float>(dw, E * H));
-  float* grad = weight_->grad.data();
-  for (int64_t i = 0; i < E * H; ++i) grad[i] += dw[i];
+  ctx_.tp->all_reduce(st.dweight.data(), E * H, CommDType::kFloat32, ReduceOp::kSum);
+  ops::add(weight_->grad, st.dweight);
 }
 
 }  // namespace moefold

@@ -14,26 +14,32 @@
 namespace moefold {
 
 // N = B·S tokens in the micro-batch; this rank routes n of them (n = N unless the micro-batch's
-// tokens are split over the TP×CP group, see Router::forward).
+// tokens are split over the TP×CP group, see Router::forward). The router's GEMMs run on the
+// compute device; the routing decision (scores, top-k, gates, capacity, losses) is made in
+// float32 on the host (MODEL.md), so the (n,E) and (n,k) tensors below are host tensors. On the
+// CPU backend the device and host tensors share storage.
 struct RouterStash {
   int64_t batch = 0, seq = 0;
   int64_t rows = 0;                 // n
   std::vector<int64_t> tokens;      // (n) index b·S + s in the micro-batch of each routed row
   Tensor x;                         // (n,H) input, shared with the caller
-  Tensor logits;                    // (n,E) z
+  Tensor device_logits;             // (n,E) z on the compute device
+  Tensor logits;                    // (n,E) z (host)
   Tensor probs;                     // (n,E) softmax(z) (softmax) or σ(z) (sigmoid)
   Tensor select;                    // (n,E) scratch: scores used to choose experts
   std::vector<int32_t> idx;         // (n,k) chosen experts, best first
-  Tensor gates;                     // (n,k) g, scaling factor applied
+  Tensor gates;                     // (n,k) g, scaling factor applied (host)
+  Tensor device_gates;              // (n,k) g on the compute device, for the combine
   std::vector<uint8_t> keep;        // (n,k) 1 = kept after capacity (all 1 when dropless)
-  std::vector<float> lse;           // (n) logsumexp(z), for the z-loss
+  Tensor lse;                       // (n) logsumexp(z), for the z-loss (host)
   std::vector<int64_t> counts;      // (E) this rank's rows choosing e (before dropping)
   std::vector<int64_t> total_counts;      // (E) the same over the whole micro-batch
   std::vector<int64_t> total_seq_counts;  // (B,E) the same per sequence (seq_aux_loss)
   int64_t dropped = 0;              // this rank's assignments dropped by capacity
   double aux_loss = 0;              // balance loss, coeff applied
   double z_loss = 0;                // z-loss, coeff applied
-  Tensor dlogits;                   // (n,E) d loss / d z, from backward_dx to backward_dw
+  Tensor dlogits;                   // (n,E) d loss / d z (host)
+  Tensor device_dlogits;            // (n,E) the same on the compute device, for backward_dw
   Tensor dweight;                   // (E,H) scratch: this rank's part of dWr (TP > 1 only)
 };
 

@@ -8,10 +8,13 @@
 
 namespace moefold {
 
-// Makes `t` a float32 tensor of `shape`, reusing its storage when the shape is unchanged.
-// The contents are unspecified.
-inline Tensor& ensure_shape(Tensor& t, const std::vector<int64_t>& shape) {
-  if (!t.defined() || t.shape() != shape) t = Tensor::empty(shape);
+// Makes `t` a float32 tensor of `shape` on `device`, reusing its storage when the shape and
+// device are unchanged. The contents are unspecified.
+inline Tensor& ensure_shape(Tensor& t, const std::vector<int64_t>& shape,
+                            Device device = default_device()) {
+  if (!t.defined() || t.shape() != shape || t.device() != device) {
+    t = Tensor::empty(shape, DType::kFloat32, device);
+  }
   return t;
 }
 

@@ -1,14 +1,12 @@
 #include "model/transformer_layer.h"
 
-#include <cstring>
-
 #include "absl/strings/str_cat.h"
 #include <string>
 
 #include "model/scratch.h"
 #include "model/sharding_plan.h"
 #include "tensor/check.h"
-#include "tensor/cpu/rmsnorm.h"
+#include "tensor/ops.h"
 
 namespace moefold {
 
@@ -50,14 +48,12 @@ void TransformerLayer::forward(const Tensor& h_in_NH, const int32_t* positions_N
   ensure_shape(st.m, {n, H});
   ensure_shape(st.ffn_rstd, {n});
 
-  cpu::rmsnorm_forward(h_in_NH.data(), attn_norm_->value.data(), st.a.data(), st.attn_rstd.data(),
-                       n, H, eps_);
-  std::memcpy(st.h_mid.data(), h_in_NH.data(), n * H * sizeof(float));
+  ops::rmsnorm_forward(h_in_NH, attn_norm_->value, st.a, st.attn_rstd, eps_);
+  ops::copy(st.h_mid, h_in_NH);
   attention_.forward(st.a, positions_N, batch, seq, st.h_mid, true, st.attn);
 
-  cpu::rmsnorm_forward(st.h_mid.data(), ffn_norm_->value.data(), st.m.data(), st.ffn_rstd.data(), n,
-                       H, eps_);
-  std::memcpy(h_out_NH.data(), st.h_mid.data(), n * H * sizeof(float));
+  ops::rmsnorm_forward(st.h_mid, ffn_norm_->value, st.m, st.ffn_rstd, eps_);
+  ops::copy(h_out_NH, st.h_mid);
   if (moe_) {
     // This rank's rows of its CP shard (seq = S/CP tokens of each sequence); under sequence
     // parallelism the MoE layer takes this rank's token rows as they are.
@@ -87,7 +83,7 @@ void TransformerLayer::backward_blocks(Tensor& dh_NH, const int32_t* positions_N
   ensure_shape(st.d_norm, {n, H});
   const auto output_gradient = [&](Tensor& copy) -> const Tensor& {
     if (!defer) return dh_NH;
-    std::memcpy(ensure_shape(copy, {n, H}).data(), dh_NH.data(), n * H * sizeof(float));
+    ops::copy(ensure_shape(copy, {n, H}), dh_NH);
     return copy;
   };
   // FFN block: dh is d/d h_out; the residual passes it through, the norm adds its part.
@@ -99,15 +95,13 @@ void TransformerLayer::backward_blocks(Tensor& dh_NH, const int32_t* positions_N
     mlp_->backward_dx(ffn_dy, st.d_norm, false, st.mlp);
     if (!defer) mlp_->backward_dw(st.mlp);
   }
-  rmsnorm_backward_tp(region_, st.d_norm.data(), st.h_mid.data(), ffn_norm_->value.data(),
-                      st.ffn_rstd.data(), dh_NH.data(), ffn_norm_->grad.data(), st.norm_dw, n, H,
+  rmsnorm_backward_tp(region_, st.d_norm, st.h_mid, *ffn_norm_, st.ffn_rstd, dh_NH, st.norm_dw,
                       true);
   // Attention block: dh is now d/d h_mid.
   const Tensor& attn_dy = output_gradient(st.attn_dy);
   attention_.backward_dx(attn_dy, positions_N, st.d_norm, st.attn);
   if (!defer) attention_.backward_dw(st.attn);
-  rmsnorm_backward_tp(region_, st.d_norm.data(), st.h_in.data(), attn_norm_->value.data(),
-                      st.attn_rstd.data(), dh_NH.data(), attn_norm_->grad.data(), st.norm_dw, n, H,
+  rmsnorm_backward_tp(region_, st.d_norm, st.h_in, *attn_norm_, st.attn_rstd, dh_NH, st.norm_dw,
                       true);
   if (!defer && moe_) moe_->finish_backward_dw(st.moe);  // FSSDP: overlapped the attention
 }
@@ -155,18 +149,19 @@ absl::Status validate_tensor_parallel(const ModelConfig& c, const ParallelContex
   return absl::OkStatus();
 }
 
-void rmsnorm_backward_tp(const TpRegion& region, const float* dy_nH, const float* x_nH,
-                         const float* w_H, const float* rstd_n, float* dx_nH, float* dw_H,
-                         Tensor& scratch_H, int64_t n, int64_t H, bool accumulate_dx) {
+void rmsnorm_backward_tp(const TpRegion& region, const Tensor& dy_nH, const Tensor& x_nH,
+                         const Parameter& norm, const Tensor& rstd_n, const Tensor& dx_nH,
+                         Tensor& scratch_H, bool accumulate_dx) {
   if (!region.sharded()) {
-    cpu::rmsnorm_backward(dy_nH, x_nH, w_H, rstd_n, dx_nH, dw_H, n, H, accumulate_dx);
+    ops::rmsnorm_backward(dy_nH, x_nH, norm.value, rstd_n, dx_nH, norm.grad, accumulate_dx);
     return;
   }
-  float* partial = ensure_shape(scratch_H, {H}).data();
-  scratch_H.zero();
-  cpu::rmsnorm_backward(dy_nH, x_nH, w_H, rstd_n, dx_nH, partial, n, H, accumulate_dx);
-  copy_to_tp_region_backward(*region.tp, partial, H);  // the weight met every rank's tokens
-  for (int64_t i = 0; i < H; ++i) dw_H[i] += partial[i];
+  const int64_t H = norm.value.numel();
+  ensure_shape(scratch_H, {H}).zero();
+  ops::rmsnorm_backward(dy_nH, x_nH, norm.value, rstd_n, dx_nH, scratch_H, accumulate_dx);
+  // The weight met every rank's tokens.
+  copy_to_tp_region_backward(*region.tp, scratch_H.data(), H);
+  ops::add(norm.grad, scratch_H);
 }
 
 }  // namespace moefold

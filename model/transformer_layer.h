@@ -90,10 +90,11 @@ class TransformerLayer {
 // sequence parallelism seq_length divisible by TP.
 absl::Status validate_tensor_parallel(const ModelConfig& config, const ParallelContext& ctx);
 
-// rmsnorm_backward whose weight gradient is summed over TP before it is accumulated into dw_H:
-// under sequence parallelism each rank saw only its token shard. scratch_H holds the partial.
-void rmsnorm_backward_tp(const TpRegion& region, const float* dy_nH, const float* x_nH,
-                         const float* w_H, const float* rstd_n, float* dx_nH, float* dw_H,
-                         Tensor& scratch_H, int64_t n, int64_t H, bool accumulate_dx);
+// rmsnorm_backward whose weight gradient is summed over TP before it is accumulated into
+// norm.grad: under sequence parallelism each rank saw only its token shard. scratch_H holds the
+// partial.
+void rmsnorm_backward_tp(const TpRegion& region, const Tensor& dy_nH, const Tensor& x_nH,
+                         const Parameter& norm, const Tensor& rstd_n, const Tensor& dx_nH,
+                         Tensor& scratch_H, bool accumulate_dx);
 
 }  // namespace moefold

@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "tensor/check.h"
+#include "tensor/ops.h"
 
 namespace moefold {
 namespace {
@@ -19,7 +20,7 @@ std::vector<OptimTensor> segment_tensors(const std::vector<ShardSegment>& segmen
 }
 
 void copy_elements(const float* from, float* to, int64_t n) {
-  std::memcpy(to, from, static_cast<size_t>(n) * sizeof(float));
+  ops::copy_memory(to, from, static_cast<size_t>(n) * sizeof(float));
 }
 
 }  // namespace

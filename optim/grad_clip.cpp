@@ -1,16 +1,12 @@
 #include "optim/grad_clip.h"
 
+#include "tensor/ops.h"
+
 namespace moefold {
 
 double grad_square_sum(const std::vector<OptimTensor>& tensors) {
   double total = 0.0;
-  for (const OptimTensor& t : tensors) {
-    const float* g = t.grad.data();
-    const int64_t n = t.grad.numel();
-    double partial = 0.0;
-    for (int64_t j = 0; j < n; ++j) partial += double(g[j]) * g[j];
-    total += partial;
-  }
+  for (const OptimTensor& t : tensors) total += ops::square_sum(t.grad);
   return total;
 }
 
@@ -18,11 +14,7 @@ double clip_gradients(const std::vector<OptimTensor>& tensors, double norm, doub
   if (clip_grad <= 0.0 || norm <= clip_grad) return 1.0;
   const double scale = clip_grad / (norm + 1e-6);
   const float s = static_cast<float>(scale);
-  for (const OptimTensor& t : tensors) {
-    float* g = t.grad.data();
-    const int64_t n = t.grad.numel();
-    for (int64_t j = 0; j < n; ++j) g[j] *= s;
-  }
+  for (const OptimTensor& t : tensors) ops::scale(t.grad, s);
   return scale;
 }
 

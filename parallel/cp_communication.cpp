@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "tensor/check.h"
+#include "tensor/ops.h"
 #include "tensor/wall_clock.h"
 
 namespace moefold {
@@ -19,9 +20,9 @@ void copy_own_rows(Communicator& group, const std::vector<int64_t>& rows_N, cons
   for (int64_t i = 0; i < n; ++i) {
     const int64_t row = rows_N[first + i];
     if (to_full) {
-      std::memcpy(to + row * H, from + i * H, H * sizeof(float));
+      ops::copy_memory(to + row * H, from + i * H, H * sizeof(float));
     } else {
-      std::memcpy(to + i * H, from + row * H, H * sizeof(float));
+      ops::copy_memory(to + i * H, from + row * H, H * sizeof(float));
     }
   }
 }
@@ -35,7 +36,7 @@ void gather_rows(Communicator& group, const std::vector<int64_t>& rows_N, const 
   group.all_gather(shard, n * H, scratch.data(), CommDType::kFloat32);
   const float* concatenated = scratch.data();
   for (int64_t i = 0; i < N; ++i) {
-    std::memcpy(full + rows_N[i] * H, concatenated + i * H, H * sizeof(float));
+    ops::copy_memory(full + rows_N[i] * H, concatenated + i * H, H * sizeof(float));
   }
 }
 

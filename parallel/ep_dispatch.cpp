@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "tensor/check.h"
+#include "tensor/ops.h"
 
 namespace moefold {
 namespace {
@@ -236,7 +237,7 @@ void TokenDispatcher::finish_dispatch_chunk(const DispatchPlan& plan, int j, int
   const float* gathered = (plan.gathered_is_exchanged ? buf.exchanged : buf.gathered).data() +
                           plan.gathered_chunk_rows[j] * W;
   for (int64_t r = plan.expert_chunk_rows[j]; r < plan.expert_chunk_rows[j + 1]; ++r) {
-    std::memcpy(expert + r * W, gathered + plan.expert_order[r] * W, W * sizeof(float));
+    ops::copy_memory(expert + r * W, gathered + plan.expert_order[r] * W, W * sizeof(float));
   }
 }
 
@@ -250,7 +251,7 @@ void TokenDispatcher::start_combine_chunk(const DispatchPlan& plan, int j, const
                     sizeof(float));
   }
   for (int64_t r = plan.expert_chunk_rows[j]; r < plan.expert_chunk_rows[j + 1]; ++r) {
-    std::memcpy(gathered + plan.expert_order[r] * W, expert + r * W, W * sizeof(float));
+    ops::copy_memory(gathered + plan.expert_order[r] * W, expert + r * W, W * sizeof(float));
   }
   float* source_chunk = source + plan.source_chunk_rows[j] * W;
   if (kind_ == DispatcherKind::kAllGather) {

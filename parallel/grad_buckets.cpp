@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "tensor/check.h"
+#include "tensor/ops.h"
 
 namespace moefold {
 namespace {
@@ -154,7 +155,7 @@ void GradBucketSet::launch_param_gathers() {
     float* params = params_.data() + layout_.buckets[b].offset;
     // MPI forbids a send buffer inside the receive buffer: the (spent) gradient slice carries
     // the owned parameters instead.
-    std::memcpy(send, params + rank * shard, static_cast<size_t>(shard) * sizeof(float));
+    ops::copy_memory(send, params + rank * shard, static_cast<size_t>(shard) * sizeof(float));
     gather_work_[b] = group_->all_gather_async(send, shard, params, CommDType::kFloat32);
   }
 }

@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "tensor/check.h"
+#include "tensor/ops.h"
 
 namespace moefold {
 
@@ -51,7 +52,7 @@ void start_sparse_all_gather(Communicator& group, const SparseShardPlan& plan,
     for (int64_t k = 0; k < plan.items; ++k) {
       if (!plan.needs_item(q, k)) continue;
       for (const ShardPart& part : shards) {
-        std::memcpy(out, part.data + k * part.per_item, part.per_item * sizeof(float));
+        ops::copy_memory(out, part.data + k * part.per_item, part.per_item * sizeof(float));
         out += part.per_item;
       }
     }

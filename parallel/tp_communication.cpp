@@ -1,15 +1,15 @@
 #include "parallel/tp_communication.h"
 
-#include <cstring>
 #include <vector>
 
 #include "tensor/check.h"
+#include "tensor/ops.h"
 
 namespace moefold {
 namespace {
 
 void copy_floats(const float* from, float* to, int64_t count) {
-  if (from != to && count > 0) std::memcpy(to, from, static_cast<size_t>(count) * sizeof(float));
+  if (from != to && count > 0) ops::copy_memory(to, from, static_cast<size_t>(count) * sizeof(float));
 }
 
 Tensor& ensure_rows(Tensor& t, int64_t rows, int64_t cols) {
@@ -18,20 +18,14 @@ Tensor& ensure_rows(Tensor& t, int64_t rows, int64_t cols) {
   return t;
 }
 
-void add_into(const Tensor& from, const Tensor& to) {
-  const float* a = from.data();
-  float* b = to.data();
-  for (int64_t i = 0, n = to.numel(); i < n; ++i) b[i] += a[i];
-}
-
 // out = (accumulate ? out : 0) + a reduced result: after a reduce-scatter (scattered) it is in
 // `shard`, which is out itself unless accumulating; otherwise it is the whole `full`.
 void deliver(bool scattered, const Tensor& shard, const Tensor& full, const Tensor& out,
              bool accumulate) {
   if (scattered) {
-    if (accumulate) add_into(shard, out);
+    if (accumulate) ops::add(out, shard);
   } else if (accumulate) {
-    add_into(full, out);
+    ops::add(out, full);
   } else {
     copy_floats(full.data(), out.data(), out.numel());
   }
@@ -149,7 +143,7 @@ void TpRegion::exit_forward_overlapped(int64_t N, const PartialRows& compute, Te
   ensure_rows(y_full, N, H);
   const int64_t K = overlap_chunks;
   if (!active() || K <= 1 || rows % K != 0) {
-    compute(0, N, y_full.data());
+    compute(0, N, y_full);
     exit_forward(y_full, y, accumulate, scratch);
     return;
   }
@@ -158,17 +152,20 @@ void TpRegion::exit_forward_overlapped(int64_t N, const PartialRows& compute, Te
   Tensor& target = accumulate && sequence_parallel ? ensure_rows(scratch, rows, H) : y;
   for (int64_t c = 0; c < K; ++c) {
     if (!sequence_parallel) {
-      float* block = y_full.data() + c * sub * H;
+      const Tensor block = y_full.slice_rows(c * sub, (c + 1) * sub);
       compute(c * sub, sub, block);
       reductions.push_back(
-          tp->all_reduce_async(block, sub * H, CommDType::kFloat32, ReduceOp::kSum));
+          tp->all_reduce_async(block.data(), sub * H, CommDType::kFloat32, ReduceOp::kSum));
       continue;
     }
     // Chunk c of every rank's row segment, packed rank after rank, then reduce-scattered.
     const int P = size();
-    float* block = y_full.data() + c * P * sub * H;
-    for (int r = 0; r < P; ++r) compute(r * rows + c * sub, sub, block + r * sub * H);
-    reductions.push_back(tp->reduce_scatter_async(block, target.data() + c * sub * H, sub * H,
+    const int64_t block = c * P * sub;
+    for (int r = 0; r < P; ++r) {
+      compute(r * rows + c * sub, sub, y_full.slice_rows(block + r * sub, block + (r + 1) * sub));
+    }
+    reductions.push_back(tp->reduce_scatter_async(y_full.data() + block * H,
+                                                  target.data() + c * sub * H, sub * H,
                                                   CommDType::kFloat32, ReduceOp::kSum));
   }
   {

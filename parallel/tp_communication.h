@@ -96,9 +96,9 @@ struct TpRegion {
   void exit_forward(Tensor& y_full, Tensor& y, bool accumulate, Tensor& scratch) const;
   // The same exit with the partial computed here, in overlap_chunks row chunks (when they divide
   // the rows; else one): compute(first_row, rows, out) writes rows [first_row, first_row + rows)
-  // of the partial (N,H) to out, and each chunk's all-reduce (reduce-scatter under sequence
+  // of the partial (N,H) to out (a (rows,H) view of y_full), and each chunk's all-reduce (reduce-scatter under sequence
   // parallelism) is in flight while the next chunk is computed. y_full is the buffer.
-  using PartialRows = std::function<void(int64_t first_row, int64_t rows, float* out)>;
+  using PartialRows = std::function<void(int64_t first_row, int64_t rows, const Tensor& out)>;
   void exit_forward_overlapped(int64_t N, const PartialRows& compute, Tensor& y_full, Tensor& y,
                                bool accumulate, Tensor& scratch) const;
   // Exit backward: dy_full (N,H) from dy (local_rows,H): shares dy's storage without sequence

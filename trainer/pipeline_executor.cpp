@@ -35,7 +35,7 @@ void PipelineExecutor::release(int chunk, std::unique_ptr<ModelStash> stash) {
 }
 
 std::vector<MicroBatchStats> PipelineExecutor::run(
-    PipelineScheduleKind kind, const std::vector<MicroBatch>& batches, const LossScales* scales,
+    PipelineScheduleKind kind, const std::vector<TokenBatch>& batches, const LossScales* scales,
     const std::function<void(int micro_batch)>& before_backward) {
   MOEFOLD_CHECK((kind == PipelineScheduleKind::kForwardOnly) == (scales == nullptr),
                 "loss scales are for training schedules");

@@ -22,7 +22,6 @@
 #include <utility>
 #include <vector>
 
-#include "data/micro_batch.h"
 #include "model/model.h"
 #include "parallel/context.h"
 #include "parallel/pipeline_schedule.h"
@@ -48,7 +47,7 @@ class PipelineExecutor {
   // they are deferred (where the grad-ready hooks run: the data-parallel layer needs to know the
   // last one). Returns the stats of every forward this rank ran, in order.
   std::vector<MicroBatchStats> run(
-      PipelineScheduleKind kind, const std::vector<MicroBatch>& batches, const LossScales* scales,
+      PipelineScheduleKind kind, const std::vector<TokenBatch>& batches, const LossScales* scales,
       const std::function<void(int micro_batch)>& before_backward = {});
 
   const PipelineTimes& last_times() const { return times_; }

@@ -13,7 +13,8 @@
 #include "trainer/config_schema.h"
 #include "optim/lr_schedule.h"
 #include "model/router.h"
-#include "tensor/cpu/gemm.h"
+#include "tensor/backend.h"
+#include "trainer/peak_flops.h"
 #include "tensor/wall_clock.h"
 
 namespace moefold {
@@ -42,6 +43,19 @@ int moe_layer_index(const ModelConfig& config, int layer) {
   return index;
 }
 
+// The data's micro-batches as the model's inputs (moved, not copied).
+absl::StatusOr<std::vector<TokenBatch>> model_inputs(
+    absl::StatusOr<std::vector<MicroBatch>> data) {
+  if (!data.ok()) return data.status();
+  std::vector<TokenBatch> inputs;
+  inputs.reserve(data->size());
+  for (MicroBatch& mb : *data) {
+    inputs.push_back({mb.batch, mb.seq, std::move(mb.tokens), std::move(mb.labels),
+                      std::move(mb.loss_mask)});
+  }
+  return inputs;
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Trainer>> Trainer::create(const Recipe& recipe,
@@ -54,7 +68,7 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::create(const Recipe& recipe,
 absl::Status Trainer::setup() {
   const int world = ctx_.world->size();
   const TrainingConfig& train = recipe_.training;
-  cpu::set_blas_threads(train.blas_threads);
+  backend_for(default_device()).set_threads(train.blas_threads);
 
   ModelConfig& model_config = recipe_.model;
   auto tokenizer = make_tokenizer(recipe_.data.tokenizer_type, recipe_.data.vocab_file,
@@ -110,20 +124,17 @@ absl::Status Trainer::setup() {
   }
   metrics_ = std::make_unique<MetricsLogger>(metrics_path, ctx_.world->rank() == 0 || log.all_ranks,
                                              log.log_interval);
-  double per_rank = train.peak_flops;
-  if (per_rank <= 0) {
-    per_rank = cpu::measure_sgemm_gflops(512, 0.3) * 1e9 * std::max(1, train.blas_threads);
-    ctx_.world->all_reduce(std::span<double>(&per_rank, 1), ReduceOp::kMax);
-  }
+  peak_ = resolve_peak_flops(train.peak_flops, default_device(), DType::kFloat32, *ctx_.world);
+  const double per_rank = peak_.per_rank;
   peak_flops_ = per_rank * world;
   metrics_->print(absl::StrFormat(
       "moefold: %d rank(s), DP %d | %d layers, hidden %d, %d experts top-%d, vocab %d | "
       "%.1fM parameters (%.1fM active per token) | global batch %d x %d tokens | "
-      "peak %.1f GFLOP/s per rank | metrics -> %s",
+      "peak %.1f GFLOP/s per rank (%s) | metrics -> %s",
       world, dp, model_config.num_layers, model_config.hidden_size, model_config.moe.num_experts,
       model_config.moe.moe_router_topk, model_config.padded_vocab_size(),
       parameter_counts[0] / 1e6, parameter_counts[1] / 1e6, global_batch,
-      model_config.seq_length, per_rank / 1e9, metrics_path));
+      model_config.seq_length, per_rank / 1e9, peak_.source, metrics_path));
   return absl::OkStatus();
 }
 
@@ -197,7 +208,7 @@ absl::Status Trainer::train() {
 // The step of DESIGN.md, top to bottom.
 absl::StatusOr<IterationMetrics> Trainer::train_step(int iteration) {
   const auto start = std::chrono::steady_clock::now();
-  auto batches = train_batches_->next_global_batch();  // this rank's micro-batches
+  auto batches = model_inputs(train_batches_->next_global_batch());  // this rank's micro-batches
   if (!batches.ok()) return batches.status();
   const LossScales scales = loss_scales(*batches);
 
@@ -308,14 +319,19 @@ absl::StatusOr<IterationMetrics> Trainer::train_step(int iteration) {
     ++moe_index;
   }
   m.step_seconds = seconds_since(start);
+  if (!mfu_warned_) {
+    const std::string warning = implausible_mfu_warning(m.mfu(), peak_);
+    if (!warning.empty()) metrics_->print(warning);
+    mfu_warned_ = !warning.empty();
+  }
   return m;
 }
 
 // MODEL.md "Global loss": the LM term is normalised by the loss-mask count of the whole global
 // batch (every micro-batch of every data-parallel rank), the MoE terms by the micro-batch count.
-LossScales Trainer::loss_scales(const std::vector<MicroBatch>& batches) const {
+LossScales Trainer::loss_scales(const std::vector<TokenBatch>& batches) const {
   double mask_sum = 0;
-  for (const MicroBatch& b : batches)
+  for (const TokenBatch& b : batches)
     for (float m : b.loss_mask) mask_sum += m;
   ctx_.dp_cp->all_reduce(std::span<double>(&mask_sum, 1));
   mask_sum /= ctx_.coords.cp_size;  // every CP rank counted the whole micro-batches (exact)
@@ -370,7 +386,7 @@ absl::StatusOr<EvalResult> Trainer::evaluate(int global_batches) {
   std::vector<double> sums = {0, 0};  // Σ CE·mask, Σ mask
   for (int i = 0; i < global_batches; ++i) {
     if (iterator->consumed_samples() + options.global_batch_size > valid_data_->size()) break;
-    auto batches = iterator->next_global_batch();
+    auto batches = model_inputs(iterator->next_global_batch());
     if (!batches.ok()) return batches.status();
     for (const MicroBatchStats& stats :
          pipeline_->run(PipelineScheduleKind::kForwardOnly, *batches, nullptr)) {

@@ -14,6 +14,7 @@
 #include "parallel/context.h"
 #include "trainer/data_parallel.h"
 #include "trainer/metrics.h"
+#include "trainer/peak_flops.h"
 #include "trainer/pipeline_executor.h"
 #include "trainer/train_config.h"
 
@@ -49,7 +50,7 @@ class Trainer {
  private:
   Trainer(const Recipe& recipe, const ParallelContext& ctx) : recipe_(recipe), ctx_(ctx) {}
   absl::Status setup();
-  LossScales loss_scales(const std::vector<MicroBatch>& batches) const;
+  LossScales loss_scales(const std::vector<TokenBatch>& batches) const;
   void update_expert_bias(const std::vector<std::vector<int64_t>>& global_counts);
   std::vector<float> expert_bias_ranges(int num_moe_layers) const;
   double model_flops(int64_t sequences) const;
@@ -71,7 +72,9 @@ class Trainer {
   std::unique_ptr<PipelineExecutor> pipeline_;  // runs each step's schedule on this stage
   int64_t active_parameters_ = 0;               // of the whole model, over all pipeline stages
   std::unique_ptr<MetricsLogger> metrics_;
+  PeakFlops peak_;         // per rank, and where it comes from
   double peak_flops_ = 0;  // summed over all ranks
+  bool mfu_warned_ = false;
 };
 
 }  // namespace moefold

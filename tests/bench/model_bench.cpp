@@ -11,7 +11,7 @@
 
 #include "model/model.h"
 #include "model/moe_layer.h"
-#include "tensor/cpu/gemm.h"
+#include "tensor/backend.h"
 
 namespace moefold {
 namespace {
@@ -57,7 +57,7 @@ std::vector<float> pseudo_random(int64_t n, uint32_t seed) {
 }
 
 void BM_MoeLayerForwardBackward(benchmark::State& state) {
-  cpu::set_blas_threads(1);
+  backend_for(Device::kCpu).set_threads(1);
   const ModelConfig config = bench_config();
   const ParallelContext ctx = ParallelContext::single_process();
   ParameterRegistry registry;
@@ -80,12 +80,12 @@ void BM_MoeLayerForwardBackward(benchmark::State& state) {
 BENCHMARK(BM_MoeLayerForwardBackward)->Unit(benchmark::kMillisecond)->Iterations(3)->UseRealTime();
 
 void BM_ModelForwardBackward(benchmark::State& state) {
-  cpu::set_blas_threads(1);
+  backend_for(Device::kCpu).set_threads(1);
   const ModelConfig config = bench_config();
   Model model(config, ParallelContext::single_process());
   model.init_parameters(1);
   const int S = config.seq_length, N = kBatch * S;
-  MicroBatch mb{kBatch, S, {}, {}, {}};
+  TokenBatch mb{kBatch, S, {}, {}, {}};
   for (int t = 0; t < N; ++t) {
     mb.tokens.push_back((t * 7919) % config.vocab_size);
     mb.labels.push_back((t * 104729 + 1) % config.vocab_size);
@@ -109,8 +109,9 @@ BENCHMARK(BM_ModelForwardBackward)->Unit(benchmark::kMillisecond)->Iterations(2)
 }  // namespace moefold
 
 int main(int argc, char** argv) {
-  moefold::cpu::set_blas_threads(1);
-  moefold::g_sgemm_gflops = moefold::cpu::measure_sgemm_gflops(1024, 1.0);
+  moefold::Backend& cpu = moefold::backend_for(moefold::Device::kCpu);
+  cpu.set_threads(1);
+  moefold::g_sgemm_gflops = cpu.measure_gemm_flops(1024, 1.0) / 1e9;
   benchmark::AddCustomContext("sgemm_peak_gflops",
                               std::to_string(moefold::g_sgemm_gflops) + " (1 thread, n=1024)");
   benchmark::Initialize(&argc, argv);

@@ -181,7 +181,7 @@ std::vector<double> train_steps(Trained& t, int from, int to) {
   std::vector<double> losses;
   auto stash = t.model->make_stash();
   for (int s = from; s < to; ++s) {
-    MicroBatch mb{2, 6, {}, {}, {}};
+    TokenBatch mb{2, 6, {}, {}, {}};
     for (int i = 0; i < 12; ++i) {
       mb.tokens.push_back((7 * i + 3 * s + 1) % 50);
       mb.labels.push_back((5 * i + s + 2) % 50);

@@ -36,8 +36,8 @@ ModelConfig recompute_config() {
   return c;
 }
 
-MicroBatch random_batch(int batch, int seq, int vocab, uint32_t salt) {
-  MicroBatch mb{batch, seq, {}, {}, {}};
+TokenBatch random_batch(int batch, int seq, int vocab, uint32_t salt) {
+  TokenBatch mb{batch, seq, {}, {}, {}};
   for (int t = 0; t < batch * seq; ++t) {
     mb.tokens.push_back(static_cast<int32_t>((13 * t + 7 * salt + 1) % vocab));
     mb.labels.push_back(static_cast<int32_t>((11 * t + salt + 5) % vocab));
@@ -62,8 +62,8 @@ TrainingRun forward_backward(Backward variant) {
   model.init_parameters(7);
   model.zero_grad();
   const LossScales scales{1.0 / (4.0 * c.seq_length), 0.5};
-  const MicroBatch a = random_batch(2, c.seq_length, c.vocab_size, 1);
-  const MicroBatch b = random_batch(2, c.seq_length, c.vocab_size, 2);
+  const TokenBatch a = random_batch(2, c.seq_length, c.vocab_size, 1);
+  const TokenBatch b = random_batch(2, c.seq_length, c.vocab_size, 2);
   std::unique_ptr<ModelStash> sa = model.make_stash(), sb = model.make_stash();
   TrainingRun run;
   const int64_t baseline = MemoryStats::current_bytes();

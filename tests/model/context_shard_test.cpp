@@ -40,7 +40,7 @@ TEST(ContextShard, PartitionsTheSequenceWithEqualCausalWork) {
 }
 
 TEST(ContextShard, ShardsTheMicroBatch) {
-  MicroBatch full;
+  TokenBatch full;
   full.batch = 2;
   full.seq = 8;
   for (int t = 0; t < 16; ++t) {
@@ -48,7 +48,7 @@ TEST(ContextShard, ShardsTheMicroBatch) {
     full.labels.push_back(200 + t);
     full.loss_mask.push_back(t % 3 == 0 ? 0.0f : 1.0f);
   }
-  const MicroBatch shard = shard_micro_batch(full, 0, 2);
+  const TokenBatch shard = shard_micro_batch(full, 0, 2);
   EXPECT_EQ(shard.batch, 2);
   EXPECT_EQ(shard.seq, 4);
   EXPECT_EQ(shard.tokens, (std::vector<int32_t>{100, 101, 106, 107, 108, 109, 114, 115}));

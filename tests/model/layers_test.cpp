@@ -139,7 +139,10 @@ void check_moe_layer(ModelConfig config, double aux_scale) {
   Tensor dx = Tensor::zeros({N, H});
   moe.backward_dx(dy, dx, stash);
   moe.backward_dw(stash);
-  expect_gradients(loss, x, dx.to_vector(), registry, 1e-2, 3e-4);
+  // eps 3e-3: the float32 forward's rounding (about 1e-7 of Σ|y·w|, over 128 outputs) divided
+  // by 2·eps must stay below atol; at 1e-3 it did not for every expert weight (the truncation
+  // error is still O(eps²) and small, and routing is checked unchanged below).
+  expect_gradients(loss, x, dx.to_vector(), registry, 1e-2, 3e-4, 3e-3);
   loss();
   EXPECT_EQ(stash.router.idx, idx) << "routing changed under the perturbations";
 }

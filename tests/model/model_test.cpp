@@ -39,8 +39,8 @@ ModelConfig tiny_config(bool untied) {
   return c;
 }
 
-MicroBatch make_batch(int batch, int seq, int vocab, uint32_t salt) {
-  MicroBatch mb{batch, seq, {}, {}, {}};
+TokenBatch make_batch(int batch, int seq, int vocab, uint32_t salt) {
+  TokenBatch mb{batch, seq, {}, {}, {}};
   for (int t = 0; t < batch * seq; ++t) {
     mb.tokens.push_back(static_cast<int32_t>((7 * t + 3 * salt + 1) % vocab));
     mb.labels.push_back(static_cast<int32_t>((5 * t + salt + 2) % vocab));
@@ -61,7 +61,7 @@ void check_whole_model_gradient(const ModelConfig& config) {
     const std::vector<float> b = random_vector(bias->numel(), 8, 0.05f);
     std::copy(b.begin(), b.end(), bias->data());
   }
-  const MicroBatch mb = make_batch(2, config.seq_length, config.vocab_size, 1);
+  const TokenBatch mb = make_batch(2, config.seq_length, config.vocab_size, 1);
   double mask_sum = 0;
   for (float m : mb.loss_mask) mask_sum += m;
   const LossScales scales{1.0 / mask_sum, 0.5};
@@ -190,8 +190,8 @@ TEST(Model, StashesAreIndependentAndGradientsAccumulate) {
   const ModelConfig config = tiny_config(false);
   Model model(config, testing::test_context());
   model.init_parameters(5);
-  const MicroBatch a = make_batch(2, 6, config.vocab_size, 1);
-  const MicroBatch b = make_batch(1, 5, config.vocab_size, 2);
+  const TokenBatch a = make_batch(2, 6, config.vocab_size, 1);
+  const TokenBatch b = make_batch(1, 5, config.vocab_size, 2);
   const LossScales scales{0.1, 0.5};
   // Reference: a then b, one at a time.
   model.zero_grad();
@@ -244,7 +244,7 @@ TEST(ModelGolden, FixedSeedGivesFixedLoss) {
   config.init_method_std = 0.02f;
   Model model(config, testing::test_context());
   model.init_parameters(1234);
-  const MicroBatch mb = make_batch(2, 6, config.vocab_size, 3);
+  const TokenBatch mb = make_batch(2, 6, config.vocab_size, 3);
   const MicroBatchStats s = model.evaluate(mb);
   EXPECT_NEAR(s.lm_loss_sum / s.loss_mask_sum, kGoldenLm, 1e-5 * kGoldenLm);
   EXPECT_NEAR(s.aux_loss, kGoldenAux, 1e-5 * kGoldenAux);

@@ -16,10 +16,14 @@
 #include "parallel/context.h"
 #include "parallel/cp_communication.h"
 #include "tensor/check.h"
-#include "tensor/cpu/attention.h"
+#include "tensor/ops.h"
 
 namespace moefold {
 namespace {
+
+Tensor as_tensor(const std::vector<float>& values) {
+  return Tensor::from_vector({static_cast<int64_t>(values.size())}, values);
+}
 
 std::vector<float> random_values(int64_t n, unsigned seed) {
   std::mt19937 rng(seed);
@@ -73,27 +77,35 @@ void check_against_single_process(const Case& c, bool overlap) {
                            v = random_values(B * S * kw, 3), dout = random_values(B * S * qw, 4);
   std::vector<int32_t> all(S);
   for (int64_t s = 0; s < S; ++s) all[s] = static_cast<int32_t>(s);
-  std::vector<float> o(B * S * qw), lse(B * c.nh * S), dq(B * S * qw, 0.0f),
-      dk(B * S * kw, 0.0f), dv(B * S * kw, 0.0f);
-  cpu::attention_forward(q.data(), k.data(), v.data(), o.data(), lse.data(), all.data(),
-                         all.data(), B, S, S, c.nh, c.nkv, c.d);
-  cpu::attention_backward(dout.data(), q.data(), k.data(), v.data(), o.data(), lse.data(),
-                          dq.data(), dk.data(), dv.data(), all.data(), all.data(), B, S, S, c.nh,
-                          c.nkv, c.d);
+  // The one-process reference: plain causal attention over the whole sequences.
+  const ops::AttentionShape whole{B, S, S, c.nh, c.nkv, c.d};
+  const Tensor o_ref = Tensor::empty({B * S * qw}), lse_ref = Tensor::empty({B * c.nh * S});
+  const Tensor dq_ref = Tensor::zeros({B * S * qw}), dk_ref = Tensor::zeros({B * S * kw}),
+               dv_ref = Tensor::zeros({B * S * kw});
+  ops::attention_forward(as_tensor(q), as_tensor(k), as_tensor(v), o_ref, lse_ref, all, all,
+                         whole);
+  ops::attention_backward(as_tensor(dout), as_tensor(q), as_tensor(k), as_tensor(v), o_ref,
+                          lse_ref, dq_ref, dk_ref, dv_ref, all, all, whole);
+  const std::vector<float> o = o_ref.to_vector(), lse = lse_ref.to_vector(),
+                           dq = dq_ref.to_vector(), dk = dk_ref.to_vector(),
+                           dv = dv_ref.to_vector();
 
   const std::vector<int32_t> pos = context_shard_positions(S, rank, CP);
   const std::vector<float> q_l = shard_rows(q, pos, B, S, qw), k_l = shard_rows(k, pos, B, S, kw),
                            v_l = shard_rows(v, pos, B, S, kw),
                            dout_l = shard_rows(dout, pos, B, S, qw);
   const RingAttentionDims dims{B, Sl, c.nh, c.nkv, c.d};
-  std::vector<float> o_l(B * Sl * qw), lse_l(B * c.nh * Sl);
-  ring_attention_forward(*ctx.cp, dims, q_l.data(), k_l.data(), v_l.data(), o_l.data(),
-                         lse_l.data(), overlap);
+  const Tensor o_t = Tensor::empty({B * Sl * qw}), lse_t = Tensor::empty({B * c.nh * Sl});
+  ring_attention_forward(*ctx.cp, dims, as_tensor(q_l), as_tensor(k_l), as_tensor(v_l), o_t,
+                         lse_t, overlap);
   // dq/dk/dv accumulate: start from ones and subtract them afterwards.
-  std::vector<float> dq_l(B * Sl * qw, 1.0f), dk_l(B * Sl * kw, 1.0f), dv_l(B * Sl * kw, 1.0f);
-  ring_attention_backward(*ctx.cp, dims, dout_l.data(), q_l.data(), k_l.data(), v_l.data(),
-                          o_l.data(), lse_l.data(), dq_l.data(), dk_l.data(), dv_l.data(),
-                          overlap);
+  const Tensor dq_t = as_tensor(std::vector<float>(B * Sl * qw, 1.0f));
+  const Tensor dk_t = as_tensor(std::vector<float>(B * Sl * kw, 1.0f));
+  const Tensor dv_t = as_tensor(std::vector<float>(B * Sl * kw, 1.0f));
+  ring_attention_backward(*ctx.cp, dims, as_tensor(dout_l), as_tensor(q_l), as_tensor(k_l),
+                          as_tensor(v_l), o_t, lse_t, dq_t, dk_t, dv_t, overlap);
+  const std::vector<float> o_l = o_t.to_vector(), lse_l = lse_t.to_vector();
+  std::vector<float> dq_l = dq_t.to_vector(), dk_l = dk_t.to_vector(), dv_l = dv_t.to_vector();
   for (auto* grad : {&dq_l, &dk_l, &dv_l})
     for (float& x : *grad) x -= 1.0f;
 
@@ -132,18 +144,18 @@ TEST(RingAttentionBenchmark, DISABLED_OverlappedVersusNot) {
   const int CP = ctx.coords.cp_size;
   const int64_t B = 1, S = 8192, Sl = S / CP, nh = 8, nkv = 8, d = 64;
   const RingAttentionDims dims{B, Sl, nh, nkv, d};
-  const std::vector<float> q = random_values(B * Sl * nh * d, 1 + ctx.coords.cp_rank),
-                           k = random_values(B * Sl * nkv * d, 7),
-                           v = random_values(B * Sl * nkv * d, 9);
-  std::vector<float> o(q.size()), lse(B * nh * Sl), dq(q.size()), dk(k.size()), dv(v.size());
+  const Tensor q = as_tensor(random_values(B * Sl * nh * d, 1 + ctx.coords.cp_rank)),
+               k = as_tensor(random_values(B * Sl * nkv * d, 7)),
+               v = as_tensor(random_values(B * Sl * nkv * d, 9));
+  const Tensor o = Tensor::empty({q.numel()}), lse = Tensor::empty({B * nh * Sl});
+  const Tensor dq = Tensor::zeros({q.numel()}), dk = Tensor::zeros({k.numel()}),
+               dv = Tensor::zeros({v.numel()});
   for (bool overlap : {true, false, true, false}) {
     MPI_Barrier(MPI_COMM_WORLD);
     cp_communication_stats() = {};
     const auto start = std::chrono::steady_clock::now();
-    ring_attention_forward(*ctx.cp, dims, q.data(), k.data(), v.data(), o.data(), lse.data(),
-                           overlap);
-    ring_attention_backward(*ctx.cp, dims, q.data(), q.data(), k.data(), v.data(), o.data(),
-                            lse.data(), dq.data(), dk.data(), dv.data(), overlap);
+    ring_attention_forward(*ctx.cp, dims, q, k, v, o, lse, overlap);
+    ring_attention_backward(*ctx.cp, dims, q, q, k, v, o, lse, dq, dk, dv, overlap);
     const double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     if (ctx.coords.cp_rank == 0) {

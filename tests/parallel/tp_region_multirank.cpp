@@ -60,9 +60,10 @@ TEST_P(TpRegionBackward, ChunkedExitEqualsThePlainExit) {
   const auto partial_value = [&](int64_t row, int64_t col) {
     return float((me + 1) * (row * kH + col) % 17) - 8.0f;
   };
-  const auto compute = [&](int64_t first, int64_t count, float* out) {
+  const auto compute = [&](int64_t first, int64_t count, const Tensor& out) {
+    ASSERT_EQ(out.numel(), count * kH);
     for (int64_t r = 0; r < count; ++r)
-      for (int64_t h = 0; h < kH; ++h) out[r * kH + h] = partial_value(first + r, h);
+      for (int64_t h = 0; h < kH; ++h) out.data()[r * kH + h] = partial_value(first + r, h);
   };
   for (int chunks : {1, 2, 3, 4}) {
     SCOPED_TRACE(chunks);
@@ -73,7 +74,7 @@ TEST_P(TpRegionBackward, ChunkedExitEqualsThePlainExit) {
     for (Tensor* y : {&y_plain, &y_overlapped}) {
       for (int64_t i = 0; i < rows * kH; ++i) y->data()[i] = 0.25f * float(i);
     }
-    compute(0, N, full.data());
+    compute(0, N, full);
     plain.exit_forward(full, y_plain, c.accumulate, scratch);
     overlapped.exit_forward_overlapped(N, compute, buffer, y_overlapped, c.accumulate, scratch);
     EXPECT_EQ(y_overlapped.to_vector(), y_plain.to_vector());

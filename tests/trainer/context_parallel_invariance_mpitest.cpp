@@ -113,7 +113,7 @@ TEST(ContextParallelBenchmark, DISABLED_ActivationMemoryPerRank) {
   c.moe.moe_router_topk = 2;
   c.moe.moe_layer_pattern = {0, !dense, !dense, !dense};
   c.moe.moe_shared_expert_intermediate_size = 256;
-  MicroBatch batch;
+  TokenBatch batch;
   batch.batch = 1;
   batch.seq = c.seq_length;
   std::mt19937 rng(3);

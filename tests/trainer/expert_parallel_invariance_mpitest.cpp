@@ -202,7 +202,7 @@ TEST(ExpertParallelBenchmark, DISABLED_DemoModel) {
   constexpr int kIterations = 4;
   std::mt19937 rng(17 + rank);
   std::uniform_int_distribution<int32_t> token(0, config.vocab_size - 1);
-  MicroBatch batch;
+  TokenBatch batch;
   batch.batch = B;
   batch.seq = S;
   for (int i = 0; i < B * S; ++i) {

@@ -219,8 +219,8 @@ TEST(PipelineExecutorMemory, StashesFollowTheScheduleBound) {
     model.init_parameters(3);
     std::mt19937 rng(11);
     std::uniform_int_distribution<int32_t> token(0, 299);
-    std::vector<MicroBatch> batches(kMicroBatches);
-    for (MicroBatch& mb : batches) {
+    std::vector<TokenBatch> batches(kMicroBatches);
+    for (TokenBatch& mb : batches) {
       mb.batch = 2;
       mb.seq = recipe.model.seq_length;
       for (int t = 0; t < mb.batch * mb.seq; ++t) {
@@ -302,8 +302,8 @@ TEST(PipelineBenchmark, DISABLED_DemoModelBubbleAndMemory) {
     const int B = recipe->training.micro_batch_size, S = recipe->model.seq_length;
     std::mt19937 rng(5);  // the same batches on both stages
     std::uniform_int_distribution<int32_t> token(0, vocab - 1);
-    std::vector<MicroBatch> batches(c.micro_batches);
-    for (MicroBatch& mb : batches) {
+    std::vector<TokenBatch> batches(c.micro_batches);
+    for (TokenBatch& mb : batches) {
       mb.batch = B;
       mb.seq = S;
       for (int t = 0; t < B * S; ++t) {
