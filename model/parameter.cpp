@@ -2,6 +2,7 @@
 
 #include "model/init.h"
 #include "tensor/check.h"
+#include "tensor/ops.h"
 
 namespace moefold {
 
@@ -79,11 +80,17 @@ Parameter* ParameterRegistry::find(const std::string& name) const {
   return nullptr;
 }
 
+// Values are drawn on the host and copied to the tensor's device (no copy on the CPU backend).
+static void init_on_device(const Tensor& value, const TensorLayout& layout, InitKind kind,
+                           float std, uint64_t seed) {
+  const Tensor host = ops::to_host(value);
+  init_tensor(layout, kind, std, seed, host.data());
+  if (host.raw_data() != value.raw_data()) ops::copy(value, host);
+}
+
 void ParameterRegistry::init(uint64_t seed) {
-  for (const auto& p : parameters_) {
-    init_tensor(p->layout, p->init, p->init_std, seed, p->value.data());
-  }
-  for (const auto& b : buffers_) init_tensor(b->layout, b->init, 0.0f, seed, b->value.data());
+  for (const auto& p : parameters_) init_on_device(p->value, p->layout, p->init, p->init_std, seed);
+  for (const auto& b : buffers_) init_on_device(b->value, b->layout, b->init, 0.0f, seed);
 }
 
 void ParameterRegistry::zero_grad() {

@@ -1,0 +1,239 @@
+// Every op of tensor/ops.h on a second device against the CPU backend, on the same inputs
+// (ggml's test-backend-ops): the outputs, copied back to the host, must agree. On a machine
+// without a GPU the second device is the host-memory stand-in (host_device.h), whose math is the
+// CPU's, so they must be equal; a real device gets its precision's tolerance. The test also
+// checks that the tensors each op writes live on the device it ran on.
+#include <gtest/gtest.h>
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "tensor/backend.h"
+#include "tensor/check.h"
+#include "tensor/ops.h"
+#include "tests/tensor/host_device.h"
+#include "tests/tensor/kernel_test_util.h"
+
+namespace moefold {
+namespace {
+
+using testing::random_floats;
+using testing::random_ints;
+
+// Builds the op's inputs on `device` from fixed host values and returns every output, on the
+// host, in a fixed order.
+using OpCase = std::function<std::vector<std::vector<float>>(Device device)>;
+
+Tensor on(Device device, std::vector<int64_t> shape, const std::vector<float>& values) {
+  return ops::to_device(Tensor::from_vector(std::move(shape), values), device);
+}
+
+Tensor random_on(Device device, std::vector<int64_t> shape, uint32_t seed, float lo = -1.0f,
+                 float hi = 1.0f) {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return on(device, std::move(shape), random_floats(n, seed, lo, hi));
+}
+
+std::vector<std::vector<float>> outputs(Device device, std::initializer_list<Tensor> tensors) {
+  std::vector<std::vector<float>> out;
+  for (const Tensor& t : tensors) {
+    EXPECT_EQ(t.device(), device) << "an output left the op's device";
+    out.push_back(t.to_vector());
+  }
+  return out;
+}
+
+constexpr int64_t N = 6, I = 8, O = 5, H = 8, E = 4, K = 2, V = 16;
+
+std::vector<std::pair<std::string, OpCase>> op_cases() {
+  std::vector<std::pair<std::string, OpCase>> cases;
+  cases.push_back({"linear", [](Device d) {
+    Tensor x = random_on(d, {N, I}, 1), w = random_on(d, {O, I}, 2);
+    Tensor y = random_on(d, {N, O}, 3), dy = random_on(d, {N, O}, 4);
+    Tensor dx = random_on(d, {N, I}, 5), dw = random_on(d, {O, I}, 6);
+    ops::linear_forward(x, w, y, true);
+    ops::linear_backward_dx(dy, w, dx, true);
+    ops::linear_backward_dw(dy, x, dw);
+    return outputs(d, {y, dx, dw});
+  }});
+  cases.push_back({"grouped_linear", [](Device d) {
+    const std::vector<int64_t> offsets = {0, 2, 2, 6};  // an empty group in the middle
+    Tensor x = random_on(d, {N, I}, 7), w = random_on(d, {3, O, I}, 8);
+    Tensor y = random_on(d, {N, O}, 9), dx = random_on(d, {N, I}, 10);
+    Tensor dw = random_on(d, {3, O, I}, 11);
+    ops::grouped_linear_forward(x, w, y, offsets);
+    ops::grouped_linear_backward_dx(y, w, dx, offsets, true);
+    ops::grouped_linear_backward_dw(y, x, dw, offsets);
+    return outputs(d, {y, dx, dw});
+  }});
+  cases.push_back({"attention", [](Device d) {
+    const ops::AttentionShape s{2, 4, 4, 4, 2, 4};
+    const std::vector<int32_t> pos = {0, 1, 2, 3};
+    Tensor q = random_on(d, {2, 4, 4, 4}, 12), k = random_on(d, {2, 4, 2, 4}, 13);
+    Tensor v = random_on(d, {2, 4, 2, 4}, 14), dout = random_on(d, {2, 4, 4, 4}, 15);
+    Tensor o = Tensor::empty({2, 4, 4, 4}, DType::kFloat32, d);
+    Tensor lse = Tensor::empty({2, 4, 4}, DType::kFloat32, d);
+    Tensor dq = Tensor::zeros(q.shape(), DType::kFloat32, d);
+    Tensor dk = Tensor::zeros(k.shape(), DType::kFloat32, d);
+    Tensor dv = Tensor::zeros(v.shape(), DType::kFloat32, d);
+    ops::attention_forward(q, k, v, o, lse, pos, pos, s);
+    ops::attention_backward(dout, q, k, v, o, lse, dq, dk, dv, pos, pos, s);
+    Tensor o2 = random_on(d, o.shape(), 16), lse2 = random_on(d, lse.shape(), 17);
+    ops::attention_merge(o2, lse2, o, lse, s);
+    return outputs(d, {o, lse, dq, dk, dv, o2, lse2});
+  }});
+  cases.push_back({"rmsnorm", [](Device d) {
+    Tensor x = random_on(d, {N, H}, 18), w = random_on(d, {H}, 19), dy = random_on(d, {N, H}, 20);
+    Tensor y = Tensor::empty({N, H}, DType::kFloat32, d), rstd = Tensor::empty({N}, DType::kFloat32, d);
+    Tensor dx = random_on(d, {N, H}, 21), dw = random_on(d, {H}, 22);
+    ops::rmsnorm_forward(x, w, y, rstd, 1e-5f);
+    ops::rmsnorm_backward(dy, x, w, rstd, dx, dw, true);
+    return outputs(d, {y, rstd, dx, dw});
+  }});
+  cases.push_back({"rope", [](Device d) {
+    const std::vector<int32_t> pos = {3, 0, 7, 1, 2, 5};
+    Tensor x = random_on(d, {N, 2, 4}, 23), dx = Tensor::empty({N, 2, 4}, DType::kFloat32, d);
+    ops::rope_forward(x, x, pos, 2, 4, 10000.0f);
+    ops::rope_backward(x, dx, pos, 2, 4, 10000.0f);
+    return outputs(d, {x, dx});
+  }});
+  cases.push_back({"swiglu", [](Device d) {
+    Tensor g = random_on(d, {N, O}, 24, -4, 4), u = random_on(d, {N, O}, 25);
+    Tensor out = Tensor::empty({N, O}, DType::kFloat32, d), dout = random_on(d, {N, O}, 26);
+    Tensor dg = Tensor::empty({N, O}, DType::kFloat32, d), du = Tensor::empty({N, O}, DType::kFloat32, d);
+    ops::swiglu_forward(g, u, out);
+    ops::swiglu_backward(dout, g, u, dg, du);
+    return outputs(d, {out, dg, du});
+  }});
+  cases.push_back({"router", [](Device d) {
+    Tensor z = random_on(d, {N, E}, 27, -3, 3), dp = random_on(d, {N, E}, 28);
+    Tensor p = Tensor::empty({N, E}, DType::kFloat32, d), s = Tensor::empty({N, E}, DType::kFloat32, d);
+    Tensor dz = Tensor::empty({N, E}, DType::kFloat32, d), ds = Tensor::empty({N, E}, DType::kFloat32, d);
+    Tensor lse = Tensor::empty({N}, DType::kFloat32, d);
+    ops::softmax_rows_forward(z, p);
+    ops::softmax_rows_backward(dp, p, dz);
+    ops::sigmoid_forward(z, s);
+    ops::sigmoid_backward(dp, s, ds);
+    ops::logsumexp_rows(z, lse);
+    return outputs(d, {p, dz, s, ds, lse});
+  }});
+  cases.push_back({"permute_combine", [](Device d) {
+    const std::vector<int32_t> perm = {5, 0, 3, 11, 8, 1, 6};  // assignments t·K + j
+    const int64_t R = static_cast<int64_t>(perm.size());
+    Tensor x = random_on(d, {N, H}, 29), xs = Tensor::empty({R, H}, DType::kFloat32, d);
+    Tensor gates = random_on(d, {N, K}, 30), out = random_on(d, {N, H}, 31);
+    Tensor dx = random_on(d, {N, H}, 32), dys = Tensor::empty({R, H}, DType::kFloat32, d);
+    Tensor dgates = Tensor::zeros({N, K}, DType::kFloat32, d);
+    ops::permute_tokens(x, perm, xs, K);
+    ops::combine_tokens(xs, perm, gates, out);
+    ops::combine_tokens_backward(out, xs, perm, gates, dys, dgates);
+    ops::permute_tokens_backward(dys, perm, dx, K);
+    return outputs(d, {xs, out, dys, dgates, dx});
+  }});
+  cases.push_back({"embedding", [](Device d) {
+    const std::vector<int32_t> tokens = random_ints(N, 33, 0, V);
+    Tensor shard = random_on(d, {V / 2, H}, 34), out = Tensor::empty({N, H}, DType::kFloat32, d);
+    Tensor dshard = random_on(d, {V / 2, H}, 35);
+    ops::embedding_forward(tokens, shard, out, V, V / 2);
+    ops::embedding_backward(out, tokens, dshard, V, V / 2);
+    return outputs(d, {out, dshard});
+  }});
+  cases.push_back({"cross_entropy", [](Device d) {
+    const std::vector<int32_t> labels = random_ints(N, 36, 0, V);
+    const std::vector<float> mask = {1, 1, 0, 1, 1, 1};
+    Tensor h = random_on(d, {N, H}, 37), w = random_on(d, {V, H}, 38);
+    Tensor dh = Tensor::empty({N, H}, DType::kFloat32, d), dw = random_on(d, {V, H}, 39);
+    const double loss = ops::cross_entropy_forward_backward(h, w, labels, mask, 0.5f, dh, dw, 4);
+    // The vocabulary-parallel pieces on the logits of the second half of the vocabulary.
+    Tensor z = Tensor::empty({N, V / 2}, DType::kFloat32, d);
+    ops::linear_forward(h, w.slice_rows(V / 2, V), z);
+    std::vector<float> row_max(N);
+    std::vector<double> sums(N), label_logit(N, 0.0);
+    ops::rows_max(z, row_max);
+    ops::exp_shifted_rows(z, row_max, labels, mask, sums, label_logit, V / 2);
+    ops::softmax_gradient_rows(z, sums, labels, mask, 0.5f, V / 2);
+    auto out = outputs(d, {dh, dw, z});
+    out.push_back({static_cast<float>(loss)});
+    out.push_back(row_max);
+    out.push_back(std::vector<float>(sums.begin(), sums.end()));
+    out.push_back(std::vector<float>(label_logit.begin(), label_logit.end()));
+    return out;
+  }});
+  cases.push_back({"adamw", [](Device d) {
+    Tensor p = random_on(d, {N, H}, 40), g = random_on(d, {N, H}, 41);
+    Tensor m = random_on(d, {N, H}, 42), v = random_on(d, {N, H}, 43, 0, 1);
+    ops::adamw_step(p, g, m, v, {0.9f, 0.95f, 1e-3f, 1.2f, 1e-8f, 1e-4f});
+    return outputs(d, {p, m, v});
+  }});
+  cases.push_back({"small_ops", [](Device d) {
+    Tensor y = random_on(d, {N, H}, 44), x = random_on(d, {N, H}, 45);
+    ops::add(y, x);
+    ops::axpy(y, -0.5f, x);
+    ops::scale(y, 3.0f);
+    Tensor f = Tensor::empty({5}, DType::kFloat32, d);
+    ops::fill(f, 2.5f);
+    Tensor rows = Tensor::zeros({4, 6}, DType::kFloat32, d);
+    ops::copy_rows(rows.data() + 1, 6, x.data(), H, 4, 3);  // a (4,3) block at column 1
+    auto out = outputs(d, {y, f, rows});
+    out.push_back({static_cast<float>(ops::square_sum(y)), static_cast<float>(ops::sum(y))});
+    return out;
+  }});
+  return cases;
+}
+
+TEST(BackendOps, EveryOpOnTheDeviceMatchesTheCpuBackend) {
+  if (!testing::use_host_memory_device() && !has_backend(Device::kCuda)) {
+    GTEST_SKIP() << "no second device";
+  }
+  const bool stand_in = backend_for(Device::kCuda).describe() == "host-memory stand-in device";
+  const double tol = stand_in ? 0.0 : 2e-2;  // bf16-class tolerance on a real GPU
+  for (const auto& [name, run] : op_cases()) {
+    SCOPED_TRACE(name);
+    const auto cpu = run(Device::kCpu);
+    const auto device = run(Device::kCuda);
+    ASSERT_EQ(cpu.size(), device.size());
+    for (size_t i = 0; i < cpu.size(); ++i) {
+      ASSERT_EQ(cpu[i].size(), device[i].size()) << "output " << i;
+      for (size_t j = 0; j < cpu[i].size(); ++j) {
+        ASSERT_NEAR(device[i][j], cpu[i][j], tol * (1.0 + std::abs(cpu[i][j])))
+            << "output " << i << " [" << j << "]";
+      }
+    }
+  }
+}
+
+TEST(BackendOps, OperandsOnDifferentDevicesAreABug) {
+  if (!testing::use_host_memory_device()) GTEST_SKIP() << "a real CUDA backend is registered";
+  Tensor x = Tensor::zeros({2, 3}), w = Tensor::zeros({4, 3}, DType::kFloat32, Device::kCuda);
+  Tensor y = Tensor::zeros({2, 4});
+  EXPECT_THROW(ops::linear_forward(x, w, y), InternalError);
+}
+
+TEST(BackendOps, DeviceMemoryIsCountedAndCopiesCrossDevices) {
+  if (!testing::use_host_memory_device()) GTEST_SKIP() << "a real CUDA backend is registered";
+  const int64_t before = MemoryStats::current_bytes();
+  Tensor host = Tensor::from_vector({3}, {1.0f, 2.0f, 3.0f});
+  Tensor device = ops::to_device(host, Device::kCuda);
+  EXPECT_EQ(device.device(), Device::kCuda);
+  EXPECT_EQ(device_of_pointer(device.data()), Device::kCuda);
+  EXPECT_EQ(device_of_pointer(host.data()), Device::kCpu);
+  EXPECT_EQ(MemoryStats::current_bytes() - before, 24);
+  EXPECT_EQ(ops::to_host(device).to_vector(), host.to_vector());
+  EXPECT_EQ(ops::to_host(host).raw_data(), host.raw_data()) << "no copy for host tensors";
+  EXPECT_EQ(device.elements(1, {2}).to_vector(), (std::vector<float>{2.0f, 3.0f}));
+}
+
+TEST(BackendOps, AMissingDeviceIsAClearError) {
+  if (has_backend(Device::kCuda)) GTEST_SKIP() << "this process has a CUDA backend";
+  try {
+    backend_for(Device::kCuda);
+    FAIL() << "expected an error";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("no cuda backend"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace moefold

@@ -1,0 +1,60 @@
+// A stand-in device for machines without a GPU: the CPU backend registered as Device::kCuda,
+// whose memory is ordinary host memory that it knows as its own (owns()). Every path that
+// depends on where a tensor lives — MPI staging through host buffers, to_host/to_device, stash
+// and parameter devices, the backend conformance table — then runs in CI. The math is the CPU
+// backend's, so results must equal the CPU's exactly.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <mutex>
+
+#include "tensor/backend.h"
+#include "tensor/cpu/cpu_backend.h"
+
+namespace moefold::testing {
+
+class HostMemoryDevice final : public cpu::CpuBackend {
+ public:
+  Device device() const override { return Device::kCuda; }
+  std::string describe() const override { return "host-memory stand-in device"; }
+
+  void* allocate(size_t bytes) override {
+    void* ptr = cpu::CpuBackend::allocate(bytes);
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (ptr != nullptr) blocks_[static_cast<const char*>(ptr)] = bytes;
+    return ptr;
+  }
+  void deallocate(void* ptr, size_t bytes) override {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      blocks_.erase(static_cast<const char*>(ptr));
+    }
+    cpu::CpuBackend::deallocate(ptr, bytes);
+  }
+  bool owns(const void* ptr) const override {
+    const char* p = static_cast<const char*>(ptr);
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = blocks_.upper_bound(p);
+    if (it == blocks_.begin()) return false;
+    --it;
+    return p < it->first + std::max<size_t>(it->second, 1);
+  }
+
+ private:
+  mutable std::mutex mutex_;
+  std::map<const char*, size_t> blocks_;  // base → bytes
+};
+
+// Registers the stand-in as this process's kCuda backend; false when a real CUDA backend is
+// already there (the test then runs on it or skips).
+inline bool use_host_memory_device() {
+  static const bool registered = [] {
+    if (has_backend(Device::kCuda)) return false;
+    register_backend(std::make_unique<HostMemoryDevice>());
+    return true;
+  }();
+  return registered;
+}
+
+}  // namespace moefold::testing
