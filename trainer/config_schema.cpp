@@ -475,6 +475,14 @@ std::vector<RecipeKey> build_schema() {
       "Activation recomputation: full keeps only each layer's input in forward and re-runs the "
       "layer before its backward (less memory, about a third more compute). selective is "
       "refused: the attention keeps no (S,S) scores to drop."));
+  add(enum_key(
+      "training.device", [](R& r) -> auto& { return r.training.device; }, {"cpu", "cuda"},
+      "Where each rank computes: cpu, or cuda (one GPU per rank, by local rank). cuda is refused "
+      "until the CUDA backend's ops exist."));
+  add(bool_key(
+      "training.bf16", [](R& r) -> auto& { return r.training.bf16; },
+      "bf16 mixed precision (MODEL.md): float32 master weights, gradients and Adam state, bf16 "
+      "compute copies and activations. Not supported yet: refused."));
 
   // optimizer
   add(string_key("optimizer.optimizer", [](R& r) -> auto& { return r.optimizer.optimizer; },

@@ -160,6 +160,11 @@ absl::Status validate_training(const Recipe& r) {
                         "selective has nothing to drop here: attention keeps no (S,S) "
                         "scores, only its output and log-sum-exp (use full or none)");
   }
+  if (t.bf16) {
+    return recipe_error(r, "training.bf16",
+                        "not supported yet: bf16 mixed precision (MODEL.md) has no bf16 op path "
+                        "in any backend so far; train in float32 (training.bf16: false)");
+  }
   if (p.overlap_param_gather && !p.use_distributed_optimizer) {
     return recipe_error(r, "parallel.overlap_param_gather",
                         "needs parallel.use_distributed_optimizer: true");

@@ -17,6 +17,9 @@ namespace moefold {
 // attention here keeps no (S,S) scores, so there is nothing for it to drop.
 enum class RecomputeGranularity { kNone, kFull, kSelective };
 
+// Where a rank computes: one process per device (DESIGN.md).
+enum class TrainingDevice { kCpu, kCuda };
+
 struct TrainingConfig {
   int micro_batch_size = 1;
   int global_batch_size = 0;   // 0 = micro_batch_size × data-parallel size
@@ -27,6 +30,8 @@ struct TrainingConfig {
   int blas_threads = 1;        // BLAS threads per rank
   double peak_flops = 0;       // per rank, for MFU; 0 = measure sgemm at start-up
   RecomputeGranularity recompute_granularity = RecomputeGranularity::kNone;
+  TrainingDevice device = TrainingDevice::kCpu;
+  bool bf16 = false;           // Megatron's --bf16: MODEL.md "Mixed precision" (refused so far)
 };
 
 struct CheckpointConfig {

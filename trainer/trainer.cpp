@@ -6,6 +6,8 @@
 #include <iostream>
 #include <limits>
 
+#include <unistd.h>
+
 #include "absl/strings/str_format.h"
 #include "checkpoint/checkpoint.h"
 #include "data/dataset_builder.h"
@@ -68,6 +70,14 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::create(const Recipe& recipe,
 absl::Status Trainer::setup() {
   const int world = ctx_.world->size();
   const TrainingConfig& train = recipe_.training;
+  if (train.device == TrainingDevice::kCuda && !has_backend(Device::kCuda)) {
+    char host[256] = "?";
+    gethostname(host, sizeof(host) - 1);
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "%s: training.device: cuda, but no CUDA device backend is available on rank %d (host "
+        "%s): this build's CUDA backend does not train yet (use training.device: cpu)",
+        recipe_.source, ctx_.world->rank(), host));
+  }
   backend_for(default_device()).set_threads(train.blas_threads);
 
   ModelConfig& model_config = recipe_.model;

@@ -56,6 +56,18 @@ TEST_F(TrainerTest, VocabularySmallerThanTokenizerIsRejected) {
       << trainer.status();
 }
 
+TEST_F(TrainerTest, CudaWithoutACudaBackendNamesTheRankAndHost) {
+  const Recipe recipe = tiny_recipe(prefix_, dir_ + "/run", {"training.device=cuda"});
+  auto trainer = Trainer::create(recipe, ParallelContext::single_process());
+  ASSERT_FALSE(trainer.ok());
+  const std::string message(trainer.status().message());
+  EXPECT_NE(message.find("training.device: cuda, but no CUDA device backend is available on rank "
+                         "0 (host "),
+            std::string::npos)
+      << message;
+  EXPECT_EQ(message.find('\n'), std::string::npos) << "one line";
+}
+
 TEST_F(TrainerTest, OutOfVocabularyTokenNamesTheFile) {
   const std::string prefix = dir_ + "/bad_ids";
   auto builder = IndexedDatasetBuilder::create(prefix, IndexedDType::kUInt16);
