@@ -77,6 +77,9 @@ absl::StatusOr<Plan> plan_workload(const Workload& w, const ClusterSpec& cluster
   plan.step_seconds = end + plan.optimizer_seconds;
 
   plan.memory = worst_stage_memory(w, cluster);
+  for (int stage = 0; stage < w.pp; ++stage) {
+    plan.memory_by_stage.push_back(stage_memory(w, cluster, stage).total());
+  }
   plan.memory_capacity = cluster.memory_bytes;
   plan.fits = plan.memory.total() <= cluster.memory_bytes;
   plan.model_flops = model_flops_per_step(w.model, w.training.global_batch_size);
@@ -152,6 +155,7 @@ std::string format_plan_json(const Plan& p) {
       {"mfu", p.mfu},
       {"tokens_per_s_per_gpu", p.tokens_per_s_per_gpu},
       {"memory_bytes_per_gpu", m.total()},
+      {"memory_bytes_by_stage", p.memory_by_stage},
       {"step_seconds", p.step_seconds},
       {"fits", p.fits},
       {"cluster", p.cluster_name},

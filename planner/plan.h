@@ -2,6 +2,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "planner/cluster.h"
@@ -19,6 +20,7 @@ struct Plan {
   Workload workload;
   std::string cluster_name;
   MemoryBreakdown memory;      // the stage needing the most memory
+  std::vector<double> memory_by_stage;  // total bytes per rank of each pipeline stage
   double memory_capacity = 0;  // the cluster's usable bytes per rank
   bool fits = false;
   int time_stage = 0;          // the busiest pipeline stage, whose breakdown is shown

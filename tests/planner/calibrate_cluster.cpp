@@ -91,6 +91,8 @@ int main(int argc, char** argv) {
     const double peak = sgemm_gflops(512, 512, 512);
     std::printf("# measured by moefold_calibrate_cluster (%d rank(s))\n", size);
     std::printf("peak_flops: %.4g          # sgemm 512^3, one BLAS thread\n", peak * 1e9);
+    std::printf("# the trainer's start-up estimate (its MFU denominator): %.4g\n",
+                moefold::cpu::measure_sgemm_gflops(512, 0.3) * 1e9);
     std::printf("memory_bandwidth: %.4g\n", copy_bandwidth());
     std::printf("gemm_efficiency:  # [smallest dimension, rate / peak]; m x n x k = d x 4d x 4d\n");
     for (int d : {16, 32, 64, 128, 256, 512, 1024}) {
