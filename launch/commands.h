@@ -8,5 +8,6 @@ int run_layout_command(int argc, char** argv);
 int run_train_command(int argc, char** argv);
 int run_eval_command(int argc, char** argv);
 int run_preprocess_command(int argc, char** argv);
+int run_plan_command(int argc, char** argv);  // launch/plan_command.cpp
 
 }  // namespace moefold

@@ -23,6 +23,9 @@ commands:
               validation loss and perplexity of a checkpoint
   layout      --config R --world-size N [--json] [--set ...]
               every rank's coordinates and groups on the attention and expert sides
+  plan        --config R --cluster C [--gpus N] [--json] [--search [--top K]]
+              [--routing-imbalance X | --routing-from metrics.jsonl] [--set ...]
+              predicted memory, step time and MFU per GPU; --search ranks every layout
   preprocess  --input FILE [FILE ...] --output PREFIX [--tokenizer gpt2|byte] [--append-eod]
               [--vocab-file F] [--merge-file F] [--json-key K]
               JSONL (a "text" field per line) or plain text files to Megatron .bin/.idx
@@ -51,6 +54,7 @@ int main(int argc, char** argv) {
   if (command == "train") return moefold::run_train_command(argc - 2, argv + 2);
   if (command == "eval") return moefold::run_eval_command(argc - 2, argv + 2);
   if (command == "layout") return moefold::run_layout_command(argc - 2, argv + 2);
+  if (command == "plan") return moefold::run_plan_command(argc - 2, argv + 2);
   if (command == "preprocess") return moefold::run_preprocess_command(argc - 2, argv + 2);
   if (command == "ckpt") return moefold::run_ckpt_command(argc - 2, argv + 2);
   std::fprintf(stderr, "moefold: unknown command '%s' (see moefold --help)\n", command.c_str());

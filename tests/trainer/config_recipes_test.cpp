@@ -20,6 +20,8 @@ const std::map<std::string, int> kRecipeWorldSizes = {
     {"mixtral_8x7b.yaml", 64},
     {"deepseek_v3_style.yaml", 1024},
     {"qwen_moe.yaml", 128},
+    {"mixtral_8x22b.yaml", 128},
+    {"qwen2_57b_a14b.yaml", 64},
 };
 
 TEST(ConfigRecipes, EveryCommittedRecipeValidates) {

@@ -1,0 +1,107 @@
+// Measures this machine for clusters/this_machine.yaml: the single-thread sgemm rate by GEMM
+// size (the efficiency curve, relative to the 512³ rate the trainer's MFU uses as peak), the
+// memory bandwidth of a streaming copy, and MPI shared-memory latency and bandwidth between two
+// ranks. Prints the measured numbers as the YAML keys they calibrate. Run it on a quiet machine:
+//   mpirun -np 2 -x OPENBLAS_NUM_THREADS=1 build/tests/planner/moefold_calibrate_cluster
+#include <mpi.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <vector>
+
+#include "tensor/cpu/gemm.h"
+
+namespace {
+
+double now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// Best of a few repetitions: the machine is shared, the fastest run is the machine's rate.
+template <typename F>
+double best_seconds(F&& body, int repeats) {
+  double best = 1e30;
+  for (int r = 0; r < repeats; ++r) {
+    const double t0 = now();
+    body();
+    best = std::min(best, now() - t0);
+  }
+  return best;
+}
+
+double sgemm_gflops(int m, int n, int k) {
+  std::vector<float> a(size_t(m) * k, 0.5f), b(size_t(k) * n, 0.25f), c(size_t(m) * n);
+  const int calls = std::max(1, int(2e8 / (2.0 * m * n * k)));
+  const double s = best_seconds(
+      [&] {
+        for (int i = 0; i < calls; ++i) {
+          moefold::cpu::linear_forward(a.data(), b.data(), c.data(), m, k, n);
+        }
+      },
+      5);
+  return 2.0 * m * n * k * calls / s / 1e9;
+}
+
+double copy_bandwidth() {
+  const size_t n = size_t(32) << 20;  // 128 MiB of floats each way
+  std::vector<float> src(n, 1.0f), dst(n);
+  const double s = best_seconds([&] { std::memcpy(dst.data(), src.data(), n * sizeof(float)); }, 5);
+  return 2.0 * n * sizeof(float) / s;  // read + write
+}
+
+// Half a round trip of `bytes` between ranks 0 and 1.
+double ping_pong(int rank, size_t bytes, int repeats) {
+  std::vector<char> buffer(std::max<size_t>(bytes, 1));
+  MPI_Barrier(MPI_COMM_WORLD);
+  return best_seconds(
+             [&] {
+               for (int i = 0; i < repeats; ++i) {
+                 if (rank == 0) {
+                   MPI_Send(buffer.data(), int(bytes), MPI_BYTE, 1, 0, MPI_COMM_WORLD);
+                   MPI_Recv(buffer.data(), int(bytes), MPI_BYTE, 1, 0, MPI_COMM_WORLD,
+                            MPI_STATUS_IGNORE);
+                 } else if (rank == 1) {
+                   MPI_Recv(buffer.data(), int(bytes), MPI_BYTE, 0, 0, MPI_COMM_WORLD,
+                            MPI_STATUS_IGNORE);
+                   MPI_Send(buffer.data(), int(bytes), MPI_BYTE, 0, 0, MPI_COMM_WORLD);
+                 }
+               }
+             },
+             5) /
+         (2.0 * repeats);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  MPI_Init(&argc, &argv);
+  int rank = 0, size = 1;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  moefold::cpu::set_blas_threads(1);
+  double latency = 0, bandwidth = 0;
+  if (size >= 2) {
+    latency = ping_pong(rank, 8, 2000);
+    const size_t big = size_t(8) << 20;
+    bandwidth = big / (ping_pong(rank, big, 20) - latency);
+  }
+  if (rank == 0) {
+    const double peak = sgemm_gflops(512, 512, 512);
+    std::printf("# measured by moefold_calibrate_cluster (%d rank(s))\n", size);
+    std::printf("peak_flops: %.4g          # sgemm 512^3, one BLAS thread\n", peak * 1e9);
+    std::printf("# the trainer's start-up estimate (its MFU denominator): %.4g\n",
+                moefold::cpu::measure_sgemm_gflops(512, 0.3) * 1e9);
+    std::printf("memory_bandwidth: %.4g\n", copy_bandwidth());
+    std::printf("gemm_efficiency:  # [smallest dimension, rate / peak]; m x n x k = d x 4d x 4d\n");
+    for (int d : {16, 32, 64, 128, 256, 512, 1024}) {
+      std::printf("  - [%d, %.3f]\n", d, sgemm_gflops(d, 4 * d, 4 * d) / peak);
+    }
+    if (size >= 2) {
+      std::printf("intra_node: {bandwidth: %.4g, latency: %.4g}\n", bandwidth, latency);
+    }
+  }
+  MPI_Finalize();
+  return 0;
+}
