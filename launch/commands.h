@@ -8,5 +8,7 @@ int run_layout_command(int argc, char** argv);
 int run_train_command(int argc, char** argv);
 int run_eval_command(int argc, char** argv);
 int run_preprocess_command(int argc, char** argv);
+int run_import_hf_command(int argc, char** argv);  // under mpirun, any layout
+int run_export_hf_command(int argc, char** argv);  // one process
 
 }  // namespace moefold
