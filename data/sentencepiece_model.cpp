@@ -42,5 +42,6 @@ bool SentencePieceModel::decode(const std::vector<int>& ids, std::string* text,
 
 int SentencePieceModel::piece_size() const { return processor_->GetPieceSize(); }
 int SentencePieceModel::eos_id() const { return processor_->eos_id(); }
+std::string SentencePieceModel::piece(int id) const { return processor_->IdToPiece(id); }
 
 }  // namespace moefold

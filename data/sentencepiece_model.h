@@ -24,6 +24,7 @@ class SentencePieceModel {
   bool decode(const std::vector<int>& ids, std::string* text, std::string* error) const;
   int piece_size() const;
   int eos_id() const;  // -1 when the model has none
+  std::string piece(int id) const;  // the piece's text, e.g. "</s>" (decode drops control pieces)
 
  private:
   SentencePieceModel();

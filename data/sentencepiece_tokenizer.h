@@ -19,6 +19,7 @@ class SentencePieceTokenizer final : public Tokenizer {
   int64_t vocab_size() const override { return model_->piece_size(); }
   int32_t eod_id() const override { return model_->eos_id(); }
   std::string name() const override { return "sentencepiece"; }
+  std::string eod_piece() const { return model_->piece(model_->eos_id()); }  // "</s>"
 
  private:
   explicit SentencePieceTokenizer(std::unique_ptr<SentencePieceModel> model)

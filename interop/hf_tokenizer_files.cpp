@@ -6,7 +6,9 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "data/sentencepiece_tokenizer.h"
 #include "data/tokenizer.h"
+#include "tensor/check.h"
 
 namespace moefold {
 namespace fs = std::filesystem;
@@ -77,13 +79,15 @@ absl::StatusOr<HfTokenizerFiles> write_hf_tokenizer_files(const DataConfig& data
     return out;
   }
   if (data.tokenizer_type == "sentencepiece") {
+    const auto* sentencepiece = dynamic_cast<const SentencePieceTokenizer*>(tokenizer->get());
+    MOEFOLD_CHECK(sentencepiece != nullptr);
     if (absl::Status s = copy_file(data.vocab_file, fs::path(dir) / "tokenizer.model"); !s.ok()) {
       return s;
     }
     // LlamaTokenizer is transformers' plain SentencePiece wrapper; moefold adds no BOS/EOS.
     if (absl::Status s = write_tokenizer_config(
             dir, {{"tokenizer_class", "LlamaTokenizer"},
-                  {"eos_token", eod},
+                  {"eos_token", sentencepiece->eod_piece()},
                   {"add_bos_token", false},
                   {"add_eos_token", false},
                   {"legacy", false},
