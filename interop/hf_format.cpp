@@ -33,9 +33,8 @@ std::vector<int> dense_layers(const ModelConfig& c) {
 }
 
 absl::Status refuse(HfFormat format, const std::string& what) {
-  return absl::FailedPreconditionError(absl::StrCat(hf_format_name(format), " has no place for ",
-                                                    what, "; export-hf refuses rather than change "
-                                                    "the model"));
+  return absl::FailedPreconditionError(
+      absl::StrCat(hf_format_name(format), " has no place for ", what));
 }
 
 }  // namespace

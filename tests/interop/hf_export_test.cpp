@@ -3,6 +3,7 @@
 // parameters, identical loss), qwen2_moe with a dense layer, and every refusal as one line.
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 
@@ -192,7 +193,7 @@ TEST_F(ExportHf, RefusesWhatAFormatHasNoPlaceFor) {
   const std::string out = dir_ + "/refused";
   EXPECT_EQ(export_error(default_ckpt_, HfFormat::kMixtral, out),
             "mixtral has no place for dense layers (layers 0 by moe.moe_layer_freq); every mixtral "
-            "layer is MoE; export-hf refuses rather than change the model");
+            "layer is MoE");
   EXPECT_NE(export_error(default_ckpt_, HfFormat::kQwen2Moe, out)
                 .find("qwen2_moe has no place for an ungated shared expert"),
             std::string::npos);
@@ -344,6 +345,52 @@ TEST_F(ExportHf, ImportRefusesNonZeroQwenBiases) {
                                              "not zero"),
             std::string::npos)
       << load_error(bad, qwen_ckpt_);
+}
+
+// Published checkpoints are mostly bfloat16: a single model.safetensors in BF16 (written here by
+// hand from the export's values, their upper 16 bits) loads as exactly those values in float32.
+TEST_F(ExportHf, ImportReadsBf16) {
+  const std::string f32 = dir_ + "/bf16-source";
+  ASSERT_TRUE(export_to(mixtral_ckpt_, HfFormat::kMixtral, f32).ok());
+  const std::string bf16 = dir_ + "/bf16";
+  fs::create_directories(bf16);
+  fs::copy_file(f32 + "/config.json", bf16 + "/config.json");
+  const auto tensors = read_hf_folder(f32);
+  nlohmann::json header = nlohmann::json::object();
+  std::string data;
+  std::map<std::string, std::vector<float>> rounded;
+  for (const auto& [name, t] : tensors) {
+    const size_t begin = data.size();
+    for (float v : t.values) {
+      uint32_t bits;
+      std::memcpy(&bits, &v, 4);
+      const uint16_t high = static_cast<uint16_t>(bits >> 16);
+      data.append(reinterpret_cast<const char*>(&high), 2);
+      const uint32_t back = static_cast<uint32_t>(high) << 16;
+      float f;
+      std::memcpy(&f, &back, 4);
+      rounded[name].push_back(f);
+    }
+    header[name] = {{"dtype", "BF16"}, {"shape", t.shape}, {"data_offsets", {begin, data.size()}}};
+  }
+  const std::string text = header.dump();
+  const uint64_t length = text.size();
+  std::ofstream out(bf16 + "/model.safetensors", std::ios::binary);
+  out.write(reinterpret_cast<const char*>(&length), 8);
+  out << text << data;
+  out.close();
+
+  std::unique_ptr<Trainer> trainer = fresh_trainer(mixtral_ckpt_);
+  const absl::Status loaded =
+      load_hf_checkpoint(bf16, trainer->model().registry(), trainer->recipe().model);
+  ASSERT_TRUE(loaded.ok()) << loaded;
+  const Parameter* wk = trainer->model().registry().find("layers/1/attn/wk");
+  const std::vector<float>& want = rounded.at("model.layers.1.self_attn.k_proj.weight");
+  EXPECT_EQ(std::vector<float>(wk->value.data(), wk->value.data() + want.size()), want);
+  const Parameter* w_up = trainer->model().registry().find("layers/0/moe/experts/w_up");
+  const std::vector<float>& up3 = rounded.at("model.layers.0.block_sparse_moe.experts.3.w3.weight");
+  const float* expert3 = w_up->value.data() + 3 * up3.size();
+  EXPECT_EQ(std::vector<float>(expert3, expert3 + up3.size()), up3);
 }
 
 }  // namespace
