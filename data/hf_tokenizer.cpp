@@ -20,6 +20,8 @@ namespace {
 constexpr char kByteLevelPattern[] =
     R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
 
+constexpr size_t kMaxCacheEntries = 1 << 20;  // pieces whose ids are remembered
+
 std::string utf8_of(UChar32 c) {
   char buf[4];
   int32_t n = 0;
@@ -150,6 +152,9 @@ absl::StatusOr<std::unique_ptr<HfTokenizer>> HfTokenizer::load(const std::string
     tok->added_.emplace_back(a["content"].get<std::string>(), a["id"].get<int32_t>());
     size = std::max<int64_t>(size, a["id"].get<int64_t>() + 1);
   }
+  for (const auto& [content, id] : tok->added_) {
+    tok->added_first_byte_[static_cast<unsigned char>(content[0])] = true;
+  }
   std::stable_sort(tok->added_.begin(), tok->added_.end(),
                    [](const auto& a, const auto& b) { return a.first.size() > b.first.size(); });
   tok->decoder_.assign(static_cast<size_t>(size), "");
@@ -245,7 +250,20 @@ void HfTokenizer::encode_plain(const std::string& text, std::vector<int32_t>& id
     std::string bytes, piece;
     unicode.tempSubStringBetween(start, end).toUTF8String(bytes);
     for (unsigned char b : bytes) piece += byte_encoder_[b];
-    bpe(piece, ids);
+    {
+      std::lock_guard<std::mutex> lock(cache_mutex_);
+      const auto hit = cache_.find(piece);
+      if (hit != cache_.end()) {
+        ids.insert(ids.end(), hit->second.begin(), hit->second.end());
+        return;
+      }
+    }
+    std::vector<int32_t> piece_ids;
+    bpe(piece, piece_ids);
+    ids.insert(ids.end(), piece_ids.begin(), piece_ids.end());
+    std::lock_guard<std::mutex> lock(cache_mutex_);
+    if (cache_.size() >= kMaxCacheEntries) cache_.clear();
+    cache_.emplace(std::move(piece), std::move(piece_ids));
   };
   int32_t done = 0;
   while (matcher->find(status) && U_SUCCESS(status)) {
@@ -270,6 +288,10 @@ std::vector<int32_t> HfTokenizer::encode(std::string_view text) const {
   std::vector<int32_t> ids;
   size_t plain = 0;  // start of the text not yet encoded
   for (size_t i = 0; i < input.size();) {
+    if (!added_first_byte_[static_cast<unsigned char>(input[i])]) {
+      ++i;
+      continue;
+    }
     const auto match = std::find_if(added_.begin(), added_.end(), [&](const auto& a) {
       return input.compare(i, a.first.size(), a.first) == 0;
     });

@@ -6,10 +6,12 @@
 //   added_tokens    matched first, longest at each position, and kept whole
 // Anything else in the file is refused with one line naming the field ("not supported yet: ...").
 // The end of document is the first of <|endoftext|>, <|end_of_text|>, </s>, <eos> that exists.
+// encode is thread-safe.
 #pragma once
 
 #include <array>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -45,6 +47,7 @@ class HfTokenizer final : public Tokenizer {
   std::vector<bool> is_added_;                            // id → an added token (decoded as is)
   std::unordered_map<std::string, int32_t> merge_ranks_;  // "left right" → rank
   std::vector<std::pair<std::string, int32_t>> added_;    // added tokens, longest first
+  std::array<bool, 256> added_first_byte_{};              // bytes an added token starts with
   std::array<std::string, 256> byte_encoder_;             // byte → stand-in (UTF-8)
   std::unordered_map<std::string, uint8_t> byte_decoder_;  // stand-in → byte
   std::unique_ptr<icu::RegexPattern> split_;    // the pre-tokenizer regex
@@ -52,6 +55,8 @@ class HfTokenizer final : public Tokenizer {
   bool add_prefix_space_ = false;
   bool ignore_merges_ = false;
   int32_t eod_id_ = -1;
+  mutable std::mutex cache_mutex_;  // encode is thread-safe
+  mutable std::unordered_map<std::string, std::vector<int32_t>> cache_;  // piece → ids
 };
 
 }  // namespace moefold
