@@ -201,8 +201,9 @@ nlohmann::ordered_json hf_config_json(const ModelConfig& c, HfFormat format,
     j["num_local_experts"] = m.num_experts;
     j["router_jitter_noise"] = 0.0;
   }
-  if (ids.bos >= 0) j["bos_token_id"] = ids.bos;
-  if (ids.eos >= 0) j["eos_token_id"] = ids.eos;
+  // null, not absent: transformers' defaults (Mixtral's 1 and 2) belong to other vocabularies.
+  j["bos_token_id"] = ids.bos >= 0 ? nlohmann::json(ids.bos) : nlohmann::json(nullptr);
+  j["eos_token_id"] = ids.eos >= 0 ? nlohmann::json(ids.eos) : nlohmann::json(nullptr);
   j["use_cache"] = true;
   j["torch_dtype"] = "float32";
   return j;

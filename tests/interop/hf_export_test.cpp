@@ -121,6 +121,7 @@ TEST_F(ExportHf, MixtralNamesShapesAndValues) {
   EXPECT_EQ(config["rope_theta"], 10000.0);
   EXPECT_EQ(config["tie_word_embeddings"], true);
   EXPECT_EQ(config["eos_token_id"], 256);  // the byte tokenizer's end of document
+  EXPECT_TRUE(config["bos_token_id"].is_null());  // none, rather than transformers' default 1
   EXPECT_TRUE(fs::exists(out + "/generation_config.json"));
   EXPECT_NE(result->notes.front().find("no tokenizer files: the byte tokenizer"), std::string::npos);
 }
