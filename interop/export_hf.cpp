@@ -137,7 +137,8 @@ absl::Status export_into(const fs::path& staging, const ExportHfOptions& options
 }  // namespace
 
 absl::StatusOr<ExportHfResult> export_hf(const ExportHfOptions& options) {
-  const fs::path output = fs::path(options.output).lexically_normal();
+  fs::path output = fs::path(options.output).lexically_normal();
+  if (!output.empty() && output.filename().empty()) output = output.parent_path();  // "dir/"
   if (output.empty()) return absl::InvalidArgumentError("--output DIR is required");
   std::error_code ec;
   if (fs::exists(output, ec)) {

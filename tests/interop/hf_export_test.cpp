@@ -159,6 +159,12 @@ void expect_round_trip(const std::string& ckpt, HfFormat format, const std::stri
   EXPECT_GT(loss_hf->tokens, 0);
 }
 
+TEST_F(ExportHf, OutputWithATrailingSlash) {
+  auto result = export_to(mixtral_ckpt_, HfFormat::kMixtral, dir_ + "/slash/");
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_TRUE(fs::exists(dir_ + "/slash/config.json"));
+}
+
 TEST_F(ExportHf, MixtralRoundTripIsBitIdentical) {
   expect_round_trip(mixtral_ckpt_, HfFormat::kMixtral, dir_ + "/mixtral-round-trip");
 }
