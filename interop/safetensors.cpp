@@ -148,12 +148,6 @@ std::string header_for(std::vector<SafetensorsEntry>& entries, int64_t* data_byt
 
 }  // namespace
 
-int64_t SafetensorsWriter::file_bytes(std::vector<SafetensorsEntry>& entries) {
-  int64_t data = 0;
-  const std::string header = header_for(entries, &data);
-  return 8 + static_cast<int64_t>(header.size()) + data;
-}
-
 absl::StatusOr<SafetensorsWriter> SafetensorsWriter::create(const std::string& path,
                                                             std::vector<SafetensorsEntry> entries) {
   for (const SafetensorsEntry& e : entries) {

@@ -48,8 +48,6 @@ class SafetensorsWriter {
 
   absl::Status append(std::span<const float> values);
   absl::Status finish();
-  // Header + data bytes of a file holding `entries` (their offsets filled in).
-  static int64_t file_bytes(std::vector<SafetensorsEntry>& entries);
 
  private:
   SafetensorsWriter(std::string path, std::FILE* file, int64_t data_bytes)
