@@ -304,6 +304,13 @@ TEST_F(ExportHf, ImportRefusesDamagedFolders) {
   std::ofstream(other + "/config.json") << config.dump();
   EXPECT_EQ(load_error(other, mixtral_ckpt_),
             other + "/config.json: num_local_experts is 8, the recipe has 4 (moe.num_experts)");
+  config["model_type"] = "olmoe";
+  std::ofstream(other + "/config.json") << config.dump();
+  EXPECT_NE(load_error(other, mixtral_ckpt_).find("olmoe normalises q and k"), std::string::npos);
+  config["model_type"] = "llama";
+  std::ofstream(other + "/config.json") << config.dump();
+  EXPECT_EQ(load_error(other, mixtral_ckpt_),
+            other + "/config.json: model_type 'llama' is not one moefold reads (mixtral, qwen2_moe)");
 }
 
 TEST_F(ExportHf, ImportRefusesAMismatchedTensorShape) {
