@@ -115,6 +115,37 @@ TEST(HfTokenizer, SplitRegexAndNfcAsQwenAndLlama3) {
   EXPECT_THAT(tok->encode("\xC3\xA9"), ElementsAre(0xC3, 0xA9));
 }
 
+// Digit runs under the three pre-tokenizers that matter: GPT-2 keeps "12345" whole, Llama 3
+// splits it into "123" "45" (\p{N}{1,3}), Qwen2 into single digits (\p{N}). Merges "1 2" (261)
+// and "3 4" (262) make the difference visible in the ids.
+TEST(HfTokenizer, DigitRunsAsGpt2Llama3AndQwen2SplitThem) {
+  nlohmann::json j = small_tokenizer();
+  j["model"]["vocab"]["12"] = 261;
+  j["model"]["vocab"]["34"] = 262;
+  j["model"]["merges"] = {"1 2", "3 4"};
+  EXPECT_THAT(load(j)->encode("12345"), ElementsAre(261, 262, '5'));
+  const auto split = [&](const std::string& regex) {
+    nlohmann::json k = j;
+    k["pre_tokenizer"] = {
+        {"type", "Sequence"},
+        {"pretokenizers",
+         {{{"type", "Split"}, {"pattern", {{"Regex", regex}}}, {"behavior", "Isolated"},
+           {"invert", false}},
+          {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", false}}}}};
+    return load(k);
+  };
+  const std::string contractions = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|";
+  const std::string rest = "| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+  auto llama3 = split(contractions + "\\p{N}{1,3}" + rest);
+  auto qwen2 = split(contractions + "\\p{N}" + rest);
+  ASSERT_TRUE(llama3 && qwen2);
+  EXPECT_THAT(llama3->encode("12345"), ElementsAre(261, '3', '4', '5'));
+  EXPECT_THAT(qwen2->encode("12345"), ElementsAre('1', '2', '3', '4', '5'));
+  const std::string text = "It'S 2024:\r\n  naïve\tdone ";
+  EXPECT_EQ(*llama3->decode(llama3->encode(text)), text);
+  EXPECT_EQ(*qwen2->decode(qwen2->encode(text)), text);
+}
+
 std::string load_error(const nlohmann::json& j) {
   auto tok = make_tokenizer("huggingface", write_json(scratch_dir(), j));
   return tok.ok() ? "" : std::string(tok.status().message());
