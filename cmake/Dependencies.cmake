@@ -73,3 +73,12 @@ function(moefold_add_library name)
     target_link_libraries(${name} INTERFACE ${ARG_DEPS})
   endif()
 endfunction()
+
+# SentencePiece (libsentencepiece-dev) for `tokenizer_type: sentencepiece`; Debian ships no CMake
+# package for it.
+find_path(MOEFOLD_SENTENCEPIECE_INCLUDE sentencepiece_processor.h REQUIRED)
+find_library(MOEFOLD_SENTENCEPIECE_LIB sentencepiece REQUIRED)
+find_library(MOEFOLD_SENTENCEPIECE_TRAIN_LIB sentencepiece_train REQUIRED)
+add_library(moefold_sentencepiece INTERFACE)
+target_include_directories(moefold_sentencepiece SYSTEM INTERFACE ${MOEFOLD_SENTENCEPIECE_INCLUDE})
+target_link_libraries(moefold_sentencepiece INTERFACE ${MOEFOLD_SENTENCEPIECE_LIB})

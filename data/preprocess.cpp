@@ -55,8 +55,8 @@ class Progress {
 
 std::string preprocess_usage() {
   return "usage: moefold preprocess --input FILE [FILE...] --output PREFIX "
-         "[--tokenizer gpt2|byte] [--append-eod] [--vocab-file F] [--merge-file F] "
-         "[--json-key K]";
+         "[--tokenizer gpt2|huggingface|sentencepiece|byte] [--append-eod] [--vocab-file F] "
+         "[--merge-file F] [--json-key K]";
 }
 
 absl::StatusOr<PreprocessOptions> parse_preprocess_args(int argc, char** argv) {

@@ -6,6 +6,8 @@
 #include "data/byte_tokenizer.h"
 #include "data/null_tokenizer.h"
 #include "data/gpt2_tokenizer.h"
+#include "data/hf_tokenizer.h"
+#include "data/sentencepiece_tokenizer.h"
 
 #ifndef MOEFOLD_DEFAULT_DATA_DIR
 #define MOEFOLD_DEFAULT_DATA_DIR "data_cache"
@@ -38,8 +40,23 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> make_tokenizer(const std::string& typ
     if (!tok.ok()) return tok.status();
     return std::unique_ptr<Tokenizer>(std::move(*tok));
   }
-  return absl::InvalidArgumentError(
-      absl::StrCat("unknown tokenizer type '", type, "' (expected gpt2, byte or null)"));
+  if (type == "huggingface" || type == "sentencepiece") {
+    if (vocab_file.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "the ", type, " tokenizer needs its file as data.vocab_file (--vocab-file): ",
+          type == "huggingface" ? "a tokenizer.json" : "a SentencePiece .model"));
+    }
+    if (type == "huggingface") {
+      auto tok = HfTokenizer::load(vocab_file);
+      if (!tok.ok()) return tok.status();
+      return std::unique_ptr<Tokenizer>(std::move(*tok));
+    }
+    auto tok = SentencePieceTokenizer::load(vocab_file);
+    if (!tok.ok()) return tok.status();
+    return std::unique_ptr<Tokenizer>(std::move(*tok));
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "unknown tokenizer type '", type, "' (expected gpt2, huggingface, sentencepiece, byte or null)"));
 }
 
 }  // namespace moefold

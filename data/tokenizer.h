@@ -1,5 +1,6 @@
-// Text ↔ token ids. Implementations: GPT-2 byte-level BPE (gpt2_tokenizer.h) and a byte-level
-// tokenizer for tests (byte_tokenizer.h); make_tokenizer picks one by name.
+// Text ↔ token ids. Implementations: GPT-2 byte-level BPE (gpt2_tokenizer.h), Hugging Face
+// tokenizer.json byte-level BPE (hf_tokenizer.h), SentencePiece (sentencepiece_tokenizer.h) and a
+// byte-level tokenizer for tests (byte_tokenizer.h); make_tokenizer picks one by name.
 #pragma once
 
 #include <cstdint>
@@ -30,7 +31,9 @@ std::string default_gpt2_vocab_file();  // <data dir>/gpt2/encoder.json
 std::string default_gpt2_merge_file();  // <data dir>/gpt2/vocab.bpe
 
 // type: "gpt2" (vocab_file = encoder.json, merge_file = vocab.bpe; empty = the defaults above),
-// "byte", or "null" (pre-tokenized data: null_vocab_size ids plus end-of-document, as Megatron).
+// "huggingface" (vocab_file = a tokenizer.json, hf_tokenizer.h), "sentencepiece" (vocab_file = a
+// .model), "byte", or "null" (pre-tokenized data: null_vocab_size ids plus end-of-document, as
+// Megatron).
 absl::StatusOr<std::unique_ptr<Tokenizer>> make_tokenizer(const std::string& type,
                                                           const std::string& vocab_file = "",
                                                           const std::string& merge_file = "",

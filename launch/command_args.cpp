@@ -42,6 +42,10 @@ absl::StatusOr<CommandArgs> parse_command_args(const char* command, int argc, ch
       args.overrides.push_back(value);
     } else if (flag == "--load") {
       args.load = value;
+    } else if (flag == "--load-hf") {
+      args.load_hf = value;
+    } else if (flag == "--output") {
+      args.output = value;
     } else if (flag == "--world-size") {
       if (!absl::SimpleAtoi(value, &args.world_size) || args.world_size < 1) {
         return absl::InvalidArgumentError(absl::StrCat(

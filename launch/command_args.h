@@ -1,5 +1,5 @@
 // Arguments shared by the recipe-driven subcommands: --config R, --set k=v (repeatable),
-// --world-size N, --json, --load DIR.
+// --world-size N, --json, --load DIR, --load-hf DIR, --output DIR.
 #pragma once
 
 #include <string>
@@ -15,6 +15,8 @@ struct CommandArgs {
   int world_size = 0;                  // layout only
   bool json = false;                   // layout only
   std::string load;                    // train/eval: checkpoint directory
+  std::string load_hf;                 // train/import-hf: Hugging Face checkpoint folder
+  std::string output;                  // import-hf: the save directory to write
 };
 
 // `allowed` lists the flags this subcommand accepts (e.g. {"--config", "--set", "--load"}).

@@ -5,10 +5,12 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <memory>
 #include <iostream>
 
 #include "data/preprocess.h"
+#include "interop/load_hf.h"
 #include "launch/command_args.h"
 #include "parallel/context.h"
 #include "parallel/layout.h"
@@ -66,6 +68,21 @@ absl::StatusOr<Job> start_job(const CommandArgs& args, std::unique_ptr<MpiRuntim
   return job;
 }
 
+// --load-hf: the model's parameters from a Hugging Face folder, each rank its own slices.
+absl::Status load_hf_into(Trainer& trainer, const std::string& dir, int rank) {
+  LoadHfStats stats;
+  if (absl::Status s = load_hf_checkpoint(dir, trainer.model().registry(), trainer.recipe().model,
+                                          &stats);
+      !s.ok()) {
+    return s;
+  }
+  if (rank == 0) {
+    std::printf("moefold: initialised from %s (%s): %.1f MB read by rank 0\n", dir.c_str(),
+                stats.format.c_str(), static_cast<double>(stats.bytes_read) / 1e6);
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 int run_layout_command(int argc, char** argv) {
@@ -87,14 +104,25 @@ int run_train_command(int argc, char** argv) {
   if (!runtime.ok()) return report("train", runtime.status());
   const int rank = (*runtime)->world_rank();
   const auto fail = [&](const absl::Status& s) { return rank == 0 ? report("train", s) : 1; };
-  auto args = parse_command_args("train", argc, argv, {"--config", "--set", "--load"});
+  auto args =
+      parse_command_args("train", argc, argv, {"--config", "--set", "--load", "--load-hf"});
   if (!args.ok()) return fail(args.status());
   auto job = start_job(*args, std::move(*runtime));
   if (!job.ok()) return fail(job.status());
+  const std::string& load = job->recipe.checkpoint.load;
+  if (!load.empty() && !args->load_hf.empty()) {
+    return fail(absl::InvalidArgumentError(
+        "--load-hf starts a new run from Hugging Face weights; it cannot be combined with "
+        "--load or checkpoint.load (which resume one)"));
+  }
 
   auto trainer = Trainer::create(job->recipe, *job->ctx);
   if (!trainer.ok()) return abort_job("train", rank, trainer.status());
-  const std::string& load = job->recipe.checkpoint.load;
+  if (!args->load_hf.empty()) {
+    if (absl::Status s = load_hf_into(**trainer, args->load_hf, rank); !s.ok()) {
+      return abort_job("train", rank, s);
+    }
+  }
   if (!load.empty()) {
     if (absl::Status s = (*trainer)->load_checkpoint(load); !s.ok()) {
       return abort_job("train", rank, s);
@@ -136,6 +164,39 @@ int run_eval_command(int argc, char** argv) {
     std::printf("moefold eval: %s: validation loss %.4f | perplexity %.2f | %lld tokens\n",
                 args->load.c_str(), result->loss, std::exp(std::min(result->loss, 50.0)),
                 static_cast<long long>(result->tokens));
+  }
+  return 0;
+}
+
+int run_import_hf_command(int argc, char** argv) {
+  auto runtime = MpiRuntime::initialize(&argc, &argv);
+  if (!runtime.ok()) return report("import-hf", runtime.status());
+  const int rank = (*runtime)->world_rank();
+  const auto fail = [&](const absl::Status& s) { return rank == 0 ? report("import-hf", s) : 1; };
+  if (argc < 1 || argv[0][0] == '-') {
+    return fail(absl::InvalidArgumentError("usage: moefold import-hf HF_DIR --config R --output DIR"));
+  }
+  const std::string hf_dir = argv[0];
+  auto args = parse_command_args("import-hf", argc - 1, argv + 1, {"--config", "--set", "--output"});
+  if (!args.ok()) return fail(args.status());
+  if (args->output.empty()) return fail(absl::InvalidArgumentError("--output DIR is required"));
+  if (std::filesystem::exists(args->output)) {
+    return fail(absl::AlreadyExistsError(args->output + ": already exists; import-hf writes a "
+                                         "new checkpoint directory only"));
+  }
+  auto job = start_job(*args, std::move(*runtime));
+  if (!job.ok()) return fail(job.status());
+  job->recipe.checkpoint.save = args->output;
+
+  // The trainer builds the model (and the optimizer, whose fresh state is saved beside it) exactly
+  // as `train` will, so that `train --load DIR` starts from these weights at iteration 0.
+  auto trainer = Trainer::create(job->recipe, *job->ctx);
+  if (!trainer.ok()) return abort_job("import-hf", rank, trainer.status());
+  if (absl::Status s = load_hf_into(**trainer, hf_dir, rank); !s.ok()) {
+    return abort_job("import-hf", rank, s);
+  }
+  if (absl::Status s = (*trainer)->save_checkpoint(0); !s.ok()) {
+    return abort_job("import-hf", rank, s);
   }
   return 0;
 }

@@ -9,5 +9,7 @@ int run_train_command(int argc, char** argv);
 int run_eval_command(int argc, char** argv);
 int run_preprocess_command(int argc, char** argv);
 int run_plan_command(int argc, char** argv);  // launch/plan_command.cpp
+int run_import_hf_command(int argc, char** argv);  // under mpirun, any layout
+int run_export_hf_command(int argc, char** argv);  // one process
 
 }  // namespace moefold

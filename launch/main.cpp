@@ -17,8 +17,9 @@ constexpr const char* kUsage = R"(moefold — pretraining Mixture-of-Experts LLM
 usage: moefold <command> [arguments]
 
 commands:
-  train       --config R [--set section.key=value ...] [--load DIR]
+  train       --config R [--set section.key=value ...] [--load DIR | --load-hf HF_DIR]
               pretrain; run under mpirun: mpirun -np N moefold train --config R
+              (--load-hf: start from a Hugging Face mixtral/qwen2_moe checkpoint)
   eval        --config R --load DIR [--set ...]
               validation loss and perplexity of a checkpoint
   layout      --config R --world-size N [--json] [--set ...]
@@ -26,9 +27,14 @@ commands:
   plan        --config R --cluster C [--gpus N] [--json] [--search [--top K]]
               [--routing-imbalance X | --routing-from metrics.jsonl] [--set ...]
               predicted memory, step time and MFU per GPU; --search ranks every layout
-  preprocess  --input FILE [FILE ...] --output PREFIX [--tokenizer gpt2|byte] [--append-eod]
-              [--vocab-file F] [--merge-file F] [--json-key K]
+  preprocess  --input FILE [FILE ...] --output PREFIX [--append-eod] [--json-key K]
+              [--tokenizer gpt2|huggingface|sentencepiece|byte] [--vocab-file F] [--merge-file F]
+              (--vocab-file: encoder.json for gpt2, tokenizer.json, or a SentencePiece .model)
               JSONL (a "text" field per line) or plain text files to Megatron .bin/.idx
+  export-hf   CHECKPOINT --format mixtral|qwen2_moe|olmoe --output DIR [--max-shard-size 5GB]
+              a checkpoint as Hugging Face safetensors shards, config.json and tokenizer files
+  import-hf   HF_DIR --config R --output DIR [--set ...]
+              a Hugging Face checkpoint as a moefold checkpoint (iteration 0), under mpirun
   ckpt inspect PATH
               a checkpoint's iteration, tensors with shapes, model config and recipe
 
@@ -56,6 +62,8 @@ int main(int argc, char** argv) {
   if (command == "layout") return moefold::run_layout_command(argc - 2, argv + 2);
   if (command == "plan") return moefold::run_plan_command(argc - 2, argv + 2);
   if (command == "preprocess") return moefold::run_preprocess_command(argc - 2, argv + 2);
+  if (command == "export-hf") return moefold::run_export_hf_command(argc - 2, argv + 2);
+  if (command == "import-hf") return moefold::run_import_hf_command(argc - 2, argv + 2);
   if (command == "ckpt") return moefold::run_ckpt_command(argc - 2, argv + 2);
   std::fprintf(stderr, "moefold: unknown command '%s' (see moefold --help)\n", command.c_str());
   return 2;

@@ -524,12 +524,14 @@ std::vector<RecipeKey> build_schema() {
       "data.split", [](R& r) -> auto& { return r.data.split; },
       "Train,valid,test weights, e.g. \"969,30,1\"."));
   add(string_key("data.tokenizer_type", [](R& r) -> auto& { return r.data.tokenizer_type; },
-                 "Tokenizer: GPT-2 byte-level BPE, raw bytes, or null for data tokenized "
+                 "Tokenizer: GPT-2 byte-level BPE, a Hugging Face tokenizer.json (byte-level "
+                 "BPE), a SentencePiece .model, raw bytes, or null for data tokenized "
                  "elsewhere (then model.vocab_size must be set).",
-                 {"gpt2", "byte", "null"}));
+                 {"gpt2", "huggingface", "sentencepiece", "byte", "null"}));
   add(string_key(
       "data.vocab_file", [](R& r) -> auto& { return r.data.vocab_file; },
-      "GPT-2 encoder.json; empty = the installed default."));
+      "GPT-2 encoder.json (empty = the installed default); the tokenizer.json for huggingface; "
+      "the .model for sentencepiece."));
   add(string_key(
       "data.merge_file", [](R& r) -> auto& { return r.data.merge_file; },
       "GPT-2 vocab.bpe; empty = the installed default."));

@@ -75,8 +75,9 @@ TEST(NullTokenizer, IdsPlusEndOfDocumentAsMegatron) {
 }
 
 TEST(TokenizerFactory, ClearErrors) {
-  EXPECT_THAT(std::string(make_tokenizer("sentencepiece").status().message()),
-              HasSubstr("unknown tokenizer type 'sentencepiece' (expected gpt2, byte or null)"));
+  EXPECT_THAT(std::string(make_tokenizer("wordpiece").status().message()),
+              HasSubstr("unknown tokenizer type 'wordpiece' (expected gpt2, huggingface, "
+                        "sentencepiece, byte or null)"));
   const std::string dir = scratch_dir();
   auto missing = make_tokenizer("gpt2", dir + "/encoder.json", dir + "/vocab.bpe");
   ASSERT_FALSE(missing.ok());

@@ -103,8 +103,9 @@ TEST(ConfigErrors, BadEnumString) {
   EXPECT_EQ(error_of("optimizer:\n  lr_decay_style: exponential\n"),
             "x.yaml:2: optimizer.lr_decay_style: \"exponential\" is not one of cosine, linear, "
             "constant");
-  EXPECT_EQ(error_of("data:\n  tokenizer_type: sentencepiece\n"),
-            "x.yaml:2: data.tokenizer_type: \"sentencepiece\" is not one of gpt2, byte, null");
+  EXPECT_EQ(error_of("data:\n  tokenizer_type: wordpiece\n"),
+            "x.yaml:2: data.tokenizer_type: \"wordpiece\" is not one of gpt2, huggingface, "
+            "sentencepiece, byte, null");
 }
 
 TEST(ConfigErrors, TopkLargerThanExperts) {

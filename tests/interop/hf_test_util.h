@@ -1,0 +1,33 @@
+// Shared by the interop tests: tiny trained checkpoints, and an independent reader of Hugging Face
+// folders written from the safetensors description (8-byte little-endian header length, JSON
+// header with dtype/shape/data_offsets, raw data), sharing no code with interop/.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+namespace moefold::testing {
+
+// Overrides that make tiny_recipe's model map onto mixtral: every layer MoE, no shared expert.
+std::vector<std::string> mixtral_overrides();
+
+// Trains tiny_recipe(+overrides) for `steps` steps in one process on a corpus in <dir>/data and
+// saves a checkpoint into <dir>/ckpt, which it returns.
+std::string train_and_save(const std::string& dir, const std::vector<std::string>& overrides,
+                           int steps);
+
+struct IndependentTensor {
+  std::string dtype;
+  std::vector<int64_t> shape;
+  std::vector<float> values;  // F32 only
+};
+
+// Every tensor of every shard named by <dir>/model.safetensors.index.json.
+std::map<std::string, IndependentTensor> read_hf_folder(const std::string& dir);
+
+nlohmann::json read_json_file(const std::string& path);
+
+}  // namespace moefold::testing
