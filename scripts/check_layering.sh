@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Checks that dependencies point one way (DESIGN.md):
-#   launch → trainer → {model, optim, data, checkpoint} → parallel → tensor
+#   launch → {trainer, planner, interop} → {model, optim, data, checkpoint} → parallel → tensor
+# (planner and interop read recipes through trainer's parser, so they may include trainer/)
 # by the project includes of each folder, and that no file outside tensor/ includes a backend's
 # kernels (tensor/cpu/, tensor/cuda/) — the layers call tensor/ops.h. Tests of the CPU kernels
 # and the kernel benchmarks are the exception. Prints each violation; exits 1 if any.
@@ -17,9 +18,11 @@ declare -A allowed=(
   # Checkpoints store the model's parameters and the optimizer's moments by their layouts.
   [checkpoint]="checkpoint model optim parallel tensor"
   [trainer]="trainer model optim data checkpoint parallel tensor"
-  [launch]="launch trainer model optim data checkpoint parallel tensor"
+  [planner]="planner trainer model optim data checkpoint parallel tensor"
+  [interop]="interop trainer model optim data checkpoint parallel tensor"
+  [launch]="launch planner interop trainer model optim data checkpoint parallel tensor"
 )
-project_dirs="tensor parallel model optim data checkpoint trainer launch"
+project_dirs="tensor parallel model optim data checkpoint trainer planner interop launch"
 
 status=0
 for dir in "${!allowed[@]}"; do

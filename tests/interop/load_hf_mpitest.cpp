@@ -23,8 +23,8 @@ namespace moefold::testing {
 namespace {
 
 // A fixed batch of 2 sequences of 16 byte-tokenizer ids.
-MicroBatch fixed_batch() {
-  MicroBatch b;
+TokenBatch fixed_batch() {
+  TokenBatch b;
   b.batch = 2;
   b.seq = 16;
   for (int i = 0; i < 32; ++i) {

@@ -92,7 +92,7 @@ void rope(Matrix& x, int seq, int heads, int d, double theta, const Variant& var
 
 double silu(double z) { return z / (1.0 + std::exp(-z)); }
 
-double reference_loss(const Weights& w, const nlohmann::json& config, const MicroBatch& batch,
+double reference_loss(const Weights& w, const nlohmann::json& config, const TokenBatch& batch,
                       const Variant& variant = {}) {
   const int H = config["hidden_size"], L = config["num_hidden_layers"];
   const int nh = config["num_attention_heads"], nkv = config["num_key_value_heads"];
@@ -202,7 +202,7 @@ TEST(MixtralReference, Float64ForwardMatchesMoefold) {
   auto exported = export_hf({ckpt, HfFormat::kMixtral, dir + "/hf"});
   ASSERT_TRUE(exported.ok()) << exported.status();
 
-  MicroBatch batch;
+  TokenBatch batch;
   batch.batch = 2;
   batch.seq = 16;
   for (int i = 0; i < 32; ++i) {

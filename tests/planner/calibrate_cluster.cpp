@@ -11,7 +11,8 @@
 #include <cstring>
 #include <vector>
 
-#include "tensor/cpu/gemm.h"
+#include "tensor/backend.h"
+#include "tensor/ops.h"
 
 namespace {
 
@@ -32,13 +33,14 @@ double best_seconds(F&& body, int repeats) {
 }
 
 double sgemm_gflops(int m, int n, int k) {
-  std::vector<float> a(size_t(m) * k, 0.5f), b(size_t(k) * n, 0.25f), c(size_t(m) * n);
+  using moefold::Tensor;
+  const Tensor a = Tensor::empty({m, k}), b = Tensor::empty({n, k}), c = Tensor::empty({m, n});
+  a.fill(0.5f);
+  b.fill(0.25f);
   const int calls = std::max(1, int(2e8 / (2.0 * m * n * k)));
   const double s = best_seconds(
       [&] {
-        for (int i = 0; i < calls; ++i) {
-          moefold::cpu::linear_forward(a.data(), b.data(), c.data(), m, k, n);
-        }
+        for (int i = 0; i < calls; ++i) moefold::ops::linear_forward(a, b, c);
       },
       5);
   return 2.0 * m * n * k * calls / s / 1e9;
@@ -80,7 +82,7 @@ int main(int argc, char** argv) {
   int rank = 0, size = 1;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   MPI_Comm_size(MPI_COMM_WORLD, &size);
-  moefold::cpu::set_blas_threads(1);
+  moefold::backend_for(moefold::Device::kCpu).set_threads(1);
   double latency = 0, bandwidth = 0;
   if (size >= 2) {
     latency = ping_pong(rank, 8, 2000);
@@ -92,7 +94,7 @@ int main(int argc, char** argv) {
     std::printf("# measured by moefold_calibrate_cluster (%d rank(s))\n", size);
     std::printf("peak_flops: %.4g          # sgemm 512^3, one BLAS thread\n", peak * 1e9);
     std::printf("# the trainer's start-up estimate (its MFU denominator): %.4g\n",
-                moefold::cpu::measure_sgemm_gflops(512, 0.3) * 1e9);
+                moefold::backend_for(moefold::Device::kCpu).measure_gemm_flops(512, 0.3));
     std::printf("memory_bandwidth: %.4g\n", copy_bandwidth());
     std::printf("gemm_efficiency:  # [smallest dimension, rate / peak]; m x n x k = d x 4d x 4d\n");
     for (int d : {16, 32, 64, 128, 256, 512, 1024}) {
