@@ -16,7 +16,6 @@
 #include "checkpoint/config_attributes.h"
 #include "checkpoint/hdf5_file.h"
 #include "checkpoint/tensor_manifest.h"
-#include "parallel/mpi_communicator.h"
 #include "tensor/check.h"
 #include "tensor/wall_clock.h"
 
@@ -32,10 +31,7 @@ constexpr const char* kExpAvg = "exp_avg/";
 constexpr const char* kExpAvgSq = "exp_avg_sq/";
 
 // MPI-IO over the world communicator, or serial HDF5 for the single-process context.
-MPI_Comm io_comm(const ParallelContext& ctx) {
-  if (auto* mpi = dynamic_cast<const MpiCommunicator*>(ctx.world.get())) return mpi->comm();
-  return MPI_COMM_NULL;
-}
+MPI_Comm io_comm(const ParallelContext& ctx) { return ctx.world->mpi_comm(); }
 
 // Every rank returns the status of the lowest failing rank, or OK when none failed, so that all
 // ranks take the same path out of a collective call. Collective.
@@ -241,7 +237,8 @@ std::string describe_checkpoint_io(const char* verb, const CheckpointIoStats& st
 
 absl::StatusOr<CheckpointIoStats> save_checkpoint(
     const std::string& save_dir, const CheckpointState& state, const ParameterRegistry& registry,
-    const AdamW* optimizer, const ParallelContext& ctx, const Recipe& recipe) {
+    const AdamW* optimizer, const ParallelContext& ctx, const ModelConfig& model_config,
+    const CheckpointSaveOptions& options) {
   const auto start = std::chrono::steady_clock::now();
   Communicator& world = *ctx.world;
   const int rank = world.rank();
@@ -275,7 +272,7 @@ absl::StatusOr<CheckpointIoStats> save_checkpoint(
   auto model_file = Hdf5File::create((staging / kModelFile).string(), comm);
   status = model_file.status();
   if (status.ok()) {
-    for (const ConfigAttribute& a : model_config_attributes(recipe.model)) {
+    for (const ConfigAttribute& a : model_config_attributes(model_config)) {
       if (status.ok()) status = model_file->write_attribute(a.name, a.value);
     }
     if (status.ok()) status = model_file->write_attribute("iteration", state.iteration);
@@ -308,7 +305,7 @@ absl::StatusOr<CheckpointIoStats> save_checkpoint(
     bytes = model_bytes + optim_bytes + static_cast<int64_t>(meta.size());
     status = write_file_synced((staging / kMetaFile).string(), meta);
     if (status.ok()) status = commit_checkpoint(save_dir, state.iteration);
-    if (status.ok()) status = prune_checkpoints(save_dir, recipe.checkpoint.keep_last);
+    if (status.ok()) status = prune_checkpoints(save_dir, options.keep_last);
   }
   if (status = agree(status, world); !status.ok()) return status;
   world.broadcast(std::span<int64_t>(&bytes, 1), 0);

@@ -19,7 +19,6 @@
 #include "model/parameter.h"
 #include "optim/adamw.h"
 #include "parallel/context.h"
-#include "trainer/train_config.h"
 
 namespace moefold {
 
@@ -28,6 +27,11 @@ struct CheckpointState {
   int64_t iteration = 0;         // optimizer steps taken; also the LR schedule's position
   int64_t consumed_samples = 0;  // training samples consumed; the data iterator's position
   std::string recipe_text;       // the recipe that wrote it (YAML), kept verbatim in meta.json
+};
+
+// How a save treats the save directory.
+struct CheckpointSaveOptions {
+  int keep_last = 0;  // checkpoints kept once this one is committed (the oldest go); 0 = all
 };
 
 // What a save or load did, for the log line.
@@ -41,9 +45,9 @@ struct CheckpointIoStats {
 std::string describe_checkpoint_io(const char* verb, const CheckpointIoStats& stats);
 
 // Writes <save_dir>/iter_<7-digit state.iteration>/ atomically (checkpoint_dir.h), points
-// <save_dir>/latest at it, then prunes to recipe.checkpoint.keep_last checkpoints. `registry`
+// <save_dir>/latest at it, then prunes to options.keep_last checkpoints. `registry`
 // gives every parameter and buffer with its layout; `optimizer` (may be null: no optim.h5) holds
-// the Adam moments of the registry's parameters, by name. recipe.model is stored as attributes of
+// the Adam moments of the registry's parameters, by name. `model` is stored as attributes of
 // model.h5's root. Does not modify any tensor. Every rank gets the same status.
 //
 // Crash-safety test hook: with MOEFOLD_TEST_ABORT_SAVE_AFTER=n in the environment, the process
@@ -52,7 +56,9 @@ absl::StatusOr<CheckpointIoStats> save_checkpoint(const std::string& save_dir,
                                                   const CheckpointState& state,
                                                   const ParameterRegistry& registry,
                                                   const AdamW* optimizer,
-                                                  const ParallelContext& ctx, const Recipe& recipe);
+                                                  const ParallelContext& ctx,
+                                                  const ModelConfig& model,
+                                                  const CheckpointSaveOptions& options = {});
 
 // Loads the checkpoint at `path` (a save directory, through its `latest`, or an iteration
 // directory) into the registry's parameters and buffers and, when `optimizer` is not null, its

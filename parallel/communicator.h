@@ -12,6 +12,8 @@
 //   of this communicator.
 #pragma once
 
+#include <mpi.h>
+
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
@@ -83,6 +85,9 @@ class Communicator {
 
   virtual int rank() const = 0;
   virtual int size() const = 0;
+  // The MPI communicator beneath, for libraries that do their own MPI (parallel HDF5's MPI-IO);
+  // MPI_COMM_NULL for a backend without one (they then run serially).
+  virtual MPI_Comm mpi_comm() const { return MPI_COMM_NULL; }
 
   // In place: data (count) becomes the elementwise reduction over all ranks.
   virtual WorkHandle all_reduce_async(void* data, int64_t count, CommDType dtype,

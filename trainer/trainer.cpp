@@ -166,7 +166,8 @@ absl::Status Trainer::save_checkpoint(int iterations_done) {
   state.recipe_text = recipe_to_yaml(recipe_);
   const std::unique_ptr<AdamW> optimizer = data_parallel_->checkpoint_optimizer();
   auto stats = moefold::save_checkpoint(recipe_.checkpoint.save, state, model_->registry(),
-                                        optimizer.get(), ctx_, recipe_);
+                                        optimizer.get(), ctx_, recipe_.model,
+                                        {recipe_.checkpoint.keep_last});
   if (!stats.ok()) return stats.status();
   metrics_->print(describe_checkpoint_io("saved", *stats));
   return absl::OkStatus();
