@@ -1,16 +1,27 @@
 #include "optim/grad_clip.h"
 
+#include <cmath>
+#include <span>
+
 namespace moefold {
+
+double square_sum(const Tensor& grad) {
+  const float* g = grad.data();
+  double sum = 0.0;
+  for (int64_t j = 0, n = grad.numel(); j < n; ++j) sum += double(g[j]) * g[j];
+  return sum;
+}
+
+double global_grad_norm(const std::vector<Tensor>& counted, Communicator& world) {
+  double sum = 0.0;
+  for (const Tensor& g : counted) sum += square_sum(g);
+  world.all_reduce(std::span<double>(&sum, 1));
+  return std::sqrt(sum);
+}
 
 double grad_square_sum(const std::vector<OptimTensor>& tensors) {
   double total = 0.0;
-  for (const OptimTensor& t : tensors) {
-    const float* g = t.grad.data();
-    const int64_t n = t.grad.numel();
-    double partial = 0.0;
-    for (int64_t j = 0; j < n; ++j) partial += double(g[j]) * g[j];
-    total += partial;
-  }
+  for (const OptimTensor& t : tensors) total += square_sum(t.grad);
   return total;
 }
 

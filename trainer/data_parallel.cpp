@@ -23,13 +23,6 @@ bool first_model_parallel_copy(const Parameter& p, const RankCoordinates& c) {
                      : c.tp_rank == 0 || split_over(p, ShardGroup::kTensor);
 }
 
-double square_sum(const Tensor& t) {
-  const float* g = t.data();
-  double sum = 0.0;
-  for (int64_t j = 0, n = t.numel(); j < n; ++j) sum += double(g[j]) * g[j];
-  return sum;
-}
-
 void copy_tensor(const Tensor& from, const Tensor& to) {
   MOEFOLD_CHECK(from.numel() == to.numel(), from.shape_string() << " vs " << to.shape_string());
   std::memcpy(to.data(), from.data(), from.nbytes());
@@ -148,15 +141,15 @@ void DataParallelState::finish_grad_reduction() {
   for (auto& set : sets_) set->wait_grad_reduces();
 }
 
-double DataParallelState::grad_norm() const {
+std::vector<Tensor> DataParallelState::norm_counted_grads() const {
   const RankCoordinates& c = ctx_.coords;
-  double sum = 0;
+  std::vector<Tensor> counted;
   if (dist_) {
     // The owned slices partition every bucket over its DP group.
     for (const ShardSegment& s : dist_->segments()) {
       const Parameter& p = *parameters_[s.param_index];
       if (first_model_parallel_copy(p, c) && !model_.is_embedding_copy(&p)) {
-        sum += square_sum(s.grad);
+        counted.push_back(s.grad);
       }
     }
   } else {
@@ -165,12 +158,15 @@ double DataParallelState::grad_norm() const {
       const bool first_dp_copy = p->is_expert ? c.edp_rank == 0 || split_over(*p, ShardGroup::kExpertData)
                                               : c.dp_rank == 0 && c.cp_rank == 0;
       if (first_dp_copy && first_model_parallel_copy(*p, c) && !model_.is_embedding_copy(p)) {
-        sum += square_sum(p->grad);
+        counted.push_back(p->grad);
       }
     }
   }
-  ctx_.world->all_reduce(std::span<double>(&sum, 1));
-  return std::sqrt(sum);
+  return counted;
+}
+
+double DataParallelState::grad_norm() const {
+  return global_grad_norm(norm_counted_grads(), *ctx_.world);
 }
 
 std::vector<OptimTensor> DataParallelState::clip_tensors() const {

@@ -82,6 +82,8 @@ class DataParallelState {
     int entry = 0;  // the parameter's entry in that set's layout
   };
   std::vector<Tensor> gather_state(bool second_moment) const;
+  // The gradients this rank counts in the global norm: each element once over the world.
+  std::vector<Tensor> norm_counted_grads() const;
   std::vector<OptimTensor> clip_tensors() const;
 
   Model& model_;
