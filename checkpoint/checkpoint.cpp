@@ -108,23 +108,35 @@ class AbortHook {
   int64_t written_ = 0;
 };
 
+// Prefixes a failure with the rank it happened on: after agree() every rank reports the lowest
+// failing rank's status, so the line must say whose it was.
+absl::Status on_rank(const absl::Status& status, int rank) {
+  if (status.ok()) return status;
+  return absl::Status(status.code(), absl::StrCat("rank ", rank, ": ", status.message()));
+}
+
+// One collective HDF5 call's outcome, agreed on by every rank before any rank makes the next
+// call: a write error on one rank (disk full, quota, EIO) ends the save on every rank at the
+// same point, so no rank is ever left alone inside a collective H5Dcreate/H5Dwrite/H5Fclose.
+absl::Status agreed(const absl::Status& local, Communicator& world) {
+  return agree(on_rank(local, world.rank()), world);
+}
+
 // Creates every tensor of `manifest` under `prefix` and writes the slices this rank owns.
 absl::Status write_tensors(Hdf5File& file, const std::string& prefix,
-                           const TensorManifest& manifest, const LocalTensors& local, int rank,
-                           AbortHook& hook) {
+                           const TensorManifest& manifest, const LocalTensors& local,
+                           Communicator& world, AbortHook& hook) {
   for (const ManifestEntry& entry : manifest.entries) {
-    if (absl::Status s = file.create_dataset(prefix + entry.name, entry.global_shape); !s.ok()) {
-      return s;
-    }
+    absl::Status s = file.create_dataset(prefix + entry.name, entry.global_shape);
+    if (s = agreed(s, world); !s.ok()) return s;
   }
   for (const ManifestEntry& entry : manifest.entries) {
-    const ManifestSlice* mine = TensorManifest::written_by(entry, rank);
+    const ManifestSlice* mine = TensorManifest::written_by(entry, world.rank());
     HyperslabF32 slice;
     if (mine != nullptr) slice = {mine->offset, mine->shape, local.at(entry.name).data};
-    if (absl::Status s = file.write(prefix + entry.name, mine ? &slice : nullptr); !s.ok()) {
-      return s;
-    }
-    if (mine != nullptr) hook.tensor_written();
+    absl::Status s = file.write(prefix + entry.name, mine ? &slice : nullptr);
+    if (s.ok() && mine != nullptr) hook.tensor_written();
+    if (s = agreed(s, world); !s.ok()) return s;
   }
   return absl::OkStatus();
 }
@@ -227,6 +239,47 @@ absl::Status check_iteration_attribute(const Hdf5File& file, int64_t iteration) 
   return absl::OkStatus();
 }
 
+// model.h5 then optim.h5 (when `optimizer` is not null) in `staging`, every collective call
+// agreed on by every rank.
+absl::Status write_tensor_files(const fs::path& staging, const CheckpointState& state,
+                                const ModelConfig& model_config,
+                                const TensorManifest& model_manifest, const LocalTensors& model,
+                                const AdamW* optimizer, const TensorManifest& optim_manifest,
+                                const LocalTensors& exp_avg, const LocalTensors& exp_avg_sq,
+                                const ParallelContext& ctx) {
+  Communicator& world = *ctx.world;
+  const MPI_Comm comm = io_comm(ctx);
+  AbortHook hook;
+  {
+    auto file = Hdf5File::create((staging / kModelFile).string(), comm);
+    if (absl::Status s = agreed(file.status(), world); !s.ok()) return s;
+    std::vector<ConfigAttribute> attributes = model_config_attributes(model_config);
+    attributes.push_back({"iteration", state.iteration});
+    for (const ConfigAttribute& a : attributes) {
+      if (absl::Status s = agreed(file->write_attribute(a.name, a.value), world); !s.ok()) return s;
+    }
+    if (absl::Status s = write_tensors(*file, "", model_manifest, model, world, hook); !s.ok()) {
+      return s;
+    }
+    if (absl::Status s = agreed(file->close(), world); !s.ok()) return s;
+  }
+  if (optimizer == nullptr) return absl::OkStatus();
+  auto file = Hdf5File::create((staging / kOptimFile).string(), comm);
+  if (absl::Status s = agreed(file.status(), world); !s.ok()) return s;
+  if (absl::Status s = agreed(file->write_attribute("step", optimizer->steps()), world); !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = write_tensors(*file, kExpAvg, optim_manifest, exp_avg, world, hook);
+      !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = write_tensors(*file, kExpAvgSq, optim_manifest, exp_avg_sq, world, hook);
+      !s.ok()) {
+    return s;
+  }
+  return agreed(file->close(), world);
+}
+
 }  // namespace
 
 std::string describe_checkpoint_io(const char* verb, const CheckpointIoStats& stats) {
@@ -264,34 +317,14 @@ absl::StatusOr<CheckpointIoStats> save_checkpoint(
 
   absl::Status status;
   if (rank == 0) status = prepare_staging_dir(save_dir, state.iteration).status();
-  if (status = agree(status, world); !status.ok()) return status;
+  if (status = agreed(status, world); !status.ok()) return status;
   const fs::path staging = fs::path(save_dir) / (iteration_dir_name(state.iteration) + ".tmp");
-  const MPI_Comm comm = io_comm(ctx);
-  AbortHook hook;
-
-  auto model_file = Hdf5File::create((staging / kModelFile).string(), comm);
-  status = model_file.status();
-  if (status.ok()) {
-    for (const ConfigAttribute& a : model_config_attributes(model_config)) {
-      if (status.ok()) status = model_file->write_attribute(a.name, a.value);
-    }
-    if (status.ok()) status = model_file->write_attribute("iteration", state.iteration);
-    if (status.ok()) status = write_tensors(*model_file, "", model_manifest, model, rank, hook);
-    if (status.ok()) status = model_file->close();
-  }
-  if (status = agree(status, world); !status.ok()) return status;
-
-  if (optimizer != nullptr) {
-    auto optim_file = Hdf5File::create((staging / kOptimFile).string(), comm);
-    status = optim_file.status();
-    if (status.ok()) status = optim_file->write_attribute("step", optimizer->steps());
-    if (status.ok())
-      status = write_tensors(*optim_file, kExpAvg, optim_manifest, exp_avg, rank, hook);
-    if (status.ok()) {
-      status = write_tensors(*optim_file, kExpAvgSq, optim_manifest, exp_avg_sq, rank, hook);
-    }
-    if (status.ok()) status = optim_file->close();
-    if (status = agree(status, world); !status.ok()) return status;
+  status = write_tensor_files(staging, state, model_config, model_manifest, model, optimizer,
+                              optim_manifest, exp_avg, exp_avg_sq, ctx);
+  if (!status.ok()) {
+    // Every rank has left every collective; the partial save must not fill the disk.
+    if (rank == 0) remove_staging_dir(staging.string());
+    return status;
   }
 
   // Rank 0 alone finishes: meta.json, fsync, rename, `latest`, pruning.
@@ -305,9 +338,10 @@ absl::StatusOr<CheckpointIoStats> save_checkpoint(
     bytes = model_bytes + optim_bytes + static_cast<int64_t>(meta.size());
     status = write_file_synced((staging / kMetaFile).string(), meta);
     if (status.ok()) status = commit_checkpoint(save_dir, state.iteration);
+    if (!status.ok()) remove_staging_dir(staging.string());  // gone already once committed
     if (status.ok()) status = prune_checkpoints(save_dir, options.keep_last);
   }
-  if (status = agree(status, world); !status.ok()) return status;
+  if (status = agreed(status, world); !status.ok()) return status;
   world.broadcast(std::span<int64_t>(&bytes, 1), 0);
   return CheckpointIoStats{final_dir, bytes, seconds_since(start)};
 }

@@ -20,7 +20,10 @@ namespace fs = std::filesystem;
 namespace {
 
 absl::Status errno_error(const std::string& path, const char* what) {
-  return absl::UnavailableError(absl::StrCat(path, ": ", what, ": ", std::strerror(errno)));
+  const int code = errno;
+  const char* name = strerrorname_np(code);
+  return absl::UnavailableError(absl::StrCat(path, ": ", what, ": ", std::strerror(code), " (",
+                                             name ? name : "errno", " ", code, ")"));
 }
 
 absl::Status fs_error(const std::string& path, const std::string& what, const std::error_code& ec) {
@@ -114,6 +117,11 @@ absl::StatusOr<std::string> prepare_staging_dir(const std::string& save_dir, int
   fs::create_directory(staging, ec);
   if (ec) return fs_error(staging, "cannot create", ec);
   return staging;
+}
+
+void remove_staging_dir(const std::string& staging) {
+  std::error_code ec;
+  fs::remove_all(staging, ec);
 }
 
 absl::Status write_file_synced(const std::string& path, const std::string& text) {

@@ -41,6 +41,10 @@ std::vector<int64_t> list_checkpoints(const std::string& save_dir);
 // its path.
 absl::StatusOr<std::string> prepare_staging_dir(const std::string& save_dir, int64_t iteration);
 
+// Removes a failed save's iter_N.tmp/ so that it does not keep the disk full; best effort (the
+// next save of that iteration removes it too).
+void remove_staging_dir(const std::string& staging);
+
 // Writes `text` to `path` and fsyncs it.
 absl::Status write_file_synced(const std::string& path, const std::string& text);
 
