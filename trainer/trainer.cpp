@@ -35,6 +35,17 @@ absl::Status resolve_corpus(DataConfig& data, const ParallelContext& ctx) {
   return absl::OkStatus();
 }
 
+// Rank 0's status on every rank, for what rank 0 alone does (the metrics file). Collective.
+absl::Status agree_on_rank0(const absl::Status& local, Communicator& world) {
+  std::string message(local.message());
+  int64_t header[2] = {static_cast<int64_t>(local.code()), static_cast<int64_t>(message.size())};
+  world.broadcast(std::span<int64_t>(header, 2), 0);
+  if (header[0] == 0) return absl::OkStatus();
+  message.resize(static_cast<size_t>(header[1]));
+  world.broadcast(message.data(), header[1], CommDType::kUInt8, 0);
+  return absl::Status(static_cast<absl::StatusCode>(header[0]), message);
+}
+
 // The index of MoE layer `layer` among the model's MoE layers (all pipeline stages).
 int moe_layer_index(const ModelConfig& config, int layer) {
   int index = 0;
@@ -104,12 +115,13 @@ absl::Status Trainer::setup() {
   const LoggingConfig& log = recipe_.logging;
   const std::string metrics_path =
       log.metrics_path.empty() ? log.run_dir + "/metrics.jsonl" : log.metrics_path;
-  if (ctx_.world->rank() == 0 && recipe_.checkpoint.load.empty() &&
-      std::filesystem::exists(metrics_path)) {
-    std::filesystem::remove(metrics_path);  // a fresh run starts a fresh record; resumes append
-  }
-  metrics_ = std::make_unique<MetricsLogger>(metrics_path, ctx_.world->rank() == 0 || log.all_ranks,
+  const bool rank0 = ctx_.world->rank() == 0;
+  metrics_ = std::make_unique<MetricsLogger>(metrics_path, rank0 || log.all_ranks, rank0,
                                              log.log_interval);
+  // A resume keeps the records up to its checkpoint (load_checkpoint starts the file then).
+  if (recipe_.checkpoint.load.empty()) {
+    if (absl::Status s = agree_on_rank0(metrics_->start(0), *ctx_.world); !s.ok()) return s;
+  }
   double per_rank = train.peak_flops;
   if (per_rank <= 0) {
     per_rank = cpu::measure_sgemm_gflops(512, 0.3) * 1e9 * std::max(1, train.blas_threads);
@@ -155,6 +167,12 @@ absl::Status Trainer::load_checkpoint(const std::string& path, bool model_only) 
   if (!state.ok()) return state.status();
   if (optimizer) data_parallel_->restore_optimizer(*optimizer);
   start_iteration_ = static_cast<int>(state->iteration);
+  if (!model_only) {
+    if (absl::Status s = agree_on_rank0(metrics_->start(state->iteration), *ctx_.world);
+        !s.ok()) {
+      return s;
+    }
+  }
   metrics_->print(describe_checkpoint_io("loaded", stats));
   return build_train_batches(state->consumed_samples);
 }
