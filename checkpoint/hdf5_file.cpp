@@ -2,11 +2,14 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <memory>
+#include <optional>
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "parallel/watchdog.h"
 
 namespace moefold {
 namespace {
@@ -201,6 +204,13 @@ absl::Status Hdf5File::transfer(const std::string& name, const HyperslabF32* sli
   }
   Handle transfer_list(H5Pcreate(H5P_DATASET_XFER), H5Pclose);
   if (parallel_) H5Pset_dxpl_mpio(transfer_list.get(), H5FD_MPIO_COLLECTIVE);
+  // A collective transfer waits inside MPI-IO for every rank: timed like any other wait.
+  std::optional<watchdog::BlockedScope> blocked;
+  if (parallel_) {
+    blocked.emplace(write ? "a collective HDF5 write" : "a collective HDF5 read",
+                    std::make_shared<const std::string>(
+                        absl::StrCat("world (", path_, ", tensor '", name, "')")));
+  }
   float unused = 0;  // HDF5 wants a buffer even for an empty selection
   float* buffer = has_box ? slice->data : &unused;
   const herr_t status = write ? H5Dwrite(dataset.get(), H5T_NATIVE_FLOAT, memory_space.get(),

@@ -99,8 +99,8 @@ MpiCommunicator::~MpiCommunicator() {
   }
 }
 
-WorkHandle MpiCommunicator::submit(MpiProgressEngine::StartFn start) {
-  WorkHandle handle = engine_->submit(std::move(start));
+WorkHandle MpiCommunicator::submit(const char* what, MpiProgressEngine::StartFn start) {
+  WorkHandle handle = engine_->submit(std::move(start), what, label());
   std::lock_guard<std::mutex> lock(pending_mutex_);
   std::erase_if(pending_, [](const WorkHandle& h) { return h.is_done(); });
   pending_.push_back(handle);
@@ -112,7 +112,7 @@ WorkHandle MpiCommunicator::all_reduce_async(void* data, int64_t count, CommDTyp
   const int n = to_int(count, "all_reduce");
   const MPI_Op mop = mpi_op(dtype, op);
   MPI_Comm comm = comm_;
-  return submit([=] {
+  return submit("all_reduce", [=] {
     MPI_Request request = MPI_REQUEST_NULL;
     check_rc(MPI_Iallreduce(MPI_IN_PLACE, data, n, mpi_type(dtype), mop, comm, &request),
              "MPI_Iallreduce");
@@ -125,7 +125,7 @@ WorkHandle MpiCommunicator::all_gather_async(const void* send, int64_t count, vo
   const int n = to_int(count, "all_gather");
   to_int(count * size_, "all_gather");
   MPI_Comm comm = comm_;
-  return submit([=] {
+  return submit("all_gather", [=] {
     MPI_Request request = MPI_REQUEST_NULL;
     const MPI_Datatype type = mpi_type(dtype);
     check_rc(MPI_Iallgather(send, n, type, recv, n, type, comm, &request),
@@ -144,7 +144,7 @@ WorkHandle MpiCommunicator::all_gather_v_async(const void* send, int64_t send_co
                                                       << rank_ << "] is " << recv_counts[rank_]);
   const int n = to_int(send_count, "all_gather_v");
   MPI_Comm comm = comm_;
-  return submit([=] {
+  return submit("all_gather_v", [=] {
     MPI_Request request = MPI_REQUEST_NULL;
     const MPI_Datatype type = mpi_type(dtype);
     check_rc(MPI_Iallgatherv(send, n, type, recv, layout->counts.data(),
@@ -161,7 +161,7 @@ WorkHandle MpiCommunicator::reduce_scatter_async(const void* send, void* recv,
   to_int(recv_count * size_, "reduce_scatter");
   const MPI_Op mop = mpi_op(dtype, op);
   MPI_Comm comm = comm_;
-  return submit([=] {
+  return submit("reduce_scatter", [=] {
     MPI_Request request = MPI_REQUEST_NULL;
     check_rc(MPI_Ireduce_scatter_block(send, recv, n, mpi_type(dtype), mop, comm,
                                        &request),
@@ -177,7 +177,7 @@ WorkHandle MpiCommunicator::reduce_scatter_v_async(const void* send, void* recv,
       packed(recv_counts, size_, "reduce_scatter_v"));
   const MPI_Op mop = mpi_op(dtype, op);
   MPI_Comm comm = comm_;
-  return submit([=] {
+  return submit("reduce_scatter_v", [=] {
     MPI_Request request = MPI_REQUEST_NULL;
     check_rc(MPI_Ireduce_scatter(send, recv, layout->counts.data(), mpi_type(dtype), mop, comm,
                                  &request),
@@ -191,7 +191,7 @@ WorkHandle MpiCommunicator::all_to_all_async(const void* send, void* recv, int64
   const int n = to_int(count, "all_to_all");
   to_int(count * size_, "all_to_all");
   MPI_Comm comm = comm_;
-  return submit([=] {
+  return submit("all_to_all", [=] {
     MPI_Request request = MPI_REQUEST_NULL;
     const MPI_Datatype type = mpi_type(dtype);
     check_rc(MPI_Ialltoall(send, n, type, recv, n, type, comm, &request),
@@ -209,7 +209,7 @@ WorkHandle MpiCommunicator::all_to_all_v_async(const void* send,
   auto recv_layout = std::make_shared<CountsAndDisplacements>(
       packed(recv_counts, size_, "all_to_all_v recv"));
   MPI_Comm comm = comm_;
-  return submit([=] {
+  return submit("all_to_all_v", [=] {
     MPI_Request request = MPI_REQUEST_NULL;
     const MPI_Datatype type = mpi_type(dtype);
     check_rc(MPI_Ialltoallv(send, send_layout->counts.data(), send_layout->displacements.data(),
@@ -225,7 +225,7 @@ WorkHandle MpiCommunicator::broadcast_async(void* data, int64_t count, CommDType
   MOEFOLD_CHECK(root >= 0 && root < size_, "broadcast root " << root << " of " << size_);
   const int n = to_int(count, "broadcast");
   MPI_Comm comm = comm_;
-  return submit([=] {
+  return submit("broadcast", [=] {
     MPI_Request request = MPI_REQUEST_NULL;
     check_rc(MPI_Ibcast(data, n, mpi_type(dtype), root, comm, &request), "MPI_Ibcast");
     return request;
@@ -237,7 +237,7 @@ WorkHandle MpiCommunicator::send_async(const void* data, int64_t count, CommDTyp
   MOEFOLD_CHECK(peer >= 0 && peer < size_, "send to peer " << peer << " of " << size_);
   const int n = to_int(count, "send");
   MPI_Comm comm = comm_;
-  return submit([=] {
+  return submit("send", [=] {
     MPI_Request request = MPI_REQUEST_NULL;
     check_rc(MPI_Isend(data, n, mpi_type(dtype), peer, tag, comm, &request),
              "MPI_Isend");
@@ -250,7 +250,7 @@ WorkHandle MpiCommunicator::recv_async(void* data, int64_t count, CommDType dtyp
   MOEFOLD_CHECK(peer >= 0 && peer < size_, "recv from peer " << peer << " of " << size_);
   const int n = to_int(count, "recv");
   MPI_Comm comm = comm_;
-  return submit([=] {
+  return submit("recv", [=] {
     MPI_Request request = MPI_REQUEST_NULL;
     check_rc(MPI_Irecv(data, n, mpi_type(dtype), peer, tag, comm, &request),
              "MPI_Irecv");
@@ -260,7 +260,7 @@ WorkHandle MpiCommunicator::recv_async(void* data, int64_t count, CommDType dtyp
 
 WorkHandle MpiCommunicator::barrier_async() {
   MPI_Comm comm = comm_;
-  return submit([=] {
+  return submit("barrier", [=] {
     MPI_Request request = MPI_REQUEST_NULL;
     check_rc(MPI_Ibarrier(comm, &request), "MPI_Ibarrier");
     return request;

@@ -57,7 +57,7 @@ class MpiCommunicator final : public Communicator {
   WorkHandle barrier_async() override;
 
  private:
-  WorkHandle submit(MpiProgressEngine::StartFn start);
+  WorkHandle submit(const char* what, MpiProgressEngine::StartFn start);
 
   MPI_Comm comm_;
   int rank_ = 0;

@@ -39,7 +39,9 @@ class MpiProgressEngine {
   MpiProgressEngine(const MpiProgressEngine&) = delete;
   MpiProgressEngine& operator=(const MpiProgressEngine&) = delete;
 
-  WorkHandle submit(StartFn start);
+  // `what` and `group` name the work in the watchdog's report (WorkState).
+  WorkHandle submit(StartFn start, const char* what = "communication",
+                    std::shared_ptr<const std::string> group = nullptr);
 
   // Held around MPI calls made outside the engine thread; a no-op lock under THREAD_MULTIPLE.
   std::unique_lock<std::mutex> lock_mpi();
