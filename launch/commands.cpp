@@ -10,10 +10,12 @@
 
 #include "data/preprocess.h"
 #include "launch/command_args.h"
+#include "launch/stop_signals.h"
 #include "parallel/context.h"
 #include "parallel/layout.h"
 #include "parallel/layout_report.h"
 #include "parallel/mpi_runtime.h"
+#include "parallel/watchdog.h"
 #include "trainer/config_parse.h"
 #include "trainer/config_validate.h"
 #include "trainer/trainer.h"
@@ -62,6 +64,12 @@ absl::StatusOr<Job> start_job(const CommandArgs& args, std::unique_ptr<MpiRuntim
   if (!args.load.empty()) job.recipe.checkpoint.load = args.load;
   auto ctx = ParallelContext::create(job.recipe.parallel, MPI_COMM_WORLD);
   if (!ctx.ok()) return ctx.status();
+  // From here every wait on another rank is timed: a stopped or dead rank ends the job.
+  const double timeout_minutes = job.recipe.parallel.distributed_timeout_minutes;
+  if (timeout_minutes > 0) {
+    watchdog::start(timeout_minutes * 60, ctx->coords.world_rank,
+                    [] { MPI_Abort(MPI_COMM_WORLD, 1); });
+  }
   job.ctx = std::make_unique<ParallelContext>(std::move(*ctx));
   return job;
 }
@@ -85,6 +93,7 @@ int run_layout_command(int argc, char** argv) {
 int run_train_command(int argc, char** argv) {
   auto runtime = MpiRuntime::initialize(&argc, &argv);
   if (!runtime.ok()) return report("train", runtime.status());
+  const std::atomic<int>& stop_signal = install_stop_signal_handlers();  // after MPI's own
   const int rank = (*runtime)->world_rank();
   const auto fail = [&](const absl::Status& s) { return rank == 0 ? report("train", s) : 1; };
   auto args = parse_command_args("train", argc, argv, {"--config", "--set", "--load"});
@@ -94,6 +103,7 @@ int run_train_command(int argc, char** argv) {
 
   auto trainer = Trainer::create(job->recipe, *job->ctx);
   if (!trainer.ok()) return abort_job("train", rank, trainer.status());
+  (*trainer)->set_stop_signal(&stop_signal);
   const std::string& load = job->recipe.checkpoint.load;
   if (!load.empty()) {
     if (absl::Status s = (*trainer)->load_checkpoint(load); !s.ok()) {
@@ -101,7 +111,8 @@ int run_train_command(int argc, char** argv) {
     }
   }
   if (absl::Status s = (*trainer)->train(); !s.ok()) return abort_job("train", rank, s);
-  if (rank == 0) {
+  watchdog::stop();
+  if (rank == 0 && (*trainer)->stop_reason().empty()) {
     const Recipe& recipe = (*trainer)->recipe();
     const std::string metrics = recipe.logging.metrics_path.empty()
                                     ? recipe.logging.run_dir + "/metrics.jsonl"

@@ -440,6 +440,11 @@ std::vector<RecipeKey> build_schema() {
       "and optimizer state are sharded over expert-DP; each micro-batch gathers only the "
       "experts its tokens reach and reduce-scatters their gradients (moe_ffn_hidden_size must "
       "divide by ETP × expert-DP)."));
+  add(number_key(
+      "parallel.distributed_timeout_minutes",
+      [](R& r) -> auto& { return r.parallel.distributed_timeout_minutes; }, 0, kInf,
+      "Every blocking wait on a collective or point-to-point message ends the job after this "
+      "many minutes (fractions allowed), each rank naming where it waited; 0 = wait forever."));
 
   // training
   add(number_key(
@@ -475,6 +480,11 @@ std::vector<RecipeKey> build_schema() {
       "Activation recomputation: full keeps only each layer's input in forward and re-runs the "
       "layer before its backward (less memory, about a third more compute). selective is "
       "refused: the attention keeps no (S,S) scores to drop."));
+  add(number_key(
+      "training.exit_duration_in_mins",
+      [](R& r) -> auto& { return r.training.exit_duration_in_mins; }, 0, kInf,
+      "Stop at the first step boundary after this many minutes of training, saving a "
+      "checkpoint when checkpoint.save is set (to end before a job's time limit); 0 = no limit."));
 
   // optimizer
   add(string_key("optimizer.optimizer", [](R& r) -> auto& { return r.optimizer.optimizer; },

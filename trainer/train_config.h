@@ -27,6 +27,9 @@ struct TrainingConfig {
   int blas_threads = 1;        // BLAS threads per rank
   double peak_flops = 0;       // per rank, for MFU; 0 = measure sgemm at start-up
   RecomputeGranularity recompute_granularity = RecomputeGranularity::kNone;
+  // Stop (saving a checkpoint when checkpoint.save is set) at the first step boundary after this
+  // many minutes of training; Megatron's --exit-duration-in-mins. 0 = no limit.
+  double exit_duration_in_mins = 0;
 };
 
 struct CheckpointConfig {

@@ -2,16 +2,19 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <iostream>
 #include <limits>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "checkpoint/checkpoint.h"
 #include "data/dataset_builder.h"
 #include "data/default_corpus.h"
 #include "trainer/config_schema.h"
 #include "optim/lr_schedule.h"
+#include "parallel/watchdog.h"
 #include "model/router.h"
 #include "tensor/cpu/gemm.h"
 #include "tensor/wall_clock.h"
@@ -159,6 +162,7 @@ absl::Status Trainer::build_train_batches(int64_t consumed_samples) {
 }
 
 absl::Status Trainer::load_checkpoint(const std::string& path, bool model_only) {
+  watchdog::set_position(start_iteration_, "checkpoint load");
   CheckpointIoStats stats;
   // The optimizer state at every parameter's full shape, whatever the DP layout.
   std::unique_ptr<AdamW> optimizer = model_only ? nullptr : data_parallel_->checkpoint_optimizer();
@@ -178,6 +182,7 @@ absl::Status Trainer::load_checkpoint(const std::string& path, bool model_only) 
 }
 
 absl::Status Trainer::save_checkpoint(int iterations_done) {
+  watchdog::set_position(iterations_done, "checkpoint save");
   CheckpointState state;
   state.iteration = iterations_done;
   state.consumed_samples = train_batches_->consumed_samples();
@@ -191,9 +196,29 @@ absl::Status Trainer::save_checkpoint(int iterations_done) {
   return absl::OkStatus();
 }
 
+bool Trainer::agreed_stop(double training_seconds) {
+  const double limit_minutes = recipe_.training.exit_duration_in_mins;
+  // Largest wins: a signal number (1..64) over the time limit (65).
+  constexpr int64_t kTimeLimit = 65;
+  int64_t request = stop_signal_ != nullptr ? stop_signal_->load() : 0;
+  if (request == 0 && limit_minutes > 0 && training_seconds > limit_minutes * 60) {
+    request = kTimeLimit;
+  }
+  ctx_.world->all_reduce(std::span<int64_t>(&request, 1), ReduceOp::kMax);
+  if (request == 0) return false;
+  if (request == kTimeLimit) {
+    stop_reason_ = absl::StrFormat("training.exit_duration_in_mins (%g) reached", limit_minutes);
+  } else {
+    const char* name = sigabbrev_np(static_cast<int>(request));
+    stop_reason_ = absl::StrCat("SIG", name ? name : absl::StrCat(request));
+  }
+  return true;
+}
+
 absl::Status Trainer::train() {
   const TrainingConfig& train = recipe_.training;
   const CheckpointConfig& checkpoint = recipe_.checkpoint;
+  const auto training_start = std::chrono::steady_clock::now();
   for (int iteration = start_iteration_; iteration < train.train_iters; ++iteration) {
     auto step = train_step(iteration);
     if (!step.ok()) return step.status();
@@ -205,10 +230,24 @@ absl::Status Trainer::train() {
       if (!eval.ok()) return eval.status();
       metrics_->log_evaluation(done, eval->loss, eval->tokens);
     }
-    if (!checkpoint.save.empty() &&
-        ((checkpoint.save_interval > 0 && done % checkpoint.save_interval == 0) || last)) {
+    const bool saved = !checkpoint.save.empty() &&
+                       ((checkpoint.save_interval > 0 && done % checkpoint.save_interval == 0) ||
+                        last);
+    if (saved) {
       if (absl::Status s = save_checkpoint(done); !s.ok()) return s;
     }
+    if (last || !agreed_stop(seconds_since(training_start))) continue;
+    // Preempted or out of time: keep the work (unless this boundary just saved it) and stop.
+    if (!checkpoint.save.empty() && !saved) {
+      if (absl::Status s = save_checkpoint(done); !s.ok()) return s;
+    }
+    metrics_->print(absl::StrFormat(
+        "moefold: stopping after iteration %d of %d: %s; %s", done, train.train_iters,
+        stop_reason_,
+        checkpoint.save.empty()
+            ? "no checkpoint.save is set, so nothing was saved"
+            : absl::StrCat("resume with --load ", checkpoint.save)));
+    return absl::OkStatus();
   }
   return absl::OkStatus();
 }
@@ -216,6 +255,7 @@ absl::Status Trainer::train() {
 // The step of DESIGN.md, top to bottom.
 absl::StatusOr<IterationMetrics> Trainer::train_step(int iteration) {
   const auto start = std::chrono::steady_clock::now();
+  watchdog::set_position(iteration + 1, "forward/backward");
   auto batches = train_batches_->next_global_batch();  // this rank's micro-batches
   if (!batches.ok()) return batches.status();
   const LossScales scales = loss_scales(*batches);
@@ -249,7 +289,9 @@ absl::StatusOr<IterationMetrics> Trainer::train_step(int iteration) {
       assignments[l] += layer.assignments;
     }
   }
+  watchdog::set_position(iteration + 1, "gradient reduction");
   data_parallel_->finish_grad_reduction();  // DP/EDP reductions, started in backward
+  watchdog::set_position(iteration + 1, "loss and expert-count reduction");
 
   // Losses and expert counts of the whole global batch: one reduction for all of them.
   std::vector<double> losses = {lm_loss_sum * scales.lm, aux_loss, z_loss};
@@ -280,6 +322,7 @@ absl::StatusOr<IterationMetrics> Trainer::train_step(int iteration) {
   }
   update_expert_bias(expert_counts);
 
+  watchdog::set_position(iteration + 1, "gradient norm");
   const double grad_norm = data_parallel_->grad_norm();
   if (!std::isfinite(grad_norm)) {
     return absl::InternalError(absl::StrFormat(
@@ -288,6 +331,7 @@ absl::StatusOr<IterationMetrics> Trainer::train_step(int iteration) {
   }
   data_parallel_->clip(grad_norm, recipe_.optimizer.clip_grad);
   const double lr = learning_rate(recipe_.optimizer, iteration, recipe_.training.train_iters);
+  watchdog::set_position(iteration + 1, "optimizer step");
   data_parallel_->step(lr);  // sharded; parameters gathered back (overlapped)
 
   IterationMetrics m;
@@ -381,6 +425,7 @@ double Trainer::model_flops(int64_t sequences) const {
 }
 
 absl::StatusOr<EvalResult> Trainer::evaluate(int global_batches) {
+  watchdog::set_position(start_iteration_, "evaluation");
   EvalResult result;
   if (valid_data_ == nullptr) return result;
   const BatchIteratorOptions options = batch_options();
