@@ -3,25 +3,20 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <map>
-#include <nlohmann/json.hpp>
-#include <sstream>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "checkpoint/checkpoint_dir.h"
+#include "checkpoint/checkpoint_meta.h"
 #include "checkpoint/config_attributes.h"
 #include "checkpoint/hdf5_file.h"
+#include "checkpoint/tensor_checksum.h"
 #include "checkpoint/tensor_manifest.h"
 #include "tensor/check.h"
 #include "tensor/wall_clock.h"
-
-#ifndef MOEFOLD_VERSION
-#define MOEFOLD_VERSION "unknown"
-#endif
 
 namespace moefold {
 namespace fs = std::filesystem;
@@ -122,10 +117,62 @@ absl::Status agreed(const absl::Status& local, Communicator& world) {
   return agree(on_rank(local, world.rank()), world);
 }
 
-// Creates every tensor of `manifest` under `prefix` and writes the slices this rank owns.
+// The partial checksum of the slice this rank writes of each entry (0 where it writes none).
+// At load the same slices are the ones this rank has just read, so the same call verifies.
+std::vector<uint64_t> partial_checksums(const TensorManifest& manifest, const LocalTensors& local,
+                                        int rank) {
+  std::vector<uint64_t> partial(manifest.entries.size(), 0);
+  for (size_t i = 0; i < manifest.entries.size(); ++i) {
+    const ManifestEntry& entry = manifest.entries[i];
+    const ManifestSlice* mine = TensorManifest::written_by(entry, rank);
+    if (mine == nullptr) continue;
+    partial[i] = box_checksum(entry.global_shape, mine->offset, mine->shape,
+                              local.at(entry.name).data);
+  }
+  return partial;
+}
+
+// Every tensor's checksum: the partial sums of all ranks added up (mod 2^64). Collective.
+FileChecksums sum_checksums(const TensorManifest& manifest, const std::string& prefix,
+                            const std::vector<uint64_t>& partial, Communicator& world) {
+  const int64_t n = static_cast<int64_t>(partial.size());
+  std::vector<uint64_t> all(static_cast<size_t>(n * world.size()));
+  world.all_gather(partial.data(), n, all.data(), CommDType::kInt64);
+  FileChecksums out;
+  for (int64_t i = 0; i < n; ++i) {
+    uint64_t sum = 0;
+    for (int r = 0; r < world.size(); ++r) sum += all[static_cast<size_t>(r * n + i)];
+    out[prefix + manifest.entries[static_cast<size_t>(i)].name] = sum;
+  }
+  return out;
+}
+
+// Compares the checksums of what was read with those meta.json recorded (none recorded: a
+// checkpoint from before checksums, accepted).
+absl::Status verify_checksums(const std::string& path, const FileChecksums& computed,
+                              const Checksums& recorded) {
+  const auto file = recorded.find(fs::path(path).filename().string());
+  if (file == recorded.end()) return absl::OkStatus();
+  for (const auto& [name, value] : computed) {
+    const auto want = file->second.find(name);
+    if (want == file->second.end()) {
+      return absl::DataLossError(absl::StrCat(path, ": tensor '", name, "' has no checksum in ",
+                                              kMetaFile));
+    }
+    if (want->second != value) {
+      return absl::DataLossError(absl::StrCat(
+          path, ": tensor '", name, "' is corrupt: its bytes hash to ", format_checksum(value),
+          ", ", kMetaFile, " recorded ", format_checksum(want->second)));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Creates every tensor of `manifest` under `prefix` and writes the slices this rank owns, adding
+// their checksums to `checksums` (every rank gets them all).
 absl::Status write_tensors(Hdf5File& file, const std::string& prefix,
                            const TensorManifest& manifest, const LocalTensors& local,
-                           Communicator& world, AbortHook& hook) {
+                           Communicator& world, AbortHook& hook, FileChecksums* checksums) {
   for (const ManifestEntry& entry : manifest.entries) {
     absl::Status s = file.create_dataset(prefix + entry.name, entry.global_shape);
     if (s = agreed(s, world); !s.ok()) return s;
@@ -138,6 +185,9 @@ absl::Status write_tensors(Hdf5File& file, const std::string& prefix,
     if (s.ok() && mine != nullptr) hook.tensor_written();
     if (s = agreed(s, world); !s.ok()) return s;
   }
+  const FileChecksums sums =
+      sum_checksums(manifest, prefix, partial_checksums(manifest, local, world.rank()), world);
+  checksums->insert(sums.begin(), sums.end());
   return absl::OkStatus();
 }
 
@@ -174,53 +224,6 @@ absl::Status read_tensors(Hdf5File& file, const std::string& prefix, const Tenso
   return absl::OkStatus();
 }
 
-std::string meta_json(const CheckpointState& state, int64_t optimizer_steps,
-                      const ParallelContext& ctx, int64_t model_bytes, int64_t optim_bytes) {
-  const RankCoordinates& c = ctx.coords;
-  nlohmann::ordered_json meta;
-  meta["iteration"] = state.iteration;
-  meta["consumed_samples"] = state.consumed_samples;
-  if (optimizer_steps >= 0) meta["optimizer_steps"] = optimizer_steps;  // -1: no optimizer
-  meta["lr_scheduler"] = {{"iteration", state.iteration}};
-  meta["moefold_version"] = MOEFOLD_VERSION;
-  meta["layout"] = {{"world_size", c.world_size},
-                    {"tp", c.tp_size},
-                    {"cp", c.cp_size},
-                    {"pp", c.pp_size},
-                    {"dp", c.dp_size},
-                    {"ep", c.ep_size},
-                    {"etp", c.etp_size},
-                    {"edp", c.edp_size},
-                    {"order", ctx.config.order},
-                    {"use_distributed_optimizer", ctx.config.use_distributed_optimizer}};
-  meta["files"] = nlohmann::ordered_json::object();
-  meta["files"][kModelFile] = model_bytes;
-  if (optimizer_steps >= 0) meta["files"][kOptimFile] = optim_bytes;
-  meta["recipe"] = state.recipe_text;
-  return meta.dump(2) + "\n";
-}
-
-absl::StatusOr<CheckpointState> read_meta(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return absl::NotFoundError(path + ": no such file");
-  const nlohmann::json meta = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
-  if (meta.is_discarded() || !meta.is_object()) {
-    return absl::DataLossError(path + ": not valid JSON (truncated or corrupt)");
-  }
-  for (const char* key : {"iteration", "consumed_samples"}) {
-    if (!meta.contains(key) || !meta[key].is_number_integer()) {
-      return absl::DataLossError(absl::StrCat(path, ": missing integer '", key, "'"));
-    }
-  }
-  CheckpointState state;
-  state.iteration = meta["iteration"].get<int64_t>();
-  state.consumed_samples = meta["consumed_samples"].get<int64_t>();
-  if (meta.contains("recipe") && meta["recipe"].is_string()) {
-    state.recipe_text = meta["recipe"].get<std::string>();
-  }
-  return state;
-}
-
 int64_t file_bytes(const std::string& path) {
   std::error_code ec;
   const auto size = fs::file_size(path, ec);
@@ -246,7 +249,7 @@ absl::Status write_tensor_files(const fs::path& staging, const CheckpointState& 
                                 const TensorManifest& model_manifest, const LocalTensors& model,
                                 const AdamW* optimizer, const TensorManifest& optim_manifest,
                                 const LocalTensors& exp_avg, const LocalTensors& exp_avg_sq,
-                                const ParallelContext& ctx) {
+                                const ParallelContext& ctx, Checksums* checksums) {
   Communicator& world = *ctx.world;
   const MPI_Comm comm = io_comm(ctx);
   AbortHook hook;
@@ -258,7 +261,9 @@ absl::Status write_tensor_files(const fs::path& staging, const CheckpointState& 
     for (const ConfigAttribute& a : attributes) {
       if (absl::Status s = agreed(file->write_attribute(a.name, a.value), world); !s.ok()) return s;
     }
-    if (absl::Status s = write_tensors(*file, "", model_manifest, model, world, hook); !s.ok()) {
+    if (absl::Status s = write_tensors(*file, "", model_manifest, model, world, hook,
+                                           &(*checksums)[kModelFile]);
+        !s.ok()) {
       return s;
     }
     if (absl::Status s = agreed(file->close(), world); !s.ok()) return s;
@@ -269,11 +274,13 @@ absl::Status write_tensor_files(const fs::path& staging, const CheckpointState& 
   if (absl::Status s = agreed(file->write_attribute("step", optimizer->steps()), world); !s.ok()) {
     return s;
   }
-  if (absl::Status s = write_tensors(*file, kExpAvg, optim_manifest, exp_avg, world, hook);
+  if (absl::Status s = write_tensors(*file, kExpAvg, optim_manifest, exp_avg, world, hook,
+                                         &(*checksums)[kOptimFile]);
       !s.ok()) {
     return s;
   }
-  if (absl::Status s = write_tensors(*file, kExpAvgSq, optim_manifest, exp_avg_sq, world, hook);
+  if (absl::Status s = write_tensors(*file, kExpAvgSq, optim_manifest, exp_avg_sq, world, hook,
+                                         &(*checksums)[kOptimFile]);
       !s.ok()) {
     return s;
   }
@@ -319,8 +326,9 @@ absl::StatusOr<CheckpointIoStats> save_checkpoint(
   if (rank == 0) status = prepare_staging_dir(save_dir, state.iteration).status();
   if (status = agreed(status, world); !status.ok()) return status;
   const fs::path staging = fs::path(save_dir) / (iteration_dir_name(state.iteration) + ".tmp");
+  Checksums checksums;
   status = write_tensor_files(staging, state, model_config, model_manifest, model, optimizer,
-                              optim_manifest, exp_avg, exp_avg_sq, ctx);
+                              optim_manifest, exp_avg, exp_avg_sq, ctx, &checksums);
   if (!status.ok()) {
     // Every rank has left every collective; the partial save must not fill the disk.
     if (rank == 0) remove_staging_dir(staging.string());
@@ -334,7 +342,8 @@ absl::StatusOr<CheckpointIoStats> save_checkpoint(
     const int64_t model_bytes = file_bytes((staging / kModelFile).string());
     const int64_t optim_bytes = optimizer ? file_bytes((staging / kOptimFile).string()) : 0;
     const std::string meta =
-        meta_json(state, optimizer ? optimizer->steps() : -1, ctx, model_bytes, optim_bytes);
+        meta_json(state, optimizer ? optimizer->steps() : -1, ctx, model_bytes, optim_bytes,
+                  checksums);
     bytes = model_bytes + optim_bytes + static_cast<int64_t>(meta.size());
     status = write_file_synced((staging / kMetaFile).string(), meta);
     if (status.ok()) status = commit_checkpoint(save_dir, state.iteration);
@@ -359,15 +368,16 @@ absl::StatusOr<CheckpointState> load_checkpoint(const std::string& path,
   auto dir = resolve_checkpoint_dir(path);
   if (absl::Status s = agree(dir.status(), world); !s.ok()) return s;
   const fs::path root(*dir);
-  auto state = read_meta((root / kMetaFile).string());
-  if (absl::Status s = agree(state.status(), world); !s.ok()) return s;
+  auto meta = read_meta((root / kMetaFile).string());
+  if (absl::Status s = agree(meta.status(), world); !s.ok()) return s;
+  const CheckpointState& state = meta->state;
 
   const LocalTensors model = model_tensors(registry);
   const TensorManifest model_manifest = gather_manifest(layouts_of(model), world);
   auto model_file = Hdf5File::open((root / kModelFile).string(), comm);
   absl::Status status = model_file.status();
   if (status.ok()) status = check_model_config(*model_file, expected);
-  if (status.ok()) status = check_iteration_attribute(*model_file, state->iteration);
+  if (status.ok()) status = check_iteration_attribute(*model_file, state.iteration);
   if (status.ok()) status = check_tensors(*model_file, "", model_manifest);
   if (status = agree(status, world); !status.ok()) return status;
 
@@ -402,6 +412,23 @@ absl::StatusOr<CheckpointState> load_checkpoint(const std::string& path,
     if (status.ok()) status = optim_file->close();
   }
   if (status = agree(status, world); !status.ok()) return status;
+
+  // Integrity, before anyone trains on the values: the checksums of what every rank read.
+  const int rank = world.rank();
+  status = verify_checksums(
+      model_file->path(),
+      sum_checksums(model_manifest, "", partial_checksums(model_manifest, model, rank), world),
+      meta->checksums);
+  if (optimizer != nullptr) {
+    FileChecksums moments =
+        sum_checksums(optim_manifest, kExpAvg, partial_checksums(optim_manifest, exp_avg, rank),
+                      world);
+    const FileChecksums second = sum_checksums(
+        optim_manifest, kExpAvgSq, partial_checksums(optim_manifest, exp_avg_sq, rank), world);
+    moments.insert(second.begin(), second.end());
+    if (status.ok()) status = verify_checksums(optim_file->path(), moments, meta->checksums);
+  }
+  if (status = agree(status, world); !status.ok()) return status;
   if (optimizer != nullptr) optimizer->set_steps(steps);
 
   if (stats != nullptr) {
@@ -411,7 +438,7 @@ absl::StatusOr<CheckpointState> load_checkpoint(const std::string& path,
                    file_bytes((root / kMetaFile).string());
     stats->seconds = seconds_since(start);
   }
-  return *state;
+  return state;
 }
 
 }  // namespace moefold

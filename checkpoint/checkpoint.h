@@ -48,7 +48,11 @@ std::string describe_checkpoint_io(const char* verb, const CheckpointIoStats& st
 // <save_dir>/latest at it, then prunes to options.keep_last checkpoints. `registry`
 // gives every parameter and buffer with its layout; `optimizer` (may be null: no optim.h5) holds
 // the Adam moments of the registry's parameters, by name. `model` is stored as attributes of
-// model.h5's root. Does not modify any tensor. Every rank gets the same status.
+// model.h5's root. Does not modify any tensor. Every rank gets the same status. Every
+// collective HDF5 call is agreed on before the next, so a write error on any rank (disk full,
+// quota, EIO) fails the save on every rank with one line naming the rank, the file and the
+// error; the partial save is removed and the previous checkpoint is untouched. meta.json records
+// a layout-independent checksum of every tensor (tensor_checksum.h).
 //
 // Crash-safety test hook: with MOEFOLD_TEST_ABORT_SAVE_AFTER=n in the environment, the process
 // aborts right after writing its n-th tensor (counting model then optimizer tensors).
@@ -66,7 +70,10 @@ absl::StatusOr<CheckpointIoStats> save_checkpoint(const std::string& save_dir,
 // Everything is validated first (files present and readable, model config equal to `expected`
 // in every key that decides the tensors or the model's function, every tensor present with its
 // global shape); on any such error nothing is modified and every rank gets the same one-line
-// error naming the file and tensor or key. `stats` (optional) receives the time and bytes.
+// error naming the file and tensor or key. After reading, every tensor's checksum is verified
+// against meta.json (checkpoints without checksums are accepted): a corrupt tensor is one error
+// line naming the file and tensor, the values read must then not be used. `stats` (optional)
+// receives the time and bytes.
 absl::StatusOr<CheckpointState> load_checkpoint(const std::string& path,
                                                 const ParameterRegistry& registry, AdamW* optimizer,
                                                 const ParallelContext& ctx,

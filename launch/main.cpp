@@ -28,6 +28,8 @@ commands:
               JSONL (a "text" field per line) or plain text files to Megatron .bin/.idx
   ckpt inspect PATH
               a checkpoint's iteration, tensors with shapes, model config and recipe
+  ckpt verify PATH
+              every tensor's checksum against the one recorded when it was saved
 
 options:
   --help      this text
