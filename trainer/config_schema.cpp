@@ -485,6 +485,15 @@ std::vector<RecipeKey> build_schema() {
       [](R& r) -> auto& { return r.training.exit_duration_in_mins; }, 0, kInf,
       "Stop at the first step boundary after this many minutes of training, saving a "
       "checkpoint when checkpoint.save is set (to end before a job's time limit); 0 = no limit."));
+  add(enum_key(
+      "training.nonfinite", [](R& r) -> auto& { return r.training.nonfinite; }, {"stop", "skip"},
+      "A step whose loss or gradient is not finite: stop, naming the first non-finite tensor "
+      "(the loss, which layer's gradient, or the router), or skip its optimizer step "
+      "(parameters, optimizer state and expert biases unchanged, the batch consumed)."));
+  add(number_key(
+      "training.nonfinite_max_consecutive_skips",
+      [](R& r) -> auto& { return r.training.nonfinite_max_consecutive_skips; }, 0, kMaxInt,
+      "With nonfinite: skip, the run stops when more steps than this in a row were skipped."));
 
   // optimizer
   add(string_key("optimizer.optimizer", [](R& r) -> auto& { return r.optimizer.optimizer; },

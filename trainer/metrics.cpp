@@ -56,6 +56,10 @@ void MetricsLogger::log_iteration(const IterationMetrics& m) {
       {"step_seconds", m.step_seconds}, {"tokens_per_s", m.tokens_per_second()},
       {"tflops", m.tflops()},     {"mfu", m.mfu()},
       {"peak_memory_bytes", m.peak_memory_bytes}, {"dp_wait_seconds", m.dp_wait_seconds}};
+  if (m.skipped) {
+    record["skipped"] = true;
+    record["skipped_reason"] = m.skipped_reason;
+  }
   if (m.pipeline_idle_fraction >= 0) record["pipeline_idle_fraction"] = m.pipeline_idle_fraction;
   if (m.fssdp_gathered_fraction >= 0) {
     record["fssdp_gathered_fraction"] = m.fssdp_gathered_fraction;
@@ -76,7 +80,11 @@ void MetricsLogger::log_iteration(const IterationMetrics& m) {
   record["moe"] = std::move(layers);
   out_ << record.dump() << '\n';
   out_.flush();
-  if (m.iteration % log_interval_ == 0 || m.iteration == m.train_iters || m.iteration == 1) {
+  if (m.skipped) {
+    print(absl::StrFormat("[%d/%d] step skipped (training.nonfinite: skip): %s", m.iteration,
+                          m.train_iters, m.skipped_reason));
+  } else if (m.iteration % log_interval_ == 0 || m.iteration == m.train_iters ||
+             m.iteration == 1) {
     const double elapsed =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
     print(format_progress_line(m, elapsed));

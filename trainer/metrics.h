@@ -29,6 +29,10 @@ struct IterationMetrics {
   int train_iters = 0;
   double lm_loss = 0, aux_loss = 0, z_loss = 0;
   double grad_norm = 0, lr = 0;
+  // training.nonfinite: skip dropped this step's update; `skipped_reason` names what was not
+  // finite.
+  bool skipped = false;
+  std::string skipped_reason;
   int64_t tokens = 0;           // tokens of the global batch
   double step_seconds = 0;
   double model_flops = 0;       // model FLOPs of the global batch (forward + backward)

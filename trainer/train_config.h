@@ -17,6 +17,11 @@ namespace moefold {
 // attention here keeps no (S,S) scores, so there is nothing for it to drop.
 enum class RecomputeGranularity { kNone, kFull, kSelective };
 
+// What a step with a non-finite loss or gradient does: stop the run (naming the first non-finite
+// tensor), or skip the optimizer step (parameters, optimizer state and expert biases unchanged;
+// the batch counts as consumed) up to nonfinite_max_consecutive_skips steps in a row.
+enum class NonfinitePolicy { kStop, kSkip };
+
 struct TrainingConfig {
   int micro_batch_size = 1;
   int global_batch_size = 0;   // 0 = micro_batch_size × data-parallel size
@@ -30,6 +35,8 @@ struct TrainingConfig {
   // Stop (saving a checkpoint when checkpoint.save is set) at the first step boundary after this
   // many minutes of training; Megatron's --exit-duration-in-mins. 0 = no limit.
   double exit_duration_in_mins = 0;
+  NonfinitePolicy nonfinite = NonfinitePolicy::kStop;
+  int nonfinite_max_consecutive_skips = 5;
 };
 
 struct CheckpointConfig {

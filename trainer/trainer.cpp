@@ -1,7 +1,9 @@
 #include "trainer/trainer.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <iostream>
@@ -314,25 +316,39 @@ absl::StatusOr<IterationMetrics> Trainer::train_step(int iteration) {
     assignments[l] = counts[at++];
   }
   const int64_t experts_gathered = counts[at], expert_slots = counts[at + 1];
+  // A non-finite loss or gradient (training.nonfinite): nothing after it may change any state.
+  std::string nonfinite;  // what was not finite; empty when everything was
   if (!std::isfinite(losses[0]) || !std::isfinite(losses[1]) || !std::isfinite(losses[2])) {
-    return absl::InternalError(absl::StrFormat(
-        "iteration %d: the loss is not finite (lm %g, aux %g, z %g); stopping before the "
-        "optimizer step so the parameters stay as they were",
-        iteration + 1, losses[0], losses[1], losses[2]));
+    nonfinite = absl::StrFormat("the loss is not finite (lm %g, aux %g, z %g)", losses[0],
+                                losses[1], losses[2]);
   }
-  update_expert_bias(expert_counts);
-
-  watchdog::set_position(iteration + 1, "gradient norm");
-  const double grad_norm = data_parallel_->grad_norm();
-  if (!std::isfinite(grad_norm)) {
-    return absl::InternalError(absl::StrFormat(
-        "iteration %d: the gradient norm is not finite; stopping before the optimizer step",
-        iteration + 1));
+  double grad_norm = 0;
+  if (nonfinite.empty()) {
+    watchdog::set_position(iteration + 1, "gradient norm");
+    grad_norm = data_parallel_->grad_norm();
+    if (!std::isfinite(grad_norm)) nonfinite = first_nonfinite_gradient();
   }
-  data_parallel_->clip(grad_norm, recipe_.optimizer.clip_grad);
   const double lr = learning_rate(recipe_.optimizer, iteration, recipe_.training.train_iters);
-  watchdog::set_position(iteration + 1, "optimizer step");
-  data_parallel_->step(lr);  // sharded; parameters gathered back (overlapped)
+  if (!nonfinite.empty()) {
+    const TrainingConfig& train = recipe_.training;
+    const bool skip = train.nonfinite == NonfinitePolicy::kSkip;
+    if (!skip || ++consecutive_skips_ > train.nonfinite_max_consecutive_skips) {
+      return absl::InternalError(absl::StrFormat(
+          "iteration %d: %s; stopping before the optimizer step so the parameters stay as they "
+          "were%s",
+          iteration + 1, nonfinite,
+          skip ? absl::StrFormat(" (more than training.nonfinite_max_consecutive_skips = %d "
+                                 "steps in a row were skipped)",
+                                 train.nonfinite_max_consecutive_skips)
+               : std::string(" (training.nonfinite: skip would skip the step instead)")));
+    }
+  } else {
+    consecutive_skips_ = 0;
+    update_expert_bias(expert_counts);
+    data_parallel_->clip(grad_norm, recipe_.optimizer.clip_grad);
+    watchdog::set_position(iteration + 1, "optimizer step");
+    data_parallel_->step(lr);  // sharded; parameters gathered back (overlapped)
+  }
 
   IterationMetrics m;
   m.iteration = iteration + 1;
@@ -342,6 +358,8 @@ absl::StatusOr<IterationMetrics> Trainer::train_step(int iteration) {
   m.z_loss = losses[2];
   m.grad_norm = grad_norm;
   m.lr = lr;
+  m.skipped = !nonfinite.empty();
+  m.skipped_reason = nonfinite;
   const int64_t sequences = recipe_.training.global_batch_size;
   m.tokens = sequences * recipe_.model.seq_length;
   m.model_flops = model_flops(sequences);
@@ -372,6 +390,37 @@ absl::StatusOr<IterationMetrics> Trainer::train_step(int iteration) {
   }
   m.step_seconds = seconds_since(start);
   return m;
+}
+
+// The first parameter (model order, lowest rank first) whose gradient holds a NaN or Inf, named
+// by category: the router, a layer's weight, or another tensor. Collective over ctx.world.
+std::string Trainer::first_nonfinite_gradient() const {
+  std::string name;
+  for (const Parameter* p : model_->parameters()) {
+    const float* g = p->grad.data();
+    const int64_t n = p->grad.numel();
+    if (std::any_of(g, g + n, [](float x) { return !std::isfinite(x); })) {
+      name = p->name();
+      break;
+    }
+  }
+  Communicator& world = *ctx_.world;
+  int64_t mark = name.empty() ? -1 : world.size() - 1 - world.rank();  // lowest rank wins
+  world.all_reduce(std::span<int64_t>(&mark, 1), ReduceOp::kMax);
+  if (mark < 0) return "the gradient norm is not finite (no gradient element is: overflow)";
+  const int root = world.size() - 1 - static_cast<int>(mark);
+  int64_t length = static_cast<int64_t>(name.size());
+  world.broadcast(std::span<int64_t>(&length, 1), root);
+  name.resize(static_cast<size_t>(length));
+  world.broadcast(name.data(), length, CommDType::kUInt8, root);
+  std::string category = "a gradient";
+  int layer = -1;
+  if (name.find("router") != std::string::npos) {
+    category = "the router's gradient";
+  } else if (std::sscanf(name.c_str(), "layers/%d/", &layer) == 1) {
+    category = absl::StrFormat("layer %d's gradient", layer);
+  }
+  return absl::StrFormat("%s is not finite (first in %s, on rank %d)", category, name, root);
 }
 
 // MODEL.md "Global loss": the LM term is normalised by the loss-mask count of the whole global

@@ -66,6 +66,7 @@ class Trainer {
   double model_flops(int64_t sequences) const;
   // Whether any rank asks to stop now, agreed by all (collective); sets stop_reason_.
   bool agreed_stop(double training_seconds);
+  std::string first_nonfinite_gradient() const;  // collective
 
   BatchIteratorOptions batch_options() const;
   absl::Status build_train_batches(int64_t consumed_samples);
@@ -87,6 +88,7 @@ class Trainer {
   double peak_flops_ = 0;  // summed over all ranks
   const std::atomic<int>* stop_signal_ = nullptr;
   std::string stop_reason_;
+  int consecutive_skips_ = 0;  // steps skipped in a row (training.nonfinite: skip)
 };
 
 }  // namespace moefold
