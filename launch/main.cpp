@@ -12,40 +12,74 @@
 
 namespace {
 
-constexpr const char* kUsage = R"(moefold — pretraining Mixture-of-Experts LLMs across a cluster
+struct CommandHelp {
+  const char* name;
+  const char* text;  // the arguments line, then what the command does
+};
 
-usage: moefold <command> [arguments]
+constexpr CommandHelp kCommands[] = {
+    {"train",
+     "train       --config R [--set section.key=value ...] [--load DIR]\n"
+     "            pretrain; run under mpirun: mpirun -np N moefold train --config R\n"
+     "            SIGTERM, SIGINT, SIGUSR1 or SIGUSR2 save a checkpoint at the next step and\n"
+     "            exit 0\n"},
+    {"eval",
+     "eval        --config R --load DIR [--set ...]\n"
+     "            validation loss and perplexity of a checkpoint\n"},
+    {"layout",
+     "layout      --config R --world-size N [--json] [--set ...]\n"
+     "            every rank's coordinates and groups on the attention and expert sides\n"},
+    {"preprocess",
+     "preprocess  --input FILE [FILE ...] --output PREFIX [--tokenizer gpt2|byte] [--append-eod]\n"
+     "            [--vocab-file F] [--merge-file F] [--json-key K]\n"
+     "            JSONL (a \"text\" field per line) or plain text files to Megatron .bin/.idx\n"},
+    {"ckpt",
+     "ckpt inspect PATH\n"
+     "            a checkpoint's iteration, tensors with shapes, model config and recipe\n"
+     "ckpt verify PATH\n"
+     "            every tensor's checksum against the one recorded when it was saved\n"},
+};
 
-commands:
-  train       --config R [--set section.key=value ...] [--load DIR]
-              pretrain; run under mpirun: mpirun -np N moefold train --config R
-  eval        --config R --load DIR [--set ...]
-              validation loss and perplexity of a checkpoint
-  layout      --config R --world-size N [--json] [--set ...]
-              every rank's coordinates and groups on the attention and expert sides
-  preprocess  --input FILE [FILE ...] --output PREFIX [--tokenizer gpt2|byte] [--append-eod]
-              [--vocab-file F] [--merge-file F] [--json-key K]
-              JSONL (a "text" field per line) or plain text files to Megatron .bin/.idx
-  ckpt inspect PATH
-              a checkpoint's iteration, tensors with shapes, model config and recipe
-  ckpt verify PATH
-              every tensor's checksum against the one recorded when it was saved
+std::string usage() {
+  std::string text =
+      "moefold — pretraining Mixture-of-Experts LLMs across a cluster\n\n"
+      "usage: moefold <command> [arguments]   (moefold <command> --help for one)\n\ncommands:\n";
+  for (const CommandHelp& c : kCommands) {
+    const std::string lines = c.text;
+    size_t at = 0;
+    while (at < lines.size()) {
+      const size_t end = lines.find('\n', at);
+      text += "  " + lines.substr(at, end - at) + "\n";
+      at = end + 1;
+    }
+  }
+  return text +
+         "\noptions:\n  --help      this text\n  --version   the version\n\n"
+         "Recipe keys are documented in docs/recipe.md.\n";
+}
 
-options:
-  --help      this text
-  --version   the version
-
-Recipe keys are documented in docs/recipe.md.
-)";
+// `moefold <command> --help` (or -h anywhere in its arguments): that command's text, exit 0.
+bool print_command_help(const std::string& command, int argc, char** argv) {
+  for (int i = 2; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--help") != 0 && std::strcmp(argv[i], "-h") != 0) continue;
+    for (const CommandHelp& c : kCommands) {
+      if (command != c.name) continue;
+      std::printf("usage: moefold %s\nRecipe keys are documented in docs/recipe.md.\n", c.text);
+      return true;
+    }
+  }
+  return false;
+}
 
 }  // namespace
 
 int main(int argc, char** argv) {
   if (argc < 2 || std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0) {
-    std::fputs(kUsage, argc < 2 ? stderr : stdout);
+    std::fputs(usage().c_str(), argc < 2 ? stderr : stdout);
     return argc < 2 ? 2 : 0;
   }
   const std::string command = argv[1];
+  if (print_command_help(command, argc, argv)) return 0;
   if (command == "--version") {
     std::printf("moefold %s\n", MOEFOLD_VERSION);
     return 0;

@@ -141,7 +141,10 @@ RecipeKey string_key(std::string path, Field field, std::string meaning,
     if (!value.IsNull() && !value.IsScalar()) {
       return absl::InvalidArgumentError(absl::StrCat("expected a string, got ", describe(value)));
     }
-    const std::string text = value.IsNull() ? "" : value.Scalar();
+    // YAML reads a bare `null` as no value; where "null" is a choice (data.tokenizer_type) it
+    // means that choice.
+    const bool null_choice = std::find(choices.begin(), choices.end(), "null") != choices.end();
+    const std::string text = value.IsNull() ? (null_choice ? "null" : "") : value.Scalar();
     if (!choices.empty() && std::find(choices.begin(), choices.end(), text) == choices.end()) {
       return not_a_choice(value, choices);
     }

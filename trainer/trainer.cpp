@@ -476,13 +476,21 @@ double Trainer::model_flops(int64_t sequences) const {
 absl::StatusOr<EvalResult> Trainer::evaluate(int global_batches) {
   watchdog::set_position(start_iteration_, "evaluation");
   EvalResult result;
-  if (valid_data_ == nullptr) return result;
   const BatchIteratorOptions options = batch_options();
+  // Every rank sees the same sizes, so every rank returns the same error.
+  const int64_t samples = valid_data_ ? valid_data_->size() : 0;
+  if (global_batches <= 0 || samples < options.global_batch_size) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "%s: nothing to evaluate: the validation split has %d samples, less than one global "
+        "batch of %d, or training.eval_iters is %d (data.split \"%s\" must give the validation "
+        "split a weight, and eval_iters must be at least 1)",
+        recipe_.source, samples, options.global_batch_size, global_batches, recipe_.data.split));
+  }
   auto iterator = BatchIterator::create(valid_data_, options, 0);
   if (!iterator.ok()) return iterator.status();
   std::vector<double> sums = {0, 0};  // Σ CE·mask, Σ mask
   for (int i = 0; i < global_batches; ++i) {
-    if (iterator->consumed_samples() + options.global_batch_size > valid_data_->size()) break;
+    if (iterator->consumed_samples() + options.global_batch_size > samples) break;
     auto batches = iterator->next_global_batch();
     if (!batches.ok()) return batches.status();
     for (const MicroBatchStats& stats :

@@ -1,0 +1,37 @@
+// Smaller bad inputs of issue 20: each is one clear line, or accepted when it is valid.
+#include <gtest/gtest.h>
+
+#include "tiny_run.h"
+#include "trainer/config_parse.h"
+#include "trainer/trainer.h"
+
+namespace moefold::testing {
+namespace {
+
+TEST(BadInput, EvalOnAnEmptyValidationSplitIsAnError) {
+  const std::string dir = fresh_temp_dir("empty-valid");
+  const Recipe recipe = tiny_recipe(write_tiny_dataset(dir, 200, 3), dir + "/run",
+                                    {"data.split=100,0,0"});
+  auto trainer = Trainer::create(recipe, ParallelContext::single_process());
+  ASSERT_TRUE(trainer.ok()) << trainer.status();
+  auto eval = (*trainer)->evaluate(2);
+  ASSERT_FALSE(eval.ok());
+  EXPECT_NE(eval.status().message().find("nothing to evaluate: the validation split has 0 samples"),
+            std::string::npos)
+      << eval.status();
+}
+
+TEST(BadInput, TokenizerTypeNullIsAccepted) {
+  for (const std::string& yaml : {std::string("data:\n  tokenizer_type: null\n"),
+                                  std::string("data:\n  tokenizer_type: \"null\"\n")}) {
+    auto recipe = parse_recipe_string(yaml, "null.yaml", {});
+    ASSERT_TRUE(recipe.ok()) << recipe.status();
+    EXPECT_EQ(recipe->data.tokenizer_type, "null");
+  }
+  auto set = parse_recipe_string("", "empty.yaml", {"data.tokenizer_type=null"});
+  ASSERT_TRUE(set.ok()) << set.status();
+  EXPECT_EQ(set->data.tokenizer_type, "null");
+}
+
+}  // namespace
+}  // namespace moefold::testing
