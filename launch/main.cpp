@@ -1,7 +1,10 @@
 // moefold: the command-line entry point.
 #include <cstdio>
 #include <cstring>
+#include <new>
 #include <string>
+
+#include <mpi.h>
 
 #include "checkpoint/inspect.h"
 #include "launch/commands.h"
@@ -71,6 +74,30 @@ bool print_command_help(const std::string& command, int argc, char** argv) {
   return false;
 }
 
+// Runs one command; no exception (std::bad_alloc included) ever reaches the user as a stack
+// trace: it becomes one line, and under MPI the whole job ends so no rank waits forever.
+int run_command(const std::string& command, int argc, char** argv) {
+  if (command == "train") return moefold::run_train_command(argc - 2, argv + 2);
+  if (command == "eval") return moefold::run_eval_command(argc - 2, argv + 2);
+  if (command == "layout") return moefold::run_layout_command(argc - 2, argv + 2);
+  if (command == "preprocess") return moefold::run_preprocess_command(argc - 2, argv + 2);
+  if (command == "ckpt") return moefold::run_ckpt_command(argc - 2, argv + 2);
+  std::fprintf(stderr, "moefold: unknown command '%s' (see moefold --help)\n", command.c_str());
+  return 2;
+}
+
+int fail_on_exception(const std::string& command, const char* what) {
+  int initialized = 0, finalized = 0, rank = 0;
+  MPI_Initialized(&initialized);
+  MPI_Finalized(&finalized);
+  const bool mpi = initialized && !finalized;
+  if (mpi) MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  std::fprintf(stderr, "moefold %s: error on rank %d: %s\n", command.c_str(), rank, what);
+  std::fflush(stderr);
+  if (mpi) MPI_Abort(MPI_COMM_WORLD, 1);
+  return 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -84,11 +111,13 @@ int main(int argc, char** argv) {
     std::printf("moefold %s\n", MOEFOLD_VERSION);
     return 0;
   }
-  if (command == "train") return moefold::run_train_command(argc - 2, argv + 2);
-  if (command == "eval") return moefold::run_eval_command(argc - 2, argv + 2);
-  if (command == "layout") return moefold::run_layout_command(argc - 2, argv + 2);
-  if (command == "preprocess") return moefold::run_preprocess_command(argc - 2, argv + 2);
-  if (command == "ckpt") return moefold::run_ckpt_command(argc - 2, argv + 2);
-  std::fprintf(stderr, "moefold: unknown command '%s' (see moefold --help)\n", command.c_str());
-  return 2;
+  try {
+    return run_command(command, argc, argv);
+  } catch (const std::bad_alloc&) {
+    return fail_on_exception(
+        command, "out of memory (std::bad_alloc): the model, batch or data is too large for "
+                 "this machine; reduce its sizes or use more ranks");
+  } catch (const std::exception& e) {
+    return fail_on_exception(command, e.what());
+  }
 }

@@ -15,6 +15,7 @@
 #include "data/dataset_builder.h"
 #include "data/default_corpus.h"
 #include "trainer/config_schema.h"
+#include "trainer/memory_plan.h"
 #include "optim/lr_schedule.h"
 #include "parallel/watchdog.h"
 #include "model/router.h"
@@ -83,6 +84,11 @@ absl::Status Trainer::setup() {
     return absl::InvalidArgumentError(absl::StrFormat(
         "%s: model.vocab_size %d is smaller than the %s tokenizer's vocabulary %d",
         recipe_.source, model_config.vocab_size, tokenizer_->name(), tokenizer_->vocab_size()));
+  }
+
+  // Before anything of the model's or the data's size is allocated.
+  if (absl::Status s = check_memory_plan(recipe_, world, available_bytes_per_rank()); !s.ok()) {
+    return s;
   }
 
   const int dp = ctx_.dp->size();
