@@ -43,7 +43,9 @@ int abort_job(const char* command, int rank, const absl::Status& status) {
   std::fprintf(stderr, "moefold %s: error on rank %d: %s\n", command, rank,
                std::string(status.message()).c_str());
   std::fflush(stderr);
-  MPI_Abort(MPI_COMM_WORLD, 1);
+  int world_size = 1;
+  MPI_Comm_size(MPI_COMM_WORLD, &world_size);
+  if (world_size > 1) MPI_Abort(MPI_COMM_WORLD, 1);  // alone, there is no one to release
   return 1;
 }
 

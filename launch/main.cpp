@@ -94,7 +94,9 @@ int fail_on_exception(const std::string& command, const char* what) {
   if (mpi) MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   std::fprintf(stderr, "moefold %s: error on rank %d: %s\n", command.c_str(), rank, what);
   std::fflush(stderr);
-  if (mpi) MPI_Abort(MPI_COMM_WORLD, 1);
+  int world_size = 1;
+  if (mpi) MPI_Comm_size(MPI_COMM_WORLD, &world_size);
+  if (world_size > 1) MPI_Abort(MPI_COMM_WORLD, 1);
   return 1;
 }
 

@@ -45,10 +45,18 @@ void monitor_loop() {
   State& s = state();
   std::unique_lock<std::mutex> lock(s.mutex);
   const auto poll = std::chrono::duration<double>(std::clamp(s.timeout_seconds / 20, 0.01, 1.0));
+  Clock::time_point last = Clock::now();
   while (!s.stopping) {
     s.wake.wait_for(lock, poll);
     if (s.stopping) return;
     const Clock::time_point now = Clock::now();
+    // A gap far beyond the poll interval means this process itself was not running (SIGSTOP,
+    // a suspended VM): its waits did not last that long through anyone else's fault.
+    const auto gap = now - last - std::chrono::duration_cast<Clock::duration>(poll);
+    if (gap > std::chrono::seconds(1)) {
+      for (auto& [id, wait] : s.waits) wait.since += gap;
+    }
+    last = now;
     for (const auto& [id, wait] : s.waits) {
       const double waited = std::chrono::duration<double>(now - wait.since).count();
       if (waited <= s.timeout_seconds) continue;

@@ -96,7 +96,7 @@ void expect_agreed_failure(const absl::Status& status, const std::vector<std::st
 // After a failed save of `failed`: `latest` still names `kept`, which loads bit-exactly, and no
 // staging directory is left.
 void expect_previous_intact(const std::string& dir, int64_t kept, int64_t failed,
-                            const Trained& saved, const ParallelContext& ctx) {
+                            Trained& saved, const ParallelContext& ctx) {
   EXPECT_EQ(*read_latest(dir), kept);
   EXPECT_FALSE(fs::exists(fs::path(dir) / (iteration_dir_name(failed) + ".tmp")));
   EXPECT_FALSE(fs::exists(fs::path(dir) / iteration_dir_name(failed)));

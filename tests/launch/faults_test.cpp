@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <fstream>
 #include <map>
 #include <string>
@@ -61,7 +62,8 @@ class Job {
 
   // Reads output until `text` appears or `seconds` pass; true if it appeared.
   bool wait_for_output(const std::string& text, double seconds) {
-    const auto deadline = Clock::now() + std::chrono::duration<double>(seconds);
+    const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                             std::chrono::duration<double>(seconds));
     while (output_.find(text) == std::string::npos) {
       if (Clock::now() > deadline || !read_some(deadline)) return false;
     }
@@ -70,7 +72,8 @@ class Job {
   // Reads to the end and reaps mpirun, at most `seconds`; returns the exit code (-1: killed by a
   // signal or still running at the deadline).
   int wait_exit(double seconds) {
-    const auto deadline = Clock::now() + std::chrono::duration<double>(seconds);
+    const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                             std::chrono::duration<double>(seconds));
     while (Clock::now() < deadline && read_some(deadline)) {
     }
     int status = 0;
@@ -164,7 +167,8 @@ void expect_watchdog_ends_a_stopped_job(int ranks) {
       << out;
   EXPECT_NE(out.find("parallel.distributed_timeout_minutes = 0.05) in "), std::string::npos);
   EXPECT_NE(out.find(" at iteration "), std::string::npos) << out;
-  RecordProperty("seconds_to_end", std::to_string(seconds));
+  ::testing::Test::RecordProperty("seconds_to_end", std::to_string(seconds));
+  std::printf("[watchdog np%d] the job ended %.1f s after the rank stopped\n", ranks, seconds);
 }
 
 TEST(Faults, WatchdogEndsAJobWithAStoppedRank2) { expect_watchdog_ends_a_stopped_job(2); }

@@ -22,13 +22,14 @@ TEST(BadInput, EvalOnAnEmptyValidationSplitIsAnError) {
 }
 
 TEST(BadInput, TokenizerTypeNullIsAccepted) {
-  for (const std::string& yaml : {std::string("data:\n  tokenizer_type: null\n"),
-                                  std::string("data:\n  tokenizer_type: \"null\"\n")}) {
+  const std::string data = "data:\n  data_path: some/prefix\n  tokenizer_type: ";
+  for (const std::string& yaml : {data + "null\n", data + "\"null\"\n"}) {
     auto recipe = parse_recipe_string(yaml, "null.yaml", {});
     ASSERT_TRUE(recipe.ok()) << recipe.status();
     EXPECT_EQ(recipe->data.tokenizer_type, "null");
   }
-  auto set = parse_recipe_string("", "empty.yaml", {"data.tokenizer_type=null"});
+  auto set = parse_recipe_string("data:\n  data_path: some/prefix\n", "set.yaml",
+                                 {"data.tokenizer_type=null"});
   ASSERT_TRUE(set.ok()) << set.status();
   EXPECT_EQ(set->data.tokenizer_type, "null");
 }
