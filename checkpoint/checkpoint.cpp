@@ -242,6 +242,30 @@ absl::Status check_iteration_attribute(const Hdf5File& file, int64_t iteration) 
   return absl::OkStatus();
 }
 
+// Rank 0 reserves the disk space `manifest` (times `copies`) will take in a just-created file,
+// so that running out of space fails here, agreed, before any collective write.
+absl::Status reserve_space(const Hdf5File& file, const TensorManifest& manifest, int copies,
+                           Communicator& world) {
+  absl::Status status;
+  if (world.rank() == 0) {
+    int64_t bytes = 64 << 10;  // the superblock and root group, then ~2 KiB of metadata each
+    for (const ManifestEntry& entry : manifest.entries) {
+      int64_t numel = 1;
+      for (int64_t d : entry.global_shape) numel *= d;
+      bytes += copies * (numel * int64_t{sizeof(float)} + (2 << 10));
+    }
+    status = reserve_file_space(file.path(), bytes);
+  }
+  return agreed(status, world);
+}
+
+// Closes a written file and drops the reservation's unused tail. Collective, agreed.
+absl::Status close_written(Hdf5File& file, Communicator& world) {
+  const std::string path = file.path();
+  if (absl::Status s = agreed(file.close(), world); !s.ok()) return s;
+  return agreed(world.rank() == 0 ? Hdf5File::trim_to_data(path) : absl::OkStatus(), world);
+}
+
 // model.h5 then optim.h5 (when `optimizer` is not null) in `staging`, every collective call
 // agreed on by every rank.
 absl::Status write_tensor_files(const fs::path& staging, const CheckpointState& state,
@@ -256,6 +280,7 @@ absl::Status write_tensor_files(const fs::path& staging, const CheckpointState& 
   {
     auto file = Hdf5File::create((staging / kModelFile).string(), comm);
     if (absl::Status s = agreed(file.status(), world); !s.ok()) return s;
+    if (absl::Status s = reserve_space(*file, model_manifest, 1, world); !s.ok()) return s;
     std::vector<ConfigAttribute> attributes = model_config_attributes(model_config);
     attributes.push_back({"iteration", state.iteration});
     for (const ConfigAttribute& a : attributes) {
@@ -266,11 +291,12 @@ absl::Status write_tensor_files(const fs::path& staging, const CheckpointState& 
         !s.ok()) {
       return s;
     }
-    if (absl::Status s = agreed(file->close(), world); !s.ok()) return s;
+    if (absl::Status s = close_written(*file, world); !s.ok()) return s;
   }
   if (optimizer == nullptr) return absl::OkStatus();
   auto file = Hdf5File::create((staging / kOptimFile).string(), comm);
   if (absl::Status s = agreed(file.status(), world); !s.ok()) return s;
+  if (absl::Status s = reserve_space(*file, optim_manifest, 2, world); !s.ok()) return s;
   if (absl::Status s = agreed(file->write_attribute("step", optimizer->steps()), world); !s.ok()) {
     return s;
   }
@@ -284,7 +310,7 @@ absl::Status write_tensor_files(const fs::path& staging, const CheckpointState& 
       !s.ok()) {
     return s;
   }
-  return agreed(file->close(), world);
+  return close_written(*file, world);
 }
 
 }  // namespace

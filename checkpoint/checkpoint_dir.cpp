@@ -119,6 +119,17 @@ absl::StatusOr<std::string> prepare_staging_dir(const std::string& save_dir, int
   return staging;
 }
 
+absl::Status reserve_file_space(const std::string& path, int64_t bytes) {
+  const int fd = ::open(path.c_str(), O_WRONLY);
+  if (fd < 0) return errno_error(path, "cannot open to reserve space");
+  const int rc = ::fallocate(fd, 0, 0, static_cast<off_t>(bytes));
+  const int error = errno;
+  ::close(fd);
+  if (rc == 0 || error == EOPNOTSUPP || error == ENOSYS) return absl::OkStatus();
+  errno = error;
+  return errno_error(path, absl::StrCat("cannot reserve ", bytes, " bytes for the checkpoint").c_str());
+}
+
 void remove_staging_dir(const std::string& staging) {
   std::error_code ec;
   fs::remove_all(staging, ec);

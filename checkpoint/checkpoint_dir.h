@@ -45,6 +45,12 @@ absl::StatusOr<std::string> prepare_staging_dir(const std::string& save_dir, int
 // next save of that iteration removes it too).
 void remove_staging_dir(const std::string& staging);
 
+// Allocates `bytes` of disk space for the file at `path` (Linux fallocate), so that a full disk,
+// a quota or a file size limit fails here, on one rank and before any collective write, rather
+// than inside parallel HDF5 (whose collective calls cannot recover from one rank's write error).
+// A file system without fallocate is not an error: the space is then not reserved.
+absl::Status reserve_file_space(const std::string& path, int64_t bytes);
+
 // Writes `text` to `path` and fsyncs it.
 absl::Status write_file_synced(const std::string& path, const std::string& text);
 

@@ -131,7 +131,30 @@ absl::Status Hdf5File::close() {
   const hid_t file = file_;
   file_ = H5I_INVALID_HID;
   if (file < 0) return absl::OkStatus();
+  // Collective (metadata flush, truncate): timed like any other wait.
+  std::optional<watchdog::BlockedScope> blocked;
+  if (parallel_) {
+    blocked.emplace("a collective HDF5 close",
+                    std::make_shared<const std::string>(absl::StrCat("world (", path_, ")")));
+  }
   if (H5Fclose(file) < 0) return hdf5_error(absl::StatusCode::kDataLoss, path_, "close failed");
+  return absl::OkStatus();
+}
+
+absl::Status Hdf5File::trim_to_data(const std::string& path) {
+  QuietHdf5Errors quiet;
+  haddr_t end = 0;
+  {
+    Handle file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
+    if (!file.ok() || H5Fget_eoa(file.get(), &end) < 0) {
+      return hdf5_error(absl::StatusCode::kDataLoss, path, "cannot read the end of its data");
+    }
+  }
+  std::error_code ec;
+  if (std::filesystem::file_size(path, ec) > end && !ec) {
+    std::filesystem::resize_file(path, end, ec);
+  }
+  if (ec) return absl::UnavailableError(absl::StrCat(path, ": cannot trim: ", ec.message()));
   return absl::OkStatus();
 }
 

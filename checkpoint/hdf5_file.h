@@ -50,6 +50,9 @@ class Hdf5File {
 
   // Flushes and closes (collective); the object is unusable afterwards.
   absl::Status close();
+  // Shortens the closed file at `path` to the end of HDF5's data (its EOA), dropping space a
+  // reservation (reserve_file_space) left unused. Serial: one rank.
+  static absl::Status trim_to_data(const std::string& path);
   const std::string& path() const { return path_; }
 
   // Creates a float32 dataset of `global_shape` at `name` ("layers/1/moe/router"), creating the

@@ -124,8 +124,11 @@ TEST(CheckpointWriteErrors, FullDiskFailsOnEveryRankAndKeepsThePreviousCheckpoin
   const std::string dir = shared_temp_dir("tmpfs");
   int mounted = 0;
   if (world_rank() == 0) {
-    // Room for one checkpoint and a half: files take whole pages, directories none.
-    const int64_t bytes = (first->bytes * 3 / 2 / 4096 + 8) * 4096;
+    // Room for one checkpoint and a half, plus the metadata allowance a save reserves for the
+    // optimizer file (64 KiB + 2 KiB per tensor and moment): the first save fits, the second
+    // cannot.
+    const int64_t reserve = (64 << 10) + 4096 * int64_t(trained.model.parameters().size());
+    const int64_t bytes = ((first->bytes * 3 / 2 + reserve) / 4096 + 4) * 4096;
     const std::string options = "size=" + std::to_string(bytes);
     mounted = ::mount("tmpfs", dir.c_str(), "tmpfs", 0, options.c_str()) == 0 ? 1 : 0;
   }
