@@ -13,6 +13,7 @@
 #include "checkpoint/checkpoint_meta.h"
 #include "checkpoint/config_attributes.h"
 #include "checkpoint/hdf5_file.h"
+#include "checkpoint/local_tensors.h"
 #include "checkpoint/tensor_checksum.h"
 #include "checkpoint/tensor_manifest.h"
 #include "tensor/check.h"
@@ -42,49 +43,6 @@ absl::Status agree(const absl::Status& local, Communicator& world) {
   message.resize(static_cast<size_t>(header[1]));
   world.broadcast(message.data(), header[1], CommDType::kUInt8, root);
   return absl::Status(static_cast<absl::StatusCode>(header[0]), message);
-}
-
-// This rank's tensors of one kind, by checkpoint name.
-struct LocalTensor {
-  const TensorLayout* layout;
-  float* data;  // local_shape, contiguous
-};
-using LocalTensors = std::map<std::string, LocalTensor>;
-
-float* checked_data(const Tensor& t, const TensorLayout& layout) {
-  MOEFOLD_CHECK(t.device() == Device::kCpu && t.dtype() == DType::kFloat32, layout.name);
-  MOEFOLD_CHECK(t.shape() == layout.local_shape,
-                layout.name << ": tensor " << t.shape_string() << " vs its layout");
-  return t.data();  // a Tensor is a handle: writes through it land in the shared storage
-}
-
-LocalTensors model_tensors(const ParameterRegistry& registry) {
-  LocalTensors out;
-  for (const auto& p : registry.parameters()) {
-    out[p->name()] = {&p->layout, checked_data(p->value, p->layout)};
-  }
-  for (const auto& b : registry.buffers()) {
-    out[b->name()] = {&b->layout, checked_data(b->value, b->layout)};
-  }
-  return out;
-}
-
-// The optimizer's moments with their parameters' layouts (looked up by name).
-void optimizer_tensors(const ParameterRegistry& registry, const AdamW& optimizer,
-                       LocalTensors* exp_avg, LocalTensors* exp_avg_sq) {
-  for (size_t i = 0; i < optimizer.tensors().size(); ++i) {
-    const std::string& name = optimizer.tensors()[i].name;
-    const Parameter* p = registry.find(name);
-    MOEFOLD_CHECK(p != nullptr, "optimizer tensor " << name << " is not in the registry");
-    (*exp_avg)[name] = {&p->layout, checked_data(optimizer.exp_avg(i), p->layout)};
-    (*exp_avg_sq)[name] = {&p->layout, checked_data(optimizer.exp_avg_sq(i), p->layout)};
-  }
-}
-
-std::vector<const TensorLayout*> layouts_of(const LocalTensors& tensors) {
-  std::vector<const TensorLayout*> out;
-  for (const auto& [name, t] : tensors) out.push_back(t.layout);
-  return out;
 }
 
 // MOEFOLD_TEST_ABORT_SAVE_AFTER=n: abort after this process's n-th tensor write (crash tests).
@@ -117,17 +75,14 @@ absl::Status agreed(const absl::Status& local, Communicator& world) {
   return agree(on_rank(local, world.rank()), world);
 }
 
-// The partial checksum of the slice this rank writes of each entry (0 where it writes none).
-// At load the same slices are the ones this rank has just read, so the same call verifies.
+// The partial checksum of the runs this rank writes of each entry (0 where it writes none). At
+// load the same runs are among those this rank has just read, so the same call verifies.
 std::vector<uint64_t> partial_checksums(const TensorManifest& manifest, const LocalTensors& local,
                                         int rank) {
   std::vector<uint64_t> partial(manifest.entries.size(), 0);
   for (size_t i = 0; i < manifest.entries.size(); ++i) {
-    const ManifestEntry& entry = manifest.entries[i];
-    const ManifestSlice* mine = TensorManifest::written_by(entry, rank);
-    if (mine == nullptr) continue;
-    partial[i] = box_checksum(entry.global_shape, mine->offset, mine->shape,
-                              local.at(entry.name).data);
+    const auto it = local.find(manifest.entries[i].name);
+    if (it != local.end()) partial[i] = local_checksum(manifest.entries[i], it->second, rank);
   }
   return partial;
 }
@@ -177,16 +132,18 @@ absl::Status write_tensors(Hdf5File& file, const std::string& prefix,
     absl::Status s = file.create_dataset(prefix + entry.name, entry.global_shape);
     if (s = agreed(s, world); !s.ok()) return s;
   }
-  for (const ManifestEntry& entry : manifest.entries) {
-    const ManifestSlice* mine = TensorManifest::written_by(entry, world.rank());
-    HyperslabF32 slice;
-    if (mine != nullptr) slice = {mine->offset, mine->shape, local.at(entry.name).data};
-    absl::Status s = file.write(prefix + entry.name, mine ? &slice : nullptr);
-    if (s.ok() && mine != nullptr) hook.tensor_written();
+  std::vector<uint64_t> partial(manifest.entries.size(), 0);
+  for (size_t i = 0; i < manifest.entries.size(); ++i) {
+    const ManifestEntry& entry = manifest.entries[i];
+    const auto it = local.find(entry.name);
+    bool wrote = false;
+    absl::Status s = write_local(file, prefix + entry.name, entry,
+                                 it != local.end() ? &it->second : nullptr, world.rank(),
+                                 &partial[i], &wrote);
+    if (s.ok() && wrote) hook.tensor_written();
     if (s = agreed(s, world); !s.ok()) return s;
   }
-  const FileChecksums sums =
-      sum_checksums(manifest, prefix, partial_checksums(manifest, local, world.rank()), world);
+  const FileChecksums sums = sum_checksums(manifest, prefix, partial, world);
   checksums->insert(sums.begin(), sums.end());
   return absl::OkStatus();
 }
@@ -207,16 +164,13 @@ absl::Status check_tensors(const Hdf5File& file, const std::string& prefix,
   return absl::OkStatus();
 }
 
-// Reads this rank's box of every tensor it holds; ranks without one take part with none.
+// Reads this rank's runs of every tensor it holds; ranks without one take part with none.
 absl::Status read_tensors(Hdf5File& file, const std::string& prefix, const TensorManifest& manifest,
                           const LocalTensors& local) {
   for (const ManifestEntry& entry : manifest.entries) {
     const auto it = local.find(entry.name);
-    HyperslabF32 slice;
-    if (it != local.end()) {
-      slice = {it->second.layout->local_offset, it->second.layout->local_shape, it->second.data};
-    }
-    if (absl::Status s = file.read(prefix + entry.name, it != local.end() ? &slice : nullptr);
+    if (absl::Status s =
+            read_local(file, prefix + entry.name, it != local.end() ? &it->second : nullptr);
         !s.ok()) {
       return s;
     }
@@ -271,7 +225,8 @@ absl::Status close_written(Hdf5File& file, Communicator& world) {
 absl::Status write_tensor_files(const fs::path& staging, const CheckpointState& state,
                                 const ModelConfig& model_config,
                                 const TensorManifest& model_manifest, const LocalTensors& model,
-                                const AdamW* optimizer, const TensorManifest& optim_manifest,
+                                const OptimizerCheckpointState* optimizer,
+                                const TensorManifest& optim_manifest,
                                 const LocalTensors& exp_avg, const LocalTensors& exp_avg_sq,
                                 const ParallelContext& ctx, Checksums* checksums) {
   Communicator& world = *ctx.world;
@@ -297,7 +252,7 @@ absl::Status write_tensor_files(const fs::path& staging, const CheckpointState& 
   auto file = Hdf5File::create((staging / kOptimFile).string(), comm);
   if (absl::Status s = agreed(file.status(), world); !s.ok()) return s;
   if (absl::Status s = reserve_space(*file, optim_manifest, 2, world); !s.ok()) return s;
-  if (absl::Status s = agreed(file->write_attribute("step", optimizer->steps()), world); !s.ok()) {
+  if (absl::Status s = agreed(file->write_attribute("step", optimizer->steps), world); !s.ok()) {
     return s;
   }
   if (absl::Status s = write_tensors(*file, kExpAvg, optim_manifest, exp_avg, world, hook,
@@ -313,18 +268,12 @@ absl::Status write_tensor_files(const fs::path& staging, const CheckpointState& 
   return close_written(*file, world);
 }
 
-}  // namespace
-
-std::string describe_checkpoint_io(const char* verb, const CheckpointIoStats& stats) {
-  const double mb = static_cast<double>(stats.bytes) / 1e6;
-  return absl::StrFormat("%s checkpoint %s: %.1f MB in %.2f s (%.1f MB/s)", verb, stats.dir, mb,
-                         stats.seconds, stats.seconds > 0 ? mb / stats.seconds : 0.0);
-}
-
-absl::StatusOr<CheckpointIoStats> save_checkpoint(
-    const std::string& save_dir, const CheckpointState& state, const ParameterRegistry& registry,
-    const AdamW* optimizer, const ParallelContext& ctx, const ModelConfig& model_config,
-    const CheckpointSaveOptions& options) {
+absl::StatusOr<CheckpointIoStats> save(const std::string& save_dir, const CheckpointState& state,
+                                       const ParameterRegistry& registry,
+                                       const OptimizerCheckpointState* optimizer,
+                                       const ParallelContext& ctx,
+                                       const ModelConfig& model_config,
+                                       const CheckpointSaveOptions& options) {
   const auto start = std::chrono::steady_clock::now();
   Communicator& world = *ctx.world;
   const int rank = world.rank();
@@ -337,13 +286,14 @@ absl::StatusOr<CheckpointIoStats> save_checkpoint(
   MOEFOLD_CHECK(with_optimizer == 0 || with_optimizer == world.size(),
                 "either every rank passes its optimizer to save_checkpoint or none does");
 
-  const LocalTensors model = model_tensors(registry);
+  const LocalTensors model = model_tensors(registry, rank);
   const TensorManifest model_manifest = gather_manifest(layouts_of(model), world);
   check_manifest_tiles(model_manifest);
   LocalTensors exp_avg, exp_avg_sq;
   TensorManifest optim_manifest;
   if (optimizer != nullptr) {
-    optimizer_tensors(registry, *optimizer, &exp_avg, &exp_avg_sq);
+    exp_avg = optimizer_tensors(registry, *optimizer, /*second_moment=*/false);
+    exp_avg_sq = optimizer_tensors(registry, *optimizer, /*second_moment=*/true);
     optim_manifest = gather_manifest(layouts_of(exp_avg), world);
     check_manifest_tiles(optim_manifest);
   }
@@ -368,7 +318,7 @@ absl::StatusOr<CheckpointIoStats> save_checkpoint(
     const int64_t model_bytes = file_bytes((staging / kModelFile).string());
     const int64_t optim_bytes = optimizer ? file_bytes((staging / kOptimFile).string()) : 0;
     const std::string meta =
-        meta_json(state, optimizer ? optimizer->steps() : -1, ctx, model_bytes, optim_bytes,
+        meta_json(state, optimizer ? optimizer->steps : -1, ctx, model_bytes, optim_bytes,
                   checksums);
     bytes = model_bytes + optim_bytes + static_cast<int64_t>(meta.size());
     status = write_file_synced((staging / kMetaFile).string(), meta);
@@ -381,11 +331,10 @@ absl::StatusOr<CheckpointIoStats> save_checkpoint(
   return CheckpointIoStats{final_dir, bytes, seconds_since(start)};
 }
 
-absl::StatusOr<CheckpointState> load_checkpoint(const std::string& path,
-                                                const ParameterRegistry& registry, AdamW* optimizer,
-                                                const ParallelContext& ctx,
-                                                const ModelConfig& expected,
-                                                CheckpointIoStats* stats) {
+absl::StatusOr<CheckpointState> load(const std::string& path, const ParameterRegistry& registry,
+                                     OptimizerCheckpointState* optimizer,
+                                     const ParallelContext& ctx, const ModelConfig& expected,
+                                     CheckpointIoStats* stats) {
   const auto start = std::chrono::steady_clock::now();
   Communicator& world = *ctx.world;
   const MPI_Comm comm = io_comm(ctx);
@@ -398,7 +347,7 @@ absl::StatusOr<CheckpointState> load_checkpoint(const std::string& path,
   if (absl::Status s = agree(meta.status(), world); !s.ok()) return s;
   const CheckpointState& state = meta->state;
 
-  const LocalTensors model = model_tensors(registry);
+  const LocalTensors model = model_tensors(registry, world.rank());
   const TensorManifest model_manifest = gather_manifest(layouts_of(model), world);
   auto model_file = Hdf5File::open((root / kModelFile).string(), comm);
   absl::Status status = model_file.status();
@@ -412,7 +361,8 @@ absl::StatusOr<CheckpointState> load_checkpoint(const std::string& path,
   absl::StatusOr<Hdf5File> optim_file = absl::NotFoundError("no optimizer");
   int64_t steps = 0;
   if (optimizer != nullptr) {
-    optimizer_tensors(registry, *optimizer, &exp_avg, &exp_avg_sq);
+    exp_avg = optimizer_tensors(registry, *optimizer, /*second_moment=*/false);
+    exp_avg_sq = optimizer_tensors(registry, *optimizer, /*second_moment=*/true);
     optim_manifest = gather_manifest(layouts_of(exp_avg), world);
     optim_file = Hdf5File::open((root / kOptimFile).string(), comm);
     status = optim_file.status();
@@ -455,7 +405,7 @@ absl::StatusOr<CheckpointState> load_checkpoint(const std::string& path,
     if (status.ok()) status = verify_checksums(optim_file->path(), moments, meta->checksums);
   }
   if (status = agree(status, world); !status.ok()) return status;
-  if (optimizer != nullptr) optimizer->set_steps(steps);
+  if (optimizer != nullptr) optimizer->steps = steps;
 
   if (stats != nullptr) {
     stats->dir = *dir;
@@ -465,6 +415,66 @@ absl::StatusOr<CheckpointState> load_checkpoint(const std::string& path,
     stats->seconds = seconds_since(start);
   }
   return state;
+}
+
+}  // namespace
+
+std::string describe_checkpoint_io(const char* verb, const CheckpointIoStats& stats) {
+  const double mb = static_cast<double>(stats.bytes) / 1e6;
+  return absl::StrFormat("%s checkpoint %s: %.1f MB in %.2f s (%.1f MB/s)", verb, stats.dir, mb,
+                         stats.seconds, stats.seconds > 0 ? mb / stats.seconds : 0.0);
+}
+
+OptimizerCheckpointState whole_optimizer_state(const AdamW& optimizer, int world_rank) {
+  OptimizerCheckpointState state;
+  state.steps = optimizer.steps();
+  for (size_t i = 0; i < optimizer.tensors().size(); ++i) {
+    const Tensor& m = optimizer.exp_avg(i);
+    const Tensor& v = optimizer.exp_avg_sq(i);
+    MOEFOLD_CHECK(m.dtype() == DType::kFloat32 && v.dtype() == DType::kFloat32 &&
+                      m.device() == Device::kCpu && v.device() == Device::kCpu,
+                  optimizer.tensors()[i].name);
+    state.tensors.push_back(
+        {optimizer.tensors()[i].name, {{0, m.numel(), m.data(), v.data()}}, {world_rank}});
+  }
+  return state;
+}
+
+absl::StatusOr<CheckpointIoStats> save_checkpoint(
+    const std::string& save_dir, const CheckpointState& state, const ParameterRegistry& registry,
+    const AdamW* optimizer, const ParallelContext& ctx, const ModelConfig& model,
+    const CheckpointSaveOptions& options) {
+  if (optimizer == nullptr) return save(save_dir, state, registry, nullptr, ctx, model, options);
+  const OptimizerCheckpointState whole = whole_optimizer_state(*optimizer, ctx.world->rank());
+  return save(save_dir, state, registry, &whole, ctx, model, options);
+}
+
+absl::StatusOr<CheckpointIoStats> save_checkpoint(
+    const std::string& save_dir, const CheckpointState& state, const ParameterRegistry& registry,
+    const OptimizerCheckpointState& optimizer, const ParallelContext& ctx, const ModelConfig& model,
+    const CheckpointSaveOptions& options) {
+  return save(save_dir, state, registry, &optimizer, ctx, model, options);
+}
+
+absl::StatusOr<CheckpointState> load_checkpoint(const std::string& path,
+                                                const ParameterRegistry& registry, AdamW* optimizer,
+                                                const ParallelContext& ctx,
+                                                const ModelConfig& expected,
+                                                CheckpointIoStats* stats) {
+  if (optimizer == nullptr) return load(path, registry, nullptr, ctx, expected, stats);
+  OptimizerCheckpointState whole = whole_optimizer_state(*optimizer, ctx.world->rank());
+  auto state = load(path, registry, &whole, ctx, expected, stats);
+  if (state.ok()) optimizer->set_steps(whole.steps);
+  return state;
+}
+
+absl::StatusOr<CheckpointState> load_checkpoint(const std::string& path,
+                                                const ParameterRegistry& registry,
+                                                OptimizerCheckpointState& optimizer,
+                                                const ParallelContext& ctx,
+                                                const ModelConfig& expected,
+                                                CheckpointIoStats* stats) {
+  return load(path, registry, &optimizer, ctx, expected, stats);
 }
 
 }  // namespace moefold

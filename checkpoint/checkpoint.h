@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "model/model_config.h"
@@ -33,6 +34,34 @@ struct CheckpointState {
 struct CheckpointSaveOptions {
   int keep_last = 0;  // checkpoints kept once this one is committed (the oldest go); 0 = all
 };
+
+// The Adam state of one parameter that this rank holds: runs of consecutive elements of the
+// parameter's local tensor (row-major). A plain AdamW holds one run, the whole tensor; the
+// distributed optimizer holds its ZeRO shard, the segments it owns.
+struct OptimizerStateRun {
+  int64_t begin = 0;            // first element of the local tensor covered
+  int64_t numel = 0;
+  float* exp_avg = nullptr;     // (numel)
+  float* exp_avg_sq = nullptr;  // (numel)
+};
+
+struct OptimizerStateTensor {
+  std::string name;  // the parameter's checkpoint name
+  std::vector<OptimizerStateRun> runs;
+  // World ranks that hold the same local box and split its elements between them (each holds
+  // its runs); {this rank} for whole tensors. A save writes each element once.
+  std::vector<int> shard_group;
+};
+
+// What save_checkpoint writes to optim.h5 and load_checkpoint fills in place: no rank ever
+// holds more than its own runs, so checkpoint memory shrinks with the distributed optimizer.
+struct OptimizerCheckpointState {
+  int64_t steps = 0;                          // Adam's step count
+  std::vector<OptimizerStateTensor> tensors;  // one per parameter of the registry
+};
+
+// A plain AdamW's moments as whole-tensor runs (`world_rank`: this rank).
+OptimizerCheckpointState whole_optimizer_state(const AdamW& optimizer, int world_rank);
 
 // What a save or load did, for the log line.
 struct CheckpointIoStats {
@@ -63,6 +92,15 @@ absl::StatusOr<CheckpointIoStats> save_checkpoint(const std::string& save_dir,
                                                   const ParallelContext& ctx,
                                                   const ModelConfig& model,
                                                   const CheckpointSaveOptions& options = {});
+// The same with the optimizer state as runs (the distributed optimizer's shards): each rank
+// writes only its runs, as hyperslabs of the global tensors.
+absl::StatusOr<CheckpointIoStats> save_checkpoint(const std::string& save_dir,
+                                                  const CheckpointState& state,
+                                                  const ParameterRegistry& registry,
+                                                  const OptimizerCheckpointState& optimizer,
+                                                  const ParallelContext& ctx,
+                                                  const ModelConfig& model,
+                                                  const CheckpointSaveOptions& options = {});
 
 // Loads the checkpoint at `path` (a save directory, through its `latest`, or an iteration
 // directory) into the registry's parameters and buffers and, when `optimizer` is not null, its
@@ -76,6 +114,14 @@ absl::StatusOr<CheckpointIoStats> save_checkpoint(const std::string& save_dir,
 // receives the time and bytes.
 absl::StatusOr<CheckpointState> load_checkpoint(const std::string& path,
                                                 const ParameterRegistry& registry, AdamW* optimizer,
+                                                const ParallelContext& ctx,
+                                                const ModelConfig& expected,
+                                                CheckpointIoStats* stats = nullptr);
+// The same filling the optimizer's runs in place (each rank reads only its own elements) and
+// optimizer.steps.
+absl::StatusOr<CheckpointState> load_checkpoint(const std::string& path,
+                                                const ParameterRegistry& registry,
+                                                OptimizerCheckpointState& optimizer,
                                                 const ParallelContext& ctx,
                                                 const ModelConfig& expected,
                                                 CheckpointIoStats* stats = nullptr);

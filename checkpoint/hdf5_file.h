@@ -21,6 +21,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "checkpoint/element_runs.h"
 
 namespace moefold {
 
@@ -63,6 +64,12 @@ class Hdf5File {
   // Reads this rank's box of dataset `name` into slice->data, or nothing when `slice` is null.
   // Collective.
   absl::Status read(const std::string& name, const HyperslabF32* slice);
+  // Writes / reads the union of `slabs` (element_runs.h) of dataset `name` from / into `data`,
+  // which holds their elements contiguously in slab order; no slabs: nothing. Collective.
+  absl::Status write_slabs(const std::string& name, const std::vector<RunSlab>& slabs,
+                           const float* data);
+  absl::Status read_slabs(const std::string& name, const std::vector<RunSlab>& slabs,
+                          float* data);
 
   // The dataset's shape; NotFound when `name` is not a dataset, InvalidArgument when it is not
   // float32.
@@ -79,7 +86,8 @@ class Hdf5File {
  private:
   Hdf5File(std::string path, hid_t file, bool parallel)
       : path_(std::move(path)), file_(file), parallel_(parallel) {}
-  absl::Status transfer(const std::string& name, const HyperslabF32* slice, bool write);
+  absl::Status transfer(const std::string& name, const std::vector<RunSlab>& slabs, float* data,
+                        bool write);
 
   std::string path_;
   hid_t file_ = H5I_INVALID_HID;

@@ -58,6 +58,9 @@ DataParallelState::DataParallelState(Model& model, const OptimizerConfig& optimi
         plan_buckets(std::move(entries), ctx.config.ddp_bucket_size, group->size()), group,
         distributed_));
     set_is_expert_.push_back(expert);
+    int world_rank = ctx.world->rank();
+    set_world_ranks_.emplace_back(static_cast<size_t>(group->size()));
+    group->all_gather(&world_rank, 1, set_world_ranks_.back().data(), CommDType::kInt32);
     const GradBucketSet& set = *sets_.back();
     for (int e = 0; e < static_cast<int>(set.layout().entries.size()); ++e) {
       Parameter& p = *parameters_[set.layout().entries[e].id];
@@ -288,6 +291,40 @@ void DataParallelState::restore_optimizer(const AdamW& loaded) {
     exp_avg_sq.push_back(loaded.exp_avg_sq(i));
   }
   scatter_state(exp_avg, exp_avg_sq, loaded.steps());
+}
+
+OptimizerCheckpointState DataParallelState::optimizer_checkpoint_state() {
+  wait_all_param_gathers();
+  OptimizerCheckpointState state;
+  state.steps = optimizer_steps();
+  for (size_t i = 0; i < parameters_.size(); ++i) {
+    const Parameter& p = *parameters_[i];
+    OptimizerStateTensor t{p.name(), {}, {ctx_.world->rank()}};
+    if (adam_) {
+      t.runs.push_back({0, p.layout.local_numel(), adam_->exp_avg(i).data(),
+                        adam_->exp_avg_sq(i).data()});
+    } else {
+      t.shard_group = set_world_ranks_[locations_.at(&p).set];
+    }
+    state.tensors.push_back(std::move(t));
+  }
+  if (dist_) {
+    for (size_t k = 0; k < dist_->segments().size(); ++k) {
+      const ShardSegment& s = dist_->segments()[k];
+      state.tensors[s.param_index].runs.push_back({s.param_offset, s.param.numel(),
+                                                   dist_->exp_avg(k).data(),
+                                                   dist_->exp_avg_sq(k).data()});
+    }
+  }
+  return state;
+}
+
+void DataParallelState::set_optimizer_steps(int64_t steps) {
+  if (dist_) {
+    dist_->set_steps(steps);
+  } else {
+    adam_->set_steps(steps);
+  }
 }
 
 }  // namespace moefold

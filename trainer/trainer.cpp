@@ -172,12 +172,18 @@ absl::Status Trainer::build_train_batches(int64_t consumed_samples) {
 absl::Status Trainer::load_checkpoint(const std::string& path, bool model_only) {
   watchdog::set_position(start_iteration_, "checkpoint load");
   CheckpointIoStats stats;
-  // The optimizer state at every parameter's full shape, whatever the DP layout.
-  std::unique_ptr<AdamW> optimizer = model_only ? nullptr : data_parallel_->checkpoint_optimizer();
-  auto state = moefold::load_checkpoint(path, model_->registry(), optimizer.get(), ctx_,
-                                        recipe_.model, &stats);
+  absl::StatusOr<CheckpointState> state;
+  if (model_only) {
+    state = moefold::load_checkpoint(path, model_->registry(), static_cast<AdamW*>(nullptr),
+                                     ctx_, recipe_.model, &stats);
+  } else {
+    // Filled in place: each rank reads only the Adam state it holds (its shard under ZeRO).
+    OptimizerCheckpointState optimizer = data_parallel_->optimizer_checkpoint_state();
+    state = moefold::load_checkpoint(path, model_->registry(), optimizer, ctx_, recipe_.model,
+                                     &stats);
+    if (state.ok()) data_parallel_->set_optimizer_steps(optimizer.steps);
+  }
   if (!state.ok()) return state.status();
-  if (optimizer) data_parallel_->restore_optimizer(*optimizer);
   start_iteration_ = static_cast<int>(state->iteration);
   if (!model_only) {
     if (absl::Status s = agree_on_rank0(metrics_->start(state->iteration), *ctx_.world);
@@ -195,9 +201,10 @@ absl::Status Trainer::save_checkpoint(int iterations_done) {
   state.iteration = iterations_done;
   state.consumed_samples = train_batches_->consumed_samples();
   state.recipe_text = recipe_to_yaml(recipe_);
-  const std::unique_ptr<AdamW> optimizer = data_parallel_->checkpoint_optimizer();
+  // Each rank writes only the Adam state it holds (its shard under ZeRO).
+  const OptimizerCheckpointState optimizer = data_parallel_->optimizer_checkpoint_state();
   auto stats = moefold::save_checkpoint(recipe_.checkpoint.save, state, model_->registry(),
-                                        optimizer.get(), ctx_, recipe_.model,
+                                        optimizer, ctx_, recipe_.model,
                                         {recipe_.checkpoint.keep_last});
   if (!stats.ok()) return stats.status();
   metrics_->print(describe_checkpoint_io("saved", *stats));
