@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -69,7 +70,8 @@ absl::StatusOr<int64_t> read_latest(const std::string& save_dir) {
   int64_t iteration = 0;
   if (!absl::SimpleAtoi(content, &iteration) || iteration < 0) {
     return absl::DataLossError(absl::StrCat(
-        path, ": expected the last saved iteration number, got '", content.substr(0, 40), "'"));
+        path, ": expected the last saved iteration number, got '",
+        absl::CHexEscape(content.substr(0, 40)), "'"));
   }
   return iteration;
 }

@@ -2,6 +2,7 @@
 // nothing may crash, throw, or print more than one line. A parsed recipe survives its own YAML.
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <string>
 
@@ -13,7 +14,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string text(reinterpret_cast<const char*>(data), size);
   auto recipe = moefold::parse_recipe_string(text, "fuzz.yaml", {});
   if (!recipe.ok()) {
-    if (recipe.status().message().find('\n') != std::string::npos) std::abort();
+    if (recipe.status().message().find('\n') != std::string::npos) {
+      std::fprintf(stderr, "more than one line: %s\n", recipe.status().ToString().c_str());
+      std::abort();
+    }
     return 0;
   }
   for (int world : {1, 4, 6}) {
