@@ -66,7 +66,11 @@ void monitor_loop() {
       std::fprintf(stderr, "%s\n", line.c_str());
       std::fflush(stderr);
       const std::function<void()> abort = s.abort;
+      const double grace = std::min(2.0, s.timeout_seconds / 2);
       lock.unlock();
+      // The other live ranks, blocked at about the same moment, report too before the abort
+      // ends them: the rank without a line is the one that never arrived.
+      std::this_thread::sleep_for(std::chrono::duration<double>(grace));
       abort();
       std::_Exit(1);  // in case the abort returned
     }

@@ -251,6 +251,7 @@ absl::Status Trainer::train() {
     if (saved) {
       if (absl::Status s = save_checkpoint(done); !s.ok()) return s;
     }
+    watchdog::set_position(done, "step boundary (stop agreement)");
     if (last || !agreed_stop(seconds_since(training_start))) continue;
     // Preempted or out of time: keep the work (unless this boundary just saved it) and stop.
     if (!checkpoint.save.empty() && !saved) {

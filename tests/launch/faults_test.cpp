@@ -161,7 +161,11 @@ void expect_watchdog_ends_a_stopped_job(int ranks) {
   EXPECT_NE(exit_code, -1) << "the job did not end within the timeout + 30 s:\n" << job.output();
   // Every rank that could still speak said where it waited; the stopped one did not.
   const std::string& out = job.output();
-  EXPECT_NE(out.find("moefold: watchdog: rank 0 waited"), std::string::npos) << out;
+  int reports = 0;
+  for (int r = 0; r < stopped; ++r) {
+    reports += out.find(absl::StrCat("moefold: watchdog: rank ", r, " waited")) != std::string::npos;
+  }
+  EXPECT_GE(reports, 1) << out;
   EXPECT_EQ(out.find(absl::StrCat("moefold: watchdog: rank ", stopped, " waited")),
             std::string::npos)
       << out;
