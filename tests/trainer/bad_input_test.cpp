@@ -22,14 +22,15 @@ TEST(BadInput, EvalOnAnEmptyValidationSplitIsAnError) {
 }
 
 TEST(BadInput, TokenizerTypeNullIsAccepted) {
-  const std::string data = "data:\n  data_path: some/prefix\n  tokenizer_type: ";
+  // The null tokenizer takes its vocabulary from model.vocab_size.
+  const std::string data = "model:\n  vocab_size: 1000\ndata:\n  data_path: some/prefix\n  tokenizer_type: ";
   for (const std::string& yaml : {data + "null\n", data + "\"null\"\n"}) {
     auto recipe = parse_recipe_string(yaml, "null.yaml", {});
     ASSERT_TRUE(recipe.ok()) << recipe.status();
     EXPECT_EQ(recipe->data.tokenizer_type, "null");
   }
-  auto set = parse_recipe_string("data:\n  data_path: some/prefix\n", "set.yaml",
-                                 {"data.tokenizer_type=null"});
+  auto set = parse_recipe_string("model:\n  vocab_size: 1000\ndata:\n  data_path: some/prefix\n",
+                                 "set.yaml", {"data.tokenizer_type=null"});
   ASSERT_TRUE(set.ok()) << set.status();
   EXPECT_EQ(set->data.tokenizer_type, "null");
 }

@@ -39,8 +39,10 @@ TEST(MemoryPlan, HugeSequenceNamesTheActivations) {
 }
 
 TEST(MemoryPlan, OverflowingProductsAreNamed) {
-  Recipe recipe = with({"model.seq_length=2000000000", "model.hidden_size=2000000000",
-                        "training.micro_batch_size=2000000000"});
+  Recipe recipe = with({});  // set directly: a recipe this large fails validation first
+  recipe.model.seq_length = 2000000000;
+  recipe.model.hidden_size = 2000000000;
+  recipe.training.micro_batch_size = 2000000000;
   recipe.model.vocab_size = 2000000000;
   const absl::Status status = check_memory_plan(recipe, 1, 0);
   ASSERT_FALSE(status.ok());
