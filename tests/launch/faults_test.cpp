@@ -52,11 +52,11 @@ class Job {
     out_ = fds[0];
   }
   ~Job() {
-    if (pid_ > 0 && exit_code_ == kRunning) {
+    if (pid_ > 0 && exit_code_ == kRunning) {  // still running: end what this test started
+      for (pid_t rank : rank_pids_) ::kill(rank, SIGKILL);  // a stopped rank included
       ::kill(-pid_, SIGKILL);
       ::waitpid(pid_, nullptr, 0);
     }
-    for (pid_t rank : rank_pids_) ::kill(rank, SIGKILL);  // a stopped rank left behind
     ::close(out_);
   }
 
