@@ -16,6 +16,7 @@
 #include "checkpoint/local_tensors.h"
 #include "checkpoint/tensor_checksum.h"
 #include "checkpoint/tensor_manifest.h"
+#include "parallel/agreed_status.h"
 #include "tensor/check.h"
 #include "tensor/wall_clock.h"
 
@@ -32,7 +33,7 @@ MPI_Comm io_comm(const ParallelContext& ctx) { return ctx.world->mpi_comm(); }
 // Every rank returns the status of the lowest failing rank, or OK when none failed, so that all
 // ranks take the same path out of a collective call. Collective.
 absl::Status agree(const absl::Status& local, Communicator& world) {
-  if (world.size() == 1) return local;
+  if (world.size() == 1) return mark_agreed(local);
   int64_t mark = local.ok() ? -1 : world.size() - 1 - world.rank();
   world.all_reduce(std::span<int64_t>(&mark, 1), ReduceOp::kMax);
   if (mark < 0) return absl::OkStatus();
@@ -42,7 +43,7 @@ absl::Status agree(const absl::Status& local, Communicator& world) {
   world.broadcast(std::span<int64_t>(header, 2), root);
   message.resize(static_cast<size_t>(header[1]));
   world.broadcast(message.data(), header[1], CommDType::kUInt8, root);
-  return absl::Status(static_cast<absl::StatusCode>(header[0]), message);
+  return mark_agreed(absl::Status(static_cast<absl::StatusCode>(header[0]), message));
 }
 
 // MOEFOLD_TEST_ABORT_SAVE_AFTER=n: abort after this process's n-th tensor write (crash tests).

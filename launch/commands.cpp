@@ -14,6 +14,7 @@
 #include "parallel/context.h"
 #include "parallel/layout.h"
 #include "parallel/layout_report.h"
+#include "parallel/agreed_status.h"
 #include "parallel/mpi_runtime.h"
 #include "parallel/watchdog.h"
 #include "trainer/config_parse.h"
@@ -37,9 +38,16 @@ absl::StatusOr<Recipe> load_and_validate(const CommandArgs& args, int world_size
   return recipe;
 }
 
-// Prints a status as one line and ends every rank: after start-up an error may be one rank's
-// alone (its data, its memory), and no other rank may be left waiting in a collective.
+// Prints a status as one line and ends the job. An error every rank holds alike (an agreed
+// one: parallel/agreed_status.h) is printed once, by rank 0, and every rank exits normally; any
+// other may be one rank's alone (its data, its memory), so the job ends with MPI_Abort and no
+// rank is left waiting in a collective.
 int abort_job(const char* command, int rank, const absl::Status& status) {
+  if (is_agreed(status)) {  // every rank holds it: one line, and a normal exit everywhere
+    watchdog::stop();
+    if (rank == 0) report(command, status);
+    return 1;
+  }
   std::fprintf(stderr, "moefold %s: error on rank %d: %s\n", command, rank,
                std::string(status.message()).c_str());
   std::fflush(stderr);

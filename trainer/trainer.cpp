@@ -17,6 +17,7 @@
 #include "trainer/config_schema.h"
 #include "trainer/memory_plan.h"
 #include "optim/lr_schedule.h"
+#include "parallel/agreed_status.h"
 #include "parallel/watchdog.h"
 #include "model/router.h"
 #include "tensor/cpu/gemm.h"
@@ -49,7 +50,7 @@ absl::Status agree_on_rank0(const absl::Status& local, Communicator& world) {
   if (header[0] == 0) return absl::OkStatus();
   message.resize(static_cast<size_t>(header[1]));
   world.broadcast(message.data(), header[1], CommDType::kUInt8, 0);
-  return absl::Status(static_cast<absl::StatusCode>(header[0]), message);
+  return mark_agreed(absl::Status(static_cast<absl::StatusCode>(header[0]), message));
 }
 
 // The index of MoE layer `layer` among the model's MoE layers (all pipeline stages).
@@ -347,14 +348,15 @@ absl::StatusOr<IterationMetrics> Trainer::train_step(int iteration) {
     const TrainingConfig& train = recipe_.training;
     const bool skip = train.nonfinite == NonfinitePolicy::kSkip;
     if (!skip || ++consecutive_skips_ > train.nonfinite_max_consecutive_skips) {
-      return absl::InternalError(absl::StrFormat(
+      // Every rank holds the same all-reduced losses and the same agreed gradient report.
+      return mark_agreed(absl::InternalError(absl::StrFormat(
           "iteration %d: %s; stopping before the optimizer step so the parameters stay as they "
           "were%s",
           iteration + 1, nonfinite,
           skip ? absl::StrFormat(" (more than training.nonfinite_max_consecutive_skips = %d "
                                  "steps in a row were skipped)",
                                  train.nonfinite_max_consecutive_skips)
-               : std::string(" (training.nonfinite: skip would skip the step instead)")));
+               : std::string(" (training.nonfinite: skip would skip the step instead)"))));
     }
   } else {
     consecutive_skips_ = 0;
@@ -494,11 +496,11 @@ absl::StatusOr<EvalResult> Trainer::evaluate(int global_batches) {
   // Every rank sees the same sizes, so every rank returns the same error.
   const int64_t samples = valid_data_ ? valid_data_->size() : 0;
   if (global_batches <= 0 || samples < options.global_batch_size) {
-    return absl::FailedPreconditionError(absl::StrFormat(
+    return mark_agreed(absl::FailedPreconditionError(absl::StrFormat(
         "%s: nothing to evaluate: the validation split has %d samples, less than one global "
         "batch of %d, or training.eval_iters is %d (data.split \"%s\" must give the validation "
         "split a weight, and eval_iters must be at least 1)",
-        recipe_.source, samples, options.global_batch_size, global_batches, recipe_.data.split));
+        recipe_.source, samples, options.global_batch_size, global_batches, recipe_.data.split)));
   }
   auto iterator = BatchIterator::create(valid_data_, options, 0);
   if (!iterator.ok()) return iterator.status();
