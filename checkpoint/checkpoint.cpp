@@ -3,26 +3,22 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <map>
-#include <nlohmann/json.hpp>
-#include <sstream>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "checkpoint/checkpoint_dir.h"
+#include "checkpoint/checkpoint_meta.h"
 #include "checkpoint/config_attributes.h"
 #include "checkpoint/hdf5_file.h"
+#include "checkpoint/local_tensors.h"
+#include "checkpoint/tensor_checksum.h"
 #include "checkpoint/tensor_manifest.h"
-#include "parallel/mpi_communicator.h"
+#include "parallel/agreed_status.h"
 #include "tensor/check.h"
 #include "tensor/wall_clock.h"
-
-#ifndef MOEFOLD_VERSION
-#define MOEFOLD_VERSION "unknown"
-#endif
 
 namespace moefold {
 namespace fs = std::filesystem;
@@ -32,15 +28,12 @@ constexpr const char* kExpAvg = "exp_avg/";
 constexpr const char* kExpAvgSq = "exp_avg_sq/";
 
 // MPI-IO over the world communicator, or serial HDF5 for the single-process context.
-MPI_Comm io_comm(const ParallelContext& ctx) {
-  if (auto* mpi = dynamic_cast<const MpiCommunicator*>(ctx.world.get())) return mpi->comm();
-  return MPI_COMM_NULL;
-}
+MPI_Comm io_comm(const ParallelContext& ctx) { return ctx.world->mpi_comm(); }
 
 // Every rank returns the status of the lowest failing rank, or OK when none failed, so that all
 // ranks take the same path out of a collective call. Collective.
 absl::Status agree(const absl::Status& local, Communicator& world) {
-  if (world.size() == 1) return local;
+  if (world.size() == 1) return mark_agreed(local);
   int64_t mark = local.ok() ? -1 : world.size() - 1 - world.rank();
   world.all_reduce(std::span<int64_t>(&mark, 1), ReduceOp::kMax);
   if (mark < 0) return absl::OkStatus();
@@ -50,50 +43,7 @@ absl::Status agree(const absl::Status& local, Communicator& world) {
   world.broadcast(std::span<int64_t>(header, 2), root);
   message.resize(static_cast<size_t>(header[1]));
   world.broadcast(message.data(), header[1], CommDType::kUInt8, root);
-  return absl::Status(static_cast<absl::StatusCode>(header[0]), message);
-}
-
-// This rank's tensors of one kind, by checkpoint name.
-struct LocalTensor {
-  const TensorLayout* layout;
-  float* data;  // local_shape, contiguous
-};
-using LocalTensors = std::map<std::string, LocalTensor>;
-
-float* checked_data(const Tensor& t, const TensorLayout& layout) {
-  MOEFOLD_CHECK(t.device() == Device::kCpu && t.dtype() == DType::kFloat32, layout.name);
-  MOEFOLD_CHECK(t.shape() == layout.local_shape,
-                layout.name << ": tensor " << t.shape_string() << " vs its layout");
-  return t.data();  // a Tensor is a handle: writes through it land in the shared storage
-}
-
-LocalTensors model_tensors(const ParameterRegistry& registry) {
-  LocalTensors out;
-  for (const auto& p : registry.parameters()) {
-    out[p->name()] = {&p->layout, checked_data(p->value, p->layout)};
-  }
-  for (const auto& b : registry.buffers()) {
-    out[b->name()] = {&b->layout, checked_data(b->value, b->layout)};
-  }
-  return out;
-}
-
-// The optimizer's moments with their parameters' layouts (looked up by name).
-void optimizer_tensors(const ParameterRegistry& registry, const AdamW& optimizer,
-                       LocalTensors* exp_avg, LocalTensors* exp_avg_sq) {
-  for (size_t i = 0; i < optimizer.tensors().size(); ++i) {
-    const std::string& name = optimizer.tensors()[i].name;
-    const Parameter* p = registry.find(name);
-    MOEFOLD_CHECK(p != nullptr, "optimizer tensor " << name << " is not in the registry");
-    (*exp_avg)[name] = {&p->layout, checked_data(optimizer.exp_avg(i), p->layout)};
-    (*exp_avg_sq)[name] = {&p->layout, checked_data(optimizer.exp_avg_sq(i), p->layout)};
-  }
-}
-
-std::vector<const TensorLayout*> layouts_of(const LocalTensors& tensors) {
-  std::vector<const TensorLayout*> out;
-  for (const auto& [name, t] : tensors) out.push_back(t.layout);
-  return out;
+  return mark_agreed(absl::Status(static_cast<absl::StatusCode>(header[0]), message));
 }
 
 // MOEFOLD_TEST_ABORT_SAVE_AFTER=n: abort after this process's n-th tensor write (crash tests).
@@ -112,24 +62,90 @@ class AbortHook {
   int64_t written_ = 0;
 };
 
-// Creates every tensor of `manifest` under `prefix` and writes the slices this rank owns.
+// Prefixes a failure with the rank it happened on: after agree() every rank reports the lowest
+// failing rank's status, so the line must say whose it was.
+absl::Status on_rank(const absl::Status& status, int rank) {
+  if (status.ok()) return status;
+  return absl::Status(status.code(), absl::StrCat("rank ", rank, ": ", status.message()));
+}
+
+// One collective HDF5 call's outcome, agreed on by every rank before any rank makes the next
+// call: a write error on one rank (disk full, quota, EIO) ends the save on every rank at the
+// same point, so no rank is ever left alone inside a collective H5Dcreate/H5Dwrite/H5Fclose.
+absl::Status agreed(const absl::Status& local, Communicator& world) {
+  return agree(on_rank(local, world.rank()), world);
+}
+
+// The partial checksum of the runs this rank writes of each entry (0 where it writes none). At
+// load the same runs are among those this rank has just read, so the same call verifies.
+std::vector<uint64_t> partial_checksums(const TensorManifest& manifest, const LocalTensors& local,
+                                        int rank) {
+  std::vector<uint64_t> partial(manifest.entries.size(), 0);
+  for (size_t i = 0; i < manifest.entries.size(); ++i) {
+    const auto it = local.find(manifest.entries[i].name);
+    if (it != local.end()) partial[i] = local_checksum(manifest.entries[i], it->second, rank);
+  }
+  return partial;
+}
+
+// Every tensor's checksum: the partial sums of all ranks added up (mod 2^64). Collective.
+FileChecksums sum_checksums(const TensorManifest& manifest, const std::string& prefix,
+                            const std::vector<uint64_t>& partial, Communicator& world) {
+  const int64_t n = static_cast<int64_t>(partial.size());
+  std::vector<uint64_t> all(static_cast<size_t>(n * world.size()));
+  world.all_gather(partial.data(), n, all.data(), CommDType::kInt64);
+  FileChecksums out;
+  for (int64_t i = 0; i < n; ++i) {
+    uint64_t sum = 0;
+    for (int r = 0; r < world.size(); ++r) sum += all[static_cast<size_t>(r * n + i)];
+    out[prefix + manifest.entries[static_cast<size_t>(i)].name] = sum;
+  }
+  return out;
+}
+
+// Compares the checksums of what was read with those meta.json recorded (none recorded: a
+// checkpoint from before checksums, accepted).
+absl::Status verify_checksums(const std::string& path, const FileChecksums& computed,
+                              const Checksums& recorded) {
+  const auto file = recorded.find(fs::path(path).filename().string());
+  if (file == recorded.end()) return absl::OkStatus();
+  for (const auto& [name, value] : computed) {
+    const auto want = file->second.find(name);
+    if (want == file->second.end()) {
+      return absl::DataLossError(absl::StrCat(path, ": tensor '", name, "' has no checksum in ",
+                                              kMetaFile));
+    }
+    if (want->second != value) {
+      return absl::DataLossError(absl::StrCat(
+          path, ": tensor '", name, "' is corrupt: its bytes hash to ", format_checksum(value),
+          ", ", kMetaFile, " recorded ", format_checksum(want->second)));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Creates every tensor of `manifest` under `prefix` and writes the slices this rank owns, adding
+// their checksums to `checksums` (every rank gets them all).
 absl::Status write_tensors(Hdf5File& file, const std::string& prefix,
-                           const TensorManifest& manifest, const LocalTensors& local, int rank,
-                           AbortHook& hook) {
+                           const TensorManifest& manifest, const LocalTensors& local,
+                           Communicator& world, AbortHook& hook, FileChecksums* checksums) {
   for (const ManifestEntry& entry : manifest.entries) {
-    if (absl::Status s = file.create_dataset(prefix + entry.name, entry.global_shape); !s.ok()) {
-      return s;
-    }
+    absl::Status s = file.create_dataset(prefix + entry.name, entry.global_shape);
+    if (s = agreed(s, world); !s.ok()) return s;
   }
-  for (const ManifestEntry& entry : manifest.entries) {
-    const ManifestSlice* mine = TensorManifest::written_by(entry, rank);
-    HyperslabF32 slice;
-    if (mine != nullptr) slice = {mine->offset, mine->shape, local.at(entry.name).data};
-    if (absl::Status s = file.write(prefix + entry.name, mine ? &slice : nullptr); !s.ok()) {
-      return s;
-    }
-    if (mine != nullptr) hook.tensor_written();
+  std::vector<uint64_t> partial(manifest.entries.size(), 0);
+  for (size_t i = 0; i < manifest.entries.size(); ++i) {
+    const ManifestEntry& entry = manifest.entries[i];
+    const auto it = local.find(entry.name);
+    bool wrote = false;
+    absl::Status s = write_local(file, prefix + entry.name, entry,
+                                 it != local.end() ? &it->second : nullptr, world.rank(),
+                                 &partial[i], &wrote);
+    if (s.ok() && wrote) hook.tensor_written();
+    if (s = agreed(s, world); !s.ok()) return s;
   }
+  const FileChecksums sums = sum_checksums(manifest, prefix, partial, world);
+  checksums->insert(sums.begin(), sums.end());
   return absl::OkStatus();
 }
 
@@ -149,68 +165,18 @@ absl::Status check_tensors(const Hdf5File& file, const std::string& prefix,
   return absl::OkStatus();
 }
 
-// Reads this rank's box of every tensor it holds; ranks without one take part with none.
+// Reads this rank's runs of every tensor it holds; ranks without one take part with none.
 absl::Status read_tensors(Hdf5File& file, const std::string& prefix, const TensorManifest& manifest,
                           const LocalTensors& local) {
   for (const ManifestEntry& entry : manifest.entries) {
     const auto it = local.find(entry.name);
-    HyperslabF32 slice;
-    if (it != local.end()) {
-      slice = {it->second.layout->local_offset, it->second.layout->local_shape, it->second.data};
-    }
-    if (absl::Status s = file.read(prefix + entry.name, it != local.end() ? &slice : nullptr);
+    if (absl::Status s =
+            read_local(file, prefix + entry.name, it != local.end() ? &it->second : nullptr);
         !s.ok()) {
       return s;
     }
   }
   return absl::OkStatus();
-}
-
-std::string meta_json(const CheckpointState& state, int64_t optimizer_steps,
-                      const ParallelContext& ctx, int64_t model_bytes, int64_t optim_bytes) {
-  const RankCoordinates& c = ctx.coords;
-  nlohmann::ordered_json meta;
-  meta["iteration"] = state.iteration;
-  meta["consumed_samples"] = state.consumed_samples;
-  if (optimizer_steps >= 0) meta["optimizer_steps"] = optimizer_steps;  // -1: no optimizer
-  meta["lr_scheduler"] = {{"iteration", state.iteration}};
-  meta["moefold_version"] = MOEFOLD_VERSION;
-  meta["layout"] = {{"world_size", c.world_size},
-                    {"tp", c.tp_size},
-                    {"cp", c.cp_size},
-                    {"pp", c.pp_size},
-                    {"dp", c.dp_size},
-                    {"ep", c.ep_size},
-                    {"etp", c.etp_size},
-                    {"edp", c.edp_size},
-                    {"order", ctx.config.order},
-                    {"use_distributed_optimizer", ctx.config.use_distributed_optimizer}};
-  meta["files"] = nlohmann::ordered_json::object();
-  meta["files"][kModelFile] = model_bytes;
-  if (optimizer_steps >= 0) meta["files"][kOptimFile] = optim_bytes;
-  meta["recipe"] = state.recipe_text;
-  return meta.dump(2) + "\n";
-}
-
-absl::StatusOr<CheckpointState> read_meta(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return absl::NotFoundError(path + ": no such file");
-  const nlohmann::json meta = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
-  if (meta.is_discarded() || !meta.is_object()) {
-    return absl::DataLossError(path + ": not valid JSON (truncated or corrupt)");
-  }
-  for (const char* key : {"iteration", "consumed_samples"}) {
-    if (!meta.contains(key) || !meta[key].is_number_integer()) {
-      return absl::DataLossError(absl::StrCat(path, ": missing integer '", key, "'"));
-    }
-  }
-  CheckpointState state;
-  state.iteration = meta["iteration"].get<int64_t>();
-  state.consumed_samples = meta["consumed_samples"].get<int64_t>();
-  if (meta.contains("recipe") && meta["recipe"].is_string()) {
-    state.recipe_text = meta["recipe"].get<std::string>();
-  }
-  return state;
 }
 
 int64_t file_bytes(const std::string& path) {
@@ -231,17 +197,84 @@ absl::Status check_iteration_attribute(const Hdf5File& file, int64_t iteration) 
   return absl::OkStatus();
 }
 
-}  // namespace
-
-std::string describe_checkpoint_io(const char* verb, const CheckpointIoStats& stats) {
-  const double mb = static_cast<double>(stats.bytes) / 1e6;
-  return absl::StrFormat("%s checkpoint %s: %.1f MB in %.2f s (%.1f MB/s)", verb, stats.dir, mb,
-                         stats.seconds, stats.seconds > 0 ? mb / stats.seconds : 0.0);
+// Rank 0 reserves the disk space `manifest` (times `copies`) will take in a just-created file,
+// so that running out of space fails here, agreed, before any collective write.
+absl::Status reserve_space(const Hdf5File& file, const TensorManifest& manifest, int copies,
+                           Communicator& world) {
+  absl::Status status;
+  if (world.rank() == 0) {
+    int64_t bytes = 64 << 10;  // the superblock and root group, then ~2 KiB of metadata each
+    for (const ManifestEntry& entry : manifest.entries) {
+      int64_t numel = 1;
+      for (int64_t d : entry.global_shape) numel *= d;
+      bytes += copies * (numel * int64_t{sizeof(float)} + (2 << 10));
+    }
+    status = reserve_file_space(file.path(), bytes);
+  }
+  return agreed(status, world);
 }
 
-absl::StatusOr<CheckpointIoStats> save_checkpoint(
-    const std::string& save_dir, const CheckpointState& state, const ParameterRegistry& registry,
-    const AdamW* optimizer, const ParallelContext& ctx, const Recipe& recipe) {
+// Closes a written file and drops the reservation's unused tail. Collective, agreed.
+absl::Status close_written(Hdf5File& file, Communicator& world) {
+  const std::string path = file.path();
+  if (absl::Status s = agreed(file.close(), world); !s.ok()) return s;
+  return agreed(world.rank() == 0 ? Hdf5File::trim_to_data(path) : absl::OkStatus(), world);
+}
+
+// model.h5 then optim.h5 (when `optimizer` is not null) in `staging`, every collective call
+// agreed on by every rank.
+absl::Status write_tensor_files(const fs::path& staging, const CheckpointState& state,
+                                const ModelConfig& model_config,
+                                const TensorManifest& model_manifest, const LocalTensors& model,
+                                const OptimizerCheckpointState* optimizer,
+                                const TensorManifest& optim_manifest,
+                                const LocalTensors& exp_avg, const LocalTensors& exp_avg_sq,
+                                const ParallelContext& ctx, Checksums* checksums) {
+  Communicator& world = *ctx.world;
+  const MPI_Comm comm = io_comm(ctx);
+  AbortHook hook;
+  {
+    auto file = Hdf5File::create((staging / kModelFile).string(), comm);
+    if (absl::Status s = agreed(file.status(), world); !s.ok()) return s;
+    if (absl::Status s = reserve_space(*file, model_manifest, 1, world); !s.ok()) return s;
+    std::vector<ConfigAttribute> attributes = model_config_attributes(model_config);
+    attributes.push_back({"iteration", state.iteration});
+    for (const ConfigAttribute& a : attributes) {
+      if (absl::Status s = agreed(file->write_attribute(a.name, a.value), world); !s.ok()) return s;
+    }
+    if (absl::Status s = write_tensors(*file, "", model_manifest, model, world, hook,
+                                           &(*checksums)[kModelFile]);
+        !s.ok()) {
+      return s;
+    }
+    if (absl::Status s = close_written(*file, world); !s.ok()) return s;
+  }
+  if (optimizer == nullptr) return absl::OkStatus();
+  auto file = Hdf5File::create((staging / kOptimFile).string(), comm);
+  if (absl::Status s = agreed(file.status(), world); !s.ok()) return s;
+  if (absl::Status s = reserve_space(*file, optim_manifest, 2, world); !s.ok()) return s;
+  if (absl::Status s = agreed(file->write_attribute("step", optimizer->steps), world); !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = write_tensors(*file, kExpAvg, optim_manifest, exp_avg, world, hook,
+                                         &(*checksums)[kOptimFile]);
+      !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = write_tensors(*file, kExpAvgSq, optim_manifest, exp_avg_sq, world, hook,
+                                         &(*checksums)[kOptimFile]);
+      !s.ok()) {
+    return s;
+  }
+  return close_written(*file, world);
+}
+
+absl::StatusOr<CheckpointIoStats> save(const std::string& save_dir, const CheckpointState& state,
+                                       const ParameterRegistry& registry,
+                                       const OptimizerCheckpointState* optimizer,
+                                       const ParallelContext& ctx,
+                                       const ModelConfig& model_config,
+                                       const CheckpointSaveOptions& options) {
   const auto start = std::chrono::steady_clock::now();
   Communicator& world = *ctx.world;
   const int rank = world.rank();
@@ -254,47 +287,29 @@ absl::StatusOr<CheckpointIoStats> save_checkpoint(
   MOEFOLD_CHECK(with_optimizer == 0 || with_optimizer == world.size(),
                 "either every rank passes its optimizer to save_checkpoint or none does");
 
-  const LocalTensors model = model_tensors(registry);
+  const LocalTensors model = model_tensors(registry, rank);
   const TensorManifest model_manifest = gather_manifest(layouts_of(model), world);
   check_manifest_tiles(model_manifest);
   LocalTensors exp_avg, exp_avg_sq;
   TensorManifest optim_manifest;
   if (optimizer != nullptr) {
-    optimizer_tensors(registry, *optimizer, &exp_avg, &exp_avg_sq);
+    exp_avg = optimizer_tensors(registry, *optimizer, /*second_moment=*/false);
+    exp_avg_sq = optimizer_tensors(registry, *optimizer, /*second_moment=*/true);
     optim_manifest = gather_manifest(layouts_of(exp_avg), world);
     check_manifest_tiles(optim_manifest);
   }
 
   absl::Status status;
   if (rank == 0) status = prepare_staging_dir(save_dir, state.iteration).status();
-  if (status = agree(status, world); !status.ok()) return status;
+  if (status = agreed(status, world); !status.ok()) return status;
   const fs::path staging = fs::path(save_dir) / (iteration_dir_name(state.iteration) + ".tmp");
-  const MPI_Comm comm = io_comm(ctx);
-  AbortHook hook;
-
-  auto model_file = Hdf5File::create((staging / kModelFile).string(), comm);
-  status = model_file.status();
-  if (status.ok()) {
-    for (const ConfigAttribute& a : model_config_attributes(recipe.model)) {
-      if (status.ok()) status = model_file->write_attribute(a.name, a.value);
-    }
-    if (status.ok()) status = model_file->write_attribute("iteration", state.iteration);
-    if (status.ok()) status = write_tensors(*model_file, "", model_manifest, model, rank, hook);
-    if (status.ok()) status = model_file->close();
-  }
-  if (status = agree(status, world); !status.ok()) return status;
-
-  if (optimizer != nullptr) {
-    auto optim_file = Hdf5File::create((staging / kOptimFile).string(), comm);
-    status = optim_file.status();
-    if (status.ok()) status = optim_file->write_attribute("step", optimizer->steps());
-    if (status.ok())
-      status = write_tensors(*optim_file, kExpAvg, optim_manifest, exp_avg, rank, hook);
-    if (status.ok()) {
-      status = write_tensors(*optim_file, kExpAvgSq, optim_manifest, exp_avg_sq, rank, hook);
-    }
-    if (status.ok()) status = optim_file->close();
-    if (status = agree(status, world); !status.ok()) return status;
+  Checksums checksums;
+  status = write_tensor_files(staging, state, model_config, model_manifest, model, optimizer,
+                              optim_manifest, exp_avg, exp_avg_sq, ctx, &checksums);
+  if (!status.ok()) {
+    // Every rank has left every collective; the partial save must not fill the disk.
+    if (rank == 0) remove_staging_dir(staging.string());
+    return status;
   }
 
   // Rank 0 alone finishes: meta.json, fsync, rename, `latest`, pruning.
@@ -304,22 +319,23 @@ absl::StatusOr<CheckpointIoStats> save_checkpoint(
     const int64_t model_bytes = file_bytes((staging / kModelFile).string());
     const int64_t optim_bytes = optimizer ? file_bytes((staging / kOptimFile).string()) : 0;
     const std::string meta =
-        meta_json(state, optimizer ? optimizer->steps() : -1, ctx, model_bytes, optim_bytes);
+        meta_json(state, optimizer ? optimizer->steps : -1, ctx, model_bytes, optim_bytes,
+                  checksums);
     bytes = model_bytes + optim_bytes + static_cast<int64_t>(meta.size());
     status = write_file_synced((staging / kMetaFile).string(), meta);
     if (status.ok()) status = commit_checkpoint(save_dir, state.iteration);
-    if (status.ok()) status = prune_checkpoints(save_dir, recipe.checkpoint.keep_last);
+    if (!status.ok()) remove_staging_dir(staging.string());  // gone already once committed
+    if (status.ok()) status = prune_checkpoints(save_dir, options.keep_last);
   }
-  if (status = agree(status, world); !status.ok()) return status;
+  if (status = agreed(status, world); !status.ok()) return status;
   world.broadcast(std::span<int64_t>(&bytes, 1), 0);
   return CheckpointIoStats{final_dir, bytes, seconds_since(start)};
 }
 
-absl::StatusOr<CheckpointState> load_checkpoint(const std::string& path,
-                                                const ParameterRegistry& registry, AdamW* optimizer,
-                                                const ParallelContext& ctx,
-                                                const ModelConfig& expected,
-                                                CheckpointIoStats* stats) {
+absl::StatusOr<CheckpointState> load(const std::string& path, const ParameterRegistry& registry,
+                                     OptimizerCheckpointState* optimizer,
+                                     const ParallelContext& ctx, const ModelConfig& expected,
+                                     CheckpointIoStats* stats) {
   const auto start = std::chrono::steady_clock::now();
   Communicator& world = *ctx.world;
   const MPI_Comm comm = io_comm(ctx);
@@ -328,15 +344,16 @@ absl::StatusOr<CheckpointState> load_checkpoint(const std::string& path,
   auto dir = resolve_checkpoint_dir(path);
   if (absl::Status s = agree(dir.status(), world); !s.ok()) return s;
   const fs::path root(*dir);
-  auto state = read_meta((root / kMetaFile).string());
-  if (absl::Status s = agree(state.status(), world); !s.ok()) return s;
+  auto meta = read_meta((root / kMetaFile).string());
+  if (absl::Status s = agree(meta.status(), world); !s.ok()) return s;
+  const CheckpointState& state = meta->state;
 
-  const LocalTensors model = model_tensors(registry);
+  const LocalTensors model = model_tensors(registry, world.rank());
   const TensorManifest model_manifest = gather_manifest(layouts_of(model), world);
   auto model_file = Hdf5File::open((root / kModelFile).string(), comm);
   absl::Status status = model_file.status();
   if (status.ok()) status = check_model_config(*model_file, expected);
-  if (status.ok()) status = check_iteration_attribute(*model_file, state->iteration);
+  if (status.ok()) status = check_iteration_attribute(*model_file, state.iteration);
   if (status.ok()) status = check_tensors(*model_file, "", model_manifest);
   if (status = agree(status, world); !status.ok()) return status;
 
@@ -345,7 +362,8 @@ absl::StatusOr<CheckpointState> load_checkpoint(const std::string& path,
   absl::StatusOr<Hdf5File> optim_file = absl::NotFoundError("no optimizer");
   int64_t steps = 0;
   if (optimizer != nullptr) {
-    optimizer_tensors(registry, *optimizer, &exp_avg, &exp_avg_sq);
+    exp_avg = optimizer_tensors(registry, *optimizer, /*second_moment=*/false);
+    exp_avg_sq = optimizer_tensors(registry, *optimizer, /*second_moment=*/true);
     optim_manifest = gather_manifest(layouts_of(exp_avg), world);
     optim_file = Hdf5File::open((root / kOptimFile).string(), comm);
     status = optim_file.status();
@@ -371,7 +389,24 @@ absl::StatusOr<CheckpointState> load_checkpoint(const std::string& path,
     if (status.ok()) status = optim_file->close();
   }
   if (status = agree(status, world); !status.ok()) return status;
-  if (optimizer != nullptr) optimizer->set_steps(steps);
+
+  // Integrity, before anyone trains on the values: the checksums of what every rank read.
+  const int rank = world.rank();
+  status = verify_checksums(
+      model_file->path(),
+      sum_checksums(model_manifest, "", partial_checksums(model_manifest, model, rank), world),
+      meta->checksums);
+  if (optimizer != nullptr) {
+    FileChecksums moments =
+        sum_checksums(optim_manifest, kExpAvg, partial_checksums(optim_manifest, exp_avg, rank),
+                      world);
+    const FileChecksums second = sum_checksums(
+        optim_manifest, kExpAvgSq, partial_checksums(optim_manifest, exp_avg_sq, rank), world);
+    moments.insert(second.begin(), second.end());
+    if (status.ok()) status = verify_checksums(optim_file->path(), moments, meta->checksums);
+  }
+  if (status = agree(status, world); !status.ok()) return status;
+  if (optimizer != nullptr) optimizer->steps = steps;
 
   if (stats != nullptr) {
     stats->dir = *dir;
@@ -380,7 +415,67 @@ absl::StatusOr<CheckpointState> load_checkpoint(const std::string& path,
                    file_bytes((root / kMetaFile).string());
     stats->seconds = seconds_since(start);
   }
-  return *state;
+  return state;
+}
+
+}  // namespace
+
+std::string describe_checkpoint_io(const char* verb, const CheckpointIoStats& stats) {
+  const double mb = static_cast<double>(stats.bytes) / 1e6;
+  return absl::StrFormat("%s checkpoint %s: %.1f MB in %.2f s (%.1f MB/s)", verb, stats.dir, mb,
+                         stats.seconds, stats.seconds > 0 ? mb / stats.seconds : 0.0);
+}
+
+OptimizerCheckpointState whole_optimizer_state(const AdamW& optimizer, int world_rank) {
+  OptimizerCheckpointState state;
+  state.steps = optimizer.steps();
+  for (size_t i = 0; i < optimizer.tensors().size(); ++i) {
+    const Tensor& m = optimizer.exp_avg(i);
+    const Tensor& v = optimizer.exp_avg_sq(i);
+    MOEFOLD_CHECK(m.dtype() == DType::kFloat32 && v.dtype() == DType::kFloat32 &&
+                      m.device() == Device::kCpu && v.device() == Device::kCpu,
+                  optimizer.tensors()[i].name);
+    state.tensors.push_back(
+        {optimizer.tensors()[i].name, {{0, m.numel(), m.data(), v.data()}}, {world_rank}});
+  }
+  return state;
+}
+
+absl::StatusOr<CheckpointIoStats> save_checkpoint(
+    const std::string& save_dir, const CheckpointState& state, const ParameterRegistry& registry,
+    const AdamW* optimizer, const ParallelContext& ctx, const ModelConfig& model,
+    const CheckpointSaveOptions& options) {
+  if (optimizer == nullptr) return save(save_dir, state, registry, nullptr, ctx, model, options);
+  const OptimizerCheckpointState whole = whole_optimizer_state(*optimizer, ctx.world->rank());
+  return save(save_dir, state, registry, &whole, ctx, model, options);
+}
+
+absl::StatusOr<CheckpointIoStats> save_checkpoint(
+    const std::string& save_dir, const CheckpointState& state, const ParameterRegistry& registry,
+    const OptimizerCheckpointState& optimizer, const ParallelContext& ctx, const ModelConfig& model,
+    const CheckpointSaveOptions& options) {
+  return save(save_dir, state, registry, &optimizer, ctx, model, options);
+}
+
+absl::StatusOr<CheckpointState> load_checkpoint(const std::string& path,
+                                                const ParameterRegistry& registry, AdamW* optimizer,
+                                                const ParallelContext& ctx,
+                                                const ModelConfig& expected,
+                                                CheckpointIoStats* stats) {
+  if (optimizer == nullptr) return load(path, registry, nullptr, ctx, expected, stats);
+  OptimizerCheckpointState whole = whole_optimizer_state(*optimizer, ctx.world->rank());
+  auto state = load(path, registry, &whole, ctx, expected, stats);
+  if (state.ok()) optimizer->set_steps(whole.steps);
+  return state;
+}
+
+absl::StatusOr<CheckpointState> load_checkpoint(const std::string& path,
+                                                const ParameterRegistry& registry,
+                                                OptimizerCheckpointState& optimizer,
+                                                const ParallelContext& ctx,
+                                                const ModelConfig& expected,
+                                                CheckpointIoStats* stats) {
+  return load(path, registry, &optimizer, ctx, expected, stats);
 }
 
 }  // namespace moefold

@@ -13,13 +13,13 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "model/model_config.h"
 #include "model/parameter.h"
 #include "optim/adamw.h"
 #include "parallel/context.h"
-#include "trainer/train_config.h"
 
 namespace moefold {
 
@@ -29,6 +29,39 @@ struct CheckpointState {
   int64_t consumed_samples = 0;  // training samples consumed; the data iterator's position
   std::string recipe_text;       // the recipe that wrote it (YAML), kept verbatim in meta.json
 };
+
+// How a save treats the save directory.
+struct CheckpointSaveOptions {
+  int keep_last = 0;  // checkpoints kept once this one is committed (the oldest go); 0 = all
+};
+
+// The Adam state of one parameter that this rank holds: runs of consecutive elements of the
+// parameter's local tensor (row-major). A plain AdamW holds one run, the whole tensor; the
+// distributed optimizer holds its ZeRO shard, the segments it owns.
+struct OptimizerStateRun {
+  int64_t begin = 0;            // first element of the local tensor covered
+  int64_t numel = 0;
+  float* exp_avg = nullptr;     // (numel)
+  float* exp_avg_sq = nullptr;  // (numel)
+};
+
+struct OptimizerStateTensor {
+  std::string name;  // the parameter's checkpoint name
+  std::vector<OptimizerStateRun> runs;
+  // World ranks that hold the same local box and split its elements between them (each holds
+  // its runs); {this rank} for whole tensors. A save writes each element once.
+  std::vector<int> shard_group;
+};
+
+// What save_checkpoint writes to optim.h5 and load_checkpoint fills in place: no rank ever
+// holds more than its own runs, so checkpoint memory shrinks with the distributed optimizer.
+struct OptimizerCheckpointState {
+  int64_t steps = 0;                          // Adam's step count
+  std::vector<OptimizerStateTensor> tensors;  // one per parameter of the registry
+};
+
+// A plain AdamW's moments as whole-tensor runs (`world_rank`: this rank).
+OptimizerCheckpointState whole_optimizer_state(const AdamW& optimizer, int world_rank);
 
 // What a save or load did, for the log line.
 struct CheckpointIoStats {
@@ -41,10 +74,14 @@ struct CheckpointIoStats {
 std::string describe_checkpoint_io(const char* verb, const CheckpointIoStats& stats);
 
 // Writes <save_dir>/iter_<7-digit state.iteration>/ atomically (checkpoint_dir.h), points
-// <save_dir>/latest at it, then prunes to recipe.checkpoint.keep_last checkpoints. `registry`
+// <save_dir>/latest at it, then prunes to options.keep_last checkpoints. `registry`
 // gives every parameter and buffer with its layout; `optimizer` (may be null: no optim.h5) holds
-// the Adam moments of the registry's parameters, by name. recipe.model is stored as attributes of
-// model.h5's root. Does not modify any tensor. Every rank gets the same status.
+// the Adam moments of the registry's parameters, by name. `model` is stored as attributes of
+// model.h5's root. Does not modify any tensor. Every rank gets the same status. Every
+// collective HDF5 call is agreed on before the next, so a write error on any rank (disk full,
+// quota, EIO) fails the save on every rank with one line naming the rank, the file and the
+// error; the partial save is removed and the previous checkpoint is untouched. meta.json records
+// a layout-independent checksum of every tensor (tensor_checksum.h).
 //
 // Crash-safety test hook: with MOEFOLD_TEST_ABORT_SAVE_AFTER=n in the environment, the process
 // aborts right after writing its n-th tensor (counting model then optimizer tensors).
@@ -52,7 +89,18 @@ absl::StatusOr<CheckpointIoStats> save_checkpoint(const std::string& save_dir,
                                                   const CheckpointState& state,
                                                   const ParameterRegistry& registry,
                                                   const AdamW* optimizer,
-                                                  const ParallelContext& ctx, const Recipe& recipe);
+                                                  const ParallelContext& ctx,
+                                                  const ModelConfig& model,
+                                                  const CheckpointSaveOptions& options = {});
+// The same with the optimizer state as runs (the distributed optimizer's shards): each rank
+// writes only its runs, as hyperslabs of the global tensors.
+absl::StatusOr<CheckpointIoStats> save_checkpoint(const std::string& save_dir,
+                                                  const CheckpointState& state,
+                                                  const ParameterRegistry& registry,
+                                                  const OptimizerCheckpointState& optimizer,
+                                                  const ParallelContext& ctx,
+                                                  const ModelConfig& model,
+                                                  const CheckpointSaveOptions& options = {});
 
 // Loads the checkpoint at `path` (a save directory, through its `latest`, or an iteration
 // directory) into the registry's parameters and buffers and, when `optimizer` is not null, its
@@ -60,9 +108,20 @@ absl::StatusOr<CheckpointIoStats> save_checkpoint(const std::string& save_dir,
 // Everything is validated first (files present and readable, model config equal to `expected`
 // in every key that decides the tensors or the model's function, every tensor present with its
 // global shape); on any such error nothing is modified and every rank gets the same one-line
-// error naming the file and tensor or key. `stats` (optional) receives the time and bytes.
+// error naming the file and tensor or key. After reading, every tensor's checksum is verified
+// against meta.json (checkpoints without checksums are accepted): a corrupt tensor is one error
+// line naming the file and tensor, the values read must then not be used. `stats` (optional)
+// receives the time and bytes.
 absl::StatusOr<CheckpointState> load_checkpoint(const std::string& path,
                                                 const ParameterRegistry& registry, AdamW* optimizer,
+                                                const ParallelContext& ctx,
+                                                const ModelConfig& expected,
+                                                CheckpointIoStats* stats = nullptr);
+// The same filling the optimizer's runs in place (each rank reads only its own elements) and
+// optimizer.steps.
+absl::StatusOr<CheckpointState> load_checkpoint(const std::string& path,
+                                                const ParameterRegistry& registry,
+                                                OptimizerCheckpointState& optimizer,
                                                 const ParallelContext& ctx,
                                                 const ModelConfig& expected,
                                                 CheckpointIoStats* stats = nullptr);

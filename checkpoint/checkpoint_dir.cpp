@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -20,7 +21,10 @@ namespace fs = std::filesystem;
 namespace {
 
 absl::Status errno_error(const std::string& path, const char* what) {
-  return absl::UnavailableError(absl::StrCat(path, ": ", what, ": ", std::strerror(errno)));
+  const int code = errno;
+  const char* name = strerrorname_np(code);
+  return absl::UnavailableError(absl::StrCat(path, ": ", what, ": ", std::strerror(code), " (",
+                                             name ? name : "errno", " ", code, ")"));
 }
 
 absl::Status fs_error(const std::string& path, const std::string& what, const std::error_code& ec) {
@@ -66,7 +70,8 @@ absl::StatusOr<int64_t> read_latest(const std::string& save_dir) {
   int64_t iteration = 0;
   if (!absl::SimpleAtoi(content, &iteration) || iteration < 0) {
     return absl::DataLossError(absl::StrCat(
-        path, ": expected the last saved iteration number, got '", content.substr(0, 40), "'"));
+        path, ": expected the last saved iteration number, got '",
+        absl::CHexEscape(content.substr(0, 40)), "'"));
   }
   return iteration;
 }
@@ -114,6 +119,22 @@ absl::StatusOr<std::string> prepare_staging_dir(const std::string& save_dir, int
   fs::create_directory(staging, ec);
   if (ec) return fs_error(staging, "cannot create", ec);
   return staging;
+}
+
+absl::Status reserve_file_space(const std::string& path, int64_t bytes) {
+  const int fd = ::open(path.c_str(), O_WRONLY);
+  if (fd < 0) return errno_error(path, "cannot open to reserve space");
+  const int rc = ::fallocate(fd, 0, 0, static_cast<off_t>(bytes));
+  const int error = errno;
+  ::close(fd);
+  if (rc == 0 || error == EOPNOTSUPP || error == ENOSYS) return absl::OkStatus();
+  errno = error;
+  return errno_error(path, absl::StrCat("cannot reserve ", bytes, " bytes for the checkpoint").c_str());
+}
+
+void remove_staging_dir(const std::string& staging) {
+  std::error_code ec;
+  fs::remove_all(staging, ec);
 }
 
 absl::Status write_file_synced(const std::string& path, const std::string& text) {

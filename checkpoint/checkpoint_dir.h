@@ -41,6 +41,16 @@ std::vector<int64_t> list_checkpoints(const std::string& save_dir);
 // its path.
 absl::StatusOr<std::string> prepare_staging_dir(const std::string& save_dir, int64_t iteration);
 
+// Removes a failed save's iter_N.tmp/ so that it does not keep the disk full; best effort (the
+// next save of that iteration removes it too).
+void remove_staging_dir(const std::string& staging);
+
+// Allocates `bytes` of disk space for the file at `path` (Linux fallocate), so that a full disk,
+// a quota or a file size limit fails here, on one rank and before any collective write, rather
+// than inside parallel HDF5 (whose collective calls cannot recover from one rank's write error).
+// A file system without fallocate is not an error: the space is then not reserved.
+absl::Status reserve_file_space(const std::string& path, int64_t bytes);
+
 // Writes `text` to `path` and fsyncs it.
 absl::Status write_file_synced(const std::string& path, const std::string& text);
 

@@ -2,11 +2,13 @@
 
 #include <algorithm>
 #include <filesystem>
-#include <sstream>
+#include <memory>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "parallel/watchdog.h"
 
 namespace moefold {
 namespace {
@@ -128,7 +130,30 @@ absl::Status Hdf5File::close() {
   const hid_t file = file_;
   file_ = H5I_INVALID_HID;
   if (file < 0) return absl::OkStatus();
+  // Collective (metadata flush, truncate): timed like any other wait.
+  std::optional<watchdog::BlockedScope> blocked;
+  if (parallel_) {
+    blocked.emplace("a collective HDF5 close",
+                    std::make_shared<const std::string>(absl::StrCat("world (", path_, ")")));
+  }
   if (H5Fclose(file) < 0) return hdf5_error(absl::StatusCode::kDataLoss, path_, "close failed");
+  return absl::OkStatus();
+}
+
+absl::Status Hdf5File::trim_to_data(const std::string& path) {
+  QuietHdf5Errors quiet;
+  haddr_t end = 0;
+  {
+    Handle file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
+    if (!file.ok() || H5Fget_eoa(file.get(), &end) < 0) {
+      return hdf5_error(absl::StatusCode::kDataLoss, path, "cannot read the end of its data");
+    }
+  }
+  std::error_code ec;
+  if (std::filesystem::file_size(path, ec) > end && !ec) {
+    std::filesystem::resize_file(path, end, ec);
+  }
+  if (ec) return absl::UnavailableError(absl::StrCat(path, ": cannot trim: ", ec.message()));
   return absl::OkStatus();
 }
 
@@ -151,15 +176,36 @@ absl::Status Hdf5File::create_dataset(const std::string& name,
   return absl::OkStatus();
 }
 
+namespace {
+
+std::vector<RunSlab> box_slabs(const HyperslabF32* slice) {
+  if (slice == nullptr) return {};
+  return {RunSlab{slice->offset, slice->shape, 0}};
+}
+
+}  // namespace
+
 absl::Status Hdf5File::write(const std::string& name, const HyperslabF32* slice) {
-  return transfer(name, slice, /*write=*/true);
+  return transfer(name, box_slabs(slice), slice ? slice->data : nullptr, /*write=*/true);
 }
 
 absl::Status Hdf5File::read(const std::string& name, const HyperslabF32* slice) {
-  return transfer(name, slice, /*write=*/false);
+  return transfer(name, box_slabs(slice), slice ? slice->data : nullptr, /*write=*/false);
 }
 
-absl::Status Hdf5File::transfer(const std::string& name, const HyperslabF32* slice, bool write) {
+absl::Status Hdf5File::write_slabs(const std::string& name, const std::vector<RunSlab>& slabs,
+                                   const float* data) {
+  // HDF5 only reads from the buffer of a write.
+  return transfer(name, slabs, const_cast<float*>(data), /*write=*/true);
+}
+
+absl::Status Hdf5File::read_slabs(const std::string& name, const std::vector<RunSlab>& slabs,
+                                  float* data) {
+  return transfer(name, slabs, data, /*write=*/false);
+}
+
+absl::Status Hdf5File::transfer(const std::string& name, const std::vector<RunSlab>& slabs,
+                                float* data, bool write) {
   QuietHdf5Errors quiet;
   const char* verb = write ? "cannot write" : "cannot read";
   Handle dataset(H5Dopen2(file_, name.c_str(), H5P_DEFAULT), H5Dclose);
@@ -169,40 +215,50 @@ absl::Status Hdf5File::transfer(const std::string& name, const HyperslabF32* sli
   }
   Handle file_space(H5Dget_space(dataset.get()), H5Sclose);
   const int ndim = H5Sget_simple_extent_ndims(file_space.get());
-  int64_t numel = 1;
-  if (slice != nullptr) {
-    if (static_cast<int>(slice->offset.size()) != ndim ||
-        static_cast<int>(slice->shape.size()) != ndim) {
+  int64_t numel = 0;
+  for (const RunSlab& slab : slabs) {
+    if (static_cast<int>(slab.start.size()) != ndim ||
+        static_cast<int>(slab.count.size()) != ndim) {
       return absl::InvalidArgumentError(absl::StrCat(path_, ": tensor '", name, "' has ", ndim,
                                                      " dimensions, the slice ",
-                                                     slice->shape.size()));
+                                                     slab.count.size()));
     }
-    for (int64_t d : slice->shape) numel *= d;
+    int64_t n = 1;
+    for (int64_t d : slab.count) n *= d;
+    numel += n;
   }
-  // Ranks without a box (or with an empty one) still take part with an empty selection.
-  const bool has_box = slice != nullptr && numel > 0;
-  const std::vector<hsize_t> count = has_box ? to_hsize(slice->shape) : std::vector<hsize_t>{1};
-  Handle memory_space(H5Screate_simple(static_cast<int>(count.size()), count.data(), nullptr),
-                      H5Sclose);
-  herr_t selected = 0;
-  if (has_box) {
-    const std::vector<hsize_t> start = to_hsize(slice->offset);
-    selected = H5Sselect_hyperslab(file_space.get(), H5S_SELECT_SET, start.data(), nullptr,
-                                   count.data(), nullptr);
-  } else {
-    selected = std::min(H5Sselect_none(file_space.get()), H5Sselect_none(memory_space.get()));
+  // Ranks with nothing to transfer still take part, with an empty selection.
+  const bool has_data = numel > 0;
+  const hsize_t memory_count = has_data ? static_cast<hsize_t>(numel) : 1;
+  Handle memory_space(H5Screate_simple(1, &memory_count, nullptr), H5Sclose);
+  herr_t selected = H5Sselect_none(file_space.get());
+  for (const RunSlab& slab : slabs) {
+    const std::vector<hsize_t> start = to_hsize(slab.start), count = to_hsize(slab.count);
+    if (selected >= 0 && !count.empty() &&
+        std::find(count.begin(), count.end(), hsize_t{0}) == count.end()) {
+      selected = H5Sselect_hyperslab(file_space.get(), H5S_SELECT_OR, start.data(), nullptr,
+                                     count.data(), nullptr);
+    }
   }
-  if (selected < 0 || (has_box && H5Sselect_valid(file_space.get()) <= 0)) {
-    std::ostringstream box;
-    box << "[" << absl::StrJoin(slice->offset, ", ") << "] + [" << absl::StrJoin(slice->shape, ", ")
-        << "]";
+  if (!has_data) selected = std::min(selected, H5Sselect_none(memory_space.get()));
+  if (selected < 0 || (has_data && H5Sselect_valid(file_space.get()) <= 0)) {
+    const RunSlab& first = slabs.front();
     return hdf5_error(absl::StatusCode::kInvalidArgument, path_,
-                      absl::StrCat("slice ", box.str(), " lies outside tensor '", name, "'"));
+                      absl::StrCat("slice [", absl::StrJoin(first.start, ", "), "] + [",
+                                   absl::StrJoin(first.count, ", "), "] lies outside tensor '",
+                                   name, "'"));
   }
   Handle transfer_list(H5Pcreate(H5P_DATASET_XFER), H5Pclose);
   if (parallel_) H5Pset_dxpl_mpio(transfer_list.get(), H5FD_MPIO_COLLECTIVE);
+  // A collective transfer waits inside MPI-IO for every rank: timed like any other wait.
+  std::optional<watchdog::BlockedScope> blocked;
+  if (parallel_) {
+    blocked.emplace(write ? "a collective HDF5 write" : "a collective HDF5 read",
+                    std::make_shared<const std::string>(
+                        absl::StrCat("world (", path_, ", tensor '", name, "')")));
+  }
   float unused = 0;  // HDF5 wants a buffer even for an empty selection
-  float* buffer = has_box ? slice->data : &unused;
+  float* buffer = has_data ? data : &unused;
   const herr_t status = write ? H5Dwrite(dataset.get(), H5T_NATIVE_FLOAT, memory_space.get(),
                                          file_space.get(), transfer_list.get(), buffer)
                               : H5Dread(dataset.get(), H5T_NATIVE_FLOAT, memory_space.get(),

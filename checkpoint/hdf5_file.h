@@ -21,6 +21,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "checkpoint/element_runs.h"
 
 namespace moefold {
 
@@ -50,6 +51,9 @@ class Hdf5File {
 
   // Flushes and closes (collective); the object is unusable afterwards.
   absl::Status close();
+  // Shortens the closed file at `path` to the end of HDF5's data (its EOA), dropping space a
+  // reservation (reserve_file_space) left unused. Serial: one rank.
+  static absl::Status trim_to_data(const std::string& path);
   const std::string& path() const { return path_; }
 
   // Creates a float32 dataset of `global_shape` at `name` ("layers/1/moe/router"), creating the
@@ -60,6 +64,12 @@ class Hdf5File {
   // Reads this rank's box of dataset `name` into slice->data, or nothing when `slice` is null.
   // Collective.
   absl::Status read(const std::string& name, const HyperslabF32* slice);
+  // Writes / reads the union of `slabs` (element_runs.h) of dataset `name` from / into `data`,
+  // which holds their elements contiguously in slab order; no slabs: nothing. Collective.
+  absl::Status write_slabs(const std::string& name, const std::vector<RunSlab>& slabs,
+                           const float* data);
+  absl::Status read_slabs(const std::string& name, const std::vector<RunSlab>& slabs,
+                          float* data);
 
   // The dataset's shape; NotFound when `name` is not a dataset, InvalidArgument when it is not
   // float32.
@@ -76,7 +86,8 @@ class Hdf5File {
  private:
   Hdf5File(std::string path, hid_t file, bool parallel)
       : path_(std::move(path)), file_(file), parallel_(parallel) {}
-  absl::Status transfer(const std::string& name, const HyperslabF32* slice, bool write);
+  absl::Status transfer(const std::string& name, const std::vector<RunSlab>& slabs, float* data,
+                        bool write);
 
   std::string path_;
   hid_t file_ = H5I_INVALID_HID;

@@ -13,6 +13,7 @@
 #include "absl/strings/str_join.h"
 #include "checkpoint/checkpoint_dir.h"
 #include "checkpoint/hdf5_file.h"
+#include "checkpoint/verify.h"
 
 namespace moefold {
 namespace fs = std::filesystem;
@@ -117,17 +118,27 @@ absl::StatusOr<std::string> inspect_checkpoint(const std::string& path) {
 }
 
 int run_ckpt_command(int argc, char** argv) {
-  if (argc != 2 || std::strcmp(argv[0], "inspect") != 0) {
-    std::fputs("usage: moefold ckpt inspect PATH   (a save directory or an iter_N directory)\n",
-               stderr);
+  constexpr const char* kUsage =
+      "usage: moefold ckpt inspect PATH   a checkpoint's iteration, tensors, config and recipe\n"
+      "       moefold ckpt verify PATH    every tensor's checksum against meta.json\n"
+      "PATH: a save directory (through its `latest`) or an iter_N directory\n";
+  if (argc >= 1 && (std::strcmp(argv[0], "--help") == 0 || std::strcmp(argv[0], "-h") == 0)) {
+    std::fputs(kUsage, stdout);
+    return 0;
+  }
+  const bool inspect = argc == 2 && std::strcmp(argv[0], "inspect") == 0;
+  const bool verify = argc == 2 && std::strcmp(argv[0], "verify") == 0;
+  if (!inspect && !verify) {
+    std::fputs(kUsage, stderr);
     return 2;
   }
-  auto text = inspect_checkpoint(argv[1]);
+  auto text = inspect ? inspect_checkpoint(argv[1]) : verify_checkpoint(argv[1]);
   if (!text.ok()) {
     std::fprintf(stderr, "moefold ckpt: error: %s\n", std::string(text.status().message()).c_str());
     return 1;
   }
   std::fputs(text->c_str(), stdout);
+  if (verify) std::fputs("\n", stdout);
   return 0;
 }
 

@@ -13,7 +13,7 @@ namespace moefold {
 // files serially (no MPI needed). Errors are one line naming the file.
 absl::StatusOr<std::string> inspect_checkpoint(const std::string& path);
 
-// The `moefold ckpt` command: argv = {"inspect", PATH}. Prints the summary to stdout or one
+// The `moefold ckpt` command: argv = {"inspect" | "verify", PATH} (verify.h). Prints the summary to stdout or one
 // error line to stderr; returns the exit code.
 int run_ckpt_command(int argc, char** argv);
 

@@ -21,6 +21,13 @@ find_package(ICU REQUIRED COMPONENTS uc i18n)
 find_package(Threads REQUIRED)
 find_package(nlohmann_json 3 REQUIRED)
 
+# xxHash (checkpoint checksums): Debian's libxxhash-dev ships no CMake config.
+find_path(MOEFOLD_XXHASH_INCLUDE xxhash.h REQUIRED)
+find_library(MOEFOLD_XXHASH_LIB xxhash REQUIRED)
+add_library(moefold_xxhash INTERFACE)
+target_include_directories(moefold_xxhash SYSTEM INTERFACE ${MOEFOLD_XXHASH_INCLUDE})
+target_link_libraries(moefold_xxhash INTERFACE ${MOEFOLD_XXHASH_LIB})
+
 # OpenBLAS's Debian config package sets variables, not a target.
 add_library(moefold_blas INTERFACE)
 target_include_directories(moefold_blas SYSTEM INTERFACE ${OpenBLAS_INCLUDE_DIRS})

@@ -86,6 +86,9 @@ absl::StatusOr<GptDatasets> build_gpt_datasets(const DataConfig& config,
   for (const BlendComponent& c : *components) {
     auto ds = IndexedDataset::open(c.prefix);
     if (!ds.ok()) return ds.status();
+    if (options.vocab_size > 0) {
+      if (absl::Status s = (*ds)->check_token_ids(options.vocab_size); !s.ok()) return s;
+    }
     indexed.push_back(*ds);
     weights.push_back(c.weight);
   }

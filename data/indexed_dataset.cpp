@@ -352,4 +352,26 @@ absl::Status IndexedDataset::read(int64_t sequence, int64_t offset, int64_t leng
   return absl::OkStatus();
 }
 
+absl::Status IndexedDataset::check_token_ids(int64_t vocab_size) const {
+  int64_t lo, hi;
+  if (!integer_range(dtype_, &lo, &hi)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        data_file_path(prefix_), ": dtype ", dtype_name(dtype_), " holds no token ids"));
+  }
+  const int64_t item = dtype_size(dtype_);
+  for (int64_t sequence = 0; sequence < num_sequences(); ++sequence) {
+    const unsigned char* p = bin_->data() + sequence_pointers_[sequence];
+    for (int64_t i = 0, n = sequence_lengths_[sequence]; i < n; ++i) {
+      const int64_t id = load_id(dtype_, p + i * item);
+      if (id < 0 || id >= vocab_size) {
+        return absl::OutOfRangeError(absl::StrCat(
+            data_file_path(prefix_), ": token id ", id, " (sequence ", sequence, ", token ", i,
+            ") is outside the tokenizer's vocabulary [0, ", vocab_size,
+            "): the data was tokenized with another vocabulary"));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace moefold

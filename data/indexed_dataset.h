@@ -114,6 +114,9 @@ class IndexedDataset {
   // vocab_size > 0, an id outside [0, vocab_size) is an error naming the .bin file.
   absl::Status read(int64_t sequence, int64_t offset, int64_t length, int64_t vocab_size,
                     std::vector<int32_t>* out_L) const;
+  // Scans every token once: an id outside [0, vocab_size) is one error naming the .bin file, the
+  // sequence and the id, found when the data is opened rather than when its sample is drawn.
+  absl::Status check_token_ids(int64_t vocab_size) const;
 
  private:
   IndexedDataset() = default;

@@ -12,10 +12,13 @@
 #include "data/preprocess.h"
 #include "interop/load_hf.h"
 #include "launch/command_args.h"
+#include "launch/stop_signals.h"
 #include "parallel/context.h"
 #include "parallel/layout.h"
 #include "parallel/layout_report.h"
+#include "parallel/agreed_status.h"
 #include "parallel/mpi_runtime.h"
+#include "parallel/watchdog.h"
 #include "trainer/config_parse.h"
 #include "trainer/config_validate.h"
 #include "trainer/trainer.h"
@@ -37,13 +40,22 @@ absl::StatusOr<Recipe> load_and_validate(const CommandArgs& args, int world_size
   return recipe;
 }
 
-// Prints a status as one line and ends every rank: after start-up an error may be one rank's
-// alone (its data, its memory), and no other rank may be left waiting in a collective.
+// Prints a status as one line and ends the job. An error every rank holds alike (an agreed
+// one: parallel/agreed_status.h) is printed once, by rank 0, and every rank exits normally; any
+// other may be one rank's alone (its data, its memory), so the job ends with MPI_Abort and no
+// rank is left waiting in a collective.
 int abort_job(const char* command, int rank, const absl::Status& status) {
+  if (is_agreed(status)) {  // every rank holds it: one line, and a normal exit everywhere
+    watchdog::stop();
+    if (rank == 0) report(command, status);
+    return 1;
+  }
   std::fprintf(stderr, "moefold %s: error on rank %d: %s\n", command, rank,
                std::string(status.message()).c_str());
   std::fflush(stderr);
-  MPI_Abort(MPI_COMM_WORLD, 1);
+  int world_size = 1;
+  MPI_Comm_size(MPI_COMM_WORLD, &world_size);
+  if (world_size > 1) MPI_Abort(MPI_COMM_WORLD, 1);  // alone, there is no one to release
   return 1;
 }
 
@@ -64,6 +76,12 @@ absl::StatusOr<Job> start_job(const CommandArgs& args, std::unique_ptr<MpiRuntim
   if (!args.load.empty()) job.recipe.checkpoint.load = args.load;
   auto ctx = ParallelContext::create(job.recipe.parallel, MPI_COMM_WORLD);
   if (!ctx.ok()) return ctx.status();
+  // From here every wait on another rank is timed: a stopped or dead rank ends the job.
+  const double timeout_minutes = job.recipe.parallel.distributed_timeout_minutes;
+  if (timeout_minutes > 0) {
+    watchdog::start(timeout_minutes * 60, ctx->coords.world_rank,
+                    [] { MPI_Abort(MPI_COMM_WORLD, 1); });
+  }
   job.ctx = std::make_unique<ParallelContext>(std::move(*ctx));
   return job;
 }
@@ -102,6 +120,7 @@ int run_layout_command(int argc, char** argv) {
 int run_train_command(int argc, char** argv) {
   auto runtime = MpiRuntime::initialize(&argc, &argv);
   if (!runtime.ok()) return report("train", runtime.status());
+  const std::atomic<int>& stop_signal = install_stop_signal_handlers();  // after MPI's own
   const int rank = (*runtime)->world_rank();
   const auto fail = [&](const absl::Status& s) { return rank == 0 ? report("train", s) : 1; };
   auto args =
@@ -123,13 +142,15 @@ int run_train_command(int argc, char** argv) {
       return abort_job("train", rank, s);
     }
   }
+  (*trainer)->set_stop_signal(&stop_signal);
   if (!load.empty()) {
     if (absl::Status s = (*trainer)->load_checkpoint(load); !s.ok()) {
       return abort_job("train", rank, s);
     }
   }
   if (absl::Status s = (*trainer)->train(); !s.ok()) return abort_job("train", rank, s);
-  if (rank == 0) {
+  watchdog::stop();
+  if (rank == 0 && (*trainer)->stop_reason().empty()) {
     const Recipe& recipe = (*trainer)->recipe();
     const std::string metrics = recipe.logging.metrics_path.empty()
                                     ? recipe.logging.run_dir + "/metrics.jsonl"

@@ -36,6 +36,9 @@ class DistributedOptimizer {
   void set_steps(int64_t steps) { adam_.set_steps(steps); }
   int64_t state_bytes() const { return adam_.state_bytes(); }  // m and v of the owned elements
   const std::vector<ShardSegment>& segments() const { return segments_; }
+  // The moments of segment i (n each), for checkpoints that save the shards as they are.
+  const Tensor& exp_avg(size_t segment) const { return adam_.exp_avg(segment); }
+  const Tensor& exp_avg_sq(size_t segment) const { return adam_.exp_avg_sq(segment); }
 
   // Layout-independent state: `exp_avg`/`exp_avg_sq` hold one tensor per parameter of the
   // caller's list (any shape of the parameter's element count). copy_state_to writes the owned

@@ -1,8 +1,18 @@
 #include "optim/grad_clip.h"
 
+#include <cmath>
+#include <span>
+
 #include "tensor/ops.h"
 
 namespace moefold {
+
+double global_grad_norm(const std::vector<Tensor>& counted, Communicator& world) {
+  double sum = 0.0;
+  for (const Tensor& g : counted) sum += ops::square_sum(g);
+  world.all_reduce(std::span<double>(&sum, 1));
+  return std::sqrt(sum);
+}
 
 double grad_square_sum(const std::vector<OptimTensor>& tensors) {
   double total = 0.0;

@@ -5,8 +5,14 @@
 #include <vector>
 
 #include "optim/adamw.h"
+#include "parallel/communicator.h"
+#include "tensor/tensor.h"
 
 namespace moefold {
+
+// sqrt(Σ g²) over the gradients each rank counts (`counted`: every element of the model exactly
+// once over the ranks of `world`), summed over `world`. Collective.
+double global_grad_norm(const std::vector<Tensor>& counted, Communicator& world);
 
 // Σ g² over the given gradients, accumulated in double. Parallel callers pass only the elements
 // this rank owns and sum the result over the right groups before taking the root.

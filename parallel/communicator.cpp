@@ -1,5 +1,6 @@
 #include "parallel/communicator.h"
 
+#include "parallel/watchdog.h"
 #include "tensor/check.h"
 
 namespace moefold {
@@ -61,7 +62,10 @@ bool WorkState::is_done() const {
 
 void WorkState::wait() {
   std::unique_lock<std::mutex> lock(mutex_);
-  done_cv_.wait(lock, [this] { return done_; });
+  if (!done_) {
+    const watchdog::BlockedScope blocked(what_, group_);
+    done_cv_.wait(lock, [this] { return done_; });
+  }
   if (!error_.empty()) throw InternalError(error_);
 }
 

@@ -12,6 +12,8 @@
 //   of this communicator.
 #pragma once
 
+#include <mpi.h>
+
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
@@ -53,11 +55,20 @@ inline constexpr CommDType comm_dtype_v = CommDTypeOf<std::remove_const_t<T>>::v
 // calls complete() exactly once, from any thread.
 class WorkState {
  public:
+  WorkState() = default;
+  // `what` ("all_reduce") and `group` ("dp [0,2]") name the work for the watchdog's report.
+  WorkState(const char* what, std::shared_ptr<const std::string> group)
+      : what_(what), group_(std::move(group)) {}
+
   void complete(std::string error = {});
   bool is_done() const;
-  void wait();  // throws InternalError if the backend reported an error
+  // Throws InternalError if the backend reported an error. A watched wait (parallel/watchdog.h):
+  // past parallel.distributed_timeout_minutes the job ends with a report.
+  void wait();
 
  private:
+  const char* what_ = "communication";
+  std::shared_ptr<const std::string> group_;
   mutable std::mutex mutex_;
   std::condition_variable done_cv_;
   bool done_ = false;
@@ -83,6 +94,14 @@ class Communicator {
 
   virtual int rank() const = 0;
   virtual int size() const = 0;
+  // The MPI communicator beneath, for libraries that do their own MPI (parallel HDF5's MPI-IO);
+  // MPI_COMM_NULL for a backend without one (they then run serially).
+  virtual MPI_Comm mpi_comm() const { return MPI_COMM_NULL; }
+  // The group's name in reports (the watchdog's): its kind and world ranks, e.g. "dp [0,2]".
+  void set_label(std::string label) {
+    label_ = std::make_shared<const std::string>(std::move(label));
+  }
+  const std::shared_ptr<const std::string>& label() const { return label_; }
 
   // In place: data (count) becomes the elementwise reduction over all ranks.
   virtual WorkHandle all_reduce_async(void* data, int64_t count, CommDType dtype,
@@ -172,6 +191,9 @@ class Communicator {
   std::vector<int64_t> all_to_all_counts(std::span<const int64_t> send_counts);
   // Every rank's send_count, in rank order (the recv_counts of a following all_gather_v).
   std::vector<int64_t> all_gather_counts(int64_t send_count);
+
+ private:
+  std::shared_ptr<const std::string> label_;
 };
 
 }  // namespace moefold

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "parallel/layout.h"
 #include "parallel/mpi_communicator.h"
 #include "parallel/self_communicator.h"
@@ -64,6 +65,7 @@ absl::StatusOr<ParallelContext> ParallelContext::create(const ParallelConfig& co
   const int rank = world_comm->rank();
   context.coords = layout->coordinates[rank];
   context.world = world_comm;
+  world_comm->set_label(absl::StrCat("world (", world_size, " ranks)"));
   const std::shared_ptr<MpiProgressEngine>& engine = world_comm->engine();
   for (GroupKind kind : all_group_kinds()) {
     // Color: which group of this kind; key: the position in it, which becomes the MPI rank.
@@ -90,6 +92,8 @@ absl::StatusOr<ParallelContext> ParallelContext::create(const ParallelConfig& co
                       communicator->size() ==
                           static_cast<int>(layout->groups_of(kind)[index].size()),
                   group_kind_name(kind) << " communicator of rank " << rank);
+    communicator->set_label(absl::StrCat(group_kind_name(kind), " [",
+                                         absl::StrJoin(layout->groups_of(kind)[index], ","), "]"));
     context.group(kind) = std::move(communicator);
   }
   return context;

@@ -1,9 +1,9 @@
 #include "parallel/ep_dispatch.h"
 
 #include <algorithm>
-#include <chrono>
 #include <cstring>
 
+#include "parallel/blocked_timer.h"
 #include "tensor/check.h"
 #include "tensor/ops.h"
 
@@ -47,20 +47,6 @@ std::vector<int64_t> scaled(std::span<const int64_t> rows, int64_t width) {
   for (int64_t& x : out) x *= width;
   return out;
 }
-
-// Adds the seconds since construction to `total` (time the caller is blocked in communication).
-class BlockedTimer {
- public:
-  explicit BlockedTimer(double& total)
-      : total_(total), start_(std::chrono::steady_clock::now()) {}
-  ~BlockedTimer() {
-    total_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
-  }
-
- private:
-  double& total_;
-  std::chrono::steady_clock::time_point start_;
-};
 
 // Makes `t` a (rows, width) float32 buffer (at least one row, so data() is always valid).
 float* ensure_rows(Tensor& t, int64_t rows, int64_t width) {

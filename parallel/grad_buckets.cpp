@@ -1,29 +1,13 @@
 #include "parallel/grad_buckets.h"
 
 #include <algorithm>
-#include <chrono>
 #include <cstring>
 
+#include "parallel/blocked_timer.h"
 #include "tensor/check.h"
 #include "tensor/ops.h"
 
 namespace moefold {
-namespace {
-
-class WaitTimer {
- public:
-  explicit WaitTimer(double& total) : total_(total), start_(std::chrono::steady_clock::now()) {}
-  ~WaitTimer() {
-    total_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
-  }
-
- private:
-  double& total_;
-  std::chrono::steady_clock::time_point start_;
-};
-
-}  // namespace
-
 BucketLayout plan_buckets(std::vector<BucketEntry> entries, int64_t bucket_size, int group_size) {
   MOEFOLD_CHECK(bucket_size > 0 && group_size > 0,
                 "bucket_size " << bucket_size << ", group_size " << group_size);
@@ -142,7 +126,7 @@ void GradBucketSet::launch_remaining_grad_reduces() {
 }
 
 void GradBucketSet::wait_grad_reduces() {
-  WaitTimer timer(wait_times_.grad_reduce_wait);
+  BlockedTimer timer(wait_times_.grad_reduce_wait);
   for (WorkHandle& w : reduce_work_) w.wait();
 }
 
@@ -161,7 +145,7 @@ void GradBucketSet::launch_param_gathers() {
 }
 
 void GradBucketSet::wait_param_gather(int b) {
-  WaitTimer timer(wait_times_.param_gather_wait);
+  BlockedTimer timer(wait_times_.param_gather_wait);
   gather_work_[b].wait();
 }
 

@@ -157,11 +157,11 @@ MpiCommunicator::~MpiCommunicator() {
   }
 }
 
-WorkHandle MpiCommunicator::submit(MpiProgressEngine::StartFn start,
+WorkHandle MpiCommunicator::submit(const char* what, MpiProgressEngine::StartFn start,
                                    std::shared_ptr<HostStaging> staging) {
   MpiProgressEngine::FinishFn finish;
   if (!staging->empty()) finish = [staging] { staging->finish(); };
-  WorkHandle handle = engine_->submit(std::move(start), std::move(finish));
+  WorkHandle handle = engine_->submit(std::move(start), what, label(), std::move(finish));
   std::lock_guard<std::mutex> lock(pending_mutex_);
   std::erase_if(pending_, [](const WorkHandle& h) { return h.is_done(); });
   pending_.push_back(handle);
@@ -175,7 +175,7 @@ WorkHandle MpiCommunicator::all_reduce_async(void* data, int64_t count, CommDTyp
   MPI_Comm comm = comm_;
   auto staging = std::make_shared<HostStaging>();
   void* buffer = staging->output(data, bytes_of(count, dtype), true);
-  return submit([=] {
+  return submit("all_reduce", [=] {
     MPI_Request request = MPI_REQUEST_NULL;
     check_rc(MPI_Iallreduce(MPI_IN_PLACE, buffer, n, mpi_type(dtype), mop, comm, &request),
              "MPI_Iallreduce");
@@ -191,7 +191,7 @@ WorkHandle MpiCommunicator::all_gather_async(const void* send, int64_t count, vo
   auto staging = std::make_shared<HostStaging>();
   const void* in = staging->input(send, bytes_of(count, dtype));
   void* out = staging->output(recv, bytes_of(count * size_, dtype));
-  return submit([=] {
+  return submit("all_gather", [=] {
     MPI_Request request = MPI_REQUEST_NULL;
     const MPI_Datatype type = mpi_type(dtype);
     check_rc(MPI_Iallgather(in, n, type, out, n, type, comm, &request), "MPI_Iallgather");
@@ -212,7 +212,7 @@ WorkHandle MpiCommunicator::all_gather_v_async(const void* send, int64_t send_co
   auto staging = std::make_shared<HostStaging>();
   const void* in = staging->input(send, bytes_of(send_count, dtype));
   void* out = staging->output(recv, bytes_of(total(recv_counts), dtype));
-  return submit([=] {
+  return submit("all_gather_v", [=] {
     MPI_Request request = MPI_REQUEST_NULL;
     const MPI_Datatype type = mpi_type(dtype);
     check_rc(MPI_Iallgatherv(in, n, type, out, layout->counts.data(),
@@ -232,7 +232,7 @@ WorkHandle MpiCommunicator::reduce_scatter_async(const void* send, void* recv,
   auto staging = std::make_shared<HostStaging>();
   const void* in = staging->input(send, bytes_of(recv_count * size_, dtype));
   void* out = staging->output(recv, bytes_of(recv_count, dtype));
-  return submit([=] {
+  return submit("reduce_scatter", [=] {
     MPI_Request request = MPI_REQUEST_NULL;
     check_rc(MPI_Ireduce_scatter_block(in, out, n, mpi_type(dtype), mop, comm, &request),
              "MPI_Ireduce_scatter_block");
@@ -250,7 +250,7 @@ WorkHandle MpiCommunicator::reduce_scatter_v_async(const void* send, void* recv,
   auto staging = std::make_shared<HostStaging>();
   const void* in = staging->input(send, bytes_of(total(recv_counts), dtype));
   void* out = staging->output(recv, bytes_of(recv_counts[rank_], dtype));
-  return submit([=] {
+  return submit("reduce_scatter_v", [=] {
     MPI_Request request = MPI_REQUEST_NULL;
     check_rc(MPI_Ireduce_scatter(in, out, layout->counts.data(), mpi_type(dtype), mop, comm,
                                  &request),
@@ -267,7 +267,7 @@ WorkHandle MpiCommunicator::all_to_all_async(const void* send, void* recv, int64
   auto staging = std::make_shared<HostStaging>();
   const void* in = staging->input(send, bytes_of(count * size_, dtype));
   void* out = staging->output(recv, bytes_of(count * size_, dtype));
-  return submit([=] {
+  return submit("all_to_all", [=] {
     MPI_Request request = MPI_REQUEST_NULL;
     const MPI_Datatype type = mpi_type(dtype);
     check_rc(MPI_Ialltoall(in, n, type, out, n, type, comm, &request), "MPI_Ialltoall");
@@ -287,7 +287,7 @@ WorkHandle MpiCommunicator::all_to_all_v_async(const void* send,
   auto staging = std::make_shared<HostStaging>();
   const void* in = staging->input(send, bytes_of(total(send_counts), dtype));
   void* out = staging->output(recv, bytes_of(total(recv_counts), dtype));
-  return submit([=] {
+  return submit("all_to_all_v", [=] {
     MPI_Request request = MPI_REQUEST_NULL;
     const MPI_Datatype type = mpi_type(dtype);
     check_rc(MPI_Ialltoallv(in, send_layout->counts.data(), send_layout->displacements.data(),
@@ -305,7 +305,7 @@ WorkHandle MpiCommunicator::broadcast_async(void* data, int64_t count, CommDType
   MPI_Comm comm = comm_;
   auto staging = std::make_shared<HostStaging>();
   void* buffer = staging->output(data, bytes_of(count, dtype), rank_ == root);
-  return submit([=] {
+  return submit("broadcast", [=] {
     MPI_Request request = MPI_REQUEST_NULL;
     check_rc(MPI_Ibcast(buffer, n, mpi_type(dtype), root, comm, &request), "MPI_Ibcast");
     return request;
@@ -319,7 +319,7 @@ WorkHandle MpiCommunicator::send_async(const void* data, int64_t count, CommDTyp
   MPI_Comm comm = comm_;
   auto staging = std::make_shared<HostStaging>();
   const void* in = staging->input(data, bytes_of(count, dtype));
-  return submit([=] {
+  return submit("send", [=] {
     MPI_Request request = MPI_REQUEST_NULL;
     check_rc(MPI_Isend(in, n, mpi_type(dtype), peer, tag, comm, &request), "MPI_Isend");
     return request;
@@ -333,7 +333,7 @@ WorkHandle MpiCommunicator::recv_async(void* data, int64_t count, CommDType dtyp
   MPI_Comm comm = comm_;
   auto staging = std::make_shared<HostStaging>();
   void* out = staging->output(data, bytes_of(count, dtype));
-  return submit([=] {
+  return submit("recv", [=] {
     MPI_Request request = MPI_REQUEST_NULL;
     check_rc(MPI_Irecv(out, n, mpi_type(dtype), peer, tag, comm, &request), "MPI_Irecv");
     return request;
@@ -342,7 +342,7 @@ WorkHandle MpiCommunicator::recv_async(void* data, int64_t count, CommDType dtyp
 
 WorkHandle MpiCommunicator::barrier_async() {
   MPI_Comm comm = comm_;
-  return submit([=] {
+  return submit("barrier", [=] {
     MPI_Request request = MPI_REQUEST_NULL;
     check_rc(MPI_Ibarrier(comm, &request), "MPI_Ibarrier");
     return request;

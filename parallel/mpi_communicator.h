@@ -32,6 +32,7 @@ class MpiCommunicator final : public Communicator {
   int rank() const override { return rank_; }
   int size() const override { return size_; }
   MPI_Comm comm() const { return comm_; }
+  MPI_Comm mpi_comm() const override { return comm_; }
   const std::shared_ptr<MpiProgressEngine>& engine() const { return engine_; }
 
   WorkHandle all_reduce_async(void* data, int64_t count, CommDType dtype,
@@ -62,7 +63,8 @@ class MpiCommunicator final : public Communicator {
   static int64_t staged_bytes();
 
  private:
-  WorkHandle submit(MpiProgressEngine::StartFn start, std::shared_ptr<HostStaging> staging);
+  WorkHandle submit(const char* what, MpiProgressEngine::StartFn start,
+                    std::shared_ptr<HostStaging> staging);
 
   MPI_Comm comm_;
   int rank_ = 0;

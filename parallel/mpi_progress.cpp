@@ -58,8 +58,9 @@ MpiProgressEngine::~MpiProgressEngine() {
   thread_.join();
 }
 
-WorkHandle MpiProgressEngine::submit(StartFn start, FinishFn finish) {
-  auto state = std::make_shared<WorkState>();
+WorkHandle MpiProgressEngine::submit(StartFn start, const char* what,
+                                     std::shared_ptr<const std::string> group, FinishFn finish) {
+  auto state = std::make_shared<WorkState>(what, std::move(group));
   {
     std::lock_guard<std::mutex> lock(queue_mutex_);
     MOEFOLD_CHECK(!stopping_, "work submitted to a stopping MPI progress engine");

@@ -29,6 +29,9 @@ struct ParallelConfig {
   // Fully Sharded Sparse Data Parallelism (Hecate) for the routed experts: weights, gradients and
   // optimizer state sharded over expert-DP; each micro-batch gathers only the experts it needs.
   bool moe_fssdp = false;
+  // Every blocking wait on communication ends the job after this long (parallel/watchdog.h);
+  // Megatron's --distributed-timeout-minutes. 0 = wait forever.
+  double distributed_timeout_minutes = 10;
 
   int expert_tensor_parallel() const {
     return expert_tensor_parallel_size > 0 ? expert_tensor_parallel_size

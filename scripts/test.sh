@@ -8,3 +8,5 @@ scripts/install_deps.sh --data
 scripts/build.sh
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1
 ctest --test-dir "${MOEFOLD_BUILD_DIR:-$root/build}" --output-on-failure -j "$(nproc)" "$@"
+# The parsers under libFuzzer for a bounded time (fuzz/, at most a minute in all).
+scripts/fuzz.sh

@@ -10,6 +10,8 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/string_view.h"
 #include "trainer/config_schema.h"
 #include "trainer/config_validate.h"
 
@@ -124,9 +126,30 @@ absl::Status apply_recipe_override(const std::string& assignment, Recipe& recipe
   return absl::OkStatus();
 }
 
-absl::StatusOr<Recipe> parse_recipe_string(const std::string& yaml_text,
-                                           const std::string& source_name,
-                                           const std::vector<std::string>& overrides) {
+namespace {
+
+// Control characters of the recipe's own text (a key, a value, YAML's quote of a bad escape)
+// written visibly, so that an error stays one line (found by fuzz/recipe_fuzzer).
+std::string one_line(absl::string_view text) {
+  std::string out;
+  for (const char c : text) {
+    const auto u = static_cast<unsigned char>(c);
+    if (c == '\n') {
+      out += "\\n";
+    } else if (c == '\r') {
+      out += "\\r";
+    } else if (u < 0x20 && c != '\t') {
+      out += absl::StrFormat("\\x%02x", u);
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<Recipe> parse_recipe_text(const std::string& yaml_text,
+                                         const std::string& source_name,
+                                         const std::vector<std::string>& overrides) {
   Recipe recipe;
   recipe.source = source_name;
   YAML::Node root;
@@ -145,6 +168,16 @@ absl::StatusOr<Recipe> parse_recipe_string(const std::string& yaml_text,
   expand_moe_layer_pattern(recipe.model);
   if (absl::Status status = validate_recipe(recipe); !status.ok()) return status;
   return recipe;
+}
+
+}  // namespace
+
+absl::StatusOr<Recipe> parse_recipe_string(const std::string& yaml_text,
+                                           const std::string& source_name,
+                                           const std::vector<std::string>& overrides) {
+  auto recipe = parse_recipe_text(yaml_text, source_name, overrides);
+  if (recipe.ok()) return recipe;
+  return absl::Status(recipe.status().code(), one_line(recipe.status().message()));
 }
 
 absl::StatusOr<Recipe> load_recipe(const std::string& path,

@@ -141,7 +141,10 @@ RecipeKey string_key(std::string path, Field field, std::string meaning,
     if (!value.IsNull() && !value.IsScalar()) {
       return absl::InvalidArgumentError(absl::StrCat("expected a string, got ", describe(value)));
     }
-    const std::string text = value.IsNull() ? "" : value.Scalar();
+    // YAML reads a bare `null` as no value; where "null" is a choice (data.tokenizer_type) it
+    // means that choice.
+    const bool null_choice = std::find(choices.begin(), choices.end(), "null") != choices.end();
+    const std::string text = value.IsNull() ? (null_choice ? "null" : "") : value.Scalar();
     if (!choices.empty() && std::find(choices.begin(), choices.end(), text) == choices.end()) {
       return not_a_choice(value, choices);
     }
@@ -440,6 +443,11 @@ std::vector<RecipeKey> build_schema() {
       "and optimizer state are sharded over expert-DP; each micro-batch gathers only the "
       "experts its tokens reach and reduce-scatters their gradients (moe_ffn_hidden_size must "
       "divide by ETP × expert-DP)."));
+  add(number_key(
+      "parallel.distributed_timeout_minutes",
+      [](R& r) -> auto& { return r.parallel.distributed_timeout_minutes; }, 0, kInf,
+      "Every blocking wait on a collective or point-to-point message ends the job after this "
+      "many minutes (fractions allowed), each rank naming where it waited; 0 = wait forever."));
 
   // training
   add(number_key(
@@ -483,6 +491,20 @@ std::vector<RecipeKey> build_schema() {
       "training.bf16", [](R& r) -> auto& { return r.training.bf16; },
       "bf16 mixed precision (MODEL.md): float32 master weights, gradients and Adam state, bf16 "
       "compute copies and activations. Not supported yet: refused."));
+  add(number_key(
+      "training.exit_duration_in_mins",
+      [](R& r) -> auto& { return r.training.exit_duration_in_mins; }, 0, kInf,
+      "Stop at the first step boundary after this many minutes of training, saving a "
+      "checkpoint when checkpoint.save is set (to end before a job's time limit); 0 = no limit."));
+  add(enum_key(
+      "training.nonfinite", [](R& r) -> auto& { return r.training.nonfinite; }, {"stop", "skip"},
+      "A step whose loss or gradient is not finite: stop, naming the first non-finite tensor "
+      "(the loss, which layer's gradient, or the router), or skip its optimizer step "
+      "(parameters, optimizer state and expert biases unchanged, the batch consumed)."));
+  add(number_key(
+      "training.nonfinite_max_consecutive_skips",
+      [](R& r) -> auto& { return r.training.nonfinite_max_consecutive_skips; }, 0, kMaxInt,
+      "With nonfinite: skip, the run stops when more steps than this in a row were skipped."));
 
   // optimizer
   add(string_key("optimizer.optimizer", [](R& r) -> auto& { return r.optimizer.optimizer; },

@@ -23,13 +23,6 @@ bool first_model_parallel_copy(const Parameter& p, const RankCoordinates& c) {
                      : c.tp_rank == 0 || split_over(p, ShardGroup::kTensor);
 }
 
-double square_sum(const Tensor& t) {
-  const float* g = t.data();
-  double sum = 0.0;
-  for (int64_t j = 0, n = t.numel(); j < n; ++j) sum += double(g[j]) * g[j];
-  return sum;
-}
-
 void copy_tensor(const Tensor& from, const Tensor& to) {
   MOEFOLD_CHECK(from.numel() == to.numel(), from.shape_string() << " vs " << to.shape_string());
   std::memcpy(to.data(), from.data(), from.nbytes());
@@ -65,6 +58,9 @@ DataParallelState::DataParallelState(Model& model, const OptimizerConfig& optimi
         plan_buckets(std::move(entries), ctx.config.ddp_bucket_size, group->size()), group,
         distributed_));
     set_is_expert_.push_back(expert);
+    int world_rank = ctx.world->rank();
+    set_world_ranks_.emplace_back(static_cast<size_t>(group->size()));
+    group->all_gather(&world_rank, 1, set_world_ranks_.back().data(), CommDType::kInt32);
     const GradBucketSet& set = *sets_.back();
     for (int e = 0; e < static_cast<int>(set.layout().entries.size()); ++e) {
       Parameter& p = *parameters_[set.layout().entries[e].id];
@@ -148,15 +144,15 @@ void DataParallelState::finish_grad_reduction() {
   for (auto& set : sets_) set->wait_grad_reduces();
 }
 
-double DataParallelState::grad_norm() const {
+std::vector<Tensor> DataParallelState::norm_counted_grads() const {
   const RankCoordinates& c = ctx_.coords;
-  double sum = 0;
+  std::vector<Tensor> counted;
   if (dist_) {
     // The owned slices partition every bucket over its DP group.
     for (const ShardSegment& s : dist_->segments()) {
       const Parameter& p = *parameters_[s.param_index];
       if (first_model_parallel_copy(p, c) && !model_.is_embedding_copy(&p)) {
-        sum += square_sum(s.grad);
+        counted.push_back(s.grad);
       }
     }
   } else {
@@ -165,12 +161,15 @@ double DataParallelState::grad_norm() const {
       const bool first_dp_copy = p->is_expert ? c.edp_rank == 0 || split_over(*p, ShardGroup::kExpertData)
                                               : c.dp_rank == 0 && c.cp_rank == 0;
       if (first_dp_copy && first_model_parallel_copy(*p, c) && !model_.is_embedding_copy(p)) {
-        sum += square_sum(p->grad);
+        counted.push_back(p->grad);
       }
     }
   }
-  ctx_.world->all_reduce(std::span<double>(&sum, 1));
-  return std::sqrt(sum);
+  return counted;
+}
+
+double DataParallelState::grad_norm() const {
+  return global_grad_norm(norm_counted_grads(), *ctx_.world);
 }
 
 std::vector<OptimTensor> DataParallelState::clip_tensors() const {
@@ -292,6 +291,40 @@ void DataParallelState::restore_optimizer(const AdamW& loaded) {
     exp_avg_sq.push_back(loaded.exp_avg_sq(i));
   }
   scatter_state(exp_avg, exp_avg_sq, loaded.steps());
+}
+
+OptimizerCheckpointState DataParallelState::optimizer_checkpoint_state() {
+  wait_all_param_gathers();
+  OptimizerCheckpointState state;
+  state.steps = optimizer_steps();
+  for (size_t i = 0; i < parameters_.size(); ++i) {
+    const Parameter& p = *parameters_[i];
+    OptimizerStateTensor t{p.name(), {}, {ctx_.world->rank()}};
+    if (adam_) {
+      t.runs.push_back({0, p.layout.local_numel(), adam_->exp_avg(i).data(),
+                        adam_->exp_avg_sq(i).data()});
+    } else {
+      t.shard_group = set_world_ranks_[locations_.at(&p).set];
+    }
+    state.tensors.push_back(std::move(t));
+  }
+  if (dist_) {
+    for (size_t k = 0; k < dist_->segments().size(); ++k) {
+      const ShardSegment& s = dist_->segments()[k];
+      state.tensors[s.param_index].runs.push_back({s.param_offset, s.param.numel(),
+                                                   dist_->exp_avg(k).data(),
+                                                   dist_->exp_avg_sq(k).data()});
+    }
+  }
+  return state;
+}
+
+void DataParallelState::set_optimizer_steps(int64_t steps) {
+  if (dist_) {
+    dist_->set_steps(steps);
+  } else {
+    adam_->set_steps(steps);
+  }
 }
 
 }  // namespace moefold

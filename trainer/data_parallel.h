@@ -22,6 +22,7 @@
 #include <utility>
 #include <vector>
 
+#include "checkpoint/checkpoint.h"
 #include "model/model.h"
 #include "optim/adamw.h"
 #include "optim/distributed_optimizer.h"
@@ -75,6 +76,12 @@ class DataParallelState {
   // Waits for the parameter gathers first, so the model's values are complete too.
   std::unique_ptr<AdamW> checkpoint_optimizer();  // collective like gather_exp_avg
   void restore_optimizer(const AdamW& loaded);
+  // The Adam state as it is held, for save_checkpoint and load_checkpoint (which fills it in
+  // place): whole tensors, or with the distributed optimizer only this rank's owned segments,
+  // so no rank ever holds a full-size copy. Waits for the parameter gathers first, so the
+  // model's values are complete too. Apply a loaded step count with set_optimizer_steps.
+  OptimizerCheckpointState optimizer_checkpoint_state();
+  void set_optimizer_steps(int64_t steps);
 
  private:
   struct Location {
@@ -82,6 +89,8 @@ class DataParallelState {
     int entry = 0;  // the parameter's entry in that set's layout
   };
   std::vector<Tensor> gather_state(bool second_moment) const;
+  // The gradients this rank counts in the global norm: each element once over the world.
+  std::vector<Tensor> norm_counted_grads() const;
   std::vector<OptimTensor> clip_tensors() const;
 
   Model& model_;
@@ -91,6 +100,7 @@ class DataParallelState {
   std::vector<Parameter*> parameters_;                // model order
   std::vector<std::unique_ptr<GradBucketSet>> sets_;  // dense, then expert (when present)
   std::vector<bool> set_is_expert_;
+  std::vector<std::vector<int>> set_world_ranks_;  // per set: its group's world ranks
   std::unordered_map<const Parameter*, Location> locations_;
   std::unique_ptr<AdamW> adam_;                 // plain: one OptimTensor per parameter
   std::unique_ptr<DistributedOptimizer> dist_;  // distributed: the owned segments

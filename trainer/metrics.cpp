@@ -3,11 +3,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <filesystem>
 #include <numeric>
 
 #include "absl/strings/str_format.h"
 #include "nlohmann/json.hpp"
+#include "trainer/metrics_file.h"
 
 namespace moefold {
 
@@ -31,12 +31,19 @@ double MoeLoadSummary::imbalance() const {
   return mean > 0 ? max_load() / mean : 0;
 }
 
-MetricsLogger::MetricsLogger(const std::string& jsonl_path, bool enabled, int log_interval)
-    : enabled_(enabled), log_interval_(std::max(1, log_interval)) {
-  if (!enabled_) return;
-  const std::filesystem::path path(jsonl_path);
-  if (path.has_parent_path()) std::filesystem::create_directories(path.parent_path());
-  out_.open(jsonl_path, std::ios::app);
+MetricsLogger::MetricsLogger(const std::string& jsonl_path, bool prints, bool writes_file,
+                             int log_interval)
+    : path_(jsonl_path),
+      enabled_(prints || writes_file),
+      writes_file_(writes_file),
+      log_interval_(std::max(1, log_interval)) {}
+
+absl::Status MetricsLogger::start(int64_t keep_through) {
+  if (!writes_file_) return absl::OkStatus();
+  if (absl::Status s = prepare_metrics_file(path_, keep_through); !s.ok()) return s;
+  out_.close();
+  out_.open(path_, std::ios::app);
+  return absl::OkStatus();
 }
 
 void MetricsLogger::log_iteration(const IterationMetrics& m) {
@@ -49,6 +56,10 @@ void MetricsLogger::log_iteration(const IterationMetrics& m) {
       {"step_seconds", m.step_seconds}, {"tokens_per_s", m.tokens_per_second()},
       {"tflops", m.tflops()},     {"mfu", m.mfu()},
       {"peak_memory_bytes", m.peak_memory_bytes}, {"dp_wait_seconds", m.dp_wait_seconds}};
+  if (m.skipped) {
+    record["skipped"] = true;
+    record["skipped_reason"] = m.skipped_reason;
+  }
   if (m.pipeline_idle_fraction >= 0) record["pipeline_idle_fraction"] = m.pipeline_idle_fraction;
   if (m.fssdp_gathered_fraction >= 0) {
     record["fssdp_gathered_fraction"] = m.fssdp_gathered_fraction;
@@ -69,7 +80,11 @@ void MetricsLogger::log_iteration(const IterationMetrics& m) {
   record["moe"] = std::move(layers);
   out_ << record.dump() << '\n';
   out_.flush();
-  if (m.iteration % log_interval_ == 0 || m.iteration == m.train_iters || m.iteration == 1) {
+  if (m.skipped) {
+    print(absl::StrFormat("[%d/%d] step skipped (training.nonfinite: skip): %s", m.iteration,
+                          m.train_iters, m.skipped_reason));
+  } else if (m.iteration % log_interval_ == 0 || m.iteration == m.train_iters ||
+             m.iteration == 1) {
     const double elapsed =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
     print(format_progress_line(m, elapsed));

@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
+
 namespace moefold {
 
 struct MoeLoadSummary {
@@ -27,6 +29,10 @@ struct IterationMetrics {
   int train_iters = 0;
   double lm_loss = 0, aux_loss = 0, z_loss = 0;
   double grad_norm = 0, lr = 0;
+  // training.nonfinite: skip dropped this step's update; `skipped_reason` names what was not
+  // finite.
+  bool skipped = false;
+  std::string skipped_reason;
   int64_t tokens = 0;           // tokens of the global batch
   double step_seconds = 0;
   double model_flops = 0;       // model FLOPs of the global batch (forward + backward)
@@ -49,15 +55,22 @@ struct IterationMetrics {
 
 class MetricsLogger {
  public:
-  // `enabled` is false on ranks that neither write nor print (all but rank 0 by default).
-  MetricsLogger(const std::string& jsonl_path, bool enabled, int log_interval);
+  // `prints` is false on ranks that do not print (all but rank 0 by default); one rank
+  // `writes_file`. Nothing is written until start().
+  MetricsLogger(const std::string& jsonl_path, bool prints, bool writes_file, int log_interval);
+
+  // Opens the JSONL file keeping the records of iterations <= keep_through (metrics_file.h):
+  // 0 for a fresh run, the checkpoint's iteration for a resume.
+  absl::Status start(int64_t keep_through);
 
   void log_iteration(const IterationMetrics& m);
   void log_evaluation(int iteration, double loss, int64_t tokens);
   void print(const std::string& line);
 
  private:
+  std::string path_;
   bool enabled_;
+  bool writes_file_;
   int log_interval_;
   std::ofstream out_;
   std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();

@@ -19,6 +19,10 @@ enum class RecomputeGranularity { kNone, kFull, kSelective };
 
 // Where a rank computes: one process per device (DESIGN.md).
 enum class TrainingDevice { kCpu, kCuda };
+// What a step with a non-finite loss or gradient does: stop the run (naming the first non-finite
+// tensor), or skip the optimizer step (parameters, optimizer state and expert biases unchanged;
+// the batch counts as consumed) up to nonfinite_max_consecutive_skips steps in a row.
+enum class NonfinitePolicy { kStop, kSkip };
 
 struct TrainingConfig {
   int micro_batch_size = 1;
@@ -32,6 +36,11 @@ struct TrainingConfig {
   RecomputeGranularity recompute_granularity = RecomputeGranularity::kNone;
   TrainingDevice device = TrainingDevice::kCpu;
   bool bf16 = false;           // Megatron's --bf16: MODEL.md "Mixed precision" (refused so far)
+  // Stop (saving a checkpoint when checkpoint.save is set) at the first step boundary after this
+  // many minutes of training; Megatron's --exit-duration-in-mins. 0 = no limit.
+  double exit_duration_in_mins = 0;
+  NonfinitePolicy nonfinite = NonfinitePolicy::kStop;
+  int nonfinite_max_consecutive_skips = 5;
 };
 
 struct CheckpointConfig {

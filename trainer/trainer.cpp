@@ -1,19 +1,26 @@
 #include "trainer/trainer.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <iostream>
 #include <limits>
 
 #include <unistd.h>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "checkpoint/checkpoint.h"
 #include "data/dataset_builder.h"
 #include "data/default_corpus.h"
 #include "trainer/config_schema.h"
+#include "trainer/memory_plan.h"
 #include "optim/lr_schedule.h"
+#include "parallel/agreed_status.h"
+#include "parallel/watchdog.h"
 #include "model/router.h"
 #include "tensor/backend.h"
 #include "trainer/peak_flops.h"
@@ -36,6 +43,17 @@ absl::Status resolve_corpus(DataConfig& data, const ParallelContext& ctx) {
   if (!prefix.ok()) return prefix.status();
   data.data_path = {*prefix};
   return absl::OkStatus();
+}
+
+// Rank 0's status on every rank, for what rank 0 alone does (the metrics file). Collective.
+absl::Status agree_on_rank0(const absl::Status& local, Communicator& world) {
+  std::string message(local.message());
+  int64_t header[2] = {static_cast<int64_t>(local.code()), static_cast<int64_t>(message.size())};
+  world.broadcast(std::span<int64_t>(header, 2), 0);
+  if (header[0] == 0) return absl::OkStatus();
+  message.resize(static_cast<size_t>(header[1]));
+  world.broadcast(message.data(), header[1], CommDType::kUInt8, 0);
+  return mark_agreed(absl::Status(static_cast<absl::StatusCode>(header[0]), message));
 }
 
 // The index of MoE layer `layer` among the model's MoE layers (all pipeline stages).
@@ -93,6 +111,11 @@ absl::Status Trainer::setup() {
         recipe_.source, model_config.vocab_size, tokenizer_->name(), tokenizer_->vocab_size()));
   }
 
+  // Before anything of the model's or the data's size is allocated.
+  if (absl::Status s = check_memory_plan(recipe_, world, available_bytes_per_rank()); !s.ok()) {
+    return s;
+  }
+
   const int dp = ctx_.dp->size();
   const int64_t global_batch = train.global_batch_size > 0
                                    ? train.global_batch_size
@@ -128,12 +151,13 @@ absl::Status Trainer::setup() {
   const LoggingConfig& log = recipe_.logging;
   const std::string metrics_path =
       log.metrics_path.empty() ? log.run_dir + "/metrics.jsonl" : log.metrics_path;
-  if (ctx_.world->rank() == 0 && recipe_.checkpoint.load.empty() &&
-      std::filesystem::exists(metrics_path)) {
-    std::filesystem::remove(metrics_path);  // a fresh run starts a fresh record; resumes append
-  }
-  metrics_ = std::make_unique<MetricsLogger>(metrics_path, ctx_.world->rank() == 0 || log.all_ranks,
+  const bool rank0 = ctx_.world->rank() == 0;
+  metrics_ = std::make_unique<MetricsLogger>(metrics_path, rank0 || log.all_ranks, rank0,
                                              log.log_interval);
+  // A resume keeps the records up to its checkpoint (load_checkpoint starts the file then).
+  if (recipe_.checkpoint.load.empty()) {
+    if (absl::Status s = agree_on_rank0(metrics_->start(0), *ctx_.world); !s.ok()) return s;
+  }
   peak_ = resolve_peak_flops(train.peak_flops, default_device(), DType::kFloat32, *ctx_.world);
   const double per_rank = peak_.per_rank;
   peak_flops_ = per_rank * world;
@@ -168,34 +192,70 @@ absl::Status Trainer::build_train_batches(int64_t consumed_samples) {
 }
 
 absl::Status Trainer::load_checkpoint(const std::string& path, bool model_only) {
+  watchdog::set_position(start_iteration_, "checkpoint load");
   CheckpointIoStats stats;
-  // The optimizer state at every parameter's full shape, whatever the DP layout.
-  std::unique_ptr<AdamW> optimizer = model_only ? nullptr : data_parallel_->checkpoint_optimizer();
-  auto state = moefold::load_checkpoint(path, model_->registry(), optimizer.get(), ctx_,
-                                        recipe_.model, &stats);
+  absl::StatusOr<CheckpointState> state;
+  if (model_only) {
+    state = moefold::load_checkpoint(path, model_->registry(), static_cast<AdamW*>(nullptr),
+                                     ctx_, recipe_.model, &stats);
+  } else {
+    // Filled in place: each rank reads only the Adam state it holds (its shard under ZeRO).
+    OptimizerCheckpointState optimizer = data_parallel_->optimizer_checkpoint_state();
+    state = moefold::load_checkpoint(path, model_->registry(), optimizer, ctx_, recipe_.model,
+                                     &stats);
+    if (state.ok()) data_parallel_->set_optimizer_steps(optimizer.steps);
+  }
   if (!state.ok()) return state.status();
-  if (optimizer) data_parallel_->restore_optimizer(*optimizer);
   start_iteration_ = static_cast<int>(state->iteration);
+  if (!model_only) {
+    if (absl::Status s = agree_on_rank0(metrics_->start(state->iteration), *ctx_.world);
+        !s.ok()) {
+      return s;
+    }
+  }
   metrics_->print(describe_checkpoint_io("loaded", stats));
   return build_train_batches(state->consumed_samples);
 }
 
 absl::Status Trainer::save_checkpoint(int iterations_done) {
+  watchdog::set_position(iterations_done, "checkpoint save");
   CheckpointState state;
   state.iteration = iterations_done;
   state.consumed_samples = train_batches_->consumed_samples();
   state.recipe_text = recipe_to_yaml(recipe_);
-  const std::unique_ptr<AdamW> optimizer = data_parallel_->checkpoint_optimizer();
+  // Each rank writes only the Adam state it holds (its shard under ZeRO).
+  const OptimizerCheckpointState optimizer = data_parallel_->optimizer_checkpoint_state();
   auto stats = moefold::save_checkpoint(recipe_.checkpoint.save, state, model_->registry(),
-                                        optimizer.get(), ctx_, recipe_);
+                                        optimizer, ctx_, recipe_.model,
+                                        {recipe_.checkpoint.keep_last});
   if (!stats.ok()) return stats.status();
   metrics_->print(describe_checkpoint_io("saved", *stats));
   return absl::OkStatus();
 }
 
+bool Trainer::agreed_stop(double training_seconds) {
+  const double limit_minutes = recipe_.training.exit_duration_in_mins;
+  // Largest wins: a signal number (1..64) over the time limit (65).
+  constexpr int64_t kTimeLimit = 65;
+  int64_t request = stop_signal_ != nullptr ? stop_signal_->load() : 0;
+  if (request == 0 && limit_minutes > 0 && training_seconds > limit_minutes * 60) {
+    request = kTimeLimit;
+  }
+  ctx_.world->all_reduce(std::span<int64_t>(&request, 1), ReduceOp::kMax);
+  if (request == 0) return false;
+  if (request == kTimeLimit) {
+    stop_reason_ = absl::StrFormat("training.exit_duration_in_mins (%g) reached", limit_minutes);
+  } else {
+    const char* name = sigabbrev_np(static_cast<int>(request));
+    stop_reason_ = absl::StrCat("SIG", name ? name : absl::StrCat(request));
+  }
+  return true;
+}
+
 absl::Status Trainer::train() {
   const TrainingConfig& train = recipe_.training;
   const CheckpointConfig& checkpoint = recipe_.checkpoint;
+  const auto training_start = std::chrono::steady_clock::now();
   for (int iteration = start_iteration_; iteration < train.train_iters; ++iteration) {
     auto step = train_step(iteration);
     if (!step.ok()) return step.status();
@@ -207,10 +267,25 @@ absl::Status Trainer::train() {
       if (!eval.ok()) return eval.status();
       metrics_->log_evaluation(done, eval->loss, eval->tokens);
     }
-    if (!checkpoint.save.empty() &&
-        ((checkpoint.save_interval > 0 && done % checkpoint.save_interval == 0) || last)) {
+    const bool saved = !checkpoint.save.empty() &&
+                       ((checkpoint.save_interval > 0 && done % checkpoint.save_interval == 0) ||
+                        last);
+    if (saved) {
       if (absl::Status s = save_checkpoint(done); !s.ok()) return s;
     }
+    watchdog::set_position(done, "step boundary (stop agreement)");
+    if (last || !agreed_stop(seconds_since(training_start))) continue;
+    // Preempted or out of time: keep the work (unless this boundary just saved it) and stop.
+    if (!checkpoint.save.empty() && !saved) {
+      if (absl::Status s = save_checkpoint(done); !s.ok()) return s;
+    }
+    metrics_->print(absl::StrFormat(
+        "moefold: stopping after iteration %d of %d: %s; %s", done, train.train_iters,
+        stop_reason_,
+        checkpoint.save.empty()
+            ? "no checkpoint.save is set, so nothing was saved"
+            : absl::StrCat("resume with --load ", checkpoint.save)));
+    return absl::OkStatus();
   }
   return absl::OkStatus();
 }
@@ -218,6 +293,7 @@ absl::Status Trainer::train() {
 // The step of DESIGN.md, top to bottom.
 absl::StatusOr<IterationMetrics> Trainer::train_step(int iteration) {
   const auto start = std::chrono::steady_clock::now();
+  watchdog::set_position(iteration + 1, "forward/backward");
   auto batches = model_inputs(train_batches_->next_global_batch());  // this rank's micro-batches
   if (!batches.ok()) return batches.status();
   const LossScales scales = loss_scales(*batches);
@@ -251,7 +327,9 @@ absl::StatusOr<IterationMetrics> Trainer::train_step(int iteration) {
       assignments[l] += layer.assignments;
     }
   }
+  watchdog::set_position(iteration + 1, "gradient reduction");
   data_parallel_->finish_grad_reduction();  // DP/EDP reductions, started in backward
+  watchdog::set_position(iteration + 1, "loss and expert-count reduction");
 
   // Losses and expert counts of the whole global batch: one reduction for all of them.
   std::vector<double> losses = {lm_loss_sum * scales.lm, aux_loss, z_loss};
@@ -274,23 +352,40 @@ absl::StatusOr<IterationMetrics> Trainer::train_step(int iteration) {
     assignments[l] = counts[at++];
   }
   const int64_t experts_gathered = counts[at], expert_slots = counts[at + 1];
+  // A non-finite loss or gradient (training.nonfinite): nothing after it may change any state.
+  std::string nonfinite;  // what was not finite; empty when everything was
   if (!std::isfinite(losses[0]) || !std::isfinite(losses[1]) || !std::isfinite(losses[2])) {
-    return absl::InternalError(absl::StrFormat(
-        "iteration %d: the loss is not finite (lm %g, aux %g, z %g); stopping before the "
-        "optimizer step so the parameters stay as they were",
-        iteration + 1, losses[0], losses[1], losses[2]));
+    nonfinite = absl::StrFormat("the loss is not finite (lm %g, aux %g, z %g)", losses[0],
+                                losses[1], losses[2]);
   }
-  update_expert_bias(expert_counts);
-
-  const double grad_norm = data_parallel_->grad_norm();
-  if (!std::isfinite(grad_norm)) {
-    return absl::InternalError(absl::StrFormat(
-        "iteration %d: the gradient norm is not finite; stopping before the optimizer step",
-        iteration + 1));
+  double grad_norm = 0;
+  if (nonfinite.empty()) {
+    watchdog::set_position(iteration + 1, "gradient norm");
+    grad_norm = data_parallel_->grad_norm();
+    if (!std::isfinite(grad_norm)) nonfinite = first_nonfinite_gradient();
   }
-  data_parallel_->clip(grad_norm, recipe_.optimizer.clip_grad);
   const double lr = learning_rate(recipe_.optimizer, iteration, recipe_.training.train_iters);
-  data_parallel_->step(lr);  // sharded; parameters gathered back (overlapped)
+  if (!nonfinite.empty()) {
+    const TrainingConfig& train = recipe_.training;
+    const bool skip = train.nonfinite == NonfinitePolicy::kSkip;
+    if (!skip || ++consecutive_skips_ > train.nonfinite_max_consecutive_skips) {
+      // Every rank holds the same all-reduced losses and the same agreed gradient report.
+      return mark_agreed(absl::InternalError(absl::StrFormat(
+          "iteration %d: %s; stopping before the optimizer step so the parameters stay as they "
+          "were%s",
+          iteration + 1, nonfinite,
+          skip ? absl::StrFormat(" (more than training.nonfinite_max_consecutive_skips = %d "
+                                 "steps in a row were skipped)",
+                                 train.nonfinite_max_consecutive_skips)
+               : std::string(" (training.nonfinite: skip would skip the step instead)"))));
+    }
+  } else {
+    consecutive_skips_ = 0;
+    update_expert_bias(expert_counts);
+    data_parallel_->clip(grad_norm, recipe_.optimizer.clip_grad);
+    watchdog::set_position(iteration + 1, "optimizer step");
+    data_parallel_->step(lr);  // sharded; parameters gathered back (overlapped)
+  }
 
   IterationMetrics m;
   m.iteration = iteration + 1;
@@ -300,6 +395,8 @@ absl::StatusOr<IterationMetrics> Trainer::train_step(int iteration) {
   m.z_loss = losses[2];
   m.grad_norm = grad_norm;
   m.lr = lr;
+  m.skipped = !nonfinite.empty();
+  m.skipped_reason = nonfinite;
   const int64_t sequences = recipe_.training.global_batch_size;
   m.tokens = sequences * recipe_.model.seq_length;
   m.model_flops = model_flops(sequences);
@@ -335,6 +432,37 @@ absl::StatusOr<IterationMetrics> Trainer::train_step(int iteration) {
     mfu_warned_ = !warning.empty();
   }
   return m;
+}
+
+// The first parameter (model order, lowest rank first) whose gradient holds a NaN or Inf, named
+// by category: the router, a layer's weight, or another tensor. Collective over ctx.world.
+std::string Trainer::first_nonfinite_gradient() const {
+  std::string name;
+  for (const Parameter* p : model_->parameters()) {
+    const float* g = p->grad.data();
+    const int64_t n = p->grad.numel();
+    if (std::any_of(g, g + n, [](float x) { return !std::isfinite(x); })) {
+      name = p->name();
+      break;
+    }
+  }
+  Communicator& world = *ctx_.world;
+  int64_t mark = name.empty() ? -1 : world.size() - 1 - world.rank();  // lowest rank wins
+  world.all_reduce(std::span<int64_t>(&mark, 1), ReduceOp::kMax);
+  if (mark < 0) return "the gradient norm is not finite (no gradient element is: overflow)";
+  const int root = world.size() - 1 - static_cast<int>(mark);
+  int64_t length = static_cast<int64_t>(name.size());
+  world.broadcast(std::span<int64_t>(&length, 1), root);
+  name.resize(static_cast<size_t>(length));
+  world.broadcast(name.data(), length, CommDType::kUInt8, root);
+  std::string category = "a gradient";
+  int layer = -1;
+  if (name.find("router") != std::string::npos) {
+    category = "the router's gradient";
+  } else if (std::sscanf(name.c_str(), "layers/%d/", &layer) == 1) {
+    category = absl::StrFormat("layer %d's gradient", layer);
+  }
+  return absl::StrFormat("%s is not finite (first in %s, on rank %d)", category, name, root);
 }
 
 // MODEL.md "Global loss": the LM term is normalised by the loss-mask count of the whole global
@@ -388,14 +516,23 @@ double Trainer::model_flops(int64_t sequences) const {
 }
 
 absl::StatusOr<EvalResult> Trainer::evaluate(int global_batches) {
+  watchdog::set_position(start_iteration_, "evaluation");
   EvalResult result;
-  if (valid_data_ == nullptr) return result;
   const BatchIteratorOptions options = batch_options();
+  // Every rank sees the same sizes, so every rank returns the same error.
+  const int64_t samples = valid_data_ ? valid_data_->size() : 0;
+  if (global_batches <= 0 || samples < options.global_batch_size) {
+    return mark_agreed(absl::FailedPreconditionError(absl::StrFormat(
+        "%s: nothing to evaluate: the validation split has %d samples, less than one global "
+        "batch of %d, or training.eval_iters is %d (data.split \"%s\" must give the validation "
+        "split a weight, and eval_iters must be at least 1)",
+        recipe_.source, samples, options.global_batch_size, global_batches, recipe_.data.split)));
+  }
   auto iterator = BatchIterator::create(valid_data_, options, 0);
   if (!iterator.ok()) return iterator.status();
   std::vector<double> sums = {0, 0};  // Σ CE·mask, Σ mask
   for (int i = 0; i < global_batches; ++i) {
-    if (iterator->consumed_samples() + options.global_batch_size > valid_data_->size()) break;
+    if (iterator->consumed_samples() + options.global_batch_size > samples) break;
     auto batches = model_inputs(iterator->next_global_batch());
     if (!batches.ok()) return batches.status();
     for (const MicroBatchStats& stats :

@@ -3,8 +3,10 @@
 // metrics around the step, not inside it.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -38,7 +40,16 @@ class Trainer {
   // Writes checkpoint.save/iter_<n> after `iterations_done` steps. Collective.
   absl::Status save_checkpoint(int iterations_done);
 
-  absl::Status train();  // from the loaded iteration to train_iters, evaluating and saving as asked
+  // From the loaded iteration to train_iters, evaluating and saving as asked. Stops early, after
+  // saving a checkpoint (when checkpoint.save is set), at the first step boundary where any rank
+  // saw a stop signal or training.exit_duration_in_mins has passed; stop_reason() then says why.
+  absl::Status train();
+  // A signal number that asks training to stop (set from a signal handler, 0 = none); the
+  // trainer polls it at step boundaries and agrees with every rank. May be null.
+  void set_stop_signal(const std::atomic<int>* signal) { stop_signal_ = signal; }
+  // Why train() stopped before train_iters ("SIGTERM", "training.exit_duration_in_mins"); empty
+  // when it did not.
+  const std::string& stop_reason() const { return stop_reason_; }
   absl::StatusOr<IterationMetrics> train_step(int iteration);  // one optimizer step (0-based)
   absl::StatusOr<EvalResult> evaluate(int global_batches);     // on the validation split
 
@@ -54,6 +65,9 @@ class Trainer {
   void update_expert_bias(const std::vector<std::vector<int64_t>>& global_counts);
   std::vector<float> expert_bias_ranges(int num_moe_layers) const;
   double model_flops(int64_t sequences) const;
+  // Whether any rank asks to stop now, agreed by all (collective); sets stop_reason_.
+  bool agreed_stop(double training_seconds);
+  std::string first_nonfinite_gradient() const;  // collective
 
   BatchIteratorOptions batch_options() const;
   absl::Status build_train_batches(int64_t consumed_samples);
@@ -75,6 +89,9 @@ class Trainer {
   PeakFlops peak_;         // per rank, and where it comes from
   double peak_flops_ = 0;  // summed over all ranks
   bool mfu_warned_ = false;
+  const std::atomic<int>* stop_signal_ = nullptr;
+  std::string stop_reason_;
+  int consecutive_skips_ = 0;  // steps skipped in a row (training.nonfinite: skip)
 };
 
 }  // namespace moefold

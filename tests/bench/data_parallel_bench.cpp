@@ -12,6 +12,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -116,6 +117,8 @@ std::pair<Timings, Timings> compare(const std::vector<std::string>& off_override
 }  // namespace
 }  // namespace moefold
 
+int run_benchmark(int argc, char** argv, moefold::MpiRuntime& runtime);
+
 int main(int argc, char** argv) {
   using namespace moefold;
   auto runtime = MpiRuntime::initialize(&argc, &argv);
@@ -123,8 +126,23 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "%s\n", std::string(runtime.status().message()).c_str());
     return 1;
   }
+  // The demo's corpus and vocabulary from any working directory.
+  ::setenv("MOEFOLD_DATA_DIR", MOEFOLD_SOURCE_DIR "/data_cache", /*overwrite=*/0);
+  try {
+    return run_benchmark(argc, argv, **runtime);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "moefold_bench_data_parallel: error on rank %d: %s\n",
+                 (*runtime)->world_rank(), e.what());
+    std::fflush(stderr);
+    MPI_Abort(MPI_COMM_WORLD, 1);
+    return 1;
+  }
+}
+
+int run_benchmark(int argc, char** argv, moefold::MpiRuntime& runtime) {
+  using namespace moefold;
   int steps = 4;
-  std::string config = "configs/demo.yaml";  // run from the repository root
+  std::string config = MOEFOLD_SOURCE_DIR "/configs/demo.yaml";
   std::vector<std::string> base = {"training.train_iters=100", "training.eval_interval=0",
                                    "logging.run_dir=/tmp/moefold-bench-dp",
                                    "parallel.ddp_bucket_size=1000000"};
@@ -137,7 +155,7 @@ int main(int argc, char** argv) {
     else if (arg == "--set" && i + 1 < argc)
       base.push_back(argv[++i]);
   }
-  const bool root = (*runtime)->world_rank() == 0;
+  const bool root = runtime.world_rank() == 0;
   for (bool distributed : {false, true}) {
     std::vector<std::string> settings[2];
     for (bool overlap : {false, true}) {
@@ -152,7 +170,7 @@ int main(int argc, char** argv) {
     if (!root) continue;
     const char* name = distributed ? "distributed optimizer" : "plain all-reduce";
     std::printf("\n== %s, DP %d, %d buckets, mean of %d steps (max over ranks)\n", name,
-                (*runtime)->world_size(), on.buckets, steps);
+                runtime.world_size(), on.buckets, steps);
     std::printf("%-8s %9s %14s %14s %16s %16s %12s\n", "overlap", "step s", "grad wait max",
                 "grad wait min", "gather wait max", "gather wait min", "reduction s");
     for (const auto& [label, t] : {std::pair{"off", off}, std::pair{"on", on}}) {

@@ -97,7 +97,7 @@ TEST(CheckpointMultirank, ReplicatedModelRoundTrip) {
   for (Parameter* p : original.parameters()) p->grad.fill(0.03f);
   adam->step(1e-2);
   auto saved =
-      save_checkpoint(dir, {4, 32, "recipe"}, original.registry(), adam.get(), ctx, recipe);
+      save_checkpoint(dir, {4, 32, "recipe"}, original.registry(), adam.get(), ctx, recipe.model);
   ASSERT_TRUE(saved.ok()) << saved.status();
 
   const auto check_equal = [&](const Model& restored, const AdamW& restored_adam) {
@@ -230,7 +230,7 @@ TEST(CheckpointMultirank, ShardedWriteReadsBackUnderAnotherSplit) {
   }
   source_adam->step(1e-2);        // moments are elementwise in the (global) index
   fill_values(*source, written);  // undo the step's update so values follow global_value
-  auto saved = save_checkpoint(dir, {1, 8, ""}, *source, source_adam.get(), ctx, recipe);
+  auto saved = save_checkpoint(dir, {1, 8, ""}, *source, source_adam.get(), ctx, recipe.model);
   ASSERT_TRUE(saved.ok()) << saved.status();
 
   // The whole tensors, read by one process: the reference for every slice.
@@ -282,7 +282,8 @@ TEST(CheckpointMultirank, SaveDirectoryIsCommittedOnce) {
   Model model(recipe.model, ctx);
   model.init_parameters(3);
   for (int64_t it : {2, 4}) {
-    auto saved = save_checkpoint(dir, {it, 0, ""}, model.registry(), nullptr, ctx, recipe);
+    auto saved = save_checkpoint(dir, {it, 0, ""}, model.registry(), nullptr, ctx, recipe.model,
+                                 {recipe.checkpoint.keep_last});
     ASSERT_TRUE(saved.ok()) << saved.status();
   }
   EXPECT_EQ(list_checkpoints(dir), std::vector<int64_t>{4});
@@ -337,7 +338,7 @@ TEST(CheckpointMultirank, DISABLED_DemoBandwidth) {
   model.init_parameters(1);
   auto adam = adam_for(model.parameters());
   for (int round = 0; round < 2; ++round) {
-    auto saved = save_checkpoint(dir, {round, 0, ""}, model.registry(), adam.get(), ctx, *recipe);
+    auto saved = save_checkpoint(dir, {round, 0, ""}, model.registry(), adam.get(), ctx, recipe->model);
     ASSERT_TRUE(saved.ok()) << saved.status();
     CheckpointIoStats loaded;
     ASSERT_TRUE(

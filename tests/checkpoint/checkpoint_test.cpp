@@ -106,14 +106,13 @@ class CheckpointTest : public ::testing::Test {
            ("moefold_ckpt_" + std::to_string(::getpid()) + "_" +
             ::testing::UnitTest::GetInstance()->current_test_info()->name());
     fs::remove_all(dir_);
-    recipe_.model = config_;
   }
   void TearDown() override { fs::remove_all(dir_); }
 
   absl::StatusOr<CheckpointIoStats> save(const Trained& t, int64_t iteration) {
     CheckpointState state{iteration, iteration * 8, "model:\n  hidden_size: 16\n"};
     return save_checkpoint(dir_.string(), state, t.registry(), t.optimizer.get(),
-                           ParallelContext::single_process(), recipe_);
+                           ParallelContext::single_process(), config_, options_);
   }
   absl::StatusOr<CheckpointState> load(Trained& t, const ModelConfig& expected) {
     return load_checkpoint(dir_.string(), t.registry(), t.optimizer.get(),
@@ -137,7 +136,7 @@ class CheckpointTest : public ::testing::Test {
   }
 
   ModelConfig config_ = tiny_config();
-  Recipe recipe_;
+  CheckpointSaveOptions options_;
   fs::path dir_;
 };
 
@@ -305,7 +304,7 @@ TEST_F(CheckpointTest, SaveThatDiesMidWriteLeavesThePreviousLoadable) {
 }
 
 TEST_F(CheckpointTest, KeepLastPrunesOnlyAfterTheNewOneIsComplete) {
-  recipe_.checkpoint.keep_last = 2;
+  options_.keep_last = 2;
   Trained t(config_, 1, 1);
   for (int64_t it : {1, 2, 3}) ASSERT_TRUE(save(t, it).ok());
   EXPECT_EQ(list_checkpoints(dir_.string()), (std::vector<int64_t>{2, 3}));
@@ -313,7 +312,7 @@ TEST_F(CheckpointTest, KeepLastPrunesOnlyAfterTheNewOneIsComplete) {
   // Saving the same iteration again replaces it in place.
   ASSERT_TRUE(save(t, 3).ok());
   EXPECT_EQ(list_checkpoints(dir_.string()), (std::vector<int64_t>{2, 3}));
-  recipe_.checkpoint.keep_last = 0;
+  options_.keep_last = 0;
   ASSERT_TRUE(save(t, 4).ok());
   EXPECT_EQ(list_checkpoints(dir_.string()), (std::vector<int64_t>{2, 3, 4}));
 }

@@ -37,6 +37,11 @@ TEST(Cli, HelpAndVersion) {
   for (const char* command : {"train", "eval", "layout", "preprocess", "ckpt"}) {
     EXPECT_NE(help.output.find(command), std::string::npos) << command;
   }
+  for (const char* command : {"train", "eval", "layout", "preprocess", "ckpt"}) {
+    const CommandRun sub = run_moefold(std::string(command) + " --help");
+    EXPECT_EQ(sub.exit_code, 0) << command;
+    EXPECT_EQ(sub.output.rfind(std::string("usage: moefold ") + command, 0), 0u) << sub.output;
+  }
   const CommandRun version = run_moefold("--version");
   EXPECT_EQ(version.exit_code, 0);
   EXPECT_EQ(version.output.rfind("moefold ", 0), 0u) << version.output;

@@ -1,0 +1,48 @@
+// The byte and GPT-2 tokenizers on arbitrary bytes: encoding never crashes, every id is in the
+// vocabulary, and decoding gives the text back (GPT-2: for valid UTF-8, which it keeps exactly).
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <memory>
+#include <string>
+
+#include "data/byte_tokenizer.h"
+#include "data/gpt2_tokenizer.h"
+#include "unicode/utf8.h"
+
+namespace {
+
+bool valid_utf8(const std::string& text) {
+  int32_t i = 0;
+  const int32_t n = static_cast<int32_t>(text.size());
+  while (i < n) {
+    UChar32 c = 0;
+    U8_NEXT(text.data(), i, n, c);
+    if (c < 0) return false;
+  }
+  return true;
+}
+
+void check(const moefold::Tokenizer& tokenizer, const std::string& text, bool exact) {
+  const std::vector<int32_t> ids = tokenizer.encode(text);
+  for (int32_t id : ids)
+    if (id < 0 || id >= tokenizer.vocab_size()) std::abort();
+  auto back = tokenizer.decode(ids);
+  if (!back.ok() || (exact && *back != text)) std::abort();
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  const std::string text(reinterpret_cast<const char*>(data), size);
+  static const moefold::ByteTokenizer bytes;
+  check(bytes, text, /*exact=*/true);
+  // The vocabulary of data_cache/ (scripts/fetch_data.sh); without it only bytes are fuzzed.
+  static const std::unique_ptr<moefold::Gpt2Tokenizer> gpt2 = [] {
+    const std::string dir = MOEFOLD_SOURCE_DIR "/data_cache/gpt2/";
+    auto loaded = moefold::Gpt2Tokenizer::load(dir + "encoder.json", dir + "vocab.bpe");
+    return loaded.ok() ? std::move(*loaded) : nullptr;
+  }();
+  if (gpt2) check(*gpt2, text, valid_utf8(text));
+  return 0;
+}
