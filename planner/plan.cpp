@@ -21,6 +21,7 @@ absl::StatusOr<Plan> plan_workload(const Workload& w, const ClusterSpec& cluster
   if (!layout.ok()) return layout.status();
   const GroupSpans spans = layout_spans(*layout, cluster);
   Plan plan;
+  plan.spans = spans;
   plan.workload = w;
   plan.cluster_name = cluster.name;
 
@@ -77,6 +78,10 @@ absl::StatusOr<Plan> plan_workload(const Workload& w, const ClusterSpec& cluster
   plan.step_seconds = end + plan.optimizer_seconds;
 
   plan.memory = worst_stage_memory(w, cluster);
+  Workload recomputed = w;
+  recomputed.training.recompute_granularity = RecomputeGranularity::kFull;
+  plan.activations_with_full_recompute =
+      stage_memory(recomputed, cluster, plan.memory.stage).activations;
   for (int stage = 0; stage < w.pp; ++stage) {
     plan.memory_by_stage.push_back(stage_memory(w, cluster, stage).total());
   }
@@ -99,6 +104,12 @@ namespace {
 std::string gib(double bytes) { return absl::StrFormat("%9.2f GiB", bytes / (1 << 30)); }
 std::string ms(double seconds) { return absl::StrFormat("%10.2f ms", seconds * 1e3); }
 
+std::string span(const char* name, const GroupSpan& g) {
+  if (g.size <= 1) return "";
+  return absl::StrFormat(" %s %d ranks on %d node%s (%s);", name, g.size, g.nodes,
+                         g.nodes > 1 ? "s" : "", g.nodes > 1 ? "inter-node" : "intra-node");
+}
+
 const char* recompute_name(RecomputeGranularity g) {
   return g == RecomputeGranularity::kFull ? "full" : "none";
 }
@@ -113,6 +124,11 @@ std::string format_plan_text(const Plan& p) {
       "routing imbalance %.2f\n",
       w.world, p.cluster_name, describe_layout(w), pipeline_schedule_kind_name(w.schedule),
       w.micro_batches, recompute_name(w.training.recompute_granularity), w.imbalance);
+  const GroupSpans& g = p.spans;
+  const std::string groups = absl::StrCat(span("TP", g.tp), span("CP", g.cp), span("PP", g.pp),
+                                          span("DP x CP", g.dp_cp), span("ETP x EP", g.etp_ep),
+                                          span("EDP", g.edp));
+  if (!groups.empty()) absl::StrAppend(&out, "groups:", groups, "\n");
   absl::StrAppend(&out, absl::StrFormat("memory per GPU (pipeline stage %d):\n", m.stage));
   absl::StrAppend(&out, "  parameters              ", gib(m.parameters), "\n");
   absl::StrAppend(&out, "  gradients               ", gib(m.gradients), "\n");
@@ -122,7 +138,8 @@ std::string format_plan_text(const Plan& p) {
                                   gib(m.optimizer_state_distributed),
                                   gib(m.optimizer_state_fssdp)));
   absl::StrAppend(&out, "  activations             ", gib(m.activations),
-                  absl::StrFormat("   (%.0f stashed micro-batch chunks)\n", m.stashes_in_flight));
+                  absl::StrFormat("   (%.0f stashed micro-batch chunks; %s with full recompute)\n",
+                                  m.stashes_in_flight, gib(p.activations_with_full_recompute)));
   absl::StrAppend(&out, "  loss workspace          ", gib(m.loss_workspace), "\n");
   absl::StrAppend(&out, "  communication buffers   ", gib(m.communication_buffers), "\n");
   absl::StrAppend(&out, "  runtime reserve         ", gib(m.reserved), "\n");
@@ -172,6 +189,7 @@ std::string format_plan_json(const Plan& p) {
         {"optimizer_state_replicated", m.optimizer_state_replicated},
         {"optimizer_state_distributed", m.optimizer_state_distributed},
         {"optimizer_state_fssdp", m.optimizer_state_fssdp}, {"activations", m.activations},
+        {"activations_with_full_recompute", p.activations_with_full_recompute},
         {"loss_workspace", m.loss_workspace},
         {"communication_buffers", m.communication_buffers}, {"reserved", m.reserved},
         {"capacity", p.memory_capacity}}},

@@ -21,7 +21,9 @@ struct Plan {
   std::string cluster_name;
   MemoryBreakdown memory;      // the stage needing the most memory
   std::vector<double> memory_by_stage;  // total bytes per rank of each pipeline stage
+  double activations_with_full_recompute = 0;  // the same stage's activations under recompute
   double memory_capacity = 0;  // the cluster's usable bytes per rank
+  GroupSpans spans;            // the communication groups' sizes and the nodes they span
   bool fits = false;
   int time_stage = 0;          // the busiest pipeline stage, whose breakdown is shown
   TimeParts compute;           // per step on that stage: compute and exposed in-layer comm

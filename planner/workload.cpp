@@ -4,6 +4,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "data/tokenizer.h"
+#include "model/model.h"
+#include "parallel/layout.h"
 #include "trainer/config_validate.h"
 
 namespace moefold {
@@ -40,6 +42,15 @@ absl::StatusOr<Workload> make_workload(const Recipe& recipe, int world, double i
   }
   auto partition = partition_layers(r.model.num_layers, r.parallel);
   if (!partition.ok()) return partition.status();
+  // The model's own limits, as the trainer checks them at start-up (Model::validate reads only
+  // the sizes, which every rank shares; no communicator is needed).
+  auto layout = build_rank_layout(r.parallel, world);
+  if (!layout.ok()) return layout.status();
+  ParallelContext sizes;
+  sizes.config = r.parallel;
+  sizes.config.expert_tensor_parallel_size = r.parallel.expert_tensor_parallel();
+  sizes.coords = layout->coordinates[0];
+  if (absl::Status s = Model::validate(r.model, sizes); !s.ok()) return s;
 
   Workload w;
   w.model = r.model;

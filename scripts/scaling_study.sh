@@ -110,10 +110,10 @@ else
   } > "$out/summary.md"
   command -v gnuplot >/dev/null || { echo "scaling_study.sh: --plan plots need gnuplot (scripts/install_deps.sh)" >&2; exit 1; }
   gnuplot <<GNUPLOT
-set terminal pngcairo size 1500,450
+set terminal pngcairo size 1500,480 noenhanced
 set output "$out/plan_vs_measured.png"
 set datafile separator ","
-set key top left
+set key below
 set style data linespoints
 set xtics rotate by -30
 set grid ytics

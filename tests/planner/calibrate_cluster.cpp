@@ -1,7 +1,8 @@
 // Measures this machine for clusters/this_machine.yaml: the single-thread sgemm rate by GEMM
-// size (the efficiency curve, relative to the 512³ rate the trainer's MFU uses as peak), the
-// memory bandwidth of a streaming copy, and MPI shared-memory latency and bandwidth between two
-// ranks. Prints the measured numbers as the YAML keys they calibrate. Run it on a quiet machine:
+// size (the efficiency curve, relative to the 512³ rate), the memory bandwidth of a streaming
+// copy, and MPI shared-memory latency and bandwidth between two ranks. GEMMs and copies run on
+// every rank at once, as in training (ranks share caches, memory and clock headroom); each figure
+// is the slowest rank's. Prints the numbers as the YAML keys they calibrate. On a quiet machine:
 //   mpirun -np 2 -x OPENBLAS_NUM_THREADS=1 build/tests/planner/moefold_calibrate_cluster
 #include <mpi.h>
 
@@ -77,6 +78,19 @@ double ping_pong(int rank, size_t bytes, int repeats) {
 
 }  // namespace
 
+// The slowest rank's value of a rate every rank measures at the same time.
+double on_every_rank(double (*measure)()) {
+  MPI_Barrier(MPI_COMM_WORLD);
+  double rate = measure(), slowest = 0;
+  MPI_Allreduce(&rate, &slowest, 1, MPI_DOUBLE, MPI_MIN, MPI_COMM_WORLD);
+  return slowest;
+}
+
+template <int D>
+double square_rate() {
+  return D == 512 ? sgemm_gflops(512, 512, 512) : sgemm_gflops(D, 4 * D, 4 * D);
+}
+
 int main(int argc, char** argv) {
   MPI_Init(&argc, &argv);
   int rank = 0, size = 1;
@@ -89,17 +103,22 @@ int main(int argc, char** argv) {
     const size_t big = size_t(8) << 20;
     bandwidth = big / (ping_pong(rank, big, 20) - latency);
   }
+  const double peak = on_every_rank(square_rate<512>);
+  const double alone = rank == 0 ? sgemm_gflops(512, 512, 512) : 0;
+  MPI_Barrier(MPI_COMM_WORLD);
+  const double bandwidth_copy = on_every_rank(copy_bandwidth);
+  const std::vector<std::pair<int, double>> curve = {
+      {16, on_every_rank(square_rate<16>)},   {32, on_every_rank(square_rate<32>)},
+      {64, on_every_rank(square_rate<64>)},   {128, on_every_rank(square_rate<128>)},
+      {256, on_every_rank(square_rate<256>)}, {1024, on_every_rank(square_rate<1024>)}};
   if (rank == 0) {
-    const double peak = sgemm_gflops(512, 512, 512);
-    std::printf("# measured by moefold_calibrate_cluster (%d rank(s))\n", size);
-    std::printf("peak_flops: %.4g          # sgemm 512^3, one BLAS thread\n", peak * 1e9);
-    std::printf("# the trainer's start-up estimate (its MFU denominator): %.4g\n",
+    std::printf("# measured by moefold_calibrate_cluster (%d rank(s) computing at once)\n", size);
+    std::printf("peak_flops: %.4g          # sgemm 512^3, one BLAS thread per rank\n", peak * 1e9);
+    std::printf("# one rank alone: %.4g; the trainer's start-up estimate: %.4g\n", alone * 1e9,
                 moefold::backend_for(moefold::Device::kCpu).measure_gemm_flops(512, 0.3));
-    std::printf("memory_bandwidth: %.4g\n", copy_bandwidth());
+    std::printf("memory_bandwidth: %.4g\n", bandwidth_copy);
     std::printf("gemm_efficiency:  # [smallest dimension, rate / peak]; m x n x k = d x 4d x 4d\n");
-    for (int d : {16, 32, 64, 128, 256, 512, 1024}) {
-      std::printf("  - [%d, %.3f]\n", d, sgemm_gflops(d, 4 * d, 4 * d) / peak);
-    }
+    for (const auto& [d, rate] : curve) std::printf("  - [%d, %.3f]\n", d, rate / peak);
     if (size >= 2) {
       std::printf("intra_node: {bandwidth: %.4g, latency: %.4g}\n", bandwidth, latency);
     }

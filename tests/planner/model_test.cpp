@@ -171,6 +171,14 @@ TEST(PlannerErrors, ImpossibleLayoutsFailAsTrainDoes) {
     EXPECT_EQ(plan.status(), train);
   }
   EXPECT_FALSE(make_plan(small_recipe(), c, 2, {0.5}).ok());  // imbalance below 1
+  // The model's own limits, as the trainer's start-up checks them (Model::validate).
+  const Recipe odd_ffn = small_recipe({"parallel.tensor_model_parallel_size=2",
+                                       "model.ffn_hidden_size=127"});
+  ASSERT_TRUE(validate_recipe_for_world(odd_ffn, 2).ok());
+  auto plan = make_plan(odd_ffn, c, 2, {});
+  ASSERT_FALSE(plan.ok());
+  EXPECT_EQ(plan.status().message(),
+            "ffn_hidden_size 127 is not divisible by tensor_model_parallel_size 2");
 }
 
 }  // namespace
