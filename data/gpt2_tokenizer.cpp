@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "data/byte_level.h"
 #include "tensor/check.h"
 #include "unicode/regex.h"
 #include "unicode/unistr.h"
@@ -15,37 +16,7 @@
 namespace moefold {
 namespace {
 
-// GPT-2's pre-tokenizer: contractions, letter runs, digit runs, other symbol runs (each with an
-// optional leading space), and whitespace (trailing whitespace of a run stays with the next
-// word). ICU's \s is Unicode White_Space (vertical tab and U+0085 included), as in Python's
-// `regex` module that OpenAI's encoder.py uses.
-constexpr char kGpt2Pattern[] =
-    R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
-
 constexpr size_t kMaxCacheEntries = 1 << 20;
-
-std::string utf8_of(UChar32 c) {
-  char buf[4];
-  int32_t n = 0;
-  UBool error = false;
-  U8_APPEND(reinterpret_cast<uint8_t*>(buf), n, 4, c, error);
-  MOEFOLD_CHECK(!error);
-  return std::string(buf, n);
-}
-
-// Splits UTF-8 text into its characters (each as UTF-8).
-std::vector<std::string> characters(const std::string& text) {
-  std::vector<std::string> out;
-  int32_t i = 0;
-  const int32_t n = static_cast<int32_t>(text.size());
-  while (i < n) {
-    const int32_t start = i;
-    UChar32 c;
-    U8_NEXT(reinterpret_cast<const uint8_t*>(text.data()), i, n, c);
-    out.emplace_back(text.substr(start, i - start));
-  }
-  return out;
-}
 
 absl::StatusOr<std::string> read_file(const std::string& path, const char* what) {
   std::ifstream in(path, std::ios::binary);
@@ -66,15 +37,12 @@ absl::StatusOr<std::unique_ptr<Gpt2Tokenizer>> Gpt2Tokenizer::load(
     const std::string& vocab_file, const std::string& merge_file) {
   std::unique_ptr<Gpt2Tokenizer> tok(new Gpt2Tokenizer());
 
-  // The byte ↔ stand-in character table of encoder.py's bytes_to_unicode: printable Latin-1
-  // bytes stand for themselves, the others take code points from 256 on, in byte order.
+  // The byte ↔ stand-in character table of encoder.py's bytes_to_unicode.
   tok->byte_decoder_.fill(-1);
-  int next = 256;
+  const std::array<int32_t, 256> code_points = byte_level_code_points();
   for (int b = 0; b < 256; ++b) {
-    const bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || b >= 0xAE;
-    const int code_point = printable ? b : next++;
-    tok->byte_encoder_[b] = utf8_of(code_point);
-    tok->byte_decoder_[code_point] = static_cast<int16_t>(b);
+    tok->byte_encoder_[b] = utf8_of(code_points[b]);
+    tok->byte_decoder_[code_points[b]] = static_cast<int16_t>(b);
   }
 
   auto vocab_text = read_file(vocab_file, "vocabulary (encoder.json)");
@@ -127,14 +95,14 @@ absl::StatusOr<std::unique_ptr<Gpt2Tokenizer>> Gpt2Tokenizer::load(
 
   UErrorCode status = U_ZERO_ERROR;
   UParseError parse_error;
-  tok->pattern_.reset(icu::RegexPattern::compile(icu::UnicodeString::fromUTF8(kGpt2Pattern), 0,
+  tok->pattern_.reset(icu::RegexPattern::compile(icu::UnicodeString::fromUTF8(kByteLevelPattern), 0,
                                                  parse_error, status));
   MOEFOLD_CHECK(U_SUCCESS(status), "GPT-2 regex: " << u_errorName(status));
   return tok;
 }
 
 std::vector<int32_t> Gpt2Tokenizer::bpe(const std::string& piece) const {
-  std::vector<std::string> word = characters(piece);
+  std::vector<std::string> word = utf8_characters(piece);
   while (word.size() > 1) {
     // The adjacent pair with the lowest merge rank; stop when no pair is a merge.
     int32_t best_rank = std::numeric_limits<int32_t>::max();

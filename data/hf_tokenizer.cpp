@@ -7,42 +7,16 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "data/byte_level.h"
 #include "tensor/check.h"
 #include "unicode/normalizer2.h"
 #include "unicode/regex.h"
 #include "unicode/unistr.h"
-#include "unicode/utf8.h"
 
 namespace moefold {
 namespace {
 
-// GPT-2's pre-tokenizer regex, which transformers' ByteLevel(use_regex=true) applies.
-constexpr char kByteLevelPattern[] =
-    R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
-
 constexpr size_t kMaxCacheEntries = 1 << 20;  // pieces whose ids are remembered
-
-std::string utf8_of(UChar32 c) {
-  char buf[4];
-  int32_t n = 0;
-  UBool error = false;
-  U8_APPEND(reinterpret_cast<uint8_t*>(buf), n, 4, c, error);
-  MOEFOLD_CHECK(!error);
-  return std::string(buf, n);
-}
-
-std::vector<std::string> characters(const std::string& text) {
-  std::vector<std::string> out;
-  int32_t i = 0;
-  const int32_t n = static_cast<int32_t>(text.size());
-  while (i < n) {
-    const int32_t start = i;
-    UChar32 c;
-    U8_NEXT(reinterpret_cast<const uint8_t*>(text.data()), i, n, c);
-    out.emplace_back(text.substr(start, i - start));
-  }
-  return out;
-}
 
 std::string type_of(const nlohmann::json& j) {
   return j.is_object() && j.contains("type") && j["type"].is_string() ? j["type"].get<std::string>()
@@ -64,10 +38,9 @@ absl::StatusOr<std::unique_ptr<HfTokenizer>> HfTokenizer::load(const std::string
   std::unique_ptr<HfTokenizer> tok(new HfTokenizer());
 
   // The byte ↔ stand-in table of byte-level BPE (GPT-2's bytes_to_unicode).
-  int next = 256;
+  const std::array<int32_t, 256> code_points = byte_level_code_points();
   for (int b = 0; b < 256; ++b) {
-    const bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || b >= 0xAE;
-    tok->byte_encoder_[b] = utf8_of(printable ? b : next++);
+    tok->byte_encoder_[b] = utf8_of(code_points[b]);
     tok->byte_decoder_[tok->byte_encoder_[b]] = static_cast<uint8_t>(b);
   }
 
@@ -211,7 +184,7 @@ void HfTokenizer::bpe(const std::string& piece, std::vector<int32_t>& ids) const
       return;
     }
   }
-  std::vector<std::string> word = characters(piece);
+  std::vector<std::string> word = utf8_characters(piece);
   while (word.size() > 1) {
     int32_t best = std::numeric_limits<int32_t>::max();
     size_t at = 0;
@@ -319,7 +292,7 @@ absl::StatusOr<std::string> HfTokenizer::decode(std::span<const int32_t> ids) co
       text += decoder_[id];
       continue;
     }
-    for (const std::string& c : characters(decoder_[id])) {
+    for (const std::string& c : utf8_characters(decoder_[id])) {
       const auto b = byte_decoder_.find(c);
       text += b != byte_decoder_.end() ? std::string(1, static_cast<char>(b->second)) : c;
     }
