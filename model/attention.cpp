@@ -45,10 +45,11 @@ void Attention::forward(const Tensor& a_NH, const int32_t* positions_N, int64_t 
   st.batch = batch;
   st.seq = seq;
   region_.enter_forward(a_NH, N, st.a);
-  ensure_shape(st.q, {N, Q});
-  ensure_shape(st.k, {N, KV});
-  ensure_shape(st.v, {N, KV});
-  ensure_shape(st.o, {N, Q});
+  const DType act = a_NH.dtype();
+  ensure_shape(st.q, {N, Q}, act);
+  ensure_shape(st.k, {N, KV}, act);
+  ensure_shape(st.v, {N, KV}, act);
+  ensure_shape(st.o, {N, Q}, act);
   const bool ring = ctx_.coords.cp_size > 1;
   if (ring) {
     ensure_shape(st.lse, {batch, 2, heads_, seq / 2});
@@ -56,9 +57,9 @@ void Attention::forward(const Tensor& a_NH, const int32_t* positions_N, int64_t 
     ensure_shape(st.lse, {batch, heads_, seq});
   }
   const std::span<const int32_t> positions(positions_N, N);
-  ops::linear_forward(st.a, wq_->value, st.q);
-  ops::linear_forward(st.a, wk_->value, st.k);
-  ops::linear_forward(st.a, wv_->value, st.v);
+  ops::linear_forward(st.a, wq_->compute_value(), st.q);
+  ops::linear_forward(st.a, wk_->compute_value(), st.k);
+  ops::linear_forward(st.a, wv_->compute_value(), st.v);
   ops::rope_forward(st.q, st.q, positions, heads_, head_dim_, rotary_base_);
   ops::rope_forward(st.k, st.k, positions, kv_heads_, head_dim_, rotary_base_);
   if (ring) {
@@ -69,11 +70,11 @@ void Attention::forward(const Tensor& a_NH, const int32_t* positions_N, int64_t 
                            positions.first(seq), shape(batch, seq));
   }
   if (!region_.active()) {
-    ops::linear_forward(st.o, wo_->value, y_NH, accumulate);
+    ops::linear_forward(st.o, wo_->compute_value(), y_NH, accumulate);
     return;
   }
   const auto partial = [&](int64_t first, int64_t rows, const Tensor& out) {
-    ops::linear_forward(st.o.slice_rows(first, first + rows), wo_->value, out);
+    ops::linear_forward(st.o.slice_rows(first, first + rows), wo_->compute_value(), out);
   };
   region_.exit_forward_overlapped(N, partial, st.y_full, y_NH, accumulate, st.shard);
 }
@@ -85,12 +86,13 @@ void Attention::backward_dx(const Tensor& dy_NH, const int32_t* positions_N, Ten
   const int64_t n = region_.local_rows(N);
   MOEFOLD_CHECK(dy_NH.numel() == n * hidden_ && da_NH.numel() == n * hidden_);
   region_.exit_backward(dy_NH, N, st.dy);
-  ensure_shape(st.d_o, {N, Q});
-  ensure_shape(st.dq, {N, Q}).zero();
-  ensure_shape(st.dk, {N, KV}).zero();
-  ensure_shape(st.dv, {N, KV}).zero();
+  const DType act = dy_NH.dtype();
+  ensure_shape(st.d_o, {N, Q}, act);
+  ensure_shape(st.dq, {N, Q}, act).zero();
+  ensure_shape(st.dk, {N, KV}, act).zero();
+  ensure_shape(st.dv, {N, KV}, act).zero();
   const std::span<const int32_t> positions(positions_N, N);
-  ops::linear_backward_dx(st.dy, wo_->value, st.d_o, false);
+  ops::linear_backward_dx(st.dy, wo_->compute_value(), st.d_o, false);
   if (ctx_.coords.cp_size > 1) {
     ring_attention_backward(*ctx_.cp, {B, S, heads_, kv_heads_, head_dim_}, st.d_o, st.q, st.k,
                             st.v, st.o, st.lse, st.dq, st.dk, st.dv);
@@ -101,10 +103,10 @@ void Attention::backward_dx(const Tensor& dy_NH, const int32_t* positions_N, Ten
   ops::rope_backward(st.dq, st.dq, positions, heads_, head_dim_, rotary_base_);
   ops::rope_backward(st.dk, st.dk, positions, kv_heads_, head_dim_, rotary_base_);
   // Each rank's heads give a partial da over all N tokens; the TP entry sums them.
-  Tensor& da = region_.active() ? ensure_shape(st.da_full, {N, hidden_}) : da_NH;
-  ops::linear_backward_dx(st.dq, wq_->value, da, false);
-  ops::linear_backward_dx(st.dk, wk_->value, da, true);
-  ops::linear_backward_dx(st.dv, wv_->value, da, true);
+  Tensor& da = region_.active() ? ensure_shape(st.da_full, {N, hidden_}, act) : da_NH;
+  ops::linear_backward_dx(st.dq, wq_->compute_value(), da, false);
+  ops::linear_backward_dx(st.dk, wk_->compute_value(), da, true);
+  ops::linear_backward_dx(st.dv, wv_->compute_value(), da, true);
   if (region_.active()) {
     region_.enter_backward(st.da_full, da_NH, false, st.shard, [&] { weight_gradients(st); });
   }

@@ -24,12 +24,13 @@ void Embedding::forward(const int32_t* tokens_N, int64_t N, Tensor& h_nH) const 
   const std::span<const int32_t> tokens(tokens_N, N);
   MOEFOLD_CHECK(h_nH.numel() == region_.local_rows(N) * H);
   if (!region_.active()) {
-    ops::embedding_forward(tokens, weight_->value, h_nH, vocab_, first_row_);
+    ops::embedding_forward(tokens, weight_->compute_value(), h_nH, vocab_, first_row_);
     return;
   }
   // This rank's vocabulary rows; the TP exit sums the shards' partial lookups.
-  Tensor partial = region_.sharded() ? Tensor::empty({N, H}) : h_nH.view({N, H});
-  ops::embedding_forward(tokens, weight_->value, partial, vocab_, first_row_);
+  Tensor partial =
+      region_.sharded() ? Tensor::empty({N, H}, h_nH.dtype()) : h_nH.view({N, H});
+  ops::embedding_forward(tokens, weight_->compute_value(), partial, vocab_, first_row_);
   Tensor h = h_nH.view({region_.local_rows(N), H});
   Tensor unused;
   region_.exit_forward(partial, h, false, unused);

@@ -47,13 +47,13 @@ double LmHead::forward_backward(const Tensor& h_nH, const int32_t* labels_N, con
   if (grad) MOEFOLD_CHECK(dh_nH->numel() == n * hidden_);
   if (!region_.active()) {
     return ops::cross_entropy_forward_backward(
-        h_nH, weight_->value, {labels_N, static_cast<size_t>(N)}, mask_of(mask_N, N),
+        h_nH, weight_->compute_value(), {labels_N, static_cast<size_t>(N)}, mask_of(mask_N, N),
         grad ? grad_scale : 0.0f, grad ? *dh_nH : Tensor(), grad ? weight_->grad : Tensor(),
         chunk_rows_for(vocab_));
   }
   Tensor h_full;
   region_.enter_forward(h_nH.view({n, hidden_}), N, h_full);
-  Tensor dh_full = grad ? Tensor::empty({N, hidden_}) : Tensor();
+  Tensor dh_full = grad ? Tensor::empty({N, hidden_}, dh_nH->dtype()) : Tensor();
   const double loss_sum = vocab_parallel_forward_backward(
       h_full, labels_N, mask_N, grad ? grad_scale : 0.0f, dh_full);
   if (grad) {
@@ -74,7 +74,7 @@ double LmHead::vocab_parallel_forward_backward(const Tensor& h_full, const int32
   const int64_t N = h_full.dim(0);
   const int64_t first = weight_->layout.local_offset[0], V_local = weight_->layout.local_shape[0];
   const int64_t chunk = std::min(chunk_rows_for(vocab_), N);
-  Tensor logits = Tensor::empty({chunk, V_local});
+  Tensor logits = Tensor::empty({chunk, V_local});  // float32 (MODEL.md)
   std::vector<float> row_max(chunk);
   std::vector<double> sums(2 * chunk);  // Σ exp(z − max) per row, then the label logit per row
   double loss_sum = 0.0;
@@ -84,7 +84,7 @@ double LmHead::vocab_parallel_forward_backward(const Tensor& h_full, const int32
     const std::span<const float> mask = mask_of(mask_N ? mask_N + begin : nullptr, rows);
     const Tensor h = h_full.slice_rows(begin, begin + rows);
     const Tensor z = logits.slice_rows(0, rows);
-    ops::linear_forward(h, weight_->value, z);
+    ops::linear_forward(h, weight_->compute_value(), z);
     ops::rows_max(z, std::span(row_max).first(rows));
     {
       TimedTpCollective timed;
@@ -115,7 +115,8 @@ double LmHead::vocab_parallel_forward_backward(const Tensor& h_full, const int32
     }
     if (!dh_full.defined()) continue;
     ops::softmax_gradient_rows(z, std::span(sums).first(rows), labels, mask, grad_scale, first);
-    ops::linear_backward_dx(z, weight_->value, dh_full.slice_rows(begin, begin + rows), false);
+    ops::linear_backward_dx(z, weight_->compute_value(), dh_full.slice_rows(begin, begin + rows),
+                            false);
     ops::linear_backward_dw(z, h, weight_->grad);
   }
   return loss_sum;

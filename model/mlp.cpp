@@ -29,19 +29,20 @@ void Mlp::forward(const Tensor& x_NH, Tensor& y_NH, bool accumulate, MlpStash& s
   const int64_t N = region_.sharded() ? n * region_.size() : n;
   MOEFOLD_CHECK(y_NH.numel() == n * hidden_);
   region_.enter_forward(x_NH.view({n, hidden_}), N, st.x);
-  ensure_shape(st.gate, {N, ffn_});
-  ensure_shape(st.up, {N, ffn_});
-  ensure_shape(st.act, {N, ffn_});
-  ops::linear_forward(st.x, w_gate_->value, st.gate);
-  ops::linear_forward(st.x, w_up_->value, st.up);
+  const DType act = x_NH.dtype();
+  ensure_shape(st.gate, {N, ffn_}, act);
+  ensure_shape(st.up, {N, ffn_}, act);
+  ensure_shape(st.act, {N, ffn_}, act);
+  ops::linear_forward(st.x, w_gate_->compute_value(), st.gate);
+  ops::linear_forward(st.x, w_up_->compute_value(), st.up);
   ops::swiglu_forward(st.gate, st.up, st.act);
   if (!region_.active()) {
-    ops::linear_forward(st.act, w_down_->value, y_NH, accumulate);
+    ops::linear_forward(st.act, w_down_->compute_value(), y_NH, accumulate);
     return;
   }
   Tensor y = y_NH.view({n, hidden_});
   const auto partial = [&](int64_t first, int64_t rows, const Tensor& out) {
-    ops::linear_forward(st.act.slice_rows(first, first + rows), w_down_->value, out);
+    ops::linear_forward(st.act.slice_rows(first, first + rows), w_down_->compute_value(), out);
   };
   region_.exit_forward_overlapped(N, partial, st.y_full, y, accumulate, st.shard);
 }
@@ -50,19 +51,19 @@ void Mlp::backward_dx(const Tensor& dy_NH, Tensor& dx_NH, bool accumulate, MlpSt
   const int64_t N = st.x.numel() / hidden_, n = region_.local_rows(N);
   MOEFOLD_CHECK(dy_NH.numel() == n * hidden_ && dx_NH.numel() == n * hidden_);
   region_.exit_backward(dy_NH.view({n, hidden_}), N, st.dy);
-  ensure_shape(st.dact, {N, ffn_});
-  ops::linear_backward_dx(st.dy, w_down_->value, st.dact, false);
+  ensure_shape(st.dact, {N, ffn_}, dy_NH.dtype());
+  ops::linear_backward_dx(st.dy, w_down_->compute_value(), st.dact, false);
   // gate and up are not needed after this: their gradients overwrite them.
   ops::swiglu_backward(st.dact, st.gate, st.up, st.gate, st.up);
   if (!region_.active()) {
-    ops::linear_backward_dx(st.gate, w_gate_->value, dx_NH, accumulate);
-    ops::linear_backward_dx(st.up, w_up_->value, dx_NH, true);
+    ops::linear_backward_dx(st.gate, w_gate_->compute_value(), dx_NH, accumulate);
+    ops::linear_backward_dx(st.up, w_up_->compute_value(), dx_NH, true);
     return;
   }
   // Partial over this rank's hidden units; the TP entry sums them.
-  const Tensor& dx_full = ensure_shape(st.dx_full, {N, hidden_});
-  ops::linear_backward_dx(st.gate, w_gate_->value, dx_full, false);
-  ops::linear_backward_dx(st.up, w_up_->value, dx_full, true);
+  const Tensor& dx_full = ensure_shape(st.dx_full, {N, hidden_}, dy_NH.dtype());
+  ops::linear_backward_dx(st.gate, w_gate_->compute_value(), dx_full, false);
+  ops::linear_backward_dx(st.up, w_up_->compute_value(), dx_full, true);
   Tensor dx = dx_NH.view({n, hidden_});
   region_.enter_backward(st.dx_full, dx, accumulate, st.shard, [&] { weight_gradients(st); });
 }

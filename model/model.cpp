@@ -63,6 +63,11 @@ Model::Model(const ModelConfig& config, const ParallelContext& ctx)
   end_module(L + 1);
 }
 
+void Model::set_compute_dtype(DType dtype) {
+  compute_dtype_ = dtype;
+  registry_.set_compute_dtype(dtype);
+}
+
 void Model::notify(const ParameterHook& hook, size_t module) const {
   if (hook && !module_parameters_[module].empty()) hook(module_parameters_[module]);
 }
@@ -228,7 +233,8 @@ MicroBatchStats Model::forward_chunk(int chunk, const TokenBatch& full_batch,
   const TpRegion region{ctx_.tp.get(), ctx_.config.sequence_parallel};
   const int64_t n = region.local_rows(N);  // residual rows: this rank's token shard under SP
   st.residual.resize(Lc + 1);
-  for (Tensor& r : st.residual) ensure_shape(r, {n, H});
+  const DType act = compute_dtype_;
+  for (Tensor& r : st.residual) ensure_shape(r, {n, H}, act);
 
   if (first) {
     notify(forward_pre_hook_, 0);
@@ -256,13 +262,13 @@ MicroBatchStats Model::forward_chunk(int chunk, const TokenBatch& full_batch,
         {l, router.counts, router.dropped, router.rows * config_.moe.moe_router_topk});
   }
   if (last) {
-    ensure_shape(st.final_h, {n, H});
+    ensure_shape(st.final_h, {n, H}, act);
     ensure_shape(st.final_rstd, {n});
     notify(forward_pre_hook_, config_.num_layers + 1);
-    ops::rmsnorm_forward(st.residual[Lc], final_norm_->value, st.final_h, st.final_rstd,
+    ops::rmsnorm_forward(st.residual[Lc], final_norm_->compute_value(), st.final_h, st.final_rstd,
                          config_.norm_epsilon);
     Tensor* d_final = nullptr;
-    if (scales) d_final = &ensure_shape(st.d_final_h, {n, H});
+    if (scales) d_final = &ensure_shape(st.d_final_h, {n, H}, act);
     const float lm_scale = scales ? static_cast<float>(scales->lm) : 0.0f;
     stats.lm_loss_sum = lm_head_->forward_backward(st.final_h, batch.labels.data(),
                                                    batch.loss_mask.data(), lm_scale, d_final);
@@ -288,7 +294,7 @@ const Tensor* Model::backward_chunk(int chunk, ModelStash& st, const Tensor* d_o
   MOEFOLD_CHECK(last == (d_output_nH == nullptr), "chunk " << chunk << " output gradient");
   const TpRegion region{ctx_.tp.get(), ctx_.config.sequence_parallel};
   const int64_t n = region.local_rows(N);
-  ensure_shape(st.dh, {n, H});
+  ensure_shape(st.dh, {n, H}, compute_dtype_);
   if (last) {
     rmsnorm_backward_tp(region, st.d_final_h, st.residual[Lc], *final_norm_, st.final_rstd, st.dh,
                         st.final_norm_dw, false);
@@ -303,7 +309,7 @@ const Tensor* Model::backward_chunk(int chunk, ModelStash& st, const Tensor* d_o
     TransformerLayerStash& layer_st = layer_stash(st, i);
     if (st.layers.empty()) {  // recomputation: rebuild this layer's activations first
       layer.forward(st.residual[i], st.positions.data(), st.batch, st.seq, st.aux_scale,
-                    ensure_shape(recompute_output_, {n, H}), layer_st);
+                    ensure_shape(recompute_output_, {n, H}, compute_dtype_), layer_st);
     }
     if (defer_weight_gradients) {
       layer.backward_dx(st.dh, st.positions.data(), layer_st);

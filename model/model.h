@@ -84,6 +84,13 @@ class Model {
   // each layer's input; backward re-runs a layer's forward before its backward. The numbers are
   // bit-identical; stashes made afterwards hold no per-layer activations.
   void set_recompute_activations(bool on) { recompute_ = on; }
+  // MODEL.md "Mixed precision" (training.bf16): bf16 compute copies of the weights (the router's
+  // excepted) and bf16 activations; master weights, gradients and optimizer state stay float32.
+  void set_compute_dtype(DType dtype);
+  DType activation_dtype() const { return compute_dtype_; }
+  // After the parameter values changed (an optimizer step, a load): the compute copies are
+  // rounded again from the masters on first use.
+  void mark_parameters_changed() { registry_.mark_values_changed(); }
   std::vector<Parameter*> parameters();        // every trainable parameter, fixed order
   std::vector<Tensor*> expert_bias_buffers();  // per MoE layer [E] (empty when disabled)
   std::unique_ptr<ModelStash> make_stash(int chunk = 0) const;
@@ -167,6 +174,7 @@ class Model {
   Parameter* shared_embedding_ = nullptr;
   std::unique_ptr<ModelStash> eval_stash_;  // reused by evaluate()
   bool recompute_ = false;
+  DType compute_dtype_ = DType::kFloat32;
   TransformerLayerStash recompute_stash_;  // the one layer stash used under recomputation
   Tensor recompute_output_;                // (n,H) the recomputed layer's output (discarded)
   TransformerLayerStash& layer_stash(ModelStash& stash, int i);

@@ -11,13 +11,13 @@
 namespace moefold {
 
 const Tensor& MoeLayer::gate_weights() const {
-  return workspace_ ? workspace_->w_gate : w_gate_->value;
+  return workspace_ ? workspace_->w_gate : w_gate_->compute_value();
 }
 const Tensor& MoeLayer::up_weights() const {
-  return workspace_ ? workspace_->w_up : w_up_->value;
+  return workspace_ ? workspace_->w_up : w_up_->compute_value();
 }
 const Tensor& MoeLayer::down_weights() const {
-  return workspace_ ? workspace_->w_down : w_down_->value;
+  return workspace_ ? workspace_->w_down : w_down_->compute_value();
 }
 
 // One expert's shard: its gate rows, up rows and down columns, (Fs,H) (Fs,H) (H,Fs).

@@ -120,26 +120,29 @@ void MoeLayer::forward(const Tensor& x_NH, const MoeRows& rows, double aux_scale
   const int64_t R = st.rows, Re = st.plan.expert_rows, F = local_ffn_;
   int32_t* send_perm = ensure_size(st.send_perm, R);
   for (int64_t r = 0; r < R; ++r) send_perm[r] = st.perm[st.plan.source_order[r]];
-  ops::permute_tokens(x_NH.slice_rows(first, first + n), st.send_perm, ensure_shape(st.xs, {R, H}),
-                      k);
+  const DType act = x_NH.dtype();
+  ops::permute_tokens(x_NH.slice_rows(first, first + n), st.send_perm,
+                      ensure_shape(st.xs, {R, H}, act), k);
 
-  dispatcher_.start_dispatch(st.plan, st.xs.data(), H, st.buffers);
+  st.buffers.dtype = act;
+  dispatcher_.start_dispatch(st.plan, st.xs.raw_data(), H, st.buffers);
   if (shared_) {  // computes while the dispatch is in flight
     shared_->forward(x_NH, y_NH, accumulate, st.shared);
   } else if (!accumulate) {
     y_NH.zero();
   }
-  ensure_shape(st.xe, {Re, H});
-  ensure_shape(st.gate, {Re, F});
-  ensure_shape(st.up, {Re, F});
-  ensure_shape(st.act, {Re, F});
-  ensure_shape(st.ye, {Re, H});
-  ensure_shape(st.ys, {R, H});
+  ensure_shape(st.xe, {Re, H}, act);
+  ensure_shape(st.gate, {Re, F}, act);
+  ensure_shape(st.up, {Re, F}, act);
+  ensure_shape(st.act, {Re, F}, act);
+  ensure_shape(st.ye, {Re, H}, act);
+  ensure_shape(st.ys, {R, H}, act);
   if (workspace_) finish_materialisation(st);
   for (int c = 0; c < st.plan.chunks; ++c) {  // chunk c computes while c+1 is exchanged
-    dispatcher_.finish_dispatch_chunk(st.plan, c, H, st.buffers, st.xe.data());
+    dispatcher_.finish_dispatch_chunk(st.plan, c, H, st.buffers, st.xe.raw_data());
     experts_forward(c, st);
-    dispatcher_.start_combine_chunk(st.plan, c, st.ye.data(), H, st.ys.data(), st.buffers);
+    dispatcher_.start_combine_chunk(st.plan, c, st.ye.raw_data(), H, st.ys.raw_data(),
+                                    st.buffers);
   }
   dispatcher_.finish_combine(st.buffers);
   if (!split) {
@@ -147,7 +150,7 @@ void MoeLayer::forward(const Tensor& x_NH, const MoeRows& rows, double aux_scale
     return;
   }
   // Each rank's routed rows, gathered so the output is whole on every rank again.
-  ensure_shape(st.routed, {n, H}).zero();
+  ensure_shape(st.routed, {n, H}, act).zero();
   ops::combine_tokens(st.ys, st.send_perm, st.router.device_gates, st.routed);
   gather_token_shares(st.routed, N, st.routed_all);
   ops::add(y_NH, st.routed_all);
@@ -161,8 +164,9 @@ void MoeLayer::gather_token_shares(const Tensor& share_nH, int64_t N, Tensor& al
   for (int r = 0; r < tokens.size(); ++r) {
     counts[r] = (share_begin(N, r + 1, tokens.size()) - share_begin(N, r, tokens.size())) * H;
   }
-  tokens.all_gather_v(share_nH.data(), share_nH.numel(), ensure_shape(all_NH, {N, H}).data(),
-                      counts, CommDType::kFloat32);
+  tokens.all_gather_v(share_nH.raw_data(), share_nH.numel(),
+                      ensure_shape(all_NH, {N, H}, share_nH.dtype()).raw_data(), counts,
+                      comm_dtype_of(share_nH.dtype()));
 }
 
 // d/d xe (partial over ETP) of one chunk; gate and up become their gradients.
@@ -182,23 +186,26 @@ void MoeLayer::backward_dx(const Tensor& dy_NH, Tensor& dx_NH, MoeStash& st) con
   MOEFOLD_CHECK(dy_NH.numel() == N * H && dx_NH.numel() == N * H);
   if (workspace_) start_materialisation(st);  // gathered again: the workspace is shared
   ensure_shape(st.dgates, {n, k}).zero();
-  ensure_shape(st.dys, {R, H});
+  const DType act = dy_NH.dtype();
+  ensure_shape(st.dys, {R, H}, act);
   ops::combine_tokens_backward(dy_NH.view({N, H}).slice_rows(first, first + n), st.ys,
                                st.send_perm, st.router.device_gates, st.dys, st.dgates);
-  dispatcher_.start_dispatch(st.plan, st.dys.data(), H, st.buffers);
+  st.buffers.dtype = act;
+  dispatcher_.start_dispatch(st.plan, st.dys.raw_data(), H, st.buffers);
   // The router and the shared expert compute while the dispatch is in flight.
-  Tensor& dx_routed = split ? ensure_shape(st.routed, {n, H}) : dx_NH;  // (n,H)
+  Tensor& dx_routed = split ? ensure_shape(st.routed, {n, H}, act) : dx_NH;  // (n,H)
   router_.backward_dx(st.dgates, st.aux_scale, dx_routed, false, st.router);
   if (shared_) shared_->backward_dx(dy_NH, dx_NH, !split, st.shared);
-  ensure_shape(st.dye, {Re, H});
-  ensure_shape(st.dact, {Re, F});
-  ensure_shape(st.dxe, {Re, H});
-  ensure_shape(st.dxs, {R, H});
+  ensure_shape(st.dye, {Re, H}, act);
+  ensure_shape(st.dact, {Re, F}, act);
+  ensure_shape(st.dxe, {Re, H}, act);
+  ensure_shape(st.dxs, {R, H}, act);
   if (workspace_) finish_materialisation(st);
   for (int c = 0; c < st.plan.chunks; ++c) {
-    dispatcher_.finish_dispatch_chunk(st.plan, c, H, st.buffers, st.dye.data());
+    dispatcher_.finish_dispatch_chunk(st.plan, c, H, st.buffers, st.dye.raw_data());
     experts_backward_dx(c, st);
-    dispatcher_.start_combine_chunk(st.plan, c, st.dxe.data(), H, st.dxs.data(), st.buffers);
+    dispatcher_.start_combine_chunk(st.plan, c, st.dxe.raw_data(), H, st.dxs.raw_data(),
+                                    st.buffers);
   }
   dispatcher_.finish_combine(st.buffers);
   ops::permute_tokens_backward(st.dxs, st.send_perm, dx_routed.view({n, H}), k);

@@ -38,6 +38,15 @@ static int64_t product(const std::vector<int64_t>& shape) {
 int64_t TensorLayout::global_numel() const { return product(global_shape); }
 int64_t TensorLayout::local_numel() const { return product(local_shape); }
 
+const Tensor& Parameter::compute_value() const {
+  if (!compute.defined()) return value;
+  if (compute_stale) {
+    ops::cast(compute, value);
+    compute_stale = false;
+  }
+  return compute;
+}
+
 Parameter* ParameterRegistry::add(TensorLayout layout) {
   MOEFOLD_CHECK(find(layout.name) == nullptr, "duplicate parameter " << layout.name);
   auto p = std::make_unique<Parameter>();
@@ -91,6 +100,19 @@ static void init_on_device(const Tensor& value, const TensorLayout& layout, Init
 void ParameterRegistry::init(uint64_t seed) {
   for (const auto& p : parameters_) init_on_device(p->value, p->layout, p->init, p->init_std, seed);
   for (const auto& b : buffers_) init_on_device(b->value, b->layout, b->init, 0.0f, seed);
+  mark_values_changed();
+}
+
+void ParameterRegistry::set_compute_dtype(DType dtype) {
+  for (const auto& p : parameters_) {
+    const bool copy = dtype != DType::kFloat32 && !p->float32_compute;
+    p->compute = copy ? Tensor::empty(p->value.shape(), dtype, p->value.device()) : Tensor();
+  }
+  mark_values_changed();
+}
+
+void ParameterRegistry::mark_values_changed() {
+  for (const auto& p : parameters_) p->compute_stale = true;
 }
 
 void ParameterRegistry::zero_grad() {

@@ -58,8 +58,16 @@ struct Parameter {
   bool is_expert = false;    // routed-expert weight (reduced over EDP instead of DP later)
   InitKind init = InitKind::kNormal;
   float init_std = 0.0f;  // σ for kNormal
+  // MODEL.md "Mixed precision": the bf16 copy of `value` the GEMMs read, undefined in float32
+  // runs and for parameters computed in float32 (the router).
+  Tensor compute;
+  bool float32_compute = false;
+  mutable bool compute_stale = true;
 
   const std::string& name() const { return layout.name; }
+  // The weights forward and backward read: the compute copy, rounded from `value` on its first
+  // use after ParameterRegistry::mark_values_changed; `value` itself without one.
+  const Tensor& compute_value() const;
 };
 
 // Not trained by the optimizer, but saved in checkpoints (e.g. the expert bias).
@@ -88,6 +96,11 @@ class ParameterRegistry {
   // MODEL.md init of every parameter and buffer; values depend only on (seed, name, global index).
   void init(uint64_t seed);
   void zero_grad();
+  // Gives every parameter (but float32_compute ones) a compute copy of `dtype`; kFloat32 drops
+  // them. Then, and after every change of the values (an optimizer step, a load), call
+  // mark_values_changed so that the copies are rounded again on first use.
+  void set_compute_dtype(DType dtype);
+  void mark_values_changed();
 
  private:
   Parameter* add(TensorLayout layout);

@@ -95,8 +95,8 @@ void ring_attention_forward(Communicator& cp, const RingAttentionDims& dims, con
   const int64_t C = Sl / 2, kv_count = B * Sl * nkv * d;
   const ChunkView view{dims, C};
   RingBuffers sc;
-  for (Tensor& t : sc.kv) ensure_shape(t, {2, kv_count});
-  ensure_shape(sc.o_part, {C, nh, d});
+  for (Tensor& t : sc.kv) ensure_shape(t, {2, kv_count}, k.dtype());
+  ensure_shape(sc.o_part, {C, nh, d}, o.dtype());
   ensure_shape(sc.lse_part, {nh, C});
   ops::copy(sc.kv[0].slice_rows(0, 1), k);
   ops::copy(sc.kv[0].slice_rows(1, 2), v);
@@ -106,7 +106,10 @@ void ring_attention_forward(Communicator& cp, const RingAttentionDims& dims, con
   KvRing ring(cp, overlap);
   for (int step = 0; step < CP; ++step) {
     const int cur = step % 2;
-    if (step + 1 < CP) ring.start_pass(sc.kv[cur].data(), sc.kv[1 - cur].data(), 2 * kv_count);
+    if (step + 1 < CP) {
+      ring.start_pass(sc.kv[cur].raw_data(), sc.kv[1 - cur].raw_data(), 2 * kv_count,
+                      comm_dtype_of(k.dtype()));
+    }
     const auto start = std::chrono::steady_clock::now();
     const Tensor k_block = sc.kv[cur].slice_rows(0, 1), v_block = sc.kv[cur].slice_rows(1, 2);
     for (const ChunkPair& p : visible_pairs(cp.rank(), ring.source(step), CP)) {
@@ -141,7 +144,8 @@ void ring_attention_backward(Communicator& cp, const RingAttentionDims& dims, co
   const int64_t C = Sl / 2, kv_count = B * Sl * nkv * d;
   const ChunkView view{dims, C};
   RingBuffers sc;
-  for (Tensor& t : sc.kv) ensure_shape(t, {2, kv_count});
+  // K and V travel in the activations' dtype; their gradients add up in float32 on the way.
+  for (Tensor& t : sc.kv) ensure_shape(t, {2, kv_count}, k.dtype());
   for (Tensor& t : sc.dkv) ensure_shape(t, {2, kv_count});
   ensure_shape(sc.dkv_part, {2, kv_count});
   ops::copy(sc.kv[0].slice_rows(0, 1), k);
@@ -152,7 +156,10 @@ void ring_attention_backward(Communicator& cp, const RingAttentionDims& dims, co
   KvRing ring(cp, overlap);
   for (int step = 0; step < CP; ++step) {
     const int cur = step % 2;
-    if (step + 1 < CP) ring.start_pass(sc.kv[cur].data(), sc.kv[1 - cur].data(), 2 * kv_count);
+    if (step + 1 < CP) {
+      ring.start_pass(sc.kv[cur].raw_data(), sc.kv[1 - cur].raw_data(), 2 * kv_count,
+                      comm_dtype_of(k.dtype()));
+    }
     const auto start = std::chrono::steady_clock::now();
     Tensor& part = step == 0 ? sc.dkv[0] : sc.dkv_part;
     part.zero();

@@ -24,6 +24,7 @@ Router::Router(const ModelConfig& config, const ParallelContext& ctx, int layer,
   const std::string prefix = "layers/" + std::to_string(layer) + "/moe/";
   weight_ = registry.add_weight(shard_layout(prefix + "router", {experts_, hidden_}, ctx.coords),
                                 config.init_method_std);
+  weight_->float32_compute = true;  // MODEL.md: the router's GEMM and logits stay float32
   if (moe_.moe_router_enable_expert_bias) {
     MOEFOLD_CHECK(moe_.moe_router_score_function == RouterScoreFunction::kSigmoid,
                   "expert bias needs sigmoid scores");
@@ -68,9 +69,9 @@ void Router::forward(const Tensor& x_nH, int64_t batch, int64_t seq, std::vector
   st.tokens = std::move(tokens);
   st.rows = n;
   st.x = x_nH;
-  ensure_shape(st.device_logits, {n, E}, x_nH.device());
-  ensure_shape(st.probs, {n, E}, Device::kCpu);
-  ensure_shape(st.gates, {n, k}, Device::kCpu);
+  ensure_shape(st.device_logits, {n, E}, DType::kFloat32, x_nH.device());
+  ensure_shape(st.probs, {n, E}, DType::kFloat32, Device::kCpu);
+  ensure_shape(st.gates, {n, k}, DType::kFloat32, Device::kCpu);
   ops::linear_forward(x_nH, weight_->value, st.device_logits);
   st.logits = ops::to_host(st.device_logits);
   if (moe_.moe_router_score_function == RouterScoreFunction::kSoftmax) {
@@ -109,7 +110,7 @@ void Router::choose_experts(int64_t N, RouterStash& st) const {
   const bool biased = expert_bias_ != nullptr;
   const int G = moe_.moe_router_num_groups;
   if (biased || G > 0) {
-    float* sel = ensure_shape(st.select, {N, E}, Device::kCpu).data();
+    float* sel = ensure_shape(st.select, {N, E}, DType::kFloat32, Device::kCpu).data();
     const float* probs = st.probs.data();
     const Tensor bias = biased ? ops::to_host(expert_bias_->value) : Tensor();
     for (int64_t t = 0; t < N; ++t) {
@@ -251,7 +252,7 @@ void Router::compute_losses(RouterStash& st) const {
     }
   }
   if (z) {
-    const float* lse = ensure_shape(st.lse, {n}, Device::kCpu).data();
+    const float* lse = ensure_shape(st.lse, {n}, DType::kFloat32, Device::kCpu).data();
     ops::logsumexp_rows(st.logits, st.lse);
     for (int64_t t = 0; t < n; ++t) sums[groups] += static_cast<double>(lse[t]) * lse[t];
   }
@@ -311,9 +312,9 @@ void Router::backward_dx(const Tensor& dgates_NK, double aux_scale, Tensor& dx_N
                          RouterStash& st) const {
   const int64_t n = st.rows, E = experts_, k = topk_;
   MOEFOLD_CHECK(dgates_NK.numel() == n * k && dx_NH.numel() == n * hidden_);
-  float* dz = ensure_shape(st.dlogits, {n, E}, Device::kCpu).data();
+  float* dz = ensure_shape(st.dlogits, {n, E}, DType::kFloat32, Device::kCpu).data();
   // d/d probs; select is free now.
-  float* dscore = ensure_shape(st.select, {n, E}, Device::kCpu).data();
+  float* dscore = ensure_shape(st.select, {n, E}, DType::kFloat32, Device::kCpu).data();
   st.dlogits.zero();
   st.select.zero();
   const bool softmax = moe_.moe_router_score_function == RouterScoreFunction::kSoftmax;

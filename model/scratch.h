@@ -8,12 +8,13 @@
 
 namespace moefold {
 
-// Makes `t` a float32 tensor of `shape` on `device`, reusing its storage when the shape and
-// device are unchanged. The contents are unspecified.
+// Makes `t` a tensor of `shape` and `dtype` on `device`, reusing its storage when nothing
+// changed. The contents are unspecified. Activations take their input's dtype (bf16 under
+// mixed precision); statistics, router and loss buffers stay float32 (MODEL.md).
 inline Tensor& ensure_shape(Tensor& t, const std::vector<int64_t>& shape,
-                            Device device = default_device()) {
-  if (!t.defined() || t.shape() != shape || t.device() != device) {
-    t = Tensor::empty(shape, DType::kFloat32, device);
+                            DType dtype = DType::kFloat32, Device device = default_device()) {
+  if (!t.defined() || t.shape() != shape || t.dtype() != dtype || t.device() != device) {
+    t = Tensor::empty(shape, dtype, device);
   }
   return t;
 }

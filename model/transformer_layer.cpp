@@ -42,17 +42,18 @@ void TransformerLayer::forward(const Tensor& h_in_NH, const int32_t* positions_N
   const int64_t n = region_.local_rows(batch * seq), H = hidden_;
   MOEFOLD_CHECK(h_in_NH.numel() == n * H && h_out_NH.numel() == n * H);
   st.h_in = h_in_NH;
-  ensure_shape(st.a, {n, H});
+  const DType act = h_in_NH.dtype();
+  ensure_shape(st.a, {n, H}, act);
   ensure_shape(st.attn_rstd, {n});
-  ensure_shape(st.h_mid, {n, H});
-  ensure_shape(st.m, {n, H});
+  ensure_shape(st.h_mid, {n, H}, act);
+  ensure_shape(st.m, {n, H}, act);
   ensure_shape(st.ffn_rstd, {n});
 
-  ops::rmsnorm_forward(h_in_NH, attn_norm_->value, st.a, st.attn_rstd, eps_);
+  ops::rmsnorm_forward(h_in_NH, attn_norm_->compute_value(), st.a, st.attn_rstd, eps_);
   ops::copy(st.h_mid, h_in_NH);
   attention_.forward(st.a, positions_N, batch, seq, st.h_mid, true, st.attn);
 
-  ops::rmsnorm_forward(st.h_mid, ffn_norm_->value, st.m, st.ffn_rstd, eps_);
+  ops::rmsnorm_forward(st.h_mid, ffn_norm_->compute_value(), st.m, st.ffn_rstd, eps_);
   ops::copy(h_out_NH, st.h_mid);
   if (moe_) {
     // This rank's rows of its CP shard (seq = S/CP tokens of each sequence); under sequence
@@ -80,10 +81,10 @@ void TransformerLayer::backward_blocks(Tensor& dh_NH, const int32_t* positions_N
                                        TransformerLayerStash& st, bool defer) const {
   const int64_t n = st.h_in.numel() / hidden_, H = hidden_;
   MOEFOLD_CHECK(dh_NH.numel() == n * H);
-  ensure_shape(st.d_norm, {n, H});
+  ensure_shape(st.d_norm, {n, H}, dh_NH.dtype());
   const auto output_gradient = [&](Tensor& copy) -> const Tensor& {
     if (!defer) return dh_NH;
-    ops::copy(ensure_shape(copy, {n, H}), dh_NH);
+    ops::copy(ensure_shape(copy, {n, H}, dh_NH.dtype()), dh_NH);
     return copy;
   };
   // FFN block: dh is d/d h_out; the residual passes it through, the norm adds its part.
@@ -153,12 +154,14 @@ void rmsnorm_backward_tp(const TpRegion& region, const Tensor& dy_nH, const Tens
                          const Parameter& norm, const Tensor& rstd_n, const Tensor& dx_nH,
                          Tensor& scratch_H, bool accumulate_dx) {
   if (!region.sharded()) {
-    ops::rmsnorm_backward(dy_nH, x_nH, norm.value, rstd_n, dx_nH, norm.grad, accumulate_dx);
+    ops::rmsnorm_backward(dy_nH, x_nH, norm.compute_value(), rstd_n, dx_nH, norm.grad,
+                          accumulate_dx);
     return;
   }
   const int64_t H = norm.value.numel();
   ensure_shape(scratch_H, {H}).zero();
-  ops::rmsnorm_backward(dy_nH, x_nH, norm.value, rstd_n, dx_nH, scratch_H, accumulate_dx);
+  ops::rmsnorm_backward(dy_nH, x_nH, norm.compute_value(), rstd_n, dx_nH, scratch_H,
+                        accumulate_dx);
   // The weight met every rank's tokens.
   copy_to_tp_region_backward(*region.tp, scratch_H.data(), H);
   ops::add(norm.grad, scratch_H);

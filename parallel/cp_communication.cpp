@@ -55,10 +55,10 @@ void KvRing::wait(WorkHandle& handle) {
   cp_communication_stats().wait_seconds += seconds_since(start);
 }
 
-void KvRing::start_pass(const float* block, float* incoming, int64_t count) {
-  recv_ = cp_.recv_async(incoming, count, CommDType::kFloat32, prev(), kKvTag);
-  send_ = cp_.send_async(block, count, CommDType::kFloat32, next(), kKvTag);
-  cp_communication_stats().bytes_sent += count * static_cast<int64_t>(sizeof(float));
+void KvRing::start_pass(const void* block, void* incoming, int64_t count, CommDType dtype) {
+  recv_ = cp_.recv_async(incoming, count, dtype, prev(), kKvTag);
+  send_ = cp_.send_async(block, count, dtype, next(), kKvTag);
+  cp_communication_stats().bytes_sent += count * static_cast<int64_t>(comm_dtype_size(dtype));
   if (!overlap_) finish_pass();
 }
 

@@ -41,9 +41,9 @@ class KvRing {
   // The CP rank whose block this rank holds at ring step `step`.
   int source(int step) const { return (cp_.rank() - step % size() + size()) % size(); }
 
-  // Forward: posts the send of `block` (count) to next and the receive of prev's block into
-  // `incoming`; neither may be touched (block: written) until finish_pass.
-  void start_pass(const float* block, float* incoming, int64_t count);
+  // Forward: posts the send of `block` (count elements of dtype: the activations') to next and
+  // the receive of prev's block into `incoming`; neither may be touched until finish_pass.
+  void start_pass(const void* block, void* incoming, int64_t count, CommDType dtype);
   void finish_pass();
 
   // Backward, the dK/dV ring: a block's gradient travels with it and, after the last step, one

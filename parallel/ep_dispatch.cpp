@@ -1,7 +1,6 @@
 #include "parallel/ep_dispatch.h"
 
 #include <algorithm>
-#include <cstring>
 
 #include "parallel/blocked_timer.h"
 #include "tensor/check.h"
@@ -48,12 +47,27 @@ std::vector<int64_t> scaled(std::span<const int64_t> rows, int64_t width) {
   return out;
 }
 
-// Makes `t` a (rows, width) float32 buffer (at least one row, so data() is always valid).
-float* ensure_rows(Tensor& t, int64_t rows, int64_t width) {
+// Makes `t` a (rows, width) buffer of `dtype` (at least one row, so its address is valid).
+void* ensure_rows(Tensor& t, int64_t rows, int64_t width, DType dtype) {
   const std::vector<int64_t> shape = {std::max<int64_t>(rows, 1), width};
-  if (!t.defined() || t.shape() != shape) t = Tensor::empty(shape);
-  return t.data();
+  if (!t.defined() || t.shape() != shape || t.dtype() != dtype) t = Tensor::empty(shape, dtype);
+  return t.raw_data();
 }
+
+// Rows of `width` elements of one dtype at a base address (token rows travel in the
+// activations' dtype: bf16 under mixed precision).
+struct Bytes {
+  Bytes(const void* base, int64_t width, DType dtype)
+      : base(static_cast<const char*>(base)),
+        row_bytes(width * static_cast<int64_t>(dtype_size(dtype))),
+        wire(comm_dtype_of(dtype)) {}
+  Bytes(const Tensor& t, int64_t width) : Bytes(t.raw_data(), width, t.dtype()) {}
+  void* row(int64_t r) const { return const_cast<char*>(base) + r * row_bytes; }
+
+  const char* base;
+  int64_t row_bytes;
+  CommDType wire;
+};
 
 }  // namespace
 
@@ -176,89 +190,94 @@ void TokenDispatcher::plan_all_gather(std::span<const int64_t> counts_E, Dispatc
   }
 }
 
-void TokenDispatcher::start_dispatch(const DispatchPlan& plan, const float* source, int64_t W,
+void TokenDispatcher::start_dispatch(const DispatchPlan& plan, const void* source_RW, int64_t W,
                                      DispatchBuffers& buf) const {
+  const Bytes source(source_RW, W, buf.dtype);
   const int n = plan.chunks;
   MOEFOLD_CHECK(n == chunks_);
   buf.dispatch.assign(n, WorkHandle());
   buf.combine.assign(n, WorkHandle());
-  float* gathered = ensure_rows(buf.gathered, plan.gathered_chunk_rows[n], W);
-  buf.bytes_sent += (plan.remote_rows_sent + plan.remote_rows_returned) * W *
-                    static_cast<int64_t>(sizeof(float));
+  const Bytes gathered(ensure_rows(buf.gathered, plan.gathered_chunk_rows[n], W, buf.dtype), W,
+                       buf.dtype);
+  buf.bytes_sent += (plan.remote_rows_sent + plan.remote_rows_returned) * gathered.row_bytes;
   if (kind_ == DispatcherKind::kAllGather) {
     const int M = groups_.etp_ep->size();
     for (int j = 0; j < n; ++j) {
       const int64_t first = plan.source_chunk_rows[j];
       buf.dispatch[j] = groups_.etp_ep->all_gather_v_async(
-          source + first * W, (plan.source_chunk_rows[j + 1] - first) * W,
-          gathered + plan.gathered_chunk_rows[j] * W,
-          scaled(std::span(plan.gathered_rows).subspan(j * M, M), W), CommDType::kFloat32);
+          source.row(first), (plan.source_chunk_rows[j + 1] - first) * W,
+          gathered.row(plan.gathered_chunk_rows[j]),
+          scaled(std::span(plan.gathered_rows).subspan(j * M, M), W), source.wire);
     }
     return;
   }
   const int EP = groups_.ep->size();
-  float* exchanged = ensure_rows(buf.exchanged, plan.exchanged_chunk_rows[n], W);
+  const Bytes exchanged(ensure_rows(buf.exchanged, plan.exchanged_chunk_rows[n], W, buf.dtype),
+                        W, buf.dtype);
   for (int j = 0; j < n; ++j) {
     buf.dispatch[j] = groups_.ep->all_to_all_v_async(
-        source + plan.source_chunk_rows[j] * W,
+        source.row(plan.source_chunk_rows[j]),
         scaled(std::span(plan.send_rows).subspan(j * EP, EP), W),
-        exchanged + plan.exchanged_chunk_rows[j] * W,
-        scaled(std::span(plan.exchanged_rows).subspan(j * EP, EP), W), CommDType::kFloat32);
+        exchanged.row(plan.exchanged_chunk_rows[j]),
+        scaled(std::span(plan.exchanged_rows).subspan(j * EP, EP), W), source.wire);
   }
 }
 
 void TokenDispatcher::finish_dispatch_chunk(const DispatchPlan& plan, int j, int64_t W,
-                                            DispatchBuffers& buf, float* expert) const {
+                                            DispatchBuffers& buf, void* expert_ReW) const {
+  const Bytes expert(expert_ReW, W, buf.dtype);
   BlockedTimer timer(buf.blocked_seconds);
   buf.dispatch[j].wait();
   if (kind_ == DispatcherKind::kAllToAll && !plan.gathered_is_exchanged) {
     const int ETP = groups_.etp->size();
     const int64_t first = plan.exchanged_chunk_rows[j];
-    groups_.etp->all_gather_v(buf.exchanged.data() + first * W,
+    groups_.etp->all_gather_v(Bytes(buf.exchanged, W).row(first),
                               (plan.exchanged_chunk_rows[j + 1] - first) * W,
-                              buf.gathered.data() + plan.gathered_chunk_rows[j] * W,
+                              Bytes(buf.gathered, W).row(plan.gathered_chunk_rows[j]),
                               scaled(std::span(plan.gathered_rows).subspan(j * ETP, ETP), W),
-                              CommDType::kFloat32);
+                              expert.wire);
   }
-  const float* gathered = (plan.gathered_is_exchanged ? buf.exchanged : buf.gathered).data() +
-                          plan.gathered_chunk_rows[j] * W;
+  const Bytes gathered(plan.gathered_is_exchanged ? buf.exchanged : buf.gathered, W);
+  const int64_t first = plan.gathered_chunk_rows[j];
   for (int64_t r = plan.expert_chunk_rows[j]; r < plan.expert_chunk_rows[j + 1]; ++r) {
-    ops::copy_memory(expert + r * W, gathered + plan.expert_order[r] * W, W * sizeof(float));
+    ops::copy_memory(expert.row(r), gathered.row(first + plan.expert_order[r]), expert.row_bytes);
   }
 }
 
-void TokenDispatcher::start_combine_chunk(const DispatchPlan& plan, int j, const float* expert,
-                                          int64_t W, float* source, DispatchBuffers& buf) const {
+void TokenDispatcher::start_combine_chunk(const DispatchPlan& plan, int j, const void* expert_ReW,
+                                          int64_t W, void* source_RW,
+                                          DispatchBuffers& buf) const {
+  const Bytes expert(expert_ReW, W, buf.dtype), source(source_RW, W, buf.dtype);
   Tensor& staging = plan.gathered_is_exchanged ? buf.exchanged : buf.gathered;
-  float* gathered = staging.data() + plan.gathered_chunk_rows[j] * W;
+  const Bytes staged(staging, W);
+  const int64_t first = plan.gathered_chunk_rows[j];
+  void* gathered = staged.row(first);
   if (kind_ == DispatcherKind::kAllGather) {  // rows of other ranks' experts add nothing
-    std::memset(gathered, 0,
-                (plan.gathered_chunk_rows[j + 1] - plan.gathered_chunk_rows[j]) * W *
-                    sizeof(float));
+    staging.elements(first * W, {(plan.gathered_chunk_rows[j + 1] - first) * W}).zero();
   }
   for (int64_t r = plan.expert_chunk_rows[j]; r < plan.expert_chunk_rows[j + 1]; ++r) {
-    ops::copy_memory(gathered + plan.expert_order[r] * W, expert + r * W, W * sizeof(float));
+    ops::copy_memory(staged.row(first + plan.expert_order[r]), expert.row(r), expert.row_bytes);
   }
-  float* source_chunk = source + plan.source_chunk_rows[j] * W;
+  void* source_chunk = source.row(plan.source_chunk_rows[j]);
   if (kind_ == DispatcherKind::kAllGather) {
     const int M = groups_.etp_ep->size();
     buf.combine[j] = groups_.etp_ep->reduce_scatter_v_async(
         gathered, source_chunk, scaled(std::span(plan.gathered_rows).subspan(j * M, M), W),
-        CommDType::kFloat32, ReduceOp::kSum);
+        expert.wire, ReduceOp::kSum);
     return;
   }
-  float* exchanged = buf.exchanged.data() + plan.exchanged_chunk_rows[j] * W;
+  void* exchanged = Bytes(buf.exchanged, W).row(plan.exchanged_chunk_rows[j]);
   if (!plan.gathered_is_exchanged) {
     BlockedTimer timer(buf.blocked_seconds);
     const int ETP = groups_.etp->size();
     groups_.etp->reduce_scatter_v(gathered, exchanged,
                                   scaled(std::span(plan.gathered_rows).subspan(j * ETP, ETP), W),
-                                  CommDType::kFloat32, ReduceOp::kSum);
+                                  expert.wire, ReduceOp::kSum);
   }
   const int EP = groups_.ep->size();
   buf.combine[j] = groups_.ep->all_to_all_v_async(
       exchanged, scaled(std::span(plan.exchanged_rows).subspan(j * EP, EP), W), source_chunk,
-      scaled(std::span(plan.send_rows).subspan(j * EP, EP), W), CommDType::kFloat32);
+      scaled(std::span(plan.send_rows).subspan(j * EP, EP), W), expert.wire);
 }
 
 void TokenDispatcher::finish_combine(DispatchBuffers& buf) const {

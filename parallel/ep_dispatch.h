@@ -71,6 +71,7 @@ struct DispatchPlan {
 // Buffers and handles of exchanges in flight; owned by the caller's per-micro-batch stash. They
 // must stay alive until finish_combine returns.
 struct DispatchBuffers {
+  DType dtype = DType::kFloat32;  // of the rows passed in and out (the activations')
   Tensor exchanged;  // (Σ exchanged rows, width) all-to-all side
   Tensor gathered;   // (Σ gathered rows, width) after the ETP / ETP×EP gather
   std::vector<WorkHandle> dispatch;  // one per chunk
@@ -90,16 +91,16 @@ class TokenDispatcher {
   DispatchPlan plan(std::span<const int64_t> counts_E) const;
 
   // Starts the exchange of every chunk of source (R, width) towards the experts.
-  void start_dispatch(const DispatchPlan& plan, const float* source_RW, int64_t width,
+  void start_dispatch(const DispatchPlan& plan, const void* source_RW, int64_t width,
                       DispatchBuffers& buffers) const;
   // Waits for chunk `chunk` and writes its rows, ordered by local expert, into
   // expert (Re, width) at rows [expert_chunk_rows[chunk], expert_chunk_rows[chunk+1]).
   void finish_dispatch_chunk(const DispatchPlan& plan, int chunk, int64_t width,
-                             DispatchBuffers& buffers, float* expert_ReW) const;
+                             DispatchBuffers& buffers, void* expert_ReW) const;
   // Starts sending chunk `chunk` of expert (Re, width) back; the source rows of that chunk in
   // source (R, width) receive the sum over the expert tensor-parallel ranks.
-  void start_combine_chunk(const DispatchPlan& plan, int chunk, const float* expert_ReW,
-                           int64_t width, float* source_RW, DispatchBuffers& buffers) const;
+  void start_combine_chunk(const DispatchPlan& plan, int chunk, const void* expert_ReW,
+                           int64_t width, void* source_RW, DispatchBuffers& buffers) const;
   // Waits until every chunk is back in source.
   void finish_combine(DispatchBuffers& buffers) const;
 

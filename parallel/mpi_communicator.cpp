@@ -1,6 +1,7 @@
 #include "parallel/mpi_communicator.h"
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <climits>
 #include <numeric>
@@ -20,13 +21,35 @@ MPI_Datatype mpi_type(CommDType dtype) {
     case CommDType::kInt32: return MPI_INT32_T;
     case CommDType::kInt64: return MPI_INT64_T;
     case CommDType::kUInt8: return MPI_UINT8_T;
-    case CommDType::kBFloat16: return MPI_UINT16_T;  // moved as bits; MPI cannot reduce it
+    case CommDType::kBFloat16: return MPI_UINT16_T;  // moved as bits; reduced by bf16_op
   }
   MOEFOLD_CHECK(false, "unknown CommDType " << static_cast<int>(dtype));
 }
 
+// MPI has no bfloat16: its reductions widen each pair exactly, add (or compare) in float32 and
+// round to nearest even, as a bf16 NCCL reduction does.
+template <ReduceOp kOp>
+void bf16_reduce(void* in, void* inout, int* len, MPI_Datatype*) {
+  const auto* a = static_cast<const uint16_t*>(in);
+  auto* b = static_cast<uint16_t*>(inout);
+  for (int i = 0; i < *len; ++i) {
+    const float x = bf16_bits_to_float(a[i]), y = bf16_bits_to_float(b[i]);
+    b[i] = float_to_bf16_bits(kOp == ReduceOp::kSum ? x + y : std::max(x, y));
+  }
+}
+
+MPI_Op bf16_op(ReduceOp op) {
+  static const std::array<MPI_Op, 2> ops = [] {
+    std::array<MPI_Op, 2> created;
+    MPI_Op_create(&bf16_reduce<ReduceOp::kSum>, 1, &created[0]);
+    MPI_Op_create(&bf16_reduce<ReduceOp::kMax>, 1, &created[1]);
+    return created;
+  }();
+  return ops[op == ReduceOp::kSum ? 0 : 1];
+}
+
 MPI_Op mpi_op(CommDType dtype, ReduceOp op) {
-  MOEFOLD_CHECK(dtype != CommDType::kBFloat16, "the MPI backend cannot reduce bfloat16");
+  if (dtype == CommDType::kBFloat16) return bf16_op(op);
   switch (op) {
     case ReduceOp::kSum: return MPI_SUM;
     case ReduceOp::kMax: return MPI_MAX;

@@ -44,29 +44,35 @@ class TimedTpCollective {
   std::chrono::steady_clock::time_point start_;
 };
 
+// Buffers of `count` elements of `dtype` (the activations': bf16 under mixed precision).
+inline constexpr CommDType kF32 = CommDType::kFloat32;
+
 // copy ↔ all-reduce. Forward: y = x (every rank consumes the same x). Backward: each rank's
 // dx is a partial sum over its slice of the layer; dx becomes the sum over TP, in place.
-void copy_to_tp_region_forward(const float* x, float* y, int64_t count);
-void copy_to_tp_region_backward(Communicator& tp, float* dx, int64_t count);
+void copy_to_tp_region_forward(const void* x, void* y, int64_t count, CommDType dtype = kF32);
+void copy_to_tp_region_backward(Communicator& tp, void* dx, int64_t count,
+                                CommDType dtype = kF32);
 
 // all-reduce ↔ copy. Forward: y (partial per rank) becomes the sum over TP, in place.
 // Backward: dx = dy (every rank already holds the whole gradient).
-void reduce_from_tp_region_forward(Communicator& tp, float* y, int64_t count);
-void reduce_from_tp_region_backward(const float* dy, float* dx, int64_t count);
+void reduce_from_tp_region_forward(Communicator& tp, void* y, int64_t count,
+                                   CommDType dtype = kF32);
+void reduce_from_tp_region_backward(const void* dy, void* dx, int64_t count,
+                                    CommDType dtype = kF32);
 
 // all-gather ↔ reduce-scatter along tokens. Forward: x_full (TP·shard) = the shards of every
 // rank in rank order. Backward: dx_shard (shard) = this rank's segment of Σ over TP of dx_full.
-void gather_from_sequence_region_forward(Communicator& tp, const float* x_shard, float* x_full,
-                                         int64_t shard_count);
-void gather_from_sequence_region_backward(Communicator& tp, const float* dx_full, float* dx_shard,
-                                          int64_t shard_count);
+void gather_from_sequence_region_forward(Communicator& tp, const void* x_shard, void* x_full,
+                                         int64_t shard_count, CommDType dtype = kF32);
+void gather_from_sequence_region_backward(Communicator& tp, const void* dx_full, void* dx_shard,
+                                          int64_t shard_count, CommDType dtype = kF32);
 
 // reduce-scatter ↔ all-gather along tokens. Forward: y_shard = this rank's segment of the sum
 // over TP of the partial y_full. Backward: dy_full = all-gather of dy_shard.
-void reduce_scatter_to_sequence_forward(Communicator& tp, const float* y_full, float* y_shard,
-                                        int64_t shard_count);
-void reduce_scatter_to_sequence_backward(Communicator& tp, const float* dy_shard, float* dy_full,
-                                         int64_t shard_count);
+void reduce_scatter_to_sequence_forward(Communicator& tp, const void* y_full, void* y_shard,
+                                        int64_t shard_count, CommDType dtype = kF32);
+void reduce_scatter_to_sequence_backward(Communicator& tp, const void* dy_shard, void* dy_full,
+                                         int64_t shard_count, CommDType dtype = kF32);
 
 // The entry and exit of a tensor-parallel block (column-parallel in, row-parallel out) whose
 // input and output are in the residual stream's layout: n = N/TP token rows per rank with

@@ -28,6 +28,16 @@ Registry& registry() {
 
 }  // namespace
 
+void Backend::widen_bf16(const uint16_t*, float*, int64_t) {
+  throw std::runtime_error(std::string("not supported yet on ") + device_name(device()) +
+                           ": bfloat16 tensors (no bf16 conversion kernel)");
+}
+
+void Backend::round_to_bf16(const float*, uint16_t*, int64_t) {
+  throw std::runtime_error(std::string("not supported yet on ") + device_name(device()) +
+                           ": bfloat16 tensors (no bf16 conversion kernel)");
+}
+
 Backend& backend_for(Device device) {
   Registry& r = registry();
   Backend* backend = r.backends[static_cast<size_t>(device)].get();

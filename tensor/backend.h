@@ -59,6 +59,11 @@ class Backend {
   virtual void copy_rows(float* dst, int64_t dst_stride, const float* src, int64_t src_stride,
                          int64_t rows, int64_t cols) = 0;
 
+  // ---- bfloat16 storage (MODEL.md "Mixed precision") -----------------------------------------
+  // dst = src exactly; and dst = src rounded to nearest, ties to even (kernel_math.h).
+  virtual void widen_bf16(const uint16_t* src, float* dst, int64_t n);
+  virtual void round_to_bf16(const float* src, uint16_t* dst, int64_t n);
+
   // ---- ordering -----------------------------------------------------------------------------
   virtual void synchronize() = 0;  // the host waits for all work issued so far
   virtual std::shared_ptr<DeviceEvent> record_event() = 0;

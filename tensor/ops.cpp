@@ -1,6 +1,8 @@
 #include "tensor/ops.h"
 
 #include <cstring>
+#include <utility>
+#include <vector>
 
 #include "tensor/check.h"
 #include "tensor/cpu/permute.h"
@@ -9,21 +11,61 @@
 namespace moefold::ops {
 namespace {
 
-// The backend all of an op's tensors live on (checked: one device, float32, defined).
-template <class... Tensors>
-Backend& backend_of(const Tensor& first, const Tensors&... rest) {
-  const auto check = [&](const Tensor& t) {
-    MOEFOLD_CHECK(t.defined() && t.dtype() == DType::kFloat32,
-                  "op operand " << t.shape_string() << " is "
-                                << (t.defined() ? dtype_name(t.dtype()) : "undefined"));
-    MOEFOLD_CHECK(t.device() == first.device(), "op operands on different devices");
-  };
-  check(first);
-  (check(rest), ...);
-  return backend_for(first.device());
-}
+// An op's operands as float32 pointers on one backend. MODEL.md "Mixed precision": bf16 tensors
+// are storage only, and every op computes in float32. A bf16 operand is widened exactly into a
+// float32 temporary on its device; finish() rounds the ones the op wrote back to bf16, nearest
+// even. Operands the op keeps float32 (statistics, router, logits, optimizer state) are checked.
+class Operands {
+ public:
+  Operands(const char* op, const Tensor& first) : op_(op), device_(first.device()) {
+    check(first);
+    backend_ = &backend_for(device_);
+  }
 
-float* f(const Tensor& t) { return t.data(); }
+  Backend& backend() const { return *backend_; }
+  const float* in(const Tensor& t) { return get(t, false); }
+  float* out(const Tensor& t) { return get(t, true); }
+  float* optional_out(const Tensor& t) { return t.defined() ? out(t) : nullptr; }
+  // Operands MODEL.md keeps in float32; a bf16 one is an error naming the op.
+  float* f32(const Tensor& t) {
+    check(t);
+    MOEFOLD_CHECK(t.dtype() == DType::kFloat32,
+                  "ops::" << op_ << ": operand " << t.shape_string()
+                          << " is bfloat16, but this op has no bf16 path (MODEL.md keeps it "
+                             "float32)");
+    return t.data();
+  }
+  void finish() {
+    for (const auto& [wide, narrow] : written_) {
+      backend_->round_to_bf16(wide.data(), static_cast<uint16_t*>(narrow.raw_data()),
+                              narrow.numel());
+    }
+    written_.clear();
+  }
+
+ private:
+  void check(const Tensor& t) const {
+    MOEFOLD_CHECK(t.defined(), "ops::" << op_ << ": undefined operand");
+    MOEFOLD_CHECK(t.device() == device_, "ops::" << op_ << ": operands on different devices ("
+                                                 << device_name(t.device()) << " and "
+                                                 << device_name(device_) << ")");
+  }
+  float* get(const Tensor& t, bool written) {
+    check(t);
+    if (t.dtype() == DType::kFloat32) return t.data();
+    Tensor wide = Tensor::empty({t.numel()}, DType::kFloat32, device_);
+    backend_->widen_bf16(static_cast<const uint16_t*>(t.raw_data()), wide.data(), t.numel());
+    if (written) written_.emplace_back(wide, t);
+    temporaries_.push_back(wide);
+    return wide.data();
+  }
+
+  const char* op_;
+  Device device_;
+  Backend* backend_;
+  std::vector<Tensor> temporaries_;
+  std::vector<std::pair<Tensor, Tensor>> written_;  // (float32 result, bf16 destination)
+};
 
 // Rows of a 2-D view of t with `cols` columns (checked to divide).
 int64_t rows_of(const Tensor& t, int64_t cols) {
@@ -36,14 +78,28 @@ void expect_numel(const Tensor& t, int64_t n, const char* what) {
   MOEFOLD_CHECK(t.numel() == n, what << " " << t.shape_string() << " should hold " << n);
 }
 
-// Out-parameter that may be undefined (skipped).
-float* optional(const Tensor& t) { return t.defined() ? t.data() : nullptr; }
-
 }  // namespace
 
 void zero(const Tensor& t) { backend_for(t.device()).zero(t.raw_data(), t.nbytes()); }
 
-void fill(const Tensor& t, float value) { backend_of(t).fill(f(t), value, t.numel()); }
+void fill(const Tensor& t, float value) {
+  Operands a("fill", t);
+  a.backend().fill(a.out(t), value, t.numel());
+  a.finish();
+}
+
+void cast(const Tensor& dst, const Tensor& src) {
+  MOEFOLD_CHECK(dst.numel() == src.numel() && dst.device() == src.device(),
+                "cast of " << src.shape_string() << " into " << dst.shape_string());
+  Backend& backend = backend_for(dst.device());
+  if (dst.dtype() == src.dtype()) {
+    backend.copy(dst.raw_data(), src.raw_data(), dst.nbytes());
+  } else if (dst.dtype() == DType::kBFloat16) {
+    backend.round_to_bf16(src.data(), static_cast<uint16_t*>(dst.raw_data()), dst.numel());
+  } else {
+    backend.widen_bf16(static_cast<const uint16_t*>(src.raw_data()), dst.data(), dst.numel());
+  }
+}
 
 void copy(const Tensor& dst, const Tensor& src) {
   MOEFOLD_CHECK(dst.numel() == src.numel() && dst.dtype() == src.dtype(),
@@ -88,36 +144,56 @@ Tensor to_device(const Tensor& t, Device device) {
 
 void add(const Tensor& y, const Tensor& x) {
   expect_numel(x, y.numel(), "add operand");
-  backend_of(y, x).add(f(y), f(x), y.numel());
+  Operands a("add", y);
+  a.backend().add(a.out(y), a.in(x), y.numel());
+  a.finish();
 }
 
 void axpy(const Tensor& y, float a, const Tensor& x) {
   expect_numel(x, y.numel(), "axpy operand");
-  backend_of(y, x).axpy(f(y), a, f(x), y.numel());
+  Operands o("axpy", y);
+  o.backend().axpy(o.out(y), a, o.in(x), y.numel());
+  o.finish();
 }
 
-void scale(const Tensor& x, float a) { backend_of(x).scale(f(x), a, x.numel()); }
+void scale(const Tensor& x, float a) {
+  Operands o("scale", x);
+  o.backend().scale(o.out(x), a, x.numel());
+  o.finish();
+}
 
-double square_sum(const Tensor& x) { return backend_of(x).square_sum(f(x), x.numel()); }
+double square_sum(const Tensor& x) {
+  Operands a("square_sum", x);
+  return a.backend().square_sum(a.in(x), x.numel());
+}
 
-double sum(const Tensor& x) { return backend_of(x).sum(f(x), x.numel()); }
+double sum(const Tensor& x) {
+  Operands a("sum", x);
+  return a.backend().sum(a.in(x), x.numel());
+}
 
 void linear_forward(const Tensor& x, const Tensor& w, const Tensor& y, bool accumulate) {
   const int64_t O = w.dim(0), I = w.numel() / O, N = rows_of(x, I);
   expect_numel(y, N * O, "linear output");
-  backend_of(x, w, y).linear_forward(f(x), f(w), f(y), N, I, O, accumulate);
+  Operands a("linear_forward", x);
+  a.backend().linear_forward(a.in(x), a.in(w), a.out(y), N, I, O, accumulate);
+  a.finish();
 }
 
 void linear_backward_dx(const Tensor& dy, const Tensor& w, const Tensor& dx, bool accumulate) {
   const int64_t O = w.dim(0), I = w.numel() / O, N = rows_of(dy, O);
   expect_numel(dx, N * I, "linear dx");
-  backend_of(dy, w, dx).linear_backward_dx(f(dy), f(w), f(dx), N, I, O, accumulate);
+  Operands a("linear_backward_dx", dy);
+  a.backend().linear_backward_dx(a.in(dy), a.in(w), a.out(dx), N, I, O, accumulate);
+  a.finish();
 }
 
 void linear_backward_dw(const Tensor& dy, const Tensor& x, const Tensor& dw) {
   const int64_t O = dw.dim(0), I = dw.numel() / O, N = rows_of(dy, O);
   expect_numel(x, N * I, "linear input");
-  backend_of(dy, x, dw).linear_backward_dw(f(dy), f(x), f(dw), N, I, O);
+  Operands a("linear_backward_dw", dy);
+  a.backend().linear_backward_dw(a.in(dy), a.in(x), a.out(dw), N, I, O);
+  a.finish();
 }
 
 namespace {
@@ -141,7 +217,9 @@ void grouped_linear_forward(const Tensor& x, const Tensor& w, const Tensor& y,
   const auto [G, O, I] = grouped_shape(w, offsets);
   const int64_t N = offsets[G];
   MOEFOLD_CHECK(x.numel() >= N * I && y.numel() >= N * O, "grouped GEMM rows");
-  backend_of(x, w, y).grouped_linear_forward(f(x), f(w), f(y), offsets.data(), G, I, O);
+  Operands a("grouped_linear_forward", x);
+  a.backend().grouped_linear_forward(a.in(x), a.in(w), a.out(y), offsets.data(), G, I, O);
+  a.finish();
 }
 
 void grouped_linear_backward_dx(const Tensor& dy, const Tensor& w, const Tensor& dx,
@@ -149,8 +227,10 @@ void grouped_linear_backward_dx(const Tensor& dy, const Tensor& w, const Tensor&
   const auto [G, O, I] = grouped_shape(w, offsets);
   const int64_t N = offsets[G];
   MOEFOLD_CHECK(dy.numel() >= N * O && dx.numel() >= N * I, "grouped GEMM rows");
-  backend_of(dy, w, dx).grouped_linear_backward_dx(f(dy), f(w), f(dx), offsets.data(), G, I, O,
-                                                   accumulate);
+  Operands a("grouped_linear_backward_dx", dy);
+  a.backend().grouped_linear_backward_dx(a.in(dy), a.in(w), a.out(dx), offsets.data(), G, I, O,
+                                         accumulate);
+  a.finish();
 }
 
 void grouped_linear_backward_dw(const Tensor& dy, const Tensor& x, const Tensor& dw,
@@ -158,7 +238,9 @@ void grouped_linear_backward_dw(const Tensor& dy, const Tensor& x, const Tensor&
   const auto [G, O, I] = grouped_shape(dw, offsets);
   const int64_t N = offsets[G];
   MOEFOLD_CHECK(dy.numel() >= N * O && x.numel() >= N * I, "grouped GEMM rows");
-  backend_of(dy, x, dw).grouped_linear_backward_dw(f(dy), f(x), f(dw), offsets.data(), G, I, O);
+  Operands a("grouped_linear_backward_dw", dy);
+  a.backend().grouped_linear_backward_dw(a.in(dy), a.in(x), a.out(dw), offsets.data(), G, I, O);
+  a.finish();
 }
 
 namespace {
@@ -182,9 +264,11 @@ void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const 
   check_attention(q, k, lse, q_pos, k_pos, s);
   expect_numel(v, k.numel(), "attention v");
   expect_numel(o, q.numel(), "attention o");
-  backend_of(q, k, v, o, lse)
-      .attention_forward(f(q), f(k), f(v), f(o), f(lse), q_pos.data(), k_pos.data(), s.batch,
-                         s.q_len, s.kv_len, s.heads, s.kv_heads, s.head_dim);
+  Operands a("attention_forward", q);
+  a.backend().attention_forward(a.in(q), a.in(k), a.in(v), a.out(o), a.f32(lse), q_pos.data(),
+                                k_pos.data(), s.batch, s.q_len, s.kv_len, s.heads, s.kv_heads,
+                                s.head_dim);
+  a.finish();
 }
 
 void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
@@ -194,10 +278,11 @@ void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, co
   check_attention(q, k, lse, q_pos, k_pos, s);
   for (const Tensor* t : {&dout, &o, &dq}) expect_numel(*t, q.numel(), "attention q-shaped");
   for (const Tensor* t : {&v, &dk, &dv}) expect_numel(*t, k.numel(), "attention k-shaped");
-  backend_of(dout, q, k, v, o, lse, dq, dk, dv)
-      .attention_backward(f(dout), f(q), f(k), f(v), f(o), f(lse), f(dq), f(dk), f(dv),
-                          q_pos.data(), k_pos.data(), s.batch, s.q_len, s.kv_len, s.heads,
-                          s.kv_heads, s.head_dim);
+  Operands a("attention_backward", dout);
+  a.backend().attention_backward(a.in(dout), a.in(q), a.in(k), a.in(v), a.in(o), a.f32(lse),
+                                 a.out(dq), a.out(dk), a.out(dv), q_pos.data(), k_pos.data(),
+                                 s.batch, s.q_len, s.kv_len, s.heads, s.kv_heads, s.head_dim);
+  a.finish();
 }
 
 void attention_merge(const Tensor& o_a, const Tensor& lse_a, const Tensor& o_b,
@@ -205,9 +290,10 @@ void attention_merge(const Tensor& o_a, const Tensor& lse_a, const Tensor& o_b,
   const int64_t rows = s.batch * s.q_len * s.heads;
   for (const Tensor* t : {&o_a, &o_b}) expect_numel(*t, rows * s.head_dim, "merged o");
   for (const Tensor* t : {&lse_a, &lse_b}) expect_numel(*t, rows, "merged lse");
-  backend_of(o_a, lse_a, o_b, lse_b)
-      .attention_merge(f(o_a), f(lse_a), f(o_b), f(lse_b), s.batch, s.q_len, s.heads,
-                       s.head_dim);
+  Operands a("attention_merge", o_a);
+  a.backend().attention_merge(a.out(o_a), a.f32(lse_a), a.in(o_b), a.f32(lse_b), s.batch,
+                              s.q_len, s.heads, s.head_dim);
+  a.finish();
 }
 
 void rmsnorm_forward(const Tensor& x, const Tensor& w, const Tensor& y, const Tensor& rstd,
@@ -215,7 +301,9 @@ void rmsnorm_forward(const Tensor& x, const Tensor& w, const Tensor& y, const Te
   const int64_t H = w.numel(), N = rows_of(x, H);
   expect_numel(y, N * H, "rmsnorm y");
   expect_numel(rstd, N, "rmsnorm rstd");
-  backend_of(x, w, y, rstd).rmsnorm_forward(f(x), f(w), f(y), f(rstd), N, H, eps);
+  Operands a("rmsnorm_forward", x);
+  a.backend().rmsnorm_forward(a.in(x), a.in(w), a.out(y), a.f32(rstd), N, H, eps);
+  a.finish();
 }
 
 void rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& rstd,
@@ -224,8 +312,10 @@ void rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const 
   for (const Tensor* t : {&dy, &dx}) expect_numel(*t, N * H, "rmsnorm gradient");
   expect_numel(rstd, N, "rmsnorm rstd");
   expect_numel(dw, H, "rmsnorm dw");
-  backend_of(dy, x, w, rstd, dx, dw)
-      .rmsnorm_backward(f(dy), f(x), f(w), f(rstd), f(dx), f(dw), N, H, accumulate_dx);
+  Operands a("rmsnorm_backward", dy);
+  a.backend().rmsnorm_backward(a.in(dy), a.in(x), a.in(w), a.f32(rstd), a.out(dx), a.out(dw), N,
+                               H, accumulate_dx);
+  a.finish();
 }
 
 void rope_forward(const Tensor& x, const Tensor& y, std::span<const int32_t> positions,
@@ -233,7 +323,9 @@ void rope_forward(const Tensor& x, const Tensor& y, std::span<const int32_t> pos
   const int64_t N = rows_of(x, heads * head_dim);
   MOEFOLD_CHECK(static_cast<int64_t>(positions.size()) == N, "rope positions");
   expect_numel(y, x.numel(), "rope output");
-  backend_of(x, y).rope_forward(f(x), f(y), positions.data(), N, heads, head_dim, base);
+  Operands a("rope_forward", x);
+  a.backend().rope_forward(a.in(x), a.out(y), positions.data(), N, heads, head_dim, base);
+  a.finish();
 }
 
 void rope_backward(const Tensor& dy, const Tensor& dx, std::span<const int32_t> positions,
@@ -241,52 +333,62 @@ void rope_backward(const Tensor& dy, const Tensor& dx, std::span<const int32_t> 
   const int64_t N = rows_of(dy, heads * head_dim);
   MOEFOLD_CHECK(static_cast<int64_t>(positions.size()) == N, "rope positions");
   expect_numel(dx, dy.numel(), "rope dx");
-  backend_of(dy, dx).rope_backward(f(dy), f(dx), positions.data(), N, heads, head_dim, base);
+  Operands a("rope_backward", dy);
+  a.backend().rope_backward(a.in(dy), a.out(dx), positions.data(), N, heads, head_dim, base);
+  a.finish();
 }
 
 void swiglu_forward(const Tensor& gate, const Tensor& up, const Tensor& out) {
   const int64_t n = gate.numel();
   expect_numel(up, n, "swiglu up");
   expect_numel(out, n, "swiglu out");
-  backend_of(gate, up, out).swiglu_forward(f(gate), f(up), f(out), n);
+  Operands a("swiglu_forward", gate);
+  a.backend().swiglu_forward(a.in(gate), a.in(up), a.out(out), n);
+  a.finish();
 }
 
 void swiglu_backward(const Tensor& dout, const Tensor& gate, const Tensor& up, const Tensor& dgate,
                      const Tensor& dup) {
   const int64_t n = gate.numel();
   for (const Tensor* t : {&dout, &up, &dgate, &dup}) expect_numel(*t, n, "swiglu operand");
-  backend_of(dout, gate, up, dgate, dup)
-      .swiglu_backward(f(dout), f(gate), f(up), f(dgate), f(dup), n);
+  Operands a("swiglu_backward", dout);
+  a.backend().swiglu_backward(a.in(dout), a.in(gate), a.in(up), a.out(dgate), a.out(dup), n);
+  a.finish();
 }
 
 void softmax_rows_forward(const Tensor& z, const Tensor& p) {
   const int64_t E = z.dim(-1), N = rows_of(z, E);
   expect_numel(p, z.numel(), "softmax output");
-  backend_of(z, p).softmax_rows_forward(f(z), f(p), N, E);
+  Operands a("softmax_rows_forward", z);
+  a.backend().softmax_rows_forward(a.f32(z), a.f32(p), N, E);
 }
 
 void softmax_rows_backward(const Tensor& dp, const Tensor& p, const Tensor& dz) {
   const int64_t E = p.dim(-1), N = rows_of(p, E);
   expect_numel(dp, p.numel(), "softmax dp");
   expect_numel(dz, p.numel(), "softmax dz");
-  backend_of(dp, p, dz).softmax_rows_backward(f(dp), f(p), f(dz), N, E);
+  Operands a("softmax_rows_backward", dp);
+  a.backend().softmax_rows_backward(a.f32(dp), a.f32(p), a.f32(dz), N, E);
 }
 
 void sigmoid_forward(const Tensor& z, const Tensor& s) {
   expect_numel(s, z.numel(), "sigmoid output");
-  backend_of(z, s).sigmoid_forward(f(z), f(s), z.numel());
+  Operands a("sigmoid_forward", z);
+  a.backend().sigmoid_forward(a.f32(z), a.f32(s), z.numel());
 }
 
 void sigmoid_backward(const Tensor& ds, const Tensor& s, const Tensor& dz) {
   expect_numel(ds, s.numel(), "sigmoid ds");
   expect_numel(dz, s.numel(), "sigmoid dz");
-  backend_of(ds, s, dz).sigmoid_backward(f(ds), f(s), f(dz), s.numel());
+  Operands a("sigmoid_backward", ds);
+  a.backend().sigmoid_backward(a.f32(ds), a.f32(s), a.f32(dz), s.numel());
 }
 
 void logsumexp_rows(const Tensor& z, const Tensor& out) {
   const int64_t E = z.dim(-1), N = rows_of(z, E);
   expect_numel(out, N, "logsumexp output");
-  backend_of(z, out).logsumexp_rows(f(z), f(out), N, E);
+  Operands a("logsumexp_rows", z);
+  a.backend().logsumexp_rows(a.f32(z), a.f32(out), N, E);
 }
 
 void topk_rows(const float* scores, int64_t N, int64_t E, int64_t k, int32_t* idx, float* val) {
@@ -302,21 +404,27 @@ void permute_tokens(const Tensor& x, std::span<const int32_t> perm, const Tensor
                     int64_t K) {
   const int64_t R = static_cast<int64_t>(perm.size()), H = x.dim(-1);
   MOEFOLD_CHECK(out.numel() >= R * H, "permuted rows");
-  backend_of(x, out).permute_tokens(f(x), perm.data(), f(out), R, K, H);
+  Operands a("permute_tokens", x);
+  a.backend().permute_tokens(a.in(x), perm.data(), a.out(out), R, K, H);
+  a.finish();
 }
 
 void permute_tokens_backward(const Tensor& dout, std::span<const int32_t> perm, const Tensor& dx,
                              int64_t K) {
   const int64_t R = static_cast<int64_t>(perm.size()), H = dx.dim(-1);
   MOEFOLD_CHECK(dout.numel() >= R * H, "permuted rows");
-  backend_of(dout, dx).permute_tokens_backward(f(dout), perm.data(), f(dx), R, K, H);
+  Operands a("permute_tokens_backward", dout);
+  a.backend().permute_tokens_backward(a.in(dout), perm.data(), a.out(dx), R, K, H);
+  a.finish();
 }
 
 void combine_tokens(const Tensor& y, std::span<const int32_t> perm, const Tensor& weights,
                     const Tensor& out) {
   const int64_t R = static_cast<int64_t>(perm.size()), H = out.dim(-1), K = weights.dim(-1);
   MOEFOLD_CHECK(y.numel() >= R * H, "combined rows");
-  backend_of(y, weights, out).combine_tokens(f(y), perm.data(), f(weights), f(out), R, K, H);
+  Operands a("combine_tokens", y);
+  a.backend().combine_tokens(a.in(y), perm.data(), a.f32(weights), a.out(out), R, K, H);
+  a.finish();
 }
 
 void combine_tokens_backward(const Tensor& dout, const Tensor& y, std::span<const int32_t> perm,
@@ -324,9 +432,10 @@ void combine_tokens_backward(const Tensor& dout, const Tensor& y, std::span<cons
   const int64_t R = static_cast<int64_t>(perm.size()), H = dout.dim(-1), K = weights.dim(-1);
   MOEFOLD_CHECK(y.numel() >= R * H && dy.numel() >= R * H, "combined rows");
   expect_numel(dweights, weights.numel(), "combine dweights");
-  backend_of(dout, y, weights, dy, dweights)
-      .combine_tokens_backward(f(dout), f(y), perm.data(), f(weights), f(dy), f(dweights), R, K,
-                               H);
+  Operands a("combine_tokens_backward", dout);
+  a.backend().combine_tokens_backward(a.in(dout), a.in(y), perm.data(), a.f32(weights), a.out(dy),
+                                      a.f32(dweights), R, K, H);
+  a.finish();
 }
 
 void embedding_forward(std::span<const int32_t> tokens, const Tensor& table, const Tensor& out,
@@ -334,8 +443,10 @@ void embedding_forward(std::span<const int32_t> tokens, const Tensor& table, con
   const int64_t H = table.dim(-1), rows = rows_of(table, H);
   const int64_t N = static_cast<int64_t>(tokens.size());
   expect_numel(out, N * H, "embedding output");
-  backend_of(table, out).embedding_forward(tokens.data(), f(table), f(out), N, vocab, first_row,
-                                           rows, H);
+  Operands a("embedding_forward", table);
+  a.backend().embedding_forward(tokens.data(), a.in(table), a.out(out), N, vocab, first_row,
+                                rows, H);
+  a.finish();
 }
 
 void embedding_backward(const Tensor& dout, std::span<const int32_t> tokens, const Tensor& dtable,
@@ -343,8 +454,10 @@ void embedding_backward(const Tensor& dout, std::span<const int32_t> tokens, con
   const int64_t H = dtable.dim(-1), rows = rows_of(dtable, H);
   const int64_t N = static_cast<int64_t>(tokens.size());
   expect_numel(dout, N * H, "embedding gradient");
-  backend_of(dout, dtable).embedding_backward(f(dout), tokens.data(), f(dtable), N, vocab,
-                                              first_row, rows, H);
+  Operands a("embedding_backward", dout);
+  a.backend().embedding_backward(a.in(dout), tokens.data(), a.out(dtable), N, vocab, first_row,
+                                 rows, H);
+  a.finish();
 }
 
 double cross_entropy_forward_backward(const Tensor& h, const Tensor& w,
@@ -356,15 +469,19 @@ double cross_entropy_forward_backward(const Tensor& h, const Tensor& w,
                 "cross-entropy labels and mask");
   if (dh.defined()) expect_numel(dh, N * H, "cross-entropy dh");
   if (dw.defined()) expect_numel(dw, V * H, "cross-entropy dw");
-  return backend_of(h, w).cross_entropy_forward_backward(
-      f(h), f(w), labels.data(), mask.empty() ? nullptr : mask.data(), grad_scale, optional(dh),
-      optional(dw), N, H, V, chunk_rows);
+  Operands a("cross_entropy_forward_backward", h);
+  const double loss = a.backend().cross_entropy_forward_backward(
+      a.in(h), a.in(w), labels.data(), mask.empty() ? nullptr : mask.data(), grad_scale,
+      a.optional_out(dh), a.optional_out(dw), N, H, V, chunk_rows);
+  a.finish();
+  return loss;
 }
 
 void rows_max(const Tensor& z, std::span<float> row_max) {
   const int64_t N = static_cast<int64_t>(row_max.size()), Vl = z.dim(-1);
   MOEFOLD_CHECK(z.numel() >= N * Vl, "rows_max rows");
-  backend_of(z).rows_max(f(z), row_max.data(), N, Vl);
+  Operands a("rows_max", z);
+  a.backend().rows_max(a.f32(z), row_max.data(), N, Vl);
 }
 
 void exp_shifted_rows(const Tensor& z, std::span<const float> row_max,
@@ -374,7 +491,8 @@ void exp_shifted_rows(const Tensor& z, std::span<const float> row_max,
   MOEFOLD_CHECK(z.numel() >= N * Vl && labels.size() >= row_max.size() &&
                     sums.size() >= row_max.size() && label_logit.size() >= row_max.size(),
                 "exp_shifted_rows sizes");
-  backend_of(z).exp_shifted_rows(f(z), row_max.data(), labels.data(),
+  Operands a("exp_shifted_rows", z);
+  a.backend().exp_shifted_rows(a.f32(z), row_max.data(), labels.data(),
                                  mask.empty() ? nullptr : mask.data(), sums.data(),
                                  label_logit.data(), N, Vl, first);
 }
@@ -385,7 +503,8 @@ void softmax_gradient_rows(const Tensor& z, std::span<const double> totals,
   const int64_t N = static_cast<int64_t>(totals.size()), Vl = z.dim(-1);
   MOEFOLD_CHECK(z.numel() >= N * Vl && labels.size() >= totals.size(),
                 "softmax_gradient_rows sizes");
-  backend_of(z).softmax_gradient_rows(f(z), totals.data(), labels.data(),
+  Operands a("softmax_gradient_rows", z);
+  a.backend().softmax_gradient_rows(a.f32(z), totals.data(), labels.data(),
                                       mask.empty() ? nullptr : mask.data(), grad_scale, N, Vl,
                                       first);
 }
@@ -394,8 +513,9 @@ void adamw_step(const Tensor& param, const Tensor& grad, const Tensor& exp_avg,
                 const Tensor& exp_avg_sq, const AdamWScalars& scalars) {
   const int64_t n = param.numel();
   for (const Tensor* t : {&grad, &exp_avg, &exp_avg_sq}) expect_numel(*t, n, "AdamW state");
-  backend_of(param, grad, exp_avg, exp_avg_sq)
-      .adamw_step(f(param), f(grad), f(exp_avg), f(exp_avg_sq), n, scalars);
+  Operands a("adamw_step", param);
+  a.backend().adamw_step(a.f32(param), a.f32(grad), a.f32(exp_avg), a.f32(exp_avg_sq), n,
+                         scalars);
 }
 
 }  // namespace moefold::ops

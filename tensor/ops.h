@@ -1,5 +1,12 @@
 // The op set every layer, the optimizer and communication call (DESIGN.md "Backends"): each op
-// checks its tensors (same device, float32, sizes) and runs on the backend of their device.
+// checks its tensors (same device, sizes) and runs on the backend of their device.
+//
+// Dtypes (MODEL.md "Mixed precision"): activations and weights may be bfloat16 or float32, and
+// every op computes in float32 whatever its operands' storage (bf16 operands are read exactly,
+// bf16 outputs are rounded to nearest even). Operands MODEL.md keeps in float32 (the norms'
+// rstd, attention's lse, the router's logits and probabilities, the vocabulary shards' logits,
+// the optimizer's tensors, combine weights) must be float32: a bf16 one is an error naming the
+// op.
 // Nothing above tensor/ names a backend. Shapes follow the kernels' conventions: row-major,
 // weights [out, in], y = x Wᵀ; a tensor's leading dimensions are its rows.
 //
@@ -19,6 +26,8 @@ namespace moefold::ops {
 void zero(const Tensor& t);
 void fill(const Tensor& t, float value);
 void copy(const Tensor& dst, const Tensor& src);  // same element count and dtype, any devices
+// dst = src converted between float32 and bfloat16 (same device; same dtype is a copy).
+void cast(const Tensor& dst, const Tensor& src);
 // Raw memory by pointer, on whichever device each pointer lives (communication buffers).
 void copy_memory(void* dst, const void* src, size_t bytes);
 // rows × cols floats: dst[r·dst_stride + c] = src[r·src_stride + c] (both on one device).

@@ -166,7 +166,13 @@ Tensor Tensor::clone() const {
 
 std::vector<float> Tensor::to_vector() const {
   std::vector<float> out(static_cast<size_t>(numel()));
-  storage_->backend().copy_to_host(out.data(), data(), nbytes());
+  if (dtype_ == DType::kFloat32) {
+    storage_->backend().copy_to_host(out.data(), data(), nbytes());
+    return out;
+  }
+  std::vector<uint16_t> bits(out.size());
+  storage_->backend().copy_to_host(bits.data(), raw_data(), nbytes());
+  for (size_t i = 0; i < bits.size(); ++i) out[i] = bf16_bits_to_float(bits[i]);
   return out;
 }
 

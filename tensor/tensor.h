@@ -79,7 +79,7 @@ class Tensor {
   void fill(float value) const;
   void zero() const;
   Tensor clone() const;
-  std::vector<float> to_vector() const;  // float32, copied to the host from any device
+  std::vector<float> to_vector() const;  // as float32 (bf16 widened), copied to the host
 
  private:
   size_t storage_bytes() const;

@@ -489,8 +489,10 @@ std::vector<RecipeKey> build_schema() {
       "until the CUDA backend's ops exist."));
   add(bool_key(
       "training.bf16", [](R& r) -> auto& { return r.training.bf16; },
-      "bf16 mixed precision (MODEL.md): float32 master weights, gradients and Adam state, bf16 "
-      "compute copies and activations. Not supported yet: refused."));
+      "bf16 mixed precision (MODEL.md): float32 master weights, gradients, Adam state and "
+      "checkpoints; bf16 compute copies of the weights (the router's excepted) and bf16 "
+      "activations and communication. Runs on every backend (on CPU: bf16 storage, float32 "
+      "arithmetic). Not yet with parallel.moe_fssdp."));
   add(number_key(
       "training.exit_duration_in_mins",
       [](R& r) -> auto& { return r.training.exit_duration_in_mins; }, 0, kInf,

@@ -160,10 +160,10 @@ absl::Status validate_training(const Recipe& r) {
                         "selective has nothing to drop here: attention keeps no (S,S) "
                         "scores, only its output and log-sum-exp (use full or none)");
   }
-  if (t.bf16) {
+  if (t.bf16 && p.moe_fssdp) {
     return recipe_error(r, "training.bf16",
-                        "not supported yet: bf16 mixed precision (MODEL.md) has no bf16 op path "
-                        "in any backend so far; train in float32 (training.bf16: false)");
+                        "not supported yet with parallel.moe_fssdp: the sparse expert gather "
+                        "materialises float32 weights; use one of them");
   }
   if (p.overlap_param_gather && !p.use_distributed_optimizer) {
     return recipe_error(r, "parallel.overlap_param_gather",

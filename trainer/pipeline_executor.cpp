@@ -64,7 +64,7 @@ std::vector<MicroBatchStats> PipelineExecutor::run(
     switch (a.type) {
       case PipelineActionType::kRecvForward:
       case PipelineActionType::kRecvBackward: {
-        Tensor buffer = Tensor::empty({rows(a.micro_batch), H});
+        Tensor buffer = Tensor::empty({rows(a.micro_batch), H}, model_.activation_dtype());
         transfers.post(a, buffer);
         received[unit] = buffer;
         break;

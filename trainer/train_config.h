@@ -35,7 +35,7 @@ struct TrainingConfig {
   double peak_flops = 0;       // per rank, for MFU; 0 = measure sgemm at start-up
   RecomputeGranularity recompute_granularity = RecomputeGranularity::kNone;
   TrainingDevice device = TrainingDevice::kCpu;
-  bool bf16 = false;           // Megatron's --bf16: MODEL.md "Mixed precision" (refused so far)
+  bool bf16 = false;           // Megatron's --bf16: MODEL.md "Mixed precision"
   // Stop (saving a checkpoint when checkpoint.save is set) at the first step boundary after this
   // many minutes of training; Megatron's --exit-duration-in-mins. 0 = no limit.
   double exit_duration_in_mins = 0;

@@ -137,6 +137,7 @@ absl::Status Trainer::setup() {
 
   if (absl::Status s = Model::validate(model_config, ctx_); !s.ok()) return s;
   model_ = std::make_unique<Model>(model_config, ctx_);
+  if (recipe_.training.bf16) model_->set_compute_dtype(DType::kBFloat16);
   model_->set_recompute_activations(recipe_.training.recompute_granularity ==
                                     RecomputeGranularity::kFull);
   model_->init_parameters(train.seed);
@@ -294,6 +295,7 @@ absl::Status Trainer::train() {
 absl::StatusOr<IterationMetrics> Trainer::train_step(int iteration) {
   const auto start = std::chrono::steady_clock::now();
   watchdog::set_position(iteration + 1, "forward/backward");
+  model_->mark_parameters_changed();  // the last step or a load moved the masters
   auto batches = model_inputs(train_batches_->next_global_batch());  // this rank's micro-batches
   if (!batches.ok()) return batches.status();
   const LossScales scales = loss_scales(*batches);
@@ -385,6 +387,7 @@ absl::StatusOr<IterationMetrics> Trainer::train_step(int iteration) {
     data_parallel_->clip(grad_norm, recipe_.optimizer.clip_grad);
     watchdog::set_position(iteration + 1, "optimizer step");
     data_parallel_->step(lr);  // sharded; parameters gathered back (overlapped)
+    model_->mark_parameters_changed();
   }
 
   IterationMetrics m;
@@ -517,6 +520,7 @@ double Trainer::model_flops(int64_t sequences) const {
 
 absl::StatusOr<EvalResult> Trainer::evaluate(int global_batches) {
   watchdog::set_position(start_iteration_, "evaluation");
+  model_->mark_parameters_changed();
   EvalResult result;
   const BatchIteratorOptions options = batch_options();
   // Every rank sees the same sizes, so every rank returns the same error.

@@ -58,6 +58,14 @@ void CpuBackend::zero(void* dst, size_t bytes) {
   if (bytes > 0) std::memset(dst, 0, bytes);
 }
 
+void CpuBackend::widen_bf16(const uint16_t* src, float* dst, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = bf16_bits_to_float(src[i]);
+}
+
+void CpuBackend::round_to_bf16(const float* src, uint16_t* dst, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = float_to_bf16_bits(src[i]);
+}
+
 void CpuBackend::copy_rows(float* dst, int64_t dst_stride, const float* src, int64_t src_stride,
                            int64_t rows, int64_t cols) {
   for (int64_t r = 0; r < rows; ++r) {

@@ -21,6 +21,8 @@ class CpuBackend : public Backend {
   void copy_from_host(void* dst, const void* src, size_t bytes) override;
   void copy(void* dst, const void* src, size_t bytes) override;
   void zero(void* dst, size_t bytes) override;
+  void widen_bf16(const uint16_t* src, float* dst, int64_t n) override;
+  void round_to_bf16(const float* src, uint16_t* dst, int64_t n) override;
   void copy_rows(float* dst, int64_t dst_stride, const float* src, int64_t src_stride, int64_t rows,
                  int64_t cols) override;
   void synchronize() override;

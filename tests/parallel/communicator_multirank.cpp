@@ -16,6 +16,7 @@
 #include "parallel/layout.h"
 #include "parallel/mpi_communicator.h"
 #include "tensor/check.h"
+#include "tensor/kernel_math.h"
 
 namespace moefold {
 namespace {
@@ -296,7 +297,24 @@ TEST(CommunicatorErrorTest, BadArgumentsFailAtTheCall) {
   EXPECT_THROW(world->all_gather_v(&x, 0, &x, wrong_counts, CommDType::kFloat32),
                InternalError);
   EXPECT_THROW(world->broadcast(&x, 1, CommDType::kFloat32, world->size()), InternalError);
-  EXPECT_THROW(world->all_reduce(&x, 1, CommDType::kBFloat16, ReduceOp::kSum), InternalError);
+}
+
+// MPI has no bfloat16: the communicator reduces bf16 bits itself, pair by pair in float32 and
+// rounded to nearest even (as NCCL does). Values whose sums are exact in bf16 come out exact;
+// 1 + 2^-9 per rank rounds away.
+TEST(CommunicatorTest, ReducesBfloat16) {
+  std::unique_ptr<MpiCommunicator> world = MpiCommunicator::duplicate(MPI_COMM_WORLD);
+  const int P = world->size(), r = world->rank();
+  std::vector<uint16_t> data = {float_to_bf16_bits(static_cast<float>(r + 1)),
+                                float_to_bf16_bits(-0.5f * static_cast<float>(r)),
+                                float_to_bf16_bits(1.0f + 1.0f / 512)};
+  world->all_reduce(data.data(), 3, CommDType::kBFloat16, ReduceOp::kSum);
+  EXPECT_EQ(bf16_bits_to_float(data[0]), P * (P + 1) / 2.0f);
+  EXPECT_EQ(bf16_bits_to_float(data[1]), -0.25f * P * (P - 1));
+  EXPECT_EQ(bf16_bits_to_float(data[2]), static_cast<float>(P));
+  uint16_t top = float_to_bf16_bits(static_cast<float>(r));
+  world->all_reduce(&top, 1, CommDType::kBFloat16, ReduceOp::kMax);
+  EXPECT_EQ(bf16_bits_to_float(top), static_cast<float>(P - 1));
 }
 
 }  // namespace

@@ -38,10 +38,15 @@ int world_rank();
 std::string shared_tiny_corpus(const std::string& name, unsigned seed);
 inline std::string tiny_prefix(const std::string& dir) { return dir + "/tiny_text_document"; }
 
-// Each step of `got` has the losses (1e-5 relative) and gradient norm (1e-4) of the step of
-// `want` it stands for; got[i] is want[first + i].
+// Relative tolerances of a step's records.
+struct StepTolerance {
+  double lm_loss = 1e-5, balance_losses = 1e-5, grad_norm = 1e-4;  // balance: aux and z
+};
+
+// Each step of `got` has the losses and gradient norm of the step of `want` it stands for;
+// got[i] is want[first + i].
 void expect_same_steps(const std::vector<StepRecord>& got, const std::vector<StepRecord>& want,
-                       size_t first = 0);
+                       size_t first = 0, const StepTolerance& tolerance = {});
 
 // One layout of an invariance test.
 struct InvarianceLayout {
@@ -56,6 +61,7 @@ struct InvarianceLayout {
 // gradient norms, and the parallel run learns. `dir` holds the corpus and both runs' outputs.
 void expect_matches_single_process(const std::string& dir, const std::string& name,
                                    const std::vector<std::string>& model,
-                                   const std::vector<std::string>& parallel, int steps = 5);
+                                   const std::vector<std::string>& parallel, int steps = 5,
+                                   const StepTolerance& tolerance = {});
 
 }  // namespace moefold::testing
