@@ -1,14 +1,15 @@
 // Saving and loading checkpoints (DESIGN.md "Checkpoints", MODEL.md "Checkpoint layout"):
-// model.h5 and optim.h5 hold every tensor once at its GLOBAL shape, written collectively with
-// parallel HDF5, each distinct slice by one rank; meta.json holds the training position, the
-// recipe and the layout that wrote it. Because tensors are stored unsharded, a checkpoint
-// written under one layout loads under any other: each rank reads the boxes its own
-// TensorLayouts name.
+// model.h5 and optim.h5 hold every tensor once at its GLOBAL shape: rank 0 lays each file out
+// (HDF5 builds it in memory, moefold writes it), then every rank writes its distinct slices
+// straight into it (tensor_file_writer.h); loads read collectively with parallel HDF5. meta.json
+// holds the training position, the recipe and the layout that wrote it. Because tensors are
+// stored unsharded, a checkpoint written under one layout loads under any other: each rank reads
+// the boxes its own TensorLayouts name.
 //
-// Both calls are collective over ctx.world (MPI-IO over its communicator; with the
-// single-process context the files are plain serial HDF5). No other traffic may be in flight on
-// ctx.world during them. The save directory must be visible to every rank (a shared file
-// system when ranks span machines).
+// Both calls are collective over ctx.world (a load reads through MPI-IO over its communicator;
+// with the single-process context the files are plain serial HDF5). No other traffic may be in
+// flight on ctx.world during them. The save directory must be visible to every rank (a shared
+// file system when ranks span machines).
 #pragma once
 
 #include <cstdint>
