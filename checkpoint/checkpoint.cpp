@@ -299,7 +299,8 @@ absl::Status write_tensor_files(const fs::path& staging, const CheckpointState& 
   }
   if (optimizer == nullptr) return absl::OkStatus();
   return write_file((staging / kOptimFile).string(), {{"step", optimizer->steps}},
-                    {{kExpAvg, &optim_manifest, &exp_avg}, {kExpAvgSq, &optim_manifest, &exp_avg_sq}},
+                    {{kExpAvg, &optim_manifest, &exp_avg},
+                     {kExpAvgSq, &optim_manifest, &exp_avg_sq}},
                     world, hook, &(*checksums)[kOptimFile]);
 }
 

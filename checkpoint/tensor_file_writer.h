@@ -1,9 +1,10 @@
 // TensorFileWriter: the writes of a checkpoint file that moefold makes itself. Rank 0 writes the
 // layout that HDF5 built in memory (Hdf5File::create_in_memory: every dataset contiguous, float32
-// little-endian, allocated, its byte offset known); then each rank writes its slices. The rank writes its slabs with plain pwrite at those offsets and syncs
-// them: no collective call of any library runs while data moves, so a write error (EIO, a full
-// disk, a quota) is this rank's own errno, returned as a Status that the save agrees on across
-// ranks before its next collective step. No rank is ever left alone inside a collective write.
+// little-endian, allocated, its byte offset known); then each rank writes its slabs with plain
+// pwrite at those offsets and syncs them. No library writes and no collective runs while data
+// moves, so a write error (EIO, a full disk, a quota) is this rank's own errno, returned as a
+// Status that the save agrees on across ranks before its next collective step. No rank is ever
+// left alone inside a collective write.
 #pragma once
 
 #include <cstdint>

@@ -27,9 +27,10 @@ DataParallelOptimizer::DataParallelOptimizer(std::vector<DpParameter> parameters
     if (entries.empty()) continue;
     // Under FSSDP the expert shards' gradients are already summed over expert-DP by the MoE
     // layers' sparse reduce-scatter: nothing is left to reduce.
-    std::shared_ptr<Communicator> group = !expert               ? ctx_.dp_cp
-                                          : ctx_.config.moe_fssdp ? std::make_shared<SelfCommunicator>()
-                                                                  : ctx_.edp;
+    std::shared_ptr<Communicator> group = ctx_.dp_cp;
+    if (expert) {
+      group = ctx_.config.moe_fssdp ? std::make_shared<SelfCommunicator>() : ctx_.edp;
+    }
     const int set_index = static_cast<int>(sets_.size());
     sets_.push_back(std::make_unique<GradBucketSet>(
         plan_buckets(std::move(entries), ctx.config.ddp_bucket_size, group->size()), group,

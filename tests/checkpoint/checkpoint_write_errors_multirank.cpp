@@ -1,7 +1,7 @@
 // A write error on some ranks during a collective save (a full disk, a file size limit, an EIO
-// at a write or at the sync) reaches every rank at the same point: the save fails on all of them with one line naming the rank, the
-// file and the error, nothing hangs, no partial save is left behind and the previous checkpoint
-// stays loadable.
+// at a write or at the sync) reaches every rank at the same point: the save fails on all of them
+// with one line naming the rank, the file and the error, nothing hangs, no partial save is left
+// behind and the previous checkpoint stays loadable.
 #include <gtest/gtest.h>
 #include <mpi.h>
 #include <sys/mount.h>

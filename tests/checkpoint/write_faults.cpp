@@ -91,7 +91,8 @@ ssize_t pwrite(int fd, const void* buf, size_t count, off_t offset) {
 }
 
 ssize_t pwrite64(int fd, const void* buf, size_t count, off64_t offset) {
-  static const auto real = real_function<ssize_t (*)(int, const void*, size_t, off64_t)>("pwrite64");
+  static const auto real =
+      real_function<ssize_t (*)(int, const void*, size_t, off64_t)>("pwrite64");
   return should_fail(fd, FaultCall::kWrite) ? -1 : real(fd, buf, count, offset);
 }
 

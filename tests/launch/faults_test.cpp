@@ -182,7 +182,9 @@ void expect_watchdog_ends_a_stopped_job(int ranks) {
   ::testing::Test::RecordProperty("seconds_to_end", std::to_string(seconds));
   std::printf("[watchdog np%d] the job ended %.1f s after the rank stopped\n", ranks, seconds);
   for (absl::string_view line : absl::StrSplit(out, '\n')) {
-    if (absl::StrContains(line, "moefold: watchdog:")) std::printf("  %s\n", std::string(line).c_str());
+    if (absl::StrContains(line, "moefold: watchdog:")) {
+      std::printf("  %s\n", std::string(line).c_str());
+    }
   }
 }
 
