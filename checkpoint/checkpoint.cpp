@@ -1,5 +1,6 @@
 #include "checkpoint/checkpoint.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -15,6 +16,7 @@
 #include "checkpoint/hdf5_file.h"
 #include "checkpoint/local_tensors.h"
 #include "checkpoint/tensor_checksum.h"
+#include "checkpoint/tensor_file_writer.h"
 #include "checkpoint/tensor_manifest.h"
 #include "parallel/agreed_status.h"
 #include "tensor/check.h"
@@ -27,7 +29,7 @@ namespace {
 constexpr const char* kExpAvg = "exp_avg/";
 constexpr const char* kExpAvgSq = "exp_avg_sq/";
 
-// MPI-IO over the world communicator, or serial HDF5 for the single-process context.
+// Loads read through MPI-IO over the world communicator, or serial HDF5 for one process.
 MPI_Comm io_comm(const ParallelContext& ctx) { return ctx.world->mpi_comm(); }
 
 // Every rank returns the status of the lowest failing rank, or OK when none failed, so that all
@@ -69,9 +71,8 @@ absl::Status on_rank(const absl::Status& status, int rank) {
   return absl::Status(status.code(), absl::StrCat("rank ", rank, ": ", status.message()));
 }
 
-// One collective HDF5 call's outcome, agreed on by every rank before any rank makes the next
-// call: a write error on one rank (disk full, quota, EIO) ends the save on every rank at the
-// same point, so no rank is ever left alone inside a collective H5Dcreate/H5Dwrite/H5Fclose.
+// One step's outcome, agreed on by every rank before any rank takes the next collective step: a
+// write error on one rank (disk full, quota, EIO) ends the save on every rank at the same point.
 absl::Status agreed(const absl::Status& local, Communicator& world) {
   return agree(on_rank(local, world.rank()), world);
 }
@@ -124,31 +125,6 @@ absl::Status verify_checksums(const std::string& path, const FileChecksums& comp
   return absl::OkStatus();
 }
 
-// Creates every tensor of `manifest` under `prefix` and writes the slices this rank owns, adding
-// their checksums to `checksums` (every rank gets them all).
-absl::Status write_tensors(Hdf5File& file, const std::string& prefix,
-                           const TensorManifest& manifest, const LocalTensors& local,
-                           Communicator& world, AbortHook& hook, FileChecksums* checksums) {
-  for (const ManifestEntry& entry : manifest.entries) {
-    absl::Status s = file.create_dataset(prefix + entry.name, entry.global_shape);
-    if (s = agreed(s, world); !s.ok()) return s;
-  }
-  std::vector<uint64_t> partial(manifest.entries.size(), 0);
-  for (size_t i = 0; i < manifest.entries.size(); ++i) {
-    const ManifestEntry& entry = manifest.entries[i];
-    const auto it = local.find(entry.name);
-    bool wrote = false;
-    absl::Status s = write_local(file, prefix + entry.name, entry,
-                                 it != local.end() ? &it->second : nullptr, world.rank(),
-                                 &partial[i], &wrote);
-    if (s.ok() && wrote) hook.tensor_written();
-    if (s = agreed(s, world); !s.ok()) return s;
-  }
-  const FileChecksums sums = sum_checksums(manifest, prefix, partial, world);
-  checksums->insert(sums.begin(), sums.end());
-  return absl::OkStatus();
-}
-
 // Checks that every tensor of `manifest` is in `file` under `prefix` at its global shape.
 absl::Status check_tensors(const Hdf5File& file, const std::string& prefix,
                            const TensorManifest& manifest) {
@@ -197,76 +173,135 @@ absl::Status check_iteration_attribute(const Hdf5File& file, int64_t iteration) 
   return absl::OkStatus();
 }
 
-// Rank 0 reserves the disk space `manifest` (times `copies`) will take in a just-created file,
-// so that running out of space fails here, agreed, before any collective write.
-absl::Status reserve_space(const Hdf5File& file, const TensorManifest& manifest, int copies,
-                           Communicator& world) {
-  absl::Status status;
-  if (world.rank() == 0) {
-    int64_t bytes = 64 << 10;  // the superblock and root group, then ~2 KiB of metadata each
-    for (const ManifestEntry& entry : manifest.entries) {
+// The tensors of one checkpoint file under one name prefix ("" or "exp_avg/").
+struct TensorGroup {
+  std::string prefix;
+  const TensorManifest* manifest;
+  const LocalTensors* local;
+};
+
+// Rank 0 alone lays out `path`: HDF5 builds the file in memory (its attributes, and every dataset
+// of `groups` contiguous, allocated and unwritten), then moefold writes that layout to disk
+// itself, having reserved the file's space first (a full disk, a quota or a size limit fails
+// there). HDF5 never writes to the disk during a save, so every write error is moefold's own
+// errno. Returns each dataset's byte offset, in group then manifest order.
+absl::StatusOr<std::vector<int64_t>> lay_out_file(const std::string& path,
+                                                  const std::vector<ConfigAttribute>& attributes,
+                                                  const std::vector<TensorGroup>& groups) {
+  int64_t metadata = 64 << 10;  // the superblock and root group, then ~2 KiB for each dataset
+  int64_t elements = 0;
+  for (const TensorGroup& group : groups) {
+    for (const ManifestEntry& entry : group.manifest->entries) {
       int64_t numel = 1;
       for (int64_t d : entry.global_shape) numel *= d;
-      bytes += copies * (numel * int64_t{sizeof(float)} + (2 << 10));
+      elements += numel;
+      metadata += 2 << 10;
     }
-    status = reserve_file_space(file.path(), bytes);
   }
-  return agreed(status, world);
+  auto file = Hdf5File::create_in_memory(path, metadata);
+  if (!file.ok()) return file.status();
+  for (const ConfigAttribute& a : attributes) {
+    if (absl::Status s = file->write_attribute(a.name, a.value); !s.ok()) return s;
+  }
+  std::vector<int64_t> offsets;
+  for (const TensorGroup& group : groups) {
+    for (const ManifestEntry& entry : group.manifest->entries) {
+      const std::string name = group.prefix + entry.name;
+      if (absl::Status s = file->create_dataset(name, entry.global_shape); !s.ok()) return s;
+      auto offset = file->dataset_offset(name);
+      if (!offset.ok()) return offset.status();
+      offsets.push_back(*offset);
+    }
+  }
+  auto image = file->close_to_image();
+  if (!image.ok()) return image.status();
+  auto writer = TensorFileWriter::create(path);
+  if (!writer.ok()) return writer.status();
+  const int64_t reserve = std::max(image->size, metadata + elements * int64_t{sizeof(float)});
+  if (absl::Status s = reserve_file_space(path, reserve); !s.ok()) return s;
+  if (absl::Status s = writer->write_layout(image->bytes, image->size); !s.ok()) return s;
+  if (absl::Status s = writer->finish(); !s.ok()) return s;
+  return offsets;
 }
 
-// Closes a written file and drops the reservation's unused tail. Collective, agreed.
-absl::Status close_written(Hdf5File& file, Communicator& world) {
-  const std::string path = file.path();
-  if (absl::Status s = agreed(file.close(), world); !s.ok()) return s;
-  return agreed(world.rank() == 0 ? Hdf5File::trim_to_data(path) : absl::OkStatus(), world);
+// This rank's slices of every tensor of `groups`, written at `offsets` and synced, with their
+// partial checksums per group. No other rank takes part, so an error here is this rank's alone.
+absl::Status write_slices(const std::string& path, const std::vector<TensorGroup>& groups,
+                          const std::vector<int64_t>& offsets, int rank, AbortHook& hook,
+                          std::vector<std::vector<uint64_t>>* partial) {
+  auto file = TensorFileWriter::open(path);
+  if (!file.ok()) return file.status();
+  size_t next = 0;
+  for (const TensorGroup& group : groups) {
+    const std::vector<ManifestEntry>& entries = group.manifest->entries;
+    std::vector<uint64_t>& sums = partial->emplace_back(entries.size(), 0);
+    for (size_t i = 0; i < entries.size(); ++i) {
+      const auto it = group.local->find(entries[i].name);
+      bool wrote = false;
+      if (absl::Status s = write_local(*file, group.prefix + entries[i].name, offsets[next++],
+                                       entries[i], it != group.local->end() ? &it->second : nullptr,
+                                       rank, &sums[i], &wrote);
+          !s.ok()) {
+        return s;
+      }
+      if (wrote) hook.tensor_written();
+    }
+  }
+  return file->finish();
 }
 
-// model.h5 then optim.h5 (when `optimizer` is not null) in `staging`, every collective call
-// agreed on by every rank.
+// One checkpoint file: rank 0 lays it out, every rank writes its own slices, then the ranks agree
+// on the outcome and add up the checksums. No library call writes to the disk and no collective
+// runs while data is written: each error (EIO at a write or at the sync included) is one rank's
+// errno until it is agreed.
+absl::Status write_file(const std::string& path, const std::vector<ConfigAttribute>& attributes,
+                        const std::vector<TensorGroup>& groups, Communicator& world,
+                        AbortHook& hook, FileChecksums* checksums) {
+  std::vector<int64_t> offsets;
+  absl::Status status;
+  if (world.rank() == 0) {
+    auto laid_out = lay_out_file(path, attributes, groups);
+    status = laid_out.status();
+    if (laid_out.ok()) offsets = *std::move(laid_out);
+  }
+  if (status = agreed(status, world); !status.ok()) return status;
+  size_t datasets = 0;
+  for (const TensorGroup& group : groups) datasets += group.manifest->entries.size();
+  offsets.resize(datasets);
+  world.broadcast(std::span<int64_t>(offsets), 0);
+  std::vector<std::vector<uint64_t>> partial;
+  status = write_slices(path, groups, offsets, world.rank(), hook, &partial);
+  if (status = agreed(status, world); !status.ok()) return status;
+  for (size_t g = 0; g < groups.size(); ++g) {
+    const FileChecksums sums =
+        sum_checksums(*groups[g].manifest, groups[g].prefix, partial[g], world);
+    checksums->insert(sums.begin(), sums.end());
+  }
+  return absl::OkStatus();
+}
+
+// model.h5 then optim.h5 (when `optimizer` is not null) in `staging`.
 absl::Status write_tensor_files(const fs::path& staging, const CheckpointState& state,
                                 const ModelConfig& model_config,
                                 const TensorManifest& model_manifest, const LocalTensors& model,
                                 const OptimizerCheckpointState* optimizer,
                                 const TensorManifest& optim_manifest,
                                 const LocalTensors& exp_avg, const LocalTensors& exp_avg_sq,
-                                const ParallelContext& ctx, Checksums* checksums) {
-  Communicator& world = *ctx.world;
-  const MPI_Comm comm = io_comm(ctx);
+                                Communicator& world, Checksums* checksums) {
   AbortHook hook;
-  {
-    auto file = Hdf5File::create((staging / kModelFile).string(), comm);
-    if (absl::Status s = agreed(file.status(), world); !s.ok()) return s;
-    if (absl::Status s = reserve_space(*file, model_manifest, 1, world); !s.ok()) return s;
-    std::vector<ConfigAttribute> attributes = model_config_attributes(model_config);
-    attributes.push_back({"iteration", state.iteration});
-    for (const ConfigAttribute& a : attributes) {
-      if (absl::Status s = agreed(file->write_attribute(a.name, a.value), world); !s.ok()) return s;
-    }
-    if (absl::Status s = write_tensors(*file, "", model_manifest, model, world, hook,
-                                           &(*checksums)[kModelFile]);
-        !s.ok()) {
-      return s;
-    }
-    if (absl::Status s = close_written(*file, world); !s.ok()) return s;
+  std::vector<ConfigAttribute> attributes = model_config_attributes(model_config);
+  attributes.push_back({"iteration", state.iteration});
+  if (absl::Status s = write_file((staging / kModelFile).string(), attributes,
+                                  {{"", &model_manifest, &model}}, world, hook,
+                                  &(*checksums)[kModelFile]);
+      !s.ok()) {
+    return s;
   }
   if (optimizer == nullptr) return absl::OkStatus();
-  auto file = Hdf5File::create((staging / kOptimFile).string(), comm);
-  if (absl::Status s = agreed(file.status(), world); !s.ok()) return s;
-  if (absl::Status s = reserve_space(*file, optim_manifest, 2, world); !s.ok()) return s;
-  if (absl::Status s = agreed(file->write_attribute("step", optimizer->steps), world); !s.ok()) {
-    return s;
-  }
-  if (absl::Status s = write_tensors(*file, kExpAvg, optim_manifest, exp_avg, world, hook,
-                                         &(*checksums)[kOptimFile]);
-      !s.ok()) {
-    return s;
-  }
-  if (absl::Status s = write_tensors(*file, kExpAvgSq, optim_manifest, exp_avg_sq, world, hook,
-                                         &(*checksums)[kOptimFile]);
-      !s.ok()) {
-    return s;
-  }
-  return close_written(*file, world);
+  return write_file((staging / kOptimFile).string(), {{"step", optimizer->steps}},
+                    {{kExpAvg, &optim_manifest, &exp_avg},
+                     {kExpAvgSq, &optim_manifest, &exp_avg_sq}},
+                    world, hook, &(*checksums)[kOptimFile]);
 }
 
 absl::StatusOr<CheckpointIoStats> save(const std::string& save_dir, const CheckpointState& state,
@@ -305,7 +340,7 @@ absl::StatusOr<CheckpointIoStats> save(const std::string& save_dir, const Checkp
   const fs::path staging = fs::path(save_dir) / (iteration_dir_name(state.iteration) + ".tmp");
   Checksums checksums;
   status = write_tensor_files(staging, state, model_config, model_manifest, model, optimizer,
-                              optim_manifest, exp_avg, exp_avg_sq, ctx, &checksums);
+                              optim_manifest, exp_avg, exp_avg_sq, world, &checksums);
   if (!status.ok()) {
     // Every rank has left every collective; the partial save must not fill the disk.
     if (rank == 0) remove_staging_dir(staging.string());

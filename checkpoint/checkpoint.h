@@ -1,14 +1,15 @@
 // Saving and loading checkpoints (DESIGN.md "Checkpoints", MODEL.md "Checkpoint layout"):
-// model.h5 and optim.h5 hold every tensor once at its GLOBAL shape, written collectively with
-// parallel HDF5, each distinct slice by one rank; meta.json holds the training position, the
-// recipe and the layout that wrote it. Because tensors are stored unsharded, a checkpoint
-// written under one layout loads under any other: each rank reads the boxes its own
-// TensorLayouts name.
+// model.h5 and optim.h5 hold every tensor once at its GLOBAL shape: rank 0 lays each file out
+// (HDF5 builds it in memory, moefold writes it), then every rank writes its distinct slices
+// straight into it (tensor_file_writer.h); loads read collectively with parallel HDF5. meta.json
+// holds the training position, the recipe and the layout that wrote it. Because tensors are
+// stored unsharded, a checkpoint written under one layout loads under any other: each rank reads
+// the boxes its own TensorLayouts name.
 //
-// Both calls are collective over ctx.world (MPI-IO over its communicator; with the
-// single-process context the files are plain serial HDF5). No other traffic may be in flight on
-// ctx.world during them. The save directory must be visible to every rank (a shared file
-// system when ranks span machines).
+// Both calls are collective over ctx.world (a load reads through MPI-IO over its communicator;
+// with the single-process context the files are plain serial HDF5). No other traffic may be in
+// flight on ctx.world during them. The save directory must be visible to every rank (a shared
+// file system when ranks span machines).
 #pragma once
 
 #include <cstdint>
@@ -19,6 +20,7 @@
 #include "model/model_config.h"
 #include "model/parameter.h"
 #include "optim/adamw.h"
+#include "optim/optimizer_state.h"
 #include "parallel/context.h"
 
 namespace moefold {
@@ -33,31 +35,6 @@ struct CheckpointState {
 // How a save treats the save directory.
 struct CheckpointSaveOptions {
   int keep_last = 0;  // checkpoints kept once this one is committed (the oldest go); 0 = all
-};
-
-// The Adam state of one parameter that this rank holds: runs of consecutive elements of the
-// parameter's local tensor (row-major). A plain AdamW holds one run, the whole tensor; the
-// distributed optimizer holds its ZeRO shard, the segments it owns.
-struct OptimizerStateRun {
-  int64_t begin = 0;            // first element of the local tensor covered
-  int64_t numel = 0;
-  float* exp_avg = nullptr;     // (numel)
-  float* exp_avg_sq = nullptr;  // (numel)
-};
-
-struct OptimizerStateTensor {
-  std::string name;  // the parameter's checkpoint name
-  std::vector<OptimizerStateRun> runs;
-  // World ranks that hold the same local box and split its elements between them (each holds
-  // its runs); {this rank} for whole tensors. A save writes each element once.
-  std::vector<int> shard_group;
-};
-
-// What save_checkpoint writes to optim.h5 and load_checkpoint fills in place: no rank ever
-// holds more than its own runs, so checkpoint memory shrinks with the distributed optimizer.
-struct OptimizerCheckpointState {
-  int64_t steps = 0;                          // Adam's step count
-  std::vector<OptimizerStateTensor> tensors;  // one per parameter of the registry
 };
 
 // A plain AdamW's moments as whole-tensor runs (`world_rank`: this rank).

@@ -18,7 +18,6 @@
 
 namespace moefold {
 namespace fs = std::filesystem;
-namespace {
 
 absl::Status errno_error(const std::string& path, const char* what) {
   const int code = errno;
@@ -26,6 +25,8 @@ absl::Status errno_error(const std::string& path, const char* what) {
   return absl::UnavailableError(absl::StrCat(path, ": ", what, ": ", std::strerror(code), " (",
                                              name ? name : "errno", " ", code, ")"));
 }
+
+namespace {
 
 absl::Status fs_error(const std::string& path, const std::string& what, const std::error_code& ec) {
   return absl::UnavailableError(absl::StrCat(path, ": ", what, ": ", ec.message()));

@@ -24,6 +24,9 @@ inline constexpr const char* kOptimFile = "optim.h5";
 inline constexpr const char* kMetaFile = "meta.json";
 inline constexpr const char* kLatestFile = "latest";
 
+// "<path>: <what>: Input/output error (EIO 5)" for the current errno.
+absl::Status errno_error(const std::string& path, const char* what);
+
 // "iter_0000010".
 std::string iteration_dir_name(int64_t iteration);
 
@@ -46,8 +49,8 @@ absl::StatusOr<std::string> prepare_staging_dir(const std::string& save_dir, int
 void remove_staging_dir(const std::string& staging);
 
 // Allocates `bytes` of disk space for the file at `path` (Linux fallocate), so that a full disk,
-// a quota or a file size limit fails here, on one rank and before any collective write, rather
-// than inside parallel HDF5 (whose collective calls cannot recover from one rank's write error).
+// a quota or a file size limit fails here, on the rank laying the file out, before any tensor
+// data is written.
 // A file system without fallocate is not an error: the space is then not reserved.
 absl::Status reserve_file_space(const std::string& path, int64_t bytes);
 

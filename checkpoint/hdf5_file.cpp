@@ -1,12 +1,15 @@
 #include "checkpoint/hdf5_file.h"
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <memory>
 #include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "parallel/watchdog.h"
 
@@ -60,8 +63,20 @@ std::string innermost_reason() {
   return reason;
 }
 
+// HDF5's POSIX driver reports a failed system call as "file write failed: time = <ctime, with a
+// newline>, filename = ..., errno = 5, error message = '...', buf = ..., offset = ...": keep what
+// failed and name the errno as moefold's other I/O errors do, on one line.
+std::string condense_reason(const std::string& reason) {
+  const size_t at = reason.find("errno = ");
+  if (at == std::string::npos) return absl::StrReplaceAll(reason, {{"\n", " "}});
+  const int code = std::atoi(reason.c_str() + at + 8);
+  const char* name = strerrorname_np(code);
+  return absl::StrCat(reason.substr(0, reason.find(": time = ")), ": ", std::strerror(code), " (",
+                      name ? name : "errno", " ", code, ")");
+}
+
 absl::Status hdf5_error(absl::StatusCode code, const std::string& path, const std::string& what) {
-  const std::string reason = innermost_reason();
+  const std::string reason = condense_reason(innermost_reason());
   return absl::Status(code, absl::StrCat(path, ": ", what, reason.empty() ? "" : ": ", reason));
 }
 
@@ -102,8 +117,89 @@ absl::StatusOr<Hdf5File> Hdf5File::open(const std::string& path, MPI_Comm comm) 
   return Hdf5File(path, file, comm != MPI_COMM_NULL);
 }
 
+// The core driver's memory, followed through HDF5's file image callbacks: where it is and how
+// large, and its last content, kept when the driver frees it at close.
+struct CoreImage {
+  void* data = nullptr;
+  size_t size = 0;
+  std::vector<char> closed;
+};
+
+namespace {
+
+void* image_malloc(size_t size, H5FD_file_image_op_t, void* udata) {
+  auto* image = static_cast<CoreImage*>(udata);
+  image->data = std::malloc(size);
+  image->size = image->data ? size : 0;
+  return image->data;
+}
+
+void* image_memcpy(void* dest, const void* src, size_t size, H5FD_file_image_op_t, void*) {
+  return std::memcpy(dest, src, size);
+}
+
+void* image_realloc(void* ptr, size_t size, H5FD_file_image_op_t, void* udata) {
+  auto* image = static_cast<CoreImage*>(udata);
+  void* grown = std::realloc(ptr, size);
+  if (grown == nullptr) return nullptr;
+  image->data = grown;
+  image->size = size;
+  return grown;
+}
+
+herr_t image_free(void* ptr, H5FD_file_image_op_t op, void* udata) {
+  auto* image = static_cast<CoreImage*>(udata);
+  if (op == H5FD_FILE_IMAGE_OP_FILE_CLOSE && ptr != nullptr && ptr == image->data) {
+    image->closed.assign(static_cast<char*>(ptr), static_cast<char*>(ptr) + image->size);
+  }
+  if (ptr == image->data) image->data = nullptr;
+  std::free(ptr);
+  return 0;
+}
+
+void* image_udata_copy(void* udata) { return udata; }  // one CoreImage, shared
+herr_t image_udata_free(void*) { return 0; }
+
+}  // namespace
+
+absl::StatusOr<Hdf5File> Hdf5File::create_in_memory(const std::string& path,
+                                                    int64_t metadata_bytes) {
+  QuietHdf5Errors quiet;
+  auto image = std::make_unique<CoreImage>();
+  Handle fapl(make_file_access(MPI_COMM_NULL), H5Pclose);
+  H5Pset_fapl_core(fapl.get(), 64 << 10, /*backing_store=*/0);
+  H5Pset_meta_block_size(fapl.get(), static_cast<hsize_t>(metadata_bytes));
+  H5FD_file_image_callbacks_t callbacks = {image_malloc,     image_memcpy,     image_realloc,
+                                           image_free,       image_udata_copy, image_udata_free,
+                                           image.get()};
+  H5Pset_file_image_callbacks(fapl.get(), &callbacks);
+  const hid_t file = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get());
+  if (file < 0) return hdf5_error(absl::StatusCode::kInternal, path, "cannot lay out in memory");
+  return Hdf5File(path, file, /*parallel=*/false, std::move(image));
+}
+
+absl::StatusOr<Hdf5FileImage> Hdf5File::close_to_image() {
+  QuietHdf5Errors quiet;
+  Hdf5FileImage out;
+  hsize_t size = 0;  // the core driver's: the larger of its memory and HDF5's end of allocation
+  if (image_ == nullptr || H5Fget_filesize(file_, &size) < 0) {
+    return hdf5_error(absl::StatusCode::kInternal, path_, "no in-memory layout to close");
+  }
+  if (absl::Status s = close(); !s.ok()) return s;
+  out.size = static_cast<int64_t>(size);
+  out.bytes = std::move(image_->closed);
+  out.bytes.resize(std::min(out.bytes.size(), static_cast<size_t>(size)));
+  return out;
+}
+
+Hdf5File::Hdf5File(std::string path, hid_t file, bool parallel, std::unique_ptr<CoreImage> image)
+    : path_(std::move(path)), file_(file), parallel_(parallel), image_(std::move(image)) {}
+
 Hdf5File::Hdf5File(Hdf5File&& other) noexcept
-    : path_(std::move(other.path_)), file_(other.file_), parallel_(other.parallel_) {
+    : path_(std::move(other.path_)),
+      file_(other.file_),
+      parallel_(other.parallel_),
+      image_(std::move(other.image_)) {
   other.file_ = H5I_INVALID_HID;
 }
 
@@ -113,6 +209,7 @@ Hdf5File& Hdf5File::operator=(Hdf5File&& other) noexcept {
     path_ = std::move(other.path_);
     file_ = other.file_;
     parallel_ = other.parallel_;
+    image_ = std::move(other.image_);
     other.file_ = H5I_INVALID_HID;
   }
   return *this;
@@ -140,23 +237,6 @@ absl::Status Hdf5File::close() {
   return absl::OkStatus();
 }
 
-absl::Status Hdf5File::trim_to_data(const std::string& path) {
-  QuietHdf5Errors quiet;
-  haddr_t end = 0;
-  {
-    Handle file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
-    if (!file.ok() || H5Fget_eoa(file.get(), &end) < 0) {
-      return hdf5_error(absl::StatusCode::kDataLoss, path, "cannot read the end of its data");
-    }
-  }
-  std::error_code ec;
-  if (std::filesystem::file_size(path, ec) > end && !ec) {
-    std::filesystem::resize_file(path, end, ec);
-  }
-  if (ec) return absl::UnavailableError(absl::StrCat(path, ": cannot trim: ", ec.message()));
-  return absl::OkStatus();
-}
-
 absl::Status Hdf5File::create_dataset(const std::string& name,
                                       const std::vector<int64_t>& global_shape) {
   QuietHdf5Errors quiet;
@@ -167,6 +247,7 @@ absl::Status Hdf5File::create_dataset(const std::string& name,
   Handle dcpl(H5Pcreate(H5P_DATASET_CREATE), H5Pclose);
   H5Pset_fill_time(dcpl.get(), H5D_FILL_TIME_NEVER);  // every element is written by some rank
   H5Pset_alloc_time(dcpl.get(), H5D_ALLOC_TIME_EARLY);
+  H5Pset_layout(dcpl.get(), H5D_CONTIGUOUS);  // one block at dataset_offset()
   Handle dataset(H5Dcreate2(file_, name.c_str(), H5T_IEEE_F32LE, space.get(), lcpl.get(),
                             dcpl.get(), H5P_DEFAULT),
                  H5Dclose);
@@ -174,6 +255,22 @@ absl::Status Hdf5File::create_dataset(const std::string& name,
     return hdf5_error(absl::StatusCode::kUnavailable, path_, "cannot create tensor '" + name + "'");
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<int64_t> Hdf5File::dataset_offset(const std::string& name) const {
+  QuietHdf5Errors quiet;
+  Handle dataset(H5Dopen2(file_, name.c_str(), H5P_DEFAULT), H5Dclose);
+  if (!dataset.ok()) {
+    return hdf5_error(absl::StatusCode::kNotFound, path_, "no tensor '" + name + "'");
+  }
+  Handle space(H5Dget_space(dataset.get()), H5Sclose);
+  if (H5Sget_simple_extent_npoints(space.get()) == 0) return 0;
+  const haddr_t offset = H5Dget_offset(dataset.get());
+  if (offset == HADDR_UNDEF) {
+    return hdf5_error(absl::StatusCode::kInternal, path_,
+                      "tensor '" + name + "' is not stored contiguously");
+  }
+  return static_cast<int64_t>(offset);
 }
 
 namespace {

@@ -14,6 +14,7 @@
 #include <mpi.h>
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <utility>
 #include <variant>
@@ -36,10 +37,23 @@ struct HyperslabF32 {
 // A root attribute: integers, floats, strings and integer lists are all a checkpoint needs.
 using Hdf5Attribute = std::variant<int64_t, double, std::string, std::vector<int64_t>>;
 
+// A whole file's bytes as HDF5 laid it out in memory (Hdf5File::create_in_memory).
+struct Hdf5FileImage {
+  std::vector<char> bytes;  // the file's first bytes: its metadata (and possibly some holes)
+  int64_t size = 0;         // the file's length; past `bytes`, the datasets' elements
+};
+
+struct CoreImage;  // the in-memory file behind create_in_memory (hdf5_file.cpp)
+
 class Hdf5File {
  public:
   // Creates (truncating) `path` for writing. Collective over `comm` unless it is MPI_COMM_NULL.
   static absl::StatusOr<Hdf5File> create(const std::string& path, MPI_Comm comm);
+  // Lays out a file in memory (HDF5's core driver: nothing touches the disk), for close_to_image.
+  // `metadata_bytes` is room reserved for every object header ahead of the datasets' elements,
+  // so that the image holds the metadata alone. `path` names the file in messages.
+  static absl::StatusOr<Hdf5File> create_in_memory(const std::string& path,
+                                                    int64_t metadata_bytes);
   // Opens an existing file read-only. HDF5 rejects truncated files and corrupt metadata here.
   static absl::StatusOr<Hdf5File> open(const std::string& path, MPI_Comm comm);
 
@@ -51,14 +65,17 @@ class Hdf5File {
 
   // Flushes and closes (collective); the object is unusable afterwards.
   absl::Status close();
-  // Shortens the closed file at `path` to the end of HDF5's data (its EOA), dropping space a
-  // reservation (reserve_file_space) left unused. Serial: one rank.
-  static absl::Status trim_to_data(const std::string& path);
+  // For a file from create_in_memory: closes it and returns its bytes, which the caller writes
+  // to disk itself (and so sees every write error as its own errno).
+  absl::StatusOr<Hdf5FileImage> close_to_image();
   const std::string& path() const { return path_; }
 
   // Creates a float32 dataset of `global_shape` at `name` ("layers/1/moe/router"), creating the
   // intermediate groups. Collective.
   absl::Status create_dataset(const std::string& name, const std::vector<int64_t>& global_shape);
+  // The byte offset in the file of dataset `name`'s elements (contiguous, allocated), for
+  // writers that bypass HDF5 (tensor_file_writer.h); 0 for a dataset with no elements.
+  absl::StatusOr<int64_t> dataset_offset(const std::string& name) const;
   // Writes this rank's box of dataset `name`, or nothing when `slice` is null. Collective.
   absl::Status write(const std::string& name, const HyperslabF32* slice);
   // Reads this rank's box of dataset `name` into slice->data, or nothing when `slice` is null.
@@ -84,14 +101,14 @@ class Hdf5File {
   absl::StatusOr<std::vector<std::string>> list_attributes() const;
 
  private:
-  Hdf5File(std::string path, hid_t file, bool parallel)
-      : path_(std::move(path)), file_(file), parallel_(parallel) {}
+  Hdf5File(std::string path, hid_t file, bool parallel, std::unique_ptr<CoreImage> image = nullptr);
   absl::Status transfer(const std::string& name, const std::vector<RunSlab>& slabs, float* data,
                         bool write);
 
   std::string path_;
   hid_t file_ = H5I_INVALID_HID;
   bool parallel_ = false;
+  std::unique_ptr<CoreImage> image_;  // create_in_memory's memory; null for a file on disk
 };
 
 // A readable form of an attribute value: 42, 0.5, "softmax", [0, 1, 1].

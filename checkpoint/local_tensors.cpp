@@ -111,7 +111,8 @@ std::vector<const TensorLayout*> layouts_of(const LocalTensors& tensors) {
   return out;
 }
 
-absl::Status write_local(Hdf5File& file, const std::string& dataset, const ManifestEntry& entry,
+absl::Status write_local(TensorFileWriter& file, const std::string& dataset,
+                         int64_t dataset_offset, const ManifestEntry& entry,
                          const LocalTensor* tensor, int world_rank, uint64_t* checksum,
                          bool* wrote) {
   *checksum = 0;
@@ -124,7 +125,7 @@ absl::Status write_local(Hdf5File& file, const std::string& dataset, const Manif
     *checksum = slabs_checksum(entry.global_shape, slabs, data);
     *wrote = !slabs.empty();
   }
-  return file.write_slabs(dataset, slabs, data);
+  return file.write_slabs(dataset, dataset_offset, entry.global_shape, slabs, data);
 }
 
 absl::Status read_local(Hdf5File& file, const std::string& dataset, const LocalTensor* tensor) {

@@ -12,6 +12,7 @@
 #include "absl/status/status.h"
 #include "checkpoint/checkpoint.h"
 #include "checkpoint/hdf5_file.h"
+#include "checkpoint/tensor_file_writer.h"
 #include "checkpoint/tensor_manifest.h"
 
 namespace moefold {
@@ -37,10 +38,12 @@ LocalTensors optimizer_tensors(const ParameterRegistry& registry,
                                const OptimizerCheckpointState& state, bool second_moment);
 std::vector<const TensorLayout*> layouts_of(const LocalTensors& tensors);
 
-// Writes the runs of `tensor` this rank writes into `dataset` (nothing when it writes none or
-// `tensor` is null) and sets `checksum` to their partial checksum (tensor_checksum.h) and
-// `wrote` to whether it wrote any element. Collective over the file's communicator.
-absl::Status write_local(Hdf5File& file, const std::string& dataset, const ManifestEntry& entry,
+// Writes the runs of `tensor` this rank writes into `dataset`, whose elements start at byte
+// `dataset_offset` of the file (nothing when it writes none or `tensor` is null), and sets
+// `checksum` to their partial checksum (tensor_checksum.h) and `wrote` to whether it wrote any
+// element. Local: no other rank takes part.
+absl::Status write_local(TensorFileWriter& file, const std::string& dataset,
+                         int64_t dataset_offset, const ManifestEntry& entry,
                          const LocalTensor* tensor, int world_rank, uint64_t* checksum,
                          bool* wrote);
 // Reads every run of `tensor` from `dataset` (nothing when null). Collective.

@@ -17,6 +17,7 @@
 #include "parallel/layout.h"
 #include "parallel/layout_report.h"
 #include "parallel/agreed_status.h"
+#include "parallel/arrival_board.h"
 #include "parallel/mpi_runtime.h"
 #include "parallel/watchdog.h"
 #include "trainer/config_parse.h"
@@ -65,6 +66,7 @@ struct Job {
   std::unique_ptr<MpiRuntime> runtime;
   Recipe recipe;
   std::unique_ptr<ParallelContext> ctx;
+  std::unique_ptr<ArrivalBoard> arrivals;  // what lets the watchdog name a hang's culprit
 };
 
 absl::StatusOr<Job> start_job(const CommandArgs& args, std::unique_ptr<MpiRuntime> runtime) {
@@ -83,6 +85,11 @@ absl::StatusOr<Job> start_job(const CommandArgs& args, std::unique_ptr<MpiRuntim
                     [] { MPI_Abort(MPI_COMM_WORLD, 1); });
   }
   job.ctx = std::make_unique<ParallelContext>(std::move(*ctx));
+  if (timeout_minutes > 0 && job.runtime->world_size() > 1) {
+    auto arrivals = ArrivalBoard::create(MPI_COMM_WORLD);
+    if (!arrivals.ok()) return arrivals.status();
+    job.arrivals = *std::move(arrivals);
+  }
   return job;
 }
 

@@ -63,7 +63,7 @@ bool WorkState::is_done() const {
 void WorkState::wait() {
   std::unique_lock<std::mutex> lock(mutex_);
   if (!done_) {
-    const watchdog::BlockedScope blocked(what_, group_);
+    const watchdog::BlockedScope blocked(what_, group_, sequence_);
     done_cv_.wait(lock, [this] { return done_; });
   }
   if (!error_.empty()) throw InternalError(error_);

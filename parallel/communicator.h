@@ -56,9 +56,10 @@ inline constexpr CommDType comm_dtype_v = CommDTypeOf<std::remove_const_t<T>>::v
 class WorkState {
  public:
   WorkState() = default;
-  // `what` ("all_reduce") and `group` ("dp [0,2]") name the work for the watchdog's report.
-  WorkState(const char* what, std::shared_ptr<const std::string> group)
-      : what_(what), group_(std::move(group)) {}
+  // `what` ("all_reduce") and `group` ("dp [0,2]") name the work for the watchdog's report;
+  // `sequence` is its number among the group's collectives (watchdog::enter_collective).
+  WorkState(const char* what, std::shared_ptr<const std::string> group, uint64_t sequence = 0)
+      : what_(what), group_(std::move(group)), sequence_(sequence) {}
 
   void complete(std::string error = {});
   bool is_done() const;
@@ -69,6 +70,7 @@ class WorkState {
  private:
   const char* what_ = "communication";
   std::shared_ptr<const std::string> group_;
+  uint64_t sequence_ = 0;
   mutable std::mutex mutex_;
   std::condition_variable done_cv_;
   bool done_ = false;

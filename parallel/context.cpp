@@ -1,12 +1,14 @@
 #include "parallel/context.h"
 
 #include <algorithm>
+#include <numeric>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "parallel/layout.h"
 #include "parallel/mpi_communicator.h"
 #include "parallel/self_communicator.h"
+#include "parallel/watchdog.h"
 #include "tensor/check.h"
 
 namespace moefold {
@@ -66,6 +68,12 @@ absl::StatusOr<ParallelContext> ParallelContext::create(const ParallelConfig& co
   context.coords = layout->coordinates[rank];
   context.world = world_comm;
   world_comm->set_label(absl::StrCat("world (", world_size, " ranks)"));
+  // The watchdog's arrival slots: the world's, then one per group kind (a rank is in one group
+  // of each kind, so the slot is the same on every rank of a group).
+  static_assert(kNumGroupKinds + 1 <= watchdog::kArrivalSlots);
+  std::vector<int> all_ranks(world_size);
+  std::iota(all_ranks.begin(), all_ranks.end(), 0);
+  watchdog::register_group(*world_comm->label(), 0, std::move(all_ranks));
   const std::shared_ptr<MpiProgressEngine>& engine = world_comm->engine();
   for (GroupKind kind : all_group_kinds()) {
     // Color: which group of this kind; key: the position in it, which becomes the MPI rank.
@@ -94,6 +102,8 @@ absl::StatusOr<ParallelContext> ParallelContext::create(const ParallelConfig& co
                   group_kind_name(kind) << " communicator of rank " << rank);
     communicator->set_label(absl::StrCat(group_kind_name(kind), " [",
                                          absl::StrJoin(layout->groups_of(kind)[index], ","), "]"));
+    watchdog::register_group(*communicator->label(), static_cast<int>(kind) + 1,
+                             layout->groups_of(kind)[index]);
     context.group(kind) = std::move(communicator);
   }
   return context;

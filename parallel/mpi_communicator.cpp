@@ -4,9 +4,11 @@
 #include <array>
 #include <atomic>
 #include <climits>
+#include <cstring>
 #include <numeric>
 #include <string>
 
+#include "parallel/watchdog.h"
 #include "tensor/backend.h"
 #include "tensor/check.h"
 #include "tensor/ops.h"
@@ -184,7 +186,11 @@ WorkHandle MpiCommunicator::submit(const char* what, MpiProgressEngine::StartFn 
                                    std::shared_ptr<HostStaging> staging) {
   MpiProgressEngine::FinishFn finish;
   if (!staging->empty()) finish = [staging] { staging->finish(); };
-  WorkHandle handle = engine_->submit(std::move(start), what, label(), std::move(finish));
+  // Collectives are counted for the watchdog's arrival record; p2p pairs are not symmetric.
+  const bool collective = std::strcmp(what, "send") != 0 && std::strcmp(what, "recv") != 0;
+  const uint64_t sequence = collective && label() ? watchdog::enter_collective(*label()) : 0;
+  WorkHandle handle =
+      engine_->submit(std::move(start), what, label(), std::move(finish), sequence);
   std::lock_guard<std::mutex> lock(pending_mutex_);
   std::erase_if(pending_, [](const WorkHandle& h) { return h.is_done(); });
   pending_.push_back(handle);

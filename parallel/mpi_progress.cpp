@@ -59,8 +59,9 @@ MpiProgressEngine::~MpiProgressEngine() {
 }
 
 WorkHandle MpiProgressEngine::submit(StartFn start, const char* what,
-                                     std::shared_ptr<const std::string> group, FinishFn finish) {
-  auto state = std::make_shared<WorkState>(what, std::move(group));
+                                     std::shared_ptr<const std::string> group, FinishFn finish,
+                                     uint64_t sequence) {
+  auto state = std::make_shared<WorkState>(what, std::move(group), sequence);
   {
     std::lock_guard<std::mutex> lock(queue_mutex_);
     MOEFOLD_CHECK(!stopping_, "work submitted to a stopping MPI progress engine");

@@ -42,11 +42,11 @@ class MpiProgressEngine {
   MpiProgressEngine(const MpiProgressEngine&) = delete;
   MpiProgressEngine& operator=(const MpiProgressEngine&) = delete;
 
-  // `what` and `group` name the work in the watchdog's report (WorkState); `finish` runs once
-  // the request completed.
+  // `what`, `group` and `sequence` name the work in the watchdog's report (WorkState);
+  // `finish` runs once the request completed.
   WorkHandle submit(StartFn start, const char* what = "communication",
                     std::shared_ptr<const std::string> group = nullptr,
-                    FinishFn finish = nullptr);
+                    FinishFn finish = nullptr, uint64_t sequence = 0);
 
   // Held around MPI calls made outside the engine thread; a no-op lock under THREAD_MULTIPLE.
   std::unique_lock<std::mutex> lock_mpi();

@@ -8,7 +8,9 @@
 #include <mutex>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 
 namespace moefold::watchdog {
 namespace {
@@ -18,7 +20,22 @@ using Clock = std::chrono::steady_clock;
 struct Wait {
   const char* what;
   std::shared_ptr<const std::string> group;
+  uint64_t sequence;  // of a counted collective; 0: not counted
   Clock::time_point since;
+};
+
+struct Group {
+  int slot;
+  std::vector<int> world_ranks;
+};
+
+// The node's arrival records, and when each one's heartbeat last moved as this monitor saw it.
+struct Arrivals {
+  std::vector<ArrivalRecord*> records;  // by node index
+  std::vector<int> world_ranks;         // by node index
+  int self = -1;
+  std::vector<uint64_t> last_beat;
+  std::vector<Clock::time_point> last_change;
 };
 
 struct State {
@@ -33,12 +50,56 @@ struct State {
   std::string phase = "start-up";
   uint64_t next_id = 1;
   std::map<uint64_t, Wait> waits;  // in progress, by id
+  std::map<std::string, Group> groups;  // by label
+  Arrivals arrivals;
   std::thread monitor;
 };
 
 State& state() {
   static State* s = new State();  // never destroyed: waits may end during static destruction
   return *s;
+}
+
+// Advances this rank's heartbeat and notes whose heartbeats moved. Under the state's lock.
+void watch_heartbeats(State& s, Clock::time_point now) {
+  Arrivals& a = s.arrivals;
+  if (a.self < 0) return;
+  a.records[a.self]->heartbeat.fetch_add(1, std::memory_order_relaxed);
+  for (size_t i = 0; i < a.records.size(); ++i) {
+    const uint64_t beat = a.records[i]->heartbeat.load(std::memory_order_relaxed);
+    if (beat != a.last_beat[i]) {
+      a.last_beat[i] = beat;
+      a.last_change[i] = now;
+    }
+  }
+}
+
+// The other ranks of `wait`'s group as the arrival records show them. Under the state's lock.
+std::vector<PeerView> view_peers(const State& s, const Wait& wait, Clock::time_point now,
+                                 Clock::duration stale) {
+  const Arrivals& a = s.arrivals;
+  const auto group = wait.group ? s.groups.find(*wait.group) : s.groups.end();
+  // An unregistered group (an HDF5 transfer's): every rank of the node might be at fault.
+  const std::vector<int>& ranks = group != s.groups.end() ? group->second.world_ranks
+                                                           : a.world_ranks;
+  std::vector<PeerView> peers;
+  for (int rank : ranks) {
+    if (rank == s.world_rank) continue;
+    PeerView peer;
+    peer.world_rank = rank;
+    const auto at = std::find(a.world_ranks.begin(), a.world_ranks.end(), rank);
+    peer.visible = a.self >= 0 && at != a.world_ranks.end();
+    if (peer.visible) {
+      const size_t i = static_cast<size_t>(at - a.world_ranks.begin());
+      peer.running = now - a.last_change[i] <= stale;
+      if (wait.sequence > 0 && group != s.groups.end()) {
+        peer.entered = a.records[i]->entered[group->second.slot].load(std::memory_order_relaxed) >=
+                       wait.sequence;
+      }
+    }
+    peers.push_back(peer);
+  }
+  return peers;
 }
 
 void monitor_loop() {
@@ -57,19 +118,23 @@ void monitor_loop() {
       for (auto& [id, wait] : s.waits) wait.since += gap;
     }
     last = now;
+    watch_heartbeats(s, now);
     for (const auto& [id, wait] : s.waits) {
       const double waited = std::chrono::duration<double>(now - wait.since).count();
       if (waited <= s.timeout_seconds) continue;
-      const std::string line =
-          describe_expired_wait(s.world_rank, waited, s.timeout_seconds, wait.what,
-                                wait.group ? *wait.group : "", s.iteration, s.phase);
+      // A live rank's monitor beats every poll; one silent for half the timeout is not running.
+      const auto stale = std::chrono::duration_cast<Clock::duration>(
+          std::max(3 * poll, std::chrono::duration<double>(s.timeout_seconds / 2)));
+      const std::string line = describe_expired_wait(
+          s.world_rank, waited, s.timeout_seconds, wait.what, wait.group ? *wait.group : "",
+          s.iteration, s.phase, describe_culprits(wait.what, view_peers(s, wait, now, stale)));
       std::fprintf(stderr, "%s\n", line.c_str());
       std::fflush(stderr);
       const std::function<void()> abort = s.abort;
       const double grace = std::min(2.0, s.timeout_seconds / 2);
       lock.unlock();
       // The other live ranks, blocked at about the same moment, report too before the abort
-      // ends them: the rank without a line is the one that never arrived.
+      // ends them.
       std::this_thread::sleep_for(std::chrono::duration<double>(grace));
       abort();
       std::_Exit(1);  // in case the abort returned
@@ -112,12 +177,48 @@ void set_position(int64_t iteration, const char* phase) {
   s.phase = phase;
 }
 
-BlockedScope::BlockedScope(const char* what, std::shared_ptr<const std::string> group) {
+void attach_arrivals(std::vector<ArrivalRecord*> records, std::vector<int> world_ranks,
+                     int self) {
+  State& s = state();
+  std::lock_guard<std::mutex> lock(s.mutex);
+  Arrivals& a = s.arrivals;
+  a.last_beat.assign(records.size(), 0);
+  a.last_change.assign(records.size(), Clock::now());
+  a.records = std::move(records);
+  a.world_ranks = std::move(world_ranks);
+  a.self = self;
+}
+
+void detach_arrivals() {
+  State& s = state();
+  std::lock_guard<std::mutex> lock(s.mutex);
+  s.arrivals = Arrivals{};
+}
+
+void register_group(const std::string& label, int slot, std::vector<int> world_ranks) {
+  State& s = state();
+  std::lock_guard<std::mutex> lock(s.mutex);
+  s.groups[label] = Group{slot, std::move(world_ranks)};
+}
+
+uint64_t enter_collective(const std::string& label) {
+  State& s = state();
+  std::lock_guard<std::mutex> lock(s.mutex);
+  if (s.arrivals.self < 0) return 0;
+  const auto group = s.groups.find(label);
+  if (group == s.groups.end()) return 0;
+  return s.arrivals.records[s.arrivals.self]->entered[group->second.slot].fetch_add(
+             1, std::memory_order_relaxed) +
+         1;
+}
+
+BlockedScope::BlockedScope(const char* what, std::shared_ptr<const std::string> group,
+                           uint64_t sequence) {
   State& s = state();
   std::lock_guard<std::mutex> lock(s.mutex);
   if (!s.running) return;
   id_ = s.next_id++;
-  s.waits.emplace(id_, Wait{what, std::move(group), Clock::now()});
+  s.waits.emplace(id_, Wait{what, std::move(group), sequence, Clock::now()});
 }
 
 BlockedScope::~BlockedScope() {
@@ -127,15 +228,36 @@ BlockedScope::~BlockedScope() {
   s.waits.erase(id_);
 }
 
+std::string describe_culprits(const std::string& what, const std::vector<PeerView>& peers) {
+  std::vector<std::string> culprits;
+  bool hidden = false;
+  for (const PeerView& peer : peers) {
+    hidden = hidden || !peer.visible;
+    if (!peer.visible || (peer.running && peer.entered)) continue;
+    std::vector<std::string> why;
+    if (!peer.entered) why.push_back("never entered this " + what);
+    if (!peer.running) why.push_back("not running: stopped or dead");
+    culprits.push_back(absl::StrCat("rank ", peer.world_rank, " (", absl::StrJoin(why, "; "), ")"));
+  }
+  if (culprits.size() == 1) return "culprit: " + culprits[0];
+  if (!culprits.empty()) return "culprits: " + absl::StrJoin(culprits, ", ");
+  if (hidden) {
+    return "culprit not visible from this rank: the group's ranks on this node entered it and "
+           "are running; see the reports of the ranks on other nodes";
+  }
+  return "culprit unknown: every rank of the group entered it and is running";
+}
+
 std::string describe_expired_wait(int world_rank, double waited_seconds, double timeout_seconds,
                                   const std::string& what, const std::string& group,
-                                  int64_t iteration, const std::string& phase) {
+                                  int64_t iteration, const std::string& phase,
+                                  const std::string& culprits) {
   return absl::StrFormat(
       "moefold: watchdog: rank %d waited %.1f s (parallel.distributed_timeout_minutes = %g) in "
-      "%s on %s at iteration %d, phase %s: a rank of that group never arrived (stopped, hung "
-      "or dead; it is the rank that printed no such line); aborting the job",
+      "%s on %s at iteration %d, phase %s; %s; aborting the job",
       world_rank, waited_seconds, timeout_seconds / 60, what,
-      group.empty() ? std::string("an unnamed group") : "group " + group, iteration, phase);
+      group.empty() ? std::string("an unnamed group") : "group " + group, iteration, phase,
+      culprits);
 }
 
 }  // namespace moefold::watchdog

@@ -1,12 +1,5 @@
 #include "trainer/data_parallel.h"
 
-#include <cmath>
-#include <cstring>
-
-#include "optim/grad_clip.h"
-#include "parallel/self_communicator.h"
-#include "tensor/check.h"
-
 namespace moefold {
 namespace {
 
@@ -23,97 +16,39 @@ bool first_model_parallel_copy(const Parameter& p, const RankCoordinates& c) {
                      : c.tp_rank == 0 || split_over(p, ShardGroup::kTensor);
 }
 
-void copy_tensor(const Tensor& from, const Tensor& to) {
-  MOEFOLD_CHECK(from.numel() == to.numel(), from.shape_string() << " vs " << to.shape_string());
-  std::memcpy(to.data(), from.data(), from.nbytes());
+// The model's parameters, in model order, as the data-parallel optimizer sees them.
+std::vector<DpParameter> describe_parameters(Model& model, const RankCoordinates& c) {
+  std::vector<DpParameter> out;
+  for (Parameter* p : model.parameters()) {
+    out.push_back({p->name(), &p->value, &p->grad, p->layout.local_shape, p->weight_decay,
+                   p->is_expert, split_over(*p, ShardGroup::kExpertData),
+                   first_model_parallel_copy(*p, c) && !model.is_embedding_copy(p)});
+  }
+  return out;
 }
 
 }  // namespace
 
 DataParallelState::DataParallelState(Model& model, const OptimizerConfig& optimizer,
                                      const ParallelContext& ctx)
-    : model_(model),
+    : DataParallelOptimizer(describe_parameters(model, ctx.coords), optimizer, ctx),
+      model_(model),
       ctx_(ctx),
-      config_(optimizer),
-      distributed_(ctx.config.use_distributed_optimizer),
-      overlap_grad_reduce_(ctx.config.overlap_grad_reduce),
-      overlap_param_gather_(ctx.config.overlap_param_gather &&
-                            ctx.config.use_distributed_optimizer),
-      parameters_(model.parameters()) {
-  for (bool expert : {false, true}) {
-    std::vector<BucketEntry> entries;  // backward order: the reverse of the parameter order
-    for (int i = static_cast<int>(parameters_.size()) - 1; i >= 0; --i) {
-      if (parameters_[i]->is_expert == expert) {
-        entries.push_back({i, parameters_[i]->layout.local_numel()});
-      }
-    }
-    if (entries.empty()) continue;
-    // Under FSSDP the expert shards' gradients are already summed over expert-DP by the MoE
-    // layers' sparse reduce-scatter: nothing is left to reduce.
-    std::shared_ptr<Communicator> group = !expert               ? ctx_.dp_cp
-                                          : ctx_.config.moe_fssdp ? std::make_shared<SelfCommunicator>()
-                                                                  : ctx_.edp;
-    const int set_index = static_cast<int>(sets_.size());
-    sets_.push_back(std::make_unique<GradBucketSet>(
-        plan_buckets(std::move(entries), ctx.config.ddp_bucket_size, group->size()), group,
-        distributed_));
-    set_is_expert_.push_back(expert);
-    int world_rank = ctx.world->rank();
-    set_world_ranks_.emplace_back(static_cast<size_t>(group->size()));
-    group->all_gather(&world_rank, 1, set_world_ranks_.back().data(), CommDType::kInt32);
-    const GradBucketSet& set = *sets_.back();
-    for (int e = 0; e < static_cast<int>(set.layout().entries.size()); ++e) {
-      Parameter& p = *parameters_[set.layout().entries[e].id];
-      locations_[&p] = {set_index, e};
-      p.grad = set.grad_view(e).view(p.layout.local_shape);
-      if (distributed_) {
-        const Tensor flat = set.param_view(e);
-        copy_tensor(p.value, flat);
-        p.value = flat.view(p.layout.local_shape);
-      }
-    }
-  }
-
-  const int64_t before = MemoryStats::current_bytes();
-  if (distributed_) {
-    std::vector<ShardSegment> segments;
-    for (const auto& set : sets_) {
-      for (const OwnedSegment& o : owned_segments(set->layout(), set->group().rank())) {
-        const int id = set->layout().entries[o.entry].id;
-        const Parameter& p = *parameters_[id];
-        segments.push_back(
-            {id, o.entry_offset,
-             set->param_buffer().slice_rows(o.buffer_offset, o.buffer_offset + o.numel),
-             set->grad_shard().slice_rows(o.shard_offset, o.shard_offset + o.numel), p.weight_decay,
-             p.name()});
-      }
-    }
-    dist_ = std::make_unique<DistributedOptimizer>(config_, std::move(segments));
-  } else {
-    std::vector<OptimTensor> tensors;
-    for (Parameter* p : parameters_)
-      tensors.push_back({p->name(), p->value, p->grad, p->weight_decay});
-    adam_ = std::make_unique<AdamW>(config_, std::move(tensors));
-  }
-  state_bytes_ = MemoryStats::current_bytes() - before;
-
+      overlap_grad_reduce_(ctx.config.overlap_grad_reduce) {
+  const std::vector<Parameter*> parameters = model.parameters();
+  for (int i = 0; i < static_cast<int>(parameters.size()); ++i) index_[parameters[i]] = i;
   if (overlap_grad_reduce_) {
     model_.set_grad_ready_hook([this](std::span<Parameter* const> params) {
       if (!last_micro_batch_) return;  // earlier micro-batches still add to every gradient
       for (Parameter* p : params) {
         if (p == model_.shared_embedding()) continue;  // after its pipeline sum (finish)
-        const Location& at = locations_.at(p);
-        sets_[at.set]->mark_ready(at.entry);
+        mark_grad_ready(index_.at(p));
       }
     });
   }
-  if (overlap_param_gather_) {
+  if (ctx.config.overlap_param_gather && ctx.config.use_distributed_optimizer) {
     model_.set_forward_pre_hook([this](std::span<Parameter* const> params) {
-      for (Parameter* p : params) {
-        const Location& at = locations_.at(p);
-        GradBucketSet& set = *sets_[at.set];
-        set.wait_param_gather(set.layout().entry_bucket[at.entry]);
-      }
+      for (Parameter* p : params) wait_param_gather(index_.at(p));
     });
   }
 }
@@ -124,207 +59,19 @@ DataParallelState::~DataParallelState() {
 }
 
 void DataParallelState::start_step() {
-  for (auto& set : sets_) set->zero_grads();
+  zero_grads();
   last_micro_batch_ = true;
 }
 
 void DataParallelState::finish_grad_reduction() {
-  launched_in_backward_ = 0;
-  for (auto& set : sets_) launched_in_backward_ += set->launched_grad_reduces();
+  launched_in_backward_ = launched_grad_reduces();
   // Tied embeddings under pipeline parallelism: the first stage's table and the last stage's
   // copy sum their gradients over the embedding group, so both take the same step.
   if (Parameter* shared = model_.shared_embedding()) {
     ctx_.embedding->all_reduce(std::span<float>(shared->grad.data(), shared->grad.numel()));
-    if (overlap_grad_reduce_) {
-      const Location& at = locations_.at(shared);
-      sets_[at.set]->mark_ready(at.entry);
-    }
+    if (overlap_grad_reduce_) mark_grad_ready(index_.at(shared));
   }
-  for (auto& set : sets_) set->launch_remaining_grad_reduces();
-  for (auto& set : sets_) set->wait_grad_reduces();
-}
-
-std::vector<Tensor> DataParallelState::norm_counted_grads() const {
-  const RankCoordinates& c = ctx_.coords;
-  std::vector<Tensor> counted;
-  if (dist_) {
-    // The owned slices partition every bucket over its DP group.
-    for (const ShardSegment& s : dist_->segments()) {
-      const Parameter& p = *parameters_[s.param_index];
-      if (first_model_parallel_copy(p, c) && !model_.is_embedding_copy(&p)) {
-        counted.push_back(s.grad);
-      }
-    }
-  } else {
-    // After the all-reduce the DP (and CP) copies are identical: the first one counts.
-    for (const Parameter* p : parameters_) {
-      const bool first_dp_copy = p->is_expert ? c.edp_rank == 0 || split_over(*p, ShardGroup::kExpertData)
-                                              : c.dp_rank == 0 && c.cp_rank == 0;
-      if (first_dp_copy && first_model_parallel_copy(*p, c) && !model_.is_embedding_copy(p)) {
-        counted.push_back(p->grad);
-      }
-    }
-  }
-  return counted;
-}
-
-double DataParallelState::grad_norm() const {
-  return global_grad_norm(norm_counted_grads(), *ctx_.world);
-}
-
-std::vector<OptimTensor> DataParallelState::clip_tensors() const {
-  std::vector<OptimTensor> out;
-  for (const auto& set : sets_) {
-    const Tensor& g = distributed_ ? set->grad_shard() : set->grad_buffer();
-    out.push_back({"gradients", g, g, false});
-  }
-  return out;
-}
-
-void DataParallelState::clip(double norm, double clip_grad) {
-  clip_gradients(clip_tensors(), norm, clip_grad);
-}
-
-void DataParallelState::step(double lr) {
-  if (!dist_) {
-    adam_->step(lr);
-    return;
-  }
-  dist_->step(lr);
-  for (auto& set : sets_) set->launch_param_gathers();
-  if (!overlap_param_gather_) wait_all_param_gathers();
-}
-
-void DataParallelState::wait_all_param_gathers() {
-  for (auto& set : sets_)
-    if (set->distributed()) set->wait_param_gathers();
-}
-
-int64_t DataParallelState::optimizer_steps() const {
-  return dist_ ? dist_->steps() : adam_->steps();
-}
-
-double DataParallelState::grad_reduce_wait_seconds() const {
-  double s = 0;
-  for (const auto& set : sets_) s += set->wait_times().grad_reduce_wait;
-  return s;
-}
-
-double DataParallelState::param_gather_wait_seconds() const {
-  double s = 0;
-  for (const auto& set : sets_) s += set->wait_times().param_gather_wait;
-  return s;
-}
-
-int DataParallelState::num_buckets() const {
-  int n = 0;
-  for (const auto& set : sets_) n += static_cast<int>(set->layout().buckets.size());
-  return n;
-}
-
-// Each rank writes the moments of its owned elements into zeroed full tensors; a sum over the
-// DP group then fills in everyone else's (x + 0 is exact).
-std::vector<Tensor> DataParallelState::gather_state(bool second_moment) const {
-  std::vector<Tensor> exp_avg, exp_avg_sq;
-  for (size_t i = 0; i < parameters_.size(); ++i) {
-    if (adam_) {
-      exp_avg.push_back(adam_->exp_avg(i));
-      exp_avg_sq.push_back(adam_->exp_avg_sq(i));
-      continue;
-    }
-    exp_avg.push_back(Tensor::zeros(parameters_[i]->layout.local_shape));
-    exp_avg_sq.push_back(Tensor::zeros(parameters_[i]->layout.local_shape));
-  }
-  if (adam_) return second_moment ? exp_avg_sq : exp_avg;
-  dist_->copy_state_to(exp_avg, exp_avg_sq);
-  std::vector<Tensor>& out = second_moment ? exp_avg_sq : exp_avg;
-  for (size_t i = 0; i < parameters_.size(); ++i) {
-    const Location& at = locations_.at(parameters_[i]);
-    sets_[at.set]->group().all_reduce(std::span<float>(out[i].data(), out[i].numel()));
-  }
-  return out;
-}
-
-std::vector<Tensor> DataParallelState::gather_exp_avg() const { return gather_state(false); }
-std::vector<Tensor> DataParallelState::gather_exp_avg_sq() const { return gather_state(true); }
-
-void DataParallelState::scatter_state(const std::vector<Tensor>& exp_avg,
-                                      const std::vector<Tensor>& exp_avg_sq, int64_t steps) {
-  MOEFOLD_CHECK(
-      exp_avg.size() == parameters_.size() && exp_avg_sq.size() == parameters_.size(),
-      "optimizer state for " << exp_avg.size() << " tensors, the model has " << parameters_.size());
-  if (adam_) {
-    for (size_t i = 0; i < parameters_.size(); ++i) {
-      copy_tensor(exp_avg[i], adam_->exp_avg(i));
-      copy_tensor(exp_avg_sq[i], adam_->exp_avg_sq(i));
-    }
-    adam_->set_steps(steps);
-    return;
-  }
-  dist_->load_state_from(exp_avg, exp_avg_sq);
-  dist_->set_steps(steps);
-}
-
-std::unique_ptr<AdamW> DataParallelState::checkpoint_optimizer() {
-  wait_all_param_gathers();
-  std::vector<OptimTensor> tensors;
-  for (Parameter* p : parameters_)
-    tensors.push_back({p->name(), p->value, p->grad, p->weight_decay});
-  auto full = std::make_unique<AdamW>(config_, std::move(tensors));
-  const std::vector<Tensor> exp_avg = gather_exp_avg(), exp_avg_sq = gather_exp_avg_sq();
-  for (size_t i = 0; i < parameters_.size(); ++i) {
-    copy_tensor(exp_avg[i], full->exp_avg(i));
-    copy_tensor(exp_avg_sq[i], full->exp_avg_sq(i));
-  }
-  full->set_steps(optimizer_steps());
-  return full;
-}
-
-void DataParallelState::restore_optimizer(const AdamW& loaded) {
-  MOEFOLD_CHECK(loaded.tensors().size() == parameters_.size());
-  std::vector<Tensor> exp_avg, exp_avg_sq;
-  for (size_t i = 0; i < parameters_.size(); ++i) {
-    MOEFOLD_CHECK(loaded.tensors()[i].name == parameters_[i]->name(),
-                  "optimizer tensor " << loaded.tensors()[i].name << " where the model has "
-                                      << parameters_[i]->name());
-    exp_avg.push_back(loaded.exp_avg(i));
-    exp_avg_sq.push_back(loaded.exp_avg_sq(i));
-  }
-  scatter_state(exp_avg, exp_avg_sq, loaded.steps());
-}
-
-OptimizerCheckpointState DataParallelState::optimizer_checkpoint_state() {
-  wait_all_param_gathers();
-  OptimizerCheckpointState state;
-  state.steps = optimizer_steps();
-  for (size_t i = 0; i < parameters_.size(); ++i) {
-    const Parameter& p = *parameters_[i];
-    OptimizerStateTensor t{p.name(), {}, {ctx_.world->rank()}};
-    if (adam_) {
-      t.runs.push_back({0, p.layout.local_numel(), adam_->exp_avg(i).data(),
-                        adam_->exp_avg_sq(i).data()});
-    } else {
-      t.shard_group = set_world_ranks_[locations_.at(&p).set];
-    }
-    state.tensors.push_back(std::move(t));
-  }
-  if (dist_) {
-    for (size_t k = 0; k < dist_->segments().size(); ++k) {
-      const ShardSegment& s = dist_->segments()[k];
-      state.tensors[s.param_index].runs.push_back({s.param_offset, s.param.numel(),
-                                                   dist_->exp_avg(k).data(),
-                                                   dist_->exp_avg_sq(k).data()});
-    }
-  }
-  return state;
-}
-
-void DataParallelState::set_optimizer_steps(int64_t steps) {
-  if (dist_) {
-    dist_->set_steps(steps);
-  } else {
-    adam_->set_steps(steps);
-  }
+  DataParallelOptimizer::finish_grad_reduction();
 }
 
 }  // namespace moefold

@@ -1,14 +1,16 @@
-// A write error on some ranks during a collective save (a full disk, a file size limit) reaches
-// every rank at the same point: the save fails on all of them with one line naming the rank, the
-// file and the error, nothing hangs, no partial save is left behind and the previous checkpoint
-// stays loadable.
+// A write error on some ranks during a collective save (a full disk, a file size limit, an EIO
+// at a write or at the sync) reaches every rank at the same point: the save fails on all of them
+// with one line naming the rank, the file and the error, nothing hangs, no partial save is left
+// behind and the previous checkpoint stays loadable.
 #include <gtest/gtest.h>
 #include <mpi.h>
 #include <sys/mount.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <csignal>
+#include <cstdio>
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -18,6 +20,7 @@
 #include "checkpoint/checkpoint_dir.h"
 #include "model/model.h"
 #include "tensor/check.h"
+#include "tests/checkpoint/write_faults.h"
 
 namespace moefold {
 namespace {
@@ -83,6 +86,7 @@ struct Trained {
 void expect_agreed_failure(const absl::Status& status, const std::vector<std::string>& parts) {
   ASSERT_FALSE(status.ok());
   const std::string message(status.message());
+  if (world_rank() == 0) std::printf("[agreed error] %s\n", message.c_str());  // the fault table
   EXPECT_EQ(message.find('\n'), std::string::npos) << message;
   EXPECT_EQ(message.rfind("rank ", 0), 0u) << message;
   for (const std::string& part : parts) EXPECT_NE(message.find(part), std::string::npos) << message;
@@ -175,6 +179,53 @@ TEST(CheckpointWriteErrors, FileSizeLimitFailsOnEveryRankAndKeepsThePreviousChec
   expect_previous_intact(dir, 1, 2, trained, ctx);
   MPI_Barrier(MPI_COMM_WORLD);
   if (world_rank() == 0) fs::remove_all(dir);
+}
+
+// An EIO injected at the system call on one rank only (write_faults.h) while the second save
+// writes `file`, after its space was reserved: the save fails on every rank with one line naming
+// that rank, the file and the errno; nothing hangs and the first checkpoint stays loadable.
+void expect_injected_eio_fails_cleanly(const std::string& tag, int failing_rank,
+                                       const std::string& file, test::FaultCall call,
+                                       const std::string& what) {
+  const ParallelContext ctx = ParallelContext::create(ParallelConfig{}, MPI_COMM_WORLD).value();
+  Trained trained(ctx);
+  const std::string dir = shared_temp_dir(tag);
+  ASSERT_TRUE(trained.save(dir, 1, ctx).ok());
+  const std::string target = iteration_dir_name(2) + ".tmp/" + file;
+  if (world_rank() == failing_rank) test::arm_write_fault(target.c_str(), call, EIO);
+  const absl::Status status = trained.save(dir, 2, ctx).status();
+  const int64_t injected = test::injected_write_faults();
+  test::disarm_write_faults();
+  if (world_rank() == failing_rank) {
+    EXPECT_GT(injected, 0) << "no call on " << target << " failed";
+  }
+  expect_agreed_failure(status, {"rank " + std::to_string(failing_rank) + ": ", target, what,
+                                 "Input/output error"});
+  expect_previous_intact(dir, 1, 2, trained, ctx);
+  MPI_Barrier(MPI_COMM_WORLD);
+  if (world_rank() == 0) fs::remove_all(dir);
+}
+
+int last_rank() {
+  int size = 1;
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  return size - 1;
+}
+
+TEST(CheckpointWriteErrors, EioWritingTensorDataOnTheLastRank) {
+  expect_injected_eio_fails_cleanly("eio_data", last_rank(), kOptimFile, test::FaultCall::kWrite,
+                                    "cannot write tensor 'exp_avg/");
+}
+
+TEST(CheckpointWriteErrors, EioAtTheSyncOfWrittenTensorsOnRankOne) {
+  expect_injected_eio_fails_cleanly("eio_sync", 1, kModelFile, test::FaultCall::kSync,
+                                    "cannot sync the written tensors: Input/output error (EIO 5)");
+}
+
+// Rank 0 alone writes each file's HDF5 layout (its metadata), after the space reservation.
+TEST(CheckpointWriteErrors, EioWritingTheLayoutOnRankZero) {
+  expect_injected_eio_fails_cleanly("eio_layout", 0, kOptimFile, test::FaultCall::kWrite,
+                                    "cannot write the HDF5 layout: Input/output error (EIO 5)");
 }
 
 }  // namespace

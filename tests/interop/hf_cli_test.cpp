@@ -4,8 +4,6 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
-#include <array>
-#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -13,30 +11,12 @@
 #include "checkpoint/checkpoint_dir.h"
 #include "checkpoint/hdf5_file.h"
 #include "hf_test_util.h"
+#include "moefold_command.h"
 #include "tiny_run.h"
 
 namespace moefold::testing {
 namespace {
 namespace fs = std::filesystem;
-
-struct CommandRun {
-  int exit_code = 0;
-  std::string output;  // stdout and stderr together
-};
-
-// As root, Open MPI's singleton start needs these (the tests also run as root in CI).
-CommandRun run_moefold(const std::string& args) {
-  const std::string command = "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 " +
-                              std::string(MOEFOLD_BINARY) + " " + args + " 2>&1";
-  FILE* pipe = popen(command.c_str(), "r");
-  CommandRun run;
-  std::array<char, 4096> buffer;
-  size_t n;
-  while ((n = fread(buffer.data(), 1, buffer.size(), pipe)) > 0) run.output.append(buffer.data(), n);
-  const int status = pclose(pipe);
-  run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return run;
-}
 
 int lines(const std::string& text) {
   return static_cast<int>(std::count(text.begin(), text.end(), '\n'));

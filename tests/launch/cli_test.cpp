@@ -3,31 +3,16 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
-#include <array>
-#include <cstdio>
 #include <fstream>
 #include <string>
 
 #include "absl/strings/str_split.h"
+#include "moefold_command.h"
 
 namespace {
 
-struct CommandRun {
-  int exit_code = 0;
-  std::string output;  // stdout and stderr together
-};
-
-CommandRun run_moefold(const std::string& args) {
-  const std::string command = std::string(MOEFOLD_BINARY) + " " + args + " 2>&1";
-  FILE* pipe = popen(command.c_str(), "r");
-  CommandRun run;
-  std::array<char, 4096> buffer;
-  size_t n;
-  while ((n = fread(buffer.data(), 1, buffer.size(), pipe)) > 0) run.output.append(buffer.data(), n);
-  const int status = pclose(pipe);
-  run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return run;
-}
+using moefold::testing::CommandRun;
+using moefold::testing::run_moefold;
 
 const std::string kDemo = std::string(MOEFOLD_SOURCE_DIR) + "/configs/demo.yaml";
 

@@ -1,7 +1,7 @@
 // Faults met as a user meets them, through mpirun and the moefold binary:
 // - a stopped rank (SIGSTOP) never hangs the job: the watchdog ends it within
 //   parallel.distributed_timeout_minutes plus a few seconds, each live rank naming where it
-//   waited;
+//   waited and the stopped rank as the culprit;
 // - a stop signal (to one rank, or SIGUSR1 to mpirun, which forwards it) saves a checkpoint at
 //   the next step boundary and ends the job with exit code 0.
 #include <dirent.h>
@@ -16,10 +16,12 @@
 #include <cstdio>
 #include <fstream>
 #include <map>
+#include <regex>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_split.h"
 #include "checkpoint/checkpoint_dir.h"
 #include "tiny_run.h"
@@ -169,10 +171,21 @@ void expect_watchdog_ends_a_stopped_job(int ranks) {
   EXPECT_EQ(out.find(absl::StrCat("moefold: watchdog: rank ", stopped, " waited")),
             std::string::npos)
       << out;
+  // A live rank names the stopped one outright: its heartbeat stopped (whether it entered the
+  // collective before it stopped depends on where the signal caught it).
+  const std::regex culprit(absl::StrCat("moefold: watchdog: rank [0-9]+ waited [^\n]*culprits?: ",
+                                        "[^\n]*rank ", stopped,
+                                        " \\([^)\n]*not running: stopped or dead\\)"));
+  EXPECT_TRUE(std::regex_search(out, culprit)) << out;
   EXPECT_NE(out.find("parallel.distributed_timeout_minutes = 0.05) in "), std::string::npos);
   EXPECT_NE(out.find(" at iteration "), std::string::npos) << out;
   ::testing::Test::RecordProperty("seconds_to_end", std::to_string(seconds));
   std::printf("[watchdog np%d] the job ended %.1f s after the rank stopped\n", ranks, seconds);
+  for (absl::string_view line : absl::StrSplit(out, '\n')) {
+    if (absl::StrContains(line, "moefold: watchdog:")) {
+      std::printf("  %s\n", std::string(line).c_str());
+    }
+  }
 }
 
 TEST(Faults, WatchdogEndsAJobWithAStoppedRank2) { expect_watchdog_ends_a_stopped_job(2); }

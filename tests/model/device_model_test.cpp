@@ -10,29 +10,15 @@
 #include "model/model.h"
 #include "tensor/ops.h"
 #include "tests/model/gradient_check.h"
+#include "tests/model/tiny_model_config.h"
 #include "tests/tensor/host_device.h"
 
 namespace moefold {
 namespace {
 
+// The shared tiny model, with capacity dropping so that the device path drops tokens too.
 ModelConfig device_config() {
-  ModelConfig c;
-  c.num_layers = 2;
-  c.hidden_size = 16;
-  c.num_attention_heads = 4;
-  c.num_query_groups = 2;
-  c.ffn_hidden_size = 24;
-  c.vocab_size = 50;
-  c.make_vocab_size_divisible_by = 16;
-  c.seq_length = 6;
-  c.init_method_std = 0.3f;
-  c.moe.num_experts = 4;
-  c.moe.moe_ffn_hidden_size = 8;
-  c.moe.moe_router_topk = 2;
-  c.moe.moe_layer_pattern = {0, 1};
-  c.moe.moe_shared_expert_intermediate_size = 8;
-  c.moe.moe_aux_loss_coeff = 0.1f;
-  c.moe.moe_z_loss_coeff = 0.01f;
+  ModelConfig c = testing::tiny_model_config();
   c.moe.moe_expert_capacity_factor = 1.0f;
   return c;
 }

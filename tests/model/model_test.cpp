@@ -8,6 +8,7 @@
 #include <set>
 
 #include "gradient_check.h"
+#include "tiny_model_config.h"
 
 namespace moefold {
 namespace {
@@ -15,29 +16,7 @@ namespace {
 using testing::close;
 using testing::numeric_derivative;
 using testing::random_vector;
-
-// 2 layers (0 dense, 1 MoE), hidden 16, 4 heads over 2 KV groups, 4 experts top-2, shared expert.
-ModelConfig tiny_config(bool untied) {
-  ModelConfig c;
-  c.num_layers = 2;
-  c.hidden_size = 16;
-  c.num_attention_heads = 4;
-  c.num_query_groups = 2;
-  c.ffn_hidden_size = 24;
-  c.vocab_size = 50;
-  c.make_vocab_size_divisible_by = 16;  // V = 64
-  c.seq_length = 6;
-  c.init_method_std = 0.3f;
-  c.untie_embeddings_and_output_weights = untied;
-  c.moe.num_experts = 4;
-  c.moe.moe_ffn_hidden_size = 8;
-  c.moe.moe_router_topk = 2;
-  c.moe.moe_layer_pattern = {0, 1};
-  c.moe.moe_shared_expert_intermediate_size = 8;
-  c.moe.moe_aux_loss_coeff = 0.1f;
-  c.moe.moe_z_loss_coeff = 0.01f;
-  return c;
-}
+using testing::tiny_model_config;
 
 TokenBatch make_batch(int batch, int seq, int vocab, uint32_t salt) {
   TokenBatch mb{batch, seq, {}, {}, {}};
@@ -102,14 +81,14 @@ void check_whole_model_gradient(const ModelConfig& config) {
 }
 
 TEST(ModelGradient, TiedEmbeddingsEveryParameter) {
-  check_whole_model_gradient(tiny_config(false));
+  check_whole_model_gradient(tiny_model_config(false));
 }
 TEST(ModelGradient, UntiedEmbeddingsEveryParameter) {
-  check_whole_model_gradient(tiny_config(true));
+  check_whole_model_gradient(tiny_model_config(true));
 }
 
 TEST(ModelGradient, SigmoidBiasGroupLimitedSeqAuxScaled) {
-  ModelConfig config = tiny_config(true);
+  ModelConfig config = tiny_model_config(true);
   config.moe.moe_router_score_function = RouterScoreFunction::kSigmoid;
   config.moe.moe_router_enable_expert_bias = true;
   config.moe.moe_router_num_groups = 2;
@@ -120,7 +99,7 @@ TEST(ModelGradient, SigmoidBiasGroupLimitedSeqAuxScaled) {
 }
 
 TEST(Model, ParameterNamesShapesAndFlags) {
-  ModelConfig config = tiny_config(true);
+  ModelConfig config = tiny_model_config(true);
   config.moe.moe_router_score_function = RouterScoreFunction::kSigmoid;
   config.moe.moe_router_enable_expert_bias = true;
   Model model(config, testing::test_context());
@@ -178,7 +157,7 @@ TEST(Model, ParameterNamesShapesAndFlags) {
   EXPECT_NEAR(rms("layers/1/moe/experts/w_down") / (0.3 / 2.0), 1.0, 0.1);
   EXPECT_EQ(rms("final_norm"), 1.0);
   // Tied: no lm_head. Active parameters: everything but the embedding lookup, with k of E experts.
-  Model tied(tiny_config(false), testing::test_context());
+  Model tied(tiny_model_config(false), testing::test_context());
   EXPECT_EQ(tied.registry().find("lm_head"), nullptr);
   const int64_t H = 16, attn = 2 * H * 16 + 2 * H * 8;
   const int64_t expected_active =
@@ -187,7 +166,7 @@ TEST(Model, ParameterNamesShapesAndFlags) {
 }
 
 TEST(Model, StashesAreIndependentAndGradientsAccumulate) {
-  const ModelConfig config = tiny_config(false);
+  const ModelConfig config = tiny_model_config(false);
   Model model(config, testing::test_context());
   model.init_parameters(5);
   const TokenBatch a = make_batch(2, 6, config.vocab_size, 1);
@@ -240,7 +219,7 @@ constexpr double kGoldenAux = 0.10025473473352292;
 constexpr double kGoldenZ = 0.019434938685461121;
 
 TEST(ModelGolden, FixedSeedGivesFixedLoss) {
-  ModelConfig config = tiny_config(false);
+  ModelConfig config = tiny_model_config(false);
   config.init_method_std = 0.02f;
   Model model(config, testing::test_context());
   model.init_parameters(1234);

@@ -1,5 +1,5 @@
-#include "tensor/cpu/attention.h"
-
+// Attention through the seam (tensor/ops.h): forward against a float64 reference, the merge of
+// partial results, and backward against finite differences and per-key-block sums.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -7,9 +7,10 @@
 #include <numeric>
 #include <vector>
 
+#include "tensor/ops.h"
 #include "tests/tensor/kernel_test_util.h"
 
-namespace moefold::cpu {
+namespace moefold {
 namespace {
 
 using moefold::testing::random_floats;
@@ -74,13 +75,50 @@ Inputs random_inputs(const Shape& s, uint32_t seed) {
           random_floats(s.B * s.Skv * s.nkv * s.d, seed + 2)};
 }
 
+// The ops on host vectors: q, o (B,Sq,nh,d); k, v (B,Skv,nkv,d); lse (B,nh,Sq).
+ops::AttentionShape shape_of(const Shape& s) { return {s.B, s.Sq, s.Skv, s.nh, s.nkv, s.d}; }
+Tensor queries(const Shape& s, const std::vector<float>& x) {
+  return Tensor::from_vector({s.B, s.Sq, s.nh, s.d}, x);
+}
+Tensor keys(const Shape& s, const std::vector<float>& x) {
+  return Tensor::from_vector({s.B, s.Skv, s.nkv, s.d}, x);
+}
+Tensor row_stats(const Shape& s, const std::vector<float>& x) {
+  return Tensor::from_vector({s.B, s.nh, s.Sq}, x);
+}
+
 void run_forward(const Shape& s, const Inputs& in, const std::vector<int32_t>& q_pos,
                  const std::vector<int32_t>& k_pos, std::vector<float>& o,
                  std::vector<float>& lse) {
-  o.assign(s.B * s.Sq * s.nh * s.d, 0.0f);
-  lse.assign(s.B * s.nh * s.Sq, 0.0f);
-  attention_forward(in.q.data(), in.k.data(), in.v.data(), o.data(), lse.data(), q_pos.data(),
-                    k_pos.data(), s.B, s.Sq, s.Skv, s.nh, s.nkv, s.d);
+  const Tensor o_t = Tensor::zeros({s.B, s.Sq, s.nh, s.d});
+  const Tensor lse_t = Tensor::zeros({s.B, s.nh, s.Sq});
+  ops::attention_forward(queries(s, in.q), keys(s, in.k), keys(s, in.v), o_t, lse_t, q_pos, k_pos,
+                         shape_of(s));
+  o = o_t.to_vector();
+  lse = lse_t.to_vector();
+}
+
+// (o_a, lse_a) becomes the merge of the two partial results.
+void merge(const Shape& s, std::vector<float>& o_a, std::vector<float>& lse_a,
+           const std::vector<float>& o_b, const std::vector<float>& lse_b) {
+  const Tensor o = queries(s, o_a), lse = row_stats(s, lse_a);
+  ops::attention_merge(o, lse, queries(s, o_b), row_stats(s, lse_b), shape_of(s));
+  o_a = o.to_vector();
+  lse_a = lse.to_vector();
+}
+
+// dq, dk, dv accumulate.
+void run_backward(const Shape& s, const std::vector<float>& dout, const Inputs& in,
+                  const std::vector<float>& o, const std::vector<float>& lse,
+                  std::vector<float>& dq, std::vector<float>& dk, std::vector<float>& dv,
+                  const std::vector<int32_t>& q_pos, const std::vector<int32_t>& k_pos) {
+  const Tensor dq_t = queries(s, dq), dk_t = keys(s, dk), dv_t = keys(s, dv);
+  ops::attention_backward(queries(s, dout), queries(s, in.q), keys(s, in.k), keys(s, in.v),
+                          queries(s, o), row_stats(s, lse), dq_t, dk_t, dv_t, q_pos, k_pos,
+                          shape_of(s));
+  dq = dq_t.to_vector();
+  dk = dk_t.to_vector();
+  dv = dv_t.to_vector();
 }
 
 void expect_forward_matches_reference(const Shape& s, const std::vector<int32_t>& q_pos,
@@ -176,13 +214,13 @@ TEST(Attention, MergeOfTwoKeyHalvesEqualsFullAttention) {
   std::vector<float> o_a, lse_a, o_b, lse_b;
   run_forward(parts.shape_a, parts.a, pos, parts.pos_a, o_a, lse_a);
   run_forward(parts.shape_b, parts.b, pos, parts.pos_b, o_b, lse_b);
-  attention_merge(o_a.data(), lse_a.data(), o_b.data(), lse_b.data(), s.B, s.Sq, s.nh, s.d);
+  merge(s, o_a, lse_a, o_b, lse_b);
   moefold::testing::expect_close(o_a, o_full, 1e-5, 1e-5, "merged o");
   moefold::testing::expect_close(lse_a, lse_full, 1e-5, 1e-5, "merged lse");
 
   // Merging in the other order (a fully masked partial first) gives the same.
   run_forward(parts.shape_a, parts.a, pos, parts.pos_a, o_a, lse_a);
-  attention_merge(o_b.data(), lse_b.data(), o_a.data(), lse_a.data(), s.B, s.Sq, s.nh, s.d);
+  merge(s, o_b, lse_b, o_a, lse_a);
   moefold::testing::expect_close(o_b, o_full, 1e-5, 1e-5, "merged o (b first)");
 }
 
@@ -195,9 +233,7 @@ TEST(Attention, BackwardMatchesFiniteDifferences) {
   std::vector<float> o, lse;
   run_forward(s, in, pos, pos, o, lse);
   std::vector<float> dq(in.q.size(), 0.0f), dk(in.k.size(), 0.0f), dv(in.v.size(), 0.0f);
-  attention_backward(dout.data(), in.q.data(), in.k.data(), in.v.data(), o.data(), lse.data(),
-                     dq.data(), dk.data(), dv.data(), pos.data(), pos.data(), s.B, s.Sq, s.Skv,
-                     s.nh, s.nkv, s.d);
+  run_backward(s, dout, in, o, lse, dq, dk, dv, pos, pos);
   auto loss = [&] {
     std::vector<float> o2, lse2;
     run_forward(s, in, pos, pos, o2, lse2);
@@ -217,20 +253,14 @@ TEST(Attention, BackwardOverKeyBlocksSumsToFullBackward) {
   std::vector<float> o, lse;
   run_forward(s, in, pos, pos, o, lse);
   std::vector<float> dq(in.q.size(), 0.5f), dk(in.k.size(), 0.0f), dv(in.v.size(), 0.0f);
-  attention_backward(dout.data(), in.q.data(), in.k.data(), in.v.data(), o.data(), lse.data(),
-                     dq.data(), dk.data(), dv.data(), pos.data(), pos.data(), s.B, s.Sq, s.Skv,
-                     s.nh, s.nkv, s.d);
+  run_backward(s, dout, in, o, lse, dq, dk, dv, pos, pos);
 
   const KeySplit parts = split_keys(s, in, pos, 33);
   std::vector<float> dq_sum(in.q.size(), 0.5f);
   std::vector<float> dk_a(parts.a.k.size(), 0.0f), dv_a(parts.a.v.size(), 0.0f);
   std::vector<float> dk_b(parts.b.k.size(), 0.0f), dv_b(parts.b.v.size(), 0.0f);
-  attention_backward(dout.data(), in.q.data(), parts.a.k.data(), parts.a.v.data(), o.data(),
-                     lse.data(), dq_sum.data(), dk_a.data(), dv_a.data(), pos.data(),
-                     parts.pos_a.data(), s.B, s.Sq, 33, s.nh, s.nkv, s.d);
-  attention_backward(dout.data(), in.q.data(), parts.b.k.data(), parts.b.v.data(), o.data(),
-                     lse.data(), dq_sum.data(), dk_b.data(), dv_b.data(), pos.data(),
-                     parts.pos_b.data(), s.B, s.Sq, s.Skv - 33, s.nh, s.nkv, s.d);
+  run_backward(parts.shape_a, dout, parts.a, o, lse, dq_sum, dk_a, dv_a, pos, parts.pos_a);
+  run_backward(parts.shape_b, dout, parts.b, o, lse, dq_sum, dk_b, dv_b, pos, parts.pos_b);
   moefold::testing::expect_close(dq_sum, moefold::testing::to_double(dq), 1e-5, 1e-4, "dq");
   const KeySplit grads = split_keys(s, {in.q, dk, dv}, pos, 33);
   moefold::testing::expect_close(dk_a, moefold::testing::to_double(grads.a.k), 1e-5, 1e-4, "dk a");
@@ -240,4 +270,4 @@ TEST(Attention, BackwardOverKeyBlocksSumsToFullBackward) {
 }
 
 }  // namespace
-}  // namespace moefold::cpu
+}  // namespace moefold

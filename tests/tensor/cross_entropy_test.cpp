@@ -1,3 +1,6 @@
+// The fused LM-head cross-entropy through the seam (tensor/ops.h) against a float64 reference and
+// finite differences; the CPU backend's row form (which the seam composes differently) is tested
+// on its own at the end.
 #include "tensor/cpu/cross_entropy.h"
 
 #include <gtest/gtest.h>
@@ -5,6 +8,7 @@
 #include <cmath>
 #include <vector>
 
+#include "tensor/ops.h"
 #include "tensor/tensor.h"
 #include "tests/tensor/kernel_test_util.h"
 
@@ -42,6 +46,14 @@ struct Problem {
   std::vector<float> w = random_floats(V * H, 2, -1.0f, 1.0f);
   std::vector<int32_t> labels = random_ints(N, 3, 0, V);
   std::vector<float> mask = {1, 1, 0, 1, 1, 1, 0, 0, 1, 1, 1, 0, 1};
+
+  // Σ mask·CE through ops::cross_entropy_forward_backward; dh is overwritten and dw accumulated
+  // when grad_scale != 0 and they are defined.
+  double fused(float grad_scale, const Tensor& dh, const Tensor& dw, int64_t chunk) const {
+    return ops::cross_entropy_forward_backward(Tensor::from_vector({N, H}, h),
+                                               Tensor::from_vector({V, H}, w), labels, mask,
+                                               grad_scale, dh, dw, chunk);
+  }
 };
 
 TEST(CrossEntropy, FusedLossMatchesDoubleReferenceForEveryChunkSize) {
@@ -49,53 +61,45 @@ TEST(CrossEntropy, FusedLossMatchesDoubleReferenceForEveryChunkSize) {
   p.labels[2] = -1;  // masked rows' labels are never read
   const double expected = reference_loss_sum(p.h, p.w, p.labels, p.mask, p.N, p.H, p.V);
   for (int64_t chunk : {1, 4, 13, 100}) {
-    double loss = 0.0;
-    cross_entropy_forward_backward(p.h.data(), p.w.data(), p.labels.data(), p.mask.data(), 0.0f,
-                                   &loss, nullptr, nullptr, p.N, p.H, p.V, chunk);
+    const double loss = p.fused(0.0f, Tensor(), Tensor(), chunk);
     EXPECT_NEAR(loss, expected, 1e-5 * std::abs(expected)) << "chunk " << chunk;
   }
 }
 
 TEST(CrossEntropy, ChunkedGradientsEqualUnchunked) {
   const Problem p;
-  std::vector<float> dh_full(p.N * p.H), dw_full(p.V * p.H, 0.25f);
-  double loss_full = 0.0;
-  cross_entropy_forward_backward(p.h.data(), p.w.data(), p.labels.data(), p.mask.data(), 0.1f,
-                                 &loss_full, dh_full.data(), dw_full.data(), p.N, p.H, p.V, p.N);
-  std::vector<float> dh(p.N * p.H), dw(p.V * p.H, 0.25f);
-  double loss = 0.0;
-  cross_entropy_forward_backward(p.h.data(), p.w.data(), p.labels.data(), p.mask.data(), 0.1f,
-                                 &loss, dh.data(), dw.data(), p.N, p.H, p.V, 3);
+  const std::vector<float> quarter(p.V * p.H, 0.25f);
+  const Tensor dh_full = Tensor::zeros({p.N, p.H});
+  const Tensor dw_full = Tensor::from_vector({p.V, p.H}, quarter);
+  const double loss_full = p.fused(0.1f, dh_full, dw_full, p.N);
+  const Tensor dh = Tensor::zeros({p.N, p.H}), dw = Tensor::from_vector({p.V, p.H}, quarter);
+  const double loss = p.fused(0.1f, dh, dw, 3);
   EXPECT_NEAR(loss, loss_full, 1e-5 * loss_full);
-  moefold::testing::expect_close(dh, moefold::testing::to_double(dh_full), 1e-6, 1e-5, "dh");
-  moefold::testing::expect_close(dw, moefold::testing::to_double(dw_full), 1e-6, 1e-5, "dw");
+  moefold::testing::expect_close(dh.to_vector(), moefold::testing::to_double(dh_full.to_vector()),
+                                 1e-6, 1e-5, "dh");
+  moefold::testing::expect_close(dw.to_vector(), moefold::testing::to_double(dw_full.to_vector()),
+                                 1e-6, 1e-5, "dw");
 }
 
 TEST(CrossEntropy, FusedGradientsMatchFiniteDifferences) {
   Problem p;
   const float grad_scale = 0.5f;
-  std::vector<float> dh(p.N * p.H), dw(p.V * p.H, 0.0f);
-  double loss = 0.0;
-  cross_entropy_forward_backward(p.h.data(), p.w.data(), p.labels.data(), p.mask.data(),
-                                 grad_scale, &loss, dh.data(), dw.data(), p.N, p.H, p.V, 4);
-  auto scaled_loss = [&] {
-    double value = 0.0;
-    cross_entropy_forward_backward(p.h.data(), p.w.data(), p.labels.data(), p.mask.data(), 0.0f,
-                                   &value, nullptr, nullptr, p.N, p.H, p.V, 4);
-    return grad_scale * value;
-  };
-  moefold::testing::expect_gradient_matches(p.h, dh, scaled_loss, 1e-2f, 1e-3, 2e-3, "dh");
-  moefold::testing::expect_gradient_matches(p.w, dw, scaled_loss, 1e-2f, 1e-3, 2e-3, "dw");
+  const Tensor dh = Tensor::zeros({p.N, p.H}), dw = Tensor::zeros({p.V, p.H});
+  p.fused(grad_scale, dh, dw, 4);
+  auto scaled_loss = [&] { return grad_scale * p.fused(0.0f, Tensor(), Tensor(), 4); };
+  moefold::testing::expect_gradient_matches(p.h, dh.to_vector(), scaled_loss, 1e-2f, 1e-3, 2e-3,
+                                            "dh");
+  moefold::testing::expect_gradient_matches(p.w, dw.to_vector(), scaled_loss, 1e-2f, 1e-3, 2e-3,
+                                            "dw");
 }
 
 TEST(CrossEntropy, OnlyOneChunkOfLogitsIsAllocated) {
   const Problem p;
-  std::vector<float> dh(p.N * p.H), dw(p.V * p.H, 0.0f);
-  double loss = 0.0;
+  const Tensor h = Tensor::from_vector({p.N, p.H}, p.h), w = Tensor::from_vector({p.V, p.H}, p.w);
+  const Tensor dh = Tensor::zeros({p.N, p.H}), dw = Tensor::zeros({p.V, p.H});
   MemoryStats::reset_peak();
   const int64_t before = MemoryStats::current_bytes();
-  cross_entropy_forward_backward(p.h.data(), p.w.data(), p.labels.data(), p.mask.data(), 1.0f,
-                                 &loss, dh.data(), dw.data(), p.N, p.H, p.V, 4);
+  ops::cross_entropy_forward_backward(h, w, p.labels, p.mask, 1.0f, dh, dw, 4);
   EXPECT_EQ(MemoryStats::peak_bytes() - before, 4 * p.V * static_cast<int64_t>(sizeof(float)));
   EXPECT_EQ(MemoryStats::current_bytes(), before);
 }

@@ -4,6 +4,7 @@
 
 #include <vector>
 
+#include "tensor/ops.h"
 #include "tests/tensor/kernel_test_util.h"
 
 namespace moefold::cpu {
@@ -55,30 +56,41 @@ TEST(Gemm, EmptyReductionScalesByBeta) {
   EXPECT_EQ(C, (std::vector<float>(4, 0.0f)));
 }
 
+// The linear layers run through the seam (tensor/ops.h); the raw strided GEMM above and the
+// peak measurement are the CPU backend's own.
+Tensor matrix(int64_t rows, int64_t cols, const std::vector<float>& values) {
+  return Tensor::from_vector({rows, cols}, values);
+}
+
 TEST(Linear, ForwardAndBackwardMatchDoubleReference) {
   const int64_t N = 6, I = 11, O = 4;
   const auto x = random_floats(N * I, 10);
   const auto w = random_floats(O * I, 11);
   const auto dy = random_floats(N * O, 12);
 
-  std::vector<float> y(N * O);
-  linear_forward(x.data(), w.data(), y.data(), N, I, O);
-  expect_close(y, reference_gemm(false, true, N, O, I, 1, x, I, w, I, 0, y, O), 1e-5, 1e-5, "y");
+  const Tensor y = Tensor::zeros({N, O});
+  ops::linear_forward(matrix(N, I, x), matrix(O, I, w), y);
+  expect_close(y.to_vector(),
+               reference_gemm(false, true, N, O, I, 1, x, I, w, I, 0, y.to_vector(), O), 1e-5,
+               1e-5, "y");
 
-  auto dx = random_floats(N * I, 13);
-  const auto dx_before = dx;
-  linear_backward_dx(dy.data(), w.data(), dx.data(), N, I, O, /*accumulate=*/true);
-  expect_close(dx, reference_gemm(false, false, N, I, O, 1, dy, O, w, I, 1, dx_before, I), 1e-5,
-               1e-5, "dx accumulate");
-  linear_backward_dx(dy.data(), w.data(), dx.data(), N, I, O, /*accumulate=*/false);
-  expect_close(dx, reference_gemm(false, false, N, I, O, 1, dy, O, w, I, 0, dx_before, I), 1e-5,
-               1e-5, "dx");
+  const auto dx_before = random_floats(N * I, 13);
+  const Tensor dx = matrix(N, I, dx_before);
+  ops::linear_backward_dx(matrix(N, O, dy), matrix(O, I, w), dx, /*accumulate=*/true);
+  expect_close(dx.to_vector(),
+               reference_gemm(false, false, N, I, O, 1, dy, O, w, I, 1, dx_before, I), 1e-5, 1e-5,
+               "dx accumulate");
+  ops::linear_backward_dx(matrix(N, O, dy), matrix(O, I, w), dx, /*accumulate=*/false);
+  expect_close(dx.to_vector(),
+               reference_gemm(false, false, N, I, O, 1, dy, O, w, I, 0, dx_before, I), 1e-5, 1e-5,
+               "dx");
 
-  auto dw = random_floats(O * I, 14);
-  const auto dw_before = dw;
-  linear_backward_dw(dy.data(), x.data(), dw.data(), N, I, O);
-  expect_close(dw, reference_gemm(true, false, O, I, N, 1, dy, O, x, I, 1, dw_before, I), 1e-5,
-               1e-5, "dw");
+  const auto dw_before = random_floats(O * I, 14);
+  const Tensor dw = matrix(O, I, dw_before);
+  ops::linear_backward_dw(matrix(N, O, dy), matrix(N, I, x), dw);
+  expect_close(dw.to_vector(),
+               reference_gemm(true, false, O, I, N, 1, dy, O, x, I, 1, dw_before, I), 1e-5, 1e-5,
+               "dw");
 }
 
 TEST(Linear, BackwardMatchesFiniteDifferences) {
@@ -87,15 +99,15 @@ TEST(Linear, BackwardMatchesFiniteDifferences) {
   auto w = random_floats(O * I, 21);
   const auto dy = random_floats(N * O, 22);
   auto loss = [&] {
-    std::vector<float> y(N * O);
-    linear_forward(x.data(), w.data(), y.data(), N, I, O);
-    return moefold::testing::weighted_sum(dy, y);
+    const Tensor y = Tensor::zeros({N, O});
+    ops::linear_forward(matrix(N, I, x), matrix(O, I, w), y);
+    return moefold::testing::weighted_sum(dy, y.to_vector());
   };
-  std::vector<float> dx(N * I), dw(O * I, 0.0f);
-  linear_backward_dx(dy.data(), w.data(), dx.data(), N, I, O, false);
-  linear_backward_dw(dy.data(), x.data(), dw.data(), N, I, O);
-  moefold::testing::expect_gradient_matches(x, dx, loss, 1e-2f, 2e-3, 1e-3, "dx");
-  moefold::testing::expect_gradient_matches(w, dw, loss, 1e-2f, 2e-3, 1e-3, "dw");
+  const Tensor dx = Tensor::zeros({N, I}), dw = Tensor::zeros({O, I});
+  ops::linear_backward_dx(matrix(N, O, dy), matrix(O, I, w), dx, false);
+  ops::linear_backward_dw(matrix(N, O, dy), matrix(N, I, x), dw);
+  moefold::testing::expect_gradient_matches(x, dx.to_vector(), loss, 1e-2f, 2e-3, 1e-3, "dx");
+  moefold::testing::expect_gradient_matches(w, dw.to_vector(), loss, 1e-2f, 2e-3, 1e-3, "dw");
 }
 
 TEST(GroupedLinear, MatchesPerGroupLinearIncludingEmptyGroups) {
@@ -107,10 +119,13 @@ TEST(GroupedLinear, MatchesPerGroupLinearIncludingEmptyGroups) {
   const auto w = random_floats(G * O * I, 31);
   const auto dy = random_floats(N * O, 32);
 
-  std::vector<float> y(N * O), dx(N * I), dw(G * O * I, 0.5f);
-  grouped_linear_forward(x.data(), w.data(), y.data(), offsets.data(), G, I, O);
-  grouped_linear_backward_dx(dy.data(), w.data(), dx.data(), offsets.data(), G, I, O, false);
-  grouped_linear_backward_dw(dy.data(), x.data(), dw.data(), offsets.data(), G, I, O);
+  const Tensor weights = Tensor::from_vector({G, O, I}, w);
+  const Tensor y_t = Tensor::zeros({N, O}), dx_t = Tensor::zeros({N, I});
+  const Tensor dw_t = Tensor::from_vector({G, O, I}, std::vector<float>(G * O * I, 0.5f));
+  ops::grouped_linear_forward(matrix(N, I, x), weights, y_t, offsets);
+  ops::grouped_linear_backward_dx(matrix(N, O, dy), weights, dx_t, offsets, false);
+  ops::grouped_linear_backward_dw(matrix(N, O, dy), matrix(N, I, x), dw_t, offsets);
+  const std::vector<float> y = y_t.to_vector(), dx = dx_t.to_vector(), dw = dw_t.to_vector();
 
   for (int64_t g = 0; g < G; ++g) {
     const int64_t begin = offsets[g], rows = offsets[g + 1] - begin;
@@ -133,13 +148,14 @@ TEST(GroupedLinear, MatchesPerGroupLinearIncludingEmptyGroups) {
 TEST(GroupedLinear, BackwardDxAccumulates) {
   const int64_t G = 2, I = 3, O = 2;
   const std::vector<int64_t> offsets = {0, 2, 3};
-  const auto w = random_floats(G * O * I, 40);
-  const auto dy = random_floats(3 * O, 41);
-  std::vector<float> fresh(3 * I), accumulated(3 * I, 1.0f);
-  grouped_linear_backward_dx(dy.data(), w.data(), fresh.data(), offsets.data(), G, I, O, false);
-  grouped_linear_backward_dx(dy.data(), w.data(), accumulated.data(), offsets.data(), G, I, O,
-                             true);
-  for (size_t i = 0; i < fresh.size(); ++i) EXPECT_FLOAT_EQ(accumulated[i], fresh[i] + 1.0f);
+  const Tensor w = Tensor::from_vector({G, O, I}, random_floats(G * O * I, 40));
+  const Tensor dy = matrix(3, O, random_floats(3 * O, 41));
+  const Tensor fresh = Tensor::zeros({3, I});
+  const Tensor accumulated = matrix(3, I, std::vector<float>(3 * I, 1.0f));
+  ops::grouped_linear_backward_dx(dy, w, fresh, offsets, false);
+  ops::grouped_linear_backward_dx(dy, w, accumulated, offsets, true);
+  const std::vector<float> want = fresh.to_vector(), got = accumulated.to_vector();
+  for (size_t i = 0; i < want.size(); ++i) EXPECT_FLOAT_EQ(got[i], want[i] + 1.0f);
 }
 
 TEST(Gemm, MeasuredPeakIsPositive) {

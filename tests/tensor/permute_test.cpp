@@ -1,16 +1,18 @@
-#include "tensor/cpu/permute.h"
-
+// Token permutation and combination through the seam (tensor/ops.h): the host permutation,
+// adjoints, a float64 reference and finite differences.
 #include <gtest/gtest.h>
 
+#include <span>
 #include <vector>
 
+#include "tensor/ops.h"
 #include "tests/tensor/kernel_test_util.h"
 
-namespace moefold::cpu {
+namespace moefold {
 namespace {
 
-using moefold::testing::random_floats;
-using moefold::testing::weighted_sum;
+using testing::random_floats;
+using testing::weighted_sum;
 
 TEST(Permute, StableOrderAndCountsWithDroppedAssignments) {
   const int64_t N = 4, K = 2, E = 3;
@@ -21,7 +23,7 @@ TEST(Permute, StableOrderAndCountsWithDroppedAssignments) {
   const std::vector<uint8_t> keep = {1, 1, 1, 0, 1, 1, 0, 1};
   std::vector<int64_t> counts(E);
   std::vector<int32_t> perm(N * K, -1);
-  const int64_t R = build_expert_permutation(idx.data(), keep.data(), N, K, E, counts.data(),
+  const int64_t R = ops::build_expert_permutation(idx.data(), keep.data(), N, K, E, counts.data(),
                                              perm.data());
   EXPECT_EQ(R, 6);
   EXPECT_EQ(counts, (std::vector<int64_t>{2, 1, 3}));
@@ -29,7 +31,7 @@ TEST(Permute, StableOrderAndCountsWithDroppedAssignments) {
   EXPECT_EQ(std::vector<int32_t>(perm.begin(), perm.begin() + R),
             (std::vector<int32_t>{1, 2, 5, 0, 4, 7}));
 
-  const int64_t all = build_expert_permutation(idx.data(), nullptr, N, K, E, counts.data(),
+  const int64_t all = ops::build_expert_permutation(idx.data(), nullptr, N, K, E, counts.data(),
                                                perm.data());
   EXPECT_EQ(all, N * K);
   EXPECT_EQ(counts, (std::vector<int64_t>{3, 2, 3}));
@@ -41,17 +43,31 @@ struct Routed {
   std::vector<int64_t> counts = std::vector<int64_t>(4);
   std::vector<int32_t> perm = std::vector<int32_t>(12);
   Routed() {
-    R = build_expert_permutation(idx.data(), nullptr, N, K, E, counts.data(), perm.data());
+    R = ops::build_expert_permutation(idx.data(), nullptr, N, K, E, counts.data(), perm.data());
+  }
+  std::span<const int32_t> kept() const { return {perm.data(), static_cast<size_t>(R)}; }
+  Tensor rows(int64_t n, const std::vector<float>& values) const {
+    return Tensor::from_vector({n, H}, values);
+  }
+  Tensor weights(const std::vector<float>& values) const {
+    return Tensor::from_vector({N, K}, values);
+  }
+  // out (N,H) += Σ_j w[t,j]·y[r] over the rows r of token t.
+  std::vector<float> combine(const std::vector<float>& y, const std::vector<float>& w,
+                             const std::vector<float>& base) const {
+    const Tensor out = rows(N, base);
+    ops::combine_tokens(rows(R, y), kept(), weights(w), out);
+    return out.to_vector();
   }
 };
 
 TEST(Permute, PermuteThenCombineWithUnitWeightsCountsEachTokenKTimes) {
   const Routed r;
   const auto x = random_floats(r.N * r.H, 1);
-  std::vector<float> rows(r.R * r.H), out(r.N * r.H, 0.0f);
-  permute_tokens(x.data(), r.perm.data(), rows.data(), r.R, r.K, r.H);
-  const std::vector<float> ones(r.N * r.K, 1.0f);
-  combine_tokens(rows.data(), r.perm.data(), ones.data(), out.data(), r.R, r.K, r.H);
+  const Tensor rows = Tensor::zeros({r.R, r.H});
+  ops::permute_tokens(r.rows(r.N, x), r.kept(), rows, r.K);
+  const std::vector<float> out = r.combine(rows.to_vector(), std::vector<float>(r.N * r.K, 1.0f),
+                                           std::vector<float>(r.N * r.H, 0.0f));
   for (int64_t i = 0; i < r.N * r.H; ++i) EXPECT_FLOAT_EQ(out[i], r.K * x[i]);
 }
 
@@ -59,11 +75,11 @@ TEST(Permute, BackwardIsTheAdjointOfPermute) {
   const Routed r;
   const auto x = random_floats(r.N * r.H, 2);
   const auto dout = random_floats(r.R * r.H, 3);
-  std::vector<float> rows(r.R * r.H), dx(r.N * r.H, 0.0f);
-  permute_tokens(x.data(), r.perm.data(), rows.data(), r.R, r.K, r.H);
-  permute_tokens_backward(dout.data(), r.perm.data(), dx.data(), r.R, r.K, r.H);
+  const Tensor rows = Tensor::zeros({r.R, r.H}), dx = Tensor::zeros({r.N, r.H});
+  ops::permute_tokens(r.rows(r.N, x), r.kept(), rows, r.K);
+  ops::permute_tokens_backward(r.rows(r.R, dout), r.kept(), dx, r.K);
   // <P x, y> == <x, Pᵀ y>
-  EXPECT_NEAR(weighted_sum(rows, dout), weighted_sum(x, dx), 1e-5);
+  EXPECT_NEAR(weighted_sum(rows.to_vector(), dout), weighted_sum(x, dx.to_vector()), 1e-5);
 }
 
 TEST(Combine, ForwardMatchesReferenceAndBackwardMatchesFiniteDifferences) {
@@ -73,8 +89,7 @@ TEST(Combine, ForwardMatchesReferenceAndBackwardMatchesFiniteDifferences) {
   const auto base = random_floats(r.N * r.H, 6);
   const auto dout = random_floats(r.N * r.H, 7);
 
-  std::vector<float> out = base;
-  combine_tokens(y.data(), r.perm.data(), weights.data(), out.data(), r.R, r.K, r.H);
+  const std::vector<float> out = r.combine(y, weights, base);
   std::vector<double> expected(base.begin(), base.end());
   for (int64_t row = 0; row < r.R; ++row) {
     const int64_t t = r.perm[row] / r.K;
@@ -82,18 +97,16 @@ TEST(Combine, ForwardMatchesReferenceAndBackwardMatchesFiniteDifferences) {
       expected[t * r.H + h] += static_cast<double>(weights[r.perm[row]]) * y[row * r.H + h];
     }
   }
-  moefold::testing::expect_close(out, expected, 1e-6, 1e-6, "combine");
+  testing::expect_close(out, expected, 1e-6, 1e-6, "combine");
 
-  std::vector<float> dy(r.R * r.H), dweights(r.N * r.K, 0.0f);
-  combine_tokens_backward(dout.data(), y.data(), r.perm.data(), weights.data(), dy.data(),
-                          dweights.data(), r.R, r.K, r.H);
+  const Tensor dy = Tensor::zeros({r.R, r.H}), dweights = Tensor::zeros({r.N, r.K});
+  ops::combine_tokens_backward(r.rows(r.N, dout), r.rows(r.R, y), r.kept(), r.weights(weights),
+                               dy, dweights);
   auto loss = [&] {
-    std::vector<float> o(r.N * r.H, 0.0f);
-    combine_tokens(y.data(), r.perm.data(), weights.data(), o.data(), r.R, r.K, r.H);
-    return weighted_sum(dout, o);
+    return weighted_sum(dout, r.combine(y, weights, std::vector<float>(r.N * r.H, 0.0f)));
   };
-  moefold::testing::expect_gradient_matches(y, dy, loss, 1e-2f, 1e-3, 1e-3, "dy");
-  moefold::testing::expect_gradient_matches(weights, dweights, loss, 1e-2f, 1e-3, 1e-3, "dw");
+  testing::expect_gradient_matches(y, dy.to_vector(), loss, 1e-2f, 1e-3, 1e-3, "dy");
+  testing::expect_gradient_matches(weights, dweights.to_vector(), loss, 1e-2f, 1e-3, 1e-3, "dw");
 }
 
 TEST(Combine, DroppedAssignmentsGetNoWeightGradient) {
@@ -102,17 +115,20 @@ TEST(Combine, DroppedAssignmentsGetNoWeightGradient) {
   const std::vector<uint8_t> keep = {1, 0, 1, 1};
   std::vector<int64_t> counts(E);
   std::vector<int32_t> perm(N * K);
-  const int64_t R = build_expert_permutation(idx.data(), keep.data(), N, K, E, counts.data(),
+  const int64_t R = ops::build_expert_permutation(idx.data(), keep.data(), N, K, E, counts.data(),
                                              perm.data());
   const auto y = random_floats(R * H, 8);
   const auto dout = random_floats(N * H, 9);
   const std::vector<float> weights = {0.5f, 0.5f, 0.25f, 0.75f};
-  std::vector<float> dy(R * H), dweights(N * K, 7.0f);
-  combine_tokens_backward(dout.data(), y.data(), perm.data(), weights.data(), dy.data(),
-                          dweights.data(), R, K, H);
-  EXPECT_EQ(dweights[1], 7.0f);
-  EXPECT_NE(dweights[0], 7.0f);
+  const Tensor dy = Tensor::zeros({R, H});
+  const Tensor dweights = Tensor::from_vector({N, K}, std::vector<float>(N * K, 7.0f));
+  ops::combine_tokens_backward(Tensor::from_vector({N, H}, dout), Tensor::from_vector({R, H}, y),
+                               std::span<const int32_t>(perm.data(), static_cast<size_t>(R)),
+                               Tensor::from_vector({N, K}, weights), dy, dweights);
+  const std::vector<float> got = dweights.to_vector();
+  EXPECT_EQ(got[1], 7.0f);
+  EXPECT_NE(got[0], 7.0f);
 }
 
 }  // namespace
-}  // namespace moefold::cpu
+}  // namespace moefold

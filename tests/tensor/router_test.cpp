@@ -1,24 +1,43 @@
-#include "tensor/cpu/router.h"
-
+// The router's ops through the seam (tensor/ops.h): softmax, log-sum-exp and sigmoid against
+// float64 references and finite differences, and the host top-k.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <limits>
 #include <vector>
 
+#include "tensor/ops.h"
 #include "tests/tensor/kernel_test_util.h"
 
-namespace moefold::cpu {
+namespace moefold {
 namespace {
 
-using moefold::testing::random_floats;
+using testing::random_floats;
+
+Tensor scores_of(int64_t N, int64_t E, const std::vector<float>& values) {
+  return Tensor::from_vector({N, E}, values);
+}
+
+std::vector<float> softmax(const std::vector<float>& z, int64_t N, int64_t E) {
+  const Tensor p = Tensor::zeros({N, E});
+  ops::softmax_rows_forward(scores_of(N, E, z), p);
+  return p.to_vector();
+}
+
+std::vector<float> sigmoid(const std::vector<float>& z) {
+  const int64_t n = static_cast<int64_t>(z.size());
+  const Tensor s = Tensor::zeros({n});
+  ops::sigmoid_forward(Tensor::from_vector({n}, z), s);
+  return s.to_vector();
+}
 
 TEST(Router, SoftmaxAndLogSumExpMatchDoubleReference) {
   const int64_t N = 4, E = 9;
   const auto z = random_floats(N * E, 1, -8.0f, 8.0f);
-  std::vector<float> p(N * E), lse(N);
-  softmax_rows_forward(z.data(), p.data(), N, E);
-  logsumexp_rows(z.data(), lse.data(), N, E);
+  const std::vector<float> p = softmax(z, N, E);
+  const Tensor lse_t = Tensor::zeros({N});
+  ops::logsumexp_rows(scores_of(N, E, z), lse_t);
+  const std::vector<float> lse = lse_t.to_vector();
   std::vector<double> expected_p(N * E), expected_lse(N);
   for (int64_t n = 0; n < N; ++n) {
     double sum = 0.0;
@@ -26,41 +45,32 @@ TEST(Router, SoftmaxAndLogSumExpMatchDoubleReference) {
     expected_lse[n] = std::log(sum);
     for (int64_t e = 0; e < E; ++e) expected_p[n * E + e] = std::exp(z[n * E + e]) / sum;
   }
-  moefold::testing::expect_close(p, expected_p, 1e-7, 1e-5, "softmax");
-  moefold::testing::expect_close(lse, expected_lse, 1e-6, 1e-6, "logsumexp");
+  testing::expect_close(p, expected_p, 1e-7, 1e-5, "softmax");
+  testing::expect_close(lse, expected_lse, 1e-6, 1e-6, "logsumexp");
 }
 
 TEST(Router, SoftmaxBackwardMatchesFiniteDifferences) {
   const int64_t N = 3, E = 5;
   auto z = random_floats(N * E, 2, -3.0f, 3.0f);
   const auto dp = random_floats(N * E, 3);
-  std::vector<float> p(N * E), dz(N * E);
-  softmax_rows_forward(z.data(), p.data(), N, E);
-  softmax_rows_backward(dp.data(), p.data(), dz.data(), N, E);
-  auto loss = [&] {
-    std::vector<float> p2(N * E);
-    softmax_rows_forward(z.data(), p2.data(), N, E);
-    return moefold::testing::weighted_sum(dp, p2);
-  };
-  moefold::testing::expect_gradient_matches(z, dz, loss, 1e-2f, 5e-4, 1e-3, "dz");
+  const Tensor dz = Tensor::zeros({N, E});
+  ops::softmax_rows_backward(scores_of(N, E, dp), scores_of(N, E, softmax(z, N, E)), dz);
+  auto loss = [&] { return testing::weighted_sum(dp, softmax(z, N, E)); };
+  testing::expect_gradient_matches(z, dz.to_vector(), loss, 1e-2f, 5e-4, 1e-3, "dz");
 }
 
 TEST(Router, SigmoidForwardAndBackward) {
   const int64_t n = 20;
   auto z = random_floats(n, 4, -6.0f, 6.0f);
-  std::vector<float> s(n), dz(n);
-  sigmoid_forward(z.data(), s.data(), n);
+  const std::vector<float> s = sigmoid(z);
   std::vector<double> expected(n);
   for (int64_t i = 0; i < n; ++i) expected[i] = 1.0 / (1.0 + std::exp(-static_cast<double>(z[i])));
-  moefold::testing::expect_close(s, expected, 1e-7, 1e-6, "sigmoid");
+  testing::expect_close(s, expected, 1e-7, 1e-6, "sigmoid");
   const auto ds = random_floats(n, 5);
-  sigmoid_backward(ds.data(), s.data(), dz.data(), n);
-  auto loss = [&] {
-    std::vector<float> s2(n);
-    sigmoid_forward(z.data(), s2.data(), n);
-    return moefold::testing::weighted_sum(ds, s2);
-  };
-  moefold::testing::expect_gradient_matches(z, dz, loss, 1e-2f, 5e-4, 1e-3, "dz");
+  const Tensor dz = Tensor::zeros({n});
+  ops::sigmoid_backward(Tensor::from_vector({n}, ds), Tensor::from_vector({n}, s), dz);
+  auto loss = [&] { return testing::weighted_sum(ds, sigmoid(z)); };
+  testing::expect_gradient_matches(z, dz.to_vector(), loss, 1e-2f, 5e-4, 1e-3, "dz");
 }
 
 TEST(Router, TopKOrdersDescendingAndBreaksTiesTowardsLowerIndex) {
@@ -72,7 +82,7 @@ TEST(Router, TopKOrdersDescendingAndBreaksTiesTowardsLowerIndex) {
   };
   std::vector<int32_t> idx(3 * 4);
   std::vector<float> val(3 * 4);
-  topk_rows(scores.data(), 3, 5, 4, idx.data(), val.data());
+  ops::topk_rows(scores.data(), 3, 5, 4, idx.data(), val.data());
   EXPECT_EQ(idx, (std::vector<int32_t>{1, 2, 4, 3, 4, 1, 3, 0, 0, 1, 2, 3}));
   EXPECT_EQ(val[0], 0.5f);
   EXPECT_EQ(val[3], 0.2f);
@@ -83,7 +93,7 @@ TEST(Router, TopKMatchesSortOnRandomScores) {
   const int64_t N = 50, E = 16, k = 3;
   const auto scores = random_floats(N * E, 6);
   std::vector<int32_t> idx(N * k);
-  topk_rows(scores.data(), N, E, k, idx.data(), nullptr);
+  ops::topk_rows(scores.data(), N, E, k, idx.data(), nullptr);
   for (int64_t n = 0; n < N; ++n) {
     for (int64_t j = 0; j < k; ++j) {
       const float chosen = scores[n * E + idx[n * k + j]];
@@ -95,4 +105,4 @@ TEST(Router, TopKMatchesSortOnRandomScores) {
 }
 
 }  // namespace
-}  // namespace moefold::cpu
+}  // namespace moefold

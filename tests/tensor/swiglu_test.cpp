@@ -1,29 +1,33 @@
-#include "tensor/cpu/swiglu.h"
-
+// SwiGLU through the seam (tensor/ops.h), against a float64 reference and finite differences.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <vector>
 
+#include "tensor/ops.h"
 #include "tests/tensor/kernel_test_util.h"
 
-namespace moefold::cpu {
+namespace moefold {
 namespace {
 
-using moefold::testing::random_floats;
+using testing::random_floats;
+
+Tensor vec(const std::vector<float>& values) {
+  return Tensor::from_vector({static_cast<int64_t>(values.size())}, values);
+}
 
 TEST(SwiGlu, ForwardMatchesDoubleReference) {
   const int64_t n = 101;
   const auto gate = random_floats(n, 1, -6.0f, 6.0f);
   const auto up = random_floats(n, 2, -2.0f, 2.0f);
-  std::vector<float> out(n);
-  swiglu_forward(gate.data(), up.data(), out.data(), n);
+  const Tensor out = Tensor::zeros({n});
+  ops::swiglu_forward(vec(gate), vec(up), out);
   std::vector<double> expected(n);
   for (int64_t i = 0; i < n; ++i) {
     const double g = gate[i];
     expected[i] = g / (1.0 + std::exp(-g)) * up[i];
   }
-  moefold::testing::expect_close(out, expected, 1e-6, 1e-5, "out");
+  testing::expect_close(out.to_vector(), expected, 1e-6, 1e-5, "out");
 }
 
 TEST(SwiGlu, BackwardMatchesFiniteDifferences) {
@@ -32,22 +36,21 @@ TEST(SwiGlu, BackwardMatchesFiniteDifferences) {
   auto up = random_floats(n, 4, -2.0f, 2.0f);
   const auto dout = random_floats(n, 5);
   auto loss = [&] {
-    std::vector<float> out(n);
-    swiglu_forward(gate.data(), up.data(), out.data(), n);
-    return moefold::testing::weighted_sum(dout, out);
+    const Tensor out = Tensor::zeros({n});
+    ops::swiglu_forward(vec(gate), vec(up), out);
+    return testing::weighted_sum(dout, out.to_vector());
   };
-  std::vector<float> dgate(n), dup(n);
-  swiglu_backward(dout.data(), gate.data(), up.data(), dgate.data(), dup.data(), n);
-  moefold::testing::expect_gradient_matches(gate, dgate, loss, 1e-2f, 1e-3, 1e-3, "dgate");
-  moefold::testing::expect_gradient_matches(up, dup, loss, 1e-2f, 1e-3, 1e-3, "dup");
+  const Tensor dgate = Tensor::zeros({n}), dup = Tensor::zeros({n});
+  ops::swiglu_backward(vec(dout), vec(gate), vec(up), dgate, dup);
+  testing::expect_gradient_matches(gate, dgate.to_vector(), loss, 1e-2f, 1e-3, 1e-3, "dgate");
+  testing::expect_gradient_matches(up, dup.to_vector(), loss, 1e-2f, 1e-3, 1e-3, "dup");
 
   // In place: gradients written over their inputs.
-  auto gate_copy = gate, up_copy = up;
-  swiglu_backward(dout.data(), gate_copy.data(), up_copy.data(), gate_copy.data(), up_copy.data(),
-                  n);
-  EXPECT_EQ(gate_copy, dgate);
-  EXPECT_EQ(up_copy, dup);
+  const Tensor gate_in_place = vec(gate), up_in_place = vec(up);
+  ops::swiglu_backward(vec(dout), gate_in_place, up_in_place, gate_in_place, up_in_place);
+  EXPECT_EQ(gate_in_place.to_vector(), dgate.to_vector());
+  EXPECT_EQ(up_in_place.to_vector(), dup.to_vector());
 }
 
 }  // namespace
-}  // namespace moefold::cpu
+}  // namespace moefold
