@@ -12,6 +12,7 @@
 #include "data/preprocess.h"
 #include "interop/load_hf.h"
 #include "launch/command_args.h"
+#include "launch/device_binding.h"
 #include "launch/stop_signals.h"
 #include "parallel/context.h"
 #include "parallel/layout.h"
@@ -128,6 +129,10 @@ int run_train_command(int argc, char** argv) {
   if (!args.ok()) return fail(args.status());
   auto job = start_job(*args, std::move(*runtime));
   if (!job.ok()) return fail(job.status());
+  // One rank's own failure (its node has too few GPUs): that rank reports it, the job ends.
+  if (absl::Status s = bind_device(job->recipe.training, MPI_COMM_WORLD); !s.ok()) {
+    return abort_job("train", rank, s);
+  }
   const std::string& load = job->recipe.checkpoint.load;
   if (!load.empty() && !args->load_hf.empty()) {
     return fail(absl::InvalidArgumentError(
@@ -173,6 +178,10 @@ int run_eval_command(int argc, char** argv) {
   if (args->load.empty()) return fail(absl::InvalidArgumentError("--load CHECKPOINT is required"));
   auto job = start_job(*args, std::move(*runtime));
   if (!job.ok()) return fail(job.status());
+  // One rank's own failure (its node has too few GPUs): that rank reports it, the job ends.
+  if (absl::Status s = bind_device(job->recipe.training, MPI_COMM_WORLD); !s.ok()) {
+    return abort_job("eval", rank, s);
+  }
 
   auto trainer = Trainer::create(job->recipe, *job->ctx);
   if (!trainer.ok()) return abort_job("eval", rank, trainer.status());

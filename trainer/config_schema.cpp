@@ -485,8 +485,12 @@ std::vector<RecipeKey> build_schema() {
       "refused: the attention keeps no (S,S) scores to drop."));
   add(enum_key(
       "training.device", [](R& r) -> auto& { return r.training.device; }, {"cpu", "cuda"},
-      "Where each rank computes: cpu, or cuda (one GPU per rank, by local rank). cuda is refused "
-      "until the CUDA backend's ops exist."));
+      "Where each rank computes: cpu, or cuda (one GPU per rank: the rank's index among the "
+      "ranks of its node; float32)."));
+  add(bool_key(
+      "training.share_devices", [](R& r) -> auto& { return r.training.share_devices; },
+      "With training.device: cuda, let several ranks of a node share one GPU when a node has "
+      "more ranks than GPUs (tests, debugging); otherwise that is an error."));
   add(bool_key(
       "training.bf16", [](R& r) -> auto& { return r.training.bf16; },
       "bf16 mixed precision (MODEL.md): float32 master weights, gradients and Adam state, bf16 "
