@@ -75,6 +75,11 @@ absl::StatusOr<Job> start_job(const CommandArgs& args, std::unique_ptr<MpiRuntim
   if (!recipe.ok()) return recipe.status();
   job.recipe = std::move(*recipe);
   if (!args.load.empty()) job.recipe.checkpoint.load = args.load;
+  // Before the communicators: NCCL ones need the rank's GPU.
+  if (absl::Status s = bind_device(job.recipe.training, &job.recipe.parallel, MPI_COMM_WORLD);
+      !s.ok()) {
+    return s;
+  }
   auto ctx = ParallelContext::create(job.recipe.parallel, MPI_COMM_WORLD);
   if (!ctx.ok()) return ctx.status();
   // From here every wait on another rank is timed: a stopped or dead rank ends the job.
@@ -129,10 +134,6 @@ int run_train_command(int argc, char** argv) {
   if (!args.ok()) return fail(args.status());
   auto job = start_job(*args, std::move(*runtime));
   if (!job.ok()) return fail(job.status());
-  // One rank's own failure (its node has too few GPUs): that rank reports it, the job ends.
-  if (absl::Status s = bind_device(job->recipe.training, MPI_COMM_WORLD); !s.ok()) {
-    return abort_job("train", rank, s);
-  }
   const std::string& load = job->recipe.checkpoint.load;
   if (!load.empty() && !args->load_hf.empty()) {
     return fail(absl::InvalidArgumentError(
@@ -178,10 +179,6 @@ int run_eval_command(int argc, char** argv) {
   if (args->load.empty()) return fail(absl::InvalidArgumentError("--load CHECKPOINT is required"));
   auto job = start_job(*args, std::move(*runtime));
   if (!job.ok()) return fail(job.status());
-  // One rank's own failure (its node has too few GPUs): that rank reports it, the job ends.
-  if (absl::Status s = bind_device(job->recipe.training, MPI_COMM_WORLD); !s.ok()) {
-    return abort_job("eval", rank, s);
-  }
 
   auto trainer = Trainer::create(job->recipe, *job->ctx);
   if (!trainer.ok()) return abort_job("eval", rank, trainer.status());

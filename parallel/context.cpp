@@ -6,6 +6,9 @@
 #include "absl/strings/str_join.h"
 #include "parallel/layout.h"
 #include "parallel/mpi_communicator.h"
+#ifdef MOEFOLD_HAVE_NCCL
+#include "parallel/nccl/nccl_communicator.h"
+#endif
 #include "parallel/self_communicator.h"
 #include "tensor/check.h"
 
@@ -43,6 +46,25 @@ ParallelContext ParallelContext::single_process() {
   return context;
 }
 
+namespace {
+
+// The group's communicator in the library the recipe chose (auto was resolved at launch; left
+// unresolved it means MPI). Collective over the group.
+absl::StatusOr<std::shared_ptr<Communicator>> over_chosen_library(
+    CommunicatorBackend library, std::shared_ptr<MpiCommunicator> mpi) {
+  if (library != CommunicatorBackend::kNccl) return std::shared_ptr<Communicator>(std::move(mpi));
+#ifdef MOEFOLD_HAVE_NCCL
+  auto nccl = NcclCommunicator::create(std::move(mpi));
+  if (!nccl.ok()) return nccl.status();
+  return std::shared_ptr<Communicator>(std::move(*nccl));
+#else
+  return absl::FailedPreconditionError(
+      "parallel.communicator: nccl, but this moefold was built without NCCL");
+#endif
+}
+
+}  // namespace
+
 absl::StatusOr<ParallelContext> ParallelContext::create(const ParallelConfig& config,
                                                         MPI_Comm world) {
   int initialized = 0, finalized = 0;
@@ -64,8 +86,10 @@ absl::StatusOr<ParallelContext> ParallelContext::create(const ParallelConfig& co
   context.config.expert_tensor_parallel_size = config.expert_tensor_parallel();
   const int rank = world_comm->rank();
   context.coords = layout->coordinates[rank];
-  context.world = world_comm;
   world_comm->set_label(absl::StrCat("world (", world_size, " ranks)"));
+  auto world_chosen = over_chosen_library(config.communicator, world_comm);
+  if (!world_chosen.ok()) return world_chosen.status();
+  context.world = std::move(*world_chosen);
   const std::shared_ptr<MpiProgressEngine>& engine = world_comm->engine();
   for (GroupKind kind : all_group_kinds()) {
     // Color: which group of this kind; key: the position in it, which becomes the MPI rank.
@@ -94,7 +118,9 @@ absl::StatusOr<ParallelContext> ParallelContext::create(const ParallelConfig& co
                   group_kind_name(kind) << " communicator of rank " << rank);
     communicator->set_label(absl::StrCat(group_kind_name(kind), " [",
                                          absl::StrJoin(layout->groups_of(kind)[index], ","), "]"));
-    context.group(kind) = std::move(communicator);
+    auto chosen = over_chosen_library(config.communicator, std::move(communicator));
+    if (!chosen.ok()) return chosen.status();
+    context.group(kind) = std::move(*chosen);
   }
   return context;
 }

@@ -448,6 +448,12 @@ std::vector<RecipeKey> build_schema() {
       [](R& r) -> auto& { return r.parallel.distributed_timeout_minutes; }, 0, kInf,
       "Every blocking wait on a collective or point-to-point message ends the job after this "
       "many minutes (fractions allowed), each rank naming where it waited; 0 = wait forever."));
+  add(enum_key(
+      "parallel.communicator", [](R& r) -> auto& { return r.parallel.communicator; },
+      {"auto", "nccl", "mpi"},
+      "Library of the rank groups' communication: nccl (GPU buffers directly; needs "
+      "training.device: cuda and a build with NCCL, one GPU per rank), mpi (GPU buffers staged "
+      "through host memory), or auto = nccl when each rank has its own GPU, else mpi."));
 
   // training
   add(number_key(

@@ -10,6 +10,8 @@
 #include "tensor/check.h"
 #include "tensor/cuda/cuda_backend.h"
 #include "tensor/cuda/cuda_check.h"
+#include "tensor/cuda/cuda_device.h"
+#include "tensor/cuda_entry.h"
 #include "tensor/cuda/launch_utils.cuh"
 #include "tensor/kernel_math.h"
 
@@ -251,3 +253,17 @@ absl::Status register_cuda_backend(int device) {
 }
 
 }  // namespace moefold::cuda
+
+namespace moefold {
+
+int cuda_device_count() { return cuda::device_count(); }
+
+absl::Status register_cuda_device(int device) { return cuda::register_cuda_backend(device); }
+
+void* cuda_compute_stream() {
+  if (!has_backend(Device::kCuda)) return nullptr;
+  auto* backend = dynamic_cast<cuda::CudaBackend*>(&backend_for(Device::kCuda));
+  return backend != nullptr ? static_cast<void*>(backend->stream()) : nullptr;
+}
+
+}  // namespace moefold
