@@ -31,7 +31,7 @@ cp data_cache/sotu/sotu_gpt2_text_document.bin data_cache/sotu/sotu_gpt2_text_do
    "$prep/data/"
 
 # Libraries: the ldd closure of the binaries and of Open MPI's programs and plugins, minus glibc
-# (the host's must be used) and the CUDA toolkit's big libraries (the GPU machine has them).
+# (the host's must be used) and the CUDA toolkit's libraries (the GPU machine's match its driver).
 stage="$prep/stage"
 ompi_lib=/usr/lib/x86_64-linux-gnu/openmpi
 files=("$prep/bin/moefold" "$prep/bin/cuda_tests" /usr/bin/orterun /usr/bin/orted)
@@ -43,7 +43,7 @@ files+=("${plugins[@]}")
 mapfile -t libs < <(for f in "${files[@]}"; do ldd "$f" 2>/dev/null; done \
   | awk '/=> \// {print $3}' | sort -u \
   | grep -vE '/(libc|libm|libdl|libpthread|librt|ld-linux-x86-64|libresolv)\.so' \
-  | grep -vE 'libcublas|libcublasLt|libcuda\.so|libnvidia')
+  | grep -vE '^/usr/local/cuda|libcuda\.so|libnvidia')
 for lib in "${libs[@]}"; do
   mkdir -p "$stage$(dirname "$lib")"
   cp -L "$lib" "$stage$lib"
