@@ -69,6 +69,16 @@ struct Widen {
 
 }  // namespace
 
+// Host threads other than the one that created the backend (MPI's progress thread staging a
+// buffer, a tensor freed there) must talk to this backend's device, not device 0.
+void CudaBackend::bind_thread() const {
+  thread_local int bound = -1;
+  if (bound != device_) {
+    MOEFOLD_CUDA_CHECK(cudaSetDevice(device_));
+    bound = device_;
+  }
+}
+
 CudaBackend::CudaBackend(int device) : device_(device) {
   MOEFOLD_CUDA_CHECK(cudaSetDevice(device));
   cudaDeviceProp prop{};
@@ -107,6 +117,7 @@ double CudaBackend::known_peak_flops(DType dtype) const {
 }
 
 void* CudaBackend::allocate(size_t bytes) {
+  bind_thread();
   void* ptr = nullptr;
   const cudaError_t status = cudaMallocAsync(&ptr, bytes == 0 ? 1 : bytes, pool_, stream_);
   if (status == cudaErrorMemoryAllocation) {
@@ -118,6 +129,7 @@ void* CudaBackend::allocate(size_t bytes) {
 }
 
 void CudaBackend::deallocate(void* ptr, size_t) {
+  bind_thread();
   if (ptr != nullptr) MOEFOLD_CUDA_CHECK(cudaFreeAsync(ptr, stream_));
 }
 
@@ -131,12 +143,14 @@ bool CudaBackend::owns(const void* ptr) const {
 }
 
 void CudaBackend::copy_to_host(void* host_dst, const void* src, size_t bytes) {
+  bind_thread();
   if (bytes == 0) return;
   MOEFOLD_CUDA_CHECK(cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, stream_));
   MOEFOLD_CUDA_CHECK(cudaStreamSynchronize(stream_));  // the host reads it next
 }
 
 void CudaBackend::copy_from_host(void* dst, const void* host_src, size_t bytes) {
+  bind_thread();
   // From pageable memory this returns once the source has been staged, so the caller may free
   // or reuse its buffer at once.
   if (bytes == 0) return;
@@ -144,6 +158,7 @@ void CudaBackend::copy_from_host(void* dst, const void* host_src, size_t bytes) 
 }
 
 void CudaBackend::copy(void* dst, const void* src, size_t bytes) {
+  bind_thread();
   if (bytes == 0 || dst == src) return;
   MOEFOLD_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream_));
 }

@@ -156,6 +156,8 @@ class CudaBackend final : public Backend {
             const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
             int64_t ldc);
 
+  void bind_thread() const;  // makes this backend's device the calling thread's current one
+
   int device_;
   cudaStream_t stream_ = nullptr;
   cublasHandle_t cublas_ = nullptr;
