@@ -33,8 +33,11 @@ add_library(moefold_blas INTERFACE)
 target_include_directories(moefold_blas SYSTEM INTERFACE ${OpenBLAS_INCLUDE_DIRS})
 target_link_libraries(moefold_blas INTERFACE ${OpenBLAS_LIBRARIES})
 
-# CUDA toolkit, NCCL and cuDNN come from the CUDA installation (no CMake targets for the last two).
+# CUDA toolkit and NCCL come from the CUDA installation (NCCL has no CMake target). The backend
+# needs nvcc and cuBLAS; the NCCL communicator is built when NCCL is found as well. cuDNN is not
+# used (its fused attention has no float32 path), so it is not required.
 set(MOEFOLD_HAVE_CUDA OFF)
+set(MOEFOLD_HAVE_NCCL OFF)
 if(NOT MOEFOLD_CUDA STREQUAL "OFF")
   if(NOT CMAKE_CUDA_COMPILER AND EXISTS /usr/local/cuda/bin/nvcc)
     set(CMAKE_CUDA_COMPILER /usr/local/cuda/bin/nvcc)
@@ -42,28 +45,31 @@ if(NOT MOEFOLD_CUDA STREQUAL "OFF")
   include(CheckLanguage)
   check_language(CUDA)
   if(CMAKE_CUDA_COMPILER)
+    # Set before enable_language: afterwards CMake has filled in nvcc's own default (sm_75 for
+    # nvcc 13), which cannot be told apart from a user's choice.
+    if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES AND NOT DEFINED ENV{CUDAARCHS})
+      set(CMAKE_CUDA_ARCHITECTURES 80 90 CACHE STRING "GPU architectures to compile for")
+    endif()
     enable_language(CUDA)
+    # CMake 3.25 knows nvcc's dialect flags only up to C++17 and would pass -std=c++17; teach it
+    # the C++20 one so that CUDA_STANDARD 20 yields exactly one -std=c++20.
+    set(CMAKE_CUDA20_STANDARD_COMPILE_OPTION "-std=c++20")
+    set(CMAKE_CUDA20_EXTENSION_COMPILE_OPTION "-std=c++20")
+    set(CMAKE_CUDA_STANDARD 20)
+    set(CMAKE_CUDA_STANDARD_REQUIRED ON)
     find_package(CUDAToolkit REQUIRED)
+    set(MOEFOLD_HAVE_CUDA ON)
     find_library(MOEFOLD_NCCL_LIB nccl HINTS ${CUDAToolkit_LIBRARY_DIR})
-    find_library(MOEFOLD_CUDNN_LIB cudnn HINTS ${CUDAToolkit_LIBRARY_DIR})
-    if(MOEFOLD_NCCL_LIB AND MOEFOLD_CUDNN_LIB)
-      set(MOEFOLD_HAVE_CUDA ON)
-    elseif(MOEFOLD_CUDA STREQUAL "ON")
-      message(FATAL_ERROR "MOEFOLD_CUDA=ON but NCCL ('${MOEFOLD_NCCL_LIB}') or cuDNN "
-              "('${MOEFOLD_CUDNN_LIB}') was not found next to the CUDA toolkit")
+    find_path(MOEFOLD_NCCL_INCLUDE nccl.h HINTS ${CUDAToolkit_INCLUDE_DIRS})
+    if(MOEFOLD_NCCL_LIB AND MOEFOLD_NCCL_INCLUDE AND NOT MOEFOLD_NCCL STREQUAL "OFF")
+      set(MOEFOLD_HAVE_NCCL ON)
     endif()
   elseif(MOEFOLD_CUDA STREQUAL "ON")
     message(FATAL_ERROR "MOEFOLD_CUDA=ON but no CUDA compiler (nvcc) was found")
   endif()
 endif()
-if(MOEFOLD_HAVE_CUDA)
-  # CMake 3.25 does not know nvcc's C++20 dialect flag; pass it by hand.
-  set(CMAKE_CUDA_FLAGS "${CMAKE_CUDA_FLAGS} -std=c++20")
-  if(NOT CMAKE_CUDA_ARCHITECTURES OR CMAKE_CUDA_ARCHITECTURES STREQUAL "52")
-    set(CMAKE_CUDA_ARCHITECTURES 80 90)
-  endif()
-endif()
-message(STATUS "moefold: CUDA backend ${MOEFOLD_HAVE_CUDA} (MOEFOLD_CUDA=${MOEFOLD_CUDA})")
+message(STATUS "moefold: CUDA backend ${MOEFOLD_HAVE_CUDA}, NCCL ${MOEFOLD_HAVE_NCCL} "
+               "(MOEFOLD_CUDA=${MOEFOLD_CUDA}, architectures ${CMAKE_CUDA_ARCHITECTURES})")
 
 # One library per folder; sources are globbed so adding a file needs no CMake edit.
 # A folder with no sources yet is an INTERFACE library so dependents still link.

@@ -12,6 +12,7 @@
 #include "data/preprocess.h"
 #include "interop/load_hf.h"
 #include "launch/command_args.h"
+#include "launch/device_binding.h"
 #include "launch/stop_signals.h"
 #include "parallel/context.h"
 #include "parallel/layout.h"
@@ -76,6 +77,11 @@ absl::StatusOr<Job> start_job(const CommandArgs& args, std::unique_ptr<MpiRuntim
   if (!recipe.ok()) return recipe.status();
   job.recipe = std::move(*recipe);
   if (!args.load.empty()) job.recipe.checkpoint.load = args.load;
+  // Before the communicators: NCCL ones need the rank's GPU.
+  if (absl::Status s = bind_device(job.recipe.training, &job.recipe.parallel, MPI_COMM_WORLD);
+      !s.ok()) {
+    return s;
+  }
   auto ctx = ParallelContext::create(job.recipe.parallel, MPI_COMM_WORLD);
   if (!ctx.ok()) return ctx.status();
   // From here every wait on another rank is timed: a stopped or dead rank ends the job.

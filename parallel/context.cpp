@@ -7,6 +7,9 @@
 #include "absl/strings/str_join.h"
 #include "parallel/layout.h"
 #include "parallel/mpi_communicator.h"
+#ifdef MOEFOLD_HAVE_NCCL
+#include "parallel/nccl/nccl_communicator.h"
+#endif
 #include "parallel/self_communicator.h"
 #include "parallel/watchdog.h"
 #include "tensor/check.h"
@@ -45,6 +48,25 @@ ParallelContext ParallelContext::single_process() {
   return context;
 }
 
+namespace {
+
+// The group's communicator in the library the recipe chose (auto was resolved at launch; left
+// unresolved it means MPI). Collective over the group.
+absl::StatusOr<std::shared_ptr<Communicator>> over_chosen_library(
+    CommunicatorBackend library, std::shared_ptr<MpiCommunicator> mpi) {
+  if (library != CommunicatorBackend::kNccl) return std::shared_ptr<Communicator>(std::move(mpi));
+#ifdef MOEFOLD_HAVE_NCCL
+  auto nccl = NcclCommunicator::create(std::move(mpi));
+  if (!nccl.ok()) return nccl.status();
+  return std::shared_ptr<Communicator>(std::move(*nccl));
+#else
+  return absl::FailedPreconditionError(
+      "parallel.communicator: nccl, but this moefold was built without NCCL");
+#endif
+}
+
+}  // namespace
+
 absl::StatusOr<ParallelContext> ParallelContext::create(const ParallelConfig& config,
                                                         MPI_Comm world) {
   int initialized = 0, finalized = 0;
@@ -66,7 +88,6 @@ absl::StatusOr<ParallelContext> ParallelContext::create(const ParallelConfig& co
   context.config.expert_tensor_parallel_size = config.expert_tensor_parallel();
   const int rank = world_comm->rank();
   context.coords = layout->coordinates[rank];
-  context.world = world_comm;
   world_comm->set_label(absl::StrCat("world (", world_size, " ranks)"));
   // The watchdog's arrival slots: the world's, then one per group kind (a rank is in one group
   // of each kind, so the slot is the same on every rank of a group).
@@ -74,6 +95,9 @@ absl::StatusOr<ParallelContext> ParallelContext::create(const ParallelConfig& co
   std::vector<int> all_ranks(world_size);
   std::iota(all_ranks.begin(), all_ranks.end(), 0);
   watchdog::register_group(*world_comm->label(), 0, std::move(all_ranks));
+  auto world_chosen = over_chosen_library(config.communicator, world_comm);
+  if (!world_chosen.ok()) return world_chosen.status();
+  context.world = std::move(*world_chosen);
   const std::shared_ptr<MpiProgressEngine>& engine = world_comm->engine();
   for (GroupKind kind : all_group_kinds()) {
     // Color: which group of this kind; key: the position in it, which becomes the MPI rank.
@@ -104,7 +128,9 @@ absl::StatusOr<ParallelContext> ParallelContext::create(const ParallelConfig& co
                                          absl::StrJoin(layout->groups_of(kind)[index], ","), "]"));
     watchdog::register_group(*communicator->label(), static_cast<int>(kind) + 1,
                              layout->groups_of(kind)[index]);
-    context.group(kind) = std::move(communicator);
+    auto chosen = over_chosen_library(config.communicator, std::move(communicator));
+    if (!chosen.ok()) return chosen.status();
+    context.group(kind) = std::move(*chosen);
   }
   return context;
 }

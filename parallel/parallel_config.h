@@ -6,6 +6,10 @@
 
 namespace moefold {
 
+// Which library carries the rank groups' communication: NCCL (GPU buffers, built with CUDA)
+// or MPI (host staging for GPU buffers); auto = NCCL when the ranks train on their own GPUs.
+enum class CommunicatorBackend { kAuto, kNccl, kMpi };
+
 struct ParallelConfig {
   int tensor_model_parallel_size = 1;    // TP (attention side)
   int context_parallel_size = 1;         // CP
@@ -32,6 +36,7 @@ struct ParallelConfig {
   // Every blocking wait on communication ends the job after this long (parallel/watchdog.h);
   // Megatron's --distributed-timeout-minutes. 0 = wait forever.
   double distributed_timeout_minutes = 10;
+  CommunicatorBackend communicator = CommunicatorBackend::kAuto;
 
   int expert_tensor_parallel() const {
     return expert_tensor_parallel_size > 0 ? expert_tensor_parallel_size

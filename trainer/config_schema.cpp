@@ -207,6 +207,12 @@ std::vector<RecipeKey> build_schema() {
       [](R& r) -> auto& { return r.parallel.distributed_timeout_minutes; }, 0, kInf,
       "Every blocking wait on a collective or point-to-point message ends the job after this "
       "many minutes (fractions allowed), each rank naming where it waited; 0 = wait forever."));
+  add(enum_key(
+      "parallel.communicator", [](R& r) -> auto& { return r.parallel.communicator; },
+      {"auto", "nccl", "mpi"},
+      "Library of the rank groups' communication: nccl (GPU buffers directly; needs "
+      "training.device: cuda and a build with NCCL, one GPU per rank), mpi (GPU buffers staged "
+      "through host memory), or auto = nccl when each rank has its own GPU, else mpi."));
 
   // training
   add(number_key(
@@ -244,8 +250,12 @@ std::vector<RecipeKey> build_schema() {
       "refused: the attention keeps no (S,S) scores to drop."));
   add(enum_key(
       "training.device", [](R& r) -> auto& { return r.training.device; }, {"cpu", "cuda"},
-      "Where each rank computes: cpu, or cuda (one GPU per rank, by local rank). cuda is refused "
-      "until the CUDA backend's ops exist."));
+      "Where each rank computes: cpu, or cuda (one GPU per rank: the rank's index among the "
+      "ranks of its node; float32)."));
+  add(bool_key(
+      "training.share_devices", [](R& r) -> auto& { return r.training.share_devices; },
+      "With training.device: cuda, let several ranks of a node share one GPU when a node has "
+      "more ranks than GPUs (tests, debugging); otherwise that is an error."));
   add(bool_key(
       "training.bf16", [](R& r) -> auto& { return r.training.bf16; },
       "bf16 mixed precision (MODEL.md): float32 master weights, gradients, Adam state and "

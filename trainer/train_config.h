@@ -35,6 +35,7 @@ struct TrainingConfig {
   double peak_flops = 0;       // per rank, for MFU; 0 = measure sgemm at start-up
   RecomputeGranularity recompute_granularity = RecomputeGranularity::kNone;
   TrainingDevice device = TrainingDevice::kCpu;
+  bool share_devices = false;  // cuda: ranks of a node may share a GPU (more ranks than GPUs)
   bool bf16 = false;           // Megatron's --bf16: MODEL.md "Mixed precision"
   // Stop (saving a checkpoint when checkpoint.save is set) at the first step boundary after this
   // many minutes of training; Megatron's --exit-duration-in-mins. 0 = no limit.

@@ -93,9 +93,11 @@ absl::Status Trainer::setup() {
     gethostname(host, sizeof(host) - 1);
     return absl::FailedPreconditionError(absl::StrFormat(
         "%s: training.device: cuda, but no CUDA device backend is available on rank %d (host "
-        "%s): this build's CUDA backend does not train yet (use training.device: cpu)",
+        "%s): this build has no CUDA backend or the rank sees no GPU (use training.device: cpu)",
         recipe_.source, ctx_.world->rank(), host));
   }
+  // Every tensor the model, optimizer and stash create from here on lives on the rank's device.
+  set_default_device(train.device == TrainingDevice::kCuda ? Device::kCuda : Device::kCpu);
   backend_for(default_device()).set_threads(train.blas_threads);
 
   ModelConfig& model_config = recipe_.model;

@@ -10,6 +10,7 @@
 #include "tensor/check.h"
 #include "tensor/cpu/gemm.h"
 #include "tensor/cpu/vec_math.h"
+#include "tensor/row_math.h"
 
 namespace moefold::cpu {
 namespace {
@@ -53,7 +54,7 @@ void apply_causal_mask(float* S, int64_t ld, const int32_t* q_pos, int64_t rows,
                        const int32_t* k_pos, int64_t cols) {
   for (int64_t i = 0; i < rows; ++i) {
     for (int64_t j = 0; j < cols; ++j) {
-      if (k_pos[j] > q_pos[i]) S[i * ld + j] = kNegInf;
+      if (!key_visible(q_pos[i], k_pos[j])) S[i * ld + j] = kNegInf;
     }
   }
 }
@@ -61,7 +62,7 @@ void apply_causal_mask(float* S, int64_t ld, const int32_t* q_pos, int64_t rows,
 // dS = P ⊙ (dP − delta) for one row, written over dP.
 MOEFOLD_ISA_CLONES
 void softmax_backward_row(float* dp, const float* p, float delta, int64_t n) {
-  for (int64_t j = 0; j < n; ++j) dp[j] = p[j] * (dp[j] - delta);
+  for (int64_t j = 0; j < n; ++j) dp[j] = softmax_gradient(dp[j], p[j], delta);
 }
 
 void check_dims(const Dims& dims) {
@@ -210,11 +211,9 @@ void attention_merge(float* o_a, float* lse_a, const float* o_b, const float* ls
           lse_a[l] = lb;
           continue;
         }
-        const float m = std::max(la, lb);
-        const float merged = m + std::log(std::exp(la - m) + std::exp(lb - m));
-        const float wa = std::exp(la - merged), wb = std::exp(lb - merged);
-        for (int64_t c = 0; c < d; ++c) oa[c] = wa * oa[c] + wb * ob[c];
-        lse_a[l] = merged;
+        const AttentionMergeWeights m = attention_merge_weights(la, lb);
+        for (int64_t c = 0; c < d; ++c) oa[c] = m.weight_a * oa[c] + m.weight_b * ob[c];
+        lse_a[l] = m.lse;
       }
     }
   }

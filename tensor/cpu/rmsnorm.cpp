@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "tensor/cpu/vec_math.h"
+#include "tensor/row_math.h"
 
 namespace moefold::cpu {
 namespace {
@@ -38,13 +39,14 @@ void rmsnorm_forward(const float* x_NH, const float* w_H, float* y_NH, float* rs
     float total = 0.0f;
     for (; h < H; ++h) total += x[h] * x[h];
     for (int64_t j = 0; j < kVecLanes; ++j) total += sum_sq[j];
-    const float rstd = 1.0f / std::sqrt(total / static_cast<float>(H) + eps);
+    const float rstd = rmsnorm_rstd(total, H, eps);
     rstd_N[n] = rstd;
     for (h = 0; h < H; ++h) y[h] = x[h] * rstd * w_H[h];
   }
 }
 
-// With x̂ = x·rstd and g = dy ⊙ w: dx = rstd · (g − x̂ · mean(g ⊙ x̂)), dw += dy ⊙ x̂.
+// With x̂ = x·rstd and g = dy ⊙ w: dx = rstd · (g − x̂ · mean(g ⊙ x̂)), dw += dy ⊙ x̂
+// (row_math.h, shared with the CUDA kernel).
 MOEFOLD_ISA_CLONES
 void rmsnorm_backward(const float* dy_NH, const float* x_NH, const float* w_H,
                       const float* rstd_N, float* dx_NH, float* dw_H, int64_t N, int64_t H,
@@ -54,11 +56,11 @@ void rmsnorm_backward(const float* dy_NH, const float* x_NH, const float* w_H,
     const float* x = x_NH + n * H;
     float* dx = dx_NH + n * H;
     const float rstd = rstd_N[n];
-    const float coeff = triple_dot(dy, w_H, x, H) * rstd * rstd / static_cast<float>(H);
+    const float coeff = rmsnorm_backward_coeff(triple_dot(dy, w_H, x, H), rstd, H);
     if (accumulate_dx) {
-      for (int64_t h = 0; h < H; ++h) dx[h] += rstd * (dy[h] * w_H[h] - x[h] * coeff);
+      for (int64_t h = 0; h < H; ++h) dx[h] += rmsnorm_dx(dy[h], w_H[h], x[h], rstd, coeff);
     } else {  // never reads dx, which may hold garbage
-      for (int64_t h = 0; h < H; ++h) dx[h] = rstd * (dy[h] * w_H[h] - x[h] * coeff);
+      for (int64_t h = 0; h < H; ++h) dx[h] = rmsnorm_dx(dy[h], w_H[h], x[h], rstd, coeff);
     }
     for (int64_t h = 0; h < H; ++h) dw_H[h] += dy[h] * x[h] * rstd;
   }

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "tensor/check.h"
+#include "tensor/row_math.h"
 
 namespace moefold::cpu {
 namespace {
@@ -16,7 +17,7 @@ void angle_tables(const std::vector<int64_t>& positions, int64_t d, float base, 
   const int64_t half = d / 2;
   std::vector<double> inv_freq(half);
   for (int64_t i = 0; i < half; ++i) {
-    inv_freq[i] = std::pow(static_cast<double>(base), -2.0 * static_cast<double>(i) / d);
+    inv_freq[i] = rope_inv_freq(i, d, base);
   }
   cos_table.resize(positions.size() * half);
   sin_table.resize(positions.size() * half);
@@ -56,8 +57,7 @@ void rotate(const float* x, float* y, const int32_t* positions_N, int64_t N, int
       float* yr = y + (n * heads + h) * d;
       for (int64_t i = 0; i < half; ++i) {
         const float x1 = xr[i], x2 = xr[i + half];
-        yr[i] = x1 * cos_i[i] - x2 * sin_i[i];
-        yr[i + half] = x2 * cos_i[i] + x1 * sin_i[i];
+        rope_rotate(x1, x2, cos_i[i], sin_i[i], &yr[i], &yr[i + half]);
       }
     }
   }

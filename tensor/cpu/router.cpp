@@ -10,6 +10,7 @@
 
 #include "tensor/check.h"
 #include "tensor/cpu/vec_math.h"
+#include "tensor/row_math.h"
 
 namespace moefold::cpu {
 
@@ -36,17 +37,17 @@ void softmax_rows_backward(const float* dp_NE, const float* p_NE, float* dz_NE, 
     float* dz = dz_NE + n * E;
     float dot = 0.0f;
     for (int64_t e = 0; e < E; ++e) dot += dp[e] * p[e];
-    for (int64_t e = 0; e < E; ++e) dz[e] = p[e] * (dp[e] - dot);
+    for (int64_t e = 0; e < E; ++e) dz[e] = softmax_gradient(dp[e], p[e], dot);
   }
 }
 
 MOEFOLD_ISA_CLONES
 void sigmoid_forward(const float* z, float* s, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) s[i] = 1.0f / (1.0f + exp_approx(-z[i]));
+  for (int64_t i = 0; i < n; ++i) s[i] = sigmoid_value(z[i]);
 }
 
 void sigmoid_backward(const float* ds, const float* s, float* dz, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) dz[i] = ds[i] * s[i] * (1.0f - s[i]);
+  for (int64_t i = 0; i < n; ++i) dz[i] = sigmoid_gradient(ds[i], s[i]);
 }
 
 void topk_rows(const float* scores_NE, int64_t N, int64_t E, int64_t k, int32_t* idx_NK,

@@ -17,6 +17,7 @@ const std::string kSourceDir = MOEFOLD_SOURCE_DIR;
 // The world size each recipe's comment says it is laid out for.
 const std::map<std::string, int> kRecipeWorldSizes = {
     {"demo.yaml", 1},
+    {"gpu_bench.yaml", 1},
     {"mixtral_8x7b.yaml", 64},
     {"deepseek_v3_style.yaml", 1024},
     {"qwen_moe.yaml", 128},

@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# The one prepared GPU check, for a machine with one NVIDIA GPU, CUDA 13, Python with PyTorch,
+# no -dev packages and no network; about 6 minutes. Needs build-gpu/prep from
+# scripts/gpu_prepare.sh (binaries, runtime libraries, data). Writes one report:
+#   1. the gpu tests (every CUDA op against the CPU backend);
+#   2. the demo model for N steps on the GPU against the same steps on the CPU (losses);
+#   3. invariance on one GPU: the same steps with 2 ranks (data parallel) sharing the GPU, MPI
+#      staging, against 1 rank;
+#   4. tokens/s and MFU of configs/gpu_bench.yaml, and the same model in PyTorch eager
+#      (scripts/torch_moe_bench.py), float32 and bf16 autocast.
+#   scripts/gpu_check.sh [report-file]   (default: $OUT/gpu_check_report.txt or ./gpu_check_report.txt)
+set -uo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+prep="$root/build-gpu/prep"
+report="${1:-${OUT:-.}/gpu_check_report.txt}"
+steps="${MOEFOLD_GPU_CHECK_STEPS:-10}"
+runs="$root/runs/gpu_check"
+mkdir -p "$(dirname "$report")" "$runs"
+: >"$report"
+say() { echo "$*" | tee -a "$report"; }
+section() { say ""; say "== $* ($(date -u +%H:%M:%S))"; }
+
+[ -x "$prep/bin/moefold" ] || { say "no $prep/bin/moefold: run scripts/gpu_prepare.sh first"; exit 1; }
+if [ ! -d "$prep/root" ]; then
+  mkdir -p "$prep/root" && tar -C "$prep/root" -xJf "$prep/runtime.tar.xz"
+fi
+r="$prep/root"
+cuda_home="${CUDA_HOME:-/usr/local/cuda}"
+lib="$r/usr/lib/x86_64-linux-gnu"
+export LD_LIBRARY_PATH="$lib:$lib/openblas-pthread:$r/lib/x86_64-linux-gnu:$cuda_home/lib64:${LD_LIBRARY_PATH:-}"
+export OPAL_PREFIX="$r/usr" PMIX_INSTALL_PREFIX="$r/usr/lib/x86_64-linux-gnu/pmix2"
+export PATH="$r/usr/bin:$PATH"
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1
+export OMPI_MCA_btl=self,vader OMPI_MCA_pml=ob1 OMPI_MCA_mtl='^ofi,psm,psm2' OMPI_MCA_osc='^ucx'
+bin="$prep/bin/moefold"
+data="$prep/data/sotu_gpt2_text_document"
+
+section "device"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 | tee -a "$report"
+say "moefold: $("$bin" --version 2>&1 | head -1)"
+
+section "1. gpu tests (cuda_tests: every CUDA op against the CPU backend)"
+timeout 180 "$prep/bin/cuda_tests" >"$runs/cuda_tests.log" 2>&1
+say "exit $? ; $(grep -E '^\[  (PASSED|FAILED) ' "$runs/cuda_tests.log" | tr '\n' ' ')"
+grep -E '^\[  FAILED  \]|Failure|error' "$runs/cuda_tests.log" | head -20 | tee -a "$report"
+
+# The demo model on the prepared data, N steps, no evaluation or checkpoints.
+demo() {  # name ranks device [extra --set ...]
+  local name="$1" ranks="$2" device="$3"
+  shift 3
+  rm -rf "${runs:?}/$name"
+  timeout 240 mpirun --allow-run-as-root --oversubscribe -np "$ranks" -x LD_LIBRARY_PATH \
+    -x OPAL_PREFIX -x PMIX_INSTALL_PREFIX -x OPENBLAS_NUM_THREADS "$bin" train \
+    --config configs/demo.yaml --set training.device="$device" \
+    --set training.train_iters="$steps" --set training.eval_interval=0 \
+    --set checkpoint.save= --set checkpoint.save_interval=0 --set checkpoint.keep_last=0 \
+    --set optimizer.lr_warmup_iters=2 \
+    --set data.corpus= --set data.data_path="$data" \
+    --set data.tokenizer_type=null --set model.vocab_size=50304 \
+    --set logging.run_dir="$runs/$name" "$@" >"$runs/$name.log" 2>&1
+  local status=$?
+  say "$name: exit $status; $(grep -m1 -E 'error|done' "$runs/$name.log" || tail -1 "$runs/$name.log")"
+}
+losses() { python3 - "$@" <<'EOF'
+import json, sys
+runs = [[json.loads(l) for l in open(p) if '"train"' in l] for p in sys.argv[1:]]
+a, b = runs
+n = min(len(a), len(b))
+diffs = [abs(x["lm_loss"] - y["lm_loss"]) for x, y in zip(a, b)]
+print(f"steps compared {n}; first losses {a[0]['lm_loss']:.5f} vs {b[0]['lm_loss']:.5f}; "
+      f"last {a[n-1]['lm_loss']:.5f} vs {b[n-1]['lm_loss']:.5f}; max |diff| {max(diffs):.2e}; "
+      f"tokens/s {a[n-1]['tokens_per_s']:.0f} vs {b[n-1]['tokens_per_s']:.0f}")
+EOF
+}
+
+section "2. demo, $steps steps: GPU against CPU (1 rank each)"
+demo cpu_1rank 1 cpu
+demo gpu_1rank 1 cuda
+say "gpu vs cpu: $(losses "$runs/gpu_1rank/metrics.jsonl" "$runs/cpu_1rank/metrics.jsonl" 2>&1)"
+
+section "3. invariance on one GPU: 2 ranks (DP=2) sharing it, MPI staging, against 1 rank"
+demo gpu_2ranks 2 cuda --set training.share_devices=true --set parallel.communicator=mpi
+say "2 ranks vs 1: $(losses "$runs/gpu_2ranks/metrics.jsonl" "$runs/gpu_1rank/metrics.jsonl" 2>&1)"
+
+section "4. benchmark configs/gpu_bench.yaml (float32) and PyTorch eager"
+rm -rf "$runs/bench"
+timeout 300 "$bin" train --config configs/gpu_bench.yaml --set logging.run_dir="$runs/bench" \
+  --set data.data_path="$data" >"$runs/bench.log" 2>&1
+say "moefold exit $?; $(tail -1 "$runs/bench.log")"
+python3 - "$runs/bench/metrics.jsonl" <<'EOF' 2>&1 | tee -a "$report"
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if '"train"' in l][2:]  # after 2 warm-up steps
+tps = sum(r["tokens_per_s"] for r in rows) / len(rows)
+tflops = sum(r["tflops"] for r in rows) / len(rows)
+mfu = sum(r["mfu"] for r in rows) / len(rows)
+print(f"moefold: {tps:.0f} tokens/s, {tflops:.1f} TFLOP/s, MFU {100*mfu:.1f}% of the float32 "
+      f"peak, {100*tflops*1e12/989.4e12:.1f}% of the H100/H200 bf16 dense peak (989.4 TFLOP/s), "
+      f"peak memory {rows[-1]['peak_memory_bytes']/2**30:.1f} GiB, over {len(rows)} steps")
+EOF
+for dtype in float32 bfloat16; do
+  timeout 150 python3 scripts/torch_moe_bench.py --steps 4 --dtype "$dtype" \
+    >"$runs/torch_$dtype.log" 2>&1
+  say "pytorch $dtype: exit $?; $(tail -1 "$runs/torch_$dtype.log")"
+done
+section "done"
+echo "report: $report"

@@ -1,0 +1,195 @@
+// Cross-entropy on the CUDA backend: the fused LM head + CE over chunks of rows (a cuBLAS GEMM
+// to logits, one kernel turning them into the loss and its gradient, two GEMMs for dh and dw),
+// and the vocabulary-parallel pieces over a shard of the logits. Labels and masks are host
+// arrays: they are checked on the host and uploaded.
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "tensor/check.h"
+#include "tensor/cuda/cuda_backend.h"
+#include "tensor/cuda/cuda_check.h"
+#include "tensor/cuda/launch_utils.cuh"
+#include "tensor/kernel_math.h"
+#include "tensor/row_math.h"
+
+namespace moefold::cuda {
+namespace {
+
+// One block per row of V logits: ce_N[row] = log Σ exp(z) − z[label]; with `backward`, the
+// logits become (softmax − onehot)·mask·grad_scale (zeros for masked rows).
+__global__ void cross_entropy_rows_kernel(float* logits_NV, const int32_t* labels_N,
+                                          const float* mask_N, float grad_scale, bool backward,
+                                          float* ce_N, int64_t V) {
+  __shared__ float shared[kWarp];
+  const int64_t row = blockIdx.x;
+  float* z = logits_NV + row * V;
+  const float mask = mask_N == nullptr ? 1.0f : mask_N[row];
+  if (mask == 0.0f) {
+    if (backward) {
+      for (int64_t v = threadIdx.x; v < V; v += blockDim.x) z[v] = 0.0f;
+    }
+    if (threadIdx.x == 0) ce_N[row] = 0.0f;
+    return;
+  }
+  const int32_t label = labels_N[row];
+  const float label_logit = z[label];
+  float max = -INFINITY;
+  for (int64_t v = threadIdx.x; v < V; v += blockDim.x) max = fmaxf(max, z[v]);
+  max = block_max(max, shared);
+  float sum = 0.0f;
+  for (int64_t v = threadIdx.x; v < V; v += blockDim.x) sum += exp_approx(z[v] - max);
+  sum = block_sum(sum, shared);
+  if (threadIdx.x == 0) ce_N[row] = max + logf(sum) - label_logit;
+  if (!backward) return;
+  const float weight = mask * grad_scale;
+  const float scale = weight / sum;
+  for (int64_t v = threadIdx.x; v < V; v += blockDim.x) {
+    z[v] = cross_entropy_gradient(exp_approx(z[v] - max), scale, v == label, weight);
+  }
+}
+
+__global__ void rows_max_kernel(const float* z_NV, float* max_N, int64_t V) {
+  __shared__ float shared[kWarp];
+  const float* z = z_NV + blockIdx.x * V;
+  float max = -INFINITY;
+  for (int64_t v = threadIdx.x; v < V; v += blockDim.x) max = fmaxf(max, z[v]);
+  max = block_max(max, shared);
+  if (threadIdx.x == 0) max_N[blockIdx.x] = max;
+}
+
+// z ← exp(z − max) per row, sums_N = Σ; label_N = the label's logit (read before the exp) for
+// rows whose label column `label_col_N` (−1: none) is in this shard.
+__global__ void exp_shifted_rows_kernel(float* z_NV, const float* max_N,
+                                        const int32_t* label_col_N, float* sums_N,
+                                        float* label_N, int64_t V) {
+  __shared__ float shared[kWarp];
+  const int64_t row = blockIdx.x;
+  float* z = z_NV + row * V;
+  const int32_t col = label_col_N[row];
+  if (threadIdx.x == 0 && col >= 0) label_N[row] = z[col];
+  __syncthreads();  // the label's logit is read before it is overwritten
+  const float max = max_N[row];
+  float sum = 0.0f;
+  for (int64_t v = threadIdx.x; v < V; v += blockDim.x) {
+    const float e = exp_approx(z[v] - max);
+    z[v] = e;
+    sum += e;
+  }
+  sum = block_sum(sum, shared);
+  if (threadIdx.x == 0) sums_N[row] = sum;
+}
+
+__global__ void softmax_gradient_rows_kernel(float* z_NV, const float* scale_N,
+                                             const float* weight_N, const int32_t* label_col_N,
+                                             int64_t V) {
+  const int64_t row = blockIdx.x;
+  float* z = z_NV + row * V;
+  const float scale = scale_N[row], weight = weight_N[row];
+  const int32_t col = label_col_N[row];
+  for (int64_t v = threadIdx.x; v < V; v += blockDim.x) {
+    z[v] = cross_entropy_gradient(z[v], scale, v == col, weight);
+  }
+}
+
+// The label's column in the shard [first, first + Vl), or −1 (another shard, or masked out).
+std::vector<int32_t> label_columns(const int32_t* labels, const float* mask, int64_t N, int64_t Vl,
+                                   int64_t first) {
+  std::vector<int32_t> columns(N, -1);
+  for (int64_t r = 0; r < N; ++r) {
+    if (mask != nullptr && mask[r] == 0.0f) continue;
+    const int64_t label = labels[r];
+    if (label >= first && label < first + Vl) columns[r] = static_cast<int32_t>(label - first);
+  }
+  return columns;
+}
+
+}  // namespace
+
+double CudaBackend::cross_entropy_forward_backward(const float* h, const float* w,
+                                                   const int32_t* labels, const float* mask,
+                                                   float grad_scale, float* dh, float* dw,
+                                                   int64_t N, int64_t H, int64_t V,
+                                                   int64_t chunk_rows) {
+  MOEFOLD_CHECK(chunk_rows > 0, "chunk_rows must be positive");
+  for (int64_t n = 0; n < N; ++n) {
+    if (mask != nullptr && mask[n] == 0.0f) continue;
+    MOEFOLD_CHECK(labels[n] >= 0 && labels[n] < V,
+                  "label " << labels[n] << " at row " << n << " outside vocabulary of " << V);
+  }
+  if (N == 0) return 0.0;
+  const bool backward = grad_scale != 0.0f && (dh != nullptr || dw != nullptr);
+  const int64_t chunk = std::min(chunk_rows, N);
+  Scratch logits(*this, sizeof(float) * chunk * V), ce(*this, sizeof(float) * N);
+  auto labels_dev = upload(labels, N);
+  std::unique_ptr<Scratch> mask_dev = mask != nullptr ? upload(mask, N) : nullptr;
+  for (int64_t r0 = 0; r0 < N; r0 += chunk) {
+    const int64_t rows = std::min(chunk, N - r0);
+    linear_forward(h + r0 * H, w, logits.as<float>(), rows, H, V, false);
+    cross_entropy_rows_kernel<<<static_cast<unsigned>(rows), kThreads, 0, stream_>>>(
+        logits.as<float>(), labels_dev->as<int32_t>() + r0,
+        mask_dev ? mask_dev->as<float>() + r0 : nullptr, grad_scale, backward,
+        ce.as<float>() + r0, V);
+    MOEFOLD_CUDA_CHECK_LAUNCH();
+    if (!backward) continue;
+    if (dh != nullptr) linear_backward_dx(logits.as<float>(), w, dh + r0 * H, rows, H, V, false);
+    if (dw != nullptr) linear_backward_dw(logits.as<float>(), h + r0 * H, dw, rows, H, V);
+  }
+  std::vector<float> ce_host(N);
+  copy_to_host(ce_host.data(), ce.as<float>(), sizeof(float) * N);
+  double loss_sum = 0.0;
+  for (int64_t n = 0; n < N; ++n) {
+    loss_sum += static_cast<double>(ce_host[n]) * (mask == nullptr ? 1.0f : mask[n]);
+  }
+  return loss_sum;
+}
+
+void CudaBackend::rows_max(const float* z, float* row_max, int64_t N, int64_t Vl) {
+  if (N == 0) return;
+  Scratch max_dev(*this, sizeof(float) * N);
+  rows_max_kernel<<<static_cast<unsigned>(N), kThreads, 0, stream_>>>(z, max_dev.as<float>(), Vl);
+  MOEFOLD_CUDA_CHECK_LAUNCH();
+  copy_to_host(row_max, max_dev.as<float>(), sizeof(float) * N);
+}
+
+void CudaBackend::exp_shifted_rows(float* z, const float* row_max, const int32_t* labels,
+                                   const float* mask, double* sums, double* label_logit,
+                                   int64_t N, int64_t Vl, int64_t first) {
+  if (N == 0) return;
+  const std::vector<int32_t> columns = label_columns(labels, mask, N, Vl, first);
+  auto max_dev = upload(row_max, N);
+  auto columns_dev = upload(columns.data(), N);
+  Scratch sums_dev(*this, sizeof(float) * N), label_dev(*this, sizeof(float) * N);
+  exp_shifted_rows_kernel<<<static_cast<unsigned>(N), kThreads, 0, stream_>>>(
+      z, max_dev->as<float>(), columns_dev->as<int32_t>(), sums_dev.as<float>(),
+      label_dev.as<float>(), Vl);
+  MOEFOLD_CUDA_CHECK_LAUNCH();
+  std::vector<float> sums_host(N), label_host(N);
+  copy_to_host(sums_host.data(), sums_dev.as<float>(), sizeof(float) * N);
+  copy_to_host(label_host.data(), label_dev.as<float>(), sizeof(float) * N);
+  for (int64_t r = 0; r < N; ++r) {
+    sums[r] = sums_host[r];
+    if (columns[r] >= 0) label_logit[r] = label_host[r];
+  }
+}
+
+void CudaBackend::softmax_gradient_rows(float* z, const double* totals, const int32_t* labels,
+                                        const float* mask, float grad_scale, int64_t N,
+                                        int64_t Vl, int64_t first) {
+  if (N == 0) return;
+  const std::vector<int32_t> columns = label_columns(labels, mask, N, Vl, first);
+  std::vector<float> scales(N), weights(N);
+  for (int64_t r = 0; r < N; ++r) {
+    const float m = mask != nullptr ? mask[r] : 1.0f;
+    weights[r] = m * grad_scale;
+    scales[r] = m == 0.0f ? 0.0f : static_cast<float>(weights[r] / totals[r]);
+  }
+  auto scales_dev = upload(scales.data(), N);
+  auto weights_dev = upload(weights.data(), N);
+  auto columns_dev = upload(columns.data(), N);
+  softmax_gradient_rows_kernel<<<static_cast<unsigned>(N), kThreads, 0, stream_>>>(
+      z, scales_dev->as<float>(), weights_dev->as<float>(), columns_dev->as<int32_t>(), Vl);
+  MOEFOLD_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace moefold::cuda

@@ -1,0 +1,175 @@
+// The CUDA backend: tensor/backend.h for Device::kCuda, float32. Memory comes from a
+// stream-ordered pool (cudaMallocAsync); every op is issued on one compute stream; GEMMs go
+// through cuBLAS; everything else is this folder's kernels, whose element-wise and row-wise math
+// is tensor/kernel_math.h and tensor/row_math.h (shared with the CPU kernels and tested on CPU).
+// Host-array metadata (positions, token ids, labels, the expert permutation) is uploaded here.
+#pragma once
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "tensor/backend.h"
+
+namespace moefold::cuda {
+
+class CudaBackend final : public Backend {
+ public:
+  // Uses `device` (already selected with cudaSetDevice by the caller or not).
+  explicit CudaBackend(int device);
+  ~CudaBackend() override;
+  CudaBackend(const CudaBackend&) = delete;
+  CudaBackend& operator=(const CudaBackend&) = delete;
+
+  int ordinal() const { return device_; }
+  cudaStream_t stream() const { return stream_; }
+
+  Device device() const override { return Device::kCuda; }
+  std::string describe() const override;
+  double known_peak_flops(DType dtype) const override;
+  double measure_gemm_flops(int n, double seconds) override;
+
+  void* allocate(size_t bytes) override;
+  void deallocate(void* ptr, size_t bytes) override;
+  bool owns(const void* ptr) const override;
+  void copy_to_host(void* host_dst, const void* src, size_t bytes) override;
+  void copy_from_host(void* dst, const void* host_src, size_t bytes) override;
+  void copy(void* dst, const void* src, size_t bytes) override;
+  void zero(void* dst, size_t bytes) override;
+  void copy_rows(float* dst, int64_t dst_stride, const float* src, int64_t src_stride,
+                 int64_t rows, int64_t cols) override;
+
+  void synchronize() override;
+  std::shared_ptr<DeviceEvent> record_event() override;
+
+  void linear_forward(const float* x, const float* w, float* y, int64_t N, int64_t I, int64_t O,
+                      bool accumulate) override;
+  void linear_backward_dx(const float* dy, const float* w, float* dx, int64_t N, int64_t I,
+                          int64_t O, bool accumulate) override;
+  void linear_backward_dw(const float* dy, const float* x, float* dw, int64_t N, int64_t I,
+                          int64_t O) override;
+  void grouped_linear_forward(const float* x, const float* w, float* y, const int64_t* offsets,
+                              int64_t G, int64_t I, int64_t O) override;
+  void grouped_linear_backward_dx(const float* dy, const float* w, float* dx,
+                                  const int64_t* offsets, int64_t G, int64_t I, int64_t O,
+                                  bool accumulate) override;
+  void grouped_linear_backward_dw(const float* dy, const float* x, float* dw,
+                                  const int64_t* offsets, int64_t G, int64_t I,
+                                  int64_t O) override;
+
+  void attention_forward(const float* q, const float* k, const float* v, float* o, float* lse,
+                         const int32_t* q_pos, const int32_t* k_pos, int64_t B, int64_t Sq,
+                         int64_t Skv, int64_t nh, int64_t nkv, int64_t d) override;
+  void attention_backward(const float* dout, const float* q, const float* k, const float* v,
+                          const float* o, const float* lse, float* dq, float* dk, float* dv,
+                          const int32_t* q_pos, const int32_t* k_pos, int64_t B, int64_t Sq,
+                          int64_t Skv, int64_t nh, int64_t nkv, int64_t d) override;
+  void attention_merge(float* o_a, float* lse_a, const float* o_b, const float* lse_b, int64_t B,
+                       int64_t Sq, int64_t nh, int64_t d) override;
+
+  void rmsnorm_forward(const float* x, const float* w, float* y, float* rstd, int64_t N,
+                       int64_t H, float eps) override;
+  void rmsnorm_backward(const float* dy, const float* x, const float* w, const float* rstd,
+                        float* dx, float* dw, int64_t N, int64_t H, bool accumulate_dx) override;
+  void rope_forward(const float* x, float* y, const int32_t* positions, int64_t N, int64_t heads,
+                    int64_t d, float base) override;
+  void rope_backward(const float* dy, float* dx, const int32_t* positions, int64_t N,
+                     int64_t heads, int64_t d, float base) override;
+  void swiglu_forward(const float* gate, const float* up, float* out, int64_t n) override;
+  void swiglu_backward(const float* dout, const float* gate, const float* up, float* dgate,
+                       float* dup, int64_t n) override;
+
+  void softmax_rows_forward(const float* z, float* p, int64_t N, int64_t E) override;
+  void softmax_rows_backward(const float* dp, const float* p, float* dz, int64_t N,
+                             int64_t E) override;
+  void sigmoid_forward(const float* z, float* s, int64_t n) override;
+  void sigmoid_backward(const float* ds, const float* s, float* dz, int64_t n) override;
+  void logsumexp_rows(const float* z, float* out, int64_t N, int64_t E) override;
+
+  void permute_tokens(const float* x, const int32_t* perm, float* out, int64_t R, int64_t K,
+                      int64_t H) override;
+  void permute_tokens_backward(const float* dout, const int32_t* perm, float* dx, int64_t R,
+                               int64_t K, int64_t H) override;
+  void combine_tokens(const float* y, const int32_t* perm, const float* weights, float* out,
+                      int64_t R, int64_t K, int64_t H) override;
+  void combine_tokens_backward(const float* dout, const float* y, const int32_t* perm,
+                               const float* weights, float* dy, float* dweights, int64_t R,
+                               int64_t K, int64_t H) override;
+
+  void embedding_forward(const int32_t* tokens, const float* table, float* out, int64_t N,
+                         int64_t V, int64_t first_row, int64_t rows, int64_t H) override;
+  void embedding_backward(const float* dout, const int32_t* tokens, float* dtable, int64_t N,
+                          int64_t V, int64_t first_row, int64_t rows, int64_t H) override;
+
+  double cross_entropy_forward_backward(const float* h, const float* w, const int32_t* labels,
+                                        const float* mask, float grad_scale, float* dh, float* dw,
+                                        int64_t N, int64_t H, int64_t V,
+                                        int64_t chunk_rows) override;
+  void rows_max(const float* z, float* row_max, int64_t N, int64_t Vl) override;
+  void exp_shifted_rows(float* z, const float* row_max, const int32_t* labels, const float* mask,
+                        double* sums, double* label_logit, int64_t N, int64_t Vl,
+                        int64_t first) override;
+  void softmax_gradient_rows(float* z, const double* totals, const int32_t* labels,
+                             const float* mask, float grad_scale, int64_t N, int64_t Vl,
+                             int64_t first) override;
+
+  void adamw_step(float* param, const float* grad, float* exp_avg, float* exp_avg_sq, int64_t n,
+                  const AdamWScalars& scalars) override;
+
+  void fill(float* x, float value, int64_t n) override;
+  void add(float* y, const float* x, int64_t n) override;
+  void axpy(float* y, float a, const float* x, int64_t n) override;
+  void scale(float* x, float a, int64_t n) override;
+  void widen_bf16(const uint16_t* src, float* dst, int64_t n) override;
+  void round_to_bf16(const float* src, uint16_t* dst, int64_t n) override;
+  double square_sum(const float* x, int64_t n) override;
+  double sum(const float* x, int64_t n) override;
+
+  // Stream-ordered scratch memory for one op (freed on the stream after the op's kernels).
+  class Scratch {
+   public:
+    Scratch(CudaBackend& backend, size_t bytes);
+    ~Scratch();
+    Scratch(const Scratch&) = delete;
+    Scratch& operator=(const Scratch&) = delete;
+    template <typename T>
+    T* as() const { return static_cast<T*>(ptr_); }
+
+   private:
+    CudaBackend& backend_;
+    void* ptr_ = nullptr;
+  };
+  // A device copy of a host array, valid for the ops issued next on the stream.
+  template <typename T>
+  std::unique_ptr<Scratch> upload(const T* host, int64_t count) {
+    auto buffer = std::make_unique<Scratch>(*this, sizeof(T) * static_cast<size_t>(count));
+    if (count > 0) copy_from_host(buffer->as<void>(), host, sizeof(T) * count);
+    return buffer;
+  }
+
+ private:
+  // C (M,N) row-major = alpha·op(A)·op(B) + beta·C, on the stream (cuBLAS column-major mapping).
+  void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+            const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
+            int64_t ldc);
+
+  void bind_thread() const;  // makes this backend's device the calling thread's current one
+
+  int device_;
+  cudaStream_t stream_ = nullptr;
+  cublasHandle_t cublas_ = nullptr;
+  cudaMemPool_t pool_ = nullptr;
+  std::string name_;
+  int sm_major_ = 0, sm_minor_ = 0;
+};
+
+// Creates the backend for `device` and registers it as this process's Device::kCuda backend;
+// an error naming the device when there is no such device or it cannot be used.
+absl::Status register_cuda_backend(int device);
+
+}  // namespace moefold::cuda

@@ -1,0 +1,17 @@
+// The CUDA backend's entry points for code outside tensor/ (launch binds ranks to GPUs, the NCCL
+// communicator orders its work after the compute stream), which may not include tensor/cuda/.
+// Defined by the CUDA backend: only code built with CUDA (MOEFOLD_HAVE_CUDA) may call them.
+#pragma once
+
+#include "absl/status/status.h"
+
+namespace moefold {
+
+// Visible GPUs; 0 when the driver is missing or no device is present.
+int cuda_device_count();
+// Creates the CUDA backend on `device` and registers it as this process's Device::kCuda backend.
+absl::Status register_cuda_device(int device);
+// The cudaStream_t of Device::kCuda's backend, or null when no CUDA backend is registered.
+void* cuda_compute_stream();
+
+}  // namespace moefold

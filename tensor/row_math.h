@@ -1,0 +1,82 @@
+// Row-wise kernel math shared by the CPU and CUDA backends (as kernel_math.h is for element-wise
+// math): the formulas that turn a row's reductions into its outputs. Each backend computes the
+// reductions its own way (vectorised loops on CPU, warp/block reductions on a GPU) and then calls
+// these, so the CPU tests check what the GPU computes.
+#pragma once
+
+#include <math.h>
+
+#include <cstdint>
+
+#include "tensor/kernel_math.h"
+
+namespace moefold {
+
+// ---- RMSNorm: y = x·rstd·w, rstd = 1/sqrt(mean(x²) + eps) -----------------------------------
+MOEFOLD_HOST_DEVICE float rmsnorm_rstd(float sum_of_squares, int64_t H, float eps) {
+  return 1.0f / sqrtf(sum_of_squares / static_cast<float>(H) + eps);
+}
+
+// With x̂ = x·rstd and g = dy ⊙ w: dx = rstd·(g − x·coeff), coeff = Σ(dy·w·x)·rstd²/H.
+MOEFOLD_HOST_DEVICE float rmsnorm_backward_coeff(float dot_dy_w_x, float rstd, int64_t H) {
+  return dot_dy_w_x * rstd * rstd / static_cast<float>(H);
+}
+
+MOEFOLD_HOST_DEVICE float rmsnorm_dx(float dy, float w, float x, float rstd, float coeff) {
+  return rstd * (dy * w - x * coeff);
+}
+
+// ---- RoPE: pairs (x[i], x[i + d/2]) rotate by θ_i(p) = p·base^(−2i/d) -------------------------
+// Frequencies and angles in double, as the reference (HF/Megatron) tables are, so that long
+// positions keep their precision.
+MOEFOLD_HOST_DEVICE double rope_inv_freq(int64_t i, int64_t d, float base) {
+  return pow(static_cast<double>(base), -2.0 * static_cast<double>(i) / static_cast<double>(d));
+}
+
+MOEFOLD_HOST_DEVICE double rope_angle(int64_t position, int64_t i, int64_t d, float base) {
+  return static_cast<double>(position) * rope_inv_freq(i, d, base);
+}
+
+// (y1, y2) = rotation of (x1, x2) by the angle with cosine c and (signed) sine s.
+MOEFOLD_HOST_DEVICE void rope_rotate(float x1, float x2, float c, float s, float* y1, float* y2) {
+  *y1 = x1 * c - x2 * s;
+  *y2 = x2 * c + x1 * s;
+}
+
+// ---- router scores --------------------------------------------------------------------------
+MOEFOLD_HOST_DEVICE float sigmoid_value(float z) { return 1.0f / (1.0f + exp_approx(-z)); }
+
+MOEFOLD_HOST_DEVICE float sigmoid_gradient(float ds, float s) { return ds * s * (1.0f - s); }
+
+// Softmax backward for one element: dz = p·(dp − Σ dp·p).
+MOEFOLD_HOST_DEVICE float softmax_gradient(float dp, float p, float dot_dp_p) {
+  return p * (dp - dot_dp_p);
+}
+
+// ---- attention ------------------------------------------------------------------------------
+// Causal masking by positions: a key is visible from a query when it is not later.
+MOEFOLD_HOST_DEVICE bool key_visible(int32_t q_pos, int32_t k_pos) { return k_pos <= q_pos; }
+
+// Merging two partial attentions of one row with log-sum-exps la and lb (ring attention): the
+// merged lse and the weights of each part. Either may be −inf (that part saw no key).
+struct AttentionMergeWeights {
+  float lse, weight_a, weight_b;
+};
+
+MOEFOLD_HOST_DEVICE AttentionMergeWeights attention_merge_weights(float la, float lb) {
+  if (lb == -INFINITY) return {la, 1.0f, 0.0f};
+  if (la == -INFINITY) return {lb, 0.0f, 1.0f};
+  const float m = la > lb ? la : lb;
+  const float merged = m + logf(expf(la - m) + expf(lb - m));
+  return {merged, expf(la - merged), expf(lb - merged)};
+}
+
+// ---- cross-entropy --------------------------------------------------------------------------
+// The gradient of CE·weight for one logit, given e = exp(z − max) and scale = weight / Σ e:
+// (e/Σ − [label])·weight, as e·scale − [label]·weight.
+MOEFOLD_HOST_DEVICE float cross_entropy_gradient(float e, float scale, bool is_label,
+                                                 float weight) {
+  return e * scale - (is_label ? weight : 0.0f);
+}
+
+}  // namespace moefold

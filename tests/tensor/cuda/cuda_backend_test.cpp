@@ -1,0 +1,172 @@
+// The CUDA backend against the CPU backend at shapes that exercise what the conformance table's
+// tiny shapes cannot: several blocks per grid and grid-stride loops, head dims that are not a
+// multiple of the warp, GQA groups, long rows for the block reductions, repeated token ids and
+// tokens with several expert choices (the deterministic gathers), and float64 reductions over
+// millions of elements. Also: out-of-memory is reported, not a crash; pointer ownership.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "tensor/backend.h"
+#include "tensor/ops.h"
+#include "tensor/tensor.h"
+#include "tests/tensor/kernel_test_util.h"
+
+namespace moefold {
+namespace {
+
+using testing::random_floats;
+using testing::random_ints;
+
+Tensor random_on(Device device, std::vector<int64_t> shape, uint32_t seed, float lo = -1.0f,
+                 float hi = 1.0f) {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return ops::to_device(Tensor::from_vector(std::move(shape), random_floats(n, seed, lo, hi)),
+                        device);
+}
+
+using Outputs = std::vector<std::vector<float>>;
+
+// Runs `op` on the CPU and on the GPU and compares every output at float32-GEMM tolerance.
+void expect_devices_agree(const std::function<Outputs(Device)>& op, double tol) {
+  ASSERT_TRUE(has_backend(Device::kCuda));
+  const Outputs cpu = op(Device::kCpu), gpu = op(Device::kCuda);
+  ASSERT_EQ(cpu.size(), gpu.size());
+  for (size_t i = 0; i < cpu.size(); ++i) {
+    ASSERT_EQ(cpu[i].size(), gpu[i].size()) << "output " << i;
+    for (size_t j = 0; j < cpu[i].size(); ++j) {
+      ASSERT_NEAR(gpu[i][j], cpu[i][j], tol * (1.0 + std::abs(cpu[i][j])))
+          << "output " << i << " [" << j << "]";
+    }
+  }
+}
+
+Outputs host(std::initializer_list<Tensor> tensors) {
+  Outputs out;
+  for (const Tensor& t : tensors) out.push_back(t.to_vector());
+  return out;
+}
+
+TEST(CudaBackend, DescribesItsDevice) {
+  const std::string text = backend_for(Device::kCuda).describe();
+  EXPECT_NE(text.find("cuda:0"), std::string::npos) << text;
+  EXPECT_GT(backend_for(Device::kCuda).measure_gemm_flops(512, 0.05), 1e9);
+}
+
+TEST(CudaBackend, AttentionWithGqaAndWideHeadsMatchesCpu) {
+  for (int64_t d : {40, 96}) {
+    SCOPED_TRACE(d);
+    expect_devices_agree([d](Device dev) {
+      const int64_t B = 2, S = 70, nh = 4, nkv = 2;
+      const ops::AttentionShape s{B, S, S, nh, nkv, d};
+      std::vector<int32_t> pos(S);
+      for (int64_t i = 0; i < S; ++i) pos[i] = static_cast<int32_t>((i * 37) % S);  // unsorted
+      Tensor q = random_on(dev, {B, S, nh, d}, 1), k = random_on(dev, {B, S, nkv, d}, 2);
+      Tensor v = random_on(dev, {B, S, nkv, d}, 3), dout = random_on(dev, {B, S, nh, d}, 4);
+      Tensor o = Tensor::empty({B, S, nh, d}, DType::kFloat32, dev);
+      Tensor lse = Tensor::empty({B, nh, S}, DType::kFloat32, dev);
+      Tensor dq = Tensor::zeros(q.shape(), DType::kFloat32, dev);
+      Tensor dk = Tensor::zeros(k.shape(), DType::kFloat32, dev);
+      Tensor dv = Tensor::zeros(v.shape(), DType::kFloat32, dev);
+      ops::attention_forward(q, k, v, o, lse, pos, pos, s);
+      ops::attention_backward(dout, q, k, v, o, lse, dq, dk, dv, pos, pos, s);
+      return host({o, lse, dq, dk, dv});
+    }, 1e-4);
+  }
+}
+
+TEST(CudaBackend, LongRowsAndManyRowsMatchCpu) {
+  expect_devices_agree([](Device dev) {
+    const int64_t N = 300, H = 1000;
+    Tensor x = random_on(dev, {N, H}, 5), w = random_on(dev, {H}, 6), dy = random_on(dev, {N, H}, 7);
+    Tensor y = Tensor::empty({N, H}, DType::kFloat32, dev);
+    Tensor rstd = Tensor::empty({N}, DType::kFloat32, dev);
+    Tensor dx = Tensor::empty({N, H}, DType::kFloat32, dev), dw = random_on(dev, {H}, 8);
+    ops::rmsnorm_forward(x, w, y, rstd, 1e-5f);
+    ops::rmsnorm_backward(dy, x, w, rstd, dx, dw, false);
+    Tensor r = random_on(dev, {N, 4, 64}, 9), r_out = Tensor::empty({N, 4, 64}, DType::kFloat32, dev);
+    std::vector<int32_t> positions(N);
+    for (int64_t n = 0; n < N; ++n) positions[n] = static_cast<int32_t>(n * 113);
+    ops::rope_forward(r, r_out, positions, 4, 64, 1e6f);
+    Tensor z = random_on(dev, {N, 160}, 10, -4, 4), p = Tensor::empty({N, 160}, DType::kFloat32, dev);
+    Tensor lse = Tensor::empty({N}, DType::kFloat32, dev);
+    ops::softmax_rows_forward(z, p);
+    ops::logsumexp_rows(z, lse);
+    return host({y, rstd, dx, dw, r_out, p, lse});
+  }, 1e-4);
+}
+
+TEST(CudaBackend, CrossEntropyOverChunksMatchesCpu) {
+  expect_devices_agree([](Device dev) {
+    const int64_t N = 77, H = 48, V = 1000;
+    const std::vector<int32_t> labels = random_ints(N, 11, 0, V);
+    std::vector<float> mask(N, 1.0f);
+    for (int64_t n = 0; n < N; n += 5) mask[n] = 0.0f;
+    Tensor h = random_on(dev, {N, H}, 12), w = random_on(dev, {V, H}, 13, -0.3f, 0.3f);
+    Tensor dh = Tensor::empty({N, H}, DType::kFloat32, dev), dw = Tensor::zeros({V, H}, DType::kFloat32, dev);
+    const double loss = ops::cross_entropy_forward_backward(h, w, labels, mask, 0.01f, dh, dw, 16);
+    Outputs out = host({dh, dw});
+    out.push_back({static_cast<float>(loss)});
+    return out;
+  }, 1e-4);
+}
+
+TEST(CudaBackend, TokenGathersWithRepeatsMatchCpu) {
+  expect_devices_agree([](Device dev) {
+    const int64_t N = 500, K = 4, H = 96, E = 8, V = 64;
+    // Every token's K choices, kept except every seventh, sorted by expert id as the MoE does.
+    const std::vector<int32_t> experts = random_ints(N * K, 14, 0, E);
+    std::vector<int32_t> perm;
+    for (int32_t e = 0; e < E; ++e) {
+      for (int32_t a = 0; a < N * K; ++a) {
+        if (experts[a] == e && a % 7 != 3) perm.push_back(a);
+      }
+    }
+    const int64_t R = static_cast<int64_t>(perm.size());
+    Tensor x = random_on(dev, {N, H}, 15), xs = Tensor::empty({R, H}, DType::kFloat32, dev);
+    Tensor gates = random_on(dev, {N, K}, 16), out = Tensor::zeros({N, H}, DType::kFloat32, dev);
+    Tensor dys = Tensor::empty({R, H}, DType::kFloat32, dev);
+    Tensor dgates = Tensor::zeros({N, K}, DType::kFloat32, dev);
+    Tensor dx = Tensor::zeros({N, H}, DType::kFloat32, dev);
+    ops::permute_tokens(x, perm, xs, K);
+    ops::combine_tokens(xs, perm, gates, out);
+    ops::combine_tokens_backward(out, xs, perm, gates, dys, dgates);
+    ops::permute_tokens_backward(dys, perm, dx, K);
+    // A vocabulary shard of 24 rows starting at row 20; tokens repeat often.
+    const std::vector<int32_t> tokens = random_ints(N, 17, 0, V);
+    Tensor table = random_on(dev, {24, H}, 18), emb = Tensor::empty({N, H}, DType::kFloat32, dev);
+    Tensor dtable = Tensor::zeros({24, H}, DType::kFloat32, dev);
+    ops::embedding_forward(tokens, table.slice_rows(0, 24), emb, V, 20);
+    ops::embedding_backward(emb, tokens, dtable, V, 20);
+    return host({xs, out, dys, dgates, dx, emb, dtable});
+  }, 1e-5);
+}
+
+TEST(CudaBackend, ReductionsOverMillionsAreFloat64) {
+  expect_devices_agree([](Device dev) {
+    Tensor x = random_on(dev, {3'000'001}, 19);
+    return Outputs{{static_cast<float>(ops::sum(x)), static_cast<float>(ops::square_sum(x))}};
+  }, 1e-6);
+}
+
+TEST(CudaBackend, OutOfMemoryIsReportedWithTheBytes) {
+  try {
+    Tensor huge = Tensor::empty({int64_t{1} << 40}, DType::kFloat32, Device::kCuda);  // 4 TiB
+    FAIL() << "expected an out-of-memory error";
+  } catch (const DeviceOutOfMemory& e) {
+    EXPECT_NE(std::string(e.what()).find("cuda"), std::string::npos) << e.what();
+  }
+  // The device is still usable afterwards.
+  Tensor small = ops::to_device(Tensor::from_vector({2}, {1.0f, 2.0f}), Device::kCuda);
+  EXPECT_EQ(small.to_vector(), (std::vector<float>{1.0f, 2.0f}));
+  EXPECT_EQ(device_of_pointer(small.data()), Device::kCuda);
+  std::vector<float> on_host(2);
+  EXPECT_EQ(device_of_pointer(on_host.data()), Device::kCpu);
+}
+
+}  // namespace
+}  // namespace moefold
