@@ -52,11 +52,13 @@ void ExpertReplicas::start_gather(ReplicaStash& st) {
   st.slots_per_rank = p.max_slots();
   ++stats_.micro_batches;
   stats_.replicas += p.replicas();
+  st.materialised = false;
   rematerialise(st);
 }
 
 void ExpertReplicas::rematerialise(ReplicaStash& st) {
-  if (st.w_gate.defined()) return;
+  if (st.materialised) return;
+  st.materialised = true;
   const int64_t S = st.slots, F = ffn_, H = hidden_;
   ensure_shape(st.w_gate, {S, F, H});
   ensure_shape(st.w_up, {S, F, H});
@@ -73,6 +75,7 @@ void ExpertReplicas::finish_gather(ReplicaStash& st) {
 
 void ExpertReplicas::release(ReplicaStash& st) const {
   if (!rematerialise_) return;
+  st.materialised = false;
   st.w_gate = Tensor();
   st.w_up = Tensor();
   st.w_down = Tensor();

@@ -39,6 +39,7 @@ struct ReplicaStash {
   std::vector<int32_t> dispatch_idx;  // (n,k) dispatch id of each assignment
   std::vector<int64_t> received;      // (EP, S) rows each rank sends to each of this rank's slots
   ReplicaExchange gather, reduction;
+  bool materialised = false;  // the slots hold this micro-batch's weights (or gradients)
   bool reduction_pending = false;
 };
 

@@ -94,13 +94,13 @@ void run_layer(const ModelConfig& config, const ParallelContext& ctx, const Case
         forced_placement(c, config.moe.num_experts, ctx.ep->size()));
   }
   const int64_t N = kBatch * kSeq;
+  MoeStash stash;  // reused by every micro-batch, as the trainer does
   for (int m = 0; m < kMicroBatches; ++m) {
     for (int r : ranks) {
       const unsigned seed = static_cast<unsigned>(100 * m + 2 * r);
       const Tensor x = random_tensor({N, kHidden}, seed);
       const Tensor dy = random_tensor({N, kHidden}, seed + 1);
       Tensor y = Tensor::empty({N, kHidden}), dx = Tensor::empty({N, kHidden});
-      MoeStash stash;
       layer.forward(x, {kBatch, kSeq, nullptr}, 1.0, y, false, stash);
       layer.backward_dx(dy, dx, stash);
       layer.backward_dw(stash);
