@@ -112,6 +112,10 @@ void MoeLayer::finish_backward_dw(MoeStash& st) const {
   ws.reduction_pending = false;
 }
 
+void MoeLayer::start_expert_gather(MoeStash& st) const {
+  if (replicas_) replicas_->start_gather(st.replicas);
+}
+
 // The router's choices become dispatch ids of slots (holder rank · S + slot); the rows each rank
 // sends to this rank's slots come from the routing table, so the plan exchanges no counts.
 void MoeLayer::plan_replica_dispatch(int64_t n, MoeStash& st) const {

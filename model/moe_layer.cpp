@@ -103,7 +103,7 @@ void MoeLayer::forward(const Tensor& x_NH, const MoeRows& rows, double aux_scale
                 shard_rows % rows.batch == 0 &&
                 (rows.positions || shard_rows == rows.batch * rows.seq));
   st.aux_scale = aux_scale;
-  if (replicas_) replicas_->start_gather(st.replicas);  // travels while the router computes
+  if (replicas_ && !st.replicas.gather_started) replicas_->start_gather(st.replicas);
   const bool split = splits_rows();
   const int64_t first = split ? share_begin(N, tp.rank(), tp.size()) : 0;
   const int64_t n = split ? share_begin(N, tp.rank() + 1, tp.size()) - first : N;

@@ -103,6 +103,9 @@ class MoeLayer {
   // aux_scale weights the router losses in backward.
   void forward(const Tensor& x_NH, const MoeRows& rows, double aux_scale, Tensor& y_NH,
                bool accumulate, MoeStash& stash) const;
+  // Load-driven FSSDP: starts gathering this micro-batch's replicas before forward (the caller's
+  // attention computes meanwhile); forward starts it itself otherwise. No-op without replicas.
+  void start_expert_gather(MoeStash& stash) const;
   // dx (N,H) = d loss / d x, overwritten. dy must stay unchanged until backward_dw.
   void backward_dx(const Tensor& dy_NH, Tensor& dx_NH, MoeStash& stash) const;
   void backward_dw(MoeStash& stash) const;

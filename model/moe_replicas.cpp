@@ -53,6 +53,7 @@ void ExpertReplicas::start_gather(ReplicaStash& st) {
   ++stats_.micro_batches;
   stats_.replicas += p.replicas();
   st.materialised = false;
+  st.gather_started = true;
   rematerialise(st);
 }
 
@@ -74,6 +75,7 @@ void ExpertReplicas::finish_gather(ReplicaStash& st) {
 }
 
 void ExpertReplicas::release(ReplicaStash& st) const {
+  st.gather_started = false;
   if (!rematerialise_) return;
   st.materialised = false;
   st.w_gate = Tensor();

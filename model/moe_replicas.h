@@ -7,7 +7,7 @@
 // dispatcher and grouped GEMMs run unchanged over S slots per rank.
 //
 // Per micro-batch:
-//   start_gather    (forward start) plan from the window of earlier micro-batches' counts, copy
+//   start_gather    (before the attention, else at forward start) plan from the window of earlier micro-batches' counts, copy
 //                   the owned experts into the workspace and receive the replicas (spAG);
 //   route           after the router: all-gather every rank's per-expert counts with its plan
 //                   hash (checked equal), push them into the window, route each assignment to
@@ -39,6 +39,7 @@ struct ReplicaStash {
   std::vector<int32_t> dispatch_idx;  // (n,k) dispatch id of each assignment
   std::vector<int64_t> received;      // (EP, S) rows each rank sends to each of this rank's slots
   ReplicaExchange gather, reduction;
+  bool gather_started = false;  // for this forward (before the attention, or by forward)
   bool materialised = false;  // the slots hold this micro-batch's weights (or gradients)
   bool reduction_pending = false;
 };
@@ -66,7 +67,8 @@ class ExpertReplicas {
   // idx, keep (n,k): the router's choices; fills stash.dispatch_idx and stash.received.
   void route(std::span<const int32_t> idx, std::span<const uint8_t> keep, ReplicaStash& stash);
   void finish_gather(ReplicaStash& stash);
-  // After forward: frees the workspace when re-materialising (parallel.fssdp_rematerialise).
+  // After forward: frees the workspace when re-materialising (parallel.fssdp_rematerialise);
+  // the next forward plans and gathers again.
   void release(ReplicaStash& stash) const;
   // Before backward_dx: gathers the workspace again if it was released.
   void rematerialise(ReplicaStash& stash);
