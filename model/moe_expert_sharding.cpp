@@ -1,5 +1,6 @@
 // FSSDP for the MoE layer (moe_layer.h): the sparse materialisation of the expert weights from
-// their expert-DP shards, and the sparse reduce-scatter of their gradients.
+// their expert-DP shards, and the sparse reduce-scatter of their gradients; and the dispatch to
+// the slots of load-driven FSSDP (model/moe_replicas.h).
 #include <chrono>
 
 #include "model/moe_layer.h"
@@ -10,13 +11,16 @@
 
 namespace moefold {
 
-const Tensor& MoeLayer::gate_weights() const {
+const Tensor& MoeLayer::gate_weights(const MoeStash& st) const {
+  if (replicas_) return st.replicas.w_gate;
   return workspace_ ? workspace_->w_gate : w_gate_->compute_value();
 }
-const Tensor& MoeLayer::up_weights() const {
+const Tensor& MoeLayer::up_weights(const MoeStash& st) const {
+  if (replicas_) return st.replicas.w_up;
   return workspace_ ? workspace_->w_up : w_up_->compute_value();
 }
-const Tensor& MoeLayer::down_weights() const {
+const Tensor& MoeLayer::down_weights(const MoeStash& st) const {
+  if (replicas_) return st.replicas.w_down;
   return workspace_ ? workspace_->w_down : w_down_->compute_value();
 }
 
@@ -102,12 +106,30 @@ void MoeLayer::start_gradient_reduction(const MoeStash& st) const {
 }
 
 void MoeLayer::finish_backward_dw(MoeStash& st) const {
+  if (replicas_) replicas_->finish_gradient_reduce(st.replicas);
   if (!workspace_ || !workspace_->reduction_pending) return;
   ExpertWorkspace& ws = *workspace_;
   const auto start = std::chrono::steady_clock::now();
   finish_sparse_reduce_scatter(st.fssdp, ws.reduction, shard_parts(true));
   ws.blocked_seconds += seconds_since(start);
   ws.reduction_pending = false;
+}
+
+void MoeLayer::start_expert_gather(MoeStash& st) const {
+  if (replicas_) replicas_->start_gather(st.replicas);
+}
+
+// The router's choices become dispatch ids of slots (holder rank · S + slot); the rows each rank
+// sends to this rank's slots come from the routing table, so the plan exchanges no counts.
+void MoeLayer::plan_replica_dispatch(int64_t n, MoeStash& st) const {
+  ReplicaStash& rs = st.replicas;
+  const int64_t k = topk_;
+  replicas_->route(st.router.idx, st.router.keep, rs);
+  const int64_t V = ctx_.ep->size() * rs.slots_per_rank;
+  st.counts.assign(V, 0);
+  st.rows = ops::build_expert_permutation(rs.dispatch_idx.data(), st.router.keep.data(), n, k, V,
+                                          st.counts.data(), ensure_size(st.perm, n * k));
+  st.plan = dispatcher_.plan_known(st.counts, rs.slots_per_rank, rs.received);
 }
 
 }  // namespace moefold

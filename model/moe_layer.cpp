@@ -47,6 +47,9 @@ MoeLayer::MoeLayer(const ModelConfig& config, const ParallelContext& ctx, int la
   w_gate_ = registry.add_weight(stored("experts/w_gate", {E, F, H}), std, true);
   w_up_ = registry.add_weight(stored("experts/w_up", {E, F, H}), std, true);
   w_down_ = registry.add_weight(stored("experts/w_down", {E, H, F}), out_std, true);
+  if (ctx.config.fssdp_spare_slots > 0) {
+    replicas_ = std::make_unique<ExpertReplicas>(ctx, E, w_gate_, w_up_, w_down_);
+  }
   if (config.moe.moe_shared_expert_intermediate_size > 0) {
     shared_ = std::make_unique<Mlp>(config, ctx, prefix + "shared/",
                                     config.moe.moe_shared_expert_intermediate_size, registry,
@@ -56,18 +59,19 @@ MoeLayer::MoeLayer(const ModelConfig& config, const ParallelContext& ctx, int la
 
 MoeLayer::ChunkRows MoeLayer::chunk_rows(const MoeStash& st, int chunk) const {
   const int64_t first = st.plan.expert_chunk_rows[chunk];
+  const int64_t groups = replicas_ ? st.replicas.slots : local_experts_;  // later slots are empty
   return {first, st.plan.expert_chunk_rows[chunk + 1],
-          {st.plan.chunk_expert_offsets(chunk), static_cast<size_t>(local_experts_ + 1)}};
+          {st.plan.chunk_expert_offsets(chunk), static_cast<size_t>(groups + 1)}};
 }
 
 // Grouped SwiGLU experts on the rows of one dispatched chunk.
 void MoeLayer::experts_forward(int chunk, MoeStash& st) const {
   const ChunkRows c = chunk_rows(st, chunk);
   const Tensor gate = c.of(st.gate), up = c.of(st.up), act = c.of(st.act), xe = c.of(st.xe);
-  ops::grouped_linear_forward(xe, gate_weights(), gate, c.offsets);
-  ops::grouped_linear_forward(xe, up_weights(), up, c.offsets);
+  ops::grouped_linear_forward(xe, gate_weights(st), gate, c.offsets);
+  ops::grouped_linear_forward(xe, up_weights(st), up, c.offsets);
   ops::swiglu_forward(gate, up, act);
-  ops::grouped_linear_forward(act, down_weights(), c.of(st.ye), c.offsets);
+  ops::grouped_linear_forward(act, down_weights(st), c.of(st.ye), c.offsets);
 }
 
 // Rows [first, end) of the N rows that this rank of a token-splitting group of `size` routes:
@@ -99,6 +103,7 @@ void MoeLayer::forward(const Tensor& x_NH, const MoeRows& rows, double aux_scale
                 shard_rows % rows.batch == 0 &&
                 (rows.positions || shard_rows == rows.batch * rows.seq));
   st.aux_scale = aux_scale;
+  if (replicas_ && !st.replicas.gather_started) replicas_->start_gather(st.replicas);
   const bool split = splits_rows();
   const int64_t first = split ? share_begin(N, tp.rank(), tp.size()) : 0;
   const int64_t n = split ? share_begin(N, tp.rank() + 1, tp.size()) - first : N;
@@ -109,10 +114,14 @@ void MoeLayer::forward(const Tensor& x_NH, const MoeRows& rows, double aux_scale
                   micro_batch_tokens(rows, shard_rows, shard_first, n), st.router);
 
   // Local work: sort the kept assignments by expert, agree on counts, order rows for sending.
-  st.counts.assign(E, 0);
-  st.rows = ops::build_expert_permutation(st.router.idx.data(), st.router.keep.data(), n, k, E,
-                                          st.counts.data(), ensure_size(st.perm, n * k));
-  st.plan = dispatcher_.plan(st.counts);
+  if (replicas_) {
+    plan_replica_dispatch(n, st);
+  } else {
+    st.counts.assign(E, 0);
+    st.rows = ops::build_expert_permutation(st.router.idx.data(), st.router.keep.data(), n, k, E,
+                                            st.counts.data(), ensure_size(st.perm, n * k));
+    st.plan = dispatcher_.plan(st.counts);
+  }
   if (workspace_) {  // the needed experts' shards travel while the tokens are dispatched
     plan_materialisation(st);
     start_materialisation(st);
@@ -138,6 +147,7 @@ void MoeLayer::forward(const Tensor& x_NH, const MoeRows& rows, double aux_scale
   ensure_shape(st.ye, {Re, H}, act);
   ensure_shape(st.ys, {R, H}, act);
   if (workspace_) finish_materialisation(st);
+  if (replicas_) replicas_->finish_gather(st.replicas);
   for (int c = 0; c < st.plan.chunks; ++c) {  // chunk c computes while c+1 is exchanged
     dispatcher_.finish_dispatch_chunk(st.plan, c, H, st.buffers, st.xe.raw_data());
     experts_forward(c, st);
@@ -145,6 +155,7 @@ void MoeLayer::forward(const Tensor& x_NH, const MoeRows& rows, double aux_scale
                                     st.buffers);
   }
   dispatcher_.finish_combine(st.buffers);
+  if (replicas_) replicas_->release(st.replicas);
   if (!split) {
     ops::combine_tokens(st.ys, st.send_perm, st.router.device_gates, y_NH.view({N, H}));
     return;
@@ -173,10 +184,10 @@ void MoeLayer::gather_token_shares(const Tensor& share_nH, int64_t N, Tensor& al
 void MoeLayer::experts_backward_dx(int chunk, MoeStash& st) const {
   const ChunkRows c = chunk_rows(st, chunk);
   const Tensor gate = c.of(st.gate), up = c.of(st.up), dact = c.of(st.dact), dxe = c.of(st.dxe);
-  ops::grouped_linear_backward_dx(c.of(st.dye), down_weights(), dact, c.offsets, false);
+  ops::grouped_linear_backward_dx(c.of(st.dye), down_weights(st), dact, c.offsets, false);
   ops::swiglu_backward(dact, gate, up, gate, up);
-  ops::grouped_linear_backward_dx(gate, gate_weights(), dxe, c.offsets, false);
-  ops::grouped_linear_backward_dx(up, up_weights(), dxe, c.offsets, true);
+  ops::grouped_linear_backward_dx(gate, gate_weights(st), dxe, c.offsets, false);
+  ops::grouped_linear_backward_dx(up, up_weights(st), dxe, c.offsets, true);
 }
 
 void MoeLayer::backward_dx(const Tensor& dy_NH, Tensor& dx_NH, MoeStash& st) const {
@@ -185,6 +196,7 @@ void MoeLayer::backward_dx(const Tensor& dy_NH, Tensor& dx_NH, MoeStash& st) con
   const bool split = splits_rows();
   MOEFOLD_CHECK(dy_NH.numel() == N * H && dx_NH.numel() == N * H);
   if (workspace_) start_materialisation(st);  // gathered again: the workspace is shared
+  if (replicas_) replicas_->rematerialise(st.replicas);  // when released after forward
   ensure_shape(st.dgates, {n, k}).zero();
   const DType act = dy_NH.dtype();
   ensure_shape(st.dys, {R, H}, act);
@@ -201,6 +213,7 @@ void MoeLayer::backward_dx(const Tensor& dy_NH, Tensor& dx_NH, MoeStash& st) con
   ensure_shape(st.dxe, {Re, H}, act);
   ensure_shape(st.dxs, {R, H}, act);
   if (workspace_) finish_materialisation(st);
+  if (replicas_) replicas_->finish_gather(st.replicas);
   for (int c = 0; c < st.plan.chunks; ++c) {
     dispatcher_.finish_dispatch_chunk(st.plan, c, H, st.buffers, st.dye.raw_data());
     experts_backward_dx(c, st);
@@ -228,6 +241,13 @@ void MoeLayer::backward_dw(MoeStash& st) const {
     d_up = workspace_->w_up;
     d_down = workspace_->w_down;
   }
+  if (replicas_) {  // the slots' partial gradients, in place of their weights; reduced to owners
+    MOEFOLD_CHECK(!st.replicas.reduction_pending, "FSSDP: finish_backward_dw was not called");
+    d_gate = st.replicas.w_gate;
+    d_up = st.replicas.w_up;
+    d_down = st.replicas.w_down;
+    for (Tensor* t : {&d_gate, &d_up, &d_down}) t->zero();
+  }
   for (int chunk = 0; chunk < st.plan.chunks; ++chunk) {
     const ChunkRows c = chunk_rows(st, chunk);
     const Tensor xe = c.of(st.xe);
@@ -236,6 +256,7 @@ void MoeLayer::backward_dw(MoeStash& st) const {
     ops::grouped_linear_backward_dw(c.of(st.up), xe, d_up, c.offsets);
   }
   if (workspace_) start_gradient_reduction(st);  // finished by finish_backward_dw
+  if (replicas_) replicas_->start_gradient_reduce(st.replicas);
   router_.backward_dw(st.router);
   if (shared_) shared_->backward_dw(st.shared);
 }

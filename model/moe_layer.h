@@ -16,6 +16,9 @@
 // (parallel/sparse_shards.h) into a workspace shared by the model's MoE layers, overlapping the
 // shared expert and the dispatch; backward gathers them again and reduce-scatters their
 // gradients onto the shards, so the shards' gradients are complete over expert-DP.
+// Under load-driven FSSDP (parallel.fssdp_spare_slots > 0, model/moe_replicas.h) the experts stay
+// whole on their EP owners and hot ones are also materialised on other EP ranks for a
+// micro-batch; tokens are dispatched to slots (owned experts, then replicas) instead of experts.
 #pragma once
 
 #include <cstdint>
@@ -25,6 +28,7 @@
 
 #include "model/mlp.h"
 #include "model/model_config.h"
+#include "model/moe_replicas.h"
 #include "model/parameter.h"
 #include "model/router.h"
 #include "parallel/context.h"
@@ -81,6 +85,7 @@ struct MoeStash {
   Tensor dxe;                     // (Re,H) d loss / d xe (partial sums over ETP)
   Tensor dgates;                  // (n,k)
   SparseShardPlan fssdp;          // FSSDP: which local experts each expert-DP rank needs
+  ReplicaStash replicas;          // load-driven FSSDP: placement, materialised slots, exchanges
   // Token-split only (TP > 1): this rank's routed rows and all TP ranks' gathered.
   Tensor routed;                  // (n,H) routed output, then d loss / d x of these rows
   Tensor routed_all;              // (N,H)
@@ -98,6 +103,9 @@ class MoeLayer {
   // aux_scale weights the router losses in backward.
   void forward(const Tensor& x_NH, const MoeRows& rows, double aux_scale, Tensor& y_NH,
                bool accumulate, MoeStash& stash) const;
+  // Load-driven FSSDP: starts gathering this micro-batch's replicas before forward (the caller's
+  // attention computes meanwhile); forward starts it itself otherwise. No-op without replicas.
+  void start_expert_gather(MoeStash& stash) const;
   // dx (N,H) = d loss / d x, overwritten. dy must stay unchanged until backward_dw.
   void backward_dx(const Tensor& dy_NH, Tensor& dx_NH, MoeStash& stash) const;
   void backward_dw(MoeStash& stash) const;
@@ -107,6 +115,8 @@ class MoeLayer {
 
   const Router& router() const { return router_; }
   bool has_shared_expert() const { return shared_ != nullptr; }
+  // Load-driven FSSDP (parallel.fssdp_spare_slots > 0); null otherwise.
+  ExpertReplicas* replicas() const { return replicas_.get(); }
   // Parameters one token touches: router, k experts, shared expert.
   int64_t active_parameter_count() const;
 
@@ -122,12 +132,16 @@ class MoeLayer {
   int64_t local_experts_, local_ffn_;  // E/EP, F/ETP (materialised)
   TokenDispatcher dispatcher_;
   std::shared_ptr<ExpertWorkspace> workspace_;  // FSSDP only
+  std::unique_ptr<ExpertReplicas> replicas_;    // load-driven FSSDP only
 
   // The weights the experts compute with: the parameters, or the FSSDP workspace.
-  // The local experts' weights (El,F,H) (El,F,H) (El,H,F): materialised under FSSDP.
-  const Tensor& gate_weights() const;
-  const Tensor& up_weights() const;
-  const Tensor& down_weights() const;
+  // The local experts' weights (El,F,H) (El,F,H) (El,H,F): materialised under FSSDP; the
+  // micro-batch's slots (S_me,F,H) (S_me,F,H) (S_me,H,F) under load-driven FSSDP.
+  const Tensor& gate_weights(const MoeStash& stash) const;
+  const Tensor& up_weights(const MoeStash& stash) const;
+  const Tensor& down_weights(const MoeStash& stash) const;
+  // Load-driven FSSDP: route the router's choices to slots and plan their dispatch.
+  void plan_replica_dispatch(int64_t rows, MoeStash& stash) const;
   // The rows [first, end) of one dispatched chunk and its per-expert offsets (El+1).
   struct ChunkRows {
     int64_t first, end;

@@ -49,6 +49,7 @@ void TransformerLayer::forward(const Tensor& h_in_NH, const int32_t* positions_N
   ensure_shape(st.m, {n, H}, act);
   ensure_shape(st.ffn_rstd, {n});
 
+  if (moe_) moe_->start_expert_gather(st.moe);  // load-driven FSSDP: behind the attention
   ops::rmsnorm_forward(h_in_NH, attn_norm_->compute_value(), st.a, st.attn_rstd, eps_);
   ops::copy(st.h_mid, h_in_NH);
   attention_.forward(st.a, positions_N, batch, seq, st.h_mid, true, st.attn);

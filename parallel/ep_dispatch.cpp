@@ -80,13 +80,38 @@ TokenDispatcher::TokenDispatcher(DispatchGroups groups, DispatcherKind kind, int
 }
 
 DispatchPlan TokenDispatcher::plan(std::span<const int64_t> counts_E) const {
-  const int64_t E = experts_;
+  MOEFOLD_CHECK(static_cast<int64_t>(counts_E.size()) == experts_);
+  DispatchPlan plan = plan_source(counts_E, experts_ / groups_.ep->size());
+  if (kind_ == DispatcherKind::kAllToAll) {
+    plan_all_to_all(counts_E, plan);
+  } else {
+    plan_all_gather(counts_E, plan);
+  }
+  plan.expert_rows = plan.expert_chunk_rows[chunks_];
+  return plan;
+}
+
+DispatchPlan TokenDispatcher::plan_known(std::span<const int64_t> counts_V, int64_t per_rank,
+                                         std::span<const int64_t> received) const {
+  const int EP = groups_.ep->size();
+  MOEFOLD_CHECK(kind_ == DispatcherKind::kAllToAll && groups_.etp->size() == 1);
+  MOEFOLD_CHECK(static_cast<int64_t>(counts_V.size()) == EP * per_rank &&
+                static_cast<int64_t>(received.size()) == EP * per_rank);
+  DispatchPlan plan = plan_source(counts_V, per_rank);
+  plan_all_to_all(counts_V, plan, received);
+  plan.expert_rows = plan.expert_chunk_rows[chunks_];
+  return plan;
+}
+
+// Source side of a plan over counts_E.size() targets, `per_rank` per EP rank.
+DispatchPlan TokenDispatcher::plan_source(std::span<const int64_t> counts_E,
+                                          int64_t per_rank) const {
+  const int64_t E = static_cast<int64_t>(counts_E.size());
   const int EP = groups_.ep->size(), n = chunks_;
-  MOEFOLD_CHECK(static_cast<int64_t>(counts_E.size()) == E);
   DispatchPlan plan;
   plan.kind = kind_;
   plan.chunks = n;
-  plan.local_experts = E / EP;
+  plan.local_experts = per_rank;
   const int64_t El = plan.local_experts;
   std::vector<int64_t> start(E + 1, 0);
   for (int64_t e = 0; e < E; ++e) start[e + 1] = start[e] + counts_E[e];
@@ -106,21 +131,19 @@ DispatchPlan TokenDispatcher::plan(std::span<const int64_t> counts_E) const {
   plan.expert_chunk_rows.assign(n + 1, 0);
   plan.expert_offsets.assign(static_cast<size_t>(n) * (El + 1), 0);
   plan.gathered_chunk_rows.assign(n + 1, 0);
-  if (kind_ == DispatcherKind::kAllToAll) {
-    plan_all_to_all(counts_E, plan);
-  } else {
-    plan_all_gather(counts_E, plan);
-  }
-  plan.expert_rows = plan.expert_chunk_rows[n];
   return plan;
 }
 
-void TokenDispatcher::plan_all_to_all(std::span<const int64_t> counts_E, DispatchPlan& plan) const {
+void TokenDispatcher::plan_all_to_all(std::span<const int64_t> counts_E, DispatchPlan& plan,
+                                      std::span<const int64_t> known) const {
   const int EP = groups_.ep->size(), ETP = groups_.etp->size(), n = chunks_;
   const int64_t El = plan.local_experts;
   // received[s][i]: rows EP rank s routed to our local expert i.
-  std::vector<int64_t> received(EP * El);
-  groups_.ep->all_to_all(counts_E.data(), received.data(), El, CommDType::kInt64);
+  std::vector<int64_t> received(known.begin(), known.end());
+  if (known.empty()) {
+    received.resize(EP * El);
+    groups_.ep->all_to_all(counts_E.data(), received.data(), El, CommDType::kInt64);
+  }
   // counts[t][s][i]: the same as seen by each expert tensor-parallel peer t.
   std::vector<int64_t> counts(static_cast<size_t>(ETP) * EP * El);
   groups_.etp->all_gather(received.data(), EP * El, counts.data(), CommDType::kInt64);

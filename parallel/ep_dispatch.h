@@ -89,6 +89,11 @@ class TokenDispatcher {
   // Exchanges this rank's rows per global expert, counts_E (E), and computes every order.
   // Collective over the dispatcher's groups: every rank calls it once per micro-batch.
   DispatchPlan plan(std::span<const int64_t> counts_E) const;
+  // The same over `slots_per_rank` dispatch targets per EP rank instead of the experts (FSSDP
+  // replicas, model/moe_replicas.h), when the rows each EP rank sends to this rank's targets,
+  // received_PS (EP, slots_per_rank), are already known: no counts exchange. all-to-all, ETP 1.
+  DispatchPlan plan_known(std::span<const int64_t> counts_V, int64_t slots_per_rank,
+                          std::span<const int64_t> received_PS) const;
 
   // Starts the exchange of every chunk of source (R, width) towards the experts.
   void start_dispatch(const DispatchPlan& plan, const void* source_RW, int64_t width,
@@ -107,7 +112,9 @@ class TokenDispatcher {
   int chunks() const { return chunks_; }
 
  private:
-  void plan_all_to_all(std::span<const int64_t> counts_E, DispatchPlan& plan) const;
+  DispatchPlan plan_source(std::span<const int64_t> counts_V, int64_t per_rank) const;
+  void plan_all_to_all(std::span<const int64_t> counts_E, DispatchPlan& plan,
+                       std::span<const int64_t> received = {}) const;
   void plan_all_gather(std::span<const int64_t> counts_E, DispatchPlan& plan) const;
 
   DispatchGroups groups_;

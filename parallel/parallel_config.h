@@ -33,6 +33,13 @@ struct ParallelConfig {
   // Fully Sharded Sparse Data Parallelism (Hecate) for the routed experts: weights, gradients and
   // optimizer state sharded over expert-DP; each micro-batch gathers only the experts it needs.
   bool moe_fssdp = false;
+  // Load-driven FSSDP (Hecate's placement, parallel/expert_placement.h): per MoE layer and
+  // micro-batch each EP rank may also hold this many replicas of other ranks' hot experts;
+  // 0 = plain EP. Overlap degree: expert copies a rank sends or receives per layer (0 = no
+  // limit). Re-materialise: free the replicas after forward and gather them again for backward.
+  int fssdp_spare_slots = 0;
+  int fssdp_overlap_degree = 0;
+  bool fssdp_rematerialise = false;
   // Every blocking wait on communication ends the job after this long (parallel/watchdog.h);
   // Megatron's --distributed-timeout-minutes. 0 = wait forever.
   double distributed_timeout_minutes = 10;

@@ -1,5 +1,6 @@
 #include "parallel/sparse_shards.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "tensor/check.h"
@@ -28,6 +29,13 @@ SparseShardPlan plan_sparse_shards(Communicator& group, std::span<const uint8_t>
   return plan;
 }
 
+// Makes `t` a flat float32 buffer of at least n elements (one, so data() is always valid).
+static float* ensure_elements(Tensor& t, int64_t n) {
+  n = std::max<int64_t>(n, 1);
+  if (!t.defined() || t.numel() < n) t = Tensor::empty({n});
+  return t.data();
+}
+
 static int64_t parts_size(std::span<const ShardPart> parts) {
   int64_t s = 0;
   for (const ShardPart& p : parts) s += p.per_item;
@@ -44,8 +52,7 @@ void start_sparse_all_gather(Communicator& group, const SparseShardPlan& plan,
   std::vector<int64_t> send_counts(P), recv_counts(P);
   int64_t total = 0;
   for (int q = 0; q < P; ++q) total += plan.needed[q];
-  exchange.send.resize(total * s);
-  float* out = exchange.send.data();
+  float* out = ensure_elements(exchange.send, total * s);
   for (int q = 0; q < P; ++q) {
     send_counts[q] = plan.needed[q] * s;
     recv_counts[q] = plan.needed[me] * s;
@@ -73,7 +80,7 @@ void start_sparse_reduce_scatter(Communicator& group, const SparseShardPlan& pla
     recv_counts[q] = plan.needed[q] * s;
     total += recv_counts[q];
   }
-  exchange.received.resize(total);
+  ensure_elements(exchange.received, total);
   exchange.handle = group.all_to_all_v_async(gradients, send_counts, exchange.received.data(),
                                              recv_counts, CommDType::kFloat32);
 }

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "parallel/communicator.h"
+#include "tensor/tensor.h"
 
 namespace moefold {
 
@@ -38,8 +39,9 @@ struct SparseShardPlan {
 SparseShardPlan plan_sparse_shards(Communicator& group, std::span<const uint8_t> needs_K,
                                    int64_t shard);
 
+// Staging is Tensor storage, so the allocator statistics (reported peak memory) count it.
 struct SparseShardExchange {
-  std::vector<float> send, received;  // received: the reduce-scatter's incoming slices
+  Tensor send, received;  // (≥ 1) flat; received: the reduce-scatter's incoming slices
   WorkHandle handle;
 };
 

@@ -203,6 +203,23 @@ std::vector<RecipeKey> build_schema() {
       "experts its tokens reach and reduce-scatters their gradients (moe_ffn_hidden_size must "
       "divide by ETP × expert-DP)."));
   add(number_key(
+      "parallel.fssdp_spare_slots",
+      [](R& r) -> auto& { return r.parallel.fssdp_spare_slots; }, 0, kMaxInt,
+      "Load-driven FSSDP (Hecate's expert placement): per MoE layer and micro-batch each EP "
+      "rank may also hold this many replicas of other ranks' hot experts, placed where the "
+      "recent routing load says they lower the busiest rank's tokens; owners keep the "
+      "weights, gradients and Adam state as under EP. 0 = plain EP."));
+  add(number_key(
+      "parallel.fssdp_overlap_degree",
+      [](R& r) -> auto& { return r.parallel.fssdp_overlap_degree; }, 0, kMaxInt,
+      "Load-driven FSSDP: expert copies one rank may send, and receive, per MoE layer and "
+      "micro-batch (so the gather fits behind the compute before the experts); 0 = no limit."));
+  add(bool_key(
+      "parallel.fssdp_rematerialise",
+      [](R& r) -> auto& { return r.parallel.fssdp_rematerialise; },
+      "Load-driven FSSDP: free the replicas after forward and gather them again before "
+      "backward (less memory, twice the gather traffic)."));
+  add(number_key(
       "parallel.distributed_timeout_minutes",
       [](R& r) -> auto& { return r.parallel.distributed_timeout_minutes; }, 0, kInf,
       "Every blocking wait on a collective or point-to-point message ends the job after this "

@@ -165,6 +165,11 @@ absl::Status validate_training(const Recipe& r) {
                         "not supported yet with parallel.moe_fssdp: the sparse expert gather "
                         "materialises float32 weights; use one of them");
   }
+  if (t.bf16 && p.fssdp_spare_slots > 0) {
+    return recipe_error(r, "training.bf16",
+                        "not supported yet with parallel.fssdp_spare_slots > 0: the expert "
+                        "replicas are gathered as float32 weights; use one of them");
+  }
   if (p.overlap_param_gather && !p.use_distributed_optimizer) {
     return recipe_error(r, "parallel.overlap_param_gather",
                         "needs parallel.use_distributed_optimizer: true");
@@ -172,6 +177,31 @@ absl::Status validate_training(const Recipe& r) {
   if (p.zero_bubble_pipeline && t.recompute_granularity != RecomputeGranularity::kNone) {
     return recipe_error(r, "parallel.zero_bubble_pipeline",
                         "needs the stored activations: training.recompute_granularity none");
+  }
+  if (p.fssdp_rematerialise && p.fssdp_spare_slots == 0) {
+    return recipe_error(r, "parallel.fssdp_rematerialise",
+                        "needs parallel.fssdp_spare_slots > 0 (load-driven FSSDP)");
+  }
+  if (p.fssdp_spare_slots > 0) {
+    const char* key = "parallel.fssdp_spare_slots";
+    if (p.moe_fssdp) {
+      return recipe_error(r, key,
+                          "not supported yet together with parallel.moe_fssdp (experts sharded "
+                          "over expert-DP); use one of the two");
+    }
+    if (p.expert_tensor_parallel() != 1) {
+      return recipe_error(r, key,
+                          "not supported yet with expert_tensor_parallel_size > 1: replicas "
+                          "are whole experts");
+    }
+    if (r.model.moe.moe_token_dispatcher_type != "alltoall") {
+      return recipe_error(r, key, "needs moe.moe_token_dispatcher_type alltoall");
+    }
+    if (t.recompute_granularity != RecomputeGranularity::kNone) {
+      return recipe_error(r, key,
+                          "not supported yet with training.recompute_granularity: a recomputed "
+                          "forward would plan and route again");
+    }
   }
   if (p.virtual_pipeline_model_parallel_size > 0 && p.pipeline_model_parallel_size == 1) {
     return recipe_error(r, "parallel.virtual_pipeline_model_parallel_size",

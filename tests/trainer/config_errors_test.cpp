@@ -160,6 +160,29 @@ TEST(ConfigErrors, RouterOptionsThatDoNotFit) {
             "moe.moe_expert_capacity_factor > 0");
 }
 
+// Load-driven FSSDP: the combinations it does not support yet, each named.
+TEST(ConfigErrors, LoadDrivenFssdpThatDoesNotFit) {
+  EXPECT_THAT(moe_error("", {"parallel.fssdp_spare_slots=1", "parallel.moe_fssdp=true"}),
+              HasSubstr("parallel.fssdp_spare_slots=1: not supported yet together with "
+                        "parallel.moe_fssdp"));
+  EXPECT_THAT(moe_error("", {"parallel.fssdp_spare_slots=1",
+                             "parallel.expert_tensor_parallel_size=2"}),
+              HasSubstr("parallel.fssdp_spare_slots=1: not supported yet with "
+                        "expert_tensor_parallel_size > 1"));
+  EXPECT_THAT(moe_error("  moe_token_dispatcher_type: allgather\n",
+                        {"parallel.fssdp_spare_slots=1"}),
+              HasSubstr("parallel.fssdp_spare_slots=1: needs moe.moe_token_dispatcher_type "
+                        "alltoall"));
+  EXPECT_THAT(moe_error("", {"parallel.fssdp_spare_slots=1",
+                             "training.recompute_granularity=full"}),
+              HasSubstr("parallel.fssdp_spare_slots=1: not supported yet with "
+                        "training.recompute_granularity"));
+  EXPECT_THAT(moe_error("", {"parallel.fssdp_rematerialise=true"}),
+              HasSubstr("parallel.fssdp_rematerialise=true: needs parallel.fssdp_spare_slots > 0"));
+  EXPECT_THAT(moe_error("", {"parallel.fssdp_spare_slots=-1"}),
+              HasSubstr("parallel.fssdp_spare_slots"));
+}
+
 TEST(ConfigErrors, ScheduleAndDataAndCheckpoint) {
   EXPECT_EQ(error_of(std::string(kBase) + "optimizer:\n  lr: 1e-4\n  min_lr: 1e-3\n"),
             "x.yaml:9: optimizer.min_lr: 0.001 is larger than optimizer.lr 0.0001");

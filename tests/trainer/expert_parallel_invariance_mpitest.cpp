@@ -3,7 +3,8 @@
 // folded with TP = 2 (with and without sequence parallelism) over the same ranks, give the
 // per-step losses and gradient norms of one process on the same global batch, for both
 // dispatchers, overlap chunks, dropless and capacity dropping, the expert bias, and FSSDP (expert
-// weights, gradients and optimizer state sharded over expert-DP, gathered sparsely).
+// weights, gradients and optimizer state sharded over expert-DP, gathered sparsely), and
+// load-driven FSSDP (hot experts replicated over EP ranks, parallel.fssdp_spare_slots).
 // Extreme routing (every token to the same experts, ranks that receive nothing) trains finitely.
 #include <gtest/gtest.h>
 #include <mpi.h>
@@ -79,6 +80,7 @@ const std::string kSp = "parallel.sequence_parallel=true";
 const std::string kFssdp = "parallel.moe_fssdp=true";
 const std::string kDistributed = "parallel.use_distributed_optimizer=true";
 const std::string kOverlap = "parallel.overlap_grad_reduce=true";
+const std::string kPlacement = "parallel.fssdp_spare_slots=2";  // load-driven FSSDP
 
 INSTANTIATE_TEST_SUITE_P(
     Layouts, ExpertParallelInvariance,
@@ -108,7 +110,14 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{"ep2_fssdp_allgather_bias", 2, 1, kBias, {kFssdp, kAllGather}},
                       Case{"tp2_sp_ep2_fssdp_folded_drop", 2, 1, kDrop, {kFssdp, kSp}, 2},
                       Case{"ep2_fssdp_chunks4_recompute", 2, 1, kDrop,
-                           {kFssdp, kChunks4, "training.recompute_granularity=full"}}),
+                           {kFssdp, kChunks4, "training.recompute_granularity=full"}},
+                      Case{"ep2_placement", 2, 1, {}, {kPlacement}},
+                      Case{"ep4_placement_chunks4_drop", 4, 1, kDrop, {kPlacement, kChunks4}},
+                      Case{"ep4_placement_bias_rematerialise_overlap1", 4, 1, kBias,
+                           {kPlacement, "parallel.fssdp_rematerialise=true",
+                            "parallel.fssdp_overlap_degree=1"}},
+                      Case{"tp2_sp_ep2_placement_folded_distributed", 2, 1, {},
+                           {kPlacement, kSp, kDistributed}, 2}),
     [](const ::testing::TestParamInfo<Case>& info) { return info.param.name; });
 
 // Router weights zeroed before every step: all logits tie, so every token picks the lowest

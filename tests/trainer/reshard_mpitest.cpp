@@ -102,7 +102,14 @@ INSTANTIATE_TEST_SUITE_P(
                       InvarianceLayout{"ep2_fssdp_distributed", 4, {},
                                        {"parallel.expert_model_parallel_size=2",
                                         "parallel.moe_fssdp=true",
-                                        "parallel.use_distributed_optimizer=true"}}),
+                                        "parallel.use_distributed_optimizer=true"}},
+                      InvarianceLayout{"ep4_placement", 4, {},
+                                       {"parallel.expert_model_parallel_size=4",
+                                        "parallel.fssdp_spare_slots=2"}},
+                      InvarianceLayout{"pp2_ep2_placement", 4, kFourLayers,
+                                       {"parallel.pipeline_model_parallel_size=2",
+                                        "parallel.expert_model_parallel_size=2",
+                                        "parallel.fssdp_spare_slots=1"}}),
     [](const ::testing::TestParamInfo<InvarianceLayout>& info) { return info.param.name; });
 
 }  // namespace
