@@ -389,7 +389,6 @@ absl::StatusOr<IterationMetrics> Trainer::train_step(int iteration) {
     data_parallel_->clip(grad_norm, recipe_.optimizer.clip_grad);
     watchdog::set_position(iteration + 1, "optimizer step");
     data_parallel_->step(lr);  // sharded; parameters gathered back (overlapped)
-    model_->mark_parameters_changed();
   }
 
   IterationMetrics m;

@@ -2,10 +2,10 @@
 // exactly, computes in float32 and rounds its bf16 outputs to nearest even. Two checks per op:
 // - exact: on the same bf16-representable inputs, the bf16 run's outputs are the float32 run's
 //   outputs rounded to bf16 (float32 outputs, such as weight gradients and statistics, equal);
-// - tolerance against float32 on the unrounded inputs: inputs and outputs each carry at most
-//   2^-9 relative rounding error, and these ops sum at most 16 products, so every output is
-//   within 2^-9·(2 + 16·2) ≈ 0.07 of the largest |float32 output| per 1 of input scale; we
-//   state 2% of the largest output magnitude, which every op here meets with room.
+// - tolerance against float32 on the unrounded inputs: each input and output rounding is a
+//   relative error of at most 2^-9 ≈ 0.2%. An output summing K ≤ 16 products of rounded inputs
+//   moves by at most 2·2^-9·Σ|products| in the worst case; with these random inputs the errors
+//   partly cancel and every op stays well inside the stated bound, 2% of its largest output.
 #include <gtest/gtest.h>
 
 #include <cmath>
