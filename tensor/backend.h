@@ -28,6 +28,16 @@ class DeviceEvent {
   virtual void wait() = 0;
 };
 
+// A GEMM operand in the backend's memory with its storage type (float32 or bf16).
+struct GemmInput {
+  const void* data;
+  DType dtype;
+};
+struct GemmOutput {
+  void* data;
+  DType dtype;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -90,6 +100,28 @@ class Backend {
                                           const int64_t* offsets, int64_t G, int64_t I,
                                           int64_t O) = 0;
 
+  // ---- mixed-precision GEMMs (MODEL.md "Mixed precision") ------------------------------------
+  // The six GEMMs above with each operand float32 or bf16: float32 accumulation, a bf16 output
+  // rounded once (with accumulate, after adding its old value). The model passes bf16 operands
+  // and float32 weight gradients (dw). The default widens each bf16 operand exactly into a
+  // float32 temporary, calls the float32 op and rounds the bf16 outputs back (the CPU backend's
+  // path); a device backend overrides them with native bf16 GEMMs.
+  virtual void linear_forward_mixed(GemmInput x, GemmInput w, GemmOutput y, int64_t N, int64_t I,
+                                    int64_t O, bool accumulate);
+  virtual void linear_backward_dx_mixed(GemmInput dy, GemmInput w, GemmOutput dx, int64_t N,
+                                        int64_t I, int64_t O, bool accumulate);
+  virtual void linear_backward_dw_mixed(GemmInput dy, GemmInput x, GemmOutput dw, int64_t N,
+                                        int64_t I, int64_t O);
+  virtual void grouped_linear_forward_mixed(GemmInput x, GemmInput w, GemmOutput y,
+                                            const int64_t* offsets, int64_t G, int64_t I,
+                                            int64_t O);
+  virtual void grouped_linear_backward_dx_mixed(GemmInput dy, GemmInput w, GemmOutput dx,
+                                                const int64_t* offsets, int64_t G, int64_t I,
+                                                int64_t O, bool accumulate);
+  virtual void grouped_linear_backward_dw_mixed(GemmInput dy, GemmInput x, GemmOutput dw,
+                                                const int64_t* offsets, int64_t G, int64_t I,
+                                                int64_t O);
+
   // ---- attention (GQA, causal by positions; lse for ring merging) ----------------------------
   // q, o (B,Sq,nh,d); k, v (B,Skv,nkv,d); lse (B,nh,Sq); positions are host arrays.
   virtual void attention_forward(const float* q, const float* k, const float* v, float* o,
@@ -104,6 +136,19 @@ class Backend {
                                   int64_t nh, int64_t nkv, int64_t d) = 0;
   virtual void attention_merge(float* o_a, float* lse_a, const float* o_b, const float* lse_b,
                                int64_t B, int64_t Sq, int64_t nh, int64_t d) = 0;
+  // The same with bf16 q, k, v, o (and dout, dq, dk, dv) and float32 lse (MODEL.md: the
+  // softmax stays float32). The default widens each bf16 operand exactly into a float32
+  // temporary, calls the float32 op and rounds the bf16 outputs back (the CPU backend's path).
+  virtual void attention_forward_bf16(const uint16_t* q, const uint16_t* k, const uint16_t* v,
+                                      uint16_t* o, float* lse, const int32_t* q_pos,
+                                      const int32_t* k_pos, int64_t B, int64_t Sq, int64_t Skv,
+                                      int64_t nh, int64_t nkv, int64_t d);
+  virtual void attention_backward_bf16(const uint16_t* dout, const uint16_t* q,
+                                       const uint16_t* k, const uint16_t* v, const uint16_t* o,
+                                       const float* lse, uint16_t* dq, uint16_t* dk,
+                                       uint16_t* dv, const int32_t* q_pos, const int32_t* k_pos,
+                                       int64_t B, int64_t Sq, int64_t Skv, int64_t nh,
+                                       int64_t nkv, int64_t d);
 
   // ---- row-wise and element-wise layers ------------------------------------------------------
   virtual void rmsnorm_forward(const float* x, const float* w, float* y, float* rstd, int64_t N,

@@ -1,6 +1,7 @@
 #include "tensor/ops.h"
 
 #include <cstring>
+#include <initializer_list>
 #include <utility>
 #include <vector>
 
@@ -26,6 +27,24 @@ class Operands {
   const float* in(const Tensor& t) { return get(t, false); }
   float* out(const Tensor& t) { return get(t, true); }
   float* optional_out(const Tensor& t) { return t.defined() ? out(t) : nullptr; }
+  // GEMM operands go to the backend in their storage type (Backend's *_mixed GEMMs).
+  GemmInput gemm_in(const Tensor& t) const {
+    check(t);
+    return {t.raw_data(), t.dtype()};
+  }
+  GemmOutput gemm_out(const Tensor& t) const {
+    check(t);
+    return {t.raw_data(), t.dtype()};
+  }
+  // True when every operand is bf16 (ops with a native bf16 entry point then use it).
+  bool all_bf16(std::initializer_list<const Tensor*> tensors) const {
+    for (const Tensor* t : tensors) {
+      check(*t);
+      if (t->dtype() != DType::kBFloat16) return false;
+    }
+    return true;
+  }
+  static uint16_t* bits(const Tensor& t) { return static_cast<uint16_t*>(t.raw_data()); }
   // Operands MODEL.md keeps in float32; a bf16 one is an error naming the op.
   float* f32(const Tensor& t) {
     check(t);
@@ -176,24 +195,23 @@ void linear_forward(const Tensor& x, const Tensor& w, const Tensor& y, bool accu
   const int64_t O = w.dim(0), I = w.numel() / O, N = rows_of(x, I);
   expect_numel(y, N * O, "linear output");
   Operands a("linear_forward", x);
-  a.backend().linear_forward(a.in(x), a.in(w), a.out(y), N, I, O, accumulate);
-  a.finish();
+  a.backend().linear_forward_mixed(a.gemm_in(x), a.gemm_in(w), a.gemm_out(y), N, I, O,
+                                   accumulate);
 }
 
 void linear_backward_dx(const Tensor& dy, const Tensor& w, const Tensor& dx, bool accumulate) {
   const int64_t O = w.dim(0), I = w.numel() / O, N = rows_of(dy, O);
   expect_numel(dx, N * I, "linear dx");
   Operands a("linear_backward_dx", dy);
-  a.backend().linear_backward_dx(a.in(dy), a.in(w), a.out(dx), N, I, O, accumulate);
-  a.finish();
+  a.backend().linear_backward_dx_mixed(a.gemm_in(dy), a.gemm_in(w), a.gemm_out(dx), N, I, O,
+                                       accumulate);
 }
 
 void linear_backward_dw(const Tensor& dy, const Tensor& x, const Tensor& dw) {
   const int64_t O = dw.dim(0), I = dw.numel() / O, N = rows_of(dy, O);
   expect_numel(x, N * I, "linear input");
   Operands a("linear_backward_dw", dy);
-  a.backend().linear_backward_dw(a.in(dy), a.in(x), a.out(dw), N, I, O);
-  a.finish();
+  a.backend().linear_backward_dw_mixed(a.gemm_in(dy), a.gemm_in(x), a.gemm_out(dw), N, I, O);
 }
 
 namespace {
@@ -218,8 +236,8 @@ void grouped_linear_forward(const Tensor& x, const Tensor& w, const Tensor& y,
   const int64_t N = offsets[G];
   MOEFOLD_CHECK(x.numel() >= N * I && y.numel() >= N * O, "grouped GEMM rows");
   Operands a("grouped_linear_forward", x);
-  a.backend().grouped_linear_forward(a.in(x), a.in(w), a.out(y), offsets.data(), G, I, O);
-  a.finish();
+  a.backend().grouped_linear_forward_mixed(a.gemm_in(x), a.gemm_in(w), a.gemm_out(y),
+                                           offsets.data(), G, I, O);
 }
 
 void grouped_linear_backward_dx(const Tensor& dy, const Tensor& w, const Tensor& dx,
@@ -228,9 +246,8 @@ void grouped_linear_backward_dx(const Tensor& dy, const Tensor& w, const Tensor&
   const int64_t N = offsets[G];
   MOEFOLD_CHECK(dy.numel() >= N * O && dx.numel() >= N * I, "grouped GEMM rows");
   Operands a("grouped_linear_backward_dx", dy);
-  a.backend().grouped_linear_backward_dx(a.in(dy), a.in(w), a.out(dx), offsets.data(), G, I, O,
-                                         accumulate);
-  a.finish();
+  a.backend().grouped_linear_backward_dx_mixed(a.gemm_in(dy), a.gemm_in(w), a.gemm_out(dx),
+                                               offsets.data(), G, I, O, accumulate);
 }
 
 void grouped_linear_backward_dw(const Tensor& dy, const Tensor& x, const Tensor& dw,
@@ -239,8 +256,8 @@ void grouped_linear_backward_dw(const Tensor& dy, const Tensor& x, const Tensor&
   const int64_t N = offsets[G];
   MOEFOLD_CHECK(dy.numel() >= N * O && x.numel() >= N * I, "grouped GEMM rows");
   Operands a("grouped_linear_backward_dw", dy);
-  a.backend().grouped_linear_backward_dw(a.in(dy), a.in(x), a.out(dw), offsets.data(), G, I, O);
-  a.finish();
+  a.backend().grouped_linear_backward_dw_mixed(a.gemm_in(dy), a.gemm_in(x), a.gemm_out(dw),
+                                               offsets.data(), G, I, O);
 }
 
 namespace {
@@ -265,6 +282,12 @@ void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const 
   expect_numel(v, k.numel(), "attention v");
   expect_numel(o, q.numel(), "attention o");
   Operands a("attention_forward", q);
+  if (a.all_bf16({&q, &k, &v, &o})) {
+    a.backend().attention_forward_bf16(a.bits(q), a.bits(k), a.bits(v), a.bits(o), a.f32(lse),
+                                       q_pos.data(), k_pos.data(), s.batch, s.q_len, s.kv_len,
+                                       s.heads, s.kv_heads, s.head_dim);
+    return;
+  }
   a.backend().attention_forward(a.in(q), a.in(k), a.in(v), a.out(o), a.f32(lse), q_pos.data(),
                                 k_pos.data(), s.batch, s.q_len, s.kv_len, s.heads, s.kv_heads,
                                 s.head_dim);
@@ -279,6 +302,13 @@ void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, co
   for (const Tensor* t : {&dout, &o, &dq}) expect_numel(*t, q.numel(), "attention q-shaped");
   for (const Tensor* t : {&v, &dk, &dv}) expect_numel(*t, k.numel(), "attention k-shaped");
   Operands a("attention_backward", dout);
+  if (a.all_bf16({&dout, &q, &k, &v, &o, &dq, &dk, &dv})) {
+    a.backend().attention_backward_bf16(a.bits(dout), a.bits(q), a.bits(k), a.bits(v), a.bits(o),
+                                        a.f32(lse), a.bits(dq), a.bits(dk), a.bits(dv),
+                                        q_pos.data(), k_pos.data(), s.batch, s.q_len, s.kv_len,
+                                        s.heads, s.kv_heads, s.head_dim);
+    return;
+  }
   a.backend().attention_backward(a.in(dout), a.in(q), a.in(k), a.in(v), a.in(o), a.f32(lse),
                                  a.out(dq), a.out(dk), a.out(dv), q_pos.data(), k_pos.data(),
                                  s.batch, s.q_len, s.kv_len, s.heads, s.kv_heads, s.head_dim);

@@ -1,7 +1,8 @@
-// The CUDA backend: tensor/backend.h for Device::kCuda, float32. Memory comes from a
-// stream-ordered pool (cudaMallocAsync); every op is issued on one compute stream; GEMMs go
-// through cuBLAS; everything else is this folder's kernels, whose element-wise and row-wise math
-// is tensor/kernel_math.h and tensor/row_math.h (shared with the CPU kernels and tested on CPU).
+// The CUDA backend: tensor/backend.h for Device::kCuda. Memory comes from a stream-ordered pool
+// (cudaMallocAsync); every op is issued on one compute stream; GEMMs go through cuBLAS (float32,
+// or bf16 on tensor cores); everything else is this folder's kernels, whose element-wise and
+// row-wise math is tensor/kernel_math.h and tensor/row_math.h (shared with the CPU kernels and
+// tested on CPU).
 // Host-array metadata (positions, token ids, labels, the expert permutation) is uploaded here.
 #pragma once
 
@@ -61,6 +62,21 @@ class CudaBackend final : public Backend {
   void grouped_linear_backward_dw(const float* dy, const float* x, float* dw,
                                   const int64_t* offsets, int64_t G, int64_t I,
                                   int64_t O) override;
+  void linear_forward_mixed(GemmInput x, GemmInput w, GemmOutput y, int64_t N, int64_t I,
+                            int64_t O, bool accumulate) override;
+  void linear_backward_dx_mixed(GemmInput dy, GemmInput w, GemmOutput dx, int64_t N, int64_t I,
+                                int64_t O, bool accumulate) override;
+  void linear_backward_dw_mixed(GemmInput dy, GemmInput x, GemmOutput dw, int64_t N, int64_t I,
+                                int64_t O) override;
+  void grouped_linear_forward_mixed(GemmInput x, GemmInput w, GemmOutput y,
+                                    const int64_t* offsets, int64_t G, int64_t I,
+                                    int64_t O) override;
+  void grouped_linear_backward_dx_mixed(GemmInput dy, GemmInput w, GemmOutput dx,
+                                        const int64_t* offsets, int64_t G, int64_t I, int64_t O,
+                                        bool accumulate) override;
+  void grouped_linear_backward_dw_mixed(GemmInput dy, GemmInput x, GemmOutput dw,
+                                        const int64_t* offsets, int64_t G, int64_t I,
+                                        int64_t O) override;
 
   void attention_forward(const float* q, const float* k, const float* v, float* o, float* lse,
                          const int32_t* q_pos, const int32_t* k_pos, int64_t B, int64_t Sq,
@@ -71,6 +87,16 @@ class CudaBackend final : public Backend {
                           int64_t Skv, int64_t nh, int64_t nkv, int64_t d) override;
   void attention_merge(float* o_a, float* lse_a, const float* o_b, const float* lse_b, int64_t B,
                        int64_t Sq, int64_t nh, int64_t d) override;
+  // bf16 attention from cuBLAS GEMMs over chunks of query rows (attention_bf16.cu).
+  void attention_forward_bf16(const uint16_t* q, const uint16_t* k, const uint16_t* v,
+                              uint16_t* o, float* lse, const int32_t* q_pos, const int32_t* k_pos,
+                              int64_t B, int64_t Sq, int64_t Skv, int64_t nh, int64_t nkv,
+                              int64_t d) override;
+  void attention_backward_bf16(const uint16_t* dout, const uint16_t* q, const uint16_t* k,
+                               const uint16_t* v, const uint16_t* o, const float* lse,
+                               uint16_t* dq, uint16_t* dk, uint16_t* dv, const int32_t* q_pos,
+                               const int32_t* k_pos, int64_t B, int64_t Sq, int64_t Skv,
+                               int64_t nh, int64_t nkv, int64_t d) override;
 
   void rmsnorm_forward(const float* x, const float* w, float* y, float* rstd, int64_t N,
                        int64_t H, float eps) override;
@@ -153,9 +179,10 @@ class CudaBackend final : public Backend {
   }
 
  private:
-  // C (M,N) row-major = alpha·op(A)·op(B) + beta·C, on the stream (cuBLAS column-major mapping).
+  // C (M,N) row-major = alpha·op(A)·op(B) + beta·C, on the stream (cuBLAS column-major mapping),
+  // each operand float32 or bf16, accumulated in float32.
   void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
-            const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
+            GemmInput A, int64_t lda, GemmInput B, int64_t ldb, float beta, GemmOutput C,
             int64_t ldc);
 
   void bind_thread() const;  // makes this backend's device the calling thread's current one
