@@ -150,6 +150,109 @@ void Backend::attention_backward_bf16(const uint16_t* dout, const uint16_t* q, c
   g.finish();
 }
 
+void Backend::rmsnorm_forward_bf16(const uint16_t* x, const uint16_t* w, uint16_t* y, float* rstd,
+                                   int64_t N, int64_t H, float eps) {
+  Widened g(*this);
+  rmsnorm_forward(g.in(x, N * H), g.in(w, H), g.out(y, N * H), rstd, N, H, eps);
+  g.finish();
+}
+
+void Backend::rmsnorm_backward_bf16(const uint16_t* dy, const uint16_t* x, const uint16_t* w,
+                                    const float* rstd, uint16_t* dx, float* dw, int64_t N,
+                                    int64_t H, bool accumulate_dx) {
+  Widened g(*this);
+  rmsnorm_backward(g.in(dy, N * H), g.in(x, N * H), g.in(w, H), rstd, g.out(dx, N * H), dw, N, H,
+                   accumulate_dx);
+  g.finish();
+}
+
+void Backend::rope_forward_bf16(const uint16_t* x, uint16_t* y, const int32_t* positions,
+                                int64_t N, int64_t heads, int64_t d, float base) {
+  Widened g(*this);
+  rope_forward(g.in(x, N * heads * d), g.out(y, N * heads * d), positions, N, heads, d, base);
+  g.finish();
+}
+
+void Backend::rope_backward_bf16(const uint16_t* dy, uint16_t* dx, const int32_t* positions,
+                                 int64_t N, int64_t heads, int64_t d, float base) {
+  Widened g(*this);
+  rope_backward(g.in(dy, N * heads * d), g.out(dx, N * heads * d), positions, N, heads, d, base);
+  g.finish();
+}
+
+void Backend::swiglu_forward_bf16(const uint16_t* gate, const uint16_t* up, uint16_t* out,
+                                  int64_t n) {
+  Widened g(*this);
+  swiglu_forward(g.in(gate, n), g.in(up, n), g.out(out, n), n);
+  g.finish();
+}
+
+void Backend::swiglu_backward_bf16(const uint16_t* dout, const uint16_t* gate, const uint16_t* up,
+                                   uint16_t* dgate, uint16_t* dup, int64_t n) {
+  Widened g(*this);
+  swiglu_backward(g.in(dout, n), g.in(gate, n), g.in(up, n), g.out(dgate, n), g.out(dup, n), n);
+  g.finish();
+}
+
+void Backend::permute_tokens_bf16(const uint16_t* x, const int32_t* perm, uint16_t* out,
+                                  int64_t N, int64_t R, int64_t K, int64_t H) {
+  Widened g(*this);
+  permute_tokens(g.in(x, N * H), perm, g.out(out, R * H), R, K, H);
+  g.finish();
+}
+
+void Backend::permute_tokens_backward_bf16(const uint16_t* dout, const int32_t* perm,
+                                           uint16_t* dx, int64_t N, int64_t R, int64_t K,
+                                           int64_t H) {
+  Widened g(*this);
+  permute_tokens_backward(g.in(dout, R * H), perm, g.out(dx, N * H), R, K, H);
+  g.finish();
+}
+
+void Backend::combine_tokens_bf16(const uint16_t* y, const int32_t* perm, const float* weights,
+                                  uint16_t* out, int64_t N, int64_t R, int64_t K, int64_t H) {
+  Widened g(*this);
+  combine_tokens(g.in(y, R * H), perm, weights, g.out(out, N * H), R, K, H);
+  g.finish();
+}
+
+void Backend::combine_tokens_backward_bf16(const uint16_t* dout, const uint16_t* y,
+                                           const int32_t* perm, const float* weights,
+                                           uint16_t* dy, float* dweights, int64_t N, int64_t R,
+                                           int64_t K, int64_t H) {
+  Widened g(*this);
+  combine_tokens_backward(g.in(dout, N * H), g.in(y, R * H), perm, weights, g.out(dy, R * H),
+                          dweights, R, K, H);
+  g.finish();
+}
+
+void Backend::embedding_forward_bf16(const int32_t* tokens, const uint16_t* table, uint16_t* out,
+                                     int64_t N, int64_t V, int64_t first_row, int64_t rows,
+                                     int64_t H) {
+  Widened g(*this);
+  embedding_forward(tokens, g.in(table, rows * H), g.out(out, N * H), N, V, first_row, rows, H);
+  g.finish();
+}
+
+void Backend::embedding_backward_bf16(const uint16_t* dout, const int32_t* tokens, float* dtable,
+                                      int64_t N, int64_t V, int64_t first_row, int64_t rows,
+                                      int64_t H) {
+  Widened g(*this);
+  embedding_backward(g.in(dout, N * H), tokens, dtable, N, V, first_row, rows, H);
+}
+
+void Backend::add_bf16(uint16_t* y, const uint16_t* x, int64_t n) {
+  Widened g(*this);
+  add(g.out(y, n), g.in(x, n), n);
+  g.finish();
+}
+
+void Backend::axpy_bf16(uint16_t* y, float a, const uint16_t* x, int64_t n) {
+  Widened g(*this);
+  axpy(g.out(y, n), a, g.in(x, n), n);
+  g.finish();
+}
+
 Backend& backend_for(Device device) {
   Registry& r = registry();
   Backend* backend = r.backends[static_cast<size_t>(device)].get();

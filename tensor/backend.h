@@ -164,6 +164,46 @@ class Backend {
   virtual void swiglu_backward(const float* dout, const float* gate, const float* up,
                                float* dgate, float* dup, int64_t n) = 0;
 
+  // ---- bf16 row-wise and element-wise layers (MODEL.md "Mixed precision") ---------------------
+  // The layers above with bf16 activations and compute weights (loaded as bf16, computed in
+  // float32, stored as bf16) and float32 statistics, gate weights and weight gradients. The
+  // default widens each bf16 operand exactly into a float32 temporary, calls the float32 op and
+  // rounds the bf16 outputs back (the CPU backend's path); a device backend loads bf16 directly.
+  virtual void rmsnorm_forward_bf16(const uint16_t* x, const uint16_t* w, uint16_t* y,
+                                    float* rstd, int64_t N, int64_t H, float eps);
+  virtual void rmsnorm_backward_bf16(const uint16_t* dy, const uint16_t* x, const uint16_t* w,
+                                     const float* rstd, uint16_t* dx, float* dw, int64_t N,
+                                     int64_t H, bool accumulate_dx);
+  virtual void rope_forward_bf16(const uint16_t* x, uint16_t* y, const int32_t* positions,
+                                 int64_t N, int64_t heads, int64_t d, float base);
+  virtual void rope_backward_bf16(const uint16_t* dy, uint16_t* dx, const int32_t* positions,
+                                  int64_t N, int64_t heads, int64_t d, float base);
+  virtual void swiglu_forward_bf16(const uint16_t* gate, const uint16_t* up, uint16_t* out,
+                                   int64_t n);
+  virtual void swiglu_backward_bf16(const uint16_t* dout, const uint16_t* gate,
+                                    const uint16_t* up, uint16_t* dgate, uint16_t* dup,
+                                    int64_t n);
+  // The token-permutation ones also take N, the tokens (rows of x, dx, out and dout).
+  virtual void permute_tokens_bf16(const uint16_t* x, const int32_t* perm, uint16_t* out,
+                                   int64_t N, int64_t R, int64_t K, int64_t H);
+  virtual void permute_tokens_backward_bf16(const uint16_t* dout, const int32_t* perm,
+                                            uint16_t* dx, int64_t N, int64_t R, int64_t K,
+                                            int64_t H);
+  virtual void combine_tokens_bf16(const uint16_t* y, const int32_t* perm, const float* weights,
+                                   uint16_t* out, int64_t N, int64_t R, int64_t K, int64_t H);
+  virtual void combine_tokens_backward_bf16(const uint16_t* dout, const uint16_t* y,
+                                            const int32_t* perm, const float* weights,
+                                            uint16_t* dy, float* dweights, int64_t N, int64_t R,
+                                            int64_t K, int64_t H);
+  virtual void embedding_forward_bf16(const int32_t* tokens, const uint16_t* table,
+                                      uint16_t* out, int64_t N, int64_t V, int64_t first_row,
+                                      int64_t rows, int64_t H);
+  virtual void embedding_backward_bf16(const uint16_t* dout, const int32_t* tokens,
+                                       float* dtable, int64_t N, int64_t V, int64_t first_row,
+                                       int64_t rows, int64_t H);
+  virtual void add_bf16(uint16_t* y, const uint16_t* x, int64_t n);
+  virtual void axpy_bf16(uint16_t* y, float a, const uint16_t* x, int64_t n);
+
   // ---- router ---------------------------------------------------------------------------------
   virtual void softmax_rows_forward(const float* z, float* p, int64_t N, int64_t E) = 0;
   virtual void softmax_rows_backward(const float* dp, const float* p, float* dz, int64_t N,

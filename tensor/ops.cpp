@@ -36,13 +36,17 @@ class Operands {
     check(t);
     return {t.raw_data(), t.dtype()};
   }
-  // True when every operand is bf16 (ops with a native bf16 entry point then use it).
-  bool all_bf16(std::initializer_list<const Tensor*> tensors) const {
+  // True when every operand of `tensors` has `dtype` (an op with a native bf16 entry point
+  // uses it when its operands have exactly that entry point's dtypes).
+  bool all_of(DType dtype, std::initializer_list<const Tensor*> tensors) const {
     for (const Tensor* t : tensors) {
       check(*t);
-      if (t->dtype() != DType::kBFloat16) return false;
+      if (t->dtype() != dtype) return false;
     }
     return true;
+  }
+  bool all_bf16(std::initializer_list<const Tensor*> tensors) const {
+    return all_of(DType::kBFloat16, tensors);
   }
   static uint16_t* bits(const Tensor& t) { return static_cast<uint16_t*>(t.raw_data()); }
   // Operands MODEL.md keeps in float32; a bf16 one is an error naming the op.
@@ -164,6 +168,7 @@ Tensor to_device(const Tensor& t, Device device) {
 void add(const Tensor& y, const Tensor& x) {
   expect_numel(x, y.numel(), "add operand");
   Operands a("add", y);
+  if (a.all_bf16({&y, &x})) return a.backend().add_bf16(a.bits(y), a.bits(x), y.numel());
   a.backend().add(a.out(y), a.in(x), y.numel());
   a.finish();
 }
@@ -171,6 +176,7 @@ void add(const Tensor& y, const Tensor& x) {
 void axpy(const Tensor& y, float a, const Tensor& x) {
   expect_numel(x, y.numel(), "axpy operand");
   Operands o("axpy", y);
+  if (o.all_bf16({&y, &x})) return o.backend().axpy_bf16(o.bits(y), a, o.bits(x), y.numel());
   o.backend().axpy(o.out(y), a, o.in(x), y.numel());
   o.finish();
 }
@@ -332,6 +338,10 @@ void rmsnorm_forward(const Tensor& x, const Tensor& w, const Tensor& y, const Te
   expect_numel(y, N * H, "rmsnorm y");
   expect_numel(rstd, N, "rmsnorm rstd");
   Operands a("rmsnorm_forward", x);
+  if (a.all_bf16({&x, &w, &y})) {
+    return a.backend().rmsnorm_forward_bf16(a.bits(x), a.bits(w), a.bits(y), a.f32(rstd), N, H,
+                                            eps);
+  }
   a.backend().rmsnorm_forward(a.in(x), a.in(w), a.out(y), a.f32(rstd), N, H, eps);
   a.finish();
 }
@@ -343,6 +353,10 @@ void rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const 
   expect_numel(rstd, N, "rmsnorm rstd");
   expect_numel(dw, H, "rmsnorm dw");
   Operands a("rmsnorm_backward", dy);
+  if (a.all_bf16({&dy, &x, &w, &dx}) && a.all_of(DType::kFloat32, {&dw})) {
+    return a.backend().rmsnorm_backward_bf16(a.bits(dy), a.bits(x), a.bits(w), a.f32(rstd),
+                                             a.bits(dx), dw.data(), N, H, accumulate_dx);
+  }
   a.backend().rmsnorm_backward(a.in(dy), a.in(x), a.in(w), a.f32(rstd), a.out(dx), a.out(dw), N,
                                H, accumulate_dx);
   a.finish();
@@ -354,6 +368,10 @@ void rope_forward(const Tensor& x, const Tensor& y, std::span<const int32_t> pos
   MOEFOLD_CHECK(static_cast<int64_t>(positions.size()) == N, "rope positions");
   expect_numel(y, x.numel(), "rope output");
   Operands a("rope_forward", x);
+  if (a.all_bf16({&x, &y})) {
+    return a.backend().rope_forward_bf16(a.bits(x), a.bits(y), positions.data(), N, heads,
+                                         head_dim, base);
+  }
   a.backend().rope_forward(a.in(x), a.out(y), positions.data(), N, heads, head_dim, base);
   a.finish();
 }
@@ -364,6 +382,10 @@ void rope_backward(const Tensor& dy, const Tensor& dx, std::span<const int32_t> 
   MOEFOLD_CHECK(static_cast<int64_t>(positions.size()) == N, "rope positions");
   expect_numel(dx, dy.numel(), "rope dx");
   Operands a("rope_backward", dy);
+  if (a.all_bf16({&dy, &dx})) {
+    return a.backend().rope_backward_bf16(a.bits(dy), a.bits(dx), positions.data(), N, heads,
+                                          head_dim, base);
+  }
   a.backend().rope_backward(a.in(dy), a.out(dx), positions.data(), N, heads, head_dim, base);
   a.finish();
 }
@@ -373,6 +395,9 @@ void swiglu_forward(const Tensor& gate, const Tensor& up, const Tensor& out) {
   expect_numel(up, n, "swiglu up");
   expect_numel(out, n, "swiglu out");
   Operands a("swiglu_forward", gate);
+  if (a.all_bf16({&gate, &up, &out})) {
+    return a.backend().swiglu_forward_bf16(a.bits(gate), a.bits(up), a.bits(out), n);
+  }
   a.backend().swiglu_forward(a.in(gate), a.in(up), a.out(out), n);
   a.finish();
 }
@@ -382,6 +407,10 @@ void swiglu_backward(const Tensor& dout, const Tensor& gate, const Tensor& up, c
   const int64_t n = gate.numel();
   for (const Tensor* t : {&dout, &up, &dgate, &dup}) expect_numel(*t, n, "swiglu operand");
   Operands a("swiglu_backward", dout);
+  if (a.all_bf16({&dout, &gate, &up, &dgate, &dup})) {
+    return a.backend().swiglu_backward_bf16(a.bits(dout), a.bits(gate), a.bits(up),
+                                            a.bits(dgate), a.bits(dup), n);
+  }
   a.backend().swiglu_backward(a.in(dout), a.in(gate), a.in(up), a.out(dgate), a.out(dup), n);
   a.finish();
 }
@@ -435,6 +464,10 @@ void permute_tokens(const Tensor& x, std::span<const int32_t> perm, const Tensor
   const int64_t R = static_cast<int64_t>(perm.size()), H = x.dim(-1);
   MOEFOLD_CHECK(out.numel() >= R * H, "permuted rows");
   Operands a("permute_tokens", x);
+  if (a.all_bf16({&x, &out})) {
+    return a.backend().permute_tokens_bf16(a.bits(x), perm.data(), a.bits(out), x.numel() / H, R,
+                                           K, H);
+  }
   a.backend().permute_tokens(a.in(x), perm.data(), a.out(out), R, K, H);
   a.finish();
 }
@@ -444,6 +477,10 @@ void permute_tokens_backward(const Tensor& dout, std::span<const int32_t> perm, 
   const int64_t R = static_cast<int64_t>(perm.size()), H = dx.dim(-1);
   MOEFOLD_CHECK(dout.numel() >= R * H, "permuted rows");
   Operands a("permute_tokens_backward", dout);
+  if (a.all_bf16({&dout, &dx})) {
+    return a.backend().permute_tokens_backward_bf16(a.bits(dout), perm.data(), a.bits(dx),
+                                                    dx.numel() / H, R, K, H);
+  }
   a.backend().permute_tokens_backward(a.in(dout), perm.data(), a.out(dx), R, K, H);
   a.finish();
 }
@@ -453,6 +490,10 @@ void combine_tokens(const Tensor& y, std::span<const int32_t> perm, const Tensor
   const int64_t R = static_cast<int64_t>(perm.size()), H = out.dim(-1), K = weights.dim(-1);
   MOEFOLD_CHECK(y.numel() >= R * H, "combined rows");
   Operands a("combine_tokens", y);
+  if (a.all_bf16({&y, &out})) {
+    return a.backend().combine_tokens_bf16(a.bits(y), perm.data(), a.f32(weights), a.bits(out),
+                                           out.numel() / H, R, K, H);
+  }
   a.backend().combine_tokens(a.in(y), perm.data(), a.f32(weights), a.out(out), R, K, H);
   a.finish();
 }
@@ -463,6 +504,11 @@ void combine_tokens_backward(const Tensor& dout, const Tensor& y, std::span<cons
   MOEFOLD_CHECK(y.numel() >= R * H && dy.numel() >= R * H, "combined rows");
   expect_numel(dweights, weights.numel(), "combine dweights");
   Operands a("combine_tokens_backward", dout);
+  if (a.all_bf16({&dout, &y, &dy})) {
+    return a.backend().combine_tokens_backward_bf16(a.bits(dout), a.bits(y), perm.data(),
+                                                    a.f32(weights), a.bits(dy), a.f32(dweights),
+                                                    dout.numel() / H, R, K, H);
+  }
   a.backend().combine_tokens_backward(a.in(dout), a.in(y), perm.data(), a.f32(weights), a.out(dy),
                                       a.f32(dweights), R, K, H);
   a.finish();
@@ -474,6 +520,10 @@ void embedding_forward(std::span<const int32_t> tokens, const Tensor& table, con
   const int64_t N = static_cast<int64_t>(tokens.size());
   expect_numel(out, N * H, "embedding output");
   Operands a("embedding_forward", table);
+  if (a.all_bf16({&table, &out})) {
+    return a.backend().embedding_forward_bf16(tokens.data(), a.bits(table), a.bits(out), N,
+                                              vocab, first_row, rows, H);
+  }
   a.backend().embedding_forward(tokens.data(), a.in(table), a.out(out), N, vocab, first_row,
                                 rows, H);
   a.finish();
@@ -485,6 +535,10 @@ void embedding_backward(const Tensor& dout, std::span<const int32_t> tokens, con
   const int64_t N = static_cast<int64_t>(tokens.size());
   expect_numel(dout, N * H, "embedding gradient");
   Operands a("embedding_backward", dout);
+  if (a.all_bf16({&dout}) && a.all_of(DType::kFloat32, {&dtable})) {
+    return a.backend().embedding_backward_bf16(a.bits(dout), tokens.data(), dtable.data(), N,
+                                               vocab, first_row, rows, H);
+  }
   a.backend().embedding_backward(a.in(dout), tokens.data(), a.out(dtable), N, vocab, first_row,
                                  rows, H);
   a.finish();

@@ -38,10 +38,11 @@ __global__ void fill_kernel(float* x, float value, int64_t n) {
   }
 }
 
-__global__ void axpy_kernel(float* y, float a, const float* x, int64_t n) {
+template <typename T>
+__global__ void axpy_kernel(T* y, float a, const T* x, int64_t n) {
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
        i += int64_t{gridDim.x} * blockDim.x) {
-    y[i] += a * x[i];
+    store(y, i, load(y, i) + a * load(x, i));
   }
 }
 
@@ -220,6 +221,14 @@ void CudaBackend::fill(float* x, float value, int64_t n) {
 void CudaBackend::add(float* y, const float* x, int64_t n) { axpy(y, 1.0f, x, n); }
 
 void CudaBackend::axpy(float* y, float a, const float* x, int64_t n) {
+  if (n == 0) return;
+  axpy_kernel<<<blocks_for(n), kThreads, 0, stream_>>>(y, a, x, n);
+  MOEFOLD_CUDA_CHECK_LAUNCH();
+}
+
+void CudaBackend::add_bf16(uint16_t* y, const uint16_t* x, int64_t n) { axpy_bf16(y, 1.0f, x, n); }
+
+void CudaBackend::axpy_bf16(uint16_t* y, float a, const uint16_t* x, int64_t n) {
   if (n == 0) return;
   axpy_kernel<<<blocks_for(n), kThreads, 0, stream_>>>(y, a, x, n);
   MOEFOLD_CUDA_CHECK_LAUNCH();

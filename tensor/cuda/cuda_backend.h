@@ -110,6 +110,37 @@ class CudaBackend final : public Backend {
   void swiglu_backward(const float* dout, const float* gate, const float* up, float* dgate,
                        float* dup, int64_t n) override;
 
+  void rmsnorm_forward_bf16(const uint16_t* x, const uint16_t* w, uint16_t* y, float* rstd,
+                            int64_t N, int64_t H, float eps) override;
+  void rmsnorm_backward_bf16(const uint16_t* dy, const uint16_t* x, const uint16_t* w,
+                             const float* rstd, uint16_t* dx, float* dw, int64_t N, int64_t H,
+                             bool accumulate_dx) override;
+  void rope_forward_bf16(const uint16_t* x, uint16_t* y, const int32_t* positions, int64_t N,
+                         int64_t heads, int64_t d, float base) override;
+  void rope_backward_bf16(const uint16_t* dy, uint16_t* dx, const int32_t* positions, int64_t N,
+                          int64_t heads, int64_t d, float base) override;
+  void swiglu_forward_bf16(const uint16_t* gate, const uint16_t* up, uint16_t* out,
+                           int64_t n) override;
+  void swiglu_backward_bf16(const uint16_t* dout, const uint16_t* gate, const uint16_t* up,
+                            uint16_t* dgate, uint16_t* dup, int64_t n) override;
+  void permute_tokens_bf16(const uint16_t* x, const int32_t* perm, uint16_t* out, int64_t N,
+                           int64_t R, int64_t K, int64_t H) override;
+  void permute_tokens_backward_bf16(const uint16_t* dout, const int32_t* perm, uint16_t* dx,
+                                    int64_t N, int64_t R, int64_t K, int64_t H) override;
+  void combine_tokens_bf16(const uint16_t* y, const int32_t* perm, const float* weights,
+                           uint16_t* out, int64_t N, int64_t R, int64_t K, int64_t H) override;
+  void combine_tokens_backward_bf16(const uint16_t* dout, const uint16_t* y, const int32_t* perm,
+                                    const float* weights, uint16_t* dy, float* dweights,
+                                    int64_t N, int64_t R, int64_t K, int64_t H) override;
+  void embedding_forward_bf16(const int32_t* tokens, const uint16_t* table, uint16_t* out,
+                              int64_t N, int64_t V, int64_t first_row, int64_t rows,
+                              int64_t H) override;
+  void embedding_backward_bf16(const uint16_t* dout, const int32_t* tokens, float* dtable,
+                               int64_t N, int64_t V, int64_t first_row, int64_t rows,
+                               int64_t H) override;
+  void add_bf16(uint16_t* y, const uint16_t* x, int64_t n) override;
+  void axpy_bf16(uint16_t* y, float a, const uint16_t* x, int64_t n) override;
+
   void softmax_rows_forward(const float* z, float* p, int64_t N, int64_t E) override;
   void softmax_rows_backward(const float* dp, const float* p, float* dz, int64_t N,
                              int64_t E) override;

@@ -132,6 +132,40 @@ std::vector<std::pair<std::string, OpCase>> op_cases() {
     ops::attention_backward(dout, q, k, v, o, lse, dq, dk, dv, q_pos, k_pos, s);
     return outputs(d, {o, lse, dq, dk, dv});
   }});
+  // The row-wise and element-wise layers on bf16 activations and compute weights, with float32
+  // statistics, gate weights and weight gradients (a device loads bf16 directly).
+  cases.push_back({"layers_bf16", [](Device d) {
+    const std::vector<int32_t> pos = {3, 0, 7, 1, 2, 5};
+    const std::vector<int32_t> perm = {5, 0, 3, 11, 8, 1, 6};
+    const std::vector<int32_t> tokens = random_ints(N, 68, 0, V);
+    const int64_t R = static_cast<int64_t>(perm.size());
+    Tensor x = bf16_on(d, {N, H}, 69), w = bf16_on(d, {H}, 70), y = bf16_on(d, {N, H}, 71);
+    Tensor rstd = Tensor::empty({N}, DType::kFloat32, d), dx = bf16_on(d, {N, H}, 72);
+    Tensor dw = random_on(d, {H}, 73);
+    ops::rmsnorm_forward(x, w, y, rstd, 1e-5f);
+    ops::rmsnorm_backward(y, x, w, rstd, dx, dw, true);
+    Tensor r = bf16_on(d, {N, 2, 4}, 74), dr = bf16_on(d, {N, 2, 4}, 75);
+    ops::rope_forward(r, r, pos, 2, 4, 10000.0f);
+    ops::rope_backward(r, dr, pos, 2, 4, 10000.0f);
+    Tensor g = bf16_on(d, {N, H}, 76), u = bf16_on(d, {N, H}, 77), s = bf16_on(d, {N, H}, 78);
+    Tensor dg = bf16_on(d, {N, H}, 79), du = bf16_on(d, {N, H}, 80);
+    ops::swiglu_forward(g, u, s);
+    ops::swiglu_backward(s, g, u, dg, du);
+    Tensor xs = bf16_on(d, {R, H}, 81), gates = random_on(d, {N, K}, 82);
+    Tensor out = bf16_on(d, {N, H}, 83), dys = bf16_on(d, {R, H}, 84);
+    Tensor dgates = random_on(d, {N, K}, 85), dxp = bf16_on(d, {N, H}, 86);
+    ops::permute_tokens(x, perm, xs, K);
+    ops::combine_tokens(xs, perm, gates, out);
+    ops::combine_tokens_backward(out, xs, perm, gates, dys, dgates);
+    ops::permute_tokens_backward(dys, perm, dxp, K);
+    Tensor table = bf16_on(d, {V / 2, H}, 87), e = bf16_on(d, {N, H}, 88);
+    Tensor dtable = random_on(d, {V / 2, H}, 89);
+    ops::embedding_forward(tokens, table, e, V, V / 2);
+    ops::embedding_backward(e, tokens, dtable, V, V / 2);
+    ops::add(e, x);
+    ops::axpy(e, -0.5f, s);
+    return outputs(d, {y, rstd, dx, dw, r, dr, s, dg, du, xs, out, dys, dgates, dxp, dtable, e});
+  }});
   cases.push_back({"rmsnorm", [](Device d) {
     Tensor x = random_on(d, {N, H}, 18), w = random_on(d, {H}, 19), dy = random_on(d, {N, H}, 20);
     Tensor y = Tensor::empty({N, H}, DType::kFloat32, d), rstd = Tensor::empty({N}, DType::kFloat32, d);
