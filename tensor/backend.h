@@ -239,6 +239,13 @@ class Backend {
                                                 const int32_t* labels, const float* mask,
                                                 float grad_scale, float* dh, float* dw, int64_t N,
                                                 int64_t H, int64_t V, int64_t chunk_rows) = 0;
+  // The same with bf16 h, w and dh (dh, dw may be null): float32 logits, loss and dw (MODEL.md).
+  // The default widens h, w and dh and calls the float32 op (the CPU backend's path).
+  virtual double cross_entropy_forward_backward_bf16(const uint16_t* h, const uint16_t* w,
+                                                     const int32_t* labels, const float* mask,
+                                                     float grad_scale, uint16_t* dh, float* dw,
+                                                     int64_t N, int64_t H, int64_t V,
+                                                     int64_t chunk_rows);
   // Vocabulary-parallel pieces over a shard z (N, Vl) holding columns [first, first+Vl):
   // row_max (host, N) = max of each row.
   virtual void rows_max(const float* z, float* row_max, int64_t N, int64_t Vl) = 0;

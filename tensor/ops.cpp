@@ -554,6 +554,13 @@ double cross_entropy_forward_backward(const Tensor& h, const Tensor& w,
   if (dh.defined()) expect_numel(dh, N * H, "cross-entropy dh");
   if (dw.defined()) expect_numel(dw, V * H, "cross-entropy dw");
   Operands a("cross_entropy_forward_backward", h);
+  if (a.all_bf16({&h, &w}) && (!dh.defined() || a.all_bf16({&dh})) &&
+      (!dw.defined() || a.all_of(DType::kFloat32, {&dw}))) {
+    return a.backend().cross_entropy_forward_backward_bf16(
+        a.bits(h), a.bits(w), labels.data(), mask.empty() ? nullptr : mask.data(), grad_scale,
+        dh.defined() ? a.bits(dh) : nullptr, dw.defined() ? dw.data() : nullptr, N, H, V,
+        chunk_rows);
+  }
   const double loss = a.backend().cross_entropy_forward_backward(
       a.in(h), a.in(w), labels.data(), mask.empty() ? nullptr : mask.data(), grad_scale,
       a.optional_out(dh), a.optional_out(dw), N, H, V, chunk_rows);

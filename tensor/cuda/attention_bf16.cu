@@ -100,10 +100,6 @@ void check_shape(int64_t nh, int64_t nkv, int64_t d) {
   MOEFOLD_CHECK(d > 0, "attention head dim " << d);
 }
 
-GemmInput bf16_in(const uint16_t* data) { return {data, DType::kBFloat16}; }
-GemmOutput bf16_out(uint16_t* data) { return {data, DType::kBFloat16}; }
-GemmOutput f32_out(float* data) { return {data, DType::kFloat32}; }
-
 }  // namespace
 
 void CudaBackend::attention_forward_bf16(const uint16_t* q, const uint16_t* k, const uint16_t* v,

@@ -286,7 +286,7 @@ absl::Status register_cuda_backend(int device) {
   if (status != cudaSuccess) {
     cudaGetLastError();
     return absl::FailedPreconditionError(absl::StrFormat(
-        "no usable CUDA driver or device for cuda:%d: %s", device, cudaGetErrorString(status)));
+        "no usable CUDA driver or device for cuda:%d: %s", device, unavailable_reason()));
   }
   if (device < 0 || device >= count) {
     return absl::FailedPreconditionError(
@@ -308,6 +308,8 @@ absl::Status register_cuda_backend(int device) {
 namespace moefold {
 
 int cuda_device_count() { return cuda::device_count(); }
+
+std::string cuda_unavailable_reason() { return cuda::unavailable_reason(); }
 
 absl::Status register_cuda_device(int device) { return cuda::register_cuda_backend(device); }
 

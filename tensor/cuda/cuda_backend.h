@@ -167,6 +167,10 @@ class CudaBackend final : public Backend {
                                         const float* mask, float grad_scale, float* dh, float* dw,
                                         int64_t N, int64_t H, int64_t V,
                                         int64_t chunk_rows) override;
+  double cross_entropy_forward_backward_bf16(const uint16_t* h, const uint16_t* w,
+                                             const int32_t* labels, const float* mask,
+                                             float grad_scale, uint16_t* dh, float* dw, int64_t N,
+                                             int64_t H, int64_t V, int64_t chunk_rows) override;
   void rows_max(const float* z, float* row_max, int64_t N, int64_t Vl) override;
   void exp_shifted_rows(float* z, const float* row_max, const int32_t* labels, const float* mask,
                         double* sums, double* label_logit, int64_t N, int64_t Vl,
@@ -216,6 +220,12 @@ class CudaBackend final : public Backend {
             GemmInput A, int64_t lda, GemmInput B, int64_t ldb, float beta, GemmOutput C,
             int64_t ldc);
 
+  // The fused LM head + cross-entropy over chunks of rows for float32 or bf16 h, w and dh
+  // (dh.data and dw may be null), float32 logits and dw.
+  double cross_entropy_chunks(GemmInput h, GemmInput w, const int32_t* labels, const float* mask,
+                              float grad_scale, GemmOutput dh, float* dw, int64_t N, int64_t H,
+                              int64_t V, int64_t chunk_rows);
+
   void bind_thread() const;  // makes this backend's device the calling thread's current one
 
   int device_;
@@ -225,6 +235,19 @@ class CudaBackend final : public Backend {
   std::string name_;
   int sm_major_ = 0, sm_minor_ = 0;
 };
+
+// Typed GEMM operands (tensor/backend.h) over float32 or bf16 device pointers, and the operand
+// `elements` elements further on.
+inline GemmInput f32_in(const float* data) { return {data, DType::kFloat32}; }
+inline GemmOutput f32_out(float* data) { return {data, DType::kFloat32}; }
+inline GemmInput bf16_in(const uint16_t* data) { return {data, DType::kBFloat16}; }
+inline GemmOutput bf16_out(uint16_t* data) { return {data, DType::kBFloat16}; }
+inline GemmInput advance(GemmInput t, int64_t elements) {
+  return {static_cast<const char*>(t.data) + elements * dtype_size(t.dtype), t.dtype};
+}
+inline GemmOutput advance(GemmOutput t, int64_t elements) {
+  return {static_cast<char*>(t.data) + elements * dtype_size(t.dtype), t.dtype};
+}
 
 // Creates the backend for `device` and registers it as this process's Device::kCuda backend;
 // an error naming the device when there is no such device or it cannot be used.

@@ -33,17 +33,6 @@ cudaDataType blas_type(DType dtype) {
 // Elements a row-major (rows, cols) matrix with leading dimension ld spans.
 int64_t span_of(int64_t rows, int64_t cols, int64_t ld) { return (rows - 1) * ld + cols; }
 
-GemmInput f32_in(const float* data) { return {data, DType::kFloat32}; }
-GemmOutput f32_out(float* data) { return {data, DType::kFloat32}; }
-
-// The operand `elements` elements further on.
-GemmInput advance(GemmInput t, int64_t elements) {
-  return {static_cast<const char*>(t.data) + elements * dtype_size(t.dtype), t.dtype};
-}
-GemmOutput advance(GemmOutput t, int64_t elements) {
-  return {static_cast<char*>(t.data) + elements * dtype_size(t.dtype), t.dtype};
-}
-
 }  // namespace
 
 void CudaBackend::gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,

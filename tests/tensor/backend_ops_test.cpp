@@ -243,6 +243,16 @@ std::vector<std::pair<std::string, OpCase>> op_cases() {
     out.push_back(std::vector<float>(label_logit.begin(), label_logit.end()));
     return out;
   }});
+  cases.push_back({"cross_entropy_bf16", [](Device d) {
+    const std::vector<int32_t> labels = random_ints(N, 90, 0, V);
+    const std::vector<float> mask = {1, 0, 1, 1, 1, 1};
+    Tensor h = bf16_on(d, {N, H}, 91), w = bf16_on(d, {V, H}, 92);
+    Tensor dh = Tensor::empty({N, H}, DType::kBFloat16, d), dw = random_on(d, {V, H}, 93);
+    const double loss = ops::cross_entropy_forward_backward(h, w, labels, mask, 0.5f, dh, dw, 4);
+    auto out = outputs(d, {dh, dw});
+    out.push_back({static_cast<float>(loss)});
+    return out;
+  }});
   cases.push_back({"adamw", [](Device d) {
     Tensor p = random_on(d, {N, H}, 40), g = random_on(d, {N, H}, 41);
     Tensor m = random_on(d, {N, H}, 42), v = random_on(d, {N, H}, 43, 0, 1);
