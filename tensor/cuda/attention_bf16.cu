@@ -1,17 +1,14 @@
 // bf16 attention on tensor cores (MODEL.md "Mixed precision": bf16 q, k, v, o; float32 scores,
-// softmax statistics and lse). Built from cuBLAS bf16 GEMMs over chunks of query rows, one
-// (sequence, head) at a time, with a row kernel in between:
-//   forward   S = scale·Q Kᵀ (float32), P = exp(S − lse) masked by positions (bf16), O = P V;
-//   backward  S again, P from lse, dP = dO Vᵀ, dV += Pᵀ dO, dS = P ⊙ (dP − rowsum(dO ⊙ O)),
-//             dQ += scale·dS K, dK += scale·dSᵀ Q.
-// The row formulas are tensor/row_math.h's (attention_lse, attention_probability,
-// softmax_gradient), tested on CPU. dQ, dK and dV accumulate in float32 copies and are rounded
-// once at the end. Memory is bounded by the chunk: about 10 bytes per (query row, key) in it.
-// A chunk scores only the keys up to the last one it can see (attention_visible_prefix), so a
-// causal sequence skips most hidden keys; the mask inside that prefix is applied per score.
+// softmax statistics and lse): the executor of tensor/attention_plan.h's plans, which say which
+// cuBLAS bf16 GEMMs and row kernels run over each chunk of query rows (and which the CPU tests
+// execute too). The row kernels use row_math.h's formulas (attention_lse,
+// attention_probability, softmax_gradient), tested on CPU. dQ, dK and dV accumulate in float32
+// copies and are rounded once at the end. Memory is bounded by the chunk: about 10 bytes per
+// (query row, key) in it.
 #include <algorithm>
 #include <cstdint>
 
+#include "tensor/attention_plan.h"
 #include "tensor/check.h"
 #include "tensor/cuda/cuda_backend.h"
 #include "tensor/cuda/cuda_check.h"
@@ -23,7 +20,7 @@ namespace {
 
 constexpr int kRowThreads = 256;
 constexpr int64_t kChunkBytes = int64_t{256} << 20;  // scratch for S, P and dP of one chunk
-constexpr int64_t kMaxChunkRows = 512;  // small enough chunks for causal skipping to pay
+constexpr int64_t kMaxChunkRows = 512;  // chunks small enough for causal skipping to pay
 
 // One block per query row r of a chunk (scores `s` (rows, Skv) float32): with kComputeLse the
 // row's lse from the visible scores (written to lse_out[r]), else lse_in[r]; then
@@ -89,51 +86,75 @@ __global__ void delta_kernel(const uint16_t* dout, const uint16_t* o, float* del
   if (threadIdx.x % kWarp == 0) delta[(b * nh + h) * Sq + i] = total;
 }
 
-// Query rows per chunk: `bytes_per_score` bytes of scratch per (row, key), within kChunkBytes.
-int64_t chunk_rows(int64_t Sq, int64_t Skv, int64_t bytes_per_score) {
-  const int64_t rows = kChunkBytes / std::max<int64_t>(Skv * bytes_per_score, 1);
-  return std::clamp<int64_t>(rows, 1, std::clamp<int64_t>(Sq, 1, kMaxChunkRows));
-}
-
-void check_shape(int64_t nh, int64_t nkv, int64_t d) {
-  MOEFOLD_CHECK(nkv > 0 && nh % nkv == 0, "heads " << nh << " not divisible by kv heads " << nkv);
-  MOEFOLD_CHECK(d > 0, "attention head dim " << d);
-}
+// ⌈a/b⌉ blocks of b.
+unsigned blocks_of(int64_t a, int64_t b) { return static_cast<unsigned>((a + b - 1) / b); }
 
 }  // namespace
+
+void CudaBackend::run_attention_plan(const std::vector<AttentionStep>& plan,
+                                     const AttentionBuffers& buffers, const int32_t* q_pos,
+                                     const int32_t* k_pos, const float* lse_in, float* lse_out,
+                                     const float* delta) {
+  const auto in = [&](AttentionBuffer buffer, int64_t at) {
+    const int i = static_cast<int>(buffer);
+    return advance(GemmInput{buffers.data[i], buffers.dtype[i]}, at);
+  };
+  const auto out = [&](AttentionBuffer buffer, int64_t at) {
+    const int i = static_cast<int>(buffer);
+    return advance(GemmOutput{buffers.data[i], buffers.dtype[i]}, at);
+  };
+  const auto* scores = static_cast<const float*>(buffers.data[int(AttentionBuffer::kScores)]);
+  const auto* dp = static_cast<const float*>(buffers.data[int(AttentionBuffer::kDp)]);
+  auto* probs = static_cast<uint16_t*>(buffers.data[int(AttentionBuffer::kProbs)]);
+  for (const AttentionStep& step : plan) {
+    if (step.is_gemm) {
+      const AttentionGemm& g = step.gemm;
+      gemm(g.trans_a, g.trans_b, g.M, g.N, g.K, g.alpha, in(g.a, g.a_at), g.lda, in(g.b, g.b_at),
+           g.ldb, g.beta, out(g.c, g.c_at), g.ldc);
+      continue;
+    }
+    const unsigned grid = static_cast<unsigned>(step.rows);
+    const int32_t* q_chunk = q_pos + step.first_query;
+    switch (step.row_op) {
+      case AttentionRowOp::kSoftmax:
+        probabilities_kernel<true><<<grid, kRowThreads, 0, stream_>>>(
+            scores, probs, nullptr, lse_out + step.lse_at, q_chunk, k_pos, step.keys);
+        break;
+      case AttentionRowOp::kProbabilities:
+        probabilities_kernel<false><<<grid, kRowThreads, 0, stream_>>>(
+            scores, probs, lse_in + step.lse_at, nullptr, q_chunk, k_pos, step.keys);
+        break;
+      case AttentionRowOp::kScoreGradients:
+        score_gradients_kernel<<<grid, kRowThreads, 0, stream_>>>(
+            scores, dp, lse_in + step.lse_at, delta + step.lse_at, probs, q_chunk, k_pos,
+            step.keys);
+        break;
+    }
+    MOEFOLD_CUDA_CHECK_LAUNCH();
+  }
+}
 
 void CudaBackend::attention_forward_bf16(const uint16_t* q, const uint16_t* k, const uint16_t* v,
                                          uint16_t* o, float* lse, const int32_t* q_pos,
                                          const int32_t* k_pos, int64_t B, int64_t Sq,
                                          int64_t Skv, int64_t nh, int64_t nkv, int64_t d) {
-  check_shape(nh, nkv, d);
-  if (B == 0 || Sq == 0) return;
+  const AttentionDims dims{B, Sq, Skv, nh, nkv, d};
+  const int64_t rows =
+      attention_chunk_rows(dims, sizeof(float) + sizeof(uint16_t), kChunkBytes, kMaxChunkRows);
+  const std::vector<AttentionStep> plan = plan_attention_forward(dims, q_pos, k_pos, rows);
+  if (plan.empty()) return;
   auto q_pos_dev = upload(q_pos, Sq);
   auto k_pos_dev = upload(k_pos, Skv);
-  const int64_t rows = chunk_rows(Sq, Skv, sizeof(float) + sizeof(uint16_t));
   Scratch scores(*this, sizeof(float) * rows * Skv), probs(*this, sizeof(uint16_t) * rows * Skv);
-  const float scale = 1.0f / sqrtf(static_cast<float>(d));
-  const int64_t q_ld = nh * d, kv_ld = nkv * d;
-  for (int64_t b = 0; b < B; ++b) {
-    for (int64_t h = 0; h < nh; ++h) {
-      const int64_t kvh = h / (nh / nkv);
-      const uint16_t* k_bh = k + b * Skv * kv_ld + kvh * d;
-      const uint16_t* v_bh = v + b * Skv * kv_ld + kvh * d;
-      for (int64_t i0 = 0; i0 < Sq; i0 += rows) {
-        const int64_t c = std::min(rows, Sq - i0);
-        const int64_t L = attention_visible_prefix(q_pos + i0, c, k_pos, Skv);
-        const int64_t q_at = (b * Sq + i0) * q_ld + h * d;
-        gemm(false, true, c, L, d, scale, bf16_in(q + q_at), q_ld, bf16_in(k_bh), kv_ld, 0.0f,
-             f32_out(scores.as<float>()), L);
-        probabilities_kernel<true><<<static_cast<unsigned>(c), kRowThreads, 0, stream_>>>(
-            scores.as<float>(), probs.as<uint16_t>(), nullptr, lse + (b * nh + h) * Sq + i0,
-            q_pos_dev->as<int32_t>() + i0, k_pos_dev->as<int32_t>(), L);
-        MOEFOLD_CUDA_CHECK_LAUNCH();
-        gemm(false, false, c, d, L, 1.0f, bf16_in(probs.as<uint16_t>()), L, bf16_in(v_bh),
-             kv_ld, 0.0f, bf16_out(o + q_at), q_ld);
-      }
-    }
-  }
+  AttentionBuffers buffers;
+  buffers.set(AttentionBuffer::kQ, q);
+  buffers.set(AttentionBuffer::kK, k);
+  buffers.set(AttentionBuffer::kV, v);
+  buffers.set(AttentionBuffer::kO, o);
+  buffers.set(AttentionBuffer::kScores, scores.as<float>());
+  buffers.set(AttentionBuffer::kProbs, probs.as<uint16_t>());
+  run_attention_plan(plan, buffers, q_pos_dev->as<int32_t>(), k_pos_dev->as<int32_t>(), nullptr,
+                     lse, nullptr);
 }
 
 void CudaBackend::attention_backward_bf16(const uint16_t* dout, const uint16_t* q,
@@ -142,8 +163,11 @@ void CudaBackend::attention_backward_bf16(const uint16_t* dout, const uint16_t* 
                                           uint16_t* dk, uint16_t* dv, const int32_t* q_pos,
                                           const int32_t* k_pos, int64_t B, int64_t Sq,
                                           int64_t Skv, int64_t nh, int64_t nkv, int64_t d) {
-  check_shape(nh, nkv, d);
-  if (B == 0 || Sq == 0 || Skv == 0) return;
+  const AttentionDims dims{B, Sq, Skv, nh, nkv, d};
+  const int64_t rows = attention_chunk_rows(dims, 2 * sizeof(float) + sizeof(uint16_t),
+                                            kChunkBytes, kMaxChunkRows);
+  const std::vector<AttentionStep> plan = plan_attention_backward(dims, q_pos, k_pos, rows);
+  if (plan.empty()) return;
   auto q_pos_dev = upload(q_pos, Sq);
   auto k_pos_dev = upload(k_pos, Skv);
   const int64_t q_size = B * Sq * nh * d, kv_size = B * Skv * nkv * d;
@@ -154,45 +178,25 @@ void CudaBackend::attention_backward_bf16(const uint16_t* dout, const uint16_t* 
   widen_bf16(dk, dk32.as<float>(), kv_size);
   widen_bf16(dv, dv32.as<float>(), kv_size);
   constexpr int warps = kThreads / kWarp;
-  delta_kernel<<<static_cast<unsigned>((B * Sq * nh + warps - 1) / warps), kThreads, 0,
-                 stream_>>>(dout, o, delta.as<float>(), B, Sq, nh, d);
+  delta_kernel<<<blocks_of(B * Sq * nh, warps), kThreads, 0, stream_>>>(dout, o,
+                                                                        delta.as<float>(), B,
+                                                                        Sq, nh, d);
   MOEFOLD_CUDA_CHECK_LAUNCH();
-
-  const int64_t rows = chunk_rows(Sq, Skv, 2 * sizeof(float) + sizeof(uint16_t));
   Scratch scores(*this, sizeof(float) * rows * Skv), dp(*this, sizeof(float) * rows * Skv);
   Scratch probs(*this, sizeof(uint16_t) * rows * Skv);  // P, then dS
-  const float scale = 1.0f / sqrtf(static_cast<float>(d));
-  const int64_t q_ld = nh * d, kv_ld = nkv * d;
-  for (int64_t b = 0; b < B; ++b) {
-    for (int64_t h = 0; h < nh; ++h) {
-      const int64_t kvh = h / (nh / nkv), kv_at = b * Skv * kv_ld + kvh * d;
-      for (int64_t i0 = 0; i0 < Sq; i0 += rows) {
-        const int64_t c = std::min(rows, Sq - i0);
-        const int64_t L = attention_visible_prefix(q_pos + i0, c, k_pos, Skv);
-        if (L == 0) continue;  // no key visible to the chunk: no gradient
-        const int64_t q_at = (b * Sq + i0) * q_ld + h * d, l_at = (b * nh + h) * Sq + i0;
-        const int32_t* q_pos_chunk = q_pos_dev->as<int32_t>() + i0;
-        gemm(false, true, c, L, d, scale, bf16_in(q + q_at), q_ld, bf16_in(k + kv_at), kv_ld,
-             0.0f, f32_out(scores.as<float>()), L);
-        probabilities_kernel<false><<<static_cast<unsigned>(c), kRowThreads, 0, stream_>>>(
-            scores.as<float>(), probs.as<uint16_t>(), lse + l_at, nullptr, q_pos_chunk,
-            k_pos_dev->as<int32_t>(), L);
-        MOEFOLD_CUDA_CHECK_LAUNCH();
-        gemm(false, true, c, L, d, 1.0f, bf16_in(dout + q_at), q_ld, bf16_in(v + kv_at), kv_ld,
-             0.0f, f32_out(dp.as<float>()), L);
-        gemm(true, false, L, d, c, 1.0f, bf16_in(probs.as<uint16_t>()), L, bf16_in(dout + q_at),
-             q_ld, 1.0f, f32_out(dv32.as<float>() + kv_at), kv_ld);
-        score_gradients_kernel<<<static_cast<unsigned>(c), kRowThreads, 0, stream_>>>(
-            scores.as<float>(), dp.as<float>(), lse + l_at, delta.as<float>() + l_at,
-            probs.as<uint16_t>(), q_pos_chunk, k_pos_dev->as<int32_t>(), L);
-        MOEFOLD_CUDA_CHECK_LAUNCH();
-        gemm(false, false, c, d, L, scale, bf16_in(probs.as<uint16_t>()), L, bf16_in(k + kv_at),
-             kv_ld, 1.0f, f32_out(dq32.as<float>() + q_at), q_ld);
-        gemm(true, false, L, d, c, scale, bf16_in(probs.as<uint16_t>()), L, bf16_in(q + q_at),
-             q_ld, 1.0f, f32_out(dk32.as<float>() + kv_at), kv_ld);
-      }
-    }
-  }
+  AttentionBuffers buffers;
+  buffers.set(AttentionBuffer::kQ, q);
+  buffers.set(AttentionBuffer::kK, k);
+  buffers.set(AttentionBuffer::kV, v);
+  buffers.set(AttentionBuffer::kDout, dout);
+  buffers.set(AttentionBuffer::kDq, dq32.as<float>());
+  buffers.set(AttentionBuffer::kDk, dk32.as<float>());
+  buffers.set(AttentionBuffer::kDv, dv32.as<float>());
+  buffers.set(AttentionBuffer::kScores, scores.as<float>());
+  buffers.set(AttentionBuffer::kProbs, probs.as<uint16_t>());
+  buffers.set(AttentionBuffer::kDp, dp.as<float>());
+  run_attention_plan(plan, buffers, q_pos_dev->as<int32_t>(), k_pos_dev->as<int32_t>(), lse,
+                     nullptr, delta.as<float>());
   round_to_bf16(dq32.as<float>(), dq, q_size);
   round_to_bf16(dk32.as<float>(), dk, kv_size);
   round_to_bf16(dv32.as<float>(), dv, kv_size);

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "tensor/attention_plan.h"
 #include "tensor/backend.h"
 
 namespace moefold::cuda {
@@ -219,6 +220,22 @@ class CudaBackend final : public Backend {
   void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
             GemmInput A, int64_t lda, GemmInput B, int64_t ldb, float beta, GemmOutput C,
             int64_t ldc);
+
+  // Runs a tensor/attention_plan.h plan (attention_bf16.cu) over `buffers`, with positions,
+  // lse (read, or written by kSoftmax steps) and delta on the device.
+  struct AttentionBuffers {
+    void* data[kAttentionBuffers] = {};
+    DType dtype[kAttentionBuffers] = {};
+    void set(AttentionBuffer buffer, const float* p) { put(buffer, p, DType::kFloat32); }
+    void set(AttentionBuffer buffer, const uint16_t* p) { put(buffer, p, DType::kBFloat16); }
+    void put(AttentionBuffer buffer, const void* p, DType type) {
+      data[static_cast<int>(buffer)] = const_cast<void*>(p);
+      dtype[static_cast<int>(buffer)] = type;
+    }
+  };
+  void run_attention_plan(const std::vector<AttentionStep>& plan, const AttentionBuffers& buffers,
+                          const int32_t* q_pos, const int32_t* k_pos, const float* lse_in,
+                          float* lse_out, const float* delta);
 
   // The fused LM head + cross-entropy over chunks of rows for float32 or bf16 h, w and dh
   // (dh.data and dw may be null), float32 logits and dw.
