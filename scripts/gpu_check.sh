@@ -3,7 +3,8 @@
 # no -dev packages and no network; about 6 minutes. Needs build-gpu/prep from
 # scripts/gpu_prepare.sh (binaries, runtime libraries, data). Writes one report:
 #   1. the gpu tests (every CUDA op against the CPU backend);
-#   2. the demo model for N steps on the GPU against the same steps on the CPU (losses);
+#   2. the demo model for N steps on the GPU (float32, then bf16) against the same steps on the
+#      CPU (losses);
 #   3. invariance on one GPU: the same steps with 2 ranks (data parallel) sharing the GPU, MPI
 #      staging, against 1 rank;
 #   4. tokens/s and MFU of configs/gpu_bench.yaml (bf16) against the device's bf16 dense peak,
@@ -79,6 +80,10 @@ section "2. demo, $steps steps: GPU against CPU (1 rank each)"
 demo cpu_1rank 1 cpu
 demo gpu_1rank 1 cuda
 say "gpu vs cpu: $(losses "$runs/gpu_1rank/metrics.jsonl" "$runs/cpu_1rank/metrics.jsonl" 2>&1)"
+# The bf16 path (tensor-core GEMMs and attention, bf16 layer kernels) against float32 on CPU:
+# the losses should agree to bf16's precision.
+demo gpu_1rank_bf16 1 cuda --set training.bf16=true
+say "gpu bf16 vs cpu float32: $(losses "$runs/gpu_1rank_bf16/metrics.jsonl" "$runs/cpu_1rank/metrics.jsonl" 2>&1)"
 
 section "3. invariance on one GPU: 2 ranks (DP=2) sharing it, MPI staging, against 1 rank"
 demo gpu_2ranks 2 cuda --set training.share_devices=true --set parallel.communicator=mpi

@@ -105,7 +105,9 @@ CudaBackend::CudaBackend(int device) : device_(device) {
   MOEFOLD_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   MOEFOLD_CUBLAS_CHECK(cublasCreate(&cublas_));
   MOEFOLD_CUBLAS_CHECK(cublasSetStream(cublas_, stream_));
-  // Float32 GEMMs stay IEEE float32 (no TF32), so that GPU runs track CPU runs.
+  // Float32 GEMMs stay IEEE float32 (no TF32), so that GPU runs track CPU runs: gemm.cu asks for
+  // CUBLAS_COMPUTE_32F_PEDANTIC explicitly (this mode covers calls without a compute type), and
+  // bf16 ones for CUBLAS_COMPUTE_32F, which runs on tensor cores.
   MOEFOLD_CUBLAS_CHECK(cublasSetMathMode(cublas_, CUBLAS_PEDANTIC_MATH));
   // Keep freed blocks in the pool instead of returning them to the driver at each sync.
   MOEFOLD_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool_, device));

@@ -1,9 +1,9 @@
 // Dense and grouped GEMMs of the CUDA backend through cuBLAS, float32 or bf16 (MODEL.md "Mixed
 // precision"). moefold's tensors are row-major; cuBLAS is column-major, where a row-major (M,N)
 // matrix reads as its (N,M) transpose, so C = op(A)·op(B) is computed as Cᵀ = op(B)ᵀ·op(A)ᵀ
-// with A and B swapped. Every GEMM is cublasGemmEx with CUBLAS_COMPUTE_32F: bf16 operands run on
-// tensor cores with float32 accumulation; float32 operands stay strict float32 (no TF32, which
-// MODEL.md does not allow).
+// with A and B swapped. Every GEMM is cublasGemmEx with float32 accumulation: bf16 operands with
+// CUBLAS_COMPUTE_32F (tensor cores), float32 operands with CUBLAS_COMPUTE_32F_PEDANTIC (strict
+// IEEE float32: no TF32, which MODEL.md does not allow, whatever NVIDIA_TF32_OVERRIDE says).
 #include <climits>
 #include <cstdint>
 
@@ -74,7 +74,9 @@ void CudaBackend::gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t
       cublas_, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N,
       as_blas_int(N), as_blas_int(M), as_blas_int(K), &alpha, B.data, blas_type(B.dtype),
       as_blas_int(ldb), A.data, blas_type(A.dtype), as_blas_int(lda), &beta, C.data,
-      blas_type(C.dtype), as_blas_int(ldc), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+      blas_type(C.dtype), as_blas_int(ldc),
+      A.dtype == DType::kBFloat16 ? CUBLAS_COMPUTE_32F : CUBLAS_COMPUTE_32F_PEDANTIC,
+      CUBLAS_GEMM_DEFAULT));
 }
 
 void CudaBackend::linear_forward_mixed(GemmInput x, GemmInput w, GemmOutput y, int64_t N,
