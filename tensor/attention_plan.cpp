@@ -28,6 +28,13 @@ AttentionStep row(AttentionRowOp op, const Chunk& k) {
   return {false, {}, op, k.rows, k.keys, k.i0, k.lse_at};
 }
 
+// S (rows, keys) = scale·Q Kᵀ, the first GEMM of both directions.
+AttentionStep scores(const Chunk& k, const AttentionDims& dims, int64_t q_ld, int64_t kv_ld) {
+  const float scale = 1.0f / std::sqrt(static_cast<float>(dims.d));
+  return gemm(false, true, k.rows, k.keys, dims.d, scale, Buffer::kQ, k.q_at, q_ld, Buffer::kK,
+              k.kv_at, kv_ld, 0.0f, Buffer::kScores, 0, k.keys, k);
+}
+
 // Every (b, h, chunk) in order, with its visible key prefix; `skip_empty` drops chunks that see
 // no key (the backward, where they contribute nothing).
 template <class Emit>
@@ -63,14 +70,12 @@ int64_t attention_chunk_rows(const AttentionDims& dims, int64_t bytes_per_score,
 std::vector<AttentionStep> plan_attention_forward(const AttentionDims& dims,
                                                   const int32_t* q_pos, const int32_t* k_pos,
                                                   int64_t chunk_rows) {
-  const float scale = 1.0f / std::sqrt(static_cast<float>(dims.d));
   const int64_t d = dims.d;
   std::vector<AttentionStep> plan;
   for_each_chunk(dims, q_pos, k_pos, chunk_rows, false,
                  [&](const Chunk& k, int64_t q_ld, int64_t kv_ld) {
     const int64_t c = k.rows, L = k.keys;
-    plan.push_back(gemm(false, true, c, L, d, scale, Buffer::kQ, k.q_at, q_ld, Buffer::kK,
-                        k.kv_at, kv_ld, 0.0f, Buffer::kScores, 0, L, k));
+    plan.push_back(scores(k, dims, q_ld, kv_ld));
     plan.push_back(row(AttentionRowOp::kSoftmax, k));
     plan.push_back(gemm(false, false, c, d, L, 1.0f, Buffer::kProbs, 0, L, Buffer::kV, k.kv_at,
                         kv_ld, 0.0f, Buffer::kO, k.q_at, q_ld, k));
@@ -87,8 +92,7 @@ std::vector<AttentionStep> plan_attention_backward(const AttentionDims& dims,
   for_each_chunk(dims, q_pos, k_pos, chunk_rows, true,
                  [&](const Chunk& k, int64_t q_ld, int64_t kv_ld) {
     const int64_t c = k.rows, L = k.keys;
-    plan.push_back(gemm(false, true, c, L, d, scale, Buffer::kQ, k.q_at, q_ld, Buffer::kK,
-                        k.kv_at, kv_ld, 0.0f, Buffer::kScores, 0, L, k));
+    plan.push_back(scores(k, dims, q_ld, kv_ld));
     plan.push_back(row(AttentionRowOp::kProbabilities, k));
     plan.push_back(gemm(false, true, c, L, d, 1.0f, Buffer::kDout, k.q_at, q_ld, Buffer::kV,
                         k.kv_at, kv_ld, 0.0f, Buffer::kDp, 0, L, k));

@@ -295,20 +295,19 @@ WorkHandle NcclCommunicator::broadcast_async(void* data, int64_t count, CommDTyp
   });
 }
 
+// Point-to-point (pipeline stages, context-parallel rings) takes the MPI path, staged through
+// host memory when the buffers are on the GPU: NCCL has no tags, and a ncclRecv and a ncclSend
+// issued apart on each rank of a ring deadlock (NCCL's p2p guide: calls that must progress
+// together have to be in one ncclGroupStart/End), which this one-call-at-a-time interface
+// cannot express. MPI matches by tag and progresses both.
 WorkHandle NcclCommunicator::send_async(const void* data, int64_t count, CommDType dtype,
                                         int peer, int tag) {
-  if (!on_device({data})) return mpi_->send_async(data, count, dtype, peer, tag);
-  return run("send", [&] {
-    NCCL_CHECK(ncclSend(data, count, nccl_type(dtype), peer, comm_, stream_));
-  });
+  return mpi_->send_async(data, count, dtype, peer, tag);
 }
 
 WorkHandle NcclCommunicator::recv_async(void* data, int64_t count, CommDType dtype, int peer,
                                         int tag) {
-  if (!on_device({data})) return mpi_->recv_async(data, count, dtype, peer, tag);
-  return run("recv", [&] {
-    NCCL_CHECK(ncclRecv(data, count, nccl_type(dtype), peer, comm_, stream_));
-  });
+  return mpi_->recv_async(data, count, dtype, peer, tag);
 }
 
 WorkHandle NcclCommunicator::barrier_async() { return mpi_->barrier_async(); }

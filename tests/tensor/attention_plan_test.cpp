@@ -89,6 +89,17 @@ void run_row_step(const AttentionStep& s, HostBuffers& buffers, const int32_t* q
   }
 }
 
+void run_plan(const std::vector<AttentionStep>& plan, HostBuffers& buffers, const int32_t* q_pos,
+              const int32_t* k_pos, std::vector<float>& lse, const std::vector<float>& delta) {
+  for (const AttentionStep& s : plan) {
+    if (s.is_gemm) {
+      run_gemm(s.gemm, buffers);
+    } else {
+      run_row_step(s, buffers, q_pos, k_pos, lse, delta);
+    }
+  }
+}
+
 struct Case {
   AttentionDims dims;
   std::vector<int32_t> q_pos, k_pos;
@@ -127,14 +138,8 @@ void expect_plan_matches_cpu_attention(const Case& c) {
   buffers.bf16[static_cast<int>(AttentionBuffer::kO)] = true;
   buffers.bf16[static_cast<int>(AttentionBuffer::kProbs)] = true;
   std::vector<float> lse(m.B * m.nh * m.Sq, NAN), delta(lse.size());
-  for (const AttentionStep& s :
-       plan_attention_forward(m, c.q_pos.data(), c.k_pos.data(), c.chunk_rows)) {
-    if (s.is_gemm) {
-      run_gemm(s.gemm, buffers);
-    } else {
-      run_row_step(s, buffers, c.q_pos.data(), c.k_pos.data(), lse, delta);
-    }
-  }
+  run_plan(plan_attention_forward(m, c.q_pos.data(), c.k_pos.data(), c.chunk_rows), buffers,
+           c.q_pos.data(), c.k_pos.data(), lse, delta);
   const std::vector<float>& o = buffers[AttentionBuffer::kO];
   testing::expect_close(o, to.to_vector(), 1e-2, 1e-2, "o");
   const std::vector<float> lse_ref = tlse.to_vector();
@@ -156,14 +161,8 @@ void expect_plan_matches_cpu_attention(const Case& c) {
     for (int64_t x = 0; x < m.d; ++x) sum += double(dout[row * m.d + x]) * o[row * m.d + x];
     delta[(b * m.nh + h) * m.Sq + i] = static_cast<float>(sum);
   }
-  for (const AttentionStep& s :
-       plan_attention_backward(m, c.q_pos.data(), c.k_pos.data(), c.chunk_rows)) {
-    if (s.is_gemm) {
-      run_gemm(s.gemm, buffers);
-    } else {
-      run_row_step(s, buffers, c.q_pos.data(), c.k_pos.data(), lse, delta);
-    }
-  }
+  run_plan(plan_attention_backward(m, c.q_pos.data(), c.k_pos.data(), c.chunk_rows), buffers,
+           c.q_pos.data(), c.k_pos.data(), lse, delta);
   testing::expect_close(buffers[AttentionBuffer::kDq], tdq.to_vector(), 2e-2, 2e-2, "dq");
   testing::expect_close(buffers[AttentionBuffer::kDk], tdk.to_vector(), 2e-2, 2e-2, "dk");
   testing::expect_close(buffers[AttentionBuffer::kDv], tdv.to_vector(), 2e-2, 2e-2, "dv");
