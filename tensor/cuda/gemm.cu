@@ -1,12 +1,13 @@
 // Dense and grouped GEMMs of the CUDA backend through cuBLAS, float32 or bf16 (MODEL.md "Mixed
-// precision"). moefold's tensors are row-major; cuBLAS is column-major, where a row-major (M,N)
-// matrix reads as its (N,M) transpose, so C = op(A)·op(B) is computed as Cᵀ = op(B)ᵀ·op(A)ᵀ
-// with A and B swapped. Every GEMM is cublasGemmEx with float32 accumulation: bf16 operands with
-// CUBLAS_COMPUTE_32F (tensor cores), float32 operands with CUBLAS_COMPUTE_32F_PEDANTIC (strict
-// IEEE float32: no TF32, which MODEL.md does not allow, whatever NVIDIA_TF32_OVERRIDE says).
+// precision"). moefold's tensors are row-major; cuBLAS is column-major: tensor/blas_layout.h
+// maps each call (C = op(A)·op(B) as Cᵀ = op(B)ᵀ·op(A)ᵀ), and the CPU tests check that mapping.
+// Every GEMM is cublasGemmEx with float32 accumulation: bf16 operands with CUBLAS_COMPUTE_32F
+// (tensor cores), float32 operands with CUBLAS_COMPUTE_32F_PEDANTIC (strict IEEE float32: no
+// TF32, which MODEL.md does not allow, whatever NVIDIA_TF32_OVERRIDE says).
 #include <climits>
 #include <cstdint>
 
+#include "tensor/blas_layout.h"
 #include "tensor/check.h"
 #include "tensor/cuda/cuda_backend.h"
 #include "tensor/cuda/cuda_check.h"
@@ -70,11 +71,13 @@ void CudaBackend::gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t
     round_to_bf16(wide.as<float>(), static_cast<uint16_t*>(C.data), elements);
     return;
   }
+  const ColumnMajorGemm g = column_major_gemm(trans_a, trans_b, M, N, K, lda, ldb, ldc);
   MOEFOLD_CUBLAS_CHECK(cublasGemmEx(
-      cublas_, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N,
-      as_blas_int(N), as_blas_int(M), as_blas_int(K), &alpha, B.data, blas_type(B.dtype),
-      as_blas_int(ldb), A.data, blas_type(A.dtype), as_blas_int(lda), &beta, C.data,
-      blas_type(C.dtype), as_blas_int(ldc),
+      cublas_, g.trans_first ? CUBLAS_OP_T : CUBLAS_OP_N,
+      g.trans_second ? CUBLAS_OP_T : CUBLAS_OP_N, as_blas_int(g.m), as_blas_int(g.n),
+      as_blas_int(g.k), &alpha, B.data, blas_type(B.dtype), as_blas_int(g.ld_first), A.data,
+      blas_type(A.dtype), as_blas_int(g.ld_second), &beta, C.data, blas_type(C.dtype),
+      as_blas_int(g.ldc),
       A.dtype == DType::kBFloat16 ? CUBLAS_COMPUTE_32F : CUBLAS_COMPUTE_32F_PEDANTIC,
       CUBLAS_GEMM_DEFAULT));
 }
