@@ -106,7 +106,7 @@ print(f"moefold bf16: {tps:.0f} tokens/s, {tflops:.1f} TFLOP/s, MFU {100*mfu:.1f
       f"{rows[-1]['peak_memory_bytes']/2**30:.1f} GiB, over {len(rows)} steps")
 EOF
 for dtype in bfloat16 float32; do
-  timeout 150 python3 scripts/torch_moe_bench.py --steps 4 --dtype "$dtype" \
+  timeout 150 python3 scripts/torch_moe_bench.py --steps 4 --accumulate 8 --dtype "$dtype" \
     >"$runs/torch_$dtype.log" 2>&1
   say "pytorch $dtype: exit $?; $(tail -1 "$runs/torch_$dtype.log")"
 done
