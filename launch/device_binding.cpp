@@ -32,7 +32,8 @@ absl::Status bind_this_rank(const TrainingConfig& training, const LocalRank& loc
   const int gpus = cuda_device_count();
   if (gpus == 0) {
     return absl::FailedPreconditionError(absl::StrFormat(
-        "training.device: cuda, but rank %d (host %s) sees no GPU or no CUDA driver", rank, host));
+        "training.device: cuda, but rank %d (host %s) sees no GPU: %s", rank, host,
+        cuda_unavailable_reason()));
   }
   if (local.size > gpus && !training.share_devices) {
     return absl::FailedPreconditionError(absl::StrFormat(

@@ -3,11 +3,13 @@
 # no -dev packages and no network; about 6 minutes. Needs build-gpu/prep from
 # scripts/gpu_prepare.sh (binaries, runtime libraries, data). Writes one report:
 #   1. the gpu tests (every CUDA op against the CPU backend);
-#   2. the demo model for N steps on the GPU against the same steps on the CPU (losses);
+#   2. the demo model for N steps on the GPU (float32, then bf16) against the same steps on the
+#      CPU (losses);
 #   3. invariance on one GPU: the same steps with 2 ranks (data parallel) sharing the GPU, MPI
 #      staging, against 1 rank;
-#   4. tokens/s and MFU of configs/gpu_bench.yaml, and the same model in PyTorch eager
-#      (scripts/torch_moe_bench.py), float32 and bf16 autocast.
+#   4. tokens/s and MFU of configs/gpu_bench.yaml (bf16) against the device's bf16 dense peak,
+#      and the same model in PyTorch eager (scripts/torch_moe_bench.py), bf16 autocast, then
+#      float32 when time remains.
 #   scripts/gpu_check.sh [report-file]   (default: $OUT/gpu_check_report.txt or ./gpu_check_report.txt)
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -78,28 +80,33 @@ section "2. demo, $steps steps: GPU against CPU (1 rank each)"
 demo cpu_1rank 1 cpu
 demo gpu_1rank 1 cuda
 say "gpu vs cpu: $(losses "$runs/gpu_1rank/metrics.jsonl" "$runs/cpu_1rank/metrics.jsonl" 2>&1)"
+# The bf16 path (tensor-core GEMMs and attention, bf16 layer kernels) against float32 on CPU:
+# the losses should agree to bf16's precision.
+demo gpu_1rank_bf16 1 cuda --set training.bf16=true
+say "gpu bf16 vs cpu float32: $(losses "$runs/gpu_1rank_bf16/metrics.jsonl" "$runs/cpu_1rank/metrics.jsonl" 2>&1)"
 
 section "3. invariance on one GPU: 2 ranks (DP=2) sharing it, MPI staging, against 1 rank"
 demo gpu_2ranks 2 cuda --set training.share_devices=true --set parallel.communicator=mpi
 say "2 ranks vs 1: $(losses "$runs/gpu_2ranks/metrics.jsonl" "$runs/gpu_1rank/metrics.jsonl" 2>&1)"
 
-section "4. benchmark configs/gpu_bench.yaml (float32) and PyTorch eager"
+section "4. benchmark configs/gpu_bench.yaml (bf16) and PyTorch eager"
 rm -rf "$runs/bench"
 timeout 300 "$bin" train --config configs/gpu_bench.yaml --set logging.run_dir="$runs/bench" \
   --set data.data_path="$data" >"$runs/bench.log" 2>&1
 say "moefold exit $?; $(tail -1 "$runs/bench.log")"
+say "$(grep -m1 -i 'peak' "$runs/bench.log")"
 python3 - "$runs/bench/metrics.jsonl" <<'EOF' 2>&1 | tee -a "$report"
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if '"train"' in l][2:]  # after 2 warm-up steps
 tps = sum(r["tokens_per_s"] for r in rows) / len(rows)
 tflops = sum(r["tflops"] for r in rows) / len(rows)
 mfu = sum(r["mfu"] for r in rows) / len(rows)
-print(f"moefold: {tps:.0f} tokens/s, {tflops:.1f} TFLOP/s, MFU {100*mfu:.1f}% of the float32 "
-      f"peak, {100*tflops*1e12/989.4e12:.1f}% of the H100/H200 bf16 dense peak (989.4 TFLOP/s), "
-      f"peak memory {rows[-1]['peak_memory_bytes']/2**30:.1f} GiB, over {len(rows)} steps")
+print(f"moefold bf16: {tps:.0f} tokens/s, {tflops:.1f} TFLOP/s, MFU {100*mfu:.1f}% of the "
+      f"device's bf16 dense peak (Backend::known_peak_flops), peak memory "
+      f"{rows[-1]['peak_memory_bytes']/2**30:.1f} GiB, over {len(rows)} steps")
 EOF
-for dtype in float32 bfloat16; do
-  timeout 150 python3 scripts/torch_moe_bench.py --steps 4 --dtype "$dtype" \
+for dtype in bfloat16 float32; do
+  timeout 150 python3 scripts/torch_moe_bench.py --steps 4 --accumulate 8 --dtype "$dtype" \
     >"$runs/torch_$dtype.log" 2>&1
   say "pytorch $dtype: exit $?; $(tail -1 "$runs/torch_$dtype.log")"
 done

@@ -5,7 +5,8 @@ causal self-attention with RoPE (scaled_dot_product_attention), RMSNorm, MoE (so
 top-k routed SwiGLU experts plus a shared SwiGLU expert); final RMSNorm, untied LM head,
 cross-entropy; AdamW. Random tokens (speed only). Prints one JSON line.
 
-  python3 scripts/torch_moe_bench.py --steps 6 [--dtype float32|bfloat16] [--hidden 2048 ...]
+  python3 scripts/torch_moe_bench.py --steps 6 [--accumulate 8] [--dtype float32|bfloat16]
+      [--hidden 2048 ...]
 """
 import argparse
 import json
@@ -132,6 +133,8 @@ def main():
     p.add_argument("--vocab", type=int, default=50304)
     p.add_argument("--seq", type=int, default=4096)
     p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--accumulate", type=int, default=1,
+                   help="micro-batches per optimizer step (gpu_bench.yaml's global/micro batch)")
     a = p.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = False  # float32 as moefold computes it
     torch.backends.cudnn.allow_tf32 = False
@@ -146,26 +149,28 @@ def main():
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=a.dtype == "bfloat16")
     times, losses = [], []
     for step in range(a.warmup + a.steps):
-        tokens = torch.randint(0, a.vocab, (a.batch, a.seq + 1), device=device)
         torch.cuda.synchronize()
         start = time.perf_counter()
-        with autocast:
-            logits = model(tokens[:, :-1], cos, sin)
-            loss = F.cross_entropy(logits.float().view(-1, a.vocab), tokens[:, 1:].reshape(-1))
-        loss.backward()
+        for _ in range(a.accumulate):
+            tokens = torch.randint(0, a.vocab, (a.batch, a.seq + 1), device=device)
+            with autocast:
+                logits = model(tokens[:, :-1], cos, sin)
+                loss = F.cross_entropy(logits.float().view(-1, a.vocab),
+                                       tokens[:, 1:].reshape(-1)) / a.accumulate
+            loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         torch.cuda.synchronize()
         if step >= a.warmup:
             times.append(time.perf_counter() - start)
-            losses.append(loss.item())
+            losses.append(loss.item() * a.accumulate)
     params = sum(p.numel() for p in model.parameters())
     step_s = sum(times) / len(times)
     print(json.dumps({
         "framework": f"pytorch {torch.__version__} eager", "dtype": a.dtype,
         "device": torch.cuda.get_device_name(), "parameters": params,
-        "tokens_per_s": a.batch * a.seq / step_s, "step_seconds": step_s,
+        "tokens_per_s": a.accumulate * a.batch * a.seq / step_s, "step_seconds": step_s,
         "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30,
         "losses": [round(x, 4) for x in losses]}))
 

@@ -28,6 +28,16 @@ class DeviceEvent {
   virtual void wait() = 0;
 };
 
+// A GEMM operand in the backend's memory with its storage type (float32 or bf16).
+struct GemmInput {
+  const void* data;
+  DType dtype;
+};
+struct GemmOutput {
+  void* data;
+  DType dtype;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -90,6 +100,28 @@ class Backend {
                                           const int64_t* offsets, int64_t G, int64_t I,
                                           int64_t O) = 0;
 
+  // ---- mixed-precision GEMMs (MODEL.md "Mixed precision") ------------------------------------
+  // The six GEMMs above with each operand float32 or bf16: float32 accumulation, a bf16 output
+  // rounded once (with accumulate, after adding its old value). The model passes bf16 operands
+  // and float32 weight gradients (dw). The default widens each bf16 operand exactly into a
+  // float32 temporary, calls the float32 op and rounds the bf16 outputs back (the CPU backend's
+  // path); a device backend overrides them with native bf16 GEMMs.
+  virtual void linear_forward_mixed(GemmInput x, GemmInput w, GemmOutput y, int64_t N, int64_t I,
+                                    int64_t O, bool accumulate);
+  virtual void linear_backward_dx_mixed(GemmInput dy, GemmInput w, GemmOutput dx, int64_t N,
+                                        int64_t I, int64_t O, bool accumulate);
+  virtual void linear_backward_dw_mixed(GemmInput dy, GemmInput x, GemmOutput dw, int64_t N,
+                                        int64_t I, int64_t O);
+  virtual void grouped_linear_forward_mixed(GemmInput x, GemmInput w, GemmOutput y,
+                                            const int64_t* offsets, int64_t G, int64_t I,
+                                            int64_t O);
+  virtual void grouped_linear_backward_dx_mixed(GemmInput dy, GemmInput w, GemmOutput dx,
+                                                const int64_t* offsets, int64_t G, int64_t I,
+                                                int64_t O, bool accumulate);
+  virtual void grouped_linear_backward_dw_mixed(GemmInput dy, GemmInput x, GemmOutput dw,
+                                                const int64_t* offsets, int64_t G, int64_t I,
+                                                int64_t O);
+
   // ---- attention (GQA, causal by positions; lse for ring merging) ----------------------------
   // q, o (B,Sq,nh,d); k, v (B,Skv,nkv,d); lse (B,nh,Sq); positions are host arrays.
   virtual void attention_forward(const float* q, const float* k, const float* v, float* o,
@@ -104,6 +136,19 @@ class Backend {
                                   int64_t nh, int64_t nkv, int64_t d) = 0;
   virtual void attention_merge(float* o_a, float* lse_a, const float* o_b, const float* lse_b,
                                int64_t B, int64_t Sq, int64_t nh, int64_t d) = 0;
+  // The same with bf16 q, k, v, o (and dout, dq, dk, dv) and float32 lse (MODEL.md: the
+  // softmax stays float32). The default widens each bf16 operand exactly into a float32
+  // temporary, calls the float32 op and rounds the bf16 outputs back (the CPU backend's path).
+  virtual void attention_forward_bf16(const uint16_t* q, const uint16_t* k, const uint16_t* v,
+                                      uint16_t* o, float* lse, const int32_t* q_pos,
+                                      const int32_t* k_pos, int64_t B, int64_t Sq, int64_t Skv,
+                                      int64_t nh, int64_t nkv, int64_t d);
+  virtual void attention_backward_bf16(const uint16_t* dout, const uint16_t* q,
+                                       const uint16_t* k, const uint16_t* v, const uint16_t* o,
+                                       const float* lse, uint16_t* dq, uint16_t* dk,
+                                       uint16_t* dv, const int32_t* q_pos, const int32_t* k_pos,
+                                       int64_t B, int64_t Sq, int64_t Skv, int64_t nh,
+                                       int64_t nkv, int64_t d);
 
   // ---- row-wise and element-wise layers ------------------------------------------------------
   virtual void rmsnorm_forward(const float* x, const float* w, float* y, float* rstd, int64_t N,
@@ -118,6 +163,46 @@ class Backend {
   virtual void swiglu_forward(const float* gate, const float* up, float* out, int64_t n) = 0;
   virtual void swiglu_backward(const float* dout, const float* gate, const float* up,
                                float* dgate, float* dup, int64_t n) = 0;
+
+  // ---- bf16 row-wise and element-wise layers (MODEL.md "Mixed precision") ---------------------
+  // The layers above with bf16 activations and compute weights (loaded as bf16, computed in
+  // float32, stored as bf16) and float32 statistics, gate weights and weight gradients. The
+  // default widens each bf16 operand exactly into a float32 temporary, calls the float32 op and
+  // rounds the bf16 outputs back (the CPU backend's path); a device backend loads bf16 directly.
+  virtual void rmsnorm_forward_bf16(const uint16_t* x, const uint16_t* w, uint16_t* y,
+                                    float* rstd, int64_t N, int64_t H, float eps);
+  virtual void rmsnorm_backward_bf16(const uint16_t* dy, const uint16_t* x, const uint16_t* w,
+                                     const float* rstd, uint16_t* dx, float* dw, int64_t N,
+                                     int64_t H, bool accumulate_dx);
+  virtual void rope_forward_bf16(const uint16_t* x, uint16_t* y, const int32_t* positions,
+                                 int64_t N, int64_t heads, int64_t d, float base);
+  virtual void rope_backward_bf16(const uint16_t* dy, uint16_t* dx, const int32_t* positions,
+                                  int64_t N, int64_t heads, int64_t d, float base);
+  virtual void swiglu_forward_bf16(const uint16_t* gate, const uint16_t* up, uint16_t* out,
+                                   int64_t n);
+  virtual void swiglu_backward_bf16(const uint16_t* dout, const uint16_t* gate,
+                                    const uint16_t* up, uint16_t* dgate, uint16_t* dup,
+                                    int64_t n);
+  // The token-permutation ones also take N, the tokens (rows of x, dx, out and dout).
+  virtual void permute_tokens_bf16(const uint16_t* x, const int32_t* perm, uint16_t* out,
+                                   int64_t N, int64_t R, int64_t K, int64_t H);
+  virtual void permute_tokens_backward_bf16(const uint16_t* dout, const int32_t* perm,
+                                            uint16_t* dx, int64_t N, int64_t R, int64_t K,
+                                            int64_t H);
+  virtual void combine_tokens_bf16(const uint16_t* y, const int32_t* perm, const float* weights,
+                                   uint16_t* out, int64_t N, int64_t R, int64_t K, int64_t H);
+  virtual void combine_tokens_backward_bf16(const uint16_t* dout, const uint16_t* y,
+                                            const int32_t* perm, const float* weights,
+                                            uint16_t* dy, float* dweights, int64_t N, int64_t R,
+                                            int64_t K, int64_t H);
+  virtual void embedding_forward_bf16(const int32_t* tokens, const uint16_t* table,
+                                      uint16_t* out, int64_t N, int64_t V, int64_t first_row,
+                                      int64_t rows, int64_t H);
+  virtual void embedding_backward_bf16(const uint16_t* dout, const int32_t* tokens,
+                                       float* dtable, int64_t N, int64_t V, int64_t first_row,
+                                       int64_t rows, int64_t H);
+  virtual void add_bf16(uint16_t* y, const uint16_t* x, int64_t n);
+  virtual void axpy_bf16(uint16_t* y, float a, const uint16_t* x, int64_t n);
 
   // ---- router ---------------------------------------------------------------------------------
   virtual void softmax_rows_forward(const float* z, float* p, int64_t N, int64_t E) = 0;
@@ -154,6 +239,13 @@ class Backend {
                                                 const int32_t* labels, const float* mask,
                                                 float grad_scale, float* dh, float* dw, int64_t N,
                                                 int64_t H, int64_t V, int64_t chunk_rows) = 0;
+  // The same with bf16 h, w and dh (dh, dw may be null): float32 logits, loss and dw (MODEL.md).
+  // The default widens h, w and dh and calls the float32 op (the CPU backend's path).
+  virtual double cross_entropy_forward_backward_bf16(const uint16_t* h, const uint16_t* w,
+                                                     const int32_t* labels, const float* mask,
+                                                     float grad_scale, uint16_t* dh, float* dw,
+                                                     int64_t N, int64_t H, int64_t V,
+                                                     int64_t chunk_rows);
   // Vocabulary-parallel pieces over a shard z (N, Vl) holding columns [first, first+Vl):
   // row_max (host, N) = max of each row.
   virtual void rows_max(const float* z, float* row_max, int64_t N, int64_t Vl) = 0;

@@ -3,12 +3,17 @@
 // Defined by the CUDA backend: only code built with CUDA (MOEFOLD_HAVE_CUDA) may call them.
 #pragma once
 
+#include <string>
+
 #include "absl/status/status.h"
 
 namespace moefold {
 
 // Visible GPUs; 0 when the driver is missing or no device is present.
 int cuda_device_count();
+// Why cuda_device_count() is 0: no driver, a driver too old for this build's CUDA runtime (both
+// versions named), or the CUDA error; "" when a GPU is visible.
+std::string cuda_unavailable_reason();
 // Creates the CUDA backend on `device` and registers it as this process's Device::kCuda backend.
 absl::Status register_cuda_device(int device);
 // The cudaStream_t of Device::kCuda's backend, or null when no CUDA backend is registered.

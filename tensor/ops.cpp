@@ -1,6 +1,7 @@
 #include "tensor/ops.h"
 
 #include <cstring>
+#include <initializer_list>
 #include <utility>
 #include <vector>
 
@@ -26,6 +27,28 @@ class Operands {
   const float* in(const Tensor& t) { return get(t, false); }
   float* out(const Tensor& t) { return get(t, true); }
   float* optional_out(const Tensor& t) { return t.defined() ? out(t) : nullptr; }
+  // GEMM operands go to the backend in their storage type (Backend's *_mixed GEMMs).
+  GemmInput gemm_in(const Tensor& t) const {
+    check(t);
+    return {t.raw_data(), t.dtype()};
+  }
+  GemmOutput gemm_out(const Tensor& t) const {
+    check(t);
+    return {t.raw_data(), t.dtype()};
+  }
+  // True when every operand of `tensors` has `dtype` (an op with a native bf16 entry point
+  // uses it when its operands have exactly that entry point's dtypes).
+  bool all_of(DType dtype, std::initializer_list<const Tensor*> tensors) const {
+    for (const Tensor* t : tensors) {
+      check(*t);
+      if (t->dtype() != dtype) return false;
+    }
+    return true;
+  }
+  bool all_bf16(std::initializer_list<const Tensor*> tensors) const {
+    return all_of(DType::kBFloat16, tensors);
+  }
+  static uint16_t* bits(const Tensor& t) { return static_cast<uint16_t*>(t.raw_data()); }
   // Operands MODEL.md keeps in float32; a bf16 one is an error naming the op.
   float* f32(const Tensor& t) {
     check(t);
@@ -145,6 +168,7 @@ Tensor to_device(const Tensor& t, Device device) {
 void add(const Tensor& y, const Tensor& x) {
   expect_numel(x, y.numel(), "add operand");
   Operands a("add", y);
+  if (a.all_bf16({&y, &x})) return a.backend().add_bf16(a.bits(y), a.bits(x), y.numel());
   a.backend().add(a.out(y), a.in(x), y.numel());
   a.finish();
 }
@@ -152,6 +176,7 @@ void add(const Tensor& y, const Tensor& x) {
 void axpy(const Tensor& y, float a, const Tensor& x) {
   expect_numel(x, y.numel(), "axpy operand");
   Operands o("axpy", y);
+  if (o.all_bf16({&y, &x})) return o.backend().axpy_bf16(o.bits(y), a, o.bits(x), y.numel());
   o.backend().axpy(o.out(y), a, o.in(x), y.numel());
   o.finish();
 }
@@ -176,24 +201,23 @@ void linear_forward(const Tensor& x, const Tensor& w, const Tensor& y, bool accu
   const int64_t O = w.dim(0), I = w.numel() / O, N = rows_of(x, I);
   expect_numel(y, N * O, "linear output");
   Operands a("linear_forward", x);
-  a.backend().linear_forward(a.in(x), a.in(w), a.out(y), N, I, O, accumulate);
-  a.finish();
+  a.backend().linear_forward_mixed(a.gemm_in(x), a.gemm_in(w), a.gemm_out(y), N, I, O,
+                                   accumulate);
 }
 
 void linear_backward_dx(const Tensor& dy, const Tensor& w, const Tensor& dx, bool accumulate) {
   const int64_t O = w.dim(0), I = w.numel() / O, N = rows_of(dy, O);
   expect_numel(dx, N * I, "linear dx");
   Operands a("linear_backward_dx", dy);
-  a.backend().linear_backward_dx(a.in(dy), a.in(w), a.out(dx), N, I, O, accumulate);
-  a.finish();
+  a.backend().linear_backward_dx_mixed(a.gemm_in(dy), a.gemm_in(w), a.gemm_out(dx), N, I, O,
+                                       accumulate);
 }
 
 void linear_backward_dw(const Tensor& dy, const Tensor& x, const Tensor& dw) {
   const int64_t O = dw.dim(0), I = dw.numel() / O, N = rows_of(dy, O);
   expect_numel(x, N * I, "linear input");
   Operands a("linear_backward_dw", dy);
-  a.backend().linear_backward_dw(a.in(dy), a.in(x), a.out(dw), N, I, O);
-  a.finish();
+  a.backend().linear_backward_dw_mixed(a.gemm_in(dy), a.gemm_in(x), a.gemm_out(dw), N, I, O);
 }
 
 namespace {
@@ -218,8 +242,8 @@ void grouped_linear_forward(const Tensor& x, const Tensor& w, const Tensor& y,
   const int64_t N = offsets[G];
   MOEFOLD_CHECK(x.numel() >= N * I && y.numel() >= N * O, "grouped GEMM rows");
   Operands a("grouped_linear_forward", x);
-  a.backend().grouped_linear_forward(a.in(x), a.in(w), a.out(y), offsets.data(), G, I, O);
-  a.finish();
+  a.backend().grouped_linear_forward_mixed(a.gemm_in(x), a.gemm_in(w), a.gemm_out(y),
+                                           offsets.data(), G, I, O);
 }
 
 void grouped_linear_backward_dx(const Tensor& dy, const Tensor& w, const Tensor& dx,
@@ -228,9 +252,8 @@ void grouped_linear_backward_dx(const Tensor& dy, const Tensor& w, const Tensor&
   const int64_t N = offsets[G];
   MOEFOLD_CHECK(dy.numel() >= N * O && dx.numel() >= N * I, "grouped GEMM rows");
   Operands a("grouped_linear_backward_dx", dy);
-  a.backend().grouped_linear_backward_dx(a.in(dy), a.in(w), a.out(dx), offsets.data(), G, I, O,
-                                         accumulate);
-  a.finish();
+  a.backend().grouped_linear_backward_dx_mixed(a.gemm_in(dy), a.gemm_in(w), a.gemm_out(dx),
+                                               offsets.data(), G, I, O, accumulate);
 }
 
 void grouped_linear_backward_dw(const Tensor& dy, const Tensor& x, const Tensor& dw,
@@ -239,8 +262,8 @@ void grouped_linear_backward_dw(const Tensor& dy, const Tensor& x, const Tensor&
   const int64_t N = offsets[G];
   MOEFOLD_CHECK(dy.numel() >= N * O && x.numel() >= N * I, "grouped GEMM rows");
   Operands a("grouped_linear_backward_dw", dy);
-  a.backend().grouped_linear_backward_dw(a.in(dy), a.in(x), a.out(dw), offsets.data(), G, I, O);
-  a.finish();
+  a.backend().grouped_linear_backward_dw_mixed(a.gemm_in(dy), a.gemm_in(x), a.gemm_out(dw),
+                                               offsets.data(), G, I, O);
 }
 
 namespace {
@@ -265,6 +288,12 @@ void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const 
   expect_numel(v, k.numel(), "attention v");
   expect_numel(o, q.numel(), "attention o");
   Operands a("attention_forward", q);
+  if (a.all_bf16({&q, &k, &v, &o})) {
+    a.backend().attention_forward_bf16(a.bits(q), a.bits(k), a.bits(v), a.bits(o), a.f32(lse),
+                                       q_pos.data(), k_pos.data(), s.batch, s.q_len, s.kv_len,
+                                       s.heads, s.kv_heads, s.head_dim);
+    return;
+  }
   a.backend().attention_forward(a.in(q), a.in(k), a.in(v), a.out(o), a.f32(lse), q_pos.data(),
                                 k_pos.data(), s.batch, s.q_len, s.kv_len, s.heads, s.kv_heads,
                                 s.head_dim);
@@ -279,6 +308,13 @@ void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, co
   for (const Tensor* t : {&dout, &o, &dq}) expect_numel(*t, q.numel(), "attention q-shaped");
   for (const Tensor* t : {&v, &dk, &dv}) expect_numel(*t, k.numel(), "attention k-shaped");
   Operands a("attention_backward", dout);
+  if (a.all_bf16({&dout, &q, &k, &v, &o, &dq, &dk, &dv})) {
+    a.backend().attention_backward_bf16(a.bits(dout), a.bits(q), a.bits(k), a.bits(v), a.bits(o),
+                                        a.f32(lse), a.bits(dq), a.bits(dk), a.bits(dv),
+                                        q_pos.data(), k_pos.data(), s.batch, s.q_len, s.kv_len,
+                                        s.heads, s.kv_heads, s.head_dim);
+    return;
+  }
   a.backend().attention_backward(a.in(dout), a.in(q), a.in(k), a.in(v), a.in(o), a.f32(lse),
                                  a.out(dq), a.out(dk), a.out(dv), q_pos.data(), k_pos.data(),
                                  s.batch, s.q_len, s.kv_len, s.heads, s.kv_heads, s.head_dim);
@@ -302,6 +338,10 @@ void rmsnorm_forward(const Tensor& x, const Tensor& w, const Tensor& y, const Te
   expect_numel(y, N * H, "rmsnorm y");
   expect_numel(rstd, N, "rmsnorm rstd");
   Operands a("rmsnorm_forward", x);
+  if (a.all_bf16({&x, &w, &y})) {
+    return a.backend().rmsnorm_forward_bf16(a.bits(x), a.bits(w), a.bits(y), a.f32(rstd), N, H,
+                                            eps);
+  }
   a.backend().rmsnorm_forward(a.in(x), a.in(w), a.out(y), a.f32(rstd), N, H, eps);
   a.finish();
 }
@@ -313,6 +353,10 @@ void rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const 
   expect_numel(rstd, N, "rmsnorm rstd");
   expect_numel(dw, H, "rmsnorm dw");
   Operands a("rmsnorm_backward", dy);
+  if (a.all_bf16({&dy, &x, &w, &dx}) && a.all_of(DType::kFloat32, {&dw})) {
+    return a.backend().rmsnorm_backward_bf16(a.bits(dy), a.bits(x), a.bits(w), a.f32(rstd),
+                                             a.bits(dx), dw.data(), N, H, accumulate_dx);
+  }
   a.backend().rmsnorm_backward(a.in(dy), a.in(x), a.in(w), a.f32(rstd), a.out(dx), a.out(dw), N,
                                H, accumulate_dx);
   a.finish();
@@ -324,6 +368,10 @@ void rope_forward(const Tensor& x, const Tensor& y, std::span<const int32_t> pos
   MOEFOLD_CHECK(static_cast<int64_t>(positions.size()) == N, "rope positions");
   expect_numel(y, x.numel(), "rope output");
   Operands a("rope_forward", x);
+  if (a.all_bf16({&x, &y})) {
+    return a.backend().rope_forward_bf16(a.bits(x), a.bits(y), positions.data(), N, heads,
+                                         head_dim, base);
+  }
   a.backend().rope_forward(a.in(x), a.out(y), positions.data(), N, heads, head_dim, base);
   a.finish();
 }
@@ -334,6 +382,10 @@ void rope_backward(const Tensor& dy, const Tensor& dx, std::span<const int32_t> 
   MOEFOLD_CHECK(static_cast<int64_t>(positions.size()) == N, "rope positions");
   expect_numel(dx, dy.numel(), "rope dx");
   Operands a("rope_backward", dy);
+  if (a.all_bf16({&dy, &dx})) {
+    return a.backend().rope_backward_bf16(a.bits(dy), a.bits(dx), positions.data(), N, heads,
+                                          head_dim, base);
+  }
   a.backend().rope_backward(a.in(dy), a.out(dx), positions.data(), N, heads, head_dim, base);
   a.finish();
 }
@@ -343,6 +395,9 @@ void swiglu_forward(const Tensor& gate, const Tensor& up, const Tensor& out) {
   expect_numel(up, n, "swiglu up");
   expect_numel(out, n, "swiglu out");
   Operands a("swiglu_forward", gate);
+  if (a.all_bf16({&gate, &up, &out})) {
+    return a.backend().swiglu_forward_bf16(a.bits(gate), a.bits(up), a.bits(out), n);
+  }
   a.backend().swiglu_forward(a.in(gate), a.in(up), a.out(out), n);
   a.finish();
 }
@@ -352,6 +407,10 @@ void swiglu_backward(const Tensor& dout, const Tensor& gate, const Tensor& up, c
   const int64_t n = gate.numel();
   for (const Tensor* t : {&dout, &up, &dgate, &dup}) expect_numel(*t, n, "swiglu operand");
   Operands a("swiglu_backward", dout);
+  if (a.all_bf16({&dout, &gate, &up, &dgate, &dup})) {
+    return a.backend().swiglu_backward_bf16(a.bits(dout), a.bits(gate), a.bits(up),
+                                            a.bits(dgate), a.bits(dup), n);
+  }
   a.backend().swiglu_backward(a.in(dout), a.in(gate), a.in(up), a.out(dgate), a.out(dup), n);
   a.finish();
 }
@@ -405,6 +464,10 @@ void permute_tokens(const Tensor& x, std::span<const int32_t> perm, const Tensor
   const int64_t R = static_cast<int64_t>(perm.size()), H = x.dim(-1);
   MOEFOLD_CHECK(out.numel() >= R * H, "permuted rows");
   Operands a("permute_tokens", x);
+  if (a.all_bf16({&x, &out})) {
+    return a.backend().permute_tokens_bf16(a.bits(x), perm.data(), a.bits(out), x.numel() / H, R,
+                                           K, H);
+  }
   a.backend().permute_tokens(a.in(x), perm.data(), a.out(out), R, K, H);
   a.finish();
 }
@@ -414,6 +477,10 @@ void permute_tokens_backward(const Tensor& dout, std::span<const int32_t> perm, 
   const int64_t R = static_cast<int64_t>(perm.size()), H = dx.dim(-1);
   MOEFOLD_CHECK(dout.numel() >= R * H, "permuted rows");
   Operands a("permute_tokens_backward", dout);
+  if (a.all_bf16({&dout, &dx})) {
+    return a.backend().permute_tokens_backward_bf16(a.bits(dout), perm.data(), a.bits(dx),
+                                                    dx.numel() / H, R, K, H);
+  }
   a.backend().permute_tokens_backward(a.in(dout), perm.data(), a.out(dx), R, K, H);
   a.finish();
 }
@@ -423,6 +490,10 @@ void combine_tokens(const Tensor& y, std::span<const int32_t> perm, const Tensor
   const int64_t R = static_cast<int64_t>(perm.size()), H = out.dim(-1), K = weights.dim(-1);
   MOEFOLD_CHECK(y.numel() >= R * H, "combined rows");
   Operands a("combine_tokens", y);
+  if (a.all_bf16({&y, &out})) {
+    return a.backend().combine_tokens_bf16(a.bits(y), perm.data(), a.f32(weights), a.bits(out),
+                                           out.numel() / H, R, K, H);
+  }
   a.backend().combine_tokens(a.in(y), perm.data(), a.f32(weights), a.out(out), R, K, H);
   a.finish();
 }
@@ -433,6 +504,11 @@ void combine_tokens_backward(const Tensor& dout, const Tensor& y, std::span<cons
   MOEFOLD_CHECK(y.numel() >= R * H && dy.numel() >= R * H, "combined rows");
   expect_numel(dweights, weights.numel(), "combine dweights");
   Operands a("combine_tokens_backward", dout);
+  if (a.all_bf16({&dout, &y, &dy})) {
+    return a.backend().combine_tokens_backward_bf16(a.bits(dout), a.bits(y), perm.data(),
+                                                    a.f32(weights), a.bits(dy), a.f32(dweights),
+                                                    dout.numel() / H, R, K, H);
+  }
   a.backend().combine_tokens_backward(a.in(dout), a.in(y), perm.data(), a.f32(weights), a.out(dy),
                                       a.f32(dweights), R, K, H);
   a.finish();
@@ -444,6 +520,10 @@ void embedding_forward(std::span<const int32_t> tokens, const Tensor& table, con
   const int64_t N = static_cast<int64_t>(tokens.size());
   expect_numel(out, N * H, "embedding output");
   Operands a("embedding_forward", table);
+  if (a.all_bf16({&table, &out})) {
+    return a.backend().embedding_forward_bf16(tokens.data(), a.bits(table), a.bits(out), N,
+                                              vocab, first_row, rows, H);
+  }
   a.backend().embedding_forward(tokens.data(), a.in(table), a.out(out), N, vocab, first_row,
                                 rows, H);
   a.finish();
@@ -455,6 +535,10 @@ void embedding_backward(const Tensor& dout, std::span<const int32_t> tokens, con
   const int64_t N = static_cast<int64_t>(tokens.size());
   expect_numel(dout, N * H, "embedding gradient");
   Operands a("embedding_backward", dout);
+  if (a.all_bf16({&dout}) && a.all_of(DType::kFloat32, {&dtable})) {
+    return a.backend().embedding_backward_bf16(a.bits(dout), tokens.data(), dtable.data(), N,
+                                               vocab, first_row, rows, H);
+  }
   a.backend().embedding_backward(a.in(dout), tokens.data(), a.out(dtable), N, vocab, first_row,
                                  rows, H);
   a.finish();
@@ -470,6 +554,13 @@ double cross_entropy_forward_backward(const Tensor& h, const Tensor& w,
   if (dh.defined()) expect_numel(dh, N * H, "cross-entropy dh");
   if (dw.defined()) expect_numel(dw, V * H, "cross-entropy dw");
   Operands a("cross_entropy_forward_backward", h);
+  if (a.all_bf16({&h, &w}) && (!dh.defined() || a.all_bf16({&dh})) &&
+      (!dw.defined() || a.all_of(DType::kFloat32, {&dw}))) {
+    return a.backend().cross_entropy_forward_backward_bf16(
+        a.bits(h), a.bits(w), labels.data(), mask.empty() ? nullptr : mask.data(), grad_scale,
+        dh.defined() ? a.bits(dh) : nullptr, dw.defined() ? dw.data() : nullptr, N, H, V,
+        chunk_rows);
+  }
   const double loss = a.backend().cross_entropy_forward_backward(
       a.in(h), a.in(w), labels.data(), mask.empty() ? nullptr : mask.data(), grad_scale,
       a.optional_out(dh), a.optional_out(dw), N, H, V, chunk_rows);

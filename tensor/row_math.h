@@ -57,6 +57,31 @@ MOEFOLD_HOST_DEVICE float softmax_gradient(float dp, float p, float dot_dp_p) {
 // Causal masking by positions: a key is visible from a query when it is not later.
 MOEFOLD_HOST_DEVICE bool key_visible(int32_t q_pos, int32_t k_pos) { return k_pos <= q_pos; }
 
+// A row's softmax over its visible keys, kept as its log-sum-exp (the forward's statistic, from
+// which the backward recomputes P): lse = max + log Σ exp(s − max) over the visible scores, −inf
+// when no key is visible; then P = exp(s − lse) for a visible key and 0 for a hidden one.
+MOEFOLD_HOST_DEVICE float attention_lse(float row_max, float sum_shifted) {
+  return sum_shifted == 0.0f ? -INFINITY : row_max + logf(sum_shifted);
+}
+
+MOEFOLD_HOST_DEVICE float attention_probability(float score, float lse, bool visible) {
+  return visible && lse != -INFINITY ? expf(score - lse) : 0.0f;
+}
+// Its backward for one score is softmax_gradient(dP, P, delta) with delta = rowsum(dO ⊙ O),
+// which equals Σ_j P_j·dP_j.
+
+// The keys a block of `rows` queries can see lie in [0, L): every key from L on is hidden from
+// all of them (keys in any order). Causal chunks then score only that prefix.
+MOEFOLD_HOST_DEVICE int64_t attention_visible_prefix(const int32_t* q_pos, int64_t rows,
+                                                     const int32_t* k_pos, int64_t Skv) {
+  if (rows == 0) return 0;
+  int32_t latest = q_pos[0];
+  for (int64_t i = 1; i < rows; ++i) latest = q_pos[i] > latest ? q_pos[i] : latest;
+  int64_t prefix = Skv;
+  while (prefix > 0 && !key_visible(latest, k_pos[prefix - 1])) --prefix;
+  return prefix;
+}
+
 // Merging two partial attentions of one row with log-sum-exps la and lb (ring attention): the
 // merged lse and the weights of each part. Either may be −inf (that part saw no key).
 struct AttentionMergeWeights {

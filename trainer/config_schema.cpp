@@ -268,7 +268,7 @@ std::vector<RecipeKey> build_schema() {
   add(enum_key(
       "training.device", [](R& r) -> auto& { return r.training.device; }, {"cpu", "cuda"},
       "Where each rank computes: cpu, or cuda (one GPU per rank: the rank's index among the "
-      "ranks of its node; float32)."));
+      "ranks of its node)."));
   add(bool_key(
       "training.share_devices", [](R& r) -> auto& { return r.training.share_devices; },
       "With training.device: cuda, let several ranks of a node share one GPU when a node has "
@@ -278,7 +278,8 @@ std::vector<RecipeKey> build_schema() {
       "bf16 mixed precision (MODEL.md): float32 master weights, gradients, Adam state and "
       "checkpoints; bf16 compute copies of the weights (the router's excepted) and bf16 "
       "activations and communication. Runs on every backend (on CPU: bf16 storage, float32 "
-      "arithmetic). Not yet with parallel.moe_fssdp."));
+      "arithmetic; on CUDA: bf16 GEMMs and attention on tensor cores). Not yet with "
+      "parallel.moe_fssdp."));
   add(number_key(
       "training.exit_duration_in_mins",
       [](R& r) -> auto& { return r.training.exit_duration_in_mins; }, 0, kInf,

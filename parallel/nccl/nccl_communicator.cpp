@@ -9,6 +9,7 @@
 #include "tensor/backend.h"
 #include "tensor/check.h"
 #include "tensor/cuda_entry.h"
+#include "tensor/device_versions.h"
 
 namespace moefold {
 namespace {
@@ -62,6 +63,27 @@ char* at(void* base, int64_t elements, CommDType dtype) {
   return static_cast<char*>(base) + elements * static_cast<int64_t>(comm_dtype_size(dtype));
 }
 
+// Every rank of the group must load an NCCL at least as new as the one built against, and the
+// same one (their protocols differ between versions): one line naming the rank and its device.
+absl::Status check_nccl_versions(MpiCommunicator& mpi) {
+  int mine[2] = {0, -1};  // version, device
+  NCCL_CHECK(ncclGetVersion(&mine[0]));
+  cudaGetDevice(&mine[1]);
+  std::vector<int> all(2 * static_cast<size_t>(mpi.size()));
+  mpi.all_gather(mine, 2, all.data(), CommDType::kInt32);
+  std::vector<int> versions, devices;
+  for (size_t r = 0; r < all.size(); r += 2) {
+    versions.push_back(all[r]);
+    devices.push_back(all[r + 1]);
+  }
+  if (auto problem = nccl_version_problem(versions, devices, NCCL_VERSION_CODE)) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "parallel.communicator: nccl for %s: %s", mpi.label() ? *mpi.label() : "a group",
+        *problem));
+  }
+  return absl::OkStatus();
+}
+
 std::vector<int64_t> offsets_of(std::span<const int64_t> counts) {
   std::vector<int64_t> offsets(counts.size() + 1, 0);
   std::partial_sum(counts.begin(), counts.end(), offsets.begin() + 1);
@@ -77,6 +99,7 @@ absl::StatusOr<std::unique_ptr<NcclCommunicator>> NcclCommunicator::create(
     return absl::FailedPreconditionError(
         "parallel.communicator: nccl needs the CUDA backend (training.device: cuda)");
   }
+  if (absl::Status s = check_nccl_versions(*mpi); !s.ok()) return s;
   ncclUniqueId id;
   if (mpi->rank() == 0) NCCL_CHECK(ncclGetUniqueId(&id));
   mpi->broadcast(&id, sizeof(id), CommDType::kUInt8, 0);
@@ -272,20 +295,19 @@ WorkHandle NcclCommunicator::broadcast_async(void* data, int64_t count, CommDTyp
   });
 }
 
+// Point-to-point (pipeline stages, context-parallel rings) takes the MPI path, staged through
+// host memory when the buffers are on the GPU: NCCL has no tags, and a ncclRecv and a ncclSend
+// issued apart on each rank of a ring deadlock (NCCL's p2p guide: calls that must progress
+// together have to be in one ncclGroupStart/End), which this one-call-at-a-time interface
+// cannot express. MPI matches by tag and progresses both.
 WorkHandle NcclCommunicator::send_async(const void* data, int64_t count, CommDType dtype,
                                         int peer, int tag) {
-  if (!on_device({data})) return mpi_->send_async(data, count, dtype, peer, tag);
-  return run("send", [&] {
-    NCCL_CHECK(ncclSend(data, count, nccl_type(dtype), peer, comm_, stream_));
-  });
+  return mpi_->send_async(data, count, dtype, peer, tag);
 }
 
 WorkHandle NcclCommunicator::recv_async(void* data, int64_t count, CommDType dtype, int peer,
                                         int tag) {
-  if (!on_device({data})) return mpi_->recv_async(data, count, dtype, peer, tag);
-  return run("recv", [&] {
-    NCCL_CHECK(ncclRecv(data, count, nccl_type(dtype), peer, comm_, stream_));
-  });
+  return mpi_->recv_async(data, count, dtype, peer, tag);
 }
 
 WorkHandle NcclCommunicator::barrier_async() { return mpi_->barrier_async(); }

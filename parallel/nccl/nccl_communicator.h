@@ -8,7 +8,8 @@
 // Host buffers (counts, losses, metadata that callers keep on the host) cannot go through NCCL;
 // those operations, and barrier, go through the group's MPI communicator, which every rank of
 // the group uses for the same call since the buffers' placement is the same on every rank.
-// NCCL has no message tags: send/recv pairs between two ranks match in issue order.
+// Point-to-point send/recv always takes that MPI path (staged through host memory): NCCL has
+// no message tags, and separate ncclSend/ncclRecv calls deadlock in rings.
 #pragma once
 
 #include <cuda_runtime.h>

@@ -1,7 +1,9 @@
 // Cross-entropy on the CUDA backend: the fused LM head + CE over chunks of rows (a cuBLAS GEMM
 // to logits, one kernel turning them into the loss and its gradient, two GEMMs for dh and dw),
 // and the vocabulary-parallel pieces over a shard of the logits. Labels and masks are host
-// arrays: they are checked on the host and uploaded.
+// arrays: they are checked on the host and uploaded. With bf16 h and w (MODEL.md "Mixed
+// precision") the logits, loss and dw stay float32, and the logits' gradient is rounded to bf16
+// for the two backward GEMMs, which then run on tensor cores like every other GEMM.
 #include <algorithm>
 #include <cstdint>
 #include <vector>
@@ -111,6 +113,23 @@ double CudaBackend::cross_entropy_forward_backward(const float* h, const float* 
                                                    float grad_scale, float* dh, float* dw,
                                                    int64_t N, int64_t H, int64_t V,
                                                    int64_t chunk_rows) {
+  return cross_entropy_chunks(f32_in(h), f32_in(w), labels, mask, grad_scale, f32_out(dh), dw, N,
+                              H, V, chunk_rows);
+}
+
+double CudaBackend::cross_entropy_forward_backward_bf16(const uint16_t* h, const uint16_t* w,
+                                                        const int32_t* labels, const float* mask,
+                                                        float grad_scale, uint16_t* dh,
+                                                        float* dw, int64_t N, int64_t H,
+                                                        int64_t V, int64_t chunk_rows) {
+  return cross_entropy_chunks(bf16_in(h), bf16_in(w), labels, mask, grad_scale, bf16_out(dh), dw,
+                              N, H, V, chunk_rows);
+}
+
+double CudaBackend::cross_entropy_chunks(GemmInput h, GemmInput w, const int32_t* labels,
+                                         const float* mask, float grad_scale, GemmOutput dh,
+                                         float* dw, int64_t N, int64_t H, int64_t V,
+                                         int64_t chunk_rows) {
   MOEFOLD_CHECK(chunk_rows > 0, "chunk_rows must be positive");
   for (int64_t n = 0; n < N; ++n) {
     if (mask != nullptr && mask[n] == 0.0f) continue;
@@ -118,22 +137,35 @@ double CudaBackend::cross_entropy_forward_backward(const float* h, const float* 
                   "label " << labels[n] << " at row " << n << " outside vocabulary of " << V);
   }
   if (N == 0) return 0.0;
-  const bool backward = grad_scale != 0.0f && (dh != nullptr || dw != nullptr);
+  const bool backward = grad_scale != 0.0f && (dh.data != nullptr || dw != nullptr);
   const int64_t chunk = std::min(chunk_rows, N);
   Scratch logits(*this, sizeof(float) * chunk * V), ce(*this, sizeof(float) * N);
+  const bool narrow = w.dtype == DType::kBFloat16;
+  std::unique_ptr<Scratch> gradient16 =
+      backward && narrow ? std::make_unique<Scratch>(*this, sizeof(uint16_t) * chunk * V)
+                         : nullptr;
   auto labels_dev = upload(labels, N);
   std::unique_ptr<Scratch> mask_dev = mask != nullptr ? upload(mask, N) : nullptr;
   for (int64_t r0 = 0; r0 < N; r0 += chunk) {
     const int64_t rows = std::min(chunk, N - r0);
-    linear_forward(h + r0 * H, w, logits.as<float>(), rows, H, V, false);
+    linear_forward_mixed(advance(h, r0 * H), w, f32_out(logits.as<float>()), rows, H, V, false);
     cross_entropy_rows_kernel<<<static_cast<unsigned>(rows), kThreads, 0, stream_>>>(
         logits.as<float>(), labels_dev->as<int32_t>() + r0,
         mask_dev ? mask_dev->as<float>() + r0 : nullptr, grad_scale, backward,
         ce.as<float>() + r0, V);
     MOEFOLD_CUDA_CHECK_LAUNCH();
     if (!backward) continue;
-    if (dh != nullptr) linear_backward_dx(logits.as<float>(), w, dh + r0 * H, rows, H, V, false);
-    if (dw != nullptr) linear_backward_dw(logits.as<float>(), h + r0 * H, dw, rows, H, V);
+    GemmInput gradient = f32_in(logits.as<float>());
+    if (narrow) {
+      round_to_bf16(logits.as<float>(), gradient16->as<uint16_t>(), rows * V);
+      gradient = bf16_in(gradient16->as<uint16_t>());
+    }
+    if (dh.data != nullptr) {
+      linear_backward_dx_mixed(gradient, w, advance(dh, r0 * H), rows, H, V, false);
+    }
+    if (dw != nullptr) {
+      linear_backward_dw_mixed(gradient, advance(h, r0 * H), f32_out(dw), rows, H, V);
+    }
   }
   std::vector<float> ce_host(N);
   copy_to_host(ce_host.data(), ce.as<float>(), sizeof(float) * N);

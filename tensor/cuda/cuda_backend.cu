@@ -38,10 +38,11 @@ __global__ void fill_kernel(float* x, float value, int64_t n) {
   }
 }
 
-__global__ void axpy_kernel(float* y, float a, const float* x, int64_t n) {
+template <typename T>
+__global__ void axpy_kernel(T* y, float a, const T* x, int64_t n) {
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
        i += int64_t{gridDim.x} * blockDim.x) {
-    y[i] += a * x[i];
+    store(y, i, load(y, i) + a * load(x, i));
   }
 }
 
@@ -104,7 +105,9 @@ CudaBackend::CudaBackend(int device) : device_(device) {
   MOEFOLD_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   MOEFOLD_CUBLAS_CHECK(cublasCreate(&cublas_));
   MOEFOLD_CUBLAS_CHECK(cublasSetStream(cublas_, stream_));
-  // Float32 GEMMs stay IEEE float32 (no TF32), so that GPU runs track CPU runs.
+  // Float32 GEMMs stay IEEE float32 (no TF32), so that GPU runs track CPU runs: gemm.cu asks for
+  // CUBLAS_COMPUTE_32F_PEDANTIC explicitly (this mode covers calls without a compute type), and
+  // bf16 ones for CUBLAS_COMPUTE_32F, which runs on tensor cores.
   MOEFOLD_CUBLAS_CHECK(cublasSetMathMode(cublas_, CUBLAS_PEDANTIC_MATH));
   // Keep freed blocks in the pool instead of returning them to the driver at each sync.
   MOEFOLD_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool_, device));
@@ -225,6 +228,14 @@ void CudaBackend::axpy(float* y, float a, const float* x, int64_t n) {
   MOEFOLD_CUDA_CHECK_LAUNCH();
 }
 
+void CudaBackend::add_bf16(uint16_t* y, const uint16_t* x, int64_t n) { axpy_bf16(y, 1.0f, x, n); }
+
+void CudaBackend::axpy_bf16(uint16_t* y, float a, const uint16_t* x, int64_t n) {
+  if (n == 0) return;
+  axpy_kernel<<<blocks_for(n), kThreads, 0, stream_>>>(y, a, x, n);
+  MOEFOLD_CUDA_CHECK_LAUNCH();
+}
+
 void CudaBackend::widen_bf16(const uint16_t* src, float* dst, int64_t n) {
   if (n == 0) return;
   widen_bf16_kernel<<<blocks_for(n), kThreads, 0, stream_>>>(src, dst, n);
@@ -277,7 +288,7 @@ absl::Status register_cuda_backend(int device) {
   if (status != cudaSuccess) {
     cudaGetLastError();
     return absl::FailedPreconditionError(absl::StrFormat(
-        "no usable CUDA driver or device for cuda:%d: %s", device, cudaGetErrorString(status)));
+        "no usable CUDA driver or device for cuda:%d: %s", device, unavailable_reason()));
   }
   if (device < 0 || device >= count) {
     return absl::FailedPreconditionError(
@@ -299,6 +310,8 @@ absl::Status register_cuda_backend(int device) {
 namespace moefold {
 
 int cuda_device_count() { return cuda::device_count(); }
+
+std::string cuda_unavailable_reason() { return cuda::unavailable_reason(); }
 
 absl::Status register_cuda_device(int device) { return cuda::register_cuda_backend(device); }
 

@@ -1,7 +1,8 @@
-// The CUDA backend: tensor/backend.h for Device::kCuda, float32. Memory comes from a
-// stream-ordered pool (cudaMallocAsync); every op is issued on one compute stream; GEMMs go
-// through cuBLAS; everything else is this folder's kernels, whose element-wise and row-wise math
-// is tensor/kernel_math.h and tensor/row_math.h (shared with the CPU kernels and tested on CPU).
+// The CUDA backend: tensor/backend.h for Device::kCuda. Memory comes from a stream-ordered pool
+// (cudaMallocAsync); every op is issued on one compute stream; GEMMs go through cuBLAS (float32,
+// or bf16 on tensor cores); everything else is this folder's kernels, whose element-wise and
+// row-wise math is tensor/kernel_math.h and tensor/row_math.h (shared with the CPU kernels and
+// tested on CPU).
 // Host-array metadata (positions, token ids, labels, the expert permutation) is uploaded here.
 #pragma once
 
@@ -14,6 +15,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "tensor/attention_plan.h"
 #include "tensor/backend.h"
 
 namespace moefold::cuda {
@@ -61,6 +63,21 @@ class CudaBackend final : public Backend {
   void grouped_linear_backward_dw(const float* dy, const float* x, float* dw,
                                   const int64_t* offsets, int64_t G, int64_t I,
                                   int64_t O) override;
+  void linear_forward_mixed(GemmInput x, GemmInput w, GemmOutput y, int64_t N, int64_t I,
+                            int64_t O, bool accumulate) override;
+  void linear_backward_dx_mixed(GemmInput dy, GemmInput w, GemmOutput dx, int64_t N, int64_t I,
+                                int64_t O, bool accumulate) override;
+  void linear_backward_dw_mixed(GemmInput dy, GemmInput x, GemmOutput dw, int64_t N, int64_t I,
+                                int64_t O) override;
+  void grouped_linear_forward_mixed(GemmInput x, GemmInput w, GemmOutput y,
+                                    const int64_t* offsets, int64_t G, int64_t I,
+                                    int64_t O) override;
+  void grouped_linear_backward_dx_mixed(GemmInput dy, GemmInput w, GemmOutput dx,
+                                        const int64_t* offsets, int64_t G, int64_t I, int64_t O,
+                                        bool accumulate) override;
+  void grouped_linear_backward_dw_mixed(GemmInput dy, GemmInput x, GemmOutput dw,
+                                        const int64_t* offsets, int64_t G, int64_t I,
+                                        int64_t O) override;
 
   void attention_forward(const float* q, const float* k, const float* v, float* o, float* lse,
                          const int32_t* q_pos, const int32_t* k_pos, int64_t B, int64_t Sq,
@@ -71,6 +88,16 @@ class CudaBackend final : public Backend {
                           int64_t Skv, int64_t nh, int64_t nkv, int64_t d) override;
   void attention_merge(float* o_a, float* lse_a, const float* o_b, const float* lse_b, int64_t B,
                        int64_t Sq, int64_t nh, int64_t d) override;
+  // bf16 attention from cuBLAS GEMMs over chunks of query rows (attention_bf16.cu).
+  void attention_forward_bf16(const uint16_t* q, const uint16_t* k, const uint16_t* v,
+                              uint16_t* o, float* lse, const int32_t* q_pos, const int32_t* k_pos,
+                              int64_t B, int64_t Sq, int64_t Skv, int64_t nh, int64_t nkv,
+                              int64_t d) override;
+  void attention_backward_bf16(const uint16_t* dout, const uint16_t* q, const uint16_t* k,
+                               const uint16_t* v, const uint16_t* o, const float* lse,
+                               uint16_t* dq, uint16_t* dk, uint16_t* dv, const int32_t* q_pos,
+                               const int32_t* k_pos, int64_t B, int64_t Sq, int64_t Skv,
+                               int64_t nh, int64_t nkv, int64_t d) override;
 
   void rmsnorm_forward(const float* x, const float* w, float* y, float* rstd, int64_t N,
                        int64_t H, float eps) override;
@@ -83,6 +110,37 @@ class CudaBackend final : public Backend {
   void swiglu_forward(const float* gate, const float* up, float* out, int64_t n) override;
   void swiglu_backward(const float* dout, const float* gate, const float* up, float* dgate,
                        float* dup, int64_t n) override;
+
+  void rmsnorm_forward_bf16(const uint16_t* x, const uint16_t* w, uint16_t* y, float* rstd,
+                            int64_t N, int64_t H, float eps) override;
+  void rmsnorm_backward_bf16(const uint16_t* dy, const uint16_t* x, const uint16_t* w,
+                             const float* rstd, uint16_t* dx, float* dw, int64_t N, int64_t H,
+                             bool accumulate_dx) override;
+  void rope_forward_bf16(const uint16_t* x, uint16_t* y, const int32_t* positions, int64_t N,
+                         int64_t heads, int64_t d, float base) override;
+  void rope_backward_bf16(const uint16_t* dy, uint16_t* dx, const int32_t* positions, int64_t N,
+                          int64_t heads, int64_t d, float base) override;
+  void swiglu_forward_bf16(const uint16_t* gate, const uint16_t* up, uint16_t* out,
+                           int64_t n) override;
+  void swiglu_backward_bf16(const uint16_t* dout, const uint16_t* gate, const uint16_t* up,
+                            uint16_t* dgate, uint16_t* dup, int64_t n) override;
+  void permute_tokens_bf16(const uint16_t* x, const int32_t* perm, uint16_t* out, int64_t N,
+                           int64_t R, int64_t K, int64_t H) override;
+  void permute_tokens_backward_bf16(const uint16_t* dout, const int32_t* perm, uint16_t* dx,
+                                    int64_t N, int64_t R, int64_t K, int64_t H) override;
+  void combine_tokens_bf16(const uint16_t* y, const int32_t* perm, const float* weights,
+                           uint16_t* out, int64_t N, int64_t R, int64_t K, int64_t H) override;
+  void combine_tokens_backward_bf16(const uint16_t* dout, const uint16_t* y, const int32_t* perm,
+                                    const float* weights, uint16_t* dy, float* dweights,
+                                    int64_t N, int64_t R, int64_t K, int64_t H) override;
+  void embedding_forward_bf16(const int32_t* tokens, const uint16_t* table, uint16_t* out,
+                              int64_t N, int64_t V, int64_t first_row, int64_t rows,
+                              int64_t H) override;
+  void embedding_backward_bf16(const uint16_t* dout, const int32_t* tokens, float* dtable,
+                               int64_t N, int64_t V, int64_t first_row, int64_t rows,
+                               int64_t H) override;
+  void add_bf16(uint16_t* y, const uint16_t* x, int64_t n) override;
+  void axpy_bf16(uint16_t* y, float a, const uint16_t* x, int64_t n) override;
 
   void softmax_rows_forward(const float* z, float* p, int64_t N, int64_t E) override;
   void softmax_rows_backward(const float* dp, const float* p, float* dz, int64_t N,
@@ -110,6 +168,10 @@ class CudaBackend final : public Backend {
                                         const float* mask, float grad_scale, float* dh, float* dw,
                                         int64_t N, int64_t H, int64_t V,
                                         int64_t chunk_rows) override;
+  double cross_entropy_forward_backward_bf16(const uint16_t* h, const uint16_t* w,
+                                             const int32_t* labels, const float* mask,
+                                             float grad_scale, uint16_t* dh, float* dw, int64_t N,
+                                             int64_t H, int64_t V, int64_t chunk_rows) override;
   void rows_max(const float* z, float* row_max, int64_t N, int64_t Vl) override;
   void exp_shifted_rows(float* z, const float* row_max, const int32_t* labels, const float* mask,
                         double* sums, double* label_logit, int64_t N, int64_t Vl,
@@ -153,10 +215,33 @@ class CudaBackend final : public Backend {
   }
 
  private:
-  // C (M,N) row-major = alpha·op(A)·op(B) + beta·C, on the stream (cuBLAS column-major mapping).
+  // C (M,N) row-major = alpha·op(A)·op(B) + beta·C, on the stream (cuBLAS column-major mapping),
+  // each operand float32 or bf16, accumulated in float32.
   void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
-            const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
+            GemmInput A, int64_t lda, GemmInput B, int64_t ldb, float beta, GemmOutput C,
             int64_t ldc);
+
+  // Runs a tensor/attention_plan.h plan (attention_bf16.cu) over `buffers`, with positions,
+  // lse (read, or written by kSoftmax steps) and delta on the device.
+  struct AttentionBuffers {
+    void* data[kAttentionBuffers] = {};
+    DType dtype[kAttentionBuffers] = {};
+    void set(AttentionBuffer buffer, const float* p) { put(buffer, p, DType::kFloat32); }
+    void set(AttentionBuffer buffer, const uint16_t* p) { put(buffer, p, DType::kBFloat16); }
+    void put(AttentionBuffer buffer, const void* p, DType type) {
+      data[static_cast<int>(buffer)] = const_cast<void*>(p);
+      dtype[static_cast<int>(buffer)] = type;
+    }
+  };
+  void run_attention_plan(const std::vector<AttentionStep>& plan, const AttentionBuffers& buffers,
+                          const int32_t* q_pos, const int32_t* k_pos, const float* lse_in,
+                          float* lse_out, const float* delta);
+
+  // The fused LM head + cross-entropy over chunks of rows for float32 or bf16 h, w and dh
+  // (dh.data and dw may be null), float32 logits and dw.
+  double cross_entropy_chunks(GemmInput h, GemmInput w, const int32_t* labels, const float* mask,
+                              float grad_scale, GemmOutput dh, float* dw, int64_t N, int64_t H,
+                              int64_t V, int64_t chunk_rows);
 
   void bind_thread() const;  // makes this backend's device the calling thread's current one
 
@@ -167,6 +252,19 @@ class CudaBackend final : public Backend {
   std::string name_;
   int sm_major_ = 0, sm_minor_ = 0;
 };
+
+// Typed GEMM operands (tensor/backend.h) over float32 or bf16 device pointers, and the operand
+// `elements` elements further on.
+inline GemmInput f32_in(const float* data) { return {data, DType::kFloat32}; }
+inline GemmOutput f32_out(float* data) { return {data, DType::kFloat32}; }
+inline GemmInput bf16_in(const uint16_t* data) { return {data, DType::kBFloat16}; }
+inline GemmOutput bf16_out(uint16_t* data) { return {data, DType::kBFloat16}; }
+inline GemmInput advance(GemmInput t, int64_t elements) {
+  return {static_cast<const char*>(t.data) + elements * dtype_size(t.dtype), t.dtype};
+}
+inline GemmOutput advance(GemmOutput t, int64_t elements) {
+  return {static_cast<char*>(t.data) + elements * dtype_size(t.dtype), t.dtype};
+}
 
 // Creates the backend for `device` and registers it as this process's Device::kCuda backend;
 // an error naming the device when there is no such device or it cannot be used.

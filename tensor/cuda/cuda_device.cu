@@ -3,6 +3,7 @@
 #include <cuda_runtime.h>
 
 #include "absl/strings/str_format.h"
+#include "tensor/device_versions.h"
 
 namespace moefold::cuda {
 
@@ -13,6 +14,21 @@ int device_count() {
     return 0;
   }
   return count;
+}
+
+std::string unavailable_reason() {
+  int count = 0;
+  const cudaError_t status = cudaGetDeviceCount(&count);
+  cudaGetLastError();
+  if (status == cudaSuccess && count > 0) return "";
+  int driver = 0, runtime = 0;
+  cudaDriverGetVersion(&driver);
+  cudaRuntimeGetVersion(&runtime);
+  return gpu_unavailable_reason(
+      driver, runtime,
+      status == cudaSuccess ? std::string("no GPU is visible")
+                            : absl::StrFormat("%s: %s", cudaGetErrorName(status),
+                                              cudaGetErrorString(status)));
 }
 
 absl::Status set_device(int device) {

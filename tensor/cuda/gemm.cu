@@ -1,9 +1,13 @@
-// Dense and grouped GEMMs of the CUDA backend through cuBLAS. moefold's tensors are row-major;
-// cuBLAS is column-major, where a row-major (M,N) matrix reads as its (N,M) transpose, so
-// C = op(A)·op(B) is computed as Cᵀ = op(B)ᵀ·op(A)ᵀ with A and B swapped.
+// Dense and grouped GEMMs of the CUDA backend through cuBLAS, float32 or bf16 (MODEL.md "Mixed
+// precision"). moefold's tensors are row-major; cuBLAS is column-major: tensor/blas_layout.h
+// maps each call (C = op(A)·op(B) as Cᵀ = op(B)ᵀ·op(A)ᵀ), and the CPU tests check that mapping.
+// Every GEMM is cublasGemmEx with float32 accumulation: bf16 operands with CUBLAS_COMPUTE_32F
+// (tensor cores), float32 operands with CUBLAS_COMPUTE_32F_PEDANTIC (strict IEEE float32: no
+// TF32, which MODEL.md does not allow, whatever NVIDIA_TF32_OVERRIDE says).
 #include <climits>
 #include <cstdint>
 
+#include "tensor/blas_layout.h"
 #include "tensor/check.h"
 #include "tensor/cuda/cuda_backend.h"
 #include "tensor/cuda/cuda_check.h"
@@ -23,74 +27,150 @@ void check_offsets(const int64_t* offsets, int64_t G) {
   }
 }
 
+cudaDataType blas_type(DType dtype) {
+  return dtype == DType::kBFloat16 ? CUDA_R_16BF : CUDA_R_32F;
+}
+
+// Elements a row-major (rows, cols) matrix with leading dimension ld spans.
+int64_t span_of(int64_t rows, int64_t cols, int64_t ld) { return (rows - 1) * ld + cols; }
+
 }  // namespace
 
 void CudaBackend::gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
-                       const float* A, int64_t lda, const float* B, int64_t ldb, float beta,
-                       float* C, int64_t ldc) {
+                       GemmInput A, int64_t lda, GemmInput B, int64_t ldb, float beta,
+                       GemmOutput C, int64_t ldc) {
   if (M == 0 || N == 0) return;
   if (K == 0) {  // an empty reduction: C = beta·C, as the CPU backend does
     if (beta == 0.0f) {
-      MOEFOLD_CUDA_CHECK(cudaMemset2DAsync(C, ldc * sizeof(float), 0, N * sizeof(float), M,
-                                           stream_));
+      const size_t element = dtype_size(C.dtype);
+      MOEFOLD_CUDA_CHECK(cudaMemset2DAsync(C.data, ldc * element, 0, N * element, M, stream_));
     } else if (beta != 1.0f) {
-      for (int64_t i = 0; i < M; ++i) scale(C + i * ldc, beta, N);
+      MOEFOLD_CHECK(C.dtype == DType::kFloat32, "not supported yet: scaling a bf16 GEMM output");
+      for (int64_t i = 0; i < M; ++i) scale(static_cast<float*>(C.data) + i * ldc, beta, N);
     }
     return;
   }
-  MOEFOLD_CUBLAS_CHECK(cublasSgemm(cublas_, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
-                                   trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, as_blas_int(N),
-                                   as_blas_int(M), as_blas_int(K), &alpha, B, as_blas_int(ldb), A,
-                                   as_blas_int(lda), &beta, C, as_blas_int(ldc)));
+  // cublasGemmEx takes A and B of one type, and a bf16 C only from bf16 inputs: other mixes go
+  // through an exact float32 copy of the bf16 operand (widening) or of C (rounded back once).
+  if (A.dtype != B.dtype) {
+    const bool widen_a = A.dtype == DType::kBFloat16;
+    const GemmInput narrow = widen_a ? A : B;
+    const int64_t elements = widen_a ? span_of(trans_a ? K : M, trans_a ? M : K, lda)
+                                     : span_of(trans_b ? N : K, trans_b ? K : N, ldb);
+    Scratch wide(*this, elements * sizeof(float));
+    widen_bf16(static_cast<const uint16_t*>(narrow.data), wide.as<float>(), elements);
+    gemm(trans_a, trans_b, M, N, K, alpha, widen_a ? f32_in(wide.as<float>()) : A, lda,
+         widen_a ? B : f32_in(wide.as<float>()), ldb, beta, C, ldc);
+    return;
+  }
+  if (A.dtype == DType::kFloat32 && C.dtype == DType::kBFloat16) {
+    const int64_t elements = span_of(M, N, ldc);
+    Scratch wide(*this, elements * sizeof(float));
+    widen_bf16(static_cast<const uint16_t*>(C.data), wide.as<float>(), elements);
+    gemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, f32_out(wide.as<float>()), ldc);
+    round_to_bf16(wide.as<float>(), static_cast<uint16_t*>(C.data), elements);
+    return;
+  }
+  const ColumnMajorGemm g = column_major_gemm(trans_a, trans_b, M, N, K, lda, ldb, ldc);
+  MOEFOLD_CUBLAS_CHECK(cublasGemmEx(
+      cublas_, g.trans_first ? CUBLAS_OP_T : CUBLAS_OP_N,
+      g.trans_second ? CUBLAS_OP_T : CUBLAS_OP_N, as_blas_int(g.m), as_blas_int(g.n),
+      as_blas_int(g.k), &alpha, B.data, blas_type(B.dtype), as_blas_int(g.ld_first), A.data,
+      blas_type(A.dtype), as_blas_int(g.ld_second), &beta, C.data, blas_type(C.dtype),
+      as_blas_int(g.ldc),
+      A.dtype == DType::kBFloat16 ? CUBLAS_COMPUTE_32F : CUBLAS_COMPUTE_32F_PEDANTIC,
+      CUBLAS_GEMM_DEFAULT));
 }
 
-void CudaBackend::linear_forward(const float* x, const float* w, float* y, int64_t N, int64_t I,
-                                 int64_t O, bool accumulate) {
+void CudaBackend::linear_forward_mixed(GemmInput x, GemmInput w, GemmOutput y, int64_t N,
+                                       int64_t I, int64_t O, bool accumulate) {
   gemm(false, true, N, O, I, 1.0f, x, I, w, I, accumulate ? 1.0f : 0.0f, y, O);
 }
 
-void CudaBackend::linear_backward_dx(const float* dy, const float* w, float* dx, int64_t N,
-                                     int64_t I, int64_t O, bool accumulate) {
+void CudaBackend::linear_backward_dx_mixed(GemmInput dy, GemmInput w, GemmOutput dx, int64_t N,
+                                           int64_t I, int64_t O, bool accumulate) {
   gemm(false, false, N, I, O, 1.0f, dy, O, w, I, accumulate ? 1.0f : 0.0f, dx, I);
 }
 
-void CudaBackend::linear_backward_dw(const float* dy, const float* x, float* dw, int64_t N,
-                                     int64_t I, int64_t O) {
+void CudaBackend::linear_backward_dw_mixed(GemmInput dy, GemmInput x, GemmOutput dw, int64_t N,
+                                           int64_t I, int64_t O) {
   gemm(true, false, O, I, N, 1.0f, dy, O, x, I, 1.0f, dw, I);
 }
 
 // One cuBLAS call per non-empty expert, all on the stream (the offsets are on the host already,
 // so no device-side pointer arrays are needed).
-void CudaBackend::grouped_linear_forward(const float* x, const float* w, float* y,
-                                         const int64_t* offsets, int64_t G, int64_t I,
-                                         int64_t O) {
+void CudaBackend::grouped_linear_forward_mixed(GemmInput x, GemmInput w, GemmOutput y,
+                                               const int64_t* offsets, int64_t G, int64_t I,
+                                               int64_t O) {
   check_offsets(offsets, G);
   for (int64_t g = 0; g < G; ++g) {
     const int64_t begin = offsets[g], rows = offsets[g + 1] - begin;
-    if (rows > 0) linear_forward(x + begin * I, w + g * O * I, y + begin * O, rows, I, O, false);
+    if (rows > 0) {
+      linear_forward_mixed(advance(x, begin * I), advance(w, g * O * I), advance(y, begin * O),
+                           rows, I, O, false);
+    }
   }
+}
+
+void CudaBackend::grouped_linear_backward_dx_mixed(GemmInput dy, GemmInput w, GemmOutput dx,
+                                                   const int64_t* offsets, int64_t G, int64_t I,
+                                                   int64_t O, bool accumulate) {
+  check_offsets(offsets, G);
+  for (int64_t g = 0; g < G; ++g) {
+    const int64_t begin = offsets[g], rows = offsets[g + 1] - begin;
+    if (rows > 0) {
+      linear_backward_dx_mixed(advance(dy, begin * O), advance(w, g * O * I),
+                               advance(dx, begin * I), rows, I, O, accumulate);
+    }
+  }
+}
+
+void CudaBackend::grouped_linear_backward_dw_mixed(GemmInput dy, GemmInput x, GemmOutput dw,
+                                                   const int64_t* offsets, int64_t G, int64_t I,
+                                                   int64_t O) {
+  check_offsets(offsets, G);
+  for (int64_t g = 0; g < G; ++g) {
+    const int64_t begin = offsets[g], rows = offsets[g + 1] - begin;
+    if (rows > 0) {
+      linear_backward_dw_mixed(advance(dy, begin * O), advance(x, begin * I),
+                               advance(dw, g * O * I), rows, I, O);
+    }
+  }
+}
+
+// The float32 GEMMs are the mixed ones with every operand float32.
+void CudaBackend::linear_forward(const float* x, const float* w, float* y, int64_t N, int64_t I,
+                                 int64_t O, bool accumulate) {
+  linear_forward_mixed(f32_in(x), f32_in(w), f32_out(y), N, I, O, accumulate);
+}
+
+void CudaBackend::linear_backward_dx(const float* dy, const float* w, float* dx, int64_t N,
+                                     int64_t I, int64_t O, bool accumulate) {
+  linear_backward_dx_mixed(f32_in(dy), f32_in(w), f32_out(dx), N, I, O, accumulate);
+}
+
+void CudaBackend::linear_backward_dw(const float* dy, const float* x, float* dw, int64_t N,
+                                     int64_t I, int64_t O) {
+  linear_backward_dw_mixed(f32_in(dy), f32_in(x), f32_out(dw), N, I, O);
+}
+
+void CudaBackend::grouped_linear_forward(const float* x, const float* w, float* y,
+                                         const int64_t* offsets, int64_t G, int64_t I,
+                                         int64_t O) {
+  grouped_linear_forward_mixed(f32_in(x), f32_in(w), f32_out(y), offsets, G, I, O);
 }
 
 void CudaBackend::grouped_linear_backward_dx(const float* dy, const float* w, float* dx,
                                              const int64_t* offsets, int64_t G, int64_t I,
                                              int64_t O, bool accumulate) {
-  check_offsets(offsets, G);
-  for (int64_t g = 0; g < G; ++g) {
-    const int64_t begin = offsets[g], rows = offsets[g + 1] - begin;
-    if (rows > 0) {
-      linear_backward_dx(dy + begin * O, w + g * O * I, dx + begin * I, rows, I, O, accumulate);
-    }
-  }
+  grouped_linear_backward_dx_mixed(f32_in(dy), f32_in(w), f32_out(dx), offsets, G, I, O,
+                                   accumulate);
 }
 
 void CudaBackend::grouped_linear_backward_dw(const float* dy, const float* x, float* dw,
                                              const int64_t* offsets, int64_t G, int64_t I,
                                              int64_t O) {
-  check_offsets(offsets, G);
-  for (int64_t g = 0; g < G; ++g) {
-    const int64_t begin = offsets[g], rows = offsets[g + 1] - begin;
-    if (rows > 0) linear_backward_dw(dy + begin * O, x + begin * I, dw + g * O * I, rows, I, O);
-  }
+  grouped_linear_backward_dw_mixed(f32_in(dy), f32_in(x), f32_out(dw), offsets, G, I, O);
 }
 
 double CudaBackend::measure_gemm_flops(int n, double seconds) {
@@ -105,11 +185,14 @@ double CudaBackend::measure_gemm_flops(int n, double seconds) {
   MOEFOLD_CUDA_CHECK(cudaEventCreate(&stop));
   const double flops = 2.0 * n * static_cast<double>(n) * n;
   double best = 0.0, elapsed_total = 0.0;
-  gemm(false, false, n, n, n, 1.0f, a.as<float>(), n, b.as<float>(), n, 0.0f, c.as<float>(), n);
+  const auto run = [&] {
+    gemm(false, false, n, n, n, 1.0f, f32_in(a.as<float>()), n, f32_in(b.as<float>()), n, 0.0f,
+         f32_out(c.as<float>()), n);
+  };
+  run();
   do {
     MOEFOLD_CUDA_CHECK(cudaEventRecord(start, stream_));
-    gemm(false, false, n, n, n, 1.0f, a.as<float>(), n, b.as<float>(), n, 0.0f, c.as<float>(),
-         n);
+    run();
     MOEFOLD_CUDA_CHECK(cudaEventRecord(stop, stream_));
     MOEFOLD_CUDA_CHECK(cudaEventSynchronize(stop));
     float ms = 0.0f;

@@ -6,7 +6,21 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "tensor/kernel_math.h"
+
 namespace moefold::cuda {
+
+// Storage of a kernel's activations: float32, or bf16 bits (MODEL.md "Mixed precision"), read
+// into float32 exactly and written rounded to nearest even. Kernels templated on T compute in
+// float32 either way.
+__device__ __forceinline__ float load(const float* p, int64_t i) { return p[i]; }
+__device__ __forceinline__ float load(const uint16_t* p, int64_t i) {
+  return bf16_bits_to_float(p[i]);
+}
+__device__ __forceinline__ void store(float* p, int64_t i, float value) { p[i] = value; }
+__device__ __forceinline__ void store(uint16_t* p, int64_t i, float value) {
+  p[i] = float_to_bf16_bits(value);
+}
 
 constexpr int kThreads = 256;  // threads per block of element-wise kernels
 constexpr int kWarp = 32;

@@ -78,6 +78,14 @@ std::vector<std::pair<std::string, OpCase>> cases() {
     ops::linear_forward(x, w, z);  // the LM head's and the router's float32 logits
     return outputs({z});
   }});
+  c.push_back({"linear_float32_weight", [](const Mode& m) {
+    // Operands of different dtypes: bf16 activations against a float32 weight.
+    Tensor x = make(m, {N, I}, 62), w = f32(m, {O, I}, 63), y = make(m, {N, O}, 64);
+    Tensor dy = make(m, {N, O}, 65), dx = make(m, {N, I}, 66);
+    ops::linear_forward(x, w, y, true);
+    ops::linear_backward_dx(dy, w, dx, false);
+    return outputs({y, dx});
+  }});
   c.push_back({"grouped_linear", [](const Mode& m) {
     const std::vector<int64_t> offsets = {0, 2, 2, 6};
     Tensor x = make(m, {N, I}, 10), w = make(m, {3, O, I}, 11), y = make(m, {N, O}, 12);

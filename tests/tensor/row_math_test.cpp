@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -47,6 +48,106 @@ TEST(RowMath, RmsNormMatchesDoubleReferenceAndFiniteDifferences) {
   testing::expect_gradient_matches(
       x, dx, [&] { return testing::weighted_sum(dy, rmsnorm_row(x, w, eps)); }, 1e-3f, 1e-3,
       1e-2, "dx");
+}
+
+// One attention row as the bf16 CUDA path computes it from its float32 scores: the max and
+// the sum of exp(s − max) over visible keys, lse, then P and dS from lse alone.
+struct AttentionRow {
+  float lse;
+  std::vector<float> p, ds;
+};
+
+AttentionRow attention_row(const std::vector<float>& s, const std::vector<bool>& visible,
+                           const std::vector<float>& dp) {
+  float row_max = -INFINITY, sum = 0.0f;
+  for (size_t j = 0; j < s.size(); ++j) {
+    if (visible[j]) row_max = std::max(row_max, s[j]);
+  }
+  for (size_t j = 0; j < s.size(); ++j) {
+    if (visible[j]) sum += std::exp(s[j] - row_max);
+  }
+  AttentionRow row{attention_lse(row_max, sum), {}, {}};
+  float delta = 0.0f;  // Σ P·dP, which rowsum(dO ⊙ O) equals
+  for (size_t j = 0; j < s.size(); ++j) {
+    row.p.push_back(attention_probability(s[j], row.lse, visible[j]));
+    delta += row.p[j] * dp[j];
+  }
+  for (size_t j = 0; j < s.size(); ++j) {
+    row.ds.push_back(softmax_gradient(dp[j], row.p[j], delta));
+  }
+  return row;
+}
+
+TEST(RowMath, AttentionRowFromLseMatchesDoubleSoftmaxAndFiniteDifferences) {
+  const int64_t n = 37;
+  auto s = random_floats(n, 11, -6.0f, 6.0f);
+  const auto dp = random_floats(n, 12);
+  std::vector<bool> visible(n);
+  const int32_t q_pos = 20;
+  for (int64_t j = 0; j < n; ++j) {
+    visible[j] = key_visible(q_pos, static_cast<int32_t>(j * 7 % n));
+  }
+  const AttentionRow row = attention_row(s, visible, dp);
+
+  double m = -INFINITY, z = 0.0;
+  for (int64_t j = 0; j < n; ++j) {
+    if (visible[j]) m = std::max(m, double(s[j]));
+  }
+  for (int64_t j = 0; j < n; ++j) {
+    if (visible[j]) z += std::exp(s[j] - m);
+  }
+  EXPECT_NEAR(row.lse, m + std::log(z), 1e-5);
+  std::vector<double> p_ref(n), ds_ref(n);
+  double delta = 0.0;
+  for (int64_t j = 0; j < n; ++j) {
+    p_ref[j] = visible[j] ? std::exp(s[j] - m) / z : 0.0;
+    delta += p_ref[j] * dp[j];
+  }
+  for (int64_t j = 0; j < n; ++j) ds_ref[j] = p_ref[j] * (dp[j] - delta);
+  testing::expect_close(row.p, p_ref, 1e-6, 1e-5, "P");
+  testing::expect_close(row.ds, ds_ref, 1e-6, 1e-5, "dS");
+  for (int64_t j = 0; j < n; ++j) {
+    if (!visible[j]) {
+      EXPECT_EQ(row.p[j], 0.0f) << "a hidden key has weight";
+    }
+  }
+  // dS is the gradient of Σ dP·P with respect to the scores.
+  testing::expect_gradient_matches(
+      s, row.ds, [&] { return testing::weighted_sum(dp, attention_row(s, visible, dp).p); },
+      1e-3f, 1e-3, 1e-2, "dS");
+}
+
+TEST(RowMath, AttentionRowWithNoVisibleKeyHasMinusInfinityLseAndNoWeight) {
+  const std::vector<float> s = {0.5f, -1.0f, 2.0f};
+  const AttentionRow row = attention_row(s, {false, false, false}, {1.0f, 2.0f, 3.0f});
+  EXPECT_EQ(row.lse, -INFINITY);
+  for (size_t j = 0; j < s.size(); ++j) {
+    EXPECT_EQ(row.p[j], 0.0f);
+    EXPECT_EQ(row.ds[j], 0.0f);
+  }
+}
+
+TEST(RowMath, AttentionVisiblePrefixHoldsEveryVisibleKeyAndEndsAtOne) {
+  const std::vector<int32_t> k_sorted = {0, 1, 2, 3, 4, 5, 6, 7};
+  const std::vector<int32_t> q_chunk = {2, 4, 3};
+  EXPECT_EQ(attention_visible_prefix(q_chunk.data(), 3, k_sorted.data(), 8), 5);
+  EXPECT_EQ(attention_visible_prefix(q_chunk.data(), 0, k_sorted.data(), 8), 0);
+  const std::vector<int32_t> none = {-1};
+  EXPECT_EQ(attention_visible_prefix(none.data(), 1, k_sorted.data(), 8), 0);
+  // Keys in any order (ring attention's, or a packed document's): a sweep.
+  for (uint32_t seed = 0; seed < 20; ++seed) {
+    const auto q = testing::random_ints(5, seed, 0, 30);
+    const auto k = testing::random_ints(17, seed + 100, 0, 30);
+    const int64_t prefix = attention_visible_prefix(q.data(), 5, k.data(), 17);
+    for (int64_t j = prefix; j < 17; ++j) {
+      for (int32_t p : q) EXPECT_FALSE(key_visible(p, k[j])) << "key " << j << " is cut off";
+    }
+    if (prefix > 0) {
+      bool seen = false;
+      for (int32_t p : q) seen = seen || key_visible(p, k[prefix - 1]);
+      EXPECT_TRUE(seen) << "the prefix ends at a hidden key";
+    }
+  }
 }
 
 TEST(RowMath, RopeRotationMatchesDoubleAnglesAndInvertsItself) {
