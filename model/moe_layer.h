@@ -26,6 +26,7 @@
 #include <span>
 #include <vector>
 
+#include "model/compute_timer.h"
 #include "model/mlp.h"
 #include "model/model_config.h"
 #include "model/moe_replicas.h"
@@ -90,6 +91,7 @@ struct MoeStash {
   Tensor routed;                  // (n,H) routed output, then d loss / d x of these rows
   Tensor routed_all;              // (N,H)
   double aux_scale = 1.0;         // weight of this micro-batch's balance + z losses
+  ComputeSeconds expert_compute;  // cumulative: the grouped expert GEMMs (the caller resets it)
 };
 
 class MoeLayer {
