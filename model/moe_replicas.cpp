@@ -52,6 +52,7 @@ void ExpertReplicas::start_gather(ReplicaStash& st) {
   st.slots_per_rank = p.max_slots();
   ++stats_.micro_batches;
   stats_.replicas += p.replicas();
+  stats_.replicas_held += st.slots - p.owned[ctx_.ep->rank()];
   st.materialised = false;
   st.gather_started = true;
   rematerialise(st);
@@ -104,6 +105,7 @@ void ExpertReplicas::route(std::span<const int32_t> idx, std::span<const uint8_t
     for (int64_t e = 0; e < E; ++e) {
       counts_WE[r * E + e] = all[r * (E + 1) + e];
       load[e] += counts_WE[r * E + e];
+      if (owners_[e] == me) stats_.ep_rows += counts_WE[r * E + e];
     }
   }
   window_.push(load);

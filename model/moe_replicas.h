@@ -48,7 +48,9 @@ struct ReplicaStash {
 struct ReplicaStats {
   int64_t micro_batches = 0;
   int64_t replicas = 0;          // Σ replicas in the placements (whole EP group)
+  int64_t replicas_held = 0;     // Σ replicas this rank materialised
   int64_t expert_rows = 0;       // rows this rank's slots computed
+  int64_t ep_rows = 0;           // rows this rank's owned experts were routed (what EP computes)
   int64_t gather_bytes = 0;      // sent by this rank: spAG
   int64_t reduce_bytes = 0;      // sent by this rank: spRS
   double blocked_seconds = 0;    // waits for spAG and spRS
