@@ -59,6 +59,11 @@ MoeLayer::MoeLayer(const ModelConfig& config, const ParallelContext& ctx, int la
 
 MoeLayer::ChunkRows MoeLayer::chunk_rows(const MoeStash& st, int chunk) const {
   const int64_t first = st.plan.expert_chunk_rows[chunk];
+  if (workspace_) {  // the materialised experts only
+    const int64_t n = st.fssdp.needed[ctx_.edp->rank()];
+    return {first, st.plan.expert_chunk_rows[chunk + 1],
+            {st.fssdp_offsets.data() + chunk * (n + 1), static_cast<size_t>(n + 1)}};
+  }
   const int64_t groups = replicas_ ? st.replicas.slots : local_experts_;  // later slots are empty
   return {first, st.plan.expert_chunk_rows[chunk + 1],
           {st.plan.chunk_expert_offsets(chunk), static_cast<size_t>(groups + 1)}};
