@@ -13,16 +13,16 @@
 namespace moefold {
 
 const Tensor& MoeLayer::gate_weights(const MoeStash& st) const {
-  if (replicas_) return st.replicas.w_gate;
-  return workspace_ ? workspace_->w_gate : w_gate_->compute_value();
+  if (replicas_) return replicas_->gate_weights(st.replicas);
+  return workspace_ ? workspace_->compute_gate() : w_gate_->compute_value();
 }
 const Tensor& MoeLayer::up_weights(const MoeStash& st) const {
-  if (replicas_) return st.replicas.w_up;
-  return workspace_ ? workspace_->w_up : w_up_->compute_value();
+  if (replicas_) return replicas_->up_weights(st.replicas);
+  return workspace_ ? workspace_->compute_up() : w_up_->compute_value();
 }
 const Tensor& MoeLayer::down_weights(const MoeStash& st) const {
-  if (replicas_) return st.replicas.w_down;
-  return workspace_ ? workspace_->w_down : w_down_->compute_value();
+  if (replicas_) return replicas_->down_weights(st.replicas);
+  return workspace_ ? workspace_->compute_down() : w_down_->compute_value();
 }
 
 // One expert's shard: its gate rows, up rows and down columns, (Fs,H) (Fs,H) (H,Fs).
@@ -64,9 +64,11 @@ void MoeLayer::plan_materialisation(MoeStash& st) const {
 namespace {
 
 // n experts of (rows, cols) each, viewing `memory`, which grows to the most asked for.
-Tensor expert_view(Tensor& memory, int64_t n, int64_t rows, int64_t cols) {
+Tensor expert_view(Tensor& memory, int64_t n, int64_t rows, int64_t cols,
+                   DType dtype = DType::kFloat32) {
   const int64_t elements = std::max<int64_t>(n * rows * cols, 1);
-  if (!memory.defined() || memory.numel() < elements) memory = Tensor::empty({elements});
+  if (!memory.defined() || memory.numel() < elements || memory.dtype() != dtype)
+    memory = Tensor::empty({elements}, dtype);
   return memory.elements(0, {n, rows, cols});
 }
 
@@ -91,6 +93,12 @@ void MoeLayer::finish_materialisation(const MoeStash& st) const {
   ws.w_up = expert_view(ws.up_memory, n, F, H);
   ws.w_down = expert_view(ws.down_memory, n, H, F);
   move_shards(st, true, ws.w_gate.data(), ws.w_up.data(), ws.w_down.data());
+  ws.rounded = w_gate_->compute.defined();  // training.bf16: the compute copies, rounded
+  if (!ws.rounded) return;
+  const DType dtype = w_gate_->compute.dtype();
+  ops::cast(ws.c_gate = expert_view(ws.c_gate_memory, n, F, H, dtype), ws.w_gate);
+  ops::cast(ws.c_up = expert_view(ws.c_up_memory, n, F, H, dtype), ws.w_up);
+  ops::cast(ws.c_down = expert_view(ws.c_down_memory, n, H, F, dtype), ws.w_down);
 }
 
 void MoeLayer::move_shards(const MoeStash& st, bool to_materialised, float* gate, float* up,

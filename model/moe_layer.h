@@ -52,15 +52,24 @@ struct MoeRows {
 // and the exchange buffer, shared by all MoE layers of a model (they compute in turn). backward_dw
 // needs no weights, so their gradients are formed in the same tensors before the reduce-scatter.
 // The weights are views of memory that grows to the most experts a micro-batch materialised.
+// Under training.bf16 the gathered float32 weights are rounded to bf16 compute copies (the bits
+// of Parameter::compute_value()) that the GEMMs read; gradients stay float32.
 struct ExpertWorkspace {
   Tensor w_gate, w_up, w_down;
   Tensor gate_memory, up_memory, down_memory;  // flat
+  Tensor c_gate, c_up, c_down;                 // training.bf16: the compute copies
+  Tensor c_gate_memory, c_up_memory, c_down_memory;
+  bool rounded = false;  // the compute copies are in use
   Tensor exchange;  // (EDP, n, s) gathered shards, then gradient slices
   SparseShardExchange gather, reduction;
   bool reduction_pending = false;  // a layer's gradient reduce-scatter is in flight
   int64_t experts_gathered = 0;  // cumulative: local experts materialised by forward gathers
   int64_t expert_slots = 0;      // cumulative: local experts those gathers could have moved
   double blocked_seconds = 0;    // cumulative: waits for gathers and reduce-scatters
+
+  const Tensor& compute_gate() const { return rounded ? c_gate : w_gate; }
+  const Tensor& compute_up() const { return rounded ? c_up : w_up; }
+  const Tensor& compute_down() const { return rounded ? c_down : w_down; }
 };
 
 struct MoeStash {

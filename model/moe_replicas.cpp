@@ -6,6 +6,7 @@
 #include "model/scratch.h"
 #include "parallel/blocked_timer.h"
 #include "tensor/check.h"
+#include "tensor/ops.h"
 
 namespace moefold {
 
@@ -61,6 +62,7 @@ void ExpertReplicas::start_gather(ReplicaStash& st) {
 void ExpertReplicas::rematerialise(ReplicaStash& st) {
   if (st.materialised) return;
   st.materialised = true;
+  st.rounded = false;
   const int64_t S = st.slots, F = ffn_, H = hidden_;
   ensure_shape(st.w_gate, {S, F, H});
   ensure_shape(st.w_up, {S, F, H});
@@ -71,17 +73,34 @@ void ExpertReplicas::rematerialise(ReplicaStash& st) {
 }
 
 void ExpertReplicas::finish_gather(ReplicaStash& st) {
-  BlockedTimer timer(stats_.blocked_seconds);
-  finish_replica_gather(st.gather);
+  {
+    BlockedTimer timer(stats_.blocked_seconds);
+    finish_replica_gather(st.gather);
+  }
+  if (!rounds() || st.rounded) return;
+  const DType dtype = gate_->compute.dtype();
+  ops::cast(ensure_shape(st.c_gate, st.w_gate.shape(), dtype), st.w_gate);
+  ops::cast(ensure_shape(st.c_up, st.w_up.shape(), dtype), st.w_up);
+  ops::cast(ensure_shape(st.c_down, st.w_down.shape(), dtype), st.w_down);
+  st.rounded = true;
+}
+
+const Tensor& ExpertReplicas::gate_weights(const ReplicaStash& st) const {
+  return rounds() ? st.c_gate : st.w_gate;
+}
+const Tensor& ExpertReplicas::up_weights(const ReplicaStash& st) const {
+  return rounds() ? st.c_up : st.w_up;
+}
+const Tensor& ExpertReplicas::down_weights(const ReplicaStash& st) const {
+  return rounds() ? st.c_down : st.w_down;
 }
 
 void ExpertReplicas::release(ReplicaStash& st) const {
   st.gather_started = false;
   if (!rematerialise_) return;
   st.materialised = false;
-  st.w_gate = Tensor();
-  st.w_up = Tensor();
-  st.w_down = Tensor();
+  for (Tensor* t : {&st.w_gate, &st.w_up, &st.w_down, &st.c_gate, &st.c_up, &st.c_down})
+    *t = Tensor();
   st.gather.staging.clear();
 }
 

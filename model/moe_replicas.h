@@ -12,7 +12,8 @@
 //   route           after the router: all-gather every rank's per-expert counts with its plan
 //                   hash (checked equal), push them into the window, route each assignment to
 //                   a holder (the routing table every rank computes the same);
-//   finish_gather   before the experts compute;
+//   finish_gather   before the experts compute (under training.bf16 it rounds the gathered
+//                   float32 weights to the bf16 compute copies; gradients stay float32);
 //   release         after forward when re-materialising (gathered again before backward);
 //   start_gradient_reduce / finish_gradient_reduce   spRS onto the owners' gradients.
 #pragma once
@@ -34,6 +35,10 @@ namespace moefold {
 struct ReplicaStash {
   ExpertPlacement placement;
   Tensor w_gate, w_up, w_down;  // (S_me,F,H) (S_me,F,H) (S_me,H,F); gradients after backward_dw
+  // training.bf16: the slots' compute copies, rounded from the gathered float32 weights on
+  // arrival (the bits of the owners' Parameter::compute_value()); undefined in float32 runs.
+  Tensor c_gate, c_up, c_down;
+  bool rounded = false;  // the compute copies hold this materialisation's weights
   int64_t slots = 0;            // S_me: experts materialised on this rank
   int64_t slots_per_rank = 0;   // S: dispatch ids per rank
   std::vector<int32_t> dispatch_idx;  // (n,k) dispatch id of each assignment
@@ -66,6 +71,10 @@ class ExpertReplicas {
   void force_placement(std::optional<ExpertPlacement> placement) { forced_ = std::move(placement); }
 
   void start_gather(ReplicaStash& stash);
+  // The weights the slots compute with: the bf16 copies under training.bf16, else the slots.
+  const Tensor& gate_weights(const ReplicaStash& stash) const;
+  const Tensor& up_weights(const ReplicaStash& stash) const;
+  const Tensor& down_weights(const ReplicaStash& stash) const;
   // idx, keep (n,k): the router's choices; fills stash.dispatch_idx and stash.received.
   void route(std::span<const int32_t> idx, std::span<const uint8_t> keep, ReplicaStash& stash);
   void finish_gather(ReplicaStash& stash);
@@ -84,7 +93,7 @@ class ExpertReplicas {
  private:
   std::vector<ShardPart> owned_parts(bool gradients) const;
   std::vector<ShardPart> slot_parts(const ReplicaStash& stash) const;
-
+  bool rounds() const { return gate_->compute.defined(); }  // training.bf16
   const ParallelContext& ctx_;
   Parameter *gate_, *up_, *down_;
   int64_t experts_, ffn_, hidden_;

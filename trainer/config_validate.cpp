@@ -160,16 +160,6 @@ absl::Status validate_training(const Recipe& r) {
                         "selective has nothing to drop here: attention keeps no (S,S) "
                         "scores, only its output and log-sum-exp (use full or none)");
   }
-  if (t.bf16 && p.moe_fssdp) {
-    return recipe_error(r, "training.bf16",
-                        "not supported yet with parallel.moe_fssdp: the sparse expert gather "
-                        "materialises float32 weights; use one of them");
-  }
-  if (t.bf16 && p.fssdp_spare_slots > 0) {
-    return recipe_error(r, "training.bf16",
-                        "not supported yet with parallel.fssdp_spare_slots > 0: the expert "
-                        "replicas are gathered as float32 weights; use one of them");
-  }
   if (p.overlap_param_gather && !p.use_distributed_optimizer) {
     return recipe_error(r, "parallel.overlap_param_gather",
                         "needs parallel.use_distributed_optimizer: true");

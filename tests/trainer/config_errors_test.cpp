@@ -221,10 +221,6 @@ TEST(ConfigErrors, ScheduleAndDataAndCheckpoint) {
   EXPECT_EQ(error_of(std::string(kBase) + "parallel:\n  overlap_param_gather: true\n"),
             "x.yaml:8: parallel.overlap_param_gather: needs parallel.use_distributed_optimizer: "
             "true");
-  EXPECT_EQ(error_of(std::string(kBase) +
-                     "training:\n  bf16: true\nparallel:\n  moe_fssdp: true\n"),
-            "x.yaml:8: training.bf16: not supported yet with parallel.moe_fssdp: the sparse "
-            "expert gather materialises float32 weights; use one of them");
   EXPECT_EQ(error_of(std::string(kBase) + "training:\n  device: tpu\n"),
             "x.yaml:8: training.device: \"tpu\" is not one of cpu, cuda (did you mean cpu?)");
 }
