@@ -16,6 +16,10 @@
 //                   float32 weights to the bf16 compute copies; gradients stay float32);
 //   release         after forward when re-materialising (gathered again before backward);
 //   start_gradient_reduce / finish_gradient_reduce   spRS onto the owners' gradients.
+// A recomputed forward (training.recompute_granularity) is a forward like any: it plans from the
+// window, which then holds its counts too, and its rows may go to other replicas than the first
+// forward's; every plan computes EP's numbers, so backward sees the first forward's activations
+// to float32 rounding.
 #pragma once
 
 #include <cstdint>

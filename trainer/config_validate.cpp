@@ -187,11 +187,6 @@ absl::Status validate_training(const Recipe& r) {
     if (r.model.moe.moe_token_dispatcher_type != "alltoall") {
       return recipe_error(r, key, "needs moe.moe_token_dispatcher_type alltoall");
     }
-    if (t.recompute_granularity != RecomputeGranularity::kNone) {
-      return recipe_error(r, key,
-                          "not supported yet with training.recompute_granularity: a recomputed "
-                          "forward would plan and route again");
-    }
   }
   if (p.virtual_pipeline_model_parallel_size > 0 && p.pipeline_model_parallel_size == 1) {
     return recipe_error(r, "parallel.virtual_pipeline_model_parallel_size",

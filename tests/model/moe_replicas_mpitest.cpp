@@ -37,6 +37,7 @@ struct Case {
   bool rematerialise = false;
   int chunks = 1;
   bool bf16 = false;  // bf16 compute copies and activations (training.bf16)
+  bool recompute = false;  // forward again before backward, as training.recompute_granularity
 };
 
 void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
@@ -112,6 +113,10 @@ void run_layer(const ModelConfig& config, const ParallelContext& ctx, const Case
       ops::cast(dy, random_tensor({N, kHidden}, seed + 1));
       Tensor y = Tensor::empty({N, kHidden}, act), dx = Tensor::empty({N, kHidden}, act);
       layer.forward(x, {kBatch, kSeq, nullptr}, 1.0, y, false, stash);
+      if (c.recompute) {  // plans and routes again; the output is EP's all the same
+        Tensor again = Tensor::empty({N, kHidden}, act);
+        layer.forward(x, {kBatch, kSeq, nullptr}, 1.0, again, false, stash);
+      }
       layer.backward_dx(dy, dx, stash);
       layer.backward_dw(stash);
       layer.finish_backward_dw(stash);
@@ -233,7 +238,11 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{"random_tied_top2", Plan::kRandom, 2, true},
                       Case{"everywhere_tied_top1", Plan::kEverywhere, 1, true},
                       Case{"everywhere_bf16", Plan::kEverywhere, 2, false, false, 1, true},
-                      Case{"random_rematerialise_bf16", Plan::kRandom, 2, false, true, 1, true}),
+                      Case{"random_rematerialise_bf16", Plan::kRandom, 2, false, true, 1, true},
+                      Case{"load_driven_tied_top1_recompute", Plan::kLoadDriven, 1, true, false,
+                           1, false, true},
+                      Case{"random_rematerialise_recompute", Plan::kRandom, 2, false, true, 2,
+                           false, true}),
     [](const ::testing::TestParamInfo<Case>& info) { return info.param.name; });
 
 }  // namespace

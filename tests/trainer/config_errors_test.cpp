@@ -173,10 +173,6 @@ TEST(ConfigErrors, LoadDrivenFssdpThatDoesNotFit) {
                         {"parallel.fssdp_spare_slots=1"}),
               HasSubstr("parallel.fssdp_spare_slots=1: needs moe.moe_token_dispatcher_type "
                         "alltoall"));
-  EXPECT_THAT(moe_error("", {"parallel.fssdp_spare_slots=1",
-                             "training.recompute_granularity=full"}),
-              HasSubstr("parallel.fssdp_spare_slots=1: not supported yet with "
-                        "training.recompute_granularity"));
   EXPECT_THAT(moe_error("", {"parallel.fssdp_rematerialise=true"}),
               HasSubstr("parallel.fssdp_rematerialise=true: needs parallel.fssdp_spare_slots > 0"));
   EXPECT_THAT(moe_error("", {"parallel.fssdp_spare_slots=-1"}),

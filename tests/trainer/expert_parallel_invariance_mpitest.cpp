@@ -116,6 +116,11 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{"ep4_placement_bias_rematerialise_overlap1", 4, 1, kBias,
                            {kPlacement, "parallel.fssdp_rematerialise=true",
                             "parallel.fssdp_overlap_degree=1"}},
+                      Case{"ep2_placement_chunks4_recompute", 2, 1, kDrop,
+                           {kPlacement, kChunks4, "training.recompute_granularity=full"}},
+                      Case{"ep4_placement_rematerialise_recompute", 4, 1, kBias,
+                           {kPlacement, "parallel.fssdp_rematerialise=true",
+                            "training.recompute_granularity=full"}},
                       Case{"tp2_sp_ep2_placement_folded_distributed", 2, 1, {},
                            {kPlacement, kSp, kDistributed}, 2}),
     [](const ::testing::TestParamInfo<Case>& info) { return info.param.name; });
