@@ -128,13 +128,16 @@ void ExpertReplicas::route(std::span<const int32_t> idx, std::span<const uint8_t
     }
   }
   window_.push(load);
-  const ReplicaRoutes routes = route_to_replicas(p, counts_WE);
+  // Calibration: the actual counts go only to the materialised replicas that lower the peak for
+  // them (a forced placement is used as it is). Slots keep the materialised layout.
+  const ExpertPlacement routing = forced_ ? p : calibrate_placement(p, load);
+  const ReplicaRoutes routes = route_to_replicas(routing, counts_WE);
   // Each assignment in (token, choice) order takes the next holder with rows left for this rank.
   std::vector<int64_t> holder(E, 0), left(E, 0);
   auto next_holder = [&](int64_t e) {
     while (left[e] == 0) {
-      MOEFOLD_CHECK(holder[e] < static_cast<int64_t>(p.holders[e].size()), "routing table");
-      left[e] = routes.to(p, me, e, holder[e]);
+      MOEFOLD_CHECK(holder[e] < static_cast<int64_t>(routing.holders[e].size()), "routing table");
+      left[e] = routes.to(routing, me, e, holder[e]);
       if (left[e] == 0) ++holder[e];
     }
   };
@@ -143,18 +146,19 @@ void ExpertReplicas::route(std::span<const int32_t> idx, std::span<const uint8_t
     if (!keep[a]) continue;
     const int64_t e = idx[a];
     next_holder(e);
-    const int r = p.holders[e][holder[e]];
+    const int r = routing.holders[e][holder[e]];
     st.dispatch_idx[a] = static_cast<int32_t>(r * S + p.slot_of(r, e));
     if (--left[e] == 0) ++holder[e];
   }
-  // Rows every source sends to each of this rank's slots.
+  // Rows every source sends to each of this rank's slots (none to a replica calibrated out).
   st.received.assign(static_cast<size_t>(W) * S, 0);
   for (int64_t i = 0; i < st.slots; ++i) {
     const int64_t e = p.slots[me][i];
-    const std::vector<int>& h = p.holders[e];
-    const int64_t at = std::find(h.begin(), h.end(), me) - h.begin();
+    const std::vector<int>& h = routing.holders[e];
+    const auto at = std::find(h.begin(), h.end(), me);
+    if (at == h.end()) continue;
     for (int s = 0; s < W; ++s) {
-      st.received[s * S + i] = routes.to(p, s, e, at);
+      st.received[s * S + i] = routes.to(routing, s, e, at - h.begin());
       stats_.expert_rows += st.received[s * S + i];
     }
   }

@@ -10,8 +10,9 @@
 //   start_gather    (before the attention, else at forward start) plan from the window of earlier micro-batches' counts, copy
 //                   the owned experts into the workspace and receive the replicas (spAG);
 //   route           after the router: all-gather every rank's per-expert counts with its plan
-//                   hash (checked equal), push them into the window, route each assignment to
-//                   a holder (the routing table every rank computes the same);
+//                   hash (checked equal), push them into the window, keep for routing only the
+//                   materialised replicas that help these counts (calibrate_placement), route
+//                   each assignment to a holder (the routing table every rank computes the same);
 //   finish_gather   before the experts compute (under training.bf16 it rounds the gathered
 //                   float32 weights to the bf16 compute copies; gradients stay float32);
 //   release         after forward when re-materialising (gathered again before backward);
