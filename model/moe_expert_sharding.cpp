@@ -1,6 +1,7 @@
 // FSSDP for the MoE layer (moe_layer.h): the sparse materialisation of the expert weights from
 // their expert-DP shards, and the sparse reduce-scatter of their gradients; and the dispatch to
 // the slots of load-driven FSSDP (model/moe_replicas.h).
+#include <algorithm>
 #include <chrono>
 
 #include "model/moe_layer.h"
@@ -12,16 +13,16 @@
 namespace moefold {
 
 const Tensor& MoeLayer::gate_weights(const MoeStash& st) const {
-  if (replicas_) return st.replicas.w_gate;
-  return workspace_ ? workspace_->w_gate : w_gate_->compute_value();
+  if (replicas_) return replicas_->gate_weights(st.replicas);
+  return workspace_ ? workspace_->compute_gate() : w_gate_->compute_value();
 }
 const Tensor& MoeLayer::up_weights(const MoeStash& st) const {
-  if (replicas_) return st.replicas.w_up;
-  return workspace_ ? workspace_->w_up : w_up_->compute_value();
+  if (replicas_) return replicas_->up_weights(st.replicas);
+  return workspace_ ? workspace_->compute_up() : w_up_->compute_value();
 }
 const Tensor& MoeLayer::down_weights(const MoeStash& st) const {
-  if (replicas_) return st.replicas.w_down;
-  return workspace_ ? workspace_->w_down : w_down_->compute_value();
+  if (replicas_) return replicas_->down_weights(st.replicas);
+  return workspace_ ? workspace_->compute_down() : w_down_->compute_value();
 }
 
 // One expert's shard: its gate rows, up rows and down columns, (Fs,H) (Fs,H) (H,Fs).
@@ -47,7 +48,31 @@ void MoeLayer::plan_materialisation(MoeStash& st) const {
   st.fssdp = plan_sparse_shards(*ctx_.edp, needs, shard);
   workspace_->experts_gathered += st.fssdp.needed[ctx_.edp->rank()];
   workspace_->expert_slots += El;
+  // The grouped GEMMs see only the materialised experts: the others have no rows in any chunk,
+  // so each chunk's offsets keep those of the needed experts and the end.
+  const std::vector<int64_t> experts = st.fssdp.items_of(ctx_.edp->rank());
+  const int64_t n = static_cast<int64_t>(experts.size());
+  st.fssdp_offsets.resize(st.plan.chunks * (n + 1));
+  for (int c = 0; c < st.plan.chunks; ++c) {
+    const int64_t* off = st.plan.chunk_expert_offsets(c);
+    int64_t* compact = st.fssdp_offsets.data() + c * (n + 1);
+    for (int64_t i = 0; i < n; ++i) compact[i] = off[experts[i]];
+    compact[n] = off[El];
+  }
 }
+
+namespace {
+
+// n experts of (rows, cols) each, viewing `memory`, which grows to the most asked for.
+Tensor expert_view(Tensor& memory, int64_t n, int64_t rows, int64_t cols,
+                   DType dtype = DType::kFloat32) {
+  const int64_t elements = std::max<int64_t>(n * rows * cols, 1);
+  if (!memory.defined() || memory.numel() < elements || memory.dtype() != dtype)
+    memory = Tensor::empty({elements}, dtype);
+  return memory.elements(0, {n, rows, cols});
+}
+
+}  // namespace
 
 void MoeLayer::start_materialisation(MoeStash& st) const {
   ExpertWorkspace& ws = *workspace_;
@@ -63,16 +88,23 @@ void MoeLayer::finish_materialisation(const MoeStash& st) const {
   const auto start = std::chrono::steady_clock::now();
   ws.gather.handle.wait();
   ws.blocked_seconds += seconds_since(start);
-  const int64_t El = local_experts_, F = local_ffn_, H = hidden_;
-  move_shards(st, true, ensure_shape(ws.w_gate, {El, F, H}).data(),
-              ensure_shape(ws.w_up, {El, F, H}).data(), ensure_shape(ws.w_down, {El, H, F}).data());
+  const int64_t n = st.fssdp.needed[ctx_.edp->rank()], F = local_ffn_, H = hidden_;
+  ws.w_gate = expert_view(ws.gate_memory, n, F, H);
+  ws.w_up = expert_view(ws.up_memory, n, F, H);
+  ws.w_down = expert_view(ws.down_memory, n, H, F);
+  move_shards(st, true, ws.w_gate.data(), ws.w_up.data(), ws.w_down.data());
+  ws.rounded = w_gate_->compute.defined();  // training.bf16: the compute copies, rounded
+  if (!ws.rounded) return;
+  const DType dtype = w_gate_->compute.dtype();
+  ops::cast(ws.c_gate = expert_view(ws.c_gate_memory, n, F, H, dtype), ws.w_gate);
+  ops::cast(ws.c_up = expert_view(ws.c_up_memory, n, F, H, dtype), ws.w_up);
+  ops::cast(ws.c_down = expert_view(ws.c_down_memory, n, H, F, dtype), ws.w_down);
 }
 
 void MoeLayer::move_shards(const MoeStash& st, bool to_materialised, float* gate, float* up,
                            float* down) const {
   const int P = st.fssdp.ranks;
-  const std::vector<int64_t> experts = st.fssdp.items_of(ctx_.edp->rank());
-  const int64_t n = static_cast<int64_t>(experts.size()), F = local_ffn_, H = hidden_;
+  const int64_t n = st.fssdp.needed[ctx_.edp->rank()], F = local_ffn_, H = hidden_;
   const int64_t Fs = F / P;
   // rows × cols floats between a materialised tensor (row stride m_stride) and the exchange
   // buffer (packed), in the direction asked for.
@@ -85,13 +117,12 @@ void MoeLayer::move_shards(const MoeStash& st, bool to_materialised, float* gate
     }
   };
   for (int j = 0; j < P; ++j) {
-    for (int64_t i = 0; i < n; ++i) {
-      const int64_t e = experts[i];
+    for (int64_t i = 0; i < n; ++i) {  // the i-th materialised expert
       float* block = workspace_->exchange.data() + (j * n + i) * st.fssdp.shard;
-      move(gate + (e * F + j * Fs) * H, H, block, Fs, H);  // rows j·Fs.. of (F,H)
-      move(up + (e * F + j * Fs) * H, H, block + Fs * H, Fs, H);
+      move(gate + (i * F + j * Fs) * H, H, block, Fs, H);  // rows j·Fs.. of (F,H)
+      move(up + (i * F + j * Fs) * H, H, block + Fs * H, Fs, H);
       // (H,Fs) in the exchange: columns j·Fs.. of (H,F)
-      move(down + e * H * F + j * Fs, F, block + 2 * Fs * H, H, Fs);
+      move(down + i * H * F + j * Fs, F, block + 2 * Fs * H, H, Fs);
     }
   }
 }

@@ -59,6 +59,11 @@ MoeLayer::MoeLayer(const ModelConfig& config, const ParallelContext& ctx, int la
 
 MoeLayer::ChunkRows MoeLayer::chunk_rows(const MoeStash& st, int chunk) const {
   const int64_t first = st.plan.expert_chunk_rows[chunk];
+  if (workspace_) {  // the materialised experts only
+    const int64_t n = st.fssdp.needed[ctx_.edp->rank()];
+    return {first, st.plan.expert_chunk_rows[chunk + 1],
+            {st.fssdp_offsets.data() + chunk * (n + 1), static_cast<size_t>(n + 1)}};
+  }
   const int64_t groups = replicas_ ? st.replicas.slots : local_experts_;  // later slots are empty
   return {first, st.plan.expert_chunk_rows[chunk + 1],
           {st.plan.chunk_expert_offsets(chunk), static_cast<size_t>(groups + 1)}};
@@ -66,6 +71,7 @@ MoeLayer::ChunkRows MoeLayer::chunk_rows(const MoeStash& st, int chunk) const {
 
 // Grouped SwiGLU experts on the rows of one dispatched chunk.
 void MoeLayer::experts_forward(int chunk, MoeStash& st) const {
+  ComputeTimer timer(st.expert_compute);
   const ChunkRows c = chunk_rows(st, chunk);
   const Tensor gate = c.of(st.gate), up = c.of(st.up), act = c.of(st.act), xe = c.of(st.xe);
   ops::grouped_linear_forward(xe, gate_weights(st), gate, c.offsets);
@@ -182,6 +188,7 @@ void MoeLayer::gather_token_shares(const Tensor& share_nH, int64_t N, Tensor& al
 
 // d/d xe (partial over ETP) of one chunk; gate and up become their gradients.
 void MoeLayer::experts_backward_dx(int chunk, MoeStash& st) const {
+  ComputeTimer timer(st.expert_compute);
   const ChunkRows c = chunk_rows(st, chunk);
   const Tensor gate = c.of(st.gate), up = c.of(st.up), dact = c.of(st.dact), dxe = c.of(st.dxe);
   ops::grouped_linear_backward_dx(c.of(st.dye), down_weights(st), dact, c.offsets, false);
@@ -249,6 +256,7 @@ void MoeLayer::backward_dw(MoeStash& st) const {
     for (Tensor* t : {&d_gate, &d_up, &d_down}) t->zero();
   }
   for (int chunk = 0; chunk < st.plan.chunks; ++chunk) {
+    ComputeTimer timer(st.expert_compute);
     const ChunkRows c = chunk_rows(st, chunk);
     const Tensor xe = c.of(st.xe);
     ops::grouped_linear_backward_dw(c.of(st.dye), c.of(st.act), d_down, c.offsets);

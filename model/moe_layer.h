@@ -26,6 +26,7 @@
 #include <span>
 #include <vector>
 
+#include "model/compute_timer.h"
 #include "model/mlp.h"
 #include "model/model_config.h"
 #include "model/moe_replicas.h"
@@ -46,17 +47,29 @@ struct MoeRows {
   const int32_t* positions = nullptr;
 };
 
-// FSSDP: one MoE layer's materialised expert weights (El,Fl,H), (El,Fl,H), (El,H,Fl) and the
-// exchange buffer, shared by all MoE layers of a model (they compute in turn). backward_dw needs
-// no weights, so their gradients are formed in the same tensors before the reduce-scatter.
+// FSSDP: one MoE layer's materialised expert weights (n,Fl,H), (n,Fl,H), (n,H,Fl), n = the local
+// experts this rank's tokens reach in the micro-batch (SparseShardPlan::items_of, in that order),
+// and the exchange buffer, shared by all MoE layers of a model (they compute in turn). backward_dw
+// needs no weights, so their gradients are formed in the same tensors before the reduce-scatter.
+// The weights are views of memory that grows to the most experts a micro-batch materialised.
+// Under training.bf16 the gathered float32 weights are rounded to bf16 compute copies (the bits
+// of Parameter::compute_value()) that the GEMMs read; gradients stay float32.
 struct ExpertWorkspace {
   Tensor w_gate, w_up, w_down;
+  Tensor gate_memory, up_memory, down_memory;  // flat
+  Tensor c_gate, c_up, c_down;                 // training.bf16: the compute copies
+  Tensor c_gate_memory, c_up_memory, c_down_memory;
+  bool rounded = false;  // the compute copies are in use
   Tensor exchange;  // (EDP, n, s) gathered shards, then gradient slices
   SparseShardExchange gather, reduction;
   bool reduction_pending = false;  // a layer's gradient reduce-scatter is in flight
   int64_t experts_gathered = 0;  // cumulative: local experts materialised by forward gathers
   int64_t expert_slots = 0;      // cumulative: local experts those gathers could have moved
   double blocked_seconds = 0;    // cumulative: waits for gathers and reduce-scatters
+
+  const Tensor& compute_gate() const { return rounded ? c_gate : w_gate; }
+  const Tensor& compute_up() const { return rounded ? c_up : w_up; }
+  const Tensor& compute_down() const { return rounded ? c_down : w_down; }
 };
 
 struct MoeStash {
@@ -85,11 +98,13 @@ struct MoeStash {
   Tensor dxe;                     // (Re,H) d loss / d xe (partial sums over ETP)
   Tensor dgates;                  // (n,k)
   SparseShardPlan fssdp;          // FSSDP: which local experts each expert-DP rank needs
+  std::vector<int64_t> fssdp_offsets;  // FSSDP: (chunks, n+1) row offsets of the materialised
   ReplicaStash replicas;          // load-driven FSSDP: placement, materialised slots, exchanges
   // Token-split only (TP > 1): this rank's routed rows and all TP ranks' gathered.
   Tensor routed;                  // (n,H) routed output, then d loss / d x of these rows
   Tensor routed_all;              // (N,H)
   double aux_scale = 1.0;         // weight of this micro-batch's balance + z losses
+  ComputeSeconds expert_compute;  // cumulative: the grouped expert GEMMs (the caller resets it)
 };
 
 class MoeLayer {
@@ -135,8 +150,8 @@ class MoeLayer {
   std::unique_ptr<ExpertReplicas> replicas_;    // load-driven FSSDP only
 
   // The weights the experts compute with: the parameters, or the FSSDP workspace.
-  // The local experts' weights (El,F,H) (El,F,H) (El,H,F): materialised under FSSDP; the
-  // micro-batch's slots (S_me,F,H) (S_me,F,H) (S_me,H,F) under load-driven FSSDP.
+  // The local experts' weights (El,F,H) (El,F,H) (El,H,F); under FSSDP the n the micro-batch
+  // materialised (n,F,H) (n,F,H) (n,H,F); the micro-batch's slots (S_me,F,H) (S_me,F,H) (S_me,H,F) under load-driven FSSDP.
   const Tensor& gate_weights(const MoeStash& stash) const;
   const Tensor& up_weights(const MoeStash& stash) const;
   const Tensor& down_weights(const MoeStash& stash) const;

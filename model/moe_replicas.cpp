@@ -6,6 +6,7 @@
 #include "model/scratch.h"
 #include "parallel/blocked_timer.h"
 #include "tensor/check.h"
+#include "tensor/ops.h"
 
 namespace moefold {
 
@@ -52,6 +53,7 @@ void ExpertReplicas::start_gather(ReplicaStash& st) {
   st.slots_per_rank = p.max_slots();
   ++stats_.micro_batches;
   stats_.replicas += p.replicas();
+  stats_.replicas_held += st.slots - p.owned[ctx_.ep->rank()];
   st.materialised = false;
   st.gather_started = true;
   rematerialise(st);
@@ -60,6 +62,7 @@ void ExpertReplicas::start_gather(ReplicaStash& st) {
 void ExpertReplicas::rematerialise(ReplicaStash& st) {
   if (st.materialised) return;
   st.materialised = true;
+  st.rounded = false;
   const int64_t S = st.slots, F = ffn_, H = hidden_;
   ensure_shape(st.w_gate, {S, F, H});
   ensure_shape(st.w_up, {S, F, H});
@@ -70,17 +73,34 @@ void ExpertReplicas::rematerialise(ReplicaStash& st) {
 }
 
 void ExpertReplicas::finish_gather(ReplicaStash& st) {
-  BlockedTimer timer(stats_.blocked_seconds);
-  finish_replica_gather(st.gather);
+  {
+    BlockedTimer timer(stats_.blocked_seconds);
+    finish_replica_gather(st.gather);
+  }
+  if (!rounds() || st.rounded) return;
+  const DType dtype = gate_->compute.dtype();
+  ops::cast(ensure_shape(st.c_gate, st.w_gate.shape(), dtype), st.w_gate);
+  ops::cast(ensure_shape(st.c_up, st.w_up.shape(), dtype), st.w_up);
+  ops::cast(ensure_shape(st.c_down, st.w_down.shape(), dtype), st.w_down);
+  st.rounded = true;
+}
+
+const Tensor& ExpertReplicas::gate_weights(const ReplicaStash& st) const {
+  return rounds() ? st.c_gate : st.w_gate;
+}
+const Tensor& ExpertReplicas::up_weights(const ReplicaStash& st) const {
+  return rounds() ? st.c_up : st.w_up;
+}
+const Tensor& ExpertReplicas::down_weights(const ReplicaStash& st) const {
+  return rounds() ? st.c_down : st.w_down;
 }
 
 void ExpertReplicas::release(ReplicaStash& st) const {
   st.gather_started = false;
   if (!rematerialise_) return;
   st.materialised = false;
-  st.w_gate = Tensor();
-  st.w_up = Tensor();
-  st.w_down = Tensor();
+  for (Tensor* t : {&st.w_gate, &st.w_up, &st.w_down, &st.c_gate, &st.c_up, &st.c_down})
+    *t = Tensor();
   st.gather.staging.clear();
 }
 
@@ -104,16 +124,20 @@ void ExpertReplicas::route(std::span<const int32_t> idx, std::span<const uint8_t
     for (int64_t e = 0; e < E; ++e) {
       counts_WE[r * E + e] = all[r * (E + 1) + e];
       load[e] += counts_WE[r * E + e];
+      if (owners_[e] == me) stats_.ep_rows += counts_WE[r * E + e];
     }
   }
   window_.push(load);
-  const ReplicaRoutes routes = route_to_replicas(p, counts_WE);
+  // Calibration: the actual counts go only to the materialised replicas that lower the peak for
+  // them (a forced placement is used as it is). Slots keep the materialised layout.
+  const ExpertPlacement routing = forced_ ? p : calibrate_placement(p, load);
+  const ReplicaRoutes routes = route_to_replicas(routing, counts_WE);
   // Each assignment in (token, choice) order takes the next holder with rows left for this rank.
   std::vector<int64_t> holder(E, 0), left(E, 0);
   auto next_holder = [&](int64_t e) {
     while (left[e] == 0) {
-      MOEFOLD_CHECK(holder[e] < static_cast<int64_t>(p.holders[e].size()), "routing table");
-      left[e] = routes.to(p, me, e, holder[e]);
+      MOEFOLD_CHECK(holder[e] < static_cast<int64_t>(routing.holders[e].size()), "routing table");
+      left[e] = routes.to(routing, me, e, holder[e]);
       if (left[e] == 0) ++holder[e];
     }
   };
@@ -122,18 +146,19 @@ void ExpertReplicas::route(std::span<const int32_t> idx, std::span<const uint8_t
     if (!keep[a]) continue;
     const int64_t e = idx[a];
     next_holder(e);
-    const int r = p.holders[e][holder[e]];
+    const int r = routing.holders[e][holder[e]];
     st.dispatch_idx[a] = static_cast<int32_t>(r * S + p.slot_of(r, e));
     if (--left[e] == 0) ++holder[e];
   }
-  // Rows every source sends to each of this rank's slots.
+  // Rows every source sends to each of this rank's slots (none to a replica calibrated out).
   st.received.assign(static_cast<size_t>(W) * S, 0);
   for (int64_t i = 0; i < st.slots; ++i) {
     const int64_t e = p.slots[me][i];
-    const std::vector<int>& h = p.holders[e];
-    const int64_t at = std::find(h.begin(), h.end(), me) - h.begin();
+    const std::vector<int>& h = routing.holders[e];
+    const auto at = std::find(h.begin(), h.end(), me);
+    if (at == h.end()) continue;
     for (int s = 0; s < W; ++s) {
-      st.received[s * S + i] = routes.to(p, s, e, at);
+      st.received[s * S + i] = routes.to(routing, s, e, at - h.begin());
       stats_.expert_rows += st.received[s * S + i];
     }
   }

@@ -10,11 +10,17 @@
 //   start_gather    (before the attention, else at forward start) plan from the window of earlier micro-batches' counts, copy
 //                   the owned experts into the workspace and receive the replicas (spAG);
 //   route           after the router: all-gather every rank's per-expert counts with its plan
-//                   hash (checked equal), push them into the window, route each assignment to
-//                   a holder (the routing table every rank computes the same);
-//   finish_gather   before the experts compute;
+//                   hash (checked equal), push them into the window, keep for routing only the
+//                   materialised replicas that help these counts (calibrate_placement), route
+//                   each assignment to a holder (the routing table every rank computes the same);
+//   finish_gather   before the experts compute (under training.bf16 it rounds the gathered
+//                   float32 weights to the bf16 compute copies; gradients stay float32);
 //   release         after forward when re-materialising (gathered again before backward);
 //   start_gradient_reduce / finish_gradient_reduce   spRS onto the owners' gradients.
+// A recomputed forward (training.recompute_granularity) is a forward like any: it plans from the
+// window, which then holds its counts too, and its rows may go to other replicas than the first
+// forward's; every plan computes EP's numbers, so backward sees the first forward's activations
+// to float32 rounding.
 #pragma once
 
 #include <cstdint>
@@ -34,6 +40,10 @@ namespace moefold {
 struct ReplicaStash {
   ExpertPlacement placement;
   Tensor w_gate, w_up, w_down;  // (S_me,F,H) (S_me,F,H) (S_me,H,F); gradients after backward_dw
+  // training.bf16: the slots' compute copies, rounded from the gathered float32 weights on
+  // arrival (the bits of the owners' Parameter::compute_value()); undefined in float32 runs.
+  Tensor c_gate, c_up, c_down;
+  bool rounded = false;  // the compute copies hold this materialisation's weights
   int64_t slots = 0;            // S_me: experts materialised on this rank
   int64_t slots_per_rank = 0;   // S: dispatch ids per rank
   std::vector<int32_t> dispatch_idx;  // (n,k) dispatch id of each assignment
@@ -48,7 +58,9 @@ struct ReplicaStash {
 struct ReplicaStats {
   int64_t micro_batches = 0;
   int64_t replicas = 0;          // Σ replicas in the placements (whole EP group)
+  int64_t replicas_held = 0;     // Σ replicas this rank materialised
   int64_t expert_rows = 0;       // rows this rank's slots computed
+  int64_t ep_rows = 0;           // rows this rank's owned experts were routed (what EP computes)
   int64_t gather_bytes = 0;      // sent by this rank: spAG
   int64_t reduce_bytes = 0;      // sent by this rank: spRS
   double blocked_seconds = 0;    // waits for spAG and spRS
@@ -64,6 +76,10 @@ class ExpertReplicas {
   void force_placement(std::optional<ExpertPlacement> placement) { forced_ = std::move(placement); }
 
   void start_gather(ReplicaStash& stash);
+  // The weights the slots compute with: the bf16 copies under training.bf16, else the slots.
+  const Tensor& gate_weights(const ReplicaStash& stash) const;
+  const Tensor& up_weights(const ReplicaStash& stash) const;
+  const Tensor& down_weights(const ReplicaStash& stash) const;
   // idx, keep (n,k): the router's choices; fills stash.dispatch_idx and stash.received.
   void route(std::span<const int32_t> idx, std::span<const uint8_t> keep, ReplicaStash& stash);
   void finish_gather(ReplicaStash& stash);
@@ -82,7 +98,7 @@ class ExpertReplicas {
  private:
   std::vector<ShardPart> owned_parts(bool gradients) const;
   std::vector<ShardPart> slot_parts(const ReplicaStash& stash) const;
-
+  bool rounds() const { return gate_->compute.defined(); }  // training.bf16
   const ParallelContext& ctx_;
   Parameter *gate_, *up_, *down_;
   int64_t experts_, ffn_, hidden_;

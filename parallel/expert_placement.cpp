@@ -162,20 +162,27 @@ ExpertPlacement plan_expert_placement(std::span<const int64_t> load_E, std::vect
     }
     if (!added) break;
   }
-  // A later replica can make an earlier one useless: drop, in (expert, rank) order, every replica
-  // whose removal does not raise the peak, until each one left is needed.
+  // A later replica can make an earlier one useless.
+  return calibrate_placement(p, load_E);
+}
+
+ExpertPlacement calibrate_placement(const ExpertPlacement& placement,
+                                    std::span<const int64_t> load_E) {
+  const int64_t E = placement.experts();
+  MOEFOLD_CHECK(static_cast<int64_t>(load_E.size()) == E);
+  ExpertPlacement p = placement;
+  std::vector<int64_t> load = predicted_rank_load(p, load_E);
   for (bool dropped = true; dropped;) {
     dropped = false;
     const std::pair<int64_t, int> now = peak(load);
     for (int64_t e = 0; e < E && !dropped; ++e) {
-      for (int r : holders[e]) {
-        if (r == owner[e]) continue;
-        std::vector<std::vector<int>> trial_holders = holders;
+      for (int r : p.holders[e]) {
+        if (r == p.owner[e]) continue;
+        std::vector<std::vector<int>> trial_holders = p.holders;
         std::erase(trial_holders[e], r);
-        ExpertPlacement trial = make_placement(owner, trial_holders, ranks);
+        ExpertPlacement trial = make_placement(p.owner, trial_holders, p.ranks);
         std::vector<int64_t> trial_load = predicted_rank_load(trial, load_E);
         if (peak(trial_load) > now) continue;
-        holders = std::move(trial_holders);
         p = std::move(trial);
         load = std::move(trial_load);
         dropped = true;

@@ -60,9 +60,18 @@ std::vector<int64_t> predicted_rank_load(const ExpertPlacement& placement,
 // and try its experts by decreasing share of its load (lower expert on ties); the replica goes
 // to the least loaded rank that does not hold the expert and has budget left (lowest rank on
 // ties), and is kept only when it lowers (predicted max load, ranks at that max)
-// lexicographically. Stops when no replica does, or the budgets are spent.
+// lexicographically. Stops when no replica does, or the budgets are spent; then
+// calibrate_placement drops the replicas a later one made useless.
 ExpertPlacement plan_expert_placement(std::span<const int64_t> load_E, std::vector<int> owner,
                                       int ranks, PlacementBudget budget);
+
+// The replicas of `placement` worth using for loads load_E: drops, in (expert, rank) order, every
+// replica whose removal does not raise (predicted max load, ranks at that max), until each one
+// left is needed. The planner's last pass; and the calibration after the gate, which routes the
+// micro-batch's actual counts only to the materialised replicas that help (the recent load the
+// plan came from can be stale when the routing moves fast).
+ExpertPlacement calibrate_placement(const ExpertPlacement& placement,
+                                    std::span<const int64_t> load_E);
 
 // Rows each source rank sends to each holder: rows[e][s · |holders_e| + i] for source s and the
 // i-th holder of e. Each holder computes replica_quota of e's total; a source's rows fill, in

@@ -278,8 +278,8 @@ std::vector<RecipeKey> build_schema() {
       "bf16 mixed precision (MODEL.md): float32 master weights, gradients, Adam state and "
       "checkpoints; bf16 compute copies of the weights (the router's excepted) and bf16 "
       "activations and communication. Runs on every backend (on CPU: bf16 storage, float32 "
-      "arithmetic; on CUDA: bf16 GEMMs and attention on tensor cores). Not yet with "
-      "parallel.moe_fssdp."));
+      "arithmetic; on CUDA: bf16 GEMMs and attention on tensor cores). FSSDP expert gathers "
+      "move the float32 masters and round them on arrival."));
   add(number_key(
       "training.exit_duration_in_mins",
       [](R& r) -> auto& { return r.training.exit_duration_in_mins; }, 0, kInf,

@@ -160,16 +160,6 @@ absl::Status validate_training(const Recipe& r) {
                         "selective has nothing to drop here: attention keeps no (S,S) "
                         "scores, only its output and log-sum-exp (use full or none)");
   }
-  if (t.bf16 && p.moe_fssdp) {
-    return recipe_error(r, "training.bf16",
-                        "not supported yet with parallel.moe_fssdp: the sparse expert gather "
-                        "materialises float32 weights; use one of them");
-  }
-  if (t.bf16 && p.fssdp_spare_slots > 0) {
-    return recipe_error(r, "training.bf16",
-                        "not supported yet with parallel.fssdp_spare_slots > 0: the expert "
-                        "replicas are gathered as float32 weights; use one of them");
-  }
   if (p.overlap_param_gather && !p.use_distributed_optimizer) {
     return recipe_error(r, "parallel.overlap_param_gather",
                         "needs parallel.use_distributed_optimizer: true");
@@ -196,11 +186,6 @@ absl::Status validate_training(const Recipe& r) {
     }
     if (r.model.moe.moe_token_dispatcher_type != "alltoall") {
       return recipe_error(r, key, "needs moe.moe_token_dispatcher_type alltoall");
-    }
-    if (t.recompute_granularity != RecomputeGranularity::kNone) {
-      return recipe_error(r, key,
-                          "not supported yet with training.recompute_granularity: a recomputed "
-                          "forward would plan and route again");
     }
   }
   if (p.virtual_pipeline_model_parallel_size > 0 && p.pipeline_model_parallel_size == 1) {

@@ -31,6 +31,14 @@ double MoeLoadSummary::imbalance() const {
   return mean > 0 ? max_load() / mean : 0;
 }
 
+static double peak_over_mean(const std::vector<int64_t>& v) {
+  if (v.empty()) return 0;
+  const double mean = double(std::accumulate(v.begin(), v.end(), int64_t{0})) / double(v.size());
+  return mean > 0 ? double(*std::max_element(v.begin(), v.end())) / mean : 0;
+}
+double MoePlacementSummary::ep_max_over_mean() const { return peak_over_mean(ep_rows_per_rank); }
+double MoePlacementSummary::max_over_mean() const { return peak_over_mean(rows_per_rank); }
+
 MetricsLogger::MetricsLogger(const std::string& jsonl_path, bool prints, bool writes_file,
                              int log_interval)
     : path_(jsonl_path),
@@ -67,15 +75,26 @@ void MetricsLogger::log_iteration(const IterationMetrics& m) {
   }
   nlohmann::json layers = nlohmann::json::array();
   for (const MoeLoadSummary& s : m.moe) {
-    layers.push_back({{"layer", s.layer},
-                      {"tokens_per_expert", s.tokens_per_expert},
-                      {"min_load", s.min_load()},
-                      {"mean_load", s.mean_load()},
-                      {"max_load", s.max_load()},
-                      {"max_over_mean", s.imbalance()},
-                      {"dropped_fraction", s.dropped_fraction},
-                      {"bias_min", s.bias_min},
-                      {"bias_max", s.bias_max}});
+    nlohmann::json layer = {{"layer", s.layer},
+                            {"tokens_per_expert", s.tokens_per_expert},
+                            {"min_load", s.min_load()},
+                            {"mean_load", s.mean_load()},
+                            {"max_load", s.max_load()},
+                            {"max_over_mean", s.imbalance()},
+                            {"dropped_fraction", s.dropped_fraction},
+                            {"bias_min", s.bias_min},
+                            {"bias_max", s.bias_max}};
+    if (s.placement.present) {
+      const MoePlacementSummary& p = s.placement;
+      layer["placement"] = {{"ep_rows_per_rank", p.ep_rows_per_rank},
+                            {"rows_per_rank", p.rows_per_rank},
+                            {"ep_max_over_mean", p.ep_max_over_mean()},
+                            {"max_over_mean", p.max_over_mean()},
+                            {"replicas", p.replicas},
+                            {"gathered_bytes", p.gathered_bytes},
+                            {"reduced_bytes", p.reduced_bytes}};
+    }
+    layers.push_back(std::move(layer));
   }
   record["moe"] = std::move(layers);
   out_ << record.dump() << '\n';

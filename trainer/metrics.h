@@ -12,11 +12,26 @@
 
 namespace moefold {
 
+// Load-driven FSSDP (parallel.fssdp_spare_slots > 0): one MoE layer's expert rows per rank over
+// the step, every rank of the pipeline stage, before placement (the rows its owned experts were
+// routed: plain EP) and after (the rows its materialised experts computed), and the replicas.
+struct MoePlacementSummary {
+  bool present = false;
+  std::vector<int64_t> ep_rows_per_rank, rows_per_rank;  // indexed by rank in the stage
+  int64_t replicas = 0;        // replicas materialised, summed over ranks and micro-batches
+  int64_t gathered_bytes = 0;  // sent by the replica gathers (spAG), all ranks
+  int64_t reduced_bytes = 0;   // sent by the replica gradient reductions (spRS), all ranks
+
+  double ep_max_over_mean() const;  // max/mean of ep_rows_per_rank
+  double max_over_mean() const;     // max/mean of rows_per_rank
+};
+
 struct MoeLoadSummary {
   int layer = 0;
   std::vector<int64_t> tokens_per_expert;  // [E] over the whole global batch
   double dropped_fraction = 0;              // of routed assignments, over the global batch
   float bias_min = 0, bias_max = 0;         // expert-bias range (0, 0 when disabled)
+  MoePlacementSummary placement;
 
   double min_load() const;
   double mean_load() const;

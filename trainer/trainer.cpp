@@ -24,6 +24,7 @@
 #include "model/router.h"
 #include "tensor/backend.h"
 #include "trainer/peak_flops.h"
+#include "trainer/placement_metrics.h"
 #include "tensor/wall_clock.h"
 
 namespace moefold {
@@ -306,6 +307,7 @@ absl::StatusOr<IterationMetrics> Trainer::train_step(int iteration) {
   const int64_t gathered_before = fssdp ? fssdp->experts_gathered : 0;
   const int64_t slots_before = fssdp ? fssdp->expert_slots : 0;
   const double blocked_before = fssdp ? fssdp->blocked_seconds : 0;
+  reset_placement_stats(*model_);
   const double dp_wait_before =
       data_parallel_->grad_reduce_wait_seconds() + data_parallel_->param_gather_wait_seconds();
   data_parallel_->start_step();
@@ -347,6 +349,12 @@ absl::StatusOr<IterationMetrics> Trainer::train_step(int iteration) {
   }
   counts.push_back(fssdp ? fssdp->experts_gathered - gathered_before : 0);
   counts.push_back(fssdp ? fssdp->expert_slots - slots_before : 0);
+  const size_t placement_first = counts.size();
+  if (ctx_.config.fssdp_spare_slots > 0) {
+    const std::vector<int64_t> placement = placement_counts(
+        *model_, recipe_.model, ctx_.tp_cp_dp->rank(), ctx_.tp_cp_dp->size());
+    counts.insert(counts.end(), placement.begin(), placement.end());
+  }
   ctx_.tp_cp_dp->all_reduce(std::span<int64_t>(counts));
   ctx_.pp->all_reduce(std::span<int64_t>(counts));
   size_t at = 0;
@@ -429,6 +437,8 @@ absl::StatusOr<IterationMetrics> Trainer::train_step(int iteration) {
     m.moe.push_back(std::move(s));
     ++moe_index;
   }
+  fill_placement_summaries(std::span<const int64_t>(counts).subspan(placement_first),
+                           ctx_.tp_cp_dp->size(), m.moe);
   m.step_seconds = seconds_since(start);
   if (!mfu_warned_) {
     const std::string warning = implausible_mfu_warning(m.mfu(), peak_);

@@ -5,6 +5,7 @@
 // process that runs every rank's micro-batch in turn: outputs, input gradients and losses equal,
 // the owners' expert gradients equal the single-process slice (the router gradient its sum),
 // over several micro-batches that accumulate gradients. The same plan twice is bit-identical.
+// Under bf16 (compute copies rounded from the gathered float32 weights) the same, to bf16 rounding.
 #include <gtest/gtest.h>
 #include <mpi.h>
 
@@ -19,6 +20,7 @@
 #include "model/parameter.h"
 #include "parallel/context.h"
 #include "parallel/expert_placement.h"
+#include "tensor/ops.h"
 
 namespace moefold {
 namespace {
@@ -34,6 +36,8 @@ struct Case {
   bool tied_router = false;  // every logit equal: the lowest experts take every token
   bool rematerialise = false;
   int chunks = 1;
+  bool bf16 = false;  // bf16 compute copies and activations (training.bf16)
+  bool recompute = false;  // forward again before backward, as training.recompute_granularity
 };
 
 void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
@@ -80,6 +84,9 @@ struct LayerRun {
   std::vector<double> aux, z;
   ParameterRegistry registry;
   int64_t replicas = 0;
+  // bf16: the last micro-batch's slots (experts) and their gate compute copies, in float32.
+  std::vector<int64_t> slot_experts;
+  Tensor slot_gate;
 };
 
 // Runs kMicroBatches micro-batches; micro-batch m of rank r has inputs seeded by (m, r). `ranks`
@@ -89,6 +96,9 @@ void run_layer(const ModelConfig& config, const ParallelContext& ctx, const Case
   MoeLayer layer(config, ctx, 1, run.registry);
   run.registry.init(5);
   if (c.tied_router) run.registry.find("layers/1/moe/router")->value.zero();
+  const DType act = c.bf16 ? DType::kBFloat16 : DType::kFloat32;
+  if (c.bf16) run.registry.set_compute_dtype(act);
+  run.registry.mark_values_changed();
   if (layer.replicas()) {
     layer.replicas()->force_placement(
         forced_placement(c, config.moe.num_experts, ctx.ep->size()));
@@ -98,26 +108,42 @@ void run_layer(const ModelConfig& config, const ParallelContext& ctx, const Case
   for (int m = 0; m < kMicroBatches; ++m) {
     for (int r : ranks) {
       const unsigned seed = static_cast<unsigned>(100 * m + 2 * r);
-      const Tensor x = random_tensor({N, kHidden}, seed);
-      const Tensor dy = random_tensor({N, kHidden}, seed + 1);
-      Tensor y = Tensor::empty({N, kHidden}), dx = Tensor::empty({N, kHidden});
+      const Tensor x = Tensor::empty({N, kHidden}, act), dy = Tensor::empty({N, kHidden}, act);
+      ops::cast(x, random_tensor({N, kHidden}, seed));
+      ops::cast(dy, random_tensor({N, kHidden}, seed + 1));
+      Tensor y = Tensor::empty({N, kHidden}, act), dx = Tensor::empty({N, kHidden}, act);
       layer.forward(x, {kBatch, kSeq, nullptr}, 1.0, y, false, stash);
+      if (c.recompute) {  // plans and routes again; the output is EP's all the same
+        Tensor again = Tensor::empty({N, kHidden}, act);
+        layer.forward(x, {kBatch, kSeq, nullptr}, 1.0, again, false, stash);
+      }
       layer.backward_dx(dy, dx, stash);
       layer.backward_dw(stash);
       layer.finish_backward_dw(stash);
-      run.y.push_back(y);
-      run.dx.push_back(dx);
+      run.y.push_back(Tensor::empty({N, kHidden}));  // compared in float32
+      run.dx.push_back(Tensor::empty({N, kHidden}));
+      ops::cast(run.y.back(), y);
+      ops::cast(run.dx.back(), dx);
       run.aux.push_back(stash.router.aux_loss);
       run.z.push_back(stash.router.z_loss);
       run.replicas += stash.replicas.placement.replicas();
     }
   }
+  if (c.bf16 && layer.replicas()) {
+    run.slot_experts = stash.replicas.placement.slots[ctx.ep->rank()];
+    run.slot_gate = Tensor::empty(stash.replicas.c_gate.shape());
+    ops::cast(run.slot_gate, stash.replicas.c_gate);
+  }
 }
+
+// Relative tolerance: float32 sums in other orders, or under bf16 one rounding of a bf16 output
+// (2^-8) that summation order can move by an ulp.
+double tolerance = 2e-5;
 
 void expect_close(const Tensor& a, const Tensor& b, double scale, const std::string& what) {
   ASSERT_EQ(a.numel(), b.numel()) << what;
   for (int64_t i = 0; i < a.numel(); ++i) {
-    ASSERT_NEAR(a.data()[i], scale * b.data()[i], 2e-5 * (1 + std::abs(scale * b.data()[i])))
+    ASSERT_NEAR(a.data()[i], scale * b.data()[i], tolerance * (1 + std::abs(scale * b.data()[i])))
         << what << " element " << i;
   }
 }
@@ -136,6 +162,7 @@ class MoeReplicas : public ::testing::TestWithParam<Case> {};
 
 TEST_P(MoeReplicas, MatchesExpertParallelAndOneProcess) {
   const Case c = GetParam();
+  tolerance = c.bf16 ? 1e-2 : 2e-5;
   int world = 1, rank = 0;
   MPI_Comm_size(MPI_COMM_WORLD, &world);
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
@@ -170,6 +197,18 @@ TEST_P(MoeReplicas, MatchesExpertParallelAndOneProcess) {
       ASSERT_EQ(replicated.dx[m].data()[i], again.dx[m].data()[i]) << at;
     }
   }
+  if (c.bf16) {  // every slot computed with its owner's compute copy, bit for bit
+    const Tensor& full = reference.registry.find("layers/1/moe/experts/w_gate")->compute_value();
+    Tensor expected = Tensor::empty(full.shape());
+    ops::cast(expected, full);
+    ASSERT_FALSE(replicated.slot_experts.empty());
+    const int64_t per_expert = expected.numel() / config.moe.num_experts;
+    for (size_t i = 0; i < replicated.slot_experts.size(); ++i) {
+      const float* want = expected.data() + replicated.slot_experts[i] * per_expert;
+      const float* got = replicated.slot_gate.data() + i * per_expert;
+      for (int64_t j = 0; j < per_expert; ++j) ASSERT_EQ(got[j], want[j]) << "slot " << i;
+    }
+  }
   Parameter* router = replicated.registry.find("layers/1/moe/router");
   ctx->ep->all_reduce(std::span<float>(router->grad.data(), router->grad.numel()));
   expect_close(router->grad, reference.registry.find("layers/1/moe/router")->grad, 1.0, "router");
@@ -197,7 +236,13 @@ INSTANTIATE_TEST_SUITE_P(
                            3},
                       Case{"random", Plan::kRandom},
                       Case{"random_tied_top2", Plan::kRandom, 2, true},
-                      Case{"everywhere_tied_top1", Plan::kEverywhere, 1, true}),
+                      Case{"everywhere_tied_top1", Plan::kEverywhere, 1, true},
+                      Case{"everywhere_bf16", Plan::kEverywhere, 2, false, false, 1, true},
+                      Case{"random_rematerialise_bf16", Plan::kRandom, 2, false, true, 1, true},
+                      Case{"load_driven_tied_top1_recompute", Plan::kLoadDriven, 1, true, false,
+                           1, false, true},
+                      Case{"random_rematerialise_recompute", Plan::kRandom, 2, false, true, 2,
+                           false, true}),
     [](const ::testing::TestParamInfo<Case>& info) { return info.param.name; });
 
 }  // namespace

@@ -54,6 +54,25 @@ TEST(ExpertPlacement, HotExpertIsReplicatedOnEveryRank) {
   EXPECT_EQ(p.slot_of(2, 1), -1);
 }
 
+// After the gate: the actual counts are routed only to the materialised replicas that help.
+TEST(ExpertPlacement, CalibrationKeepsOnlyTheReplicasTheActualLoadNeeds) {
+  const ExpertPlacement planned =
+      plan_expert_placement(std::vector<int64_t>{4000, 0, 0, 0, 0, 0, 0, 0}, ep_owners(8, 4), 4,
+                            {1, 0});
+  ASSERT_EQ(planned.holders[0], (std::vector<int>{0, 1, 2, 3}));
+  // The hot expert went cold: its replicas would only cost.
+  EXPECT_EQ(calibrate_placement(planned, std::vector<int64_t>{0, 0, 4000, 0, 0, 0, 0, 0})
+                .replicas(),
+            0);
+  // Still hot, but rank 1 is busy with expert 2: the replica there goes, and the one on rank 2
+  // is not needed for the new peak (rank 1's 2000 rows).
+  const std::vector<int64_t> load = {3000, 0, 2000, 0, 0, 0, 0, 0};
+  const ExpertPlacement calibrated = calibrate_placement(planned, load);
+  EXPECT_EQ(calibrated.holders[0], (std::vector<int>{0, 3}));
+  EXPECT_EQ(predicted_rank_load(calibrated, load), (std::vector<int64_t>{1500, 2000, 0, 1500}));
+  EXPECT_EQ(calibrated.owner, planned.owner);
+}
+
 TEST(ExpertPlacement, BalancedLoadGetsNoReplicas) {
   const std::vector<int64_t> load(16, 37);
   EXPECT_EQ(plan_expert_placement(load, ep_owners(16, 4), 4, {4, 0}).replicas(), 0);

@@ -173,10 +173,6 @@ TEST(ConfigErrors, LoadDrivenFssdpThatDoesNotFit) {
                         {"parallel.fssdp_spare_slots=1"}),
               HasSubstr("parallel.fssdp_spare_slots=1: needs moe.moe_token_dispatcher_type "
                         "alltoall"));
-  EXPECT_THAT(moe_error("", {"parallel.fssdp_spare_slots=1",
-                             "training.recompute_granularity=full"}),
-              HasSubstr("parallel.fssdp_spare_slots=1: not supported yet with "
-                        "training.recompute_granularity"));
   EXPECT_THAT(moe_error("", {"parallel.fssdp_rematerialise=true"}),
               HasSubstr("parallel.fssdp_rematerialise=true: needs parallel.fssdp_spare_slots > 0"));
   EXPECT_THAT(moe_error("", {"parallel.fssdp_spare_slots=-1"}),
@@ -221,10 +217,6 @@ TEST(ConfigErrors, ScheduleAndDataAndCheckpoint) {
   EXPECT_EQ(error_of(std::string(kBase) + "parallel:\n  overlap_param_gather: true\n"),
             "x.yaml:8: parallel.overlap_param_gather: needs parallel.use_distributed_optimizer: "
             "true");
-  EXPECT_EQ(error_of(std::string(kBase) +
-                     "training:\n  bf16: true\nparallel:\n  moe_fssdp: true\n"),
-            "x.yaml:8: training.bf16: not supported yet with parallel.moe_fssdp: the sparse "
-            "expert gather materialises float32 weights; use one of them");
   EXPECT_EQ(error_of(std::string(kBase) + "training:\n  device: tpu\n"),
             "x.yaml:8: training.device: \"tpu\" is not one of cpu, cuda (did you mean cpu?)");
 }

@@ -116,6 +116,11 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{"ep4_placement_bias_rematerialise_overlap1", 4, 1, kBias,
                            {kPlacement, "parallel.fssdp_rematerialise=true",
                             "parallel.fssdp_overlap_degree=1"}},
+                      Case{"ep2_placement_chunks4_recompute", 2, 1, kDrop,
+                           {kPlacement, kChunks4, "training.recompute_granularity=full"}},
+                      Case{"ep4_placement_rematerialise_recompute", 4, 1, kBias,
+                           {kPlacement, "parallel.fssdp_rematerialise=true",
+                            "training.recompute_granularity=full"}},
                       Case{"tp2_sp_ep2_placement_folded_distributed", 2, 1, {},
                            {kPlacement, kSp, kDistributed}, 2}),
     [](const ::testing::TestParamInfo<Case>& info) { return info.param.name; });
@@ -193,6 +198,60 @@ TEST_F(ExpertParallelInvariance, FssdpStoresShardsAndGathersOnlyNeededExperts) {
   EXPECT_GT(workspace->expert_slots, 0);
   EXPECT_EQ(workspace->experts_gathered * 4, workspace->expert_slots);
   EXPECT_EQ(metrics->fssdp_gathered_fraction, 0.25);  // over all ranks
+}
+
+// Load-driven FSSDP's placement metrics. With a tied router at top-1 every token goes to expert
+// 0 (owned by EP rank 0). A rank's first micro-batch has no load history, so it computes as EP;
+// once the window holds those counts, expert 0 is replicated on every rank and its rows split
+// evenly. Checked per MoE layer: the rows per rank before and after placement, the replicas and
+// the bytes the sparse collectives sent (one expert, gate + up + down, per replica and way).
+TEST_F(ExpertParallelInvariance, PlacementMetricsCountRowsAndReplicas) {
+  const int world = world_size();
+  const Recipe recipe = tiny_recipe(
+      prefix_, dir_ + "/placement-metrics",
+      {"moe.moe_router_topk=1", kPlacement,
+       "parallel.expert_model_parallel_size=" + std::to_string(world)});
+  auto ctx = ParallelContext::create(recipe.parallel, MPI_COMM_WORLD);
+  ASSERT_TRUE(ctx.ok()) << ctx.status();
+  auto trainer = Trainer::create(recipe, *ctx);
+  ASSERT_TRUE(trainer.ok()) << trainer.status();
+  const int64_t tokens = recipe.training.global_batch_size * recipe.model.seq_length;
+  const int64_t micro_batches =
+      recipe.training.global_batch_size / (recipe.training.micro_batch_size * world);
+  const int64_t expert_bytes =
+      3 * int64_t{recipe.model.moe.moe_ffn_hidden_size} * recipe.model.hidden_size * 4;
+  for (int step = 0; step < 2; ++step) {
+    SCOPED_TRACE("step " + std::to_string(step));
+    for (Parameter* p : (*trainer)->model().parameters()) {
+      if (p->name().ends_with("moe/router")) p->value.zero();
+    }
+    auto metrics = (*trainer)->train_step(step);
+    ASSERT_TRUE(metrics.ok()) << metrics.status();
+    ASSERT_FALSE(metrics->moe.empty());
+    for (const MoeLoadSummary& layer : metrics->moe) {
+      const MoePlacementSummary& p = layer.placement;
+      ASSERT_TRUE(p.present);
+      ASSERT_EQ(p.ep_rows_per_rank.size(), static_cast<size_t>(world));
+      ASSERT_EQ(p.rows_per_rank.size(), static_cast<size_t>(world));
+      EXPECT_EQ(layer.tokens_per_expert[0], tokens);
+      std::vector<int64_t> ep_expected(world, 0);
+      ep_expected[0] = tokens;  // expert 0's owner computes everything under EP
+      EXPECT_EQ(p.ep_rows_per_rank, ep_expected);
+      EXPECT_DOUBLE_EQ(p.ep_max_over_mean(), world);
+      int64_t rows = 0;
+      for (int64_t r : p.rows_per_rank) rows += r;
+      EXPECT_EQ(rows, tokens);  // conserved
+      // Micro-batches that planned from a full history: all but each rank's first one in step 0.
+      const int64_t planned = step == 0 ? micro_batches - 1 : micro_batches;
+      EXPECT_EQ(p.replicas, planned * (world - 1));  // one replica on every other rank
+      EXPECT_EQ(p.gathered_bytes, p.replicas * expert_bytes);
+      EXPECT_EQ(p.reduced_bytes, p.replicas * expert_bytes);
+      if (step == 1) {
+        EXPECT_EQ(p.rows_per_rank, std::vector<int64_t>(world, tokens / world));
+        EXPECT_DOUBLE_EQ(p.max_over_mean(), 1.0);
+      }
+    }
+  }
 }
 
 // Benchmark, not run by ctest (DISABLED_): forward+backward of the demo model (configs/demo.yaml)

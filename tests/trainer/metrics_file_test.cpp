@@ -2,6 +2,9 @@
 // records up to its checkpoint.
 #include "trainer/metrics_file.h"
 
+#include "nlohmann/json.hpp"
+#include "trainer/metrics.h"
+
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -49,6 +52,35 @@ TEST_F(MetricsFileTest, ResumeKeepsTheRecordsUpToTheCheckpoint) {
             "{\"kind\":\"eval\",\"iteration\":2,\"val_loss\":4.5}\n");
   ASSERT_TRUE(prepare_metrics_file(path.string(), 0).ok());  // a fresh run
   EXPECT_EQ(read(path), "");
+}
+
+// Load-driven FSSDP: a MoE layer's record carries its placement figures; without placement the
+// record has none.
+TEST_F(MetricsFileTest, WritesThePlacementOfEachMoeLayer) {
+  const fs::path path = dir_ / "metrics.jsonl";
+  MetricsLogger logger(path.string(), false, true, 1);
+  ASSERT_TRUE(logger.start(0).ok());
+  IterationMetrics m;
+  m.iteration = 1;
+  MoeLoadSummary placed;
+  placed.layer = 1;
+  placed.tokens_per_expert = {6, 2};
+  placed.placement = {true, {6, 2}, {4, 4}, 1, 96, 96};
+  MoeLoadSummary plain;
+  plain.layer = 2;
+  plain.tokens_per_expert = {4, 4};
+  m.moe = {placed, plain};
+  logger.log_iteration(m);
+  const nlohmann::json record = nlohmann::json::parse(read(path));
+  const nlohmann::json& p = record["moe"][0]["placement"];
+  EXPECT_EQ(p["ep_rows_per_rank"], nlohmann::json({6, 2}));
+  EXPECT_EQ(p["rows_per_rank"], nlohmann::json({4, 4}));
+  EXPECT_DOUBLE_EQ(p["ep_max_over_mean"].get<double>(), 1.5);
+  EXPECT_DOUBLE_EQ(p["max_over_mean"].get<double>(), 1.0);
+  EXPECT_EQ(p["replicas"], 1);
+  EXPECT_EQ(p["gathered_bytes"], 96);
+  EXPECT_EQ(p["reduced_bytes"], 96);
+  EXPECT_FALSE(record["moe"][1].contains("placement"));
 }
 
 TEST_F(MetricsFileTest, CreatesTheDirectory) {
