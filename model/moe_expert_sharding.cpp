@@ -3,6 +3,7 @@
 // the slots of load-driven FSSDP (model/moe_replicas.h).
 #include <algorithm>
 #include <chrono>
+#include <cstddef>
 
 #include "model/moe_layer.h"
 #include "model/scratch.h"
@@ -25,12 +26,13 @@ const Tensor& MoeLayer::down_weights(const MoeStash& st) const {
   return workspace_ ? workspace_->compute_down() : w_down_->compute_value();
 }
 
-// One expert's shard: its gate rows, up rows and down columns, (Fs,H) (Fs,H) (H,Fs).
+// One expert's shard: its gate rows, up rows and down columns, (Fs,H) (Fs,H) (H,Fs); the
+// weights as the GEMMs read them (bf16 compute copies under training.bf16), or the gradients.
 std::vector<ShardPart> MoeLayer::shard_parts(bool gradients) const {
   std::vector<ShardPart> parts;
   for (Parameter* p : {w_gate_, w_up_, w_down_}) {
-    Tensor& t = gradients ? p->grad : p->value;
-    parts.push_back({t.data(), t.numel() / local_experts_});
+    const Tensor& t = gradients ? p->grad : p->compute_value();
+    parts.push_back({t.raw_data(), t.numel() / local_experts_, comm_dtype_of(t.dtype())});
   }
   return parts;
 }
@@ -74,13 +76,20 @@ Tensor expert_view(Tensor& memory, int64_t n, int64_t rows, int64_t cols,
 
 }  // namespace
 
+// The gather's receive buffer: float32 shards, or under training.bf16 the compute copies' bits.
+static Tensor& gather_buffer(ExpertWorkspace& ws, bool rounded) {
+  return rounded ? ws.gathered : ws.exchange;
+}
+
 void MoeLayer::start_materialisation(MoeStash& st) const {
   ExpertWorkspace& ws = *workspace_;
   MOEFOLD_CHECK(!ws.reduction_pending, "FSSDP: finish_backward_dw was not called");
   const int64_t n = st.fssdp.needed[ctx_.edp->rank()];
-  ensure_shape(ws.exchange, {st.fssdp.ranks * n * st.fssdp.shard});
-  start_sparse_all_gather(*ctx_.edp, st.fssdp, shard_parts(false), ws.exchange.data(),
-                          ws.gather);
+  const std::vector<ShardPart> parts = shard_parts(false);
+  const DType dtype = parts[0].tensor_dtype();
+  Tensor& gathered = gather_buffer(ws, dtype != DType::kFloat32);
+  ensure_shape(gathered, {st.fssdp.ranks * n * st.fssdp.shard}, dtype);
+  start_sparse_all_gather(*ctx_.edp, st.fssdp, parts, gathered.raw_data(), ws.gather);
 }
 
 void MoeLayer::finish_materialisation(const MoeStash& st) const {
@@ -92,37 +101,47 @@ void MoeLayer::finish_materialisation(const MoeStash& st) const {
   ws.w_gate = expert_view(ws.gate_memory, n, F, H);
   ws.w_up = expert_view(ws.up_memory, n, F, H);
   ws.w_down = expert_view(ws.down_memory, n, H, F);
-  move_shards(st, true, ws.w_gate.data(), ws.w_up.data(), ws.w_down.data());
-  ws.rounded = w_gate_->compute.defined();  // training.bf16: the compute copies, rounded
-  if (!ws.rounded) return;
+  ws.rounded = w_gate_->compute.defined();  // training.bf16: the gathered compute copies
+  if (!ws.rounded) {
+    move_shards(st, true, ws.exchange, ws.w_gate, ws.w_up, ws.w_down);
+    return;
+  }
   const DType dtype = w_gate_->compute.dtype();
-  ops::cast(ws.c_gate = expert_view(ws.c_gate_memory, n, F, H, dtype), ws.w_gate);
-  ops::cast(ws.c_up = expert_view(ws.c_up_memory, n, F, H, dtype), ws.w_up);
-  ops::cast(ws.c_down = expert_view(ws.c_down_memory, n, H, F, dtype), ws.w_down);
+  ws.c_gate = expert_view(ws.c_gate_memory, n, F, H, dtype);
+  ws.c_up = expert_view(ws.c_up_memory, n, F, H, dtype);
+  ws.c_down = expert_view(ws.c_down_memory, n, H, F, dtype);
+  move_shards(st, true, ws.gathered, ws.c_gate, ws.c_up, ws.c_down);
 }
 
-void MoeLayer::move_shards(const MoeStash& st, bool to_materialised, float* gate, float* up,
-                           float* down) const {
+void MoeLayer::move_shards(const MoeStash& st, bool to_materialised, const Tensor& exchange,
+                           const Tensor& gate, const Tensor& up, const Tensor& down) const {
   const int P = st.fssdp.ranks;
   const int64_t n = st.fssdp.needed[ctx_.edp->rank()], F = local_ffn_, H = hidden_;
   const int64_t Fs = F / P;
-  // rows × cols floats between a materialised tensor (row stride m_stride) and the exchange
+  const size_t bytes = dtype_size(exchange.dtype());
+  MOEFOLD_CHECK(gate.dtype() == exchange.dtype() && up.dtype() == exchange.dtype() &&
+                down.dtype() == exchange.dtype());
+  // The element at `offset` of t, as bytes.
+  auto at = [bytes](const Tensor& t, int64_t offset) {
+    return static_cast<std::byte*>(t.raw_data()) + offset * bytes;
+  };
+  // rows × cols elements between a materialised tensor (row stride m_stride) and the exchange
   // buffer (packed), in the direction asked for.
-  auto move = [to_materialised](float* materialised, int64_t m_stride, float* exchanged,
-                                int64_t rows, int64_t cols) {
+  auto move = [to_materialised, bytes](std::byte* materialised, int64_t m_stride,
+                                       std::byte* exchanged, int64_t rows, int64_t cols) {
     if (to_materialised) {
-      ops::copy_rows(materialised, m_stride, exchanged, cols, rows, cols);
+      ops::copy_rows(materialised, m_stride, exchanged, cols, rows, cols, bytes);
     } else {
-      ops::copy_rows(exchanged, cols, materialised, m_stride, rows, cols);
+      ops::copy_rows(exchanged, cols, materialised, m_stride, rows, cols, bytes);
     }
   };
   for (int j = 0; j < P; ++j) {
     for (int64_t i = 0; i < n; ++i) {  // the i-th materialised expert
-      float* block = workspace_->exchange.data() + (j * n + i) * st.fssdp.shard;
-      move(gate + (i * F + j * Fs) * H, H, block, Fs, H);  // rows j·Fs.. of (F,H)
-      move(up + (i * F + j * Fs) * H, H, block + Fs * H, Fs, H);
+      const int64_t block = (j * n + i) * st.fssdp.shard;
+      move(at(gate, (i * F + j * Fs) * H), H, at(exchange, block), Fs, H);  // rows j·Fs.. of (F,H)
+      move(at(up, (i * F + j * Fs) * H), H, at(exchange, block + Fs * H), Fs, H);
       // (H,Fs) in the exchange: columns j·Fs.. of (H,F)
-      move(down + i * H * F + j * Fs, F, block + 2 * Fs * H, H, Fs);
+      move(at(down, i * H * F + j * Fs), F, at(exchange, block + 2 * Fs * H), H, Fs);
     }
   }
 }
@@ -131,7 +150,7 @@ void MoeLayer::start_gradient_reduction(const MoeStash& st) const {
   ExpertWorkspace& ws = *workspace_;
   const int64_t n = st.fssdp.needed[ctx_.edp->rank()];
   ensure_shape(ws.exchange, {st.fssdp.ranks * n * st.fssdp.shard});
-  move_shards(st, false, ws.w_gate.data(), ws.w_up.data(), ws.w_down.data());
+  move_shards(st, false, ws.exchange, ws.w_gate, ws.w_up, ws.w_down);
   start_sparse_reduce_scatter(*ctx_.edp, st.fssdp, ws.exchange.data(), ws.reduction);
   ws.reduction_pending = true;
 }

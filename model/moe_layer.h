@@ -52,15 +52,17 @@ struct MoeRows {
 // and the exchange buffer, shared by all MoE layers of a model (they compute in turn). backward_dw
 // needs no weights, so their gradients are formed in the same tensors before the reduce-scatter.
 // The weights are views of memory that grows to the most experts a micro-batch materialised.
-// Under training.bf16 the gathered float32 weights are rounded to bf16 compute copies (the bits
-// of Parameter::compute_value()) that the GEMMs read; gradients stay float32.
+// Under training.bf16 the gathers move the shards' bf16 compute copies (the bits of
+// Parameter::compute_value()), half the bytes, into `gathered` and then the compute copies the
+// GEMMs read; w_gate.. then hold only the float32 gradients.
 struct ExpertWorkspace {
   Tensor w_gate, w_up, w_down;
   Tensor gate_memory, up_memory, down_memory;  // flat
   Tensor c_gate, c_up, c_down;                 // training.bf16: the compute copies
   Tensor c_gate_memory, c_up_memory, c_down_memory;
   bool rounded = false;  // the compute copies are in use
-  Tensor exchange;  // (EDP, n, s) gathered shards, then gradient slices
+  Tensor exchange;  // (EDP, n, s) gathered shards (float32 runs), then gradient slices
+  Tensor gathered;  // training.bf16: (EDP, n, s) the gathered bf16 shards
   SparseShardExchange gather, reduction;
   bool reduction_pending = false;  // a layer's gradient reduce-scatter is in flight
   int64_t experts_gathered = 0;  // cumulative: local experts materialised by forward gathers
@@ -171,9 +173,9 @@ class MoeLayer {
   void start_materialisation(MoeStash& stash) const;
   void finish_materialisation(const MoeStash& stash) const;
   void start_gradient_reduction(const MoeStash& stash) const;
-  // Copies between the (EDP, n, s) exchange layout and the materialised tensors.
-  void move_shards(const MoeStash& stash, bool to_materialised, float* gate, float* up,
-                   float* down) const;
+  // Copies between an (EDP, n, s) exchange layout and materialised tensors of its dtype.
+  void move_shards(const MoeStash& stash, bool to_materialised, const Tensor& exchange,
+                   const Tensor& gate, const Tensor& up, const Tensor& down) const;
 
   // Whether TP ranks hold the same rows and split the routing between them.
   bool splits_rows() const { return ctx_.tp->size() > 1 && !sequence_parallel_; }

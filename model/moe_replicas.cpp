@@ -1,12 +1,12 @@
 #include "model/moe_replicas.h"
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 
 #include "model/scratch.h"
 #include "parallel/blocked_timer.h"
 #include "tensor/check.h"
-#include "tensor/ops.h"
 
 namespace moefold {
 
@@ -27,19 +27,25 @@ ExpertReplicas::ExpertReplicas(const ParallelContext& ctx, int64_t experts, Para
                 "load-driven FSSDP needs whole experts on each EP rank");
 }
 
+// The owned experts as the GEMMs read them (bf16 compute copies under training.bf16), or their
+// gradients.
 std::vector<ShardPart> ExpertReplicas::owned_parts(bool gradients) const {
   std::vector<ShardPart> parts;
   for (Parameter* p : {gate_, up_, down_}) {
-    const Tensor& t = gradients ? p->grad : p->value;
-    parts.push_back({t.data(), ffn_ * hidden_});
+    const Tensor& t = gradients ? p->grad : p->compute_value();
+    parts.push_back({t.raw_data(), ffn_ * hidden_, comm_dtype_of(t.dtype())});
   }
   return parts;
 }
 
-std::vector<ShardPart> ExpertReplicas::slot_parts(const ReplicaStash& st) const {
-  return {{st.w_gate.data(), ffn_ * hidden_},
-          {st.w_up.data(), ffn_ * hidden_},
-          {st.w_down.data(), ffn_ * hidden_}};
+// The slots' weights as gathered (the compute copies under training.bf16), or their gradients.
+std::vector<ShardPart> ExpertReplicas::slot_parts(const ReplicaStash& st, bool gradients) const {
+  std::vector<ShardPart> parts;
+  for (const Tensor* t : gradients ? std::array{&st.w_gate, &st.w_up, &st.w_down}
+                                   : std::array{&gate_weights(st), &up_weights(st),
+                                                &down_weights(st)})
+    parts.push_back({t->raw_data(), ffn_ * hidden_, comm_dtype_of(t->dtype())});
+  return parts;
 }
 
 void ExpertReplicas::start_gather(ReplicaStash& st) {
@@ -62,27 +68,25 @@ void ExpertReplicas::start_gather(ReplicaStash& st) {
 void ExpertReplicas::rematerialise(ReplicaStash& st) {
   if (st.materialised) return;
   st.materialised = true;
-  st.rounded = false;
   const int64_t S = st.slots, F = ffn_, H = hidden_;
   ensure_shape(st.w_gate, {S, F, H});
   ensure_shape(st.w_up, {S, F, H});
   ensure_shape(st.w_down, {S, H, F});
+  if (rounds()) {
+    const DType dtype = gate_->compute.dtype();
+    ensure_shape(st.c_gate, {S, F, H}, dtype);
+    ensure_shape(st.c_up, {S, F, H}, dtype);
+    ensure_shape(st.c_down, {S, H, F}, dtype);
+  }
   const int64_t before = st.gather.bytes_sent;
-  start_replica_gather(*ctx_.ep, st.placement, owned_parts(false), slot_parts(st), st.gather);
+  start_replica_gather(*ctx_.ep, st.placement, owned_parts(false), slot_parts(st, false),
+                       st.gather);
   stats_.gather_bytes += st.gather.bytes_sent - before;
 }
 
 void ExpertReplicas::finish_gather(ReplicaStash& st) {
-  {
-    BlockedTimer timer(stats_.blocked_seconds);
-    finish_replica_gather(st.gather);
-  }
-  if (!rounds() || st.rounded) return;
-  const DType dtype = gate_->compute.dtype();
-  ops::cast(ensure_shape(st.c_gate, st.w_gate.shape(), dtype), st.w_gate);
-  ops::cast(ensure_shape(st.c_up, st.w_up.shape(), dtype), st.w_up);
-  ops::cast(ensure_shape(st.c_down, st.w_down.shape(), dtype), st.w_down);
-  st.rounded = true;
+  BlockedTimer timer(stats_.blocked_seconds);
+  finish_replica_gather(st.gather);
 }
 
 const Tensor& ExpertReplicas::gate_weights(const ReplicaStash& st) const {
@@ -166,7 +170,7 @@ void ExpertReplicas::route(std::span<const int32_t> idx, std::span<const uint8_t
 
 void ExpertReplicas::start_gradient_reduce(ReplicaStash& st) {
   const int64_t before = st.reduction.bytes_sent;
-  start_replica_gradient_reduce(*ctx_.ep, st.placement, slot_parts(st), st.reduction);
+  start_replica_gradient_reduce(*ctx_.ep, st.placement, slot_parts(st, true), st.reduction);
   stats_.reduce_bytes += st.reduction.bytes_sent - before;
   st.reduction_pending = true;
 }
@@ -174,7 +178,7 @@ void ExpertReplicas::start_gradient_reduce(ReplicaStash& st) {
 void ExpertReplicas::finish_gradient_reduce(ReplicaStash& st) {
   if (!st.reduction_pending) return;
   BlockedTimer timer(stats_.blocked_seconds);
-  finish_replica_gradient_reduce(*ctx_.ep, st.placement, slot_parts(st), owned_parts(true),
+  finish_replica_gradient_reduce(*ctx_.ep, st.placement, slot_parts(st, true), owned_parts(true),
                                  st.reduction);
   st.reduction_pending = false;
 }

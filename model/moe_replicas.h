@@ -13,8 +13,8 @@
 //                   hash (checked equal), push them into the window, keep for routing only the
 //                   materialised replicas that help these counts (calibrate_placement), route
 //                   each assignment to a holder (the routing table every rank computes the same);
-//   finish_gather   before the experts compute (under training.bf16 it rounds the gathered
-//                   float32 weights to the bf16 compute copies; gradients stay float32);
+//   finish_gather   before the experts compute (under training.bf16 the gathers move the
+//                   owners' bf16 compute copies, half the bytes; gradients stay float32);
 //   release         after forward when re-materialising (gathered again before backward);
 //   start_gradient_reduce / finish_gradient_reduce   spRS onto the owners' gradients.
 // A recomputed forward (training.recompute_granularity) is a forward like any: it plans from the
@@ -39,11 +39,12 @@ namespace moefold {
 // One micro-batch's placement and materialised experts, kept from forward to backward.
 struct ReplicaStash {
   ExpertPlacement placement;
-  Tensor w_gate, w_up, w_down;  // (S_me,F,H) (S_me,F,H) (S_me,H,F); gradients after backward_dw
-  // training.bf16: the slots' compute copies, rounded from the gathered float32 weights on
-  // arrival (the bits of the owners' Parameter::compute_value()); undefined in float32 runs.
+  // (S_me,F,H) (S_me,F,H) (S_me,H,F): the gathered weights (float32 runs), then the gradients
+  // after backward_dw.
+  Tensor w_gate, w_up, w_down;
+  // training.bf16: the slots' compute copies as gathered (the bits of the owners'
+  // Parameter::compute_value()); undefined in float32 runs.
   Tensor c_gate, c_up, c_down;
-  bool rounded = false;  // the compute copies hold this materialisation's weights
   int64_t slots = 0;            // S_me: experts materialised on this rank
   int64_t slots_per_rank = 0;   // S: dispatch ids per rank
   std::vector<int32_t> dispatch_idx;  // (n,k) dispatch id of each assignment
@@ -97,7 +98,7 @@ class ExpertReplicas {
 
  private:
   std::vector<ShardPart> owned_parts(bool gradients) const;
-  std::vector<ShardPart> slot_parts(const ReplicaStash& stash) const;
+  std::vector<ShardPart> slot_parts(const ReplicaStash& stash, bool gradients) const;
   bool rounds() const { return gate_->compute.defined(); }  // training.bf16
   const ParallelContext& ctx_;
   Parameter *gate_, *up_, *down_;

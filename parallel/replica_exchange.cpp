@@ -1,6 +1,7 @@
 #include "parallel/replica_exchange.h"
 
 #include <algorithm>
+#include <cstddef>
 
 #include "tensor/check.h"
 #include "tensor/ops.h"
@@ -19,7 +20,8 @@ std::vector<int64_t> replicas_from(const ExpertPlacement& p, int owner, int hold
 
 void check_parts(std::span<const ShardPart> a, std::span<const ShardPart> b) {
   MOEFOLD_CHECK(a.size() == b.size() && !a.empty());
-  for (size_t k = 0; k < a.size(); ++k) MOEFOLD_CHECK(a[k].per_item == b[k].per_item);
+  for (size_t k = 0; k < a.size(); ++k)
+    MOEFOLD_CHECK(a[k].per_item == b[k].per_item && a[k].dtype == b[k].dtype);
 }
 
 }  // namespace
@@ -43,25 +45,28 @@ void start_replica_gather(Communicator& ep, const ExpertPlacement& p,
   x.staging.resize(owned.size());
   x.handles.resize(owned.size());
   for (size_t k = 0; k < owned.size(); ++k) {
-    const int64_t n = owned[k].per_item;
-    ops::copy_memory(materialised[k].data, owned[k].data, own * n * sizeof(float));
+    const ShardPart& part = owned[k];
+    const int64_t n = part.per_item;
+    const size_t item_bytes = part.item_bytes();
+    ops::copy_memory(materialised[k].data, part.data, own * item_bytes);
+    // Staging in the parts' dtype: float32 masters, or under training.bf16 the compute copies.
+    const DType dtype = part.tensor_dtype();
     Tensor& send = x.staging[k];
-    if (!send.defined() || send.numel() < std::max<int64_t>(sent * n, 1))
-      send = Tensor::empty({std::max<int64_t>(sent * n, 1)});
-    float* out = send.data();
+    if (!send.defined() || send.numel() < std::max<int64_t>(sent * n, 1) || send.dtype() != dtype)
+      send = Tensor::empty({std::max<int64_t>(sent * n, 1)}, dtype);
+    auto* out = static_cast<std::byte*>(send.raw_data());
     std::vector<int64_t> send_counts(W), recv_counts(W);
     for (int q = 0; q < W; ++q) {
       for (int64_t slot : to[q]) {
-        ops::copy_memory(out, owned[k].data + slot * n, n * sizeof(float));
-        out += n;
+        ops::copy_memory(out, part.item(slot), item_bytes);
+        out += item_bytes;
       }
       send_counts[q] = static_cast<int64_t>(to[q].size()) * n;
       recv_counts[q] = received_from[q] * n;
-      x.bytes_sent += send_counts[q] * static_cast<int64_t>(sizeof(float));
+      x.bytes_sent += static_cast<int64_t>(to[q].size() * item_bytes);
     }
-    x.handles[k] = ep.all_to_all_v_async(send.data(), send_counts,
-                                         materialised[k].data + own * n, recv_counts,
-                                         CommDType::kFloat32);
+    x.handles[k] = ep.all_to_all_v_async(send.raw_data(), send_counts, materialised[k].item(own),
+                                         recv_counts, part.dtype);
   }
 }
 
@@ -95,7 +100,7 @@ void start_replica_gradient_reduce(Communicator& ep, const ExpertPlacement& p,
       recv_counts[q] = from[q] * n;
       x.bytes_sent += send_counts[q] * static_cast<int64_t>(sizeof(float));
     }
-    x.handles[k] = ep.all_to_all_v_async(materialised[k].data + own * n, send_counts,
+    x.handles[k] = ep.all_to_all_v_async(materialised[k].floats() + own * n, send_counts,
                                          recv.data(), recv_counts, CommDType::kFloat32);
   }
 }
@@ -116,10 +121,10 @@ void finish_replica_gradient_reduce(Communicator& ep, const ExpertPlacement& p,
     const int64_t n = materialised[k].per_item;
     for (int64_t i = 0; i < p.owned[me]; ++i) {
       const int64_t e = p.slots[me][i];
-      float* grad = owned_grads[k].data + i * n;
+      float* grad = owned_grads[k].floats() + i * n;
       const std::vector<int>& holders = p.holders[e];
       if (holders.size() == 1) {  // nobody else computed it: no reordering to do
-        const float* partial = materialised[k].data + i * n;
+        const float* partial = materialised[k].floats() + i * n;
         for (int64_t j = 0; j < n; ++j) grad[j] += partial[j];
         continue;
       }
@@ -128,7 +133,7 @@ void finish_replica_gradient_reduce(Communicator& ep, const ExpertPlacement& p,
       float* sum = x.sum.data();
       bool started = false;
       for (int r : holders) {
-        const float* partial = materialised[k].data + i * n;
+        const float* partial = materialised[k].floats() + i * n;
         if (r != me) {
           const auto at = std::find(from[r].begin(), from[r].end(), e) - from[r].begin();
           partial = x.staging[k].data() + (first[r] + at) * n;

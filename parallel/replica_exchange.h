@@ -31,8 +31,9 @@ struct ReplicaExchange {
 };
 
 // owned: parts of this rank's owned experts (item i = owned slot i); materialised: parts of its
-// slots (items 0 .. |slots|): the owned experts are copied in, the replicas received. Completes
-// with finish_replica_gather.
+// slots (items 0 .. |slots|), of the same dtype (float32 masters, or bf16 compute copies under
+// training.bf16): the owned experts are copied in, the replicas received. Completes with
+// finish_replica_gather.
 void start_replica_gather(Communicator& ep, const ExpertPlacement& placement,
                           std::span<const ShardPart> owned,
                           std::span<const ShardPart> materialised, ReplicaExchange& exchange);

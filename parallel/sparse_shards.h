@@ -9,6 +9,7 @@
 // all-gather of the need flags (the plan).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <span>
 #include <vector>
@@ -18,10 +19,18 @@
 
 namespace moefold {
 
-// One part of every item's shard: item k's part is data[k·per_item, (k+1)·per_item).
+// One part of every item's shard: item k's part is elements [k·per_item, (k+1)·per_item) of
+// data. Gathers move float32 masters, or under training.bf16 the bf16 compute copies (dtype);
+// gradients are float32.
 struct ShardPart {
-  float* data;
+  void* data;
   int64_t per_item;
+  CommDType dtype = CommDType::kFloat32;
+
+  size_t item_bytes() const { return per_item * comm_dtype_size(dtype); }
+  std::byte* item(int64_t k) const { return static_cast<std::byte*>(data) + k * item_bytes(); }
+  float* floats() const;  // data, which must be float32 (gradients)
+  DType tensor_dtype() const;  // of staging for this part
 };
 
 struct SparseShardPlan {
@@ -46,9 +55,10 @@ struct SparseShardExchange {
 };
 
 // gathered (ranks, n, s), n = items this rank needs: at [j][i] rank j's shard of the i-th needed
-// item (parts concatenated in the order given). Completes with exchange.handle.wait().
+// item (parts concatenated in the order given), in the parts' dtype (one for all). Completes
+// with exchange.handle.wait().
 void start_sparse_all_gather(Communicator& group, const SparseShardPlan& plan,
-                             std::span<const ShardPart> shards, float* gathered,
+                             std::span<const ShardPart> shards, void* gathered,
                              SparseShardExchange& exchange);
 
 // gradients (ranks, n, s): at [j][i] slice j of the i-th needed item's gradient (same layout as

@@ -65,9 +65,10 @@ class Backend {
   virtual void copy_from_host(void* dst, const void* host_src, size_t bytes) = 0;
   virtual void copy(void* dst, const void* src, size_t bytes) = 0;  // within the device
   virtual void zero(void* dst, size_t bytes) = 0;
-  // rows × cols floats between strided rows of one device (cudaMemcpy2D's shape).
-  virtual void copy_rows(float* dst, int64_t dst_stride, const float* src, int64_t src_stride,
-                         int64_t rows, int64_t cols) = 0;
+  // rows × cols elements of element_bytes each between strided rows of one device
+  // (cudaMemcpy2D's shape).
+  virtual void copy_rows(void* dst, int64_t dst_stride, const void* src, int64_t src_stride,
+                         int64_t rows, int64_t cols, size_t element_bytes) = 0;
 
   // ---- bfloat16 storage (MODEL.md "Mixed precision") -----------------------------------------
   // dst = src exactly; and dst = src rounded to nearest, ties to even (kernel_math.h).

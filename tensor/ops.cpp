@@ -149,11 +149,11 @@ void copy_memory(void* dst, const void* src, size_t bytes) {
   }
 }
 
-void copy_rows(float* dst, int64_t dst_stride, const float* src, int64_t src_stride, int64_t rows,
-               int64_t cols) {
+void copy_rows(void* dst, int64_t dst_stride, const void* src, int64_t src_stride, int64_t rows,
+               int64_t cols, size_t element_bytes) {
   const Device device = device_of_pointer(dst);
   MOEFOLD_CHECK(device_of_pointer(src) == device, "copy_rows between devices");
-  backend_for(device).copy_rows(dst, dst_stride, src, src_stride, rows, cols);
+  backend_for(device).copy_rows(dst, dst_stride, src, src_stride, rows, cols, element_bytes);
 }
 
 Tensor to_host(const Tensor& t) { return to_device(t, Device::kCpu); }

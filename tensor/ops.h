@@ -30,9 +30,10 @@ void copy(const Tensor& dst, const Tensor& src);  // same element count and dtyp
 void cast(const Tensor& dst, const Tensor& src);
 // Raw memory by pointer, on whichever device each pointer lives (communication buffers).
 void copy_memory(void* dst, const void* src, size_t bytes);
-// rows × cols floats: dst[r·dst_stride + c] = src[r·src_stride + c] (both on one device).
-void copy_rows(float* dst, int64_t dst_stride, const float* src, int64_t src_stride, int64_t rows,
-               int64_t cols);
+// rows × cols elements of element_bytes each (float32 unless said): dst[r·dst_stride + c] =
+// src[r·src_stride + c] (both on one device).
+void copy_rows(void* dst, int64_t dst_stride, const void* src, int64_t src_stride, int64_t rows,
+               int64_t cols, size_t element_bytes = sizeof(float));
 // A host copy of t's elements (no copy on the CPU backend: the same tensor).
 Tensor to_host(const Tensor& t);
 // t on `device` (the same tensor when it is already there).

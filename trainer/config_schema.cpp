@@ -279,7 +279,7 @@ std::vector<RecipeKey> build_schema() {
       "checkpoints; bf16 compute copies of the weights (the router's excepted) and bf16 "
       "activations and communication. Runs on every backend (on CPU: bf16 storage, float32 "
       "arithmetic; on CUDA: bf16 GEMMs and attention on tensor cores). FSSDP expert gathers "
-      "move the float32 masters and round them on arrival."));
+      "move the owners' bf16 compute copies (half the bytes); their gradients stay float32."));
   add(number_key(
       "training.exit_duration_in_mins",
       [](R& r) -> auto& { return r.training.exit_duration_in_mins; }, 0, kInf,

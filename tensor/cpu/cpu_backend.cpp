@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <cstddef>
 #include <cstring>
 
 #include "tensor/check.h"
@@ -66,10 +67,13 @@ void CpuBackend::round_to_bf16(const float* src, uint16_t* dst, int64_t n) {
   for (int64_t i = 0; i < n; ++i) dst[i] = float_to_bf16_bits(src[i]);
 }
 
-void CpuBackend::copy_rows(float* dst, int64_t dst_stride, const float* src, int64_t src_stride,
-                           int64_t rows, int64_t cols) {
+void CpuBackend::copy_rows(void* dst, int64_t dst_stride, const void* src, int64_t src_stride,
+                           int64_t rows, int64_t cols, size_t element_bytes) {
+  auto* out = static_cast<std::byte*>(dst);
+  const auto* in = static_cast<const std::byte*>(src);
   for (int64_t r = 0; r < rows; ++r) {
-    std::memcpy(dst + r * dst_stride, src + r * src_stride, cols * sizeof(float));
+    std::memcpy(out + r * dst_stride * element_bytes, in + r * src_stride * element_bytes,
+                cols * element_bytes);
   }
 }
 

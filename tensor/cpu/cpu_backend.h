@@ -23,8 +23,8 @@ class CpuBackend : public Backend {
   void zero(void* dst, size_t bytes) override;
   void widen_bf16(const uint16_t* src, float* dst, int64_t n) override;
   void round_to_bf16(const float* src, uint16_t* dst, int64_t n) override;
-  void copy_rows(float* dst, int64_t dst_stride, const float* src, int64_t src_stride, int64_t rows,
-                 int64_t cols) override;
+  void copy_rows(void* dst, int64_t dst_stride, const void* src, int64_t src_stride, int64_t rows,
+                 int64_t cols, size_t element_bytes) override;
   void synchronize() override;
   std::shared_ptr<DeviceEvent> record_event() override;
   void linear_forward(const float* x, const float* w, float* y, int64_t N, int64_t I, int64_t O,

@@ -185,11 +185,11 @@ void CudaBackend::zero(void* dst, size_t bytes) {
   if (bytes > 0) MOEFOLD_CUDA_CHECK(cudaMemsetAsync(dst, 0, bytes, stream_));
 }
 
-void CudaBackend::copy_rows(float* dst, int64_t dst_stride, const float* src, int64_t src_stride,
-                            int64_t rows, int64_t cols) {
+void CudaBackend::copy_rows(void* dst, int64_t dst_stride, const void* src, int64_t src_stride,
+                            int64_t rows, int64_t cols, size_t element_bytes) {
   if (rows == 0 || cols == 0) return;
-  MOEFOLD_CUDA_CHECK(cudaMemcpy2DAsync(dst, dst_stride * sizeof(float), src,
-                                       src_stride * sizeof(float), cols * sizeof(float), rows,
+  MOEFOLD_CUDA_CHECK(cudaMemcpy2DAsync(dst, dst_stride * element_bytes, src,
+                                       src_stride * element_bytes, cols * element_bytes, rows,
                                        cudaMemcpyDeviceToDevice, stream_));
 }
 

@@ -43,8 +43,8 @@ class CudaBackend final : public Backend {
   void copy_from_host(void* dst, const void* host_src, size_t bytes) override;
   void copy(void* dst, const void* src, size_t bytes) override;
   void zero(void* dst, size_t bytes) override;
-  void copy_rows(float* dst, int64_t dst_stride, const float* src, int64_t src_stride,
-                 int64_t rows, int64_t cols) override;
+  void copy_rows(void* dst, int64_t dst_stride, const void* src, int64_t src_stride,
+                 int64_t rows, int64_t cols, size_t element_bytes) override;
 
   void synchronize() override;
   std::shared_ptr<DeviceEvent> record_event() override;

@@ -5,7 +5,7 @@
 // process that runs every rank's micro-batch in turn: outputs, input gradients and losses equal,
 // the owners' expert gradients equal the single-process slice (the router gradient its sum),
 // over several micro-batches that accumulate gradients. The same plan twice is bit-identical.
-// Under bf16 (compute copies rounded from the gathered float32 weights) the same, to bf16 rounding.
+// Under bf16 (the gathers move the owners' bf16 compute copies) the same, to bf16 rounding.
 #include <gtest/gtest.h>
 #include <mpi.h>
 

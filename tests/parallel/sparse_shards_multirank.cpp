@@ -1,10 +1,12 @@
 // The FSSDP sparse collectives against values computed by formula: each rank needs a random
 // subset of the items (one rank none, one item nobody), gathers exactly every rank's shard of
 // the items it needs, and the reduce-scatter sums each item's slices over the ranks that needed
-// it, onto the slice's owner.
+// it, onto the slice's owner. Under training.bf16 the gather moves bf16 bits, half the bytes.
 #include <gtest/gtest.h>
 #include <mpi.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <random>
 #include <vector>
 
@@ -85,6 +87,45 @@ TEST(SparseShards, GatherAndReduceScatterMatchTheFormula) {
         if (needs(q, k)) expected += gradient_value(q, k, me, e);
       const float got = e < kPart0 ? grad0[k * kPart0 + e] : grad1[k * kPart1 + e - kPart0];
       ASSERT_EQ(got, expected) << "item " << k << " element " << e;
+    }
+  }
+}
+
+// bf16 parts (the compute copies under training.bf16): the gather moves their bits exactly, and
+// its staging, which is what goes on the wire, holds 2 bytes an element.
+TEST(SparseShards, Bf16GatherMovesTheBitsInHalfTheBytes) {
+  const auto world = MpiCommunicator::duplicate(MPI_COMM_WORLD);
+  Communicator& group = *world;
+  const int P = group.size(), me = group.rank();
+  auto bits = [](int r, int64_t k, int64_t e) {
+    return static_cast<uint16_t>(0x3f00 + shard_value(r, k, e));
+  };
+  std::vector<uint16_t> part0(kItems * kPart0), part1(kItems * kPart1);
+  for (int64_t k = 0; k < kItems; ++k) {
+    for (int64_t e = 0; e < kPart0; ++e) part0[k * kPart0 + e] = bits(me, k, e);
+    for (int64_t e = 0; e < kPart1; ++e) part1[k * kPart1 + e] = bits(me, k, kPart0 + e);
+  }
+  const std::vector<ShardPart> parts = {{part0.data(), kPart0, CommDType::kBFloat16},
+                                        {part1.data(), kPart1, CommDType::kBFloat16}};
+  std::vector<uint8_t> flags(kItems);
+  for (int64_t k = 0; k < kItems; ++k) flags[k] = needs(me, k);
+  const SparseShardPlan plan = plan_sparse_shards(group, flags, kShard);
+  const std::vector<int64_t> mine = plan.items_of(me);
+  const int64_t n = static_cast<int64_t>(mine.size());
+  std::vector<uint16_t> gathered(P * n * kShard, 0xffff);
+  SparseShardExchange exchange;
+  start_sparse_all_gather(group, plan, parts, gathered.data(), exchange);
+  exchange.handle.wait();
+  int64_t sent = 0;
+  for (int q = 0; q < P; ++q) sent += plan.needed[q] * kShard;
+  EXPECT_EQ(exchange.send.dtype(), DType::kBFloat16);
+  EXPECT_EQ(exchange.send.nbytes(), std::max<int64_t>(sent, 1) * sizeof(uint16_t));
+  for (int j = 0; j < P; ++j) {
+    for (int64_t i = 0; i < n; ++i) {
+      for (int64_t e = 0; e < kShard; ++e) {
+        ASSERT_EQ(gathered[(j * n + i) * kShard + e], bits(j, mine[i], e))
+            << "rank " << j << " item " << mine[i];
+      }
     }
   }
 }

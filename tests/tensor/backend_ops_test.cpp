@@ -268,7 +268,15 @@ std::vector<std::pair<std::string, OpCase>> op_cases() {
     ops::fill(f, 2.5f);
     Tensor rows = Tensor::zeros({4, 6}, DType::kFloat32, d);
     ops::copy_rows(rows.data() + 1, 6, x.data(), H, 4, 3);  // a (4,3) block at column 1
-    auto out = outputs(d, {y, f, rows});
+    // The same of 2-byte elements (the bf16 FSSDP gathers), a (4,3) block at column 2.
+    Tensor xb = Tensor::empty({N, H}, DType::kBFloat16, d);
+    Tensor rows_b = Tensor::zeros({4, 6}, DType::kBFloat16, d);
+    ops::cast(xb, x);
+    ops::copy_rows(static_cast<uint16_t*>(rows_b.raw_data()) + 2, 6, xb.raw_data(), H, 4, 3,
+                   sizeof(uint16_t));
+    Tensor rows_widened = Tensor::empty({4, 6}, DType::kFloat32, d);
+    ops::cast(rows_widened, rows_b);
+    auto out = outputs(d, {y, f, rows, rows_widened});
     out.push_back({static_cast<float>(ops::square_sum(y)), static_cast<float>(ops::sum(y))});
     return out;
   }});
