@@ -17,7 +17,8 @@ cd "$root"
 prep="$root/build-gpu/prep"
 report="${1:-${OUT:-.}/gpu_check_report.txt}"
 steps="${MOEFOLD_GPU_CHECK_STEPS:-10}"
-runs="$root/runs/gpu_check"
+# Under $OUT when the device tool runs it, so every log and metrics file comes back with the report.
+runs="${OUT:-$root/runs}/gpu_check"
 mkdir -p "$(dirname "$report")" "$runs"
 : >"$report"
 say() { echo "$*" | tee -a "$report"; }
