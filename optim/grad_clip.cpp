@@ -8,16 +8,15 @@
 namespace moefold {
 
 double global_grad_norm(const std::vector<Tensor>& counted, Communicator& world) {
-  double sum = 0.0;
-  for (const Tensor& g : counted) sum += ops::square_sum(g);
+  double sum = ops::square_sum_total(counted);
   world.all_reduce(std::span<double>(&sum, 1));
   return std::sqrt(sum);
 }
 
 double grad_square_sum(const std::vector<OptimTensor>& tensors) {
-  double total = 0.0;
-  for (const OptimTensor& t : tensors) total += ops::square_sum(t.grad);
-  return total;
+  std::vector<Tensor> grads;
+  for (const OptimTensor& t : tensors) grads.push_back(t.grad);
+  return ops::square_sum_total(grads);
 }
 
 double clip_gradients(const std::vector<OptimTensor>& tensors, double norm, double clip_grad) {

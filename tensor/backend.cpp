@@ -40,6 +40,12 @@ void Backend::round_to_bf16(const float*, uint16_t*, int64_t) {
                            ": bfloat16 tensors (no bf16 conversion kernel)");
 }
 
+double Backend::square_sum_total(std::span<const float* const> xs, std::span<const int64_t> ns) {
+  double total = 0.0;
+  for (size_t i = 0; i < xs.size(); ++i) total += square_sum(xs[i], ns[i]);
+  return total;
+}
+
 namespace {
 
 // The operands of one op as float32 pointers (the default of the mixed-precision entry points):

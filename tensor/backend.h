@@ -13,6 +13,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 
 #include "tensor/kernel_math.h"
@@ -274,6 +275,9 @@ class Backend {
   virtual void scale(float* x, float a, int64_t n) = 0;
   virtual double square_sum(const float* x, int64_t n) = 0;  // Σ x² in float64
   virtual double sum(const float* x, int64_t n) = 0;
+  // Σ_i square_sum(xs[i], ns[i]), added in order, with one host wait for all of them (the
+  // gradient norm over every gradient tensor). The default calls square_sum once per tensor.
+  virtual double square_sum_total(std::span<const float* const> xs, std::span<const int64_t> ns);
 };
 
 // The backend of `device`; a clear error when this build or this machine has none.

@@ -99,6 +99,21 @@ double square_sum(const Tensor& x) {
   return a.backend().square_sum(a.in(x), x.numel());
 }
 
+double square_sum_total(const std::vector<Tensor>& xs) {
+  double total = 0.0;
+  for (size_t first = 0, end = 0; first < xs.size(); first = end) {  // runs on one device
+    Operands a("square_sum_total", xs[first]);
+    std::vector<const float*> data;
+    std::vector<int64_t> sizes;
+    for (end = first; end < xs.size() && xs[end].device() == xs[first].device(); ++end) {
+      data.push_back(a.in(xs[end]));
+      sizes.push_back(xs[end].numel());
+    }
+    total += a.backend().square_sum_total(data, sizes);
+  }
+  return total;
+}
+
 double sum(const Tensor& x) {
   Operands a("sum", x);
   return a.backend().sum(a.in(x), x.numel());

@@ -45,6 +45,8 @@ void axpy(const Tensor& y, float a, const Tensor& x);    // y += a·x
 void scale(const Tensor& x, float a);                    // x *= a
 double square_sum(const Tensor& x);                      // Σ x² (float64)
 double sum(const Tensor& x);                             // Σ x (float64)
+// Σ of square_sum over the tensors, in order, with one host wait on a device (gradient norms).
+double square_sum_total(const std::vector<Tensor>& xs);
 
 // ---- GEMMs ------------------------------------------------------------------------------------
 // y (N,O) = x (N,I) · wᵀ, w (O,I); added to y when accumulate.

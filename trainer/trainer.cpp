@@ -23,6 +23,7 @@
 #include "parallel/watchdog.h"
 #include "model/router.h"
 #include "tensor/backend.h"
+#include "tensor/ops.h"
 #include "trainer/peak_flops.h"
 #include "trainer/placement_metrics.h"
 #include "tensor/wall_clock.h"
@@ -513,9 +514,12 @@ std::vector<float> Trainer::expert_bias_ranges(int num_moe_layers) const {
 void Trainer::update_expert_bias(const std::vector<std::vector<int64_t>>& global_counts) {
   for (const auto& layer : model_->layers()) {  // this pipeline stage's layers
     if (!layer->is_moe() || layer->moe()->router().expert_bias() == nullptr) continue;
+    // The step is decided on the host and added on the bias's device: no read back.
+    const Tensor& bias = layer->moe()->router().expert_bias()->value;
+    std::vector<float> step(bias.numel(), 0.0f);
     moefold::update_expert_bias(global_counts[moe_layer_index(recipe_.model, layer->layer())],
-                                recipe_.model.moe.moe_router_bias_update_rate,
-                                layer->moe()->router().expert_bias()->value.data());
+                                recipe_.model.moe.moe_router_bias_update_rate, step.data());
+    ops::add(bias, ops::to_device(Tensor::from_vector({bias.numel()}, step), bias.device()));
   }
 }
 

@@ -1,10 +1,13 @@
 // The CUDA backend's memory, ordering, optimizer and small element-wise ops, and its
 // registration. GEMMs: gemm.cu; layers' kernels: row_kernels.cu, token_kernels.cu,
 // cross_entropy.cu, attention.cu.
+#include <algorithm>
 #include <cub/device/device_reduce.cuh>
 #include <cuda/std/functional>
 
 #include <cstdint>
+#include <span>
+#include <vector>
 
 #include "absl/strings/str_format.h"
 #include "tensor/check.h"
@@ -256,31 +259,59 @@ void CudaBackend::scale(float* x, float a, int64_t n) {
 
 namespace {
 
-// Σ transform(x) in float64 with CUB (a fixed reduction order: deterministic), read back.
+// Σ transform(x) in float64 with CUB (a fixed reduction order: deterministic) for each of the
+// arrays, written to out[i] on the device; the caller reads them back with one copy.
 template <typename Transform>
-double reduce_to_host(CudaBackend& backend, const float* x, int64_t n, Transform transform) {
-  if (n == 0) return 0.0;
-  CudaBackend::Scratch result(backend, sizeof(double));
+void reduce_each(CudaBackend& backend, std::span<const float* const> xs,
+                 std::span<const int64_t> ns, double* out, Transform transform) {
   size_t temp_bytes = 0;
-  MOEFOLD_CUDA_CHECK(cub::DeviceReduce::TransformReduce(
-      nullptr, temp_bytes, x, result.as<double>(), n, ::cuda::std::plus<>{}, transform, 0.0,
-      backend.stream()));
+  for (size_t i = 0; i < xs.size(); ++i) {
+    size_t bytes = 0;
+    MOEFOLD_CUDA_CHECK(cub::DeviceReduce::TransformReduce(nullptr, bytes, xs[i], out + i, ns[i],
+                                                          ::cuda::std::plus<>{}, transform, 0.0,
+                                                          backend.stream()));
+    temp_bytes = std::max(temp_bytes, bytes);
+  }
   CudaBackend::Scratch temp(backend, temp_bytes);
-  MOEFOLD_CUDA_CHECK(cub::DeviceReduce::TransformReduce(
-      temp.as<void>(), temp_bytes, x, result.as<double>(), n, ::cuda::std::plus<>{}, transform,
-      0.0, backend.stream()));
+  for (size_t i = 0; i < xs.size(); ++i) {
+    if (ns[i] == 0) {
+      MOEFOLD_CUDA_CHECK(cudaMemsetAsync(out + i, 0, sizeof(double), backend.stream()));
+      continue;
+    }
+    MOEFOLD_CUDA_CHECK(cub::DeviceReduce::TransformReduce(
+        temp.as<void>(), temp_bytes, xs[i], out + i, ns[i], ::cuda::std::plus<>{}, transform, 0.0,
+        backend.stream()));
+  }
+}
+
+// The sums of reduce_each, read back with one host wait and added in order.
+template <typename Transform>
+double reduce_to_host(CudaBackend& backend, std::span<const float* const> xs,
+                      std::span<const int64_t> ns, Transform transform) {
+  if (xs.empty()) return 0.0;
+  CudaBackend::Scratch sums(backend, xs.size() * sizeof(double));
+  reduce_each(backend, xs, ns, sums.as<double>(), transform);
+  std::vector<double> host(xs.size());
+  backend.copy_to_host(host.data(), sums.as<double>(), host.size() * sizeof(double));
   double total = 0.0;
-  backend.copy_to_host(&total, result.as<double>(), sizeof(total));
+  for (double v : host) total += v;
   return total;
 }
 
 }  // namespace
 
 double CudaBackend::square_sum(const float* x, int64_t n) {
-  return reduce_to_host(*this, x, n, Square{});
+  return reduce_to_host(*this, std::span(&x, 1), std::span(&n, 1), Square{});
 }
 
-double CudaBackend::sum(const float* x, int64_t n) { return reduce_to_host(*this, x, n, Widen{}); }
+double CudaBackend::sum(const float* x, int64_t n) {
+  return reduce_to_host(*this, std::span(&x, 1), std::span(&n, 1), Widen{});
+}
+
+double CudaBackend::square_sum_total(std::span<const float* const> xs,
+                                     std::span<const int64_t> ns) {
+  return reduce_to_host(*this, xs, ns, Square{});
+}
 
 absl::Status register_cuda_backend(int device) {
   int count = 0;

@@ -191,6 +191,8 @@ class CudaBackend final : public Backend {
   void round_to_bf16(const float* src, uint16_t* dst, int64_t n) override;
   double square_sum(const float* x, int64_t n) override;
   double sum(const float* x, int64_t n) override;
+  double square_sum_total(std::span<const float* const> xs,
+                          std::span<const int64_t> ns) override;
 
   // Stream-ordered scratch memory for one op (freed on the stream after the op's kernels).
   class Scratch {

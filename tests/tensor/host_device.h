@@ -5,9 +5,11 @@
 // backend's, so results must equal the CPU's exactly.
 #pragma once
 
+#include <atomic>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <span>
 
 #include "tensor/backend.h"
 #include "tensor/cpu/cpu_backend.h"
@@ -41,7 +43,40 @@ class HostMemoryDevice final : public cpu::CpuBackend {
     return p < it->first + std::max<size_t>(it->second, 1);
   }
 
+  // The calls at which a CUDA backend makes the host wait for its stream: device→host copies,
+  // synchronisation, and the reductions that return a host number.
+  int64_t host_waits() const { return host_waits_.load(); }
+  void copy_to_host(void* host_dst, const void* src, size_t bytes) override {
+    ++host_waits_;
+    cpu::CpuBackend::copy_to_host(host_dst, src, bytes);
+  }
+  void synchronize() override { ++host_waits_; }
+  double square_sum(const float* x, int64_t n) override {
+    ++host_waits_;
+    return cpu::CpuBackend::square_sum(x, n);
+  }
+  double sum(const float* x, int64_t n) override {
+    ++host_waits_;
+    return cpu::CpuBackend::sum(x, n);
+  }
+  double cross_entropy_forward_backward(const float* h, const float* w, const int32_t* labels,
+                                        const float* mask, float grad_scale, float* dh, float* dw,
+                                        int64_t N, int64_t H, int64_t V,
+                                        int64_t chunk_rows) override {
+    ++host_waits_;
+    return cpu::CpuBackend::cross_entropy_forward_backward(h, w, labels, mask, grad_scale, dh, dw,
+                                                           N, H, V, chunk_rows);
+  }
+  double square_sum_total(std::span<const float* const> xs,
+                          std::span<const int64_t> ns) override {
+    ++host_waits_;
+    double total = 0.0;
+    for (size_t i = 0; i < xs.size(); ++i) total += cpu::CpuBackend::square_sum(xs[i], ns[i]);
+    return total;
+  }
+
  private:
+  std::atomic<int64_t> host_waits_{0};
   mutable std::mutex mutex_;
   std::map<const char*, size_t> blocks_;  // base → bytes
 };
