@@ -116,10 +116,12 @@ CudaBackend::CudaBackend(int device) : device_(device) {
   MOEFOLD_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool_, device));
   uint64_t keep = UINT64_MAX;
   MOEFOLD_CUDA_CHECK(cudaMemPoolSetAttribute(pool_, cudaMemPoolAttrReleaseThreshold, &keep));
+  uploads_ = std::make_unique<PinnedUploads>(size_t{16} << 20);
 }
 
 CudaBackend::~CudaBackend() {
   cudaStreamSynchronize(stream_);
+  uploads_.reset();
   cublasDestroy(cublas_);
   cudaStreamDestroy(stream_);
 }
@@ -172,10 +174,8 @@ void CudaBackend::copy_to_host(void* host_dst, const void* src, size_t bytes) {
 
 void CudaBackend::copy_from_host(void* dst, const void* host_src, size_t bytes) {
   bind_thread();
-  // From pageable memory this returns once the source has been staged, so the caller may free
-  // or reuse its buffer at once.
   if (bytes == 0) return;
-  MOEFOLD_CUDA_CHECK(cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, stream_));
+  uploads_->copy(dst, host_src, bytes, stream_);  // the caller may reuse host_src at once
 }
 
 void CudaBackend::copy(void* dst, const void* src, size_t bytes) {

@@ -17,6 +17,7 @@
 #include "absl/status/status.h"
 #include "tensor/attention_plan.h"
 #include "tensor/backend.h"
+#include "tensor/cuda/pinned_uploads.h"
 
 namespace moefold::cuda {
 
@@ -251,6 +252,7 @@ class CudaBackend final : public Backend {
   cudaStream_t stream_ = nullptr;
   cublasHandle_t cublas_ = nullptr;
   cudaMemPool_t pool_ = nullptr;
+  std::unique_ptr<PinnedUploads> uploads_;  // copy_from_host's pinned staging
   std::string name_;
   int sm_major_ = 0, sm_minor_ = 0;
 };
