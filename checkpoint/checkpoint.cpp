@@ -322,7 +322,9 @@ absl::StatusOr<CheckpointIoStats> save(const std::string& save_dir, const Checkp
   MOEFOLD_CHECK(with_optimizer == 0 || with_optimizer == world.size(),
                 "either every rank passes its optimizer to save_checkpoint or none does");
 
-  const LocalTensors model = model_tensors(registry, rank);
+  HostStagedRuns staged;  // device tensors, copied to the host for HDF5
+  LocalTensors model = model_tensors(registry, rank);
+  staged.stage(model, /*fill=*/true);
   const TensorManifest model_manifest = gather_manifest(layouts_of(model), world);
   check_manifest_tiles(model_manifest);
   LocalTensors exp_avg, exp_avg_sq;
@@ -330,6 +332,8 @@ absl::StatusOr<CheckpointIoStats> save(const std::string& save_dir, const Checkp
   if (optimizer != nullptr) {
     exp_avg = optimizer_tensors(registry, *optimizer, /*second_moment=*/false);
     exp_avg_sq = optimizer_tensors(registry, *optimizer, /*second_moment=*/true);
+    staged.stage(exp_avg, /*fill=*/true);
+    staged.stage(exp_avg_sq, /*fill=*/true);
     optim_manifest = gather_manifest(layouts_of(exp_avg), world);
     check_manifest_tiles(optim_manifest);
   }
@@ -383,7 +387,9 @@ absl::StatusOr<CheckpointState> load(const std::string& path, const ParameterReg
   if (absl::Status s = agree(meta.status(), world); !s.ok()) return s;
   const CheckpointState& state = meta->state;
 
-  const LocalTensors model = model_tensors(registry, world.rank());
+  HostStagedRuns staged;  // device tensors are read into host buffers, copied once verified
+  LocalTensors model = model_tensors(registry, world.rank());
+  staged.stage(model, /*fill=*/false);
   const TensorManifest model_manifest = gather_manifest(layouts_of(model), world);
   auto model_file = Hdf5File::open((root / kModelFile).string(), comm);
   absl::Status status = model_file.status();
@@ -399,6 +405,8 @@ absl::StatusOr<CheckpointState> load(const std::string& path, const ParameterReg
   if (optimizer != nullptr) {
     exp_avg = optimizer_tensors(registry, *optimizer, /*second_moment=*/false);
     exp_avg_sq = optimizer_tensors(registry, *optimizer, /*second_moment=*/true);
+    staged.stage(exp_avg, /*fill=*/false);
+    staged.stage(exp_avg_sq, /*fill=*/false);
     optim_manifest = gather_manifest(layouts_of(exp_avg), world);
     optim_file = Hdf5File::open((root / kOptimFile).string(), comm);
     status = optim_file.status();
@@ -441,6 +449,7 @@ absl::StatusOr<CheckpointState> load(const std::string& path, const ParameterReg
     if (status.ok()) status = verify_checksums(optim_file->path(), moments, meta->checksums);
   }
   if (status = agree(status, world); !status.ok()) return status;
+  staged.write_back();
   if (optimizer != nullptr) optimizer->steps = steps;
 
   if (stats != nullptr) {

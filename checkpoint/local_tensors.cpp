@@ -5,13 +5,16 @@
 
 #include "checkpoint/element_runs.h"
 #include "checkpoint/tensor_checksum.h"
+#include "tensor/backend.h"
 #include "tensor/check.h"
+#include "tensor/ops.h"
 
 namespace moefold {
 namespace {
 
+// The tensor's memory, on its device (HostStagedRuns brings device runs to the host).
 float* checked_data(const Tensor& t, const TensorLayout& layout) {
-  MOEFOLD_CHECK(t.device() == Device::kCpu && t.dtype() == DType::kFloat32, layout.name);
+  MOEFOLD_CHECK(t.dtype() == DType::kFloat32, layout.name << ": checkpoints hold float32");
   MOEFOLD_CHECK(t.shape() == layout.local_shape,
                 layout.name << ": tensor " << t.shape_string() << " vs its layout");
   return t.data();  // a Tensor is a handle: writes through it land in the shared storage
@@ -74,6 +77,29 @@ uint64_t slabs_checksum(const std::vector<int64_t>& global_shape,
 }
 
 }  // namespace
+
+void HostStagedRuns::stage(LocalTensors& tensors, bool fill) {
+  for (auto& [name, tensor] : tensors) {
+    for (LocalRun& run : tensor.runs) {
+      if (run.numel == 0 || device_of_pointer(run.data) == Device::kCpu) continue;
+      Staged& s = staged_.emplace_back(Staged{run.data, std::vector<float>(run.numel)});
+      if (fill) ops::copy_memory(s.host.data(), s.device, s.host.size() * sizeof(float));
+      run.data = s.host.data();
+    }
+  }
+}
+
+void HostStagedRuns::write_back() const {
+  for (const Staged& s : staged_) {
+    ops::copy_memory(s.device, s.host.data(), s.host.size() * sizeof(float));
+  }
+}
+
+int64_t HostStagedRuns::staged_bytes() const {
+  int64_t bytes = 0;
+  for (const Staged& s : staged_) bytes += static_cast<int64_t>(s.host.size() * sizeof(float));
+  return bytes;
+}
 
 LocalTensors model_tensors(const ParameterRegistry& registry, int world_rank) {
   LocalTensors out;

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <string>
 #include <vector>
@@ -29,6 +30,24 @@ struct LocalTensor {
   std::vector<int> shard_group;  // world ranks splitting this box between them; {rank}: whole
 };
 using LocalTensors = std::map<std::string, LocalTensor>;  // by checkpoint name
+
+// Runs whose memory lives on a device (a GPU run's parameters and optimizer state) point at host
+// copies while HDF5 reads or writes them: stage() swaps each such run's pointer for a host
+// buffer, filled from the device when saving; write_back() copies the buffers to the devices once
+// a load has been verified, so a corrupt checkpoint changes nothing.
+class HostStagedRuns {
+ public:
+  void stage(LocalTensors& tensors, bool fill);
+  void write_back() const;
+  int64_t staged_bytes() const;
+
+ private:
+  struct Staged {
+    float* device;
+    std::vector<float> host;
+  };
+  std::deque<Staged> staged_;  // a deque: the host buffers' addresses stay put
+};
 
 // Every parameter and buffer of the registry, whole.
 LocalTensors model_tensors(const ParameterRegistry& registry, int world_rank);

@@ -454,9 +454,8 @@ absl::StatusOr<IterationMetrics> Trainer::train_step(int iteration) {
 std::string Trainer::first_nonfinite_gradient() const {
   std::string name;
   for (const Parameter* p : model_->parameters()) {
-    const float* g = p->grad.data();
-    const int64_t n = p->grad.numel();
-    if (std::any_of(g, g + n, [](float x) { return !std::isfinite(x); })) {
+    const std::vector<float> g = p->grad.to_vector();  // on the host, wherever it lives
+    if (std::any_of(g.begin(), g.end(), [](float x) { return !std::isfinite(x); })) {
       name = p->name();
       break;
     }

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <limits>
 
+#include "tests/tensor/host_device.h"
 #include "tiny_run.h"
 #include "trainer/trainer.h"
 
@@ -27,9 +28,10 @@ Parameter* find_parameter(Trainer& trainer, const std::string& part) {
   return nullptr;
 }
 
-TEST(Nonfinite, StopNamesTheRoutersGradient) {
-  const std::string dir = fresh_temp_dir("nonfinite-router");
-  const Recipe recipe = tiny_recipe(write_tiny_dataset(dir, 200, 3), dir + "/run");
+void expect_stop_names_the_routers_gradient(const std::string& name,
+                                            const std::vector<std::string>& overrides) {
+  const std::string dir = fresh_temp_dir(name);
+  const Recipe recipe = tiny_recipe(write_tiny_dataset(dir, 200, 3), dir + "/run", overrides);
   auto trainer = Trainer::create(recipe, ParallelContext::single_process());
   ASSERT_TRUE(trainer.ok()) << trainer.status();
   Parameter* router = find_parameter(**trainer, "router");
@@ -47,6 +49,16 @@ TEST(Nonfinite, StopNamesTheRoutersGradient) {
             std::string::npos)
       << status;
   EXPECT_EQ(parameter_values(**trainer), before);
+}
+
+TEST(Nonfinite, StopNamesTheRoutersGradient) {
+  expect_stop_names_the_routers_gradient("nonfinite-router", {});
+}
+
+// The gradients live on the device: the search for the first non-finite one reads them back.
+TEST(Nonfinite, StopNamesTheRoutersGradientOnADevice) {
+  if (!use_host_memory_device()) GTEST_SKIP() << "a real CUDA backend is registered";
+  expect_stop_names_the_routers_gradient("nonfinite-router-device", {"training.device=cuda"});
 }
 
 TEST(Nonfinite, SkipLeavesTheStateAndStopsAfterTheCap) {

@@ -4,17 +4,18 @@
 
 #include <filesystem>
 
+#include "tests/tensor/host_device.h"
 #include "tiny_run.h"
 #include "trainer/trainer.h"
 
 namespace moefold::testing {
 namespace {
 
-TEST(Resume, BitIdenticalLossesAfterSaveAndLoad) {
-  const std::string dir = fresh_temp_dir("resume-test");
+void expect_bit_identical_resume(const std::string& name, std::vector<std::string> overrides) {
+  const std::string dir = fresh_temp_dir(name);
   const std::string prefix = write_tiny_dataset(dir, 300, 3);
-  const std::vector<std::string> overrides = {"training.train_iters=10",
-                                              "checkpoint.save=" + dir + "/save"};
+  overrides.push_back("training.train_iters=10");
+  overrides.push_back("checkpoint.save=" + dir + "/save");
   const Recipe recipe = tiny_recipe(prefix, dir + "/run", overrides);
   const ParallelContext ctx = ParallelContext::single_process();
 
@@ -47,6 +48,17 @@ TEST(Resume, BitIdenticalLossesAfterSaveAndLoad) {
     EXPECT_EQ(resumed[i].z_loss, straight[i].z_loss);
     EXPECT_EQ(resumed[i].grad_norm, straight[i].grad_norm);
   }
+}
+
+TEST(Resume, BitIdenticalLossesAfterSaveAndLoad) { expect_bit_identical_resume("resume-test", {}); }
+
+// Parameters, gradients and optimizer state on a device: the checkpoint stages them through the
+// host (the host-memory stand-in device, tests/tensor/host_device.h; a GPU in cuda_tests' runs).
+TEST(Resume, BitIdenticalOnADevice) {
+  if (!use_host_memory_device()) GTEST_SKIP() << "a real CUDA backend is registered";
+  expect_bit_identical_resume("resume-device", {"training.device=cuda"});
+  expect_bit_identical_resume("resume-device-bf16",
+                              {"training.device=cuda", "training.bf16=true"});
 }
 
 TEST(Resume, MismatchedModelIsOneClearErrorAndChangesNothing) {
