@@ -77,6 +77,12 @@ class Backend {
   virtual void round_to_bf16(const float* src, uint16_t* dst, int64_t n);
 
   // ---- ordering -----------------------------------------------------------------------------
+  // Bracket every host-issued op on this backend's memory (tensor/ops' Operands). Real devices
+  // need nothing; the tests' stand-in device opens its memory to the host only in between, so
+  // host code that dereferences device memory faults in CI as it would with a GPU.
+  virtual void begin_op() {}
+  virtual void end_op() {}
+
   virtual void synchronize() = 0;  // the host waits for all work issued so far
   virtual std::shared_ptr<DeviceEvent> record_event() = 0;
 

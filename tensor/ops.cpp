@@ -56,6 +56,18 @@ void copy_memory(void* dst, const void* src, size_t bytes) {
   }
 }
 
+void add_memory(float* y, const float* x, int64_t n) {
+  if (n == 0) return;
+  const Device device = device_of_pointer(y);
+  MOEFOLD_CHECK(device_of_pointer(x) == device, "add_memory: operands on different devices ("
+                                                    << device_name(device_of_pointer(x)) << " and "
+                                                    << device_name(device) << ")");
+  Backend& backend = backend_for(device);
+  backend.begin_op();
+  backend.add(y, x, n);
+  backend.end_op();
+}
+
 void copy_rows(void* dst, int64_t dst_stride, const void* src, int64_t src_stride, int64_t rows,
                int64_t cols, size_t element_bytes) {
   const Device device = device_of_pointer(dst);

@@ -30,6 +30,8 @@ void copy(const Tensor& dst, const Tensor& src);  // same element count and dtyp
 void cast(const Tensor& dst, const Tensor& src);
 // Raw memory by pointer, on whichever device each pointer lives (communication buffers).
 void copy_memory(void* dst, const void* src, size_t bytes);
+// y += x over n float32 elements by pointer, both on one device (received partial gradients).
+void add_memory(float* y, const float* x, int64_t n);
 // rows × cols elements of element_bytes each (float32 unless said): dst[r·dst_stride + c] =
 // src[r·src_stride + c] (both on one device).
 void copy_rows(void* dst, int64_t dst_stride, const void* src, int64_t src_stride, int64_t rows,

@@ -22,7 +22,11 @@ class Operands {
   Operands(const char* op, const Tensor& first) : op_(op), device_(first.device()) {
     check(first);
     backend_ = &backend_for(device_);
+    backend_->begin_op();
   }
+  ~Operands() { backend_->end_op(); }
+  Operands(const Operands&) = delete;
+  Operands& operator=(const Operands&) = delete;
 
   Backend& backend() const { return *backend_; }
   const float* in(const Tensor& t) { return get(t, false); }

@@ -13,6 +13,7 @@
 
 #include "tensor/backend.h"
 #include "tensor/cpu/cpu_backend.h"
+#include "tests/tensor/guarded_arena.h"
 
 namespace moefold::testing {
 
@@ -22,7 +23,7 @@ class HostMemoryDevice final : public cpu::CpuBackend {
   std::string describe() const override { return "host-memory stand-in device"; }
 
   void* allocate(size_t bytes) override {
-    void* ptr = cpu::CpuBackend::allocate(bytes);
+    void* ptr = guarded_ ? arena().allocate(bytes) : cpu::CpuBackend::allocate(bytes);
     std::lock_guard<std::mutex> lock(mutex_);
     if (ptr != nullptr) blocks_[static_cast<const char*>(ptr)] = bytes;
     return ptr;
@@ -32,7 +33,11 @@ class HostMemoryDevice final : public cpu::CpuBackend {
       std::lock_guard<std::mutex> lock(mutex_);
       blocks_.erase(static_cast<const char*>(ptr));
     }
-    cpu::CpuBackend::deallocate(ptr, bytes);
+    if (arena_ != nullptr && arena_->contains(ptr)) {
+      arena_->release(ptr, bytes);
+    } else {
+      cpu::CpuBackend::deallocate(ptr, bytes);
+    }
   }
   bool owns(const void* ptr) const override {
     const char* p = static_cast<const char*>(ptr);
@@ -43,10 +48,54 @@ class HostMemoryDevice final : public cpu::CpuBackend {
     return p < it->first + std::max<size_t>(it->second, 1);
   }
 
+  // Guarded: memory allocated from now on is closed to the host outside backend calls
+  // (guarded_arena.h), so a host dereference of a device pointer faults as on a GPU.
+  void set_guarded(bool guarded) {
+    if (guarded && arena_ == nullptr) arena_ = std::make_unique<GuardedArena>();
+    guarded_ = guarded;
+  }
+  void begin_op() override {
+    if (arena_ != nullptr) arena_->open();
+  }
+  void end_op() override {
+    if (arena_ != nullptr) arena_->close();
+  }
+  // The memory operations the ops layer and Tensor call directly (not through an op).
+  void copy_from_host(void* dst, const void* host_src, size_t bytes) override {
+    Call call(*this);
+    cpu::CpuBackend::copy_from_host(dst, host_src, bytes);
+  }
+  void copy(void* dst, const void* src, size_t bytes) override {
+    Call call(*this);
+    cpu::CpuBackend::copy(dst, src, bytes);
+  }
+  void zero(void* dst, size_t bytes) override {
+    Call call(*this);
+    cpu::CpuBackend::zero(dst, bytes);
+  }
+  void copy_rows(void* dst, int64_t dst_stride, const void* src, int64_t src_stride,
+                 int64_t rows, int64_t cols, size_t element_bytes) override {
+    Call call(*this);
+    cpu::CpuBackend::copy_rows(dst, dst_stride, src, src_stride, rows, cols, element_bytes);
+  }
+  void fill(float* x, float value, int64_t n) override {
+    Call call(*this);
+    cpu::CpuBackend::fill(x, value, n);
+  }
+  void widen_bf16(const uint16_t* src, float* dst, int64_t n) override {
+    Call call(*this);
+    cpu::CpuBackend::widen_bf16(src, dst, n);
+  }
+  void round_to_bf16(const float* src, uint16_t* dst, int64_t n) override {
+    Call call(*this);
+    cpu::CpuBackend::round_to_bf16(src, dst, n);
+  }
+
   // The calls at which a CUDA backend makes the host wait for its stream: device→host copies,
   // synchronisation, and the reductions that return a host number.
   int64_t host_waits() const { return host_waits_.load(); }
   void copy_to_host(void* host_dst, const void* src, size_t bytes) override {
+    Call call(*this);
     ++host_waits_;
     cpu::CpuBackend::copy_to_host(host_dst, src, bytes);
   }
@@ -76,7 +125,16 @@ class HostMemoryDevice final : public cpu::CpuBackend {
   }
 
  private:
+  struct Call {
+    explicit Call(HostMemoryDevice& device) : device(device) { device.begin_op(); }
+    ~Call() { device.end_op(); }
+    HostMemoryDevice& device;
+  };
+  GuardedArena& arena() { return *arena_; }
+
   std::atomic<int64_t> host_waits_{0};
+  std::unique_ptr<GuardedArena> arena_;
+  bool guarded_ = false;
   mutable std::mutex mutex_;
   std::map<const char*, size_t> blocks_;  // base → bytes
 };
