@@ -124,8 +124,7 @@ void finish_replica_gradient_reduce(Communicator& ep, const ExpertPlacement& p,
       float* grad = owned_grads[k].floats() + i * n;
       const std::vector<int>& holders = p.holders[e];
       if (holders.size() == 1) {  // nobody else computed it: no reordering to do
-        const float* partial = materialised[k].floats() + i * n;
-        for (int64_t j = 0; j < n; ++j) grad[j] += partial[j];
+        ops::add_memory(grad, materialised[k].floats() + i * n, n);
         continue;
       }
       // The sum over holders in ascending rank order, then added to the accumulated gradient.
@@ -142,10 +141,10 @@ void finish_replica_gradient_reduce(Communicator& ep, const ExpertPlacement& p,
           ops::copy_memory(sum, partial, n * sizeof(float));
           started = true;
         } else {
-          for (int64_t j = 0; j < n; ++j) sum[j] += partial[j];
+          ops::add_memory(sum, partial, n);
         }
       }
-      for (int64_t j = 0; j < n; ++j) grad[j] += sum[j];
+      ops::add_memory(grad, sum, n);
     }
   }
 }

@@ -1,16 +1,16 @@
 #include "parallel/self_communicator.h"
 
-#include <cstring>
-
 #include "tensor/check.h"
+#include "tensor/ops.h"
 
 namespace moefold {
 namespace {
 
+// Buffers may live on a device (a one-GPU run's groups of one): copied by their backends.
 void copy(const void* from, void* to, int64_t count, CommDType dtype) {
   MOEFOLD_CHECK(count >= 0, "negative count " << count);
   if (count == 0 || from == to) return;
-  std::memmove(to, from, static_cast<size_t>(count) * comm_dtype_size(dtype));
+  ops::copy_memory(to, from, static_cast<size_t>(count) * comm_dtype_size(dtype));
 }
 
 void check_single(std::span<const int64_t> counts, int64_t expected, const char* what) {
@@ -80,8 +80,8 @@ WorkHandle SelfCommunicator::broadcast_async(void*, int64_t count, CommDType, in
 WorkHandle SelfCommunicator::send_async(const void* data, int64_t count, CommDType dtype,
                                         int peer, int tag) {
   MOEFOLD_CHECK(peer == 0 && count >= 0, "send to peer " << peer << " count " << count);
-  const auto* bytes = static_cast<const uint8_t*>(data);
-  std::vector<uint8_t> message(bytes, bytes + count * comm_dtype_size(dtype));
+  std::vector<uint8_t> message(count * comm_dtype_size(dtype));
+  if (!message.empty()) ops::copy_memory(message.data(), data, message.size());
   std::lock_guard<std::mutex> lock(mailbox_mutex_);
   mailbox_[tag].push_back(std::move(message));
   return WorkHandle();
@@ -102,7 +102,7 @@ WorkHandle SelfCommunicator::recv_async(void* data, int64_t count, CommDType dty
   MOEFOLD_CHECK(message.size() == static_cast<size_t>(count) * comm_dtype_size(dtype),
                 "recv of " << count << " elements got a message of " << message.size()
                            << " bytes");
-  if (!message.empty()) std::memcpy(data, message.data(), message.size());
+  if (!message.empty()) ops::copy_memory(data, message.data(), message.size());
   return WorkHandle();
 }
 

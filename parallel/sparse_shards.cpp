@@ -115,8 +115,7 @@ void finish_sparse_reduce_scatter(const SparseShardPlan& plan, SparseShardExchan
     for (int64_t k = 0; k < plan.items; ++k) {
       if (!plan.needs_item(q, k)) continue;
       for (const ShardPart& part : shards) {
-        float* dst = part.floats() + k * part.per_item;
-        for (int64_t i = 0; i < part.per_item; ++i) dst[i] += in[i];
+        ops::add_memory(part.floats() + k * part.per_item, in, part.per_item);
         in += part.per_item;
       }
     }
