@@ -137,6 +137,9 @@ class Job {
 };
 
 // A tiny recipe that would train for a long time, printing a line at iteration 1.
+// The progress line of that first iteration: every rank is past start-up once it is printed
+// (a watchdog line names groups as "[0,1]", so "[" alone is not a sign of training).
+constexpr char kFirstProgressLine[] = "/1000000] ";
 std::string long_run_config(const std::string& dir, const std::vector<std::string>& overrides) {
   const std::string prefix = write_tiny_dataset(dir, 200, 9);
   std::vector<std::string> all = {"training.train_iters=1000000", "logging.log_interval=1000000"};
@@ -147,11 +150,13 @@ std::string long_run_config(const std::string& dir, const std::vector<std::strin
 
 void expect_watchdog_ends_a_stopped_job(int ranks) {
   const std::string dir = fresh_temp_dir(absl::StrCat("watchdog-np", ranks));
-  constexpr double kTimeoutMinutes = 0.05;  // 3 s
+  // 6 s: a live rank judges a peer "not running" once its heartbeat is half the timeout old, so
+  // the timeout must outlast, by that half, any wait a CPU-starved peer caused before the stop.
+  constexpr double kTimeoutMinutes = 0.1;
   const std::string config =
       long_run_config(dir, {absl::StrCat("parallel.distributed_timeout_minutes=", kTimeoutMinutes)});
   Job job(ranks, "train --config " + config);
-  ASSERT_TRUE(job.wait_for_output("[", 120)) << job.output();
+  ASSERT_TRUE(job.wait_for_output(kFirstProgressLine, 120)) << job.output();
   const std::map<int, pid_t> pids = job.ranks();
   ASSERT_EQ(static_cast<int>(pids.size()), ranks) << job.output();
   const int stopped = ranks - 1;
@@ -177,7 +182,7 @@ void expect_watchdog_ends_a_stopped_job(int ranks) {
                                         "[^\n]*rank ", stopped,
                                         " \\([^)\n]*not running: stopped or dead\\)"));
   EXPECT_TRUE(std::regex_search(out, culprit)) << out;
-  EXPECT_NE(out.find("parallel.distributed_timeout_minutes = 0.05) in "), std::string::npos);
+  EXPECT_NE(out.find("parallel.distributed_timeout_minutes = 0.1) in "), std::string::npos);
   EXPECT_NE(out.find(" at iteration "), std::string::npos) << out;
   ::testing::Test::RecordProperty("seconds_to_end", std::to_string(seconds));
   std::printf("[watchdog np%d] the job ended %.1f s after the rank stopped\n", ranks, seconds);
@@ -196,7 +201,7 @@ void expect_stop_signal_saves_and_exits_0(bool to_mpirun, int signal) {
   const std::string dir = fresh_temp_dir(absl::StrCat("preempt-", to_mpirun, "-", signal));
   const std::string config = long_run_config(dir, {"checkpoint.save=" + dir + "/save"});
   Job job(2, "train --config " + config);
-  ASSERT_TRUE(job.wait_for_output("[", 120)) << job.output();
+  ASSERT_TRUE(job.wait_for_output(kFirstProgressLine, 120)) << job.output();
   if (to_mpirun) {
     ASSERT_EQ(::kill(job.pid(), signal), 0);
   } else {
