@@ -21,8 +21,6 @@ namespace {
 const std::vector<std::string> kBf16 = {"training.bf16=true"};
 constexpr StepTolerance kBf16Tolerance{1e-2, 5e-2, 1e-1};
 
-std::vector<std::string> layout(std::initializer_list<std::string> settings) { return settings; }
-
 class Bf16Invariance : public ::testing::TestWithParam<InvarianceLayout> {
  protected:
   static void SetUpTestSuite() { dir_ = shared_tiny_corpus("bf16-invariance", 29); }
@@ -35,49 +33,9 @@ TEST_P(Bf16Invariance, MatchesSingleProcess) {
   expect_matches_single_process(dir_, l.name, l.model, l.parallel, 5, kBf16Tolerance);
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Layouts, Bf16Invariance,
-    ::testing::Values(
-        InvarianceLayout{"dp2", 2, kBf16, {}},
-        InvarianceLayout{"dp2_distributed_optimizer", 2, kBf16,
-                         layout({"parallel.use_distributed_optimizer=true",
-                                 "parallel.overlap_param_gather=true",
-                                 "parallel.overlap_grad_reduce=true"})},
-        InvarianceLayout{"tp2_sp", 2, kBf16,
-                         layout({"parallel.tensor_model_parallel_size=2",
-                                 "parallel.expert_tensor_parallel_size=1",
-                                 "parallel.sequence_parallel=true"})},
-        InvarianceLayout{"ep2", 2, kBf16,
-                         layout({"parallel.expert_model_parallel_size=2",
-                                 "parallel.expert_tensor_parallel_size=1"})},
-        InvarianceLayout{"etp2", 2, kBf16,
-                         layout({"parallel.tensor_model_parallel_size=2",
-                                 "parallel.expert_tensor_parallel_size=2"})},
-        InvarianceLayout{"edp2_fssdp", 2, kBf16, layout({"parallel.moe_fssdp=true"})},
-        InvarianceLayout{"ep2_placement", 2, kBf16,
-                         layout({"parallel.expert_model_parallel_size=2",
-                                 "parallel.expert_tensor_parallel_size=1",
-                                 "parallel.fssdp_spare_slots=2"})},
-        InvarianceLayout{"pp2", 2, kBf16, layout({"parallel.pipeline_model_parallel_size=2"})},
-        InvarianceLayout{"cp2", 2, kBf16, layout({"parallel.context_parallel_size=2"})},
-        InvarianceLayout{"tp2_ep2_sp", 4, kBf16,
-                         layout({"parallel.tensor_model_parallel_size=2",
-                                 "parallel.expert_model_parallel_size=2",
-                                 "parallel.expert_tensor_parallel_size=1",
-                                 "parallel.sequence_parallel=true"})},
-        InvarianceLayout{"ep4_placement_rematerialise", 4, kBf16,
-                         layout({"parallel.expert_model_parallel_size=4",
-                                 "parallel.expert_tensor_parallel_size=1",
-                                 "parallel.fssdp_spare_slots=2",
-                                 "parallel.fssdp_rematerialise=true"})},
-        InvarianceLayout{"ep2_fssdp_edp2", 4, kBf16,
-                         layout({"parallel.expert_model_parallel_size=2",
-                                 "parallel.expert_tensor_parallel_size=1",
-                                 "parallel.moe_fssdp=true"})},
-        InvarianceLayout{"pp2_cp2", 4, kBf16,
-                         layout({"parallel.pipeline_model_parallel_size=2",
-                                 "parallel.context_parallel_size=2"})}),
-    [](const auto& info) { return info.param.name; });
+INSTANTIATE_TEST_SUITE_P(Layouts, Bf16Invariance,
+                         ::testing::ValuesIn(every_dimension_layouts(kBf16)),
+                         [](const auto& info) { return info.param.name; });
 
 }  // namespace
 }  // namespace moefold::testing

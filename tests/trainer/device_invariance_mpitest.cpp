@@ -17,11 +17,31 @@ namespace {
 
 const std::vector<std::string> kDevice = {"training.device=cuda"};
 
-std::vector<std::string> layout(std::initializer_list<std::string> settings) { return settings; }
 std::vector<std::string> with_device(std::initializer_list<std::string> settings) {
   std::vector<std::string> out = kDevice;
   out.insert(out.end(), settings);
   return out;
+}
+
+// Every dimension, and what only the device path adds: capacity dropping with overlap chunks,
+// virtual pipeline stages, and the allgather dispatcher with the expert bias.
+std::vector<InvarianceLayout> device_layouts() {
+  std::vector<InvarianceLayout> layouts = every_dimension_layouts(kDevice);
+  layouts.push_back({"ep2_chunks4_drop", 2, with_device({"moe.moe_expert_capacity_factor=0.75"}),
+                     {"parallel.expert_model_parallel_size=2",
+                      "parallel.expert_tensor_parallel_size=1",
+                      "parallel.moe_a2a_overlap_chunks=4"}});
+  layouts.push_back({"pp2_virtual2", 2,
+                     with_device({"model.num_layers=4", "moe.moe_layer_freq=[0,1,0,1]"}),
+                     {"parallel.pipeline_model_parallel_size=2",
+                      "parallel.virtual_pipeline_model_parallel_size=2"}});
+  layouts.push_back({"ep2_allgather_bias", 2,
+                     with_device({"moe.moe_router_score_function=sigmoid",
+                                  "moe.moe_router_enable_expert_bias=true",
+                                  "moe.moe_token_dispatcher_type=allgather"}),
+                     {"parallel.expert_model_parallel_size=2",
+                      "parallel.expert_tensor_parallel_size=1"}});
+  return layouts;
 }
 
 class DeviceInvariance : public ::testing::TestWithParam<InvarianceLayout> {
@@ -38,60 +58,8 @@ TEST_P(DeviceInvariance, MatchesSingleProcess) {
   expect_matches_single_process(dir_, l.name, l.model, l.parallel, 3);
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Layouts, DeviceInvariance,
-    ::testing::Values(
-        InvarianceLayout{"dp2", 2, kDevice, {}},
-        InvarianceLayout{"dp2_distributed_optimizer", 2, kDevice,
-                         layout({"parallel.use_distributed_optimizer=true",
-                                 "parallel.overlap_param_gather=true",
-                                 "parallel.overlap_grad_reduce=true"})},
-        InvarianceLayout{"tp2_sp", 2, kDevice,
-                         layout({"parallel.tensor_model_parallel_size=2",
-                                 "parallel.expert_tensor_parallel_size=1",
-                                 "parallel.sequence_parallel=true"})},
-        InvarianceLayout{"ep2_chunks4_drop", 2, with_device({"moe.moe_expert_capacity_factor=0.75"}),
-                         layout({"parallel.expert_model_parallel_size=2",
-                                 "parallel.expert_tensor_parallel_size=1",
-                                 "parallel.moe_a2a_overlap_chunks=4"})},
-        InvarianceLayout{"etp2", 2, kDevice,
-                         layout({"parallel.tensor_model_parallel_size=2",
-                                 "parallel.expert_tensor_parallel_size=2"})},
-        InvarianceLayout{"edp2_fssdp", 2, kDevice, layout({"parallel.moe_fssdp=true"})},
-        InvarianceLayout{"ep2_placement", 2, kDevice,
-                         layout({"parallel.expert_model_parallel_size=2",
-                                 "parallel.expert_tensor_parallel_size=1",
-                                 "parallel.fssdp_spare_slots=2"})},
-        InvarianceLayout{"pp2", 2, kDevice, layout({"parallel.pipeline_model_parallel_size=2"})},
-        InvarianceLayout{"cp2", 2, kDevice, layout({"parallel.context_parallel_size=2"})},
-        InvarianceLayout{"pp2_virtual2", 2,
-                         with_device({"model.num_layers=4", "moe.moe_layer_freq=[0,1,0,1]"}),
-                         layout({"parallel.pipeline_model_parallel_size=2",
-                                 "parallel.virtual_pipeline_model_parallel_size=2"})},
-        InvarianceLayout{"ep2_allgather_bias", 2,
-                         with_device({"moe.moe_router_score_function=sigmoid",
-                                      "moe.moe_router_enable_expert_bias=true",
-                                      "moe.moe_token_dispatcher_type=allgather"}),
-                         layout({"parallel.expert_model_parallel_size=2",
-                                 "parallel.expert_tensor_parallel_size=1"})},
-        InvarianceLayout{"tp2_ep2_sp", 4, kDevice,
-                         layout({"parallel.tensor_model_parallel_size=2",
-                                 "parallel.expert_model_parallel_size=2",
-                                 "parallel.expert_tensor_parallel_size=1",
-                                 "parallel.sequence_parallel=true"})},
-        InvarianceLayout{"ep4_placement_rematerialise", 4, kDevice,
-                         layout({"parallel.expert_model_parallel_size=4",
-                                 "parallel.expert_tensor_parallel_size=1",
-                                 "parallel.fssdp_spare_slots=2",
-                                 "parallel.fssdp_rematerialise=true"})},
-        InvarianceLayout{"ep2_fssdp_edp2", 4, kDevice,
-                         layout({"parallel.expert_model_parallel_size=2",
-                                 "parallel.expert_tensor_parallel_size=1",
-                                 "parallel.moe_fssdp=true"})},
-        InvarianceLayout{"pp2_cp2", 4, kDevice,
-                         layout({"parallel.pipeline_model_parallel_size=2",
-                                 "parallel.context_parallel_size=2"})}),
-    [](const auto& info) { return info.param.name; });
+INSTANTIATE_TEST_SUITE_P(Layouts, DeviceInvariance, ::testing::ValuesIn(device_layouts()),
+                         [](const auto& info) { return info.param.name; });
 
 }  // namespace
 }  // namespace moefold::testing

@@ -158,4 +158,50 @@ void expect_matches_single_process(const std::string& dir, const std::string& na
   EXPECT_LT(got.back().lm_loss, got.front().lm_loss);  // and it learns
 }
 
+std::vector<InvarianceLayout> every_dimension_layouts(const std::vector<std::string>& model) {
+  const auto layout = [](std::initializer_list<std::string> settings) {
+    return std::vector<std::string>(settings);
+  };
+  return {
+        InvarianceLayout{"dp2", 2, model, {}},
+        InvarianceLayout{"dp2_distributed_optimizer", 2, model,
+                         layout({"parallel.use_distributed_optimizer=true",
+                                 "parallel.overlap_param_gather=true",
+                                 "parallel.overlap_grad_reduce=true"})},
+        InvarianceLayout{"tp2_sp", 2, model,
+                         layout({"parallel.tensor_model_parallel_size=2",
+                                 "parallel.expert_tensor_parallel_size=1",
+                                 "parallel.sequence_parallel=true"})},
+        InvarianceLayout{"ep2", 2, model,
+                         layout({"parallel.expert_model_parallel_size=2",
+                                 "parallel.expert_tensor_parallel_size=1"})},
+        InvarianceLayout{"etp2", 2, model,
+                         layout({"parallel.tensor_model_parallel_size=2",
+                                 "parallel.expert_tensor_parallel_size=2"})},
+        InvarianceLayout{"edp2_fssdp", 2, model, layout({"parallel.moe_fssdp=true"})},
+        InvarianceLayout{"ep2_placement", 2, model,
+                         layout({"parallel.expert_model_parallel_size=2",
+                                 "parallel.expert_tensor_parallel_size=1",
+                                 "parallel.fssdp_spare_slots=2"})},
+        InvarianceLayout{"pp2", 2, model, layout({"parallel.pipeline_model_parallel_size=2"})},
+        InvarianceLayout{"cp2", 2, model, layout({"parallel.context_parallel_size=2"})},
+        InvarianceLayout{"tp2_ep2_sp", 4, model,
+                         layout({"parallel.tensor_model_parallel_size=2",
+                                 "parallel.expert_model_parallel_size=2",
+                                 "parallel.expert_tensor_parallel_size=1",
+                                 "parallel.sequence_parallel=true"})},
+        InvarianceLayout{"ep4_placement_rematerialise", 4, model,
+                         layout({"parallel.expert_model_parallel_size=4",
+                                 "parallel.expert_tensor_parallel_size=1",
+                                 "parallel.fssdp_spare_slots=2",
+                                 "parallel.fssdp_rematerialise=true"})},
+        InvarianceLayout{"ep2_fssdp_edp2", 4, model,
+                         layout({"parallel.expert_model_parallel_size=2",
+                                 "parallel.expert_tensor_parallel_size=1",
+                                 "parallel.moe_fssdp=true"})},
+        InvarianceLayout{"pp2_cp2", 4, model,
+                         layout({"parallel.pipeline_model_parallel_size=2",
+                                 "parallel.context_parallel_size=2"})}};
+}
+
 }  // namespace moefold::testing

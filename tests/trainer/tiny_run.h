@@ -56,6 +56,11 @@ struct InvarianceLayout {
   std::vector<std::string> parallel;  // overrides for the parallel run only
 };
 
+// One layout of every parallel dimension (DP with the distributed optimizer, TP+SP, EP, ETP,
+// FSSDP, placement, PP, CP) and 4-rank compositions, each with the `model` overrides: the suites
+// that rerun the whole invariance matrix under one setting (bf16, a device) share it.
+std::vector<InvarianceLayout> every_dimension_layouts(const std::vector<std::string>& model);
+
 // DESIGN.md's invariance: `steps` steps of the tiny recipe with the `model` overrides in one
 // process, and with `model` + `parallel` over MPI_COMM_WORLD, give the same per-step losses and
 // gradient norms, and the parallel run learns. `dir` holds the corpus and both runs' outputs.
