@@ -92,21 +92,12 @@ int32_t* Router::device_idx(const RouterStash& st) const {
   return reinterpret_cast<int32_t*>(st.record.data() + 2 * sum_count(st));
 }
 
-void Router::forward(const Tensor& x_nH, int64_t batch, int64_t seq, std::vector<int64_t> tokens,
-                     RouterStash& st) const {
-  const int64_t n = x_nH.numel() / hidden_, N = batch * seq, E = experts_, k = topk_;
-  MOEFOLD_CHECK(x_nH.numel() == n * hidden_ && static_cast<int64_t>(tokens.size()) == n);
-  for (int64_t t : tokens) MOEFOLD_CHECK(t >= 0 && t < N, "token " << t << " of " << N);
+// Logits, scores, choice, gates, lse and the load sums on x's device, into st; returns the host
+// copy of st.record's head (with the gates when `with_gates`): the forward's one wait for the
+// device.
+Tensor Router::route_on_device(const Tensor& x_nH, bool with_gates, RouterStash& st) const {
+  const int64_t n = st.rows, E = experts_, k = topk_;
   const Device device = x_nH.device();
-  st.batch = batch;
-  st.seq = seq;
-  st.tokens = std::move(tokens);
-  st.rows = n;
-  st.x = x_nH;
-  st.row_group.clear();
-  if (balance_loss() && per_sequence()) {
-    for (int64_t t : st.tokens) st.row_group.push_back(static_cast<int32_t>(t / seq));
-  }
   ensure_shape(st.logits, {n, E}, DType::kFloat32, device);
   ensure_shape(st.probs, {n, E}, DType::kFloat32, device);
   const int64_t sums = sum_count(st), sum_words = 2 * sums;  // float64 sums in 4-byte words
@@ -119,17 +110,34 @@ void Router::forward(const Tensor& x_nH, int64_t batch, int64_t seq, std::vector
   ops::route_forward(st.logits, expert_bias_ != nullptr ? expert_bias_->value : Tensor(), st.probs,
                      device_idx(st), st.gates, lse, config);
   if (sums > 0) {
-    const int64_t groups = balance_loss() ? (per_sequence() ? batch : 1) : 0;
+    const int64_t groups = balance_loss() ? (per_sequence() ? st.batch : 1) : 0;
     ops::route_load_sums(st.probs, lse, st.row_group, groups,
                          reinterpret_cast<double*>(st.record.data()), config);
   }
-  // The forward's one wait for the device: the sums and idx, and the gates for capacity.
+  return ops::to_host(st.record.elements(0, {sum_words + n * k * (with_gates ? 2 : 1)}));
+}
+
+void Router::forward(const Tensor& x_nH, int64_t batch, int64_t seq, std::vector<int64_t> tokens,
+                     RouterStash& st) const {
+  const int64_t n = x_nH.numel() / hidden_, N = batch * seq, E = experts_, k = topk_;
+  MOEFOLD_CHECK(x_nH.numel() == n * hidden_ && static_cast<int64_t>(tokens.size()) == n);
+  for (int64_t t : tokens) MOEFOLD_CHECK(t >= 0 && t < N, "token " << t << " of " << N);
+  st.batch = batch;
+  st.seq = seq;
+  st.tokens = std::move(tokens);
+  st.rows = n;
+  st.x = x_nH;
+  st.row_group.clear();
+  if (balance_loss() && per_sequence()) {
+    for (int64_t t : st.tokens) st.row_group.push_back(static_cast<int32_t>(t / seq));
+  }
   const bool capacity = moe_.moe_expert_capacity_factor > 0.0;
-  const Tensor host = ops::to_host(st.record.elements(0, {sum_words + n * k * (capacity ? 2 : 1)}));
-  const float* words = host.data();
+  const Tensor host = route_on_device(x_nH, capacity, st);
+  const int64_t sums = sum_count(st);
+  const float* words = host.data();  // the record's head: 2·sums words of sums, then idx
   std::vector<double> load_sums(sums);
   std::memcpy(load_sums.data(), words, sizeof(double) * sums);
-  std::memcpy(ensure_size(st.idx, n * k), words + sum_words, sizeof(int32_t) * n * k);
+  std::memcpy(ensure_size(st.idx, n * k), words + 2 * sums, sizeof(int32_t) * n * k);
   // Counts of this rank's rows, then of the whole micro-batch (one reduction over tp_cp).
   st.counts.assign(E, 0);
   std::vector<int64_t> totals(E + batch * E, 0);  // (E) then (B,E) per sequence
@@ -147,7 +155,7 @@ void Router::forward(const Tensor& x_nH, int64_t batch, int64_t seq, std::vector
   MOEFOLD_CHECK(std::accumulate(st.total_counts.begin(), st.total_counts.end(), int64_t{0}) ==
                     N * k,
                 "the micro-batch's rows must be split over tp_cp without overlap");
-  apply_capacity(st, capacity ? words + sum_words + n * k : nullptr);
+  apply_capacity(st, capacity ? words + 2 * sums + n * k : nullptr);
   compute_losses(st, std::move(load_sums));
 }
 

@@ -86,6 +86,7 @@ class Router {
   // The record's words before idx (the load sums), and idx on the device.
   int64_t sum_count(const RouterStash& st) const;
   int32_t* device_idx(const RouterStash& st) const;
+  Tensor route_on_device(const Tensor& x_nH, bool with_gates, RouterStash& st) const;
   void apply_capacity(RouterStash& st, const float* gates_nk) const;
   void compute_losses(RouterStash& st, std::vector<double> sums) const;
 
