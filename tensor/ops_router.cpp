@@ -17,11 +17,13 @@ void check_config(const RouterRowConfig& c, const char* op) {
   if (c.num_groups > 0) {
     MOEFOLD_CHECK(c.num_groups <= kMaxRouterGroups && c.experts % c.num_groups == 0 &&
                       c.group_topk >= 1 && c.group_topk <= c.num_groups &&
-                      c.topk % c.group_topk == 0,
+                      c.topk % c.group_topk == 0 &&
+                      c.topk / c.group_topk <= c.experts / c.num_groups,
                   "ops::" << op << ": group-limited routing over " << c.num_groups
                           << " groups (at most " << kMaxRouterGroups << ", dividing the "
                           << c.experts << " experts), " << c.group_topk << " kept, top-"
-                          << c.topk);
+                          << c.topk << " (at most " << c.experts / c.num_groups
+                          << " per kept group)");
   }
 }
 

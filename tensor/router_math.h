@@ -6,8 +6,9 @@
 // unchanged bit for bit.
 //
 // Row functions take plain pointers and small parameter structs and keep no arrays sized by E:
-// the top-k recomputes each candidate's score instead of sorting a copy, and the backward keeps
-// its intermediate row in its output row.
+// the top-k inserts into its k-entry output lists (group-limited routing adds one score per
+// group, at most kMaxRouterGroups), and the backward keeps its intermediate row in its output
+// row.
 #pragma once
 
 #include <math.h>
@@ -71,78 +72,64 @@ MOEFOLD_HOST_DEVICE float router_select_score(const float* probs, const float* b
   return probs[e] + (bias != nullptr ? bias[e] : 0.0f);
 }
 
-// The best of scores[first, first + count) (selection scores) ranking strictly after
-// (prev_score, prev) in router_ranks_before's order (prev < 0: the best of all); −1 when none.
-// Candidates outside `group_mask`'s groups of size group_size score −inf.
-MOEFOLD_HOST_DEVICE int32_t router_next_best(const float* probs, const float* bias, int32_t first,
-                                             int32_t count, uint64_t group_mask,
-                                             int32_t group_size, int32_t prev, float prev_score,
-                                             float* best_score) {
-  int32_t best = -1;
-  float top = 0.0f;
-  for (int32_t e = first; e < first + count; ++e) {
-    const bool open = ((group_mask >> (e / group_size)) & 1u) != 0;
-    const float s = open ? router_select_score(probs, bias, e) : -INFINITY;
-    if (prev >= 0 && !router_ranks_before(prev_score, prev, s, e)) continue;
-    if (best < 0 || router_ranks_before(s, e, top, best)) {
-      best = e;
-      top = s;
-    }
+// Inserts candidate e with score s into the best-first list (top_score, top) of `count`
+// entries, kept to `capacity` (router_ranks_before's order); returns the new count.
+MOEFOLD_HOST_DEVICE int32_t router_insert(float s, int32_t e, float* top_score, int32_t* top,
+                                          int32_t count, int32_t capacity) {
+  if (count == capacity && !router_ranks_before(s, e, top_score[capacity - 1], top[capacity - 1])) {
+    return count;
   }
-  *best_score = top;
-  return best;
-}
-
-// A group's score: the sum of its top k / group_topk selection scores, best first.
-MOEFOLD_HOST_DEVICE float router_group_score(const RouterRowConfig& c, const float* probs,
-                                             const float* bias, int32_t group) {
-  const int32_t size = c.experts / c.num_groups, per_group = c.topk / c.group_topk;
-  float score = 0.0f, value = 0.0f;
-  int32_t prev = -1;
-  for (int32_t i = 0; i < per_group; ++i) {
-    prev = router_next_best(probs, bias, group * size, size, ~uint64_t{0}, size, prev, value,
-                            &value);
-    score += value;
+  int32_t i = count < capacity ? count : capacity - 1;
+  for (; i > 0 && router_ranks_before(s, e, top_score[i - 1], top[i - 1]); --i) {
+    top_score[i] = top_score[i - 1];
+    top[i] = top[i - 1];
   }
-  return score;
+  top_score[i] = s;
+  top[i] = e;
+  return count < capacity ? count + 1 : capacity;
 }
 
 // The mask of the groups the row may choose from: the group_topk best group scores (ties to the
-// lower group), or every group when routing is not group-limited.
+// lower group), a group's score being the sum of its top k / group_topk selection scores, best
+// first; every group when routing is not group-limited. top and top_score (k each) are scratch.
 MOEFOLD_HOST_DEVICE uint64_t router_row_groups(const RouterRowConfig& c, const float* probs,
-                                               const float* bias) {
+                                               const float* bias, int32_t* top,
+                                               float* top_score) {
   if (c.num_groups <= 0) return ~uint64_t{0};
-  uint64_t chosen = 0;
-  int32_t prev = -1;
-  float prev_score = 0.0f;
-  for (int32_t i = 0; i < c.group_topk; ++i) {
-    int32_t best = -1;
-    float top = 0.0f;
-    for (int32_t g = 0; g < c.num_groups; ++g) {
-      const float s = router_group_score(c, probs, bias, g);
-      if (prev >= 0 && !router_ranks_before(prev_score, prev, s, g)) continue;
-      if (best < 0 || router_ranks_before(s, g, top, best)) {
-        best = g;
-        top = s;
-      }
+  const int32_t size = c.experts / c.num_groups, per_group = c.topk / c.group_topk;
+  float group_score[kMaxRouterGroups];
+  for (int32_t g = 0; g < c.num_groups; ++g) {
+    int32_t count = 0;
+    for (int32_t e = g * size; e < (g + 1) * size; ++e) {
+      count = router_insert(router_select_score(probs, bias, e), e, top_score, top, count,
+                            per_group);
     }
-    chosen |= uint64_t{1} << best;
-    prev = best;
-    prev_score = top;
+    float score = 0.0f;
+    for (int32_t i = 0; i < per_group; ++i) score += top_score[i];
+    group_score[g] = score;
   }
+  int32_t count = 0;
+  for (int32_t g = 0; g < c.num_groups; ++g) {
+    count = router_insert(group_score[g], g, top_score, top, count, c.group_topk);
+  }
+  uint64_t chosen = 0;
+  for (int32_t i = 0; i < c.group_topk; ++i) chosen |= uint64_t{1} << top[i];
   return chosen;
 }
 
-// idx (k) = the experts of the k best selection scores, best first.
+// idx (k) = the experts of the k best selection scores, best first (experts outside the chosen
+// groups score −inf); top_score (k) gets their scores.
 MOEFOLD_HOST_DEVICE void router_row_topk(const RouterRowConfig& c, const float* probs,
-                                         const float* bias, int32_t* idx) {
-  const uint64_t groups = router_row_groups(c, probs, bias);
-  const int32_t group_size = c.num_groups > 0 ? c.experts / c.num_groups : c.experts;
-  int32_t prev = -1;
-  float score = 0.0f;
-  for (int32_t j = 0; j < c.topk; ++j) {
-    prev = router_next_best(probs, bias, 0, c.experts, groups, group_size, prev, score, &score);
-    idx[j] = prev;
+                                         const float* bias, int32_t* idx, float* top_score) {
+  const uint64_t groups = router_row_groups(c, probs, bias, idx, top_score);
+  const int32_t size = c.num_groups > 0 ? c.experts / c.num_groups : c.experts;
+  int32_t count = 0;
+  for (int32_t g = 0; g * size < c.experts; ++g) {
+    const bool open = ((groups >> g) & 1u) != 0;
+    for (int32_t e = g * size; e < (g + 1) * size; ++e) {
+      const float s = open ? router_select_score(probs, bias, e) : -INFINITY;
+      count = router_insert(s, e, top_score, idx, count, c.topk);
+    }
   }
 }
 
@@ -182,7 +169,7 @@ MOEFOLD_HOST_DEVICE float router_row_lse(const float* z, int32_t E) {
 MOEFOLD_HOST_DEVICE void router_row_choose(const RouterRowConfig& c, const float* z,
                                            const float* bias, const float* probs, int32_t* idx,
                                            float* gates, float* lse) {
-  router_row_topk(c, probs, bias, idx);
+  router_row_topk(c, probs, bias, idx, gates);
   router_row_gates(c, z, probs, idx, gates);
   if (lse != nullptr) *lse = router_row_lse(z, c.experts);
 }
@@ -232,6 +219,17 @@ MOEFOLD_HOST_DEVICE RouterGateSums router_gate_sums(const RouterRowConfig& c, co
   return s;
 }
 
+// The balance loss's d/d probs_e (router_row_backward).
+struct RouterBalanceRow {
+  double weight, sum_s, dot;  // dot, sum_s: the sigmoid path's Σ_f dP_f·P_f and Σ_f s_f
+};
+
+MOEFOLD_HOST_DEVICE float router_balance_gradient(bool softmax, const RouterBalanceRow& r,
+                                                  const int64_t* counts, int32_t e) {
+  return softmax ? static_cast<float>(r.weight * counts[e])
+                 : static_cast<float>((r.weight * counts[e] - r.dot) / r.sum_s);
+}
+
 // d/dz_e of one row: dgates (k) is d loss / d g (entries of dropped assignments, keep_j = 0, are
 // ignored; keep may be null: all kept); counts (E) the balance loss's token counts of the row's
 // group (read only with balance); lse read only with the z-loss. dz (E) is overwritten (it first
@@ -246,42 +244,48 @@ MOEFOLD_HOST_DEVICE void router_row_backward(const RouterBackwardConfig& b, cons
   const bool gate_softmax = c.softmax && !c.pre_softmax;  // g = softmax(z[idx]): into dz
   const RouterGateSums gs = router_gate_sums(c, dgates, keep, gates, probs, idx);
   // Sigmoid balance loss through P = s / Σ s: d/ds_e = (dP_e − Σ_f dP_f·P_f) / Σ s.
-  float row_sum = 0.0f;
-  double balance_sum_s = 0.0, balance_dot = 0.0;
+  RouterBalanceRow balance{b.balance_weight, 0.0, 0.0};
   if (b.balance && !c.softmax) {
-    row_sum = router_score_sum(probs, E);
+    const float row_sum = router_score_sum(probs, E);
     for (int32_t e = 0; e < E; ++e) {
-      balance_sum_s += probs[e];
-      balance_dot += b.balance_weight * counts[e] * router_balance_prob(false, probs[e], row_sum);
+      balance.sum_s += probs[e];
+      balance.dot += b.balance_weight * counts[e] * router_balance_prob(false, probs[e], row_sum);
     }
   }
-  // d/d probs into dz, and Σ_e (d/d probs)·probs for the softmax backward.
-  float dot_dp_p = 0.0f;
+  // d/d probs into dz: the gate terms of gates taken from probs, then the balance term.
+  for (int32_t e = 0; e < E; ++e) dz[e] = 0.0f;
+  for (int32_t j = 0; j < k && !gate_softmax; ++j) {
+    const float dg = router_unscaled_dgate(c, dgates, keep, j);
+    dz[idx[j]] += c.softmax || k == 1 ? dg : static_cast<float>((dg - gs.dot) / gs.sum_s);
+  }
+  if (b.balance) {
+    for (int32_t e = 0; e < E; ++e) dz[e] += router_balance_gradient(c.softmax, balance, counts, e);
+  }
+  float dot_dp_p = 0.0f;  // Σ_e (d/d probs)·probs for the softmax backward
+  if (c.softmax) {
+    for (int32_t e = 0; e < E; ++e) dot_dp_p += dz[e] * probs[e];
+  }
+  // dz = (gate term) + z-loss term + the scores' backward of d/d probs, summed in that order
+  // from 0 (the two-term sums below are the same sums: addition commutes).
   for (int32_t e = 0; e < E; ++e) {
-    float dp = 0.0f;
-    for (int32_t j = 0; j < k && !gate_softmax; ++j) {
-      if (idx[j] != e) continue;
-      const float dg = router_unscaled_dgate(c, dgates, keep, j);
-      dp += c.softmax || k == 1 ? dg : static_cast<float>((dg - gs.dot) / gs.sum_s);
-    }
-    if (b.balance) {
-      dp += c.softmax ? static_cast<float>(b.balance_weight * counts[e])
-                      : static_cast<float>((b.balance_weight * counts[e] - balance_dot) /
-                                           balance_sum_s);
-    }
-    dz[e] = dp;
-    if (c.softmax) dot_dp_p += dp * probs[e];
+    const float d = c.softmax ? softmax_gradient(dz[e], probs[e], dot_dp_p)
+                              : sigmoid_gradient(dz[e], probs[e]);
+    dz[e] = b.z_loss ? d : 0.0f + d;
   }
   const double z_weight = b.z_loss ? b.z_factor * lse / b.z_tokens : 0.0;
-  for (int32_t e = 0; e < E; ++e) {
+  for (int32_t e = 0; e < E && b.z_loss; ++e) {
+    dz[e] = (0.0f + static_cast<float>(z_weight * expf(z[e] - lse))) + dz[e];
+  }
+  // Softmax gates over the chosen logits add their direct term first: the chosen experts are
+  // redone in that order, with d/d probs (then only the balance term) recomputed.
+  for (int32_t j = 0; j < k && gate_softmax; ++j) {
+    const int32_t e = idx[j];
+    const float dg = router_unscaled_dgate(c, dgates, keep, j), g = gates[j] / c.scaling_factor;
+    const float dp = b.balance ? 0.0f + router_balance_gradient(true, balance, counts, e) : 0.0f;
     float d = 0.0f;
-    for (int32_t j = 0; j < k && gate_softmax; ++j) {
-      if (idx[j] != e) continue;
-      const float dg = router_unscaled_dgate(c, dgates, keep, j), g = gates[j] / c.scaling_factor;
-      d += static_cast<float>(g * (dg - gs.dot));
-    }
+    d += static_cast<float>(g * (dg - gs.dot));
     if (b.z_loss) d += static_cast<float>(z_weight * expf(z[e] - lse));
-    d += c.softmax ? softmax_gradient(dz[e], probs[e], dot_dp_p) : sigmoid_gradient(dz[e], probs[e]);
+    d += softmax_gradient(dp, probs[e], dot_dp_p);
     dz[e] = d;
   }
 }

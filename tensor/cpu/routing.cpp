@@ -1,3 +1,5 @@
+#pragma GCC optimize("tree-vectorize", "no-trapping-math")
+
 #include "tensor/cpu/routing.h"
 
 #include <algorithm>

@@ -127,13 +127,14 @@ TEST(RouterMath, TopkTiesGoToTheLowerIndexAndMinusInfinityComesLast) {
   const RouterRowConfig c = config(6, 4, true);
   const std::vector<float> probs = {0.2f, 0.5f, 0.2f, 0.5f, 0.1f, 0.0f};
   std::vector<int32_t> idx(4);
-  router_row_topk(c, probs.data(), nullptr, idx.data());
+  std::vector<float> scores(6);
+  router_row_topk(c, probs.data(), nullptr, idx.data(), scores.data());
   EXPECT_EQ(idx, (std::vector<int32_t>{1, 3, 0, 2}));
   // Bias −inf makes experts 1 and 3 last; among the −inf scores, the lower index first.
   const std::vector<float> flat(6, 0.1f), bias = {0, -INFINITY, 0, -INFINITY, 0, 0};
   RouterRowConfig all = config(6, 6, false);
   std::vector<int32_t> every(6);
-  router_row_topk(all, flat.data(), bias.data(), every.data());
+  router_row_topk(all, flat.data(), bias.data(), every.data(), scores.data());
   EXPECT_EQ(every, (std::vector<int32_t>{0, 2, 4, 5, 1, 3}));
 }
 
@@ -143,13 +144,15 @@ TEST(RouterMath, GroupLimitedRoutingKeepsTheBestGroups) {
   c.num_groups = 2;
   c.group_topk = 1;
   const std::vector<float> probs = {0.3f, 0.3f, 0.4f, 1e-4f};
-  EXPECT_EQ(router_row_groups(c, probs.data(), nullptr), uint64_t{1});
   std::vector<int32_t> idx(2);
-  router_row_topk(c, probs.data(), nullptr, idx.data());
+  std::vector<float> scores(2);
+  EXPECT_EQ(router_row_groups(c, probs.data(), nullptr, idx.data(), scores.data()), uint64_t{1});
+  router_row_topk(c, probs.data(), nullptr, idx.data(), scores.data());
   EXPECT_EQ(idx, (std::vector<int32_t>{0, 1}));
+  EXPECT_EQ(scores, (std::vector<float>{0.3f, 0.3f}));
   // Equal group scores keep the lower group.
   const std::vector<float> even = {0.25f, 0.25f, 0.25f, 0.25f};
-  EXPECT_EQ(router_row_groups(c, even.data(), nullptr), uint64_t{1});
+  EXPECT_EQ(router_row_groups(c, even.data(), nullptr, idx.data(), scores.data()), uint64_t{1});
 }
 
 TEST(RouterMath, BalanceProbabilitiesAreSoftmaxOrNormalisedSigmoid) {
