@@ -106,7 +106,8 @@ void expect_forward_matches_reference(const RouterRowConfig& c, const std::vecto
 }
 
 TEST(RouterMath, ForwardMatchesFloat64ReferenceInEveryMode) {
-  const std::vector<float> z = random_floats(16, 1, -3, 3), bias = random_floats(16, 2, -0.2f, 0.2f);
+  const std::vector<float> z = random_floats(16, 1, -3, 3);
+  const std::vector<float> bias = random_floats(16, 2, -0.2f, 0.2f);
   RouterRowConfig post = config(16, 4, true);
   post.scaling_factor = 2.5f;
   expect_forward_matches_reference(post, z, {});
