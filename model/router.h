@@ -20,8 +20,9 @@ namespace moefold {
 // device (tensor/router_math.h), in float32 (MODEL.md). Per forward the host waits once, for
 // one device→host copy of `record`'s head: the load sums and idx, plus the gates when capacity
 // is on. From idx the host takes the token counts (the dispatcher's and the balance loss's),
-// the capacity decision and the losses; the backward copies nothing to the host. On the CPU
-// backend device and host tensors share storage and the copy is none.
+// the capacity decision and the losses; the backward copies nothing to the host (the backend
+// uploads the counts, the row groups and, under capacity, keep). On the CPU backend device and
+// host tensors share storage and the copy is none.
 struct RouterStash {
   int64_t batch = 0, seq = 0;
   int64_t rows = 0;                 // n
