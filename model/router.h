@@ -9,37 +9,43 @@
 #include "model/model_config.h"
 #include "model/parameter.h"
 #include "parallel/context.h"
+#include "tensor/router_math.h"
 #include "tensor/tensor.h"
 
 namespace moefold {
 
 // N = B·S tokens in the micro-batch; this rank routes n of them (n = N unless the micro-batch's
-// tokens are split over the TP×CP group, see Router::forward). The router's GEMMs run on the
-// compute device; the routing decision (scores, top-k, gates, capacity, losses) is made in
-// float32 on the host (MODEL.md), so the (n,E) and (n,k) tensors below are host tensors. On the
-// CPU backend the device and host tensors share storage.
+// tokens are split over the TP×CP group, see Router::forward). The routing itself (scores,
+// top-k, gates, log-sum-exp, the balance statistics and the backward) runs on the compute
+// device (tensor/router_math.h), in float32 (MODEL.md). Per forward the host waits once, for
+// one device→host copy of `record`'s head: the load sums and idx, plus the gates when capacity
+// is on. From idx the host takes the token counts (the dispatcher's and the balance loss's),
+// the capacity decision and the losses; the backward copies nothing to the host (the backend
+// uploads the counts, the row groups and, under capacity, keep). On the CPU backend device and
+// host tensors share storage and the copy is none.
 struct RouterStash {
   int64_t batch = 0, seq = 0;
   int64_t rows = 0;                 // n
   std::vector<int64_t> tokens;      // (n) index b·S + s in the micro-batch of each routed row
+  std::vector<int32_t> row_group;   // (n) sequence b of each row (seq_aux_loss only, else empty)
   Tensor x;                         // (n,H) input, shared with the caller
-  Tensor device_logits;             // (n,E) z on the compute device
-  Tensor logits;                    // (n,E) z (host)
-  Tensor probs;                     // (n,E) softmax(z) (softmax) or σ(z) (sigmoid)
-  Tensor select;                    // (n,E) scratch: scores used to choose experts
-  std::vector<int32_t> idx;         // (n,k) chosen experts, best first
-  Tensor gates;                     // (n,k) g, scaling factor applied (host)
-  Tensor device_gates;              // (n,k) g on the compute device, for the combine
+  Tensor logits;                    // (n,E) z (device)
+  Tensor probs;                     // (n,E) softmax(z) (softmax) or σ(z) (sigmoid) (device)
+  Tensor lse;                       // (n) logsumexp(z), for the z-loss (device; z-loss only)
+  // (device) 4-byte words: [load sums: S float64 (Σ_t P per group and expert, then Σ lse²;
+  // S = 0 without balance and z losses)][idx: (n,k) int32][gates: (n,k) float32].
+  Tensor record;
+  Tensor gates;                     // (n,k) g, scaling factor applied: record's tail (device)
+  Tensor device_gates;              // the same tensor (the combine's name for it)
+  std::vector<int32_t> idx;         // (n,k) chosen experts, best first (host copy)
   std::vector<uint8_t> keep;        // (n,k) 1 = kept after capacity (all 1 when dropless)
-  Tensor lse;                       // (n) logsumexp(z), for the z-loss (host)
   std::vector<int64_t> counts;      // (E) this rank's rows choosing e (before dropping)
   std::vector<int64_t> total_counts;      // (E) the same over the whole micro-batch
   std::vector<int64_t> total_seq_counts;  // (B,E) the same per sequence (seq_aux_loss)
   int64_t dropped = 0;              // this rank's assignments dropped by capacity
   double aux_loss = 0;              // balance loss, coeff applied
   double z_loss = 0;                // z-loss, coeff applied
-  Tensor dlogits;                   // (n,E) d loss / d z (host)
-  Tensor device_dlogits;            // (n,E) the same on the compute device, for backward_dw
+  Tensor dlogits;                   // (n,E) d loss / d z (device), for backward_dw
   Tensor dweight;                   // (E,H) scratch: this rank's part of dWr (TP > 1 only)
 };
 
@@ -74,12 +80,16 @@ class Router {
   Buffer* expert_bias() const { return expert_bias_; }  // null unless enabled
 
  private:
-  void choose_experts(int64_t N, RouterStash& st) const;
-  void compute_gates(int64_t N, RouterStash& st) const;
-  void apply_capacity(RouterStash& st) const;
-  void compute_losses(RouterStash& st) const;
-  // d (balance + z) / d z, times `scale`, added to dscore (d/d probs) and dz.
-  void loss_gradients(double scale, RouterStash& st, float* dscore_NE, float* dz_NE) const;
+  RouterRowConfig row_config() const;
+  bool balance_loss() const;  // a balance loss with a non-zero coefficient
+  bool per_sequence() const;  // ... computed per sequence (seq_aux_loss)
+  bool z_loss() const;
+  // The record's words before idx (the load sums), and idx on the device.
+  int64_t sum_count(const RouterStash& st) const;
+  int32_t* device_idx(const RouterStash& st) const;
+  Tensor route_on_device(const Tensor& x_nH, bool with_gates, RouterStash& st) const;
+  void apply_capacity(RouterStash& st, const float* gates_nk) const;
+  void compute_losses(RouterStash& st, std::vector<double> sums) const;
 
   const ParallelContext& ctx_;
   MoeConfig moe_;

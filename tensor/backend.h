@@ -17,6 +17,7 @@
 #include <string>
 
 #include "tensor/kernel_math.h"
+#include "tensor/router_math.h"
 #include "tensor/tensor.h"
 
 namespace moefold {
@@ -219,6 +220,28 @@ class Backend {
   virtual void sigmoid_forward(const float* z, float* s, int64_t n) = 0;
   virtual void sigmoid_backward(const float* ds, const float* s, float* dz, int64_t n) = 0;
   virtual void logsumexp_rows(const float* z, float* out, int64_t N, int64_t E) = 0;
+  // Routing on the device, one row per token (tensor/router_math.h). For the n rows of z (n,E):
+  // probs (n,E), idx (n,k) int32, gates (n,k) and, when lse is not null, lse (n). bias (E) may be
+  // null.
+  virtual void route_forward(const float* z, const float* bias, float* probs, int32_t* idx,
+                             float* gates, float* lse, int64_t n,
+                             const RouterRowConfig& config) = 0;
+  // The balance and z losses' statistics into sums (groups·E + 1, float64, device):
+  // sums[g·E + e] = Σ_t P[t,e] over the rows t of group row_group[t] (host, n; null: all in
+  // group 0), P as router_balance_prob; then sums[groups·E] = Σ_t lse[t]² (0 when lse is null).
+  // Accumulated in row order, deterministically.
+  virtual void route_load_sums(const float* probs, const float* lse, const int32_t* row_group,
+                               double* sums, int64_t n, int64_t groups,
+                               const RouterRowConfig& config) = 0;
+  // dz (n,E) = d loss / d z (router_row_backward) from dgates (n,k); keep (host, n·k) may be
+  // null (all kept); counts (host, groups·E) are the balance loss's token counts per group and
+  // row_group (host, n) each row's group (both read only with the balance loss; row_group null:
+  // group 0); lse read only with the z-loss.
+  virtual void route_backward(const float* dgates, const uint8_t* keep, const float* gates,
+                              const float* probs, const float* z, const int32_t* idx,
+                              const float* lse, const int64_t* counts, const int32_t* row_group,
+                              float* dz, int64_t n, int64_t groups,
+                              const RouterBackwardConfig& config) = 0;
 
   // ---- token permutation by expert (perm and weights' layout as tensor/cpu/permute.h) ---------
   virtual void permute_tokens(const float* x, const int32_t* perm, float* out, int64_t R,

@@ -105,7 +105,25 @@ void softmax_rows_backward(const Tensor& dp, const Tensor& p, const Tensor& dz);
 void sigmoid_forward(const Tensor& z, const Tensor& s);
 void sigmoid_backward(const Tensor& ds, const Tensor& s, const Tensor& dz);
 void logsumexp_rows(const Tensor& z, const Tensor& out);  // z (N,E), out (N)
-// Host-side routing decisions over host arrays (the expert choice is made on the host):
+// Routing on the device (tensor/router_math.h; ops_router.cpp). The chosen experts idx (n,k)
+// are int32 in device memory on z's device (raw memory: Tensor has no integer dtype), and the
+// load sums float64 (groups·E + 1) likewise. Host arrays: row_group (n) each row's group of the
+// balance statistics (empty: all in group 0), counts (groups·E) the balance loss's token counts,
+// keep (n·k) the capacity mask (empty: all kept).
+// probs (n,E), gates (n,k) and lse (n, when defined) from the logits z (n,E); bias (E) may be
+// undefined.
+void route_forward(const Tensor& z, const Tensor& bias, const Tensor& probs, int32_t* idx,
+                   const Tensor& gates, const Tensor& lse, const RouterRowConfig& config);
+// sums[g·E + e] = Σ_t P[t,e] over the rows of group g (groups may be 0), sums[groups·E] =
+// Σ_t lse² (0 when lse is undefined), in float64 in row order (Backend::route_load_sums).
+void route_load_sums(const Tensor& probs, const Tensor& lse, std::span<const int32_t> row_group,
+                     int64_t groups, double* sums, const RouterRowConfig& config);
+// dz (n,E) overwritten with d loss / d z (router_row_backward).
+void route_backward(const Tensor& dgates, std::span<const uint8_t> keep, const Tensor& gates,
+                    const Tensor& probs, const Tensor& z, const int32_t* idx, const Tensor& lse,
+                    std::span<const int64_t> counts, std::span<const int32_t> row_group,
+                    const Tensor& dz, const RouterBackwardConfig& config);
+// Host-side routing decisions over host arrays:
 // the k largest of each row, ties to the lower index (tensor/cpu/router.h).
 void topk_rows(const float* scores, int64_t N, int64_t E, int64_t k, int32_t* idx, float* val);
 // Sorts kept assignments by expert (tensor/cpu/permute.h); returns the kept count.

@@ -14,6 +14,7 @@
 #include "tensor/cpu/rmsnorm.h"
 #include "tensor/cpu/rope.h"
 #include "tensor/cpu/router.h"
+#include "tensor/cpu/routing.h"
 #include "tensor/cpu/swiglu.h"
 #include "tensor/cpu/vec_math.h"
 
@@ -184,6 +185,26 @@ void CpuBackend::sigmoid_backward(const float* ds, const float* s, float* dz, in
 
 void CpuBackend::logsumexp_rows(const float* z, float* out, int64_t N, int64_t E) {
   cpu::logsumexp_rows(z, out, N, E);
+}
+
+void CpuBackend::route_forward(const float* z, const float* bias, float* probs, int32_t* idx,
+                               float* gates, float* lse, int64_t n,
+                               const RouterRowConfig& config) {
+  cpu::route_forward(z, bias, probs, idx, gates, lse, n, config);
+}
+
+void CpuBackend::route_load_sums(const float* probs, const float* lse, const int32_t* row_group,
+                                 double* sums, int64_t n, int64_t groups,
+                                 const RouterRowConfig& config) {
+  cpu::route_load_sums(probs, lse, row_group, sums, n, groups, config);
+}
+
+void CpuBackend::route_backward(const float* dgates, const uint8_t* keep, const float* gates,
+                                const float* probs, const float* z, const int32_t* idx,
+                                const float* lse, const int64_t* counts,
+                                const int32_t* row_group, float* dz, int64_t n, int64_t groups,
+                                const RouterBackwardConfig& config) {
+  cpu::route_backward(dgates, keep, gates, probs, z, idx, lse, counts, row_group, dz, n, config);
 }
 
 void CpuBackend::permute_tokens(const float* x, const int32_t* perm, float* out, int64_t R,

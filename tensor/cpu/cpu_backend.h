@@ -66,6 +66,15 @@ class CpuBackend : public Backend {
   void sigmoid_forward(const float* z, float* s, int64_t n) override;
   void sigmoid_backward(const float* ds, const float* s, float* dz, int64_t n) override;
   void logsumexp_rows(const float* z, float* out, int64_t N, int64_t E) override;
+  void route_forward(const float* z, const float* bias, float* probs, int32_t* idx, float* gates,
+                     float* lse, int64_t n, const RouterRowConfig& config) override;
+  void route_load_sums(const float* probs, const float* lse, const int32_t* row_group,
+                       double* sums, int64_t n, int64_t groups,
+                       const RouterRowConfig& config) override;
+  void route_backward(const float* dgates, const uint8_t* keep, const float* gates,
+                      const float* probs, const float* z, const int32_t* idx, const float* lse,
+                      const int64_t* counts, const int32_t* row_group, float* dz, int64_t n,
+                      int64_t groups, const RouterBackwardConfig& config) override;
   void permute_tokens(const float* x, const int32_t* perm, float* out, int64_t R, int64_t K,
                       int64_t H) override;
   void permute_tokens_backward(const float* dout, const int32_t* perm, float* dx, int64_t R,

@@ -201,6 +201,55 @@ std::vector<std::pair<std::string, OpCase>> op_cases() {
     ops::logsumexp_rows(z, lse);
     return outputs(d, {p, dz, s, ds, lse});
   }});
+  // Routing on the device (tensor/router_math.h) in three modes: the forward, the balance
+  // statistics per sequence and the backward with the balance and z losses and a dropped
+  // assignment. idx and the float64 sums come back as values.
+  cases.push_back({"routing", [](Device d) {
+    const int64_t E8 = 8, groups = 2;
+    const std::vector<int32_t> row_group = {0, 1, 1, 0, 1, 0};
+    const std::vector<int32_t> counts32 = random_ints(groups * E8, 96, 0, 5);
+    const std::vector<int64_t> counts(counts32.begin(), counts32.end());
+    Tensor z = random_on(d, {N, E8}, 94, -3, 3), bias = random_on(d, {E8}, 95, -0.1f, 0.1f);
+    std::vector<std::vector<float>> out;
+    for (int mode = 0; mode < 3; ++mode) {
+      RouterBackwardConfig b;
+      RouterRowConfig& c = b.row;
+      c.experts = E8;
+      c.topk = mode == 2 ? 4 : 2;
+      c.softmax = mode != 1;
+      c.pre_softmax = mode == 2;
+      c.num_groups = mode == 2 ? 4 : 0;
+      c.group_topk = mode == 2 ? 2 : 0;
+      c.scaling_factor = mode == 2 ? 2.5f : 1.0f;
+      b.balance = true;
+      b.balance_weight = 0.05;
+      b.z_loss = mode != 1;
+      b.z_factor = 0.02;
+      b.z_tokens = 12.0;
+      const int64_t k = c.topk;
+      Tensor probs = Tensor::empty({N, E8}, DType::kFloat32, d);
+      Tensor gates = Tensor::empty({N, k}, DType::kFloat32, d);
+      Tensor lse = Tensor::empty({N}, DType::kFloat32, d);
+      Tensor idx_words = Tensor::empty({N * k}, DType::kFloat32, d);  // int32 storage
+      Tensor sum_words = Tensor::empty({2 * (groups * E8 + 1)}, DType::kFloat32, d);  // float64
+      Tensor dgates = random_on(d, {N, k}, 97 + mode), dz = random_on(d, {N, E8}, 100 + mode);
+      auto* idx = static_cast<int32_t*>(idx_words.raw_data());
+      auto* sums = static_cast<double*>(sum_words.raw_data());
+      std::vector<uint8_t> keep(N * k, 1);
+      keep[3] = 0;
+      ops::route_forward(z, mode == 1 ? bias : Tensor(), probs, idx, gates, lse, c);
+      ops::route_load_sums(probs, lse, row_group, groups, sums, c);
+      ops::route_backward(dgates, keep, gates, probs, z, idx, lse, counts, row_group, dz, b);
+      for (auto& o : outputs(d, {probs, gates, lse, dz})) out.push_back(std::move(o));
+      std::vector<int32_t> idx_host(N * k);
+      std::vector<double> sums_host(groups * E8 + 1);
+      ops::copy_memory(idx_host.data(), idx, sizeof(int32_t) * idx_host.size());
+      ops::copy_memory(sums_host.data(), sums, sizeof(double) * sums_host.size());
+      out.push_back(std::vector<float>(idx_host.begin(), idx_host.end()));
+      out.push_back(std::vector<float>(sums_host.begin(), sums_host.end()));
+    }
+    return out;
+  }});
   cases.push_back({"permute_combine", [](Device d) {
     const std::vector<int32_t> perm = {5, 0, 3, 11, 8, 1, 6};  // assignments t·K + j
     const int64_t R = static_cast<int64_t>(perm.size());
