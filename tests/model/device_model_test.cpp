@@ -2,7 +2,7 @@
 // parameter, gradient and stash tensor must live there, and the losses and gradients must equal
 // the CPU's (exactly on the host-memory stand-in, tests/tensor/host_device.h, whose math is the
 // CPU backend's). This checks that model/ computes through the seam and moves data only where a
-// device needs it (routing decisions on the host, their results back on the device).
+// device needs it (the routing decision's chosen experts to the host, the permutation back).
 #include <gtest/gtest.h>
 
 #include <vector>

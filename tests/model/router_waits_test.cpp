@@ -1,35 +1,27 @@
 // The router on a device waits for it once per MoE layer (issue 16: "no host synchronisation per
-// MoE layer beyond the token counts"): a forward and backward of the tiny model on a stand-in
-// device that counts its device→host copies makes exactly one per MoE layer when dropless, and
-// the numbers still equal the CPU's (tests/tensor/counting_host_device.h).
+// MoE layer beyond the token counts"): a forward and backward of the tiny model on the stand-in
+// device, which counts the calls at which a CUDA backend blocks the host, waits once per MoE
+// layer (its routing decision) and once for the loss, and the numbers still equal the CPU's
+// (tests/tensor/host_device.h).
 #include <gtest/gtest.h>
 
-#include <memory>
 #include <vector>
 
 #include "model/model.h"
 #include "tests/model/gradient_check.h"
 #include "tests/model/tiny_model_config.h"
-#include "tests/tensor/counting_host_device.h"
+#include "tests/tensor/host_device.h"
 
 namespace moefold {
 namespace {
 
-using testing::CountingHostDevice;
-
-CountingHostDevice& counting_device() {
-  static CountingHostDevice* device = [] {
-    auto owned = std::make_unique<CountingHostDevice>();
-    CountingHostDevice* raw = owned.get();
-    register_backend(std::move(owned));
-    return raw;
-  }();
-  return *device;
+int64_t host_waits() {
+  return dynamic_cast<testing::HostMemoryDevice&>(backend_for(Device::kCuda)).host_waits();
 }
 
 struct Step {
   double lm_loss_sum = 0, aux_loss = 0, z_loss = 0;
-  int64_t copies_to_host = 0;
+  int64_t host_waits = 0;
   std::vector<std::vector<float>> grads;
 };
 
@@ -45,53 +37,49 @@ Step train_step_on(Device device, const ModelConfig& config) {
   }
   auto stash = model.make_stash();
   model.zero_grad();
-  const int64_t before = counting_device().copies_to_host;
+  const int64_t before = host_waits();
   const MicroBatchStats stats = model.forward(mb, {1.0 / 12, 0.5}, *stash);
   model.backward(*stash);
   Step s{stats.lm_loss_sum, stats.aux_loss, stats.z_loss,
-         counting_device().copies_to_host - before, {}};
+         host_waits() - before, {}};
   for (Parameter* p : model.parameters()) s.grads.push_back(p->grad.to_vector());
   set_default_device(Device::kCpu);
   return s;
 }
 
-void expect_one_copy_per_moe_layer(ModelConfig config) {
-  if (has_backend(Device::kCuda) &&
-      backend_for(Device::kCuda).describe() != counting_device().describe()) {
-    GTEST_SKIP() << "another device backend is registered";
-  }
-  counting_device();
+void expect_one_wait_per_moe_layer(ModelConfig config) {
+  if (!testing::use_host_memory_device()) GTEST_SKIP() << "a real CUDA backend is registered";
   int moe_layers = 0;
   for (int m : config.moe.moe_layer_pattern) moe_layers += m;
   const Step cpu = train_step_on(Device::kCpu, config);
   const Step device = train_step_on(Device::kCuda, config);
-  EXPECT_EQ(device.copies_to_host, moe_layers);
+  EXPECT_EQ(device.host_waits, moe_layers + 1);  // + the loss
   EXPECT_EQ(device.lm_loss_sum, cpu.lm_loss_sum);
   EXPECT_EQ(device.aux_loss, cpu.aux_loss);
   EXPECT_EQ(device.z_loss, cpu.z_loss);
   EXPECT_EQ(device.grads, cpu.grads);
 }
 
-TEST(RouterCopies, OneDeviceToHostCopyPerMoeLayerWhenDropless) {
+TEST(RouterWaits, OnePerMoeLayerWhenDropless) {
   ModelConfig config = testing::tiny_model_config();
   config.moe.moe_layer_pattern = {1, 1};  // two MoE layers
-  expect_one_copy_per_moe_layer(config);
+  expect_one_wait_per_moe_layer(config);
 }
 
-TEST(RouterCopies, SigmoidSeqAuxGroupLimitedToo) {
+TEST(RouterWaits, SigmoidSeqAuxGroupLimitedToo) {
   ModelConfig config = testing::tiny_model_config();
   config.moe.moe_router_score_function = RouterScoreFunction::kSigmoid;
   config.moe.moe_router_enable_expert_bias = true;
   config.moe.moe_router_load_balancing_type = LoadBalancingType::kSeqAuxLoss;
   config.moe.moe_router_num_groups = 2;
   config.moe.moe_router_group_topk = 1;
-  expect_one_copy_per_moe_layer(config);
+  expect_one_wait_per_moe_layer(config);
 }
 
-TEST(RouterCopies, CapacityCopiesGatesInTheSameWait) {
+TEST(RouterWaits, CapacityCopiesGatesInTheSameWait) {
   ModelConfig config = testing::tiny_model_config();
   config.moe.moe_expert_capacity_factor = 1.0f;
-  expect_one_copy_per_moe_layer(config);
+  expect_one_wait_per_moe_layer(config);
 }
 
 }  // namespace

@@ -1,0 +1,63 @@
+// How often a training step makes the host wait for the device (issue 16: "no host
+// synchronisation per MoE layer beyond the token counts"). The trainer runs on the host-memory
+// stand-in device (tests/tensor/host_device.h), which counts the calls at which a CUDA backend
+// blocks the host: device→host copies, stream synchronisation and reductions returning a host
+// number. The same code runs on a GPU, so the counts are the GPU's.
+#include <gtest/gtest.h>
+
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "tensor/backend.h"
+#include "tests/tensor/host_device.h"
+#include "tests/trainer/tiny_run.h"
+#include "trainer/trainer.h"
+
+namespace moefold {
+namespace {
+
+int64_t waits() {
+  return dynamic_cast<testing::HostMemoryDevice&>(backend_for(Device::kCuda)).host_waits();
+}
+
+// The host waits of the second step (the first also builds workspaces and reads the data).
+int64_t waits_of_one_step(const std::string& name, const std::vector<std::string>& overrides) {
+  const std::string dir = testing::fresh_temp_dir(name);
+  std::vector<std::string> all = {"training.device=cuda"};
+  all.insert(all.end(), overrides.begin(), overrides.end());
+  const Recipe recipe = testing::tiny_recipe(
+      testing::write_tiny_dataset(dir, 60, 3), dir + "/run", all);
+  const ParallelContext ctx = ParallelContext::single_process();
+  auto trainer = Trainer::create(recipe, ctx);
+  EXPECT_TRUE(trainer.ok()) << trainer.status();
+  if (!trainer.ok()) return -1;
+  EXPECT_TRUE((*trainer)->train_step(0).ok());
+  const int64_t before = waits();
+  EXPECT_TRUE((*trainer)->train_step(1).ok());
+  return waits() - before;
+}
+
+// The tiny recipe: 4 micro-batches per step, one MoE layer. Each micro-batch may wait once for
+// its MoE layer's token counts and once for its loss; the step once for the gradient norm.
+constexpr int64_t kMicroBatches = 4, kMoeLayers = 1;
+constexpr int64_t kBound = kMicroBatches * (kMoeLayers + 1) + 1;
+
+TEST(HostWaits, ADroplessStepWaitsForTokenCountsLossesAndTheNormOnly) {
+  if (!testing::use_host_memory_device()) GTEST_SKIP() << "a real CUDA backend is registered";
+  const int64_t n = waits_of_one_step("host-waits-softmax", {});
+  std::cout << "host waits per step, softmax router with aux and z losses: " << n << "\n";
+  EXPECT_LE(n, kBound);
+}
+
+TEST(HostWaits, AuxLossFreeBalancingAddsNoWaitPerLayer) {
+  if (!testing::use_host_memory_device()) GTEST_SKIP() << "a real CUDA backend is registered";
+  const int64_t n = waits_of_one_step(
+      "host-waits-bias", {"moe.moe_router_score_function=sigmoid",
+                          "moe.moe_router_enable_expert_bias=true", "moe.moe_aux_loss_coeff=0"});
+  std::cout << "host waits per step, sigmoid router with expert bias: " << n << "\n";
+  EXPECT_LE(n, kBound + kMoeLayers);  // the metrics read each layer's bias range once per step
+}
+
+}  // namespace
+}  // namespace moefold
