@@ -3,6 +3,7 @@
 // backend runs the same functions, so the CPU tests check this math). The balance statistics
 // take one thread per (group, expert) column summing its rows in order: deterministic, no
 // atomics. Host metadata (row groups, counts, the capacity mask) is uploaded here.
+#include <algorithm>
 #include <cstdint>
 
 #include "tensor/cuda/cuda_backend.h"
@@ -33,27 +34,43 @@ __global__ void route_score_sums_kernel(const float* probs_nE, float* row_sum_n,
   }
 }
 
-// Column c < groups·E: Σ over its group's rows of P[t, c % E]; column groups·E: Σ lse².
-__global__ void route_load_sums_kernel(const float* probs_nE, const float* row_sum_n,
-                                       const float* lse_n, const int32_t* row_group_n,
-                                       double* sums, int64_t n, int64_t groups, bool softmax,
-                                       int32_t E) {
-  const int64_t columns = groups * E;
-  for (int64_t c = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; c <= columns;
-       c += int64_t{gridDim.x} * blockDim.x) {
+// Column c < groups·E: Σ over its group's rows of P[t, c % E]; column groups·E: Σ lse². Pass 1:
+// thread (chunk, c) sums the chunk's rows in order into partial[chunk][c]; pass 2 adds the
+// chunks in order. Deterministic (no atomics), and parallel over chunks as well as columns.
+constexpr int64_t kSumChunkRows = 128;
+
+__global__ void route_load_partials_kernel(const float* probs_nE, const float* row_sum_n,
+                                           const float* lse_n, const int32_t* row_group_n,
+                                           double* partial, int64_t n, int64_t chunks,
+                                           int64_t groups, bool softmax, int32_t E) {
+  const int64_t columns = groups * E + 1;
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < chunks * columns;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t chunk = i / columns, c = i % columns;
+    const int64_t begin = chunk * kSumChunkRows, end = min(n, begin + kSumChunkRows);
     double sum = 0.0;
-    if (c == columns) {
-      for (int64_t t = 0; t < n && lse_n != nullptr; ++t) {
+    if (c == columns - 1) {
+      for (int64_t t = begin; t < end && lse_n != nullptr; ++t) {
         sum += static_cast<double>(lse_n[t]) * lse_n[t];
       }
     } else {
       const int64_t group = c / E, e = c % E;
-      for (int64_t t = 0; t < n; ++t) {
+      for (int64_t t = begin; t < end; ++t) {
         if ((row_group_n != nullptr ? row_group_n[t] : 0) != group) continue;
         sum += router_balance_prob(softmax, probs_nE[t * E + e],
                                    softmax ? 0.0f : row_sum_n[t]);
       }
     }
+    partial[i] = sum;
+  }
+}
+
+__global__ void route_load_sums_kernel(const double* partial, double* sums, int64_t chunks,
+                                       int64_t columns) {
+  for (int64_t c = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; c < columns;
+       c += int64_t{gridDim.x} * blockDim.x) {
+    double sum = 0.0;
+    for (int64_t chunk = 0; chunk < chunks; ++chunk) sum += partial[chunk * columns + c];
     sums[c] = sum;
   }
 }
@@ -100,9 +117,16 @@ void CudaBackend::route_load_sums(const float* probs, const float* lse, const in
         probs, row_sum.as<float>(), n, E);
     MOEFOLD_CUDA_CHECK_LAUNCH();
   }
-  route_load_sums_kernel<<<blocks_for(groups * E + 1, kRowThreads), kRowThreads, 0, stream_>>>(
+  const int64_t columns = groups * E + 1;
+  const int64_t chunks = std::max<int64_t>(1, (n + kSumChunkRows - 1) / kSumChunkRows);
+  Scratch partial(*this, sizeof(double) * static_cast<size_t>(chunks * columns));
+  route_load_partials_kernel<<<blocks_for(chunks * columns, kRowThreads), kRowThreads, 0,
+                               stream_>>>(
       probs, row_sum.as<float>(), lse, row_group_dev ? row_group_dev->as<int32_t>() : nullptr,
-      sums, n, groups, config.softmax, E);
+      partial.as<double>(), n, chunks, groups, config.softmax, E);
+  MOEFOLD_CUDA_CHECK_LAUNCH();
+  route_load_sums_kernel<<<blocks_for(columns, kRowThreads), kRowThreads, 0, stream_>>>(
+      partial.as<double>(), sums, chunks, columns);
   MOEFOLD_CUDA_CHECK_LAUNCH();
 }
 
