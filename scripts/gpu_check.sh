@@ -5,8 +5,9 @@
 #   1. the gpu tests (every CUDA op against the CPU backend);
 #   2. the demo model for N steps on the GPU (float32, then bf16) against the same steps on the
 #      CPU (losses);
-#   3. invariance on one GPU: the same steps with 2 ranks (data parallel) sharing the GPU, MPI
-#      staging, against 1 rank;
+#   3. invariance on one GPU: the same steps with 2 ranks (data parallel, then expert parallel)
+#      sharing the GPU, MPI staging, against 1 rank; then a checkpoint saved on the GPU halfway
+#      and resumed, against the straight run;
 #   4. tokens/s and MFU of configs/gpu_bench.yaml (bf16) against the device's bf16 dense peak,
 #      and the same model in PyTorch eager (scripts/torch_moe_bench.py), bf16 autocast, then
 #      float32 when time remains.
@@ -89,6 +90,25 @@ say "gpu bf16 vs cpu float32: $(losses "$runs/gpu_1rank_bf16/metrics.jsonl" "$ru
 section "3. invariance on one GPU: 2 ranks (DP=2) sharing it, MPI staging, against 1 rank"
 demo gpu_2ranks 2 cuda --set training.share_devices=true --set parallel.communicator=mpi
 say "2 ranks vs 1: $(losses "$runs/gpu_2ranks/metrics.jsonl" "$runs/gpu_1rank/metrics.jsonl" 2>&1)"
+
+demo gpu_2ranks_ep2 2 cuda --set training.share_devices=true --set parallel.communicator=mpi \
+  --set parallel.expert_model_parallel_size=2
+say "EP=2 (all-to-all staged) vs 1 rank: $(losses "$runs/gpu_2ranks_ep2/metrics.jsonl" "$runs/gpu_1rank/metrics.jsonl" 2>&1)"
+
+section "3b. save on the GPU at step $((steps / 2)), resume, and match the straight run"
+half=$((steps / 2))
+demo gpu_save 1 cuda --set checkpoint.save="$runs/ckpt" --set checkpoint.save_interval="$half"
+demo gpu_resume 1 cuda --set checkpoint.load="$runs/ckpt/iter_$(printf %07d "$half")"
+python3 - "$runs/gpu_resume/metrics.jsonl" "$runs/gpu_save/metrics.jsonl" <<'EOF' 2>&1 | tee -a "$report"
+import json, sys
+resumed, straight = ({r["iteration"]: r["lm_loss"] for r in map(json.loads, open(p))
+                      if r.get("kind") == "train"} for p in sys.argv[1:])
+common = sorted(set(resumed) & set(straight))
+diffs = [abs(resumed[i] - straight[i]) for i in common]
+print(f"resumed steps {common[0] if common else '-'}..{common[-1] if common else '-'}: "
+      f"max |lm loss diff| vs the straight run {max(diffs) if diffs else float('nan'):.2e} "
+      f"(0 = exact resume)")
+EOF
 
 section "4. benchmark configs/gpu_bench.yaml (bf16) and PyTorch eager"
 rm -rf "$runs/bench"
