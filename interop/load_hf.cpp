@@ -10,6 +10,7 @@
 #include "interop/hf_format.h"
 #include "interop/sharded_safetensors.h"
 #include "tensor/check.h"
+#include "tensor/ops.h"
 
 namespace moefold {
 namespace fs = std::filesystem;
@@ -87,13 +88,25 @@ absl::Status load_hf_checkpoint(const std::string& dir, const ParameterRegistry&
   for (const HfTensor& t : plan) {
     if (!t.source.empty()) sources[t.source][t.expert] = &t;
   }
+  // Values are read into host memory: the tensor's own on the CPU, else a host buffer copied to
+  // its device once every read succeeded.
   struct Target {
     const TensorLayout* layout;
-    float* data;
+    Tensor value;
+    std::vector<float> staged;
+    float* data = nullptr;
   };
   std::vector<Target> targets;
-  for (const auto& p : registry.parameters()) targets.push_back({&p->layout, p->value.data()});
-  for (const auto& b : registry.buffers()) targets.push_back({&b->layout, b->value.data()});
+  for (const auto& p : registry.parameters()) targets.push_back({&p->layout, p->value, {}});
+  for (const auto& b : registry.buffers()) targets.push_back({&b->layout, b->value, {}});
+  for (Target& target : targets) {
+    if (target.value.device() == Device::kCpu) {
+      target.data = target.value.data();
+    } else {
+      target.staged.resize(static_cast<size_t>(target.value.numel()));
+      target.data = target.staged.data();
+    }
+  }
   for (const Target& target : targets) {
     if (!sources.contains(target.layout->name)) {
       return absl::FailedPreconditionError(absl::StrCat(
@@ -134,6 +147,12 @@ absl::Status load_hf_checkpoint(const std::string& dir, const ParameterRegistry&
         return s;
       }
       bytes += per_expert * 4;
+    }
+  }
+  for (const Target& target : targets) {
+    if (!target.staged.empty()) {
+      ops::copy_memory(target.value.raw_data(), target.staged.data(),
+                       target.staged.size() * sizeof(float));
     }
   }
   if (stats != nullptr) {

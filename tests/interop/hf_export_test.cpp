@@ -14,6 +14,7 @@
 #include "interop/export_hf.h"
 #include "interop/load_hf.h"
 #include "interop/sharded_safetensors.h"
+#include "tests/tensor/host_device.h"
 #include "tiny_run.h"
 #include "trainer/config_parse.h"
 #include "trainer/trainer.h"
@@ -127,11 +128,12 @@ TEST_F(ExportHf, MixtralNamesShapesAndValues) {
 }
 
 // The model a recipe builds in one process, initialised with another seed than the checkpoint's.
-std::unique_ptr<Trainer> fresh_trainer(const std::string& ckpt) {
+std::unique_ptr<Trainer> fresh_trainer(const std::string& ckpt,
+                                       std::vector<std::string> overrides = {}) {
   auto dir = resolve_checkpoint_dir(ckpt);
   const nlohmann::json meta = read_json_file(*dir + "/meta.json");
-  auto recipe = parse_recipe_string(meta["recipe"].get<std::string>(), "meta.json",
-                                    {"training.seed=99"});
+  overrides.push_back("training.seed=99");
+  auto recipe = parse_recipe_string(meta["recipe"].get<std::string>(), "meta.json", overrides);
   EXPECT_TRUE(recipe.ok()) << recipe.status();
   auto trainer = Trainer::create(*recipe, ParallelContext::single_process());
   EXPECT_TRUE(trainer.ok()) << trainer.status();
@@ -157,6 +159,28 @@ void expect_round_trip(const std::string& ckpt, HfFormat format, const std::stri
   ASSERT_TRUE(loss_hf.ok() && loss_ckpt.ok());
   EXPECT_EQ(loss_hf->loss, loss_ckpt->loss);
   EXPECT_GT(loss_hf->tokens, 0);
+}
+
+// --load-hf into a model on a device: read on the host, then copied (the stand-in device with
+// its memory closed to the host, tests/tensor/guarded_arena.h); equal to loading on the CPU.
+TEST_F(ExportHf, LoadsIntoDeviceTensors) {
+  if (!use_host_memory_device()) GTEST_SKIP() << "a real CUDA backend is registered";
+  dynamic_cast<HostMemoryDevice&>(backend_for(Device::kCuda)).set_guarded(true);
+  const std::string out = dir_ + "/mixtral-device";
+  ASSERT_TRUE(export_to(mixtral_ckpt_, HfFormat::kMixtral, out).ok());
+  std::unique_ptr<Trainer> on_device = fresh_trainer(mixtral_ckpt_, {"training.device=cuda"});
+  std::unique_ptr<Trainer> on_cpu = fresh_trainer(mixtral_ckpt_);
+  ASSERT_TRUE(on_device && on_cpu);
+  ASSERT_TRUE(load_hf_checkpoint(out, on_device->model().registry(), on_device->recipe().model)
+                  .ok());
+  ASSERT_TRUE(load_hf_checkpoint(out, on_cpu->model().registry(), on_cpu->recipe().model).ok());
+  const auto& a = on_device->model().registry().parameters();
+  const auto& b = on_cpu->model().registry().parameters();
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(a[i]->value.device(), Device::kCuda);
+    EXPECT_EQ(a[i]->value.to_vector(), b[i]->value.to_vector()) << a[i]->name();
+  }
 }
 
 TEST_F(ExportHf, OutputWithATrailingSlash) {
