@@ -100,6 +100,53 @@ TEST(CudaBackend, LongRowsAndManyRowsMatchCpu) {
   }, 1e-4);
 }
 
+// Routing at a GPU benchmark's size: thousands of rows over many blocks, 64 experts top-8
+// (softmax with aux and z losses; group-limited sigmoid with the expert bias), and the two-pass
+// load sums over many 128-row chunks, the last one partial, in three balance groups.
+TEST(CudaBackend, RoutingAtBenchmarkSizeMatchesCpu) {
+  const int64_t n = 4099, E = 64, k = 8, groups = 3;
+  std::vector<int32_t> row_group(n);
+  for (int64_t t = 0; t < n; ++t) row_group[t] = static_cast<int32_t>(t * groups / n);
+  const std::vector<int32_t> counts32 = random_ints(groups * E, 40, 0, 600);
+  const std::vector<int64_t> counts(counts32.begin(), counts32.end());
+  for (const bool sigmoid : {false, true}) {
+    SCOPED_TRACE(sigmoid ? "sigmoid, group-limited, expert bias" : "softmax, aux and z losses");
+    expect_devices_agree([&](Device d) {
+      RouterBackwardConfig b;
+      b.row.experts = E;
+      b.row.topk = k;
+      b.row.softmax = !sigmoid;
+      b.row.num_groups = sigmoid ? 8 : 0;
+      b.row.group_topk = sigmoid ? 4 : 0;
+      b.balance = true;
+      b.balance_weight = 1e-6;
+      b.z_loss = !sigmoid;
+      b.z_factor = 2e-3;
+      b.z_tokens = static_cast<double>(n);
+      Tensor z = random_on(d, {n, E}, 41, -3, 3), bias = random_on(d, {E}, 42, -0.1f, 0.1f);
+      Tensor probs = Tensor::empty({n, E}, DType::kFloat32, d);
+      Tensor gates = Tensor::empty({n, k}, DType::kFloat32, d);
+      Tensor lse = Tensor::empty({n}, DType::kFloat32, d);
+      Tensor idx_words = Tensor::empty({n * k}, DType::kFloat32, d);  // int32 storage
+      Tensor sum_words = Tensor::empty({2 * (groups * E + 1)}, DType::kFloat32, d);  // float64
+      Tensor dgates = random_on(d, {n, k}, 43), dz = Tensor::empty({n, E}, DType::kFloat32, d);
+      auto* idx = static_cast<int32_t*>(idx_words.raw_data());
+      auto* sums = static_cast<double*>(sum_words.raw_data());
+      ops::route_forward(z, sigmoid ? bias : Tensor(), probs, idx, gates, lse, b.row);
+      ops::route_load_sums(probs, lse, row_group, groups, sums, b.row);
+      ops::route_backward(dgates, {}, gates, probs, z, idx, lse, counts, row_group, dz, b);
+      Outputs out = host({probs, gates, lse, dz});
+      std::vector<int32_t> idx_host(n * k);
+      std::vector<double> sums_host(groups * E + 1);
+      ops::copy_memory(idx_host.data(), idx, sizeof(int32_t) * idx_host.size());
+      ops::copy_memory(sums_host.data(), sums, sizeof(double) * sums_host.size());
+      out.emplace_back(idx_host.begin(), idx_host.end());
+      out.emplace_back(sums_host.begin(), sums_host.end());
+      return out;
+    }, 1e-4);
+  }
+}
+
 TEST(CudaBackend, CrossEntropyOverChunksMatchesCpu) {
   expect_devices_agree([](Device dev) {
     const int64_t N = 77, H = 48, V = 1000;
