@@ -38,8 +38,9 @@ int64_t waits_of_one_step(const std::string& name, const std::vector<std::string
   return waits() - before;
 }
 
-// The tiny recipe has 4 micro-batches per step. Each micro-batch may wait once per MoE layer for
-// its token counts and once for its loss; the step once for the gradient norm.
+// The tiny recipe has 4 micro-batches per step. Each micro-batch waits once per MoE layer for its
+// token counts and once for its loss; the step once for the gradient norm. Exactly: fewer would
+// mean the counting missed a wait.
 constexpr int64_t kMicroBatches = 4;
 constexpr int64_t bound(int64_t moe_layers) { return kMicroBatches * (moe_layers + 1) + 1; }
 
@@ -47,7 +48,7 @@ TEST(HostWaits, ADroplessStepWaitsForTokenCountsLossesAndTheNormOnly) {
   if (!testing::use_host_memory_device()) GTEST_SKIP() << "a real CUDA backend is registered";
   const int64_t n = waits_of_one_step("host-waits-softmax", {});
   std::cout << "host waits per step, softmax router with aux and z losses: " << n << "\n";
-  EXPECT_LE(n, bound(1));
+  EXPECT_EQ(n, bound(1));
 }
 
 TEST(HostWaits, AuxLossFreeBalancingAddsNoWaitPerLayer) {
@@ -57,7 +58,7 @@ TEST(HostWaits, AuxLossFreeBalancingAddsNoWaitPerLayer) {
                           "moe.moe_router_enable_expert_bias=true", "moe.moe_aux_loss_coeff=0"});
   std::cout << "host waits per step, two MoE layers, sigmoid router with expert bias: " << n
             << "\n";
-  EXPECT_LE(n, bound(2) + 1);  // + the metrics' one read of every layer's bias range
+  EXPECT_EQ(n, bound(2) + 1);  // + the metrics' one read of every layer's bias range
 }
 
 }  // namespace
