@@ -1,10 +1,7 @@
 #include "model/lm_head.h"
 
 #include <algorithm>
-#include <cmath>
-#include <limits>
 #include <span>
-#include <vector>
 
 #include "model/sharding_plan.h"
 #include "tensor/check.h"
@@ -39,45 +36,56 @@ LmHead::LmHead(const ModelConfig& config, const ParallelContext& ctx, Parameter*
                                         config.init_method_std);
 }
 
-double LmHead::forward_backward(const Tensor& h_nH, const int32_t* labels_N, const float* mask_N,
-                                float grad_scale, Tensor* dh_nH) const {
+void LmHead::forward_backward(const Tensor& h_nH, const int32_t* labels_N, const float* mask_N,
+                              float grad_scale, Tensor* dh_nH, const Tensor& loss_sum) const {
   const int64_t n = h_nH.numel() / hidden_;
   const int64_t N = region_.sharded() ? n * region_.size() : n;
   const bool grad = grad_scale != 0.0f && dh_nH != nullptr;
   if (grad) MOEFOLD_CHECK(dh_nH->numel() == n * hidden_);
   if (!region_.active()) {
-    return ops::cross_entropy_forward_backward(
+    ops::cross_entropy_forward_backward(
         h_nH, weight_->compute_value(), {labels_N, static_cast<size_t>(N)}, mask_of(mask_N, N),
         grad ? grad_scale : 0.0f, grad ? *dh_nH : Tensor(), grad ? weight_->grad : Tensor(),
-        chunk_rows_for(vocab_));
+        chunk_rows_for(vocab_), loss_sum);
+    return;
   }
   Tensor h_full;
   region_.enter_forward(h_nH.view({n, hidden_}), N, h_full);
   Tensor dh_full = grad ? Tensor::empty({N, hidden_}, dh_nH->dtype()) : Tensor();
-  const double loss_sum = vocab_parallel_forward_backward(
-      h_full, labels_N, mask_N, grad ? grad_scale : 0.0f, dh_full);
+  vocab_parallel_forward_backward(h_full, labels_N, mask_N, grad ? grad_scale : 0.0f, dh_full,
+                                  loss_sum);
   if (grad) {
     Tensor dh = dh_nH->view({n, hidden_}), scratch;
     region_.enter_backward(dh_full, dh, false, scratch);
   }
-  return loss_sum;
 }
 
 // Per chunk of rows: local logits (rows, V/TP); max over TP; then Σ exp(z − max) and the label's
 // logit (0 on ranks that do not own it) summed over TP in one all-reduce; CE = log Σ + max −
 // z[label]. The gradient (softmax − onehot)·mask·scale stays local to the shard. The sums are
-// exchanged as float64 so the reduction order over TP does not show in the loss.
-double LmHead::vocab_parallel_forward_backward(const Tensor& h_full, const int32_t* labels_N,
-                                               const float* mask_N, float grad_scale,
-                                               const Tensor& dh_full) const {
+// exchanged as float64 so the reduction order over TP does not show in the loss. Everything but
+// the labels and the mask stays on the device: the host never waits here (with NCCL).
+void LmHead::vocab_parallel_forward_backward(const Tensor& h_full, const int32_t* labels_N,
+                                             const float* mask_N, float grad_scale,
+                                             const Tensor& dh_full,
+                                             const Tensor& loss_sum) const {
   Communicator& tp = *region_.tp;
   const int64_t N = h_full.dim(0);
+  for (int64_t r = 0; r < N; ++r) {
+    if (mask_N == nullptr || mask_N[r] != 0.0f) {
+      MOEFOLD_CHECK(labels_N[r] >= 0 && labels_N[r] < vocab_,
+                    "label " << labels_N[r] << " at " << r << " outside vocabulary of " << vocab_);
+    }
+  }
   const int64_t first = weight_->layout.local_offset[0], V_local = weight_->layout.local_shape[0];
   const int64_t chunk = std::min(chunk_rows_for(vocab_), N);
-  Tensor logits = Tensor::empty({chunk, V_local});  // float32 (MODEL.md)
-  std::vector<float> row_max(chunk);
-  std::vector<double> sums(2 * chunk);  // Σ exp(z − max) per row, then the label logit per row
-  double loss_sum = 0.0;
+  const Device device = h_full.device();
+  Tensor logits = Tensor::empty({chunk, V_local}, DType::kFloat32, device);  // float32 (MODEL.md)
+  Tensor row_max = Tensor::empty({chunk}, DType::kFloat32, device);
+  // Σ exp(z − max) per row, then the label logit per row (0 where another shard holds it).
+  Tensor sums_words = ops::float64_zeros(2 * chunk, device);
+  double* sums = ops::float64_data(sums_words);
+  double* label_logit = sums + chunk;
   for (int64_t begin = 0; begin < N; begin += chunk) {
     const int64_t rows = std::min(chunk, N - begin);
     const std::span<const int32_t> labels(labels_N + begin, rows);
@@ -85,41 +93,25 @@ double LmHead::vocab_parallel_forward_backward(const Tensor& h_full, const int32
     const Tensor h = h_full.slice_rows(begin, begin + rows);
     const Tensor z = logits.slice_rows(0, rows);
     ops::linear_forward(h, weight_->compute_value(), z);
-    ops::rows_max(z, std::span(row_max).first(rows));
+    ops::rows_max(z, row_max, rows);
     {
       TimedTpCollective timed;
       tp.all_reduce(row_max.data(), rows, CommDType::kFloat32, ReduceOp::kMax);
     }
-    std::fill(sums.begin(), sums.end(), 0.0);
-    for (int64_t r = 0; r < rows; ++r) {
-      if (mask.empty() || mask[r] != 0.0f) {
-        MOEFOLD_CHECK(labels[r] >= 0 && labels[r] < vocab_, "label " << labels[r] << " at "
-                                                                     << begin + r
-                                                                     << " outside vocabulary of "
-                                                                     << vocab_);
-      }
-    }
-    // z becomes exp(z − max); the sums and the label logits (0 where another shard holds it).
-    ops::exp_shifted_rows(z, std::span(row_max).first(rows), labels, mask,
-                          std::span(sums).first(rows), std::span(sums).subspan(chunk, rows),
-                          first);
+    ops::zero(sums_words);
+    // z becomes exp(z − max); the sums and the label logits.
+    ops::exp_shifted_rows(z, row_max, labels, mask, sums, label_logit, first);
     {
       TimedTpCollective timed;
-      tp.all_reduce(sums.data(), 2 * chunk, CommDType::kFloat64, ReduceOp::kSum);
+      tp.all_reduce(sums, 2 * chunk, CommDType::kFloat64, ReduceOp::kSum);
     }
-    for (int64_t r = 0; r < rows; ++r) {
-      const float m = mask.empty() ? 1.0f : mask[r];
-      if (m == 0.0f) continue;
-      const double lse = std::log(sums[r]) + row_max[r];
-      loss_sum += (lse - sums[chunk + r]) * m;
-    }
+    ops::vocab_parallel_loss(row_max, sums, label_logit, mask, rows, loss_sum);
     if (!dh_full.defined()) continue;
-    ops::softmax_gradient_rows(z, std::span(sums).first(rows), labels, mask, grad_scale, first);
+    ops::softmax_gradient_rows(z, sums, labels, mask, grad_scale, first);
     ops::linear_backward_dx(z, weight_->compute_value(), dh_full.slice_rows(begin, begin + rows),
                             false);
     ops::linear_backward_dw(z, h, weight_->grad);
   }
-  return loss_sum;
 }
 
 }  // namespace moefold

@@ -23,21 +23,23 @@ class LmHead {
   LmHead(const ModelConfig& config, const ParallelContext& ctx, Parameter* tied_embedding,
          ParameterRegistry& registry);
 
-  // Returns Σ CE·mask over all N tokens of the micro-batch (the same on every TP rank); h (n,H)
+  // Adds Σ CE·mask over all N tokens of the micro-batch (the same on every TP rank) to loss_sum,
+  // one float64 on h's device (ops::float64_zeros), so the host need not wait for it. h (n,H)
   // is in the residual layout (n = N/TP under sequence parallelism), labels and mask (N) cover
   // all tokens. With grad_scale != 0 and dh non-null: dh (n,H) = grad_scale · d(Σ CE·mask)/dh
   // (overwritten) and dW += the same for this rank's rows of W.
-  double forward_backward(const Tensor& h_nH, const int32_t* labels_N, const float* mask_N,
-                          float grad_scale, Tensor* dh_nH) const;
+  void forward_backward(const Tensor& h_nH, const int32_t* labels_N, const float* mask_N,
+                        float grad_scale, Tensor* dh_nH, const Tensor& loss_sum) const;
 
   Parameter* weight() const { return weight_; }
   bool tied() const { return tied_; }
 
  private:
   // The TP > 1 form over this rank's vocabulary rows; h_full (N,H) holds every token.
-  double vocab_parallel_forward_backward(const Tensor& h_full, const int32_t* labels_N,
-                                         const float* mask_N, float grad_scale,
-                                         const Tensor& dh_full) const;  // undefined: no gradient
+  void vocab_parallel_forward_backward(const Tensor& h_full, const int32_t* labels_N,
+                                       const float* mask_N, float grad_scale,
+                                       const Tensor& dh_full,  // undefined: no gradient
+                                       const Tensor& loss_sum) const;
 
   const ParallelContext& ctx_;
   TpRegion region_;

@@ -1,5 +1,6 @@
 #include "model/model.h"
 
+#include <algorithm>
 #include <optional>
 
 #include "absl/strings/str_cat.h"
@@ -270,8 +271,9 @@ MicroBatchStats Model::forward_chunk(int chunk, const TokenBatch& full_batch,
     Tensor* d_final = nullptr;
     if (scales) d_final = &ensure_shape(st.d_final_h, {n, H}, act);
     const float lm_scale = scales ? static_cast<float>(scales->lm) : 0.0f;
-    stats.lm_loss_sum = lm_head_->forward_backward(st.final_h, batch.labels.data(),
-                                                   batch.loss_mask.data(), lm_scale, d_final);
+    stats.lm_loss_sum = ops::float64_zeros(1, st.final_h.device());
+    lm_head_->forward_backward(st.final_h, batch.labels.data(), batch.loss_mask.data(), lm_scale,
+                               d_final, stats.lm_loss_sum);
     for (float m : batch.loss_mask) stats.loss_mask_sum += m;
   }
   st.has_gradients = scales != nullptr;
@@ -359,6 +361,25 @@ int64_t Model::parameter_count() const {
   for (const auto& p : registry_.parameters())
     if (!is_embedding_copy(p.get())) n += p->layout.global_numel();
   return n;
+}
+
+double MicroBatchStats::host_lm_loss_sum() const {
+  return lm_loss_sum.defined() ? ops::float64_to_host(lm_loss_sum)[0] : 0.0;
+}
+
+std::vector<double> lm_loss_sums(std::span<const MicroBatchStats> stats) {
+  std::vector<double> sums(stats.size(), 0.0);
+  auto with_loss = [](const MicroBatchStats& s) { return s.lm_loss_sum.defined(); };
+  const auto first = std::find_if(stats.begin(), stats.end(), with_loss);
+  if (first == stats.end()) return sums;
+  // Gathered on the device first: one copy, so the host waits once for them all.
+  const Tensor all = ops::float64_zeros(static_cast<int64_t>(stats.size()),
+                                        first->lm_loss_sum.device());
+  for (size_t i = 0; i < stats.size(); ++i) {
+    if (!with_loss(stats[i])) continue;
+    ops::copy(all.elements(2 * static_cast<int64_t>(i), {2}), stats[i].lm_loss_sum);
+  }
+  return ops::float64_to_host(all);
 }
 
 }  // namespace moefold

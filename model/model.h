@@ -40,12 +40,21 @@ struct MoeLayerStats {
 };
 
 struct MicroBatchStats {
-  double lm_loss_sum = 0;    // Σ CE·loss_mask (unnormalised)
+  // Σ CE·loss_mask (unnormalised) as one float64 on the model's device (ops::float64_zeros), so
+  // that the host reads every micro-batch's at once (lm_loss_sums); undefined on the pipeline
+  // stages without the LM head.
+  Tensor lm_loss_sum;
   double loss_mask_sum = 0;  // Σ loss_mask
   double aux_loss = 0;  // balance losses of this micro-batch (coeff applied, summed over layers)
   double z_loss = 0;    // z losses (coeff applied, summed over layers)
   std::vector<MoeLayerStats> moe;  // one per MoE layer, counts before capacity dropping
+
+  double host_lm_loss_sum() const;  // lm_loss_sum read on the host (a wait for the device)
 };
+
+// Each micro-batch's Σ CE·loss_mask on the host (0 without the LM head), read from the device
+// with one copy for all of them.
+std::vector<double> lm_loss_sums(std::span<const MicroBatchStats> stats);
 
 // Per-(micro-batch, chunk) activations and gradient buffers of the chunk's Lc layers. Reusing one
 // stash for later micro-batches of the same shape and chunk reuses its buffers. With activation

@@ -259,17 +259,16 @@ void Backend::axpy_bf16(uint16_t* y, float a, const uint16_t* x, int64_t n) {
   g.finish();
 }
 
-double Backend::cross_entropy_forward_backward_bf16(const uint16_t* h, const uint16_t* w,
-                                                    const int32_t* labels, const float* mask,
-                                                    float grad_scale, uint16_t* dh, float* dw,
-                                                    int64_t N, int64_t H, int64_t V,
-                                                    int64_t chunk_rows) {
+void Backend::cross_entropy_forward_backward_bf16(const uint16_t* h, const uint16_t* w,
+                                                  const int32_t* labels, const float* mask,
+                                                  float grad_scale, uint16_t* dh, float* dw,
+                                                  double* loss_sum, int64_t N, int64_t H,
+                                                  int64_t V, int64_t chunk_rows) {
   Widened g(*this);
-  const double loss = cross_entropy_forward_backward(
-      g.in(h, N * H), g.in(w, V * H), labels, mask, grad_scale,
-      dh != nullptr ? g.out(dh, N * H) : nullptr, dw, N, H, V, chunk_rows);
+  cross_entropy_forward_backward(g.in(h, N * H), g.in(w, V * H), labels, mask, grad_scale,
+                                 dh != nullptr ? g.out(dh, N * H) : nullptr, dw, loss_sum, N, H,
+                                 V, chunk_rows);
   g.finish();
-  return loss;
 }
 
 Backend& backend_for(Device device) {

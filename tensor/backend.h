@@ -265,28 +265,36 @@ class Backend {
                                   int64_t H) = 0;
 
   // ---- cross-entropy -----------------------------------------------------------------------
-  // Fused LM head + CE over chunks of rows (tensor/cpu/cross_entropy.h); returns Σ CE·mask.
-  virtual double cross_entropy_forward_backward(const float* h, const float* w,
-                                                const int32_t* labels, const float* mask,
-                                                float grad_scale, float* dh, float* dw, int64_t N,
-                                                int64_t H, int64_t V, int64_t chunk_rows) = 0;
+  // Fused LM head + CE over chunks of rows (tensor/cpu/cross_entropy.h); adds Σ CE·mask to
+  // loss_sum (one float64 in device memory, so the host need not wait for it). Labels and mask
+  // are host arrays (checked there).
+  virtual void cross_entropy_forward_backward(const float* h, const float* w,
+                                              const int32_t* labels, const float* mask,
+                                              float grad_scale, float* dh, float* dw,
+                                              double* loss_sum, int64_t N, int64_t H, int64_t V,
+                                              int64_t chunk_rows) = 0;
   // The same with bf16 h, w and dh (dh, dw may be null): float32 logits, loss and dw (MODEL.md).
   // The default widens h, w and dh and calls the float32 op (the CPU backend's path).
-  virtual double cross_entropy_forward_backward_bf16(const uint16_t* h, const uint16_t* w,
-                                                     const int32_t* labels, const float* mask,
-                                                     float grad_scale, uint16_t* dh, float* dw,
-                                                     int64_t N, int64_t H, int64_t V,
-                                                     int64_t chunk_rows);
-  // Vocabulary-parallel pieces over a shard z (N, Vl) holding columns [first, first+Vl):
-  // row_max (host, N) = max of each row.
+  virtual void cross_entropy_forward_backward_bf16(const uint16_t* h, const uint16_t* w,
+                                                   const int32_t* labels, const float* mask,
+                                                   float grad_scale, uint16_t* dh, float* dw,
+                                                   double* loss_sum, int64_t N, int64_t H,
+                                                   int64_t V, int64_t chunk_rows);
+  // Vocabulary-parallel pieces over a shard z (N, Vl) holding columns [first, first+Vl); labels
+  // and mask are host arrays, every other array is device memory (the reductions over the shards
+  // between the pieces run on the device too). row_max (N) = max of each row.
   virtual void rows_max(const float* z, float* row_max, int64_t N, int64_t Vl) = 0;
-  // z ← exp(z − row_max); sums (host, N) = Σ of each row; label_logit (host, N) = the label's
-  // logit before the exp when this shard holds it (else untouched). Rows with mask 0 read no
-  // label.
+  // z ← exp(z − row_max); sums (N) = Σ of each row; label_logit (N) = the label's logit before
+  // the exp when this shard holds it (else untouched). Rows with mask 0 read no label.
   virtual void exp_shifted_rows(float* z, const float* row_max, const int32_t* labels,
                                 const float* mask, double* sums, double* label_logit, int64_t N,
                                 int64_t Vl, int64_t first) = 0;
-  // z (holding exp(z − max)) ← (z / total − onehot(label))·mask·grad_scale, totals host (N).
+  // loss_sum (one float64) += Σ_r mask_r·CE_r over the rows with mask ≠ 0, with CE_r from the
+  // reduced sums, label logits and row maxima (row_math.h vocab_parallel_cross_entropy).
+  virtual void vocab_parallel_loss(const double* sums, const double* label_logit,
+                                   const float* row_max, const float* mask, int64_t N,
+                                   double* loss_sum) = 0;
+  // z (holding exp(z − max)) ← (z / total − onehot(label))·mask·grad_scale, totals (N).
   virtual void softmax_gradient_rows(float* z, const double* totals, const int32_t* labels,
                                      const float* mask, float grad_scale, int64_t N, int64_t Vl,
                                      int64_t first) = 0;

@@ -84,6 +84,26 @@ Tensor to_device(const Tensor& t, Device device) {
   return out;
 }
 
+Tensor float64_zeros(int64_t n, Device device) {
+  static_assert(sizeof(double) == 2 * sizeof(float));
+  Tensor words = Tensor::empty({2 * n}, DType::kFloat32, device);
+  zero(words);
+  return words;
+}
+
+double* float64_data(const Tensor& words) {
+  MOEFOLD_CHECK(words.dtype() == DType::kFloat32 && words.numel() % 2 == 0,
+                "float64 values need an even number of float32 words, not "
+                    << words.shape_string());
+  return reinterpret_cast<double*>(words.data());
+}
+
+std::vector<double> float64_to_host(const Tensor& words) {
+  std::vector<double> values(words.numel() / 2);
+  copy_memory(values.data(), float64_data(words), sizeof(double) * values.size());
+  return values;
+}
+
 void add(const Tensor& y, const Tensor& x) {
   expect_numel(x, y.numel(), "add operand");
   Operands a("add", y);

@@ -16,6 +16,7 @@
 
 #include <cstdint>
 #include <span>
+#include <vector>
 
 #include "tensor/backend.h"
 #include "tensor/tensor.h"
@@ -40,6 +41,11 @@ void copy_rows(void* dst, int64_t dst_stride, const void* src, int64_t src_strid
 Tensor to_host(const Tensor& t);
 // t on `device` (the same tensor when it is already there).
 Tensor to_device(const Tensor& t, Device device);
+// float64 values on a device, for sums that must not round (losses, cross-entropy row sums):
+// moefold's tensors are float32 or bf16, so each value takes two float32 words of a (2n) tensor.
+Tensor float64_zeros(int64_t n, Device device);
+double* float64_data(const Tensor& words);
+std::vector<double> float64_to_host(const Tensor& words);  // one device→host copy
 
 // ---- element-wise and reductions --------------------------------------------------------------
 void add(const Tensor& y, const Tensor& x);              // y += x
@@ -147,21 +153,30 @@ void embedding_backward(const Tensor& dout, std::span<const int32_t> tokens, con
                         int64_t vocab, int64_t first_row);
 
 // ---- cross-entropy ------------------------------------------------------------------------------
-// Fused LM head: logits = h wᵀ in chunks, Σ CE·mask returned; dh overwritten and dw accumulated
-// when grad_scale != 0 and they are defined. mask may be empty (all ones).
+// Fused LM head: logits = h wᵀ in chunks, Σ CE·mask added to loss_sum (float64_zeros(1) on h's
+// device: the host does not wait for it); dh overwritten and dw accumulated when grad_scale != 0
+// and they are defined. mask may be empty (all ones).
+void cross_entropy_forward_backward(const Tensor& h, const Tensor& w,
+                                    std::span<const int32_t> labels, std::span<const float> mask,
+                                    float grad_scale, const Tensor& dh, const Tensor& dw,
+                                    int64_t chunk_rows, const Tensor& loss_sum);
+// The same, returning Σ CE·mask (the host waits for it).
 double cross_entropy_forward_backward(const Tensor& h, const Tensor& w,
                                       std::span<const int32_t> labels,
                                       std::span<const float> mask, float grad_scale,
                                       const Tensor& dh, const Tensor& dw, int64_t chunk_rows);
-// Vocabulary-parallel pieces over a logits shard z (N, Vl) of columns [first, first + Vl);
-// the reductions over the shards happen between them (lm_head).
-void rows_max(const Tensor& z, std::span<float> row_max);
-void exp_shifted_rows(const Tensor& z, std::span<const float> row_max,
-                      std::span<const int32_t> labels, std::span<const float> mask,
-                      std::span<double> sums, std::span<double> label_logit, int64_t first);
-void softmax_gradient_rows(const Tensor& z, std::span<const double> totals,
-                           std::span<const int32_t> labels, std::span<const float> mask,
-                           float grad_scale, int64_t first);
+// Vocabulary-parallel pieces over the first labels.size() rows of a logits shard z (N, Vl) of
+// columns [first, first + Vl), every result on z's device: row_max float32 (N), sums,
+// label_logit and loss_sum float64 (float64_zeros); the reductions over the shards happen
+// between them (lm_head).
+void rows_max(const Tensor& z, const Tensor& row_max, int64_t rows);
+void exp_shifted_rows(const Tensor& z, const Tensor& row_max, std::span<const int32_t> labels,
+                      std::span<const float> mask, double* sums, double* label_logit,
+                      int64_t first);
+void vocab_parallel_loss(const Tensor& row_max, const double* sums, const double* label_logit,
+                         std::span<const float> mask, int64_t rows, const Tensor& loss_sum);
+void softmax_gradient_rows(const Tensor& z, const double* totals, std::span<const int32_t> labels,
+                           std::span<const float> mask, float grad_scale, int64_t first);
 
 // ---- optimizer ----------------------------------------------------------------------------------
 void adamw_step(const Tensor& param, const Tensor& grad, const Tensor& exp_avg,

@@ -289,60 +289,106 @@ void embedding_backward(const Tensor& dout, std::span<const int32_t> tokens, con
   a.finish();
 }
 
-double cross_entropy_forward_backward(const Tensor& h, const Tensor& w,
-                                      std::span<const int32_t> labels,
-                                      std::span<const float> mask, float grad_scale,
-                                      const Tensor& dh, const Tensor& dw, int64_t chunk_rows) {
+void cross_entropy_forward_backward(const Tensor& h, const Tensor& w,
+                                    std::span<const int32_t> labels, std::span<const float> mask,
+                                    float grad_scale, const Tensor& dh, const Tensor& dw,
+                                    int64_t chunk_rows, const Tensor& loss_sum) {
   const int64_t V = w.dim(0), H = w.numel() / V, N = rows_of(h, H);
   MOEFOLD_CHECK(static_cast<int64_t>(labels.size()) == N && (mask.empty() || mask.size() == labels.size()),
                 "cross-entropy labels and mask");
   if (dh.defined()) expect_numel(dh, N * H, "cross-entropy dh");
   if (dw.defined()) expect_numel(dw, V * H, "cross-entropy dw");
+  expect_numel(loss_sum, 2, "cross-entropy loss sum (one float64)");
   Operands a("cross_entropy_forward_backward", h);
+  a.f32(loss_sum);  // checks that it is on h's device
+  double* loss = float64_data(loss_sum);
   if (a.all_bf16({&h, &w}) && (!dh.defined() || a.all_bf16({&dh})) &&
       (!dw.defined() || a.all_of(DType::kFloat32, {&dw}))) {
     return a.backend().cross_entropy_forward_backward_bf16(
         a.bits(h), a.bits(w), labels.data(), mask.empty() ? nullptr : mask.data(), grad_scale,
-        dh.defined() ? a.bits(dh) : nullptr, dw.defined() ? dw.data() : nullptr, N, H, V,
+        dh.defined() ? a.bits(dh) : nullptr, dw.defined() ? dw.data() : nullptr, loss, N, H, V,
         chunk_rows);
   }
-  const double loss = a.backend().cross_entropy_forward_backward(
+  a.backend().cross_entropy_forward_backward(
       a.in(h), a.in(w), labels.data(), mask.empty() ? nullptr : mask.data(), grad_scale,
-      a.optional_out(dh), a.optional_out(dw), N, H, V, chunk_rows);
+      a.optional_out(dh), a.optional_out(dw), loss, N, H, V, chunk_rows);
   a.finish();
-  return loss;
 }
 
-void rows_max(const Tensor& z, std::span<float> row_max) {
-  const int64_t N = static_cast<int64_t>(row_max.size()), Vl = z.dim(-1);
-  MOEFOLD_CHECK(z.numel() >= N * Vl, "rows_max rows");
+double cross_entropy_forward_backward(const Tensor& h, const Tensor& w,
+                                      std::span<const int32_t> labels,
+                                      std::span<const float> mask, float grad_scale,
+                                      const Tensor& dh, const Tensor& dw, int64_t chunk_rows) {
+  const Tensor loss_sum = float64_zeros(1, h.device());
+  cross_entropy_forward_backward(h, w, labels, mask, grad_scale, dh, dw, chunk_rows, loss_sum);
+  return float64_to_host(loss_sum)[0];
+}
+
+namespace {
+
+// Raw float64 results of a vocabulary-parallel op must be on its tensors' device.
+void expect_on(Device device, std::initializer_list<const void*> results, const char* op) {
+  for (const void* result : results) {
+    MOEFOLD_CHECK(device_of_pointer(result) == device,
+                  "ops::" << op << ": a float64 operand is not on " << device_name(device));
+  }
+}
+
+// Columns of a vocabulary shard z whose first `rows` rows an op reads.
+int64_t shard_columns(const Tensor& z, int64_t rows, const char* op) {
+  const int64_t Vl = z.dim(-1);
+  MOEFOLD_CHECK(z.numel() >= rows * Vl, "ops::" << op << ": " << rows << " rows of "
+                                                << z.shape_string());
+  return Vl;
+}
+
+}  // namespace
+
+void rows_max(const Tensor& z, const Tensor& row_max, int64_t rows) {
+  const int64_t Vl = shard_columns(z, rows, "rows_max");
+  MOEFOLD_CHECK(row_max.numel() >= rows, "rows_max: " << row_max.shape_string() << " for "
+                                                      << rows << " rows");
   Operands a("rows_max", z);
-  a.backend().rows_max(a.f32(z), row_max.data(), N, Vl);
+  a.backend().rows_max(a.f32(z), a.f32(row_max), rows, Vl);
 }
 
-void exp_shifted_rows(const Tensor& z, std::span<const float> row_max,
-                      std::span<const int32_t> labels, std::span<const float> mask,
-                      std::span<double> sums, std::span<double> label_logit, int64_t first) {
-  const int64_t N = static_cast<int64_t>(row_max.size()), Vl = z.dim(-1);
-  MOEFOLD_CHECK(z.numel() >= N * Vl && labels.size() >= row_max.size() &&
-                    sums.size() >= row_max.size() && label_logit.size() >= row_max.size(),
+void exp_shifted_rows(const Tensor& z, const Tensor& row_max, std::span<const int32_t> labels,
+                      std::span<const float> mask, double* sums, double* label_logit,
+                      int64_t first) {
+  const int64_t rows = static_cast<int64_t>(labels.size());
+  const int64_t Vl = shard_columns(z, rows, "exp_shifted_rows");
+  expect_on(z.device(), {sums, label_logit}, "exp_shifted_rows");
+  MOEFOLD_CHECK(row_max.numel() >= rows && (mask.empty() || mask.size() == labels.size()),
                 "exp_shifted_rows sizes");
   Operands a("exp_shifted_rows", z);
-  a.backend().exp_shifted_rows(a.f32(z), row_max.data(), labels.data(),
-                                 mask.empty() ? nullptr : mask.data(), sums.data(),
-                                 label_logit.data(), N, Vl, first);
+  a.backend().exp_shifted_rows(a.f32(z), a.f32(row_max), labels.data(),
+                               mask.empty() ? nullptr : mask.data(), sums, label_logit, rows, Vl,
+                               first);
 }
 
-void softmax_gradient_rows(const Tensor& z, std::span<const double> totals,
-                           std::span<const int32_t> labels, std::span<const float> mask,
-                           float grad_scale, int64_t first) {
-  const int64_t N = static_cast<int64_t>(totals.size()), Vl = z.dim(-1);
-  MOEFOLD_CHECK(z.numel() >= N * Vl && labels.size() >= totals.size(),
-                "softmax_gradient_rows sizes");
+void vocab_parallel_loss(const Tensor& row_max, const double* sums, const double* label_logit,
+                         std::span<const float> mask, int64_t rows, const Tensor& loss_sum) {
+  MOEFOLD_CHECK(row_max.numel() >= rows &&
+                    (mask.empty() || static_cast<int64_t>(mask.size()) == rows),
+                "vocab_parallel_loss sizes");
+  expect_numel(loss_sum, 2, "vocab-parallel loss sum (one float64)");
+  expect_on(row_max.device(), {sums, label_logit}, "vocab_parallel_loss");
+  Operands a("vocab_parallel_loss", row_max);
+  a.backend().vocab_parallel_loss(sums, label_logit, a.f32(row_max),
+                                  mask.empty() ? nullptr : mask.data(), rows,
+                                  float64_data(loss_sum));
+}
+
+void softmax_gradient_rows(const Tensor& z, const double* totals, std::span<const int32_t> labels,
+                           std::span<const float> mask, float grad_scale, int64_t first) {
+  const int64_t rows = static_cast<int64_t>(labels.size());
+  const int64_t Vl = shard_columns(z, rows, "softmax_gradient_rows");
+  expect_on(z.device(), {totals}, "softmax_gradient_rows");
+  MOEFOLD_CHECK(mask.empty() || mask.size() == labels.size(), "softmax_gradient_rows mask");
   Operands a("softmax_gradient_rows", z);
-  a.backend().softmax_gradient_rows(a.f32(z), totals.data(), labels.data(),
-                                      mask.empty() ? nullptr : mask.data(), grad_scale, N, Vl,
-                                      first);
+  a.backend().softmax_gradient_rows(a.f32(z), totals, labels.data(),
+                                    mask.empty() ? nullptr : mask.data(), grad_scale, rows, Vl,
+                                    first);
 }
 
 }  // namespace moefold::ops

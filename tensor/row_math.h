@@ -104,4 +104,16 @@ MOEFOLD_HOST_DEVICE float cross_entropy_gradient(float e, float scale, bool is_l
   return e * scale - (is_label ? weight : 0.0f);
 }
 
+// Vocabulary-parallel CE of one row from the reductions over the shards: CE·mask with
+// lse = log Σ exp(z − max) + max, in float64 (the sums are exchanged as float64).
+MOEFOLD_HOST_DEVICE double vocab_parallel_cross_entropy(double sum, float row_max,
+                                                        double label_logit, float mask) {
+  return (log(sum) + row_max - label_logit) * mask;
+}
+
+// The scale of cross_entropy_gradient for a row whose shards' exponentials sum to `total`.
+MOEFOLD_HOST_DEVICE float softmax_gradient_scale(float weight, float mask, double total) {
+  return mask == 0.0f ? 0.0f : static_cast<float>(weight / total);
+}
+
 }  // namespace moefold

@@ -322,8 +322,8 @@ absl::StatusOr<IterationMetrics> Trainer::train_step(int iteration) {
   std::vector<std::vector<int64_t>> expert_counts(
       num_moe_layers, std::vector<int64_t>(recipe_.model.moe.num_experts, 0));
   std::vector<int64_t> dropped(num_moe_layers, 0), assignments(num_moe_layers, 0);
+  for (double sum : lm_loss_sums(forwards)) lm_loss_sum += sum;
   for (const MicroBatchStats& stats : forwards) {
-    lm_loss_sum += stats.lm_loss_sum;
     aux_loss += stats.aux_loss * scales.aux;
     z_loss += stats.z_loss * scales.aux;
     for (const MoeLayerStats& layer : stats.moe) {
@@ -564,11 +564,10 @@ absl::StatusOr<EvalResult> Trainer::evaluate(int global_batches) {
     if (iterator->consumed_samples() + options.global_batch_size > samples) break;
     auto batches = model_inputs(iterator->next_global_batch());
     if (!batches.ok()) return batches.status();
-    for (const MicroBatchStats& stats :
-         pipeline_->run(PipelineScheduleKind::kForwardOnly, *batches, nullptr)) {
-      sums[0] += stats.lm_loss_sum;  // the last pipeline stage's; zeros elsewhere
-      sums[1] += stats.loss_mask_sum;
-    }
+    const std::vector<MicroBatchStats> forwards =
+        pipeline_->run(PipelineScheduleKind::kForwardOnly, *batches, nullptr);
+    for (double sum : lm_loss_sums(forwards)) sums[0] += sum;  // zeros but on the last stage
+    for (const MicroBatchStats& stats : forwards) sums[1] += stats.loss_mask_sum;
   }
   ctx_.dp_cp->all_reduce(std::span<double>(sums));
   ctx_.pp->all_reduce(std::span<double>(sums));

@@ -17,6 +17,7 @@
 #include "tensor/cpu/routing.h"
 #include "tensor/cpu/swiglu.h"
 #include "tensor/cpu/vec_math.h"
+#include "tensor/row_math.h"
 
 namespace moefold::cpu {
 namespace {
@@ -239,14 +240,15 @@ void CpuBackend::embedding_backward(const float* dout, const int32_t* tokens, fl
   cpu::embedding_backward(dout, tokens, dtable, N, V, first_row, rows, H);
 }
 
-double CpuBackend::cross_entropy_forward_backward(const float* h, const float* w,
-                                                  const int32_t* labels, const float* mask,
-                                                  float grad_scale, float* dh, float* dw, int64_t N,
-                                                  int64_t H, int64_t V, int64_t chunk_rows) {
-  double loss_sum = 0.0;
-  cpu::cross_entropy_forward_backward(h, w, labels, mask, grad_scale, &loss_sum, dh, dw, N, H, V,
-                                      chunk_rows);
-  return loss_sum;
+void CpuBackend::cross_entropy_forward_backward(const float* h, const float* w,
+                                                const int32_t* labels, const float* mask,
+                                                float grad_scale, float* dh, float* dw,
+                                                double* loss_sum, int64_t N, int64_t H, int64_t V,
+                                                int64_t chunk_rows) {
+  double chunks_sum = 0.0;
+  cpu::cross_entropy_forward_backward(h, w, labels, mask, grad_scale, &chunks_sum, dh, dw, N, H,
+                                      V, chunk_rows);
+  *loss_sum += chunks_sum;
 }
 
 void CpuBackend::rows_max(const float* z, float* row_max, int64_t N, int64_t Vl) {
@@ -266,6 +268,16 @@ void CpuBackend::exp_shifted_rows(float* z, const float* row_max, const int32_t*
   }
 }
 
+void CpuBackend::vocab_parallel_loss(const double* sums, const double* label_logit,
+                                     const float* row_max, const float* mask, int64_t N,
+                                     double* loss_sum) {
+  for (int64_t r = 0; r < N; ++r) {
+    const float m = mask ? mask[r] : 1.0f;
+    if (m == 0.0f) continue;
+    *loss_sum += vocab_parallel_cross_entropy(sums[r], row_max[r], label_logit[r], m);
+  }
+}
+
 void CpuBackend::softmax_gradient_rows(float* z, const double* totals, const int32_t* labels,
                                        const float* mask, float grad_scale, int64_t N, int64_t Vl,
                                        int64_t first) {
@@ -273,7 +285,7 @@ void CpuBackend::softmax_gradient_rows(float* z, const double* totals, const int
     const float m = mask ? mask[r] : 1.0f;
     float* zr = z + r * Vl;
     const float weight = m * grad_scale;
-    scale_in_place(zr, m == 0.0f ? 0.0f : static_cast<float>(weight / totals[r]), Vl);
+    scale_in_place(zr, softmax_gradient_scale(weight, m, totals[r]), Vl);
     if (m == 0.0f) continue;
     const int64_t label = labels[r];
     if (label >= first && label < first + Vl) zr[label - first] -= weight;

@@ -88,14 +88,16 @@ class CpuBackend : public Backend {
                          int64_t V, int64_t first_row, int64_t rows, int64_t H) override;
   void embedding_backward(const float* dout, const int32_t* tokens, float* dtable, int64_t N,
                           int64_t V, int64_t first_row, int64_t rows, int64_t H) override;
-  double cross_entropy_forward_backward(const float* h, const float* w, const int32_t* labels,
-                                        const float* mask, float grad_scale, float* dh, float* dw,
-                                        int64_t N, int64_t H, int64_t V,
-                                        int64_t chunk_rows) override;
+  void cross_entropy_forward_backward(const float* h, const float* w, const int32_t* labels,
+                                      const float* mask, float grad_scale, float* dh, float* dw,
+                                      double* loss_sum, int64_t N, int64_t H, int64_t V,
+                                      int64_t chunk_rows) override;
   void rows_max(const float* z, float* row_max, int64_t N, int64_t Vl) override;
   void exp_shifted_rows(float* z, const float* row_max, const int32_t* labels, const float* mask,
                         double* sums, double* label_logit, int64_t N, int64_t Vl,
                         int64_t first) override;
+  void vocab_parallel_loss(const double* sums, const double* label_logit, const float* row_max,
+                           const float* mask, int64_t N, double* loss_sum) override;
   void softmax_gradient_rows(float* z, const double* totals, const int32_t* labels,
                              const float* mask, float grad_scale, int64_t N, int64_t Vl,
                              int64_t first) override;

@@ -1,11 +1,13 @@
 // Cross-entropy on the CUDA backend: the fused LM head + CE over chunks of rows (a cuBLAS GEMM
 // to logits, one kernel turning them into the loss and its gradient, two GEMMs for dh and dw),
 // and the vocabulary-parallel pieces over a shard of the logits. Labels and masks are host
-// arrays: they are checked on the host and uploaded. With bf16 h and w (MODEL.md "Mixed
-// precision") the logits, loss and dw stay float32, and the logits' gradient is rounded to bf16
-// for the two backward GEMMs, which then run on tensor cores like every other GEMM.
+// arrays: they are checked on the host and uploaded; losses are summed on the device, where the
+// host reads them once per step. With bf16 h and w (MODEL.md "Mixed precision") the logits,
+// loss and dw stay float32, and the logits' gradient is rounded to bf16 for the two backward
+// GEMMs, which then run on tensor cores like every other GEMM.
 #include <algorithm>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "tensor/check.h"
@@ -63,8 +65,8 @@ __global__ void rows_max_kernel(const float* z_NV, float* max_N, int64_t V) {
 // z ← exp(z − max) per row, sums_N = Σ; label_N = the label's logit (read before the exp) for
 // rows whose label column `label_col_N` (−1: none) is in this shard.
 __global__ void exp_shifted_rows_kernel(float* z_NV, const float* max_N,
-                                        const int32_t* label_col_N, float* sums_N,
-                                        float* label_N, int64_t V) {
+                                        const int32_t* label_col_N, double* sums_N,
+                                        double* label_N, int64_t V) {
   __shared__ float shared[kWarp];
   const int64_t row = blockIdx.x;
   float* z = z_NV + row * V;
@@ -82,17 +84,59 @@ __global__ void exp_shifted_rows_kernel(float* z_NV, const float* max_N,
   if (threadIdx.x == 0) sums_N[row] = sum;
 }
 
-__global__ void softmax_gradient_rows_kernel(float* z_NV, const float* scale_N,
-                                             const float* weight_N, const int32_t* label_col_N,
-                                             int64_t V) {
+__global__ void softmax_gradient_rows_kernel(float* z_NV, const double* totals_N,
+                                             const float* mask_N, float grad_scale,
+                                             const int32_t* label_col_N, int64_t V) {
   const int64_t row = blockIdx.x;
   float* z = z_NV + row * V;
-  const float scale = scale_N[row], weight = weight_N[row];
+  const float mask = mask_N == nullptr ? 1.0f : mask_N[row];
+  const float weight = mask * grad_scale;
+  const float scale = softmax_gradient_scale(weight, mask, totals_N[row]);
   const int32_t col = label_col_N[row];
   for (int64_t v = threadIdx.x; v < V; v += blockDim.x) {
     z[v] = cross_entropy_gradient(z[v], scale, v == col, weight);
   }
 }
+
+// One block adds Σ over N rows of a row's loss to *total in float64: the loss of a micro-batch
+// is summed where it was computed, so the host need not wait for it.
+constexpr int kSumThreads = 256;
+
+template <class RowLoss>
+__global__ void add_loss_sum_kernel(RowLoss row_loss, int64_t N, double* total) {
+  __shared__ double partial[kSumThreads];
+  double sum = 0.0;
+  for (int64_t r = threadIdx.x; r < N; r += blockDim.x) sum += row_loss(r);
+  partial[threadIdx.x] = sum;
+  __syncthreads();
+  for (int stride = kSumThreads / 2; stride > 0; stride /= 2) {
+    if (threadIdx.x < stride) partial[threadIdx.x] += partial[threadIdx.x + stride];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) *total += partial[0];
+}
+
+// CE·mask of the fused head's rows (ce_N is 0 on masked rows).
+struct MaskedLoss {
+  const float* ce_N;
+  const float* mask_N;  // null: all ones
+  __device__ double operator()(int64_t r) const {
+    return static_cast<double>(ce_N[r]) * (mask_N == nullptr ? 1.0f : mask_N[r]);
+  }
+};
+
+// CE·mask of a row from the reductions over the vocabulary shards.
+struct VocabParallelLoss {
+  const double* sums_N;
+  const double* label_N;
+  const float* max_N;
+  const float* mask_N;  // null: all ones
+  __device__ double operator()(int64_t r) const {
+    const float mask = mask_N == nullptr ? 1.0f : mask_N[r];
+    if (mask == 0.0f) return 0.0;
+    return vocab_parallel_cross_entropy(sums_N[r], max_N[r], label_N[r], mask);
+  }
+};
 
 // The label's column in the shard [first, first + Vl), or −1 (another shard, or masked out).
 std::vector<int32_t> label_columns(const int32_t* labels, const float* mask, int64_t N, int64_t Vl,
@@ -108,35 +152,35 @@ std::vector<int32_t> label_columns(const int32_t* labels, const float* mask, int
 
 }  // namespace
 
-double CudaBackend::cross_entropy_forward_backward(const float* h, const float* w,
-                                                   const int32_t* labels, const float* mask,
-                                                   float grad_scale, float* dh, float* dw,
-                                                   int64_t N, int64_t H, int64_t V,
-                                                   int64_t chunk_rows) {
-  return cross_entropy_chunks(f32_in(h), f32_in(w), labels, mask, grad_scale, f32_out(dh), dw, N,
-                              H, V, chunk_rows);
+void CudaBackend::cross_entropy_forward_backward(const float* h, const float* w,
+                                                 const int32_t* labels, const float* mask,
+                                                 float grad_scale, float* dh, float* dw,
+                                                 double* loss_sum, int64_t N, int64_t H, int64_t V,
+                                                 int64_t chunk_rows) {
+  cross_entropy_chunks(f32_in(h), f32_in(w), labels, mask, grad_scale, f32_out(dh), dw, loss_sum,
+                       N, H, V, chunk_rows);
 }
 
-double CudaBackend::cross_entropy_forward_backward_bf16(const uint16_t* h, const uint16_t* w,
-                                                        const int32_t* labels, const float* mask,
-                                                        float grad_scale, uint16_t* dh,
-                                                        float* dw, int64_t N, int64_t H,
-                                                        int64_t V, int64_t chunk_rows) {
-  return cross_entropy_chunks(bf16_in(h), bf16_in(w), labels, mask, grad_scale, bf16_out(dh), dw,
-                              N, H, V, chunk_rows);
+void CudaBackend::cross_entropy_forward_backward_bf16(const uint16_t* h, const uint16_t* w,
+                                                      const int32_t* labels, const float* mask,
+                                                      float grad_scale, uint16_t* dh, float* dw,
+                                                      double* loss_sum, int64_t N, int64_t H,
+                                                      int64_t V, int64_t chunk_rows) {
+  cross_entropy_chunks(bf16_in(h), bf16_in(w), labels, mask, grad_scale, bf16_out(dh), dw,
+                       loss_sum, N, H, V, chunk_rows);
 }
 
-double CudaBackend::cross_entropy_chunks(GemmInput h, GemmInput w, const int32_t* labels,
-                                         const float* mask, float grad_scale, GemmOutput dh,
-                                         float* dw, int64_t N, int64_t H, int64_t V,
-                                         int64_t chunk_rows) {
+void CudaBackend::cross_entropy_chunks(GemmInput h, GemmInput w, const int32_t* labels,
+                                       const float* mask, float grad_scale, GemmOutput dh,
+                                       float* dw, double* loss_sum, int64_t N, int64_t H,
+                                       int64_t V, int64_t chunk_rows) {
   MOEFOLD_CHECK(chunk_rows > 0, "chunk_rows must be positive");
   for (int64_t n = 0; n < N; ++n) {
     if (mask != nullptr && mask[n] == 0.0f) continue;
     MOEFOLD_CHECK(labels[n] >= 0 && labels[n] < V,
                   "label " << labels[n] << " at row " << n << " outside vocabulary of " << V);
   }
-  if (N == 0) return 0.0;
+  if (N == 0) return;
   const bool backward = grad_scale != 0.0f && (dh.data != nullptr || dw != nullptr);
   const int64_t chunk = std::min(chunk_rows, N);
   Scratch logits(*this, sizeof(float) * chunk * V), ce(*this, sizeof(float) * N);
@@ -167,21 +211,15 @@ double CudaBackend::cross_entropy_chunks(GemmInput h, GemmInput w, const int32_t
       linear_backward_dw_mixed(gradient, advance(h, r0 * H), f32_out(dw), rows, H, V);
     }
   }
-  std::vector<float> ce_host(N);
-  copy_to_host(ce_host.data(), ce.as<float>(), sizeof(float) * N);
-  double loss_sum = 0.0;
-  for (int64_t n = 0; n < N; ++n) {
-    loss_sum += static_cast<double>(ce_host[n]) * (mask == nullptr ? 1.0f : mask[n]);
-  }
-  return loss_sum;
+  add_loss_sum_kernel<<<1, kSumThreads, 0, stream_>>>(
+      MaskedLoss{ce.as<float>(), mask_dev ? mask_dev->as<float>() : nullptr}, N, loss_sum);
+  MOEFOLD_CUDA_CHECK_LAUNCH();
 }
 
 void CudaBackend::rows_max(const float* z, float* row_max, int64_t N, int64_t Vl) {
   if (N == 0) return;
-  Scratch max_dev(*this, sizeof(float) * N);
-  rows_max_kernel<<<static_cast<unsigned>(N), kThreads, 0, stream_>>>(z, max_dev.as<float>(), Vl);
+  rows_max_kernel<<<static_cast<unsigned>(N), kThreads, 0, stream_>>>(z, row_max, Vl);
   MOEFOLD_CUDA_CHECK_LAUNCH();
-  copy_to_host(row_max, max_dev.as<float>(), sizeof(float) * N);
 }
 
 void CudaBackend::exp_shifted_rows(float* z, const float* row_max, const int32_t* labels,
@@ -189,20 +227,21 @@ void CudaBackend::exp_shifted_rows(float* z, const float* row_max, const int32_t
                                    int64_t N, int64_t Vl, int64_t first) {
   if (N == 0) return;
   const std::vector<int32_t> columns = label_columns(labels, mask, N, Vl, first);
-  auto max_dev = upload(row_max, N);
   auto columns_dev = upload(columns.data(), N);
-  Scratch sums_dev(*this, sizeof(float) * N), label_dev(*this, sizeof(float) * N);
   exp_shifted_rows_kernel<<<static_cast<unsigned>(N), kThreads, 0, stream_>>>(
-      z, max_dev->as<float>(), columns_dev->as<int32_t>(), sums_dev.as<float>(),
-      label_dev.as<float>(), Vl);
+      z, row_max, columns_dev->as<int32_t>(), sums, label_logit, Vl);
   MOEFOLD_CUDA_CHECK_LAUNCH();
-  std::vector<float> sums_host(N), label_host(N);
-  copy_to_host(sums_host.data(), sums_dev.as<float>(), sizeof(float) * N);
-  copy_to_host(label_host.data(), label_dev.as<float>(), sizeof(float) * N);
-  for (int64_t r = 0; r < N; ++r) {
-    sums[r] = sums_host[r];
-    if (columns[r] >= 0) label_logit[r] = label_host[r];
-  }
+}
+
+void CudaBackend::vocab_parallel_loss(const double* sums, const double* label_logit,
+                                      const float* row_max, const float* mask, int64_t N,
+                                      double* loss_sum) {
+  if (N == 0) return;
+  std::unique_ptr<Scratch> mask_dev = mask != nullptr ? upload(mask, N) : nullptr;
+  add_loss_sum_kernel<<<1, kSumThreads, 0, stream_>>>(
+      VocabParallelLoss{sums, label_logit, row_max, mask_dev ? mask_dev->as<float>() : nullptr},
+      N, loss_sum);
+  MOEFOLD_CUDA_CHECK_LAUNCH();
 }
 
 void CudaBackend::softmax_gradient_rows(float* z, const double* totals, const int32_t* labels,
@@ -210,17 +249,11 @@ void CudaBackend::softmax_gradient_rows(float* z, const double* totals, const in
                                         int64_t Vl, int64_t first) {
   if (N == 0) return;
   const std::vector<int32_t> columns = label_columns(labels, mask, N, Vl, first);
-  std::vector<float> scales(N), weights(N);
-  for (int64_t r = 0; r < N; ++r) {
-    const float m = mask != nullptr ? mask[r] : 1.0f;
-    weights[r] = m * grad_scale;
-    scales[r] = m == 0.0f ? 0.0f : static_cast<float>(weights[r] / totals[r]);
-  }
-  auto scales_dev = upload(scales.data(), N);
-  auto weights_dev = upload(weights.data(), N);
   auto columns_dev = upload(columns.data(), N);
+  std::unique_ptr<Scratch> mask_dev = mask != nullptr ? upload(mask, N) : nullptr;
   softmax_gradient_rows_kernel<<<static_cast<unsigned>(N), kThreads, 0, stream_>>>(
-      z, scales_dev->as<float>(), weights_dev->as<float>(), columns_dev->as<int32_t>(), Vl);
+      z, totals, mask_dev ? mask_dev->as<float>() : nullptr, grad_scale,
+      columns_dev->as<int32_t>(), Vl);
   MOEFOLD_CUDA_CHECK_LAUNCH();
 }
 

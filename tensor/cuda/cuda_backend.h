@@ -175,18 +175,21 @@ class CudaBackend final : public Backend {
   void embedding_backward(const float* dout, const int32_t* tokens, float* dtable, int64_t N,
                           int64_t V, int64_t first_row, int64_t rows, int64_t H) override;
 
-  double cross_entropy_forward_backward(const float* h, const float* w, const int32_t* labels,
-                                        const float* mask, float grad_scale, float* dh, float* dw,
-                                        int64_t N, int64_t H, int64_t V,
-                                        int64_t chunk_rows) override;
-  double cross_entropy_forward_backward_bf16(const uint16_t* h, const uint16_t* w,
-                                             const int32_t* labels, const float* mask,
-                                             float grad_scale, uint16_t* dh, float* dw, int64_t N,
-                                             int64_t H, int64_t V, int64_t chunk_rows) override;
+  void cross_entropy_forward_backward(const float* h, const float* w, const int32_t* labels,
+                                      const float* mask, float grad_scale, float* dh, float* dw,
+                                      double* loss_sum, int64_t N, int64_t H, int64_t V,
+                                      int64_t chunk_rows) override;
+  void cross_entropy_forward_backward_bf16(const uint16_t* h, const uint16_t* w,
+                                           const int32_t* labels, const float* mask,
+                                           float grad_scale, uint16_t* dh, float* dw,
+                                           double* loss_sum, int64_t N, int64_t H, int64_t V,
+                                           int64_t chunk_rows) override;
   void rows_max(const float* z, float* row_max, int64_t N, int64_t Vl) override;
   void exp_shifted_rows(float* z, const float* row_max, const int32_t* labels, const float* mask,
                         double* sums, double* label_logit, int64_t N, int64_t Vl,
                         int64_t first) override;
+  void vocab_parallel_loss(const double* sums, const double* label_logit, const float* row_max,
+                           const float* mask, int64_t N, double* loss_sum) override;
   void softmax_gradient_rows(float* z, const double* totals, const int32_t* labels,
                              const float* mask, float grad_scale, int64_t N, int64_t Vl,
                              int64_t first) override;
@@ -252,9 +255,9 @@ class CudaBackend final : public Backend {
 
   // The fused LM head + cross-entropy over chunks of rows for float32 or bf16 h, w and dh
   // (dh.data and dw may be null), float32 logits and dw.
-  double cross_entropy_chunks(GemmInput h, GemmInput w, const int32_t* labels, const float* mask,
-                              float grad_scale, GemmOutput dh, float* dw, int64_t N, int64_t H,
-                              int64_t V, int64_t chunk_rows);
+  void cross_entropy_chunks(GemmInput h, GemmInput w, const int32_t* labels, const float* mask,
+                            float grad_scale, GemmOutput dh, float* dw, double* loss_sum,
+                            int64_t N, int64_t H, int64_t V, int64_t chunk_rows);
 
   void bind_thread() const;  // makes this backend's device the calling thread's current one
 

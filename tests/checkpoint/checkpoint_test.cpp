@@ -191,7 +191,7 @@ std::vector<double> train_steps(Trained& t, int from, int to) {
     const MicroBatchStats stats = t.model->forward(mb, scales, *stash);
     t.model->backward(*stash);
     t.optimizer->step(1e-2 / (1 + s));
-    losses.push_back(stats.lm_loss_sum / 10);
+    losses.push_back(stats.host_lm_loss_sum() / 10);
   }
   return losses;
 }

@@ -37,7 +37,7 @@ TokenBatch fixed_batch() {
 
 double fixed_batch_loss(Model& model) {
   const MicroBatchStats stats = model.evaluate(fixed_batch());
-  return stats.lm_loss_sum / stats.loss_mask_sum;
+  return stats.host_lm_loss_sum() / stats.loss_mask_sum;
 }
 
 class LoadHfLayouts : public ::testing::TestWithParam<InvarianceLayout> {

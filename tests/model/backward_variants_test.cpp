@@ -69,7 +69,7 @@ TrainingRun forward_backward(Backward variant) {
   const int64_t baseline = MemoryStats::current_bytes();
   MemoryStats::reset_peak();
   for (const MicroBatchStats& s : {model.forward(a, scales, *sa), model.forward(b, scales, *sb)}) {
-    run.losses.insert(run.losses.end(), {s.lm_loss_sum, s.aux_loss, s.z_loss});
+    run.losses.insert(run.losses.end(), {s.host_lm_loss_sum(), s.aux_loss, s.z_loss});
   }
   if (variant == Backward::kDeferWeights) {
     model.backward_chunk(0, *sa, nullptr, true);

@@ -29,7 +29,7 @@ TokenBatch make_batch(int batch, int seq, int vocab, uint32_t salt) {
 }
 
 double total_loss(const MicroBatchStats& s, const LossScales& scales) {
-  return s.lm_loss_sum * scales.lm + scales.aux * (s.aux_loss + s.z_loss);
+  return s.host_lm_loss_sum() * scales.lm + scales.aux * (s.aux_loss + s.z_loss);
 }
 
 void check_whole_model_gradient(const ModelConfig& config) {
@@ -188,8 +188,8 @@ TEST(Model, StashesAreIndependentAndGradientsAccumulate) {
   const MicroBatchStats fb = model.forward(b, scales, *s2);
   model.backward(*s2);
   model.backward(*s1);
-  EXPECT_EQ(fa.lm_loss_sum, ra.lm_loss_sum);
-  EXPECT_EQ(fb.lm_loss_sum, rb.lm_loss_sum);
+  EXPECT_EQ(fa.host_lm_loss_sum(), ra.host_lm_loss_sum());
+  EXPECT_EQ(fb.host_lm_loss_sum(), rb.host_lm_loss_sum());
   EXPECT_EQ(fa.loss_mask_sum, 10.0);
   ASSERT_EQ(fa.moe.size(), 1u);
   EXPECT_EQ(fa.moe[0].layer, 1);
@@ -207,7 +207,7 @@ TEST(Model, StashesAreIndependentAndGradientsAccumulate) {
   // evaluate() leaves gradients alone and agrees with forward.
   const std::vector<float> embed_grad = params[0]->grad.to_vector();
   const MicroBatchStats e = model.evaluate(a);
-  EXPECT_EQ(e.lm_loss_sum, fa.lm_loss_sum);
+  EXPECT_EQ(e.host_lm_loss_sum(), fa.host_lm_loss_sum());
   EXPECT_EQ(e.aux_loss, fa.aux_loss);
   EXPECT_EQ(params[0]->grad.to_vector(), embed_grad);
 }
@@ -225,7 +225,7 @@ TEST(ModelGolden, FixedSeedGivesFixedLoss) {
   model.init_parameters(1234);
   const TokenBatch mb = make_batch(2, 6, config.vocab_size, 3);
   const MicroBatchStats s = model.evaluate(mb);
-  EXPECT_NEAR(s.lm_loss_sum / s.loss_mask_sum, kGoldenLm, 1e-5 * kGoldenLm);
+  EXPECT_NEAR(s.host_lm_loss_sum() / s.loss_mask_sum, kGoldenLm, 1e-5 * kGoldenLm);
   EXPECT_NEAR(s.aux_loss, kGoldenAux, 1e-5 * kGoldenAux);
   EXPECT_NEAR(s.z_loss, kGoldenZ, 1e-5 * kGoldenZ);
 }

@@ -17,6 +17,7 @@
 #include "model/mlp.h"
 #include "model/transformer_layer.h"
 #include "parallel/context.h"
+#include "tensor/ops.h"
 
 namespace moefold {
 namespace {
@@ -230,14 +231,17 @@ TEST_P(TensorParallelLayers, VocabularyParallelCrossEntropyMatchesTwin) {
   const std::vector<float> h = random_values(kTokens * H, 9, 3.0f);
   constexpr float kScale = 0.25f;
 
+  // Σ CE·mask of one call, from its float64 on the device.
+  auto loss_of = [&](const LmHead& lm_head, const Tensor& h_nH, float scale, Tensor* dh) {
+    const Tensor loss_sum = ops::float64_zeros(1, h_nH.device());
+    lm_head.forward_backward(h_nH, labels.data(), mask.data(), scale, dh, loss_sum);
+    return ops::float64_to_host(loss_sum)[0];
+  };
   Tensor tdh = Tensor::zeros({kTokens, H});
-  const double twin_loss = twin.forward_backward(Tensor::from_vector({kTokens, H}, h),
-                                                 labels.data(), mask.data(), kScale, &tdh);
+  const double twin_loss = loss_of(twin, Tensor::from_vector({kTokens, H}, h), kScale, &tdh);
   Tensor pdh = Tensor::zeros({local_rows(), H});
-  const double loss =
-      head.forward_backward(local_tokens(h, H), labels.data(), mask.data(), kScale, &pdh);
-  const double eval_loss =
-      head.forward_backward(local_tokens(h, H), labels.data(), mask.data(), 0.0f, nullptr);
+  const double loss = loss_of(head, local_tokens(h, H), kScale, &pdh);
+  const double eval_loss = loss_of(head, local_tokens(h, H), 0.0f, nullptr);
 
   EXPECT_NEAR(loss, twin_loss, 1e-5 * twin_loss);
   EXPECT_NEAR(eval_loss, twin_loss, 1e-5 * twin_loss);

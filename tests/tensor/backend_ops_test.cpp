@@ -279,17 +279,19 @@ std::vector<std::pair<std::string, OpCase>> op_cases() {
     const double loss = ops::cross_entropy_forward_backward(h, w, labels, mask, 0.5f, dh, dw, 4);
     // The vocabulary-parallel pieces on the logits of the second half of the vocabulary.
     Tensor z = Tensor::empty({N, V / 2}, DType::kFloat32, d);
+    Tensor row_max = Tensor::empty({N}, DType::kFloat32, d);
     ops::linear_forward(h, w.slice_rows(V / 2, V), z);
-    std::vector<float> row_max(N);
-    std::vector<double> sums(N), label_logit(N, 0.0);
-    ops::rows_max(z, row_max);
-    ops::exp_shifted_rows(z, row_max, labels, mask, sums, label_logit, V / 2);
-    ops::softmax_gradient_rows(z, sums, labels, mask, 0.5f, V / 2);
-    auto out = outputs(d, {dh, dw, z});
+    const Tensor sums = ops::float64_zeros(2 * N, d), shard_loss = ops::float64_zeros(1, d);
+    ops::rows_max(z, row_max, N);
+    ops::exp_shifted_rows(z, row_max, labels, mask, ops::float64_data(sums),
+                          ops::float64_data(sums) + N, V / 2);
+    ops::vocab_parallel_loss(row_max, ops::float64_data(sums), ops::float64_data(sums) + N, mask,
+                             N, shard_loss);
+    ops::softmax_gradient_rows(z, ops::float64_data(sums), labels, mask, 0.5f, V / 2);
+    auto out = outputs(d, {dh, dw, z, row_max});
     out.push_back({static_cast<float>(loss)});
-    out.push_back(row_max);
-    out.push_back(std::vector<float>(sums.begin(), sums.end()));
-    out.push_back(std::vector<float>(label_logit.begin(), label_logit.end()));
+    for (double x : ops::float64_to_host(sums)) out.push_back({static_cast<float>(x)});
+    out.push_back({static_cast<float>(ops::float64_to_host(shard_loss)[0])});
     return out;
   }});
   cases.push_back({"cross_entropy_bf16", [](Device d) {

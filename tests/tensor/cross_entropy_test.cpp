@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -97,11 +98,58 @@ TEST(CrossEntropy, OnlyOneChunkOfLogitsIsAllocated) {
   const Problem p;
   const Tensor h = Tensor::from_vector({p.N, p.H}, p.h), w = Tensor::from_vector({p.V, p.H}, p.w);
   const Tensor dh = Tensor::zeros({p.N, p.H}), dw = Tensor::zeros({p.V, p.H});
+  const Tensor loss_sum = ops::float64_zeros(1, Device::kCpu);
   MemoryStats::reset_peak();
   const int64_t before = MemoryStats::current_bytes();
-  ops::cross_entropy_forward_backward(h, w, p.labels, p.mask, 1.0f, dh, dw, 4);
+  ops::cross_entropy_forward_backward(h, w, p.labels, p.mask, 1.0f, dh, dw, 4, loss_sum);
   EXPECT_EQ(MemoryStats::peak_bytes() - before, 4 * p.V * static_cast<int64_t>(sizeof(float)));
   EXPECT_EQ(MemoryStats::current_bytes(), before);
+}
+
+// The vocabulary-parallel pieces over two shards of the vocabulary, with the reductions over the
+// shards done here as lm_head's all-reduces do them: the loss against the float64 reference and
+// the logits' gradient against the rows form's.
+TEST(CrossEntropy, VocabParallelPiecesOverTwoShardsMatchTheWholeVocabulary) {
+  const Problem p;
+  const int64_t split = 20, firsts[2] = {0, split}, widths[2] = {split, p.V - split};
+  const Tensor h = Tensor::from_vector({p.N, p.H}, p.h), w = Tensor::from_vector({p.V, p.H}, p.w);
+  Tensor z[2], row_max[2];
+  std::vector<float> max(p.N, -INFINITY);
+  for (int s = 0; s < 2; ++s) {
+    z[s] = Tensor::empty({p.N, widths[s]});
+    row_max[s] = Tensor::empty({p.N});
+    ops::linear_forward(h, w.slice_rows(firsts[s], firsts[s] + widths[s]), z[s]);
+    ops::rows_max(z[s], row_max[s], p.N);
+    for (int64_t n = 0; n < p.N; ++n) max[n] = std::max(max[n], row_max[s].data()[n]);
+  }
+  const Tensor reduced_max = Tensor::from_vector({p.N}, max);
+  const Tensor reduced = ops::float64_zeros(2 * p.N, Device::kCpu);  // sums, then label logits
+  for (int s = 0; s < 2; ++s) {
+    const Tensor mine = ops::float64_zeros(2 * p.N, Device::kCpu);
+    double* sums = ops::float64_data(mine);
+    ops::exp_shifted_rows(z[s], reduced_max, p.labels, p.mask, sums, sums + p.N, firsts[s]);
+    for (int64_t i = 0; i < 2 * p.N; ++i) ops::float64_data(reduced)[i] += sums[i];
+  }
+  const double* totals = ops::float64_data(reduced);
+  const Tensor loss_sum = ops::float64_zeros(1, Device::kCpu);
+  ops::vocab_parallel_loss(reduced_max, totals, totals + p.N, p.mask, p.N, loss_sum);
+  const double expected = reference_loss_sum(p.h, p.w, p.labels, p.mask, p.N, p.H, p.V);
+  EXPECT_NEAR(ops::float64_to_host(loss_sum)[0], expected, 1e-5 * std::abs(expected));
+
+  const Tensor logits = Tensor::empty({p.N, p.V});
+  ops::linear_forward(h, w, logits);
+  std::vector<float> expected_grad(p.N * p.V);
+  cross_entropy_rows_backward(logits.data(), p.labels.data(), p.mask.data(), 0.5f,
+                              expected_grad.data(), p.N, p.V);
+  for (int s = 0; s < 2; ++s) {
+    ops::softmax_gradient_rows(z[s], totals, p.labels, p.mask, 0.5f, firsts[s]);
+    for (int64_t n = 0; n < p.N; ++n) {
+      for (int64_t v = 0; v < widths[s]; ++v) {
+        EXPECT_NEAR(z[s].data()[n * widths[s] + v], expected_grad[n * p.V + firsts[s] + v], 1e-6)
+            << "row " << n << " column " << firsts[s] + v;
+      }
+    }
+  }
 }
 
 TEST(CrossEntropy, RowsFormMatchesFusedAndItsBackwardMatchesFiniteDifferences) {

@@ -108,14 +108,6 @@ class HostMemoryDevice final : public cpu::CpuBackend {
     ++host_waits_;
     return cpu::CpuBackend::sum(x, n);
   }
-  double cross_entropy_forward_backward(const float* h, const float* w, const int32_t* labels,
-                                        const float* mask, float grad_scale, float* dh, float* dw,
-                                        int64_t N, int64_t H, int64_t V,
-                                        int64_t chunk_rows) override {
-    ++host_waits_;
-    return cpu::CpuBackend::cross_entropy_forward_backward(h, w, labels, mask, grad_scale, dh, dw,
-                                                           N, H, V, chunk_rows);
-  }
   double square_sum_total(std::span<const float* const> xs,
                           std::span<const int64_t> ns) override {
     ++host_waits_;
