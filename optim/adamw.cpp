@@ -1,6 +1,7 @@
 #include "optim/adamw.h"
 
 #include <cmath>
+#include <vector>
 
 #include "tensor/check.h"
 #include "tensor/ops.h"
@@ -22,17 +23,21 @@ void AdamW::step(double lr) {
   const double beta1 = config_.adam_beta1, beta2 = config_.adam_beta2;
   const double bias1 = 1.0 - std::pow(beta1, static_cast<double>(steps_));
   const double bias2 = 1.0 - std::pow(beta2, static_cast<double>(steps_));
-  AdamWScalars scalars{static_cast<float>(beta1),
+  const AdamWScalars scalars{static_cast<float>(beta1),
                        static_cast<float>(beta2),
                        static_cast<float>(lr / bias1),
                        static_cast<float>(1.0 / std::sqrt(bias2)),
                        config_.adam_eps,
-                       0.0f};
+                       0.0f};  // each tensor's decay comes with it
+  const float decay = static_cast<float>(lr * config_.weight_decay);
+  std::vector<ops::AdamWOperands> operands;
+  operands.reserve(tensors_.size());
   for (size_t i = 0; i < tensors_.size(); ++i) {
     const OptimTensor& t = tensors_[i];
-    scalars.decay = t.weight_decay ? static_cast<float>(lr * config_.weight_decay) : 0.0f;
-    ops::adamw_step(t.param, t.grad, exp_avg_[i], exp_avg_sq_[i], scalars);
+    operands.push_back(
+        {t.param, t.grad, exp_avg_[i], exp_avg_sq_[i], t.weight_decay ? decay : 0.0f});
   }
+  ops::adamw_step(operands, scalars);
 }
 
 int64_t AdamW::state_bytes() const {

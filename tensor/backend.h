@@ -40,6 +40,17 @@ struct GemmOutput {
   DType dtype;
 };
 
+// One tensor of an AdamW step: n float32 elements of the parameter, its gradient and moments,
+// and its weight decay (lr·weight_decay, or 0 for norm weights).
+struct AdamWTensor {
+  float* param;
+  const float* grad;
+  float* exp_avg;
+  float* exp_avg_sq;
+  int64_t n;
+  float decay;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -300,10 +311,10 @@ class Backend {
                                      int64_t first) = 0;
 
   // ---- optimizer ------------------------------------------------------------------------------
-  // One AdamW update of n elements (MODEL.md, kernel_math.h adamw_update); the step's scalars
-  // are precomputed by the caller.
-  virtual void adamw_step(float* param, const float* grad, float* exp_avg, float* exp_avg_sq,
-                          int64_t n, const AdamWScalars& scalars) = 0;
+  // One AdamW update of every tensor (MODEL.md, kernel_math.h adamw_update) with the step's
+  // scalars, precomputed by the caller, and each tensor's own decay (scalars.decay is not read).
+  // A GPU updates them all in one launch (multi-tensor apply, tensor/multi_tensor.h).
+  virtual void adamw_step(std::span<const AdamWTensor> tensors, const AdamWScalars& scalars) = 0;
 
   // ---- small ones -----------------------------------------------------------------------------
   virtual void fill(float* x, float value, int64_t n) = 0;

@@ -1,6 +1,7 @@
 #include "tensor/ops.h"
 
 #include <utility>
+#include <vector>
 
 #include "tensor/ops_operands.h"
 
@@ -220,13 +221,20 @@ void grouped_linear_backward_dw(const Tensor& dy, const Tensor& x, const Tensor&
                                                offsets.data(), G, I, O);
 }
 
-void adamw_step(const Tensor& param, const Tensor& grad, const Tensor& exp_avg,
-                const Tensor& exp_avg_sq, const AdamWScalars& scalars) {
-  const int64_t n = param.numel();
-  for (const Tensor* t : {&grad, &exp_avg, &exp_avg_sq}) expect_numel(*t, n, "AdamW state");
-  Operands a("adamw_step", param);
-  a.backend().adamw_step(a.f32(param), a.f32(grad), a.f32(exp_avg), a.f32(exp_avg_sq), n,
-                         scalars);
+void adamw_step(std::span<const AdamWOperands> tensors, const AdamWScalars& scalars) {
+  if (tensors.empty()) return;
+  Operands a("adamw_step", tensors.front().param);
+  std::vector<AdamWTensor> raw;
+  raw.reserve(tensors.size());
+  for (const AdamWOperands& t : tensors) {
+    const int64_t n = t.param.numel();
+    for (const Tensor* state : {&t.grad, &t.exp_avg, &t.exp_avg_sq}) {
+      expect_numel(*state, n, "AdamW state");
+    }
+    raw.push_back({a.f32(t.param), a.f32(t.grad), a.f32(t.exp_avg), a.f32(t.exp_avg_sq), n,
+                   t.decay});
+  }
+  a.backend().adamw_step(raw, scalars);
 }
 
 }  // namespace moefold::ops

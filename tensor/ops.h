@@ -179,7 +179,12 @@ void softmax_gradient_rows(const Tensor& z, const double* totals, std::span<cons
                            std::span<const float> mask, float grad_scale, int64_t first);
 
 // ---- optimizer ----------------------------------------------------------------------------------
-void adamw_step(const Tensor& param, const Tensor& grad, const Tensor& exp_avg,
-                const Tensor& exp_avg_sq, const AdamWScalars& scalars);
+// One AdamW update of every tensor (float32, one device), each with its own decay
+// (scalars.decay is not read): on a GPU, one launch for them all.
+struct AdamWOperands {
+  Tensor param, grad, exp_avg, exp_avg_sq;
+  float decay;
+};
+void adamw_step(std::span<const AdamWOperands> tensors, const AdamWScalars& scalars);
 
 }  // namespace moefold::ops

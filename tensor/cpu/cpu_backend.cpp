@@ -292,10 +292,13 @@ void CpuBackend::softmax_gradient_rows(float* z, const double* totals, const int
   }
 }
 
-void CpuBackend::adamw_step(float* param, const float* grad, float* exp_avg, float* exp_avg_sq,
-                            int64_t n, const AdamWScalars& scalars) {
-  for (int64_t j = 0; j < n; ++j) {
-    adamw_update(&param[j], grad[j], &exp_avg[j], &exp_avg_sq[j], scalars);
+void CpuBackend::adamw_step(std::span<const AdamWTensor> tensors, const AdamWScalars& scalars) {
+  for (const AdamWTensor& t : tensors) {
+    AdamWScalars own = scalars;
+    own.decay = t.decay;
+    for (int64_t j = 0; j < t.n; ++j) {
+      adamw_update(&t.param[j], t.grad[j], &t.exp_avg[j], &t.exp_avg_sq[j], own);
+    }
   }
 }
 

@@ -101,8 +101,7 @@ class CpuBackend : public Backend {
   void softmax_gradient_rows(float* z, const double* totals, const int32_t* labels,
                              const float* mask, float grad_scale, int64_t N, int64_t Vl,
                              int64_t first) override;
-  void adamw_step(float* param, const float* grad, float* exp_avg, float* exp_avg_sq, int64_t n,
-                  const AdamWScalars& scalars) override;
+  void adamw_step(std::span<const AdamWTensor> tensors, const AdamWScalars& scalars) override;
   void fill(float* x, float value, int64_t n) override;
   void add(float* y, const float* x, int64_t n) override;
   void axpy(float* y, float a, const float* x, int64_t n) override;

@@ -71,14 +71,6 @@ __global__ void round_to_bf16_kernel(const float* src, uint16_t* dst, int64_t n)
   }
 }
 
-__global__ void adamw_kernel(float* param, const float* grad, float* exp_avg, float* exp_avg_sq,
-                             int64_t n, AdamWScalars scalars) {
-  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
-       i += int64_t{gridDim.x} * blockDim.x) {
-    adamw_update(&param[i], grad[i], &exp_avg[i], &exp_avg_sq[i], scalars);
-  }
-}
-
 struct Square {
   __device__ double operator()(float x) const { return double(x) * x; }
 };
@@ -208,14 +200,6 @@ CudaBackend::Scratch::Scratch(CudaBackend& backend, size_t bytes) : backend_(bac
 }
 
 CudaBackend::Scratch::~Scratch() { cudaFreeAsync(ptr_, backend_.stream_); }
-
-void CudaBackend::adamw_step(float* param, const float* grad, float* exp_avg, float* exp_avg_sq,
-                             int64_t n, const AdamWScalars& scalars) {
-  if (n == 0) return;
-  adamw_kernel<<<blocks_for(n), kThreads, 0, stream_>>>(param, grad, exp_avg, exp_avg_sq, n,
-                                                        scalars);
-  MOEFOLD_CUDA_CHECK_LAUNCH();
-}
 
 void CudaBackend::fill(float* x, float value, int64_t n) {
   if (n == 0) return;

@@ -305,10 +305,25 @@ std::vector<std::pair<std::string, OpCase>> op_cases() {
     return out;
   }});
   cases.push_back({"adamw", [](Device d) {
-    Tensor p = random_on(d, {N, H}, 40), g = random_on(d, {N, H}, 41);
-    Tensor m = random_on(d, {N, H}, 42), v = random_on(d, {N, H}, 43, 0, 1);
-    ops::adamw_step(p, g, m, v, {0.9f, 0.95f, 1e-3f, 1.2f, 1e-8f, 1e-4f});
-    return outputs(d, {p, m, v});
+    // Tensors of one, several and no multi-tensor chunk (tensor/multi_tensor.h), each decayed
+    // its own way.
+    std::vector<ops::AdamWOperands> tensors;
+    const std::vector<std::vector<int64_t>> shapes = {{N, H}, {70001}, {0}, {3}};
+    for (size_t i = 0; i < shapes.size(); ++i) {
+      const uint32_t seed = 40 + 4 * static_cast<uint32_t>(i);
+      tensors.push_back({random_on(d, shapes[i], seed), random_on(d, shapes[i], seed + 1),
+                         random_on(d, shapes[i], seed + 2), random_on(d, shapes[i], seed + 3, 0, 1),
+                         i % 2 == 0 ? 1e-4f : 0.0f});
+    }
+    ops::adamw_step(tensors, {0.9f, 0.95f, 1e-3f, 1.2f, 1e-8f, 0.0f});
+    std::vector<std::vector<float>> out;
+    for (const ops::AdamWOperands& t : tensors) {
+      for (const Tensor& state : {t.param, t.exp_avg, t.exp_avg_sq}) {
+        EXPECT_EQ(state.device(), d) << "an output left the op's device";
+        out.push_back(state.to_vector());
+      }
+    }
+    return out;
   }});
   cases.push_back({"small_ops", [](Device d) {
     Tensor y = random_on(d, {N, H}, 44), x = random_on(d, {N, H}, 45);

@@ -230,7 +230,8 @@ TEST(Bf16Ops, Float32OnlyOperandsNameTheOp) {
   Tensor bf = Tensor::zeros({4}, DType::kBFloat16), f = Tensor::zeros({4});
   const AdamWScalars scalars{};
   try {
-    ops::adamw_step(bf, f, f, f, scalars);
+    const ops::AdamWOperands operands{bf, f, f, f, 0.0f};
+    ops::adamw_step({&operands, 1}, scalars);
     FAIL() << "adamw_step took a bf16 parameter";
   } catch (const std::exception& e) {
     EXPECT_NE(std::string(e.what()).find("ops::adamw_step"), std::string::npos) << e.what();
