@@ -1,7 +1,7 @@
 // Dense and grouped GEMMs of the CUDA backend through cuBLAS, float32 or bf16 (MODEL.md "Mixed
 // precision"). moefold's tensors are row-major; cuBLAS is column-major: tensor/blas_layout.h
 // maps each call (C = op(A)·op(B) as Cᵀ = op(B)ᵀ·op(A)ᵀ), and the CPU tests check that mapping.
-// Each GEMM is one cublasGemmEx, the all-bf16 expert GEMMs one cublasGemmGroupedBatchedEx
+// Each GEMM is one cublasGemmEx, the expert GEMMs of one type one cublasGemmGroupedBatchedEx
 // (tensor/grouped_gemm_plan.h), accumulating in float32: bf16 operands with CUBLAS_COMPUTE_32F
 // (tensor cores), float32 operands with CUBLAS_COMPUTE_32F_PEDANTIC (strict IEEE float32: no
 // TF32, which MODEL.md does not allow, whatever NVIDIA_TF32_OVERRIDE says).
@@ -101,19 +101,20 @@ void CudaBackend::linear_backward_dw_mixed(GemmInput dy, GemmInput x, GemmOutput
   gemm(true, false, O, I, N, 1.0f, dy, O, x, I, 1.0f, dw, I);
 }
 
-// All-bf16 expert GEMMs (the bf16 forward and dx) run as one cublasGemmGroupedBatchedEx over
-// the non-empty experts. The other types keep one cublasGemmEx per expert: the grouped call
-// lists neither CUBLAS_COMPUTE_32F_PEDANTIC (float32 would be open to TF32, which MODEL.md does
-// not allow) nor a float32 C from bf16 operands (the bf16 dW into float32 gradients). Unaligned
-// matrices (rows whose bytes are no multiple of 16) also keep the per-expert calls.
+// Expert GEMMs whose operands are all bf16 or all float32 run as one cublasGemmGroupedBatchedEx
+// over the non-empty experts, with the compute types gemm() uses. Other mixes keep one
+// cublasGemmEx per expert: the grouped call has one type for A and B and refuses a float32 C
+// from bf16 operands (the bf16 dW into float32 gradients). bf16 matrices not on 16-byte
+// boundaries (rows whose bytes are no multiple of 16) also keep the per-expert calls, as cuBLAS
+// asks that alignment of grouped bf16 operands.
 bool CudaBackend::run_grouped(GroupedLinear op, GemmInput a, GemmInput b, GemmOutput c,
                               const int64_t* offsets, int64_t G, int64_t I, int64_t O,
                               bool accumulate) {
-  const bool all_bf16 = a.dtype == DType::kBFloat16 && b.dtype == DType::kBFloat16 &&
-                        c.dtype == DType::kBFloat16;
-  if (!all_bf16 || I == 0 || O == 0) return false;
+  const DType dtype = a.dtype;
+  if (b.dtype != dtype || c.dtype != dtype || I == 0 || O == 0) return false;
   const GroupedGemmPlan plan = plan_grouped_linear(op, a, b, c, offsets, G, I, O, accumulate);
-  if (!plan.aligned_16) return false;
+  const bool bf16 = dtype == DType::kBFloat16;
+  if (bf16 && !plan.aligned_16) return false;
   const int groups = plan.groups();
   if (groups == 0) return true;
   std::vector<cublasOperation_t> trans_first(groups), trans_second(groups);
@@ -130,10 +131,10 @@ bool CudaBackend::run_grouped(GroupedLinear op, GemmInput a, GemmInput b, GemmOu
   void** first = device_pointers->as<void*>();
   MOEFOLD_CUBLAS_CHECK(cublasGemmGroupedBatchedEx(
       cublas_, trans_first.data(), trans_second.data(), plan.m.data(), plan.n.data(),
-      plan.k.data(), plan.alpha.data(), first, CUDA_R_16BF, plan.ld_first.data(), first + groups,
-      CUDA_R_16BF, plan.ld_second.data(), plan.beta.data(),
-      first + 2 * groups, CUDA_R_16BF, plan.ldc.data(), groups,
-      plan.group_size.data(), CUBLAS_COMPUTE_32F));
+      plan.k.data(), plan.alpha.data(), first, blas_type(dtype), plan.ld_first.data(),
+      first + groups, blas_type(dtype), plan.ld_second.data(), plan.beta.data(),
+      first + 2 * groups, blas_type(dtype), plan.ldc.data(), groups, plan.group_size.data(),
+      bf16 ? CUBLAS_COMPUTE_32F : CUBLAS_COMPUTE_32F_PEDANTIC));
   return true;
 }
 
