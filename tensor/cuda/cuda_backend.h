@@ -17,8 +17,8 @@
 #include "absl/status/status.h"
 #include "tensor/attention_plan.h"
 #include "tensor/backend.h"
-#include "tensor/grouped_gemm_plan.h"
 #include "tensor/cuda/pinned_uploads.h"
+#include "tensor/grouped_gemm_plan.h"
 
 namespace moefold::cuda {
 
@@ -235,8 +235,9 @@ class CudaBackend final : public Backend {
             GemmInput A, int64_t lda, GemmInput B, int64_t ldb, float beta, GemmOutput C,
             int64_t ldc);
 
-  // The expert GEMMs of a grouped op as one cublasGemmGroupedBatchedEx (tensor/grouped_gemm_plan.h)
-  // where that call takes the operands (gemm.cu); false: the caller runs one GEMM per expert.
+  // The expert GEMMs of a grouped op as one cublasGemmGroupedBatchedEx
+  // (tensor/grouped_gemm_plan.h) where that call takes the operands (gemm.cu); false: the
+  // caller runs one GEMM per expert.
   bool run_grouped(GroupedLinear op, GemmInput a, GemmInput b, GemmOutput c,
                    const int64_t* offsets, int64_t G, int64_t I, int64_t O, bool accumulate);
 

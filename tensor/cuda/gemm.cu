@@ -12,9 +12,9 @@
 
 #include "tensor/blas_layout.h"
 #include "tensor/check.h"
-#include "tensor/grouped_gemm_plan.h"
 #include "tensor/cuda/cuda_backend.h"
 #include "tensor/cuda/cuda_check.h"
+#include "tensor/grouped_gemm_plan.h"
 
 namespace moefold::cuda {
 namespace {
