@@ -18,6 +18,7 @@
 #include "tensor/attention_plan.h"
 #include "tensor/backend.h"
 #include "tensor/cuda/pinned_uploads.h"
+#include "tensor/grouped_gemm_plan.h"
 
 namespace moefold::cuda {
 
@@ -235,6 +236,12 @@ class CudaBackend final : public Backend {
   void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
             GemmInput A, int64_t lda, GemmInput B, int64_t ldb, float beta, GemmOutput C,
             int64_t ldc);
+
+  // The expert GEMMs of a grouped op as one cublasGemmGroupedBatchedEx
+  // (tensor/grouped_gemm_plan.h) where that call takes the operands (gemm.cu); false: the
+  // caller runs one GEMM per expert.
+  bool run_grouped(GroupedLinear op, GemmInput a, GemmInput b, GemmOutput c,
+                   const int64_t* offsets, int64_t G, int64_t I, int64_t O, bool accumulate);
 
   // Runs a tensor/attention_plan.h plan (attention_bf16.cu) over `buffers`, with positions,
   // lse (read, or written by kSoftmax steps) and delta on the device.

@@ -1,16 +1,20 @@
 // Dense and grouped GEMMs of the CUDA backend through cuBLAS, float32 or bf16 (MODEL.md "Mixed
 // precision"). moefold's tensors are row-major; cuBLAS is column-major: tensor/blas_layout.h
 // maps each call (C = op(A)·op(B) as Cᵀ = op(B)ᵀ·op(A)ᵀ), and the CPU tests check that mapping.
-// Every GEMM is cublasGemmEx with float32 accumulation: bf16 operands with CUBLAS_COMPUTE_32F
+// Each GEMM is one cublasGemmEx, the expert GEMMs of one type one cublasGemmGroupedBatchedEx
+// (tensor/grouped_gemm_plan.h), accumulating in float32: bf16 operands with CUBLAS_COMPUTE_32F
 // (tensor cores), float32 operands with CUBLAS_COMPUTE_32F_PEDANTIC (strict IEEE float32: no
 // TF32, which MODEL.md does not allow, whatever NVIDIA_TF32_OVERRIDE says).
 #include <climits>
 #include <cstdint>
+#include <memory>
+#include <vector>
 
 #include "tensor/blas_layout.h"
 #include "tensor/check.h"
 #include "tensor/cuda/cuda_backend.h"
 #include "tensor/cuda/cuda_check.h"
+#include "tensor/grouped_gemm_plan.h"
 
 namespace moefold::cuda {
 namespace {
@@ -97,12 +101,48 @@ void CudaBackend::linear_backward_dw_mixed(GemmInput dy, GemmInput x, GemmOutput
   gemm(true, false, O, I, N, 1.0f, dy, O, x, I, 1.0f, dw, I);
 }
 
-// One cuBLAS call per non-empty expert, all on the stream (the offsets are on the host already,
-// so no device-side pointer arrays are needed).
+// Expert GEMMs whose operands are all bf16 or all float32 run as one cublasGemmGroupedBatchedEx
+// over the non-empty experts, with the compute types gemm() uses. Other mixes keep one
+// cublasGemmEx per expert: the grouped call has one type for A and B and refuses a float32 C
+// from bf16 operands (the bf16 dW into float32 gradients). bf16 matrices not on 16-byte
+// boundaries (rows whose bytes are no multiple of 16) also keep the per-expert calls, as cuBLAS
+// asks that alignment of grouped bf16 operands.
+bool CudaBackend::run_grouped(GroupedLinear op, GemmInput a, GemmInput b, GemmOutput c,
+                              const int64_t* offsets, int64_t G, int64_t I, int64_t O,
+                              bool accumulate) {
+  const DType dtype = a.dtype;
+  if (b.dtype != dtype || c.dtype != dtype || I == 0 || O == 0) return false;
+  const GroupedGemmPlan plan = plan_grouped_linear(op, a, b, c, offsets, G, I, O, accumulate);
+  const bool bf16 = dtype == DType::kBFloat16;
+  if (bf16 && !plan.aligned_16) return false;
+  const int groups = plan.groups();
+  if (groups == 0) return true;
+  std::vector<cublasOperation_t> trans_first(groups), trans_second(groups);
+  for (int g = 0; g < groups; ++g) {
+    trans_first[g] = plan.trans_first[g] ? CUBLAS_OP_T : CUBLAS_OP_N;
+    trans_second[g] = plan.trans_second[g] ? CUBLAS_OP_T : CUBLAS_OP_N;
+  }
+  // cuBLAS reads the matrix pointer arrays on the device and every other array on the host.
+  // They go up through copy_from_host's pinned ring, so the host does not wait.
+  std::vector<const void*> pointers(plan.first);
+  pointers.insert(pointers.end(), plan.second.begin(), plan.second.end());
+  pointers.insert(pointers.end(), plan.c.begin(), plan.c.end());
+  const std::unique_ptr<Scratch> device_pointers = upload(pointers.data(), 3 * groups);
+  void** first = device_pointers->as<void*>();
+  MOEFOLD_CUBLAS_CHECK(cublasGemmGroupedBatchedEx(
+      cublas_, trans_first.data(), trans_second.data(), plan.m.data(), plan.n.data(),
+      plan.k.data(), plan.alpha.data(), first, blas_type(dtype), plan.ld_first.data(),
+      first + groups, blas_type(dtype), plan.ld_second.data(), plan.beta.data(),
+      first + 2 * groups, blas_type(dtype), plan.ldc.data(), groups, plan.group_size.data(),
+      bf16 ? CUBLAS_COMPUTE_32F : CUBLAS_COMPUTE_32F_PEDANTIC));
+  return true;
+}
+
 void CudaBackend::grouped_linear_forward_mixed(GemmInput x, GemmInput w, GemmOutput y,
                                                const int64_t* offsets, int64_t G, int64_t I,
                                                int64_t O) {
   check_offsets(offsets, G);
+  if (run_grouped(GroupedLinear::kForward, x, w, y, offsets, G, I, O, false)) return;
   for (int64_t g = 0; g < G; ++g) {
     const int64_t begin = offsets[g], rows = offsets[g + 1] - begin;
     if (rows > 0) {
@@ -116,6 +156,7 @@ void CudaBackend::grouped_linear_backward_dx_mixed(GemmInput dy, GemmInput w, Ge
                                                    const int64_t* offsets, int64_t G, int64_t I,
                                                    int64_t O, bool accumulate) {
   check_offsets(offsets, G);
+  if (run_grouped(GroupedLinear::kBackwardDx, dy, w, dx, offsets, G, I, O, accumulate)) return;
   for (int64_t g = 0; g < G; ++g) {
     const int64_t begin = offsets[g], rows = offsets[g + 1] - begin;
     if (rows > 0) {
@@ -129,6 +170,7 @@ void CudaBackend::grouped_linear_backward_dw_mixed(GemmInput dy, GemmInput x, Ge
                                                    const int64_t* offsets, int64_t G, int64_t I,
                                                    int64_t O) {
   check_offsets(offsets, G);
+  if (run_grouped(GroupedLinear::kBackwardDw, dy, x, dw, offsets, G, I, O, false)) return;
   for (int64_t g = 0; g < G; ++g) {
     const int64_t begin = offsets[g], rows = offsets[g + 1] - begin;
     if (rows > 0) {

@@ -193,6 +193,43 @@ TEST(CudaBackend, TokenGathersWithRepeatsMatchCpu) {
   }, 1e-5);
 }
 
+// The expert GEMMs at a model's size: 16 experts of uneven rows (2,000 in all), empty ones first,
+// in the middle and last. Forward, dx (fresh and accumulating) and dW with operands of one type
+// (all bf16, all float32) run as one grouped cuBLAS call each; the bf16 dW into float32
+// gradients runs one GEMM per expert.
+TEST(CudaBackend, GroupedExpertGemmsAtModelSizeMatchCpu) {
+  const int64_t G = 16, I = 256, O = 512;
+  std::vector<int64_t> offsets = {0};
+  for (int64_t g = 0; g < G; ++g) {
+    const bool empty = g == 0 || g == 7 || g == G - 1;
+    const int64_t rows = empty ? 0 : g == G - 2 ? 2000 - offsets.back() : 31 + (g * 97) % 251;
+    offsets.push_back(offsets.back() + rows);
+  }
+  const int64_t N = offsets[G];
+  ASSERT_EQ(N, 2000);
+  for (DType dtype : {DType::kBFloat16, DType::kFloat32}) {
+    SCOPED_TRACE(dtype == DType::kBFloat16 ? "bf16" : "float32");
+    expect_devices_agree([&](Device dev) {
+      const auto make = [&](std::vector<int64_t> shape, uint32_t seed) {
+        Tensor wide = random_on(dev, shape, seed);
+        if (dtype == DType::kFloat32) return wide;
+        Tensor narrow = Tensor::empty(std::move(shape), dtype, dev);
+        ops::cast(narrow, wide);
+        return narrow;
+      };
+      Tensor x = make({N, I}, 20), w = make({G, O, I}, 21), dy = make({N, O}, 22);
+      Tensor y = make({N, O}, 23), dx = make({N, I}, 24), dx_sum = make({N, I}, 25);
+      Tensor dw = make({G, O, I}, 26), dw32 = random_on(dev, {G, O, I}, 27);
+      ops::grouped_linear_forward(x, w, y, offsets);
+      ops::grouped_linear_backward_dx(dy, w, dx, offsets, false);
+      ops::grouped_linear_backward_dx(dy, w, dx_sum, offsets, true);
+      ops::grouped_linear_backward_dw(dy, x, dw, offsets);
+      ops::grouped_linear_backward_dw(dy, x, dw32, offsets);
+      return host({y, dx, dx_sum, dw, dw32});
+    }, dtype == DType::kBFloat16 ? 1e-2 : 1e-4);
+  }
+}
+
 TEST(CudaBackend, ReductionsOverMillionsAreFloat64) {
   expect_devices_agree([](Device dev) {
     Tensor x = random_on(dev, {3'000'001}, 19);
