@@ -33,6 +33,18 @@ TEST(CudaBackend, DescribesItsDevice) {
   EXPECT_GT(backend_for(Device::kCuda).measure_gemm_flops(512, 0.05), 1e9);
 }
 
+// The ordering primitives: an event recorded after work completes once waited for, and a
+// synchronised stream has finished what was issued (read back without another wait).
+TEST(CudaBackend, EventsAndSynchronisationOrderTheHost) {
+  Backend& backend = backend_for(Device::kCuda);
+  Tensor x = Tensor::zeros({1 << 20}, DType::kFloat32, Device::kCuda);
+  ops::fill(x, 2.0f);
+  backend.record_event()->wait();
+  ops::scale(x, 0.25f);
+  backend.synchronize();
+  EXPECT_EQ(ops::sum(x), 0.5 * (1 << 20));
+}
+
 TEST(CudaBackend, AttentionWithGqaAndWideHeadsMatchesCpu) {
   for (int64_t d : {40, 96}) {
     SCOPED_TRACE(d);

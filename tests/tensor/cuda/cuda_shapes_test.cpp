@@ -260,9 +260,13 @@ TEST(CudaShapes, RouterOptimizerAndMemoryOpsMatchCpu) {
                    4096, 1000, sizeof(uint16_t));
     Tensor rows32 = Tensor::zeros({2048, 1536}, DType::kFloat32, d);
     ops::copy_rows(rows32.data() + 3, 1536, param.data(), 2000, 2048, 1500);
+    // Device-to-device copies: a whole tensor, and raw memory between interior pointers.
+    Tensor m_copy = f32_empty({n}, d);
+    ops::copy(m_copy, m);
+    ops::copy_memory(m_copy.data() + 11, v.data() + 1'000'000, sizeof(float) * 2'000'000);
     Tensor none = f32_empty({0}, d);
     const double norm = ops::square_sum_total({param, none, grad, lse});
-    Outputs out = host({p, dz, s, ds, lse, param, m, v, grad, wide, rows16, rows32});
+    Outputs out = host({p, dz, s, ds, lse, param, m, v, grad, wide, rows16, rows32, m_copy});
     out.push_back({static_cast<float>(norm), static_cast<float>(ops::sum(m))});
     return out;
   }, kFloatTol);
