@@ -229,7 +229,7 @@ void CudaBackend::attention_forward(const float* q, const float* k, const float*
                                     int64_t B, int64_t Sq, int64_t Skv, int64_t nh, int64_t nkv,
                                     int64_t d) {
   const Dims dims = make_dims(B, Sq, Skv, nh, nkv, d);
-  if (B == 0 || Sq == 0) return;
+  if (B == 0 || Sq == 0 || nh == 0) return;  // an empty grid dimension is a launch error
   auto q_pos_dev = upload(q_pos, Sq);
   auto k_pos_dev = upload(k_pos, Skv);
   attention_forward_kernel<<<rows_grid(Sq, nh, B), kWarpsPerBlock * kWarp, 0, stream_>>>(
@@ -243,7 +243,7 @@ void CudaBackend::attention_backward(const float* dout, const float* q, const fl
                                      const int32_t* k_pos, int64_t B, int64_t Sq, int64_t Skv,
                                      int64_t nh, int64_t nkv, int64_t d) {
   const Dims dims = make_dims(B, Sq, Skv, nh, nkv, d);
-  if (B == 0 || Sq == 0 || Skv == 0) return;
+  if (B == 0 || Sq == 0 || Skv == 0 || nh == 0) return;
   auto q_pos_dev = upload(q_pos, Sq);
   auto k_pos_dev = upload(k_pos, Skv);
   Scratch delta(*this, sizeof(float) * B * nh * Sq);

@@ -149,6 +149,9 @@ void CudaBackend::deallocate(void* ptr, size_t) {
 }
 
 bool CudaBackend::owns(const void* ptr) const {
+  // Called on any thread (MPI's progress thread asks before staging); an unbound thread's first
+  // CUDA call would open a context on device 0, on every rank of a multi-GPU node.
+  bind_thread();
   cudaPointerAttributes attributes{};
   if (cudaPointerGetAttributes(&attributes, ptr) != cudaSuccess) {
     cudaGetLastError();
@@ -195,8 +198,13 @@ std::shared_ptr<DeviceEvent> CudaBackend::record_event() {
 }
 
 CudaBackend::Scratch::Scratch(CudaBackend& backend, size_t bytes) : backend_(backend) {
-  MOEFOLD_CUDA_CHECK(cudaMallocAsync(&ptr_, bytes == 0 ? 1 : bytes, backend.pool_,
-                                     backend.stream_));
+  const cudaError_t status =
+      cudaMallocAsync(&ptr_, bytes == 0 ? 1 : bytes, backend.pool_, backend.stream_);
+  if (status == cudaErrorMemoryAllocation) {
+    cudaGetLastError();  // not sticky: clear it, as allocate() does
+    throw DeviceOutOfMemory(Device::kCuda, bytes, "(an op's scratch buffer)");
+  }
+  MOEFOLD_CUDA_CHECK(status);
 }
 
 CudaBackend::Scratch::~Scratch() { cudaFreeAsync(ptr_, backend_.stream_); }

@@ -10,6 +10,9 @@ namespace moefold::cuda {
 void check_cuda(int status, const char* call, const char* file, int line) {
   if (status == cudaSuccess) return;
   const auto error = static_cast<cudaError_t>(status);
+  // Reset the thread's last error: a failure the caller catches (a non-sticky one) must not be
+  // reported again by the next launch check (MOEFOLD_CUDA_CHECK_LAUNCH reads cudaGetLastError).
+  cudaGetLastError();
   int device = -1;
   cudaGetDevice(&device);
   throw CudaError(absl::StrFormat("%s:%d: %s failed on cuda:%d: %s (%s)", file, line, call, device,

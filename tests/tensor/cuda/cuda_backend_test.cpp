@@ -3,58 +3,46 @@
 // multiple of the warp, GQA groups, long rows for the block reductions, repeated token ids and
 // tokens with several expert choices (the deterministic gathers), and float64 reductions over
 // millions of elements. Also: out-of-memory is reported, not a crash; pointer ownership.
+#include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
-#include <cmath>
-#include <functional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "tensor/backend.h"
+#include "tensor/cuda/cuda_backend.h"
 #include "tensor/ops.h"
 #include "tensor/tensor.h"
-#include "tests/tensor/kernel_test_util.h"
+#include "tests/tensor/cuda/device_compare.h"
 
 namespace moefold {
 namespace {
 
-using testing::random_floats;
+using testing::expect_devices_agree;
+using testing::host;
+using testing::Outputs;
 using testing::random_ints;
+using testing::random_on;
 
-Tensor random_on(Device device, std::vector<int64_t> shape, uint32_t seed, float lo = -1.0f,
-                 float hi = 1.0f) {
-  int64_t n = 1;
-  for (int64_t d : shape) n *= d;
-  return ops::to_device(Tensor::from_vector(std::move(shape), random_floats(n, seed, lo, hi)),
-                        device);
-}
-
-using Outputs = std::vector<std::vector<float>>;
-
-// Runs `op` on the CPU and on the GPU and compares every output at float32-GEMM tolerance.
-void expect_devices_agree(const std::function<Outputs(Device)>& op, double tol) {
-  ASSERT_TRUE(has_backend(Device::kCuda));
-  const Outputs cpu = op(Device::kCpu), gpu = op(Device::kCuda);
-  ASSERT_EQ(cpu.size(), gpu.size());
-  for (size_t i = 0; i < cpu.size(); ++i) {
-    ASSERT_EQ(cpu[i].size(), gpu[i].size()) << "output " << i;
-    for (size_t j = 0; j < cpu[i].size(); ++j) {
-      ASSERT_NEAR(gpu[i][j], cpu[i][j], tol * (1.0 + std::abs(cpu[i][j])))
-          << "output " << i << " [" << j << "]";
-    }
-  }
-}
-
-Outputs host(std::initializer_list<Tensor> tensors) {
-  Outputs out;
-  for (const Tensor& t : tensors) out.push_back(t.to_vector());
-  return out;
-}
+int ordinal() { return dynamic_cast<cuda::CudaBackend&>(backend_for(Device::kCuda)).ordinal(); }
 
 TEST(CudaBackend, DescribesItsDevice) {
   const std::string text = backend_for(Device::kCuda).describe();
-  EXPECT_NE(text.find("cuda:0"), std::string::npos) << text;
+  EXPECT_NE(text.find("cuda:" + std::to_string(ordinal())), std::string::npos) << text;
   EXPECT_GT(backend_for(Device::kCuda).measure_gemm_flops(512, 0.05), 1e9);
+}
+
+// The ordering primitives: an event recorded after work completes once waited for, and a
+// synchronised stream has finished what was issued (read back without another wait).
+TEST(CudaBackend, EventsAndSynchronisationOrderTheHost) {
+  Backend& backend = backend_for(Device::kCuda);
+  Tensor x = Tensor::zeros({1 << 20}, DType::kFloat32, Device::kCuda);
+  ops::fill(x, 2.0f);
+  backend.record_event()->wait();
+  ops::scale(x, 0.25f);
+  backend.synchronize();
+  EXPECT_EQ(ops::sum(x), 0.5 * (1 << 20));
 }
 
 TEST(CudaBackend, AttentionWithGqaAndWideHeadsMatchesCpu) {
@@ -250,6 +238,43 @@ TEST(CudaBackend, OutOfMemoryIsReportedWithTheBytes) {
   EXPECT_EQ(device_of_pointer(small.data()), Device::kCuda);
   std::vector<float> on_host(2);
   EXPECT_EQ(device_of_pointer(on_host.data()), Device::kCpu);
+}
+
+// An op's scratch memory that does not fit is the same clear error as a tensor's, with its bytes,
+// and the failed allocation does not resurface as the next kernel launch's error.
+TEST(CudaBackend, ScratchOutOfMemoryIsReportedAndTheDeviceStaysUsable) {
+  const int64_t N = 65536, V = int64_t{1} << 24;  // one chunk of logits: 4 TiB
+  Tensor h = Tensor::zeros({N, 1}, DType::kFloat32, Device::kCuda);
+  Tensor w = Tensor::zeros({V, 1}, DType::kFloat32, Device::kCuda);
+  const std::vector<int32_t> labels(N, 0);
+  try {
+    ops::cross_entropy_forward_backward(h, w, labels, {}, 0.0f, Tensor(), Tensor(), N);
+    FAIL() << "expected an out-of-memory error";
+  } catch (const DeviceOutOfMemory& e) {
+    EXPECT_EQ(e.bytes(), sizeof(float) * N * V) << e.what();
+    EXPECT_NE(std::string(e.what()).find("scratch"), std::string::npos) << e.what();
+  }
+  Tensor x = Tensor::zeros({1000}, DType::kFloat32, Device::kCuda);
+  ops::fill(x, 0.5f);
+  EXPECT_EQ(ops::sum(x), 500.0);
+}
+
+// Host threads other than the one that registered the backend (MPI's progress thread asks where
+// a buffer lives before staging it) end up on the backend's device, not device 0: the test main
+// registers the last GPU, so on a machine with several this checks it.
+TEST(CudaBackend, OtherThreadsAskingAboutPointersUseTheBackendsDevice) {
+  Tensor x = Tensor::zeros({4}, DType::kFloat32, Device::kCuda);
+  std::vector<float> on_host(4);
+  int device = -1;
+  Device x_device = Device::kCpu, host_device = Device::kCuda;
+  std::thread([&] {
+    x_device = device_of_pointer(x.data());
+    host_device = device_of_pointer(on_host.data());
+    cudaGetDevice(&device);
+  }).join();
+  EXPECT_EQ(x_device, Device::kCuda);
+  EXPECT_EQ(host_device, Device::kCpu);
+  EXPECT_EQ(device, ordinal());
 }
 
 }  // namespace

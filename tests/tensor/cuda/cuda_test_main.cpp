@@ -1,5 +1,6 @@
-// The GPU tests' main: registers the real CUDA backend on device 0 and runs every test against
-// it. Without a GPU (or driver) it exits 77, which ctest reports as skipped (SKIP_RETURN_CODE).
+// The GPU tests' main: registers the real CUDA backend on the last device and runs every test
+// against it. Without a GPU (or driver) it exits 77, which ctest reports as skipped
+// (SKIP_RETURN_CODE).
 #include <gtest/gtest.h>
 
 #include <cstdio>
@@ -9,11 +10,13 @@
 
 int main(int argc, char** argv) {
   ::testing::InitGoogleTest(&argc, argv);
-  if (moefold::cuda::device_count() == 0) {
+  const int devices = moefold::cuda::device_count();
+  if (devices == 0) {
     std::printf("no CUDA device or driver on this machine: the gpu tests are skipped\n");
     return 77;
   }
-  if (absl::Status s = moefold::cuda::register_cuda_backend(0); !s.ok()) {
+  // The last GPU: on a machine with several, code that silently uses device 0 then fails here.
+  if (absl::Status s = moefold::cuda::register_cuda_backend(devices - 1); !s.ok()) {
     std::fprintf(stderr, "cannot start the CUDA backend: %s\n", s.ToString().c_str());
     return 1;
   }
