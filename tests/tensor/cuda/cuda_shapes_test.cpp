@@ -209,16 +209,17 @@ TEST(CudaShapes, CrossEntropyOverTheVocabularyMatchesCpu) {
     const double loss = ops::cross_entropy_forward_backward(h, w, labels, mask, 0.25f, dh, dw, 40);
     Tensor z = f32_empty({N, V - first}, d);
     ops::linear_forward(h, w.slice_rows(first, V), z);
-    std::vector<float> row_max(N);
-    std::vector<double> sums(N), label_logit(N, -7.0);
-    ops::rows_max(z, row_max);
-    ops::exp_shifted_rows(z, row_max, labels, mask, sums, label_logit, first);
-    ops::softmax_gradient_rows(z, sums, labels, mask, 0.25f, first);
-    Outputs out = host({dh, dw, z});
+    Tensor row_max = f32_empty({N}, d);
+    const Tensor sums = ops::float64_zeros(2 * N, d), shard_loss = ops::float64_zeros(1, d);
+    double* label_logit = ops::float64_data(sums) + N;
+    ops::rows_max(z, row_max, N);
+    ops::exp_shifted_rows(z, row_max, labels, mask, ops::float64_data(sums), label_logit, first);
+    ops::vocab_parallel_loss(row_max, ops::float64_data(sums), label_logit, mask, N, shard_loss);
+    ops::softmax_gradient_rows(z, ops::float64_data(sums), labels, mask, 0.25f, first);
+    Outputs out = host({dh, dw, z, row_max});
     out.push_back({static_cast<float>(loss)});
-    out.push_back(row_max);
-    out.emplace_back(sums.begin(), sums.end());
-    out.emplace_back(label_logit.begin(), label_logit.end());
+    for (double x : ops::float64_to_host(sums)) out.push_back({static_cast<float>(x)});
+    out.push_back({static_cast<float>(ops::float64_to_host(shard_loss)[0])});
     return out;
   }, kFloatTol);
   expect_devices_agree([&](Device d) {
@@ -246,7 +247,8 @@ TEST(CudaShapes, RouterOptimizerAndMemoryOpsMatchCpu) {
     ops::logsumexp_rows(z, lse);
     Tensor param = random_on(d, {n}, 60), grad = random_on(d, {n}, 61);
     Tensor m = random_on(d, {n}, 62), v = random_on(d, {n}, 63, 0, 1);
-    ops::adamw_step(param, grad, m, v, {0.9f, 0.95f, 3e-4f, 1.1f, 1e-8f, 3e-5f});
+    const ops::AdamWOperands adam{param, grad, m, v, 3e-5f};
+    ops::adamw_step({&adam, 1}, {0.9f, 0.95f, 3e-4f, 1.1f, 1e-8f, 0.0f});
     ops::scale(grad, -0.5f);
     // Casts of values equal on both devices (a computed value one float ulp apart could round
     // to the neighbouring bf16).
@@ -316,7 +318,8 @@ TEST(CudaShapes, EmptyInputsAreNoOps) {
     ops::embedding_backward(x0, none, table, 20, 10);
     const double loss = ops::cross_entropy_forward_backward(x0, random_on(d, {50, H}, 72), none,
                                                             {}, 1.0f, x0, Tensor(), 16);
-    ops::adamw_step(w0, w0, w0, w0, {0.9f, 0.95f, 1e-3f, 1.0f, 1e-8f, 0.0f});
+    const ops::AdamWOperands adam{w0, w0, w0, w0, 0.0f};
+    ops::adamw_step({&adam, 1}, {0.9f, 0.95f, 1e-3f, 1.0f, 1e-8f, 0.0f});
     ops::fill(w0, 1.0f);
     ops::axpy(w0, 2.0f, w0);
     ops::scale(w0, 2.0f);
