@@ -1,7 +1,7 @@
 // Dense and grouped GEMMs of the CUDA backend through cuBLAS, float32 or bf16 (MODEL.md "Mixed
 // precision"). moefold's tensors are row-major; cuBLAS is column-major: tensor/blas_layout.h
 // maps each call (C = op(A)·op(B) as Cᵀ = op(B)ᵀ·op(A)ᵀ), and the CPU tests check that mapping.
-// Each GEMM is one cublasGemmEx, the expert GEMMs of one type one cublasGemmGroupedBatchedEx
+// Each GEMM is one cublasGemmEx, the all-bf16 expert GEMMs one cublasGemmGroupedBatchedEx
 // (tensor/grouped_gemm_plan.h), accumulating in float32: bf16 operands with CUBLAS_COMPUTE_32F
 // (tensor cores), float32 operands with CUBLAS_COMPUTE_32F_PEDANTIC (strict IEEE float32: no
 // TF32, which MODEL.md does not allow, whatever NVIDIA_TF32_OVERRIDE says).
@@ -101,20 +101,21 @@ void CudaBackend::linear_backward_dw_mixed(GemmInput dy, GemmInput x, GemmOutput
   gemm(true, false, O, I, N, 1.0f, dy, O, x, I, 1.0f, dw, I);
 }
 
-// Expert GEMMs whose operands are all bf16 or all float32 run as one cublasGemmGroupedBatchedEx
-// over the non-empty experts, with the compute types gemm() uses. Other mixes keep one
-// cublasGemmEx per expert: the grouped call has one type for A and B and refuses a float32 C
-// from bf16 operands (the bf16 dW into float32 gradients). bf16 matrices not on 16-byte
-// boundaries (rows whose bytes are no multiple of 16) also keep the per-expert calls, as cuBLAS
-// asks that alignment of grouped bf16 operands.
+// Expert GEMMs whose operands are all bf16 (training's forward and dx) run as one
+// cublasGemmGroupedBatchedEx over the non-empty experts, accumulating in float32. Other mixes
+// keep one cublasGemmEx per expert: the grouped call has one type for A and B and refuses a
+// float32 C from bf16 operands (the bf16 dW into float32 gradients); float32 operands stay on
+// the per-expert calls because whether the grouped call takes CUBLAS_COMPUTE_32F_PEDANTIC
+// (MODEL.md allows no TF32) is unconfirmed on a GPU. bf16 matrices not on 16-byte boundaries
+// (rows whose bytes are no multiple of 16) also keep the per-expert calls, as cuBLAS asks that
+// alignment of grouped bf16 operands.
 bool CudaBackend::run_grouped(GroupedLinear op, GemmInput a, GemmInput b, GemmOutput c,
                               const int64_t* offsets, int64_t G, int64_t I, int64_t O,
                               bool accumulate) {
-  const DType dtype = a.dtype;
-  if (b.dtype != dtype || c.dtype != dtype || I == 0 || O == 0) return false;
+  const DType dtype = DType::kBFloat16;
+  if (a.dtype != dtype || b.dtype != dtype || c.dtype != dtype || I == 0 || O == 0) return false;
   const GroupedGemmPlan plan = plan_grouped_linear(op, a, b, c, offsets, G, I, O, accumulate);
-  const bool bf16 = dtype == DType::kBFloat16;
-  if (bf16 && !plan.aligned_16) return false;
+  if (!plan.aligned_16) return false;
   const int groups = plan.groups();
   if (groups == 0) return true;
   std::vector<cublasOperation_t> trans_first(groups), trans_second(groups);
@@ -134,7 +135,7 @@ bool CudaBackend::run_grouped(GroupedLinear op, GemmInput a, GemmInput b, GemmOu
       plan.k.data(), plan.alpha.data(), first, blas_type(dtype), plan.ld_first.data(),
       first + groups, blas_type(dtype), plan.ld_second.data(), plan.beta.data(),
       first + 2 * groups, blas_type(dtype), plan.ldc.data(), groups, plan.group_size.data(),
-      bf16 ? CUBLAS_COMPUTE_32F : CUBLAS_COMPUTE_32F_PEDANTIC));
+      CUBLAS_COMPUTE_32F));
   return true;
 }
 

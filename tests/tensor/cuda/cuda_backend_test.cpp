@@ -182,9 +182,8 @@ TEST(CudaBackend, TokenGathersWithRepeatsMatchCpu) {
 }
 
 // The expert GEMMs at a model's size: 16 experts of uneven rows (2,000 in all), empty ones first,
-// in the middle and last. Forward, dx (fresh and accumulating) and dW with operands of one type
-// (all bf16, all float32) run as one grouped cuBLAS call each; the bf16 dW into float32
-// gradients runs one GEMM per expert.
+// in the middle and last. The all-bf16 forward and dx (fresh and accumulating) run as one grouped
+// cuBLAS call each; the bf16 dW into float32 gradients and the float32 ones one GEMM per expert.
 TEST(CudaBackend, GroupedExpertGemmsAtModelSizeMatchCpu) {
   const int64_t G = 16, I = 256, O = 512;
   std::vector<int64_t> offsets = {0};
