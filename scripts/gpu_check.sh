@@ -2,7 +2,8 @@
 # The one prepared GPU check, for a machine with one NVIDIA GPU, CUDA 13, Python with PyTorch,
 # no -dev packages and no network; about 6 minutes. Needs build-gpu/prep from
 # scripts/gpu_prepare.sh (binaries, runtime libraries, data). Writes one report:
-#   1. the gpu tests (every CUDA op against the CPU backend);
+#   1. the gpu tests (every CUDA op against the CPU backend), and the expert GEMMs of a step as
+#      grouped cuBLAS calls against one call per expert;
 #   2. the demo model for N steps on the GPU (float32, then bf16) against the same steps on the
 #      CPU (losses);
 #   3. invariance on one GPU: the same steps with 2 ranks (data parallel, then expert parallel)
@@ -48,6 +49,10 @@ section "1. gpu tests (cuda_tests: every CUDA op against the CPU backend)"
 timeout 180 "$prep/bin/cuda_tests" >"$runs/cuda_tests.log" 2>&1
 say "exit $? ; $(grep -E '^\[  (PASSED|FAILED) ' "$runs/cuda_tests.log" | tr '\n' ' ')"
 grep -E '^\[  FAILED  \]|Failure|error' "$runs/cuda_tests.log" | head -20 | tee -a "$report"
+timeout 60 "$prep/bin/moefold_bench_expert_gemm" --benchmark_min_time=0.2 \
+  >"$runs/expert_gemm_bench.log" 2>&1
+say "expert GEMM bench exit $? (args: experts/bf16/grouped)"
+grep -E '^BM_' "$runs/expert_gemm_bench.log" | tee -a "$report"
 
 # The demo model on the prepared data, N steps, no evaluation or checkpoints.
 demo() {  # name ranks device [extra --set ...]
