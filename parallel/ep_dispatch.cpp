@@ -18,21 +18,31 @@ struct Block {
 // Fills the expert-side fields of chunk `chunk` from its gathered blocks: the rows, grouped by
 // local expert (each expert's blocks in gathered order), become rows of the expert buffer.
 void order_chunk_by_expert(const std::vector<Block>& blocks, int chunk, DispatchPlan& plan) {
-  const int64_t El = plan.local_experts;
+  const int64_t El = plan.local_experts, first_row = plan.expert_chunk_rows[chunk];
+  const size_t first_run = plan.expert_runs.size();
   int64_t* offsets = plan.expert_offsets.data() + chunk * (El + 1);
   offsets[0] = 0;
   for (int64_t i = 0; i < El; ++i) {
     offsets[i + 1] = offsets[i];
     int64_t start = 0;
     for (const Block& b : blocks) {
-      if (b.local_expert == i) {
-        for (int64_t r = 0; r < b.rows; ++r) plan.expert_order.push_back(start + r);
+      if (b.local_expert == i && b.rows > 0) {
+        const DispatchPlan::RowRun run{first_row + offsets[i + 1], start, b.rows};
+        DispatchPlan::RowRun* last =
+            plan.expert_runs.size() > first_run ? &plan.expert_runs.back() : nullptr;
+        if (last && last->expert_row + last->rows == run.expert_row &&
+            last->gathered_row + last->rows == run.gathered_row) {
+          last->rows += run.rows;
+        } else {
+          plan.expert_runs.push_back(run);
+        }
         offsets[i + 1] += b.rows;
       }
       start += b.rows;
     }
   }
-  plan.expert_chunk_rows[chunk + 1] = plan.expert_chunk_rows[chunk] + offsets[El];
+  plan.expert_chunk_rows[chunk + 1] = first_row + offsets[El];
+  plan.expert_run_chunks[chunk + 1] = static_cast<int64_t>(plan.expert_runs.size());
 }
 
 int64_t total(std::span<const int64_t> v) {
@@ -129,6 +139,7 @@ DispatchPlan TokenDispatcher::plan_source(std::span<const int64_t> counts_E,
     plan.source_chunk_rows[j + 1] = plan.source_order.size();
   }
   plan.expert_chunk_rows.assign(n + 1, 0);
+  plan.expert_run_chunks.assign(n + 1, 0);
   plan.expert_offsets.assign(static_cast<size_t>(n) * (El + 1), 0);
   plan.gathered_chunk_rows.assign(n + 1, 0);
   return plan;
@@ -262,8 +273,10 @@ void TokenDispatcher::finish_dispatch_chunk(const DispatchPlan& plan, int j, int
   }
   const Bytes gathered(plan.gathered_is_exchanged ? buf.exchanged : buf.gathered, W);
   const int64_t first = plan.gathered_chunk_rows[j];
-  for (int64_t r = plan.expert_chunk_rows[j]; r < plan.expert_chunk_rows[j + 1]; ++r) {
-    ops::copy_memory(expert.row(r), gathered.row(first + plan.expert_order[r]), expert.row_bytes);
+  for (int64_t k = plan.expert_run_chunks[j]; k < plan.expert_run_chunks[j + 1]; ++k) {
+    const DispatchPlan::RowRun& run = plan.expert_runs[k];
+    ops::copy_memory(expert.row(run.expert_row), gathered.row(first + run.gathered_row),
+                     static_cast<size_t>(run.rows * expert.row_bytes));
   }
 }
 
@@ -278,8 +291,10 @@ void TokenDispatcher::start_combine_chunk(const DispatchPlan& plan, int j, const
   if (kind_ == DispatcherKind::kAllGather) {  // rows of other ranks' experts add nothing
     staging.elements(first * W, {(plan.gathered_chunk_rows[j + 1] - first) * W}).zero();
   }
-  for (int64_t r = plan.expert_chunk_rows[j]; r < plan.expert_chunk_rows[j + 1]; ++r) {
-    ops::copy_memory(staged.row(first + plan.expert_order[r]), expert.row(r), expert.row_bytes);
+  for (int64_t k = plan.expert_run_chunks[j]; k < plan.expert_run_chunks[j + 1]; ++k) {
+    const DispatchPlan::RowRun& run = plan.expert_runs[k];
+    ops::copy_memory(staged.row(first + run.gathered_row), expert.row(run.expert_row),
+                     static_cast<size_t>(run.rows * expert.row_bytes));
   }
   void* source_chunk = source.row(plan.source_chunk_rows[j]);
   if (kind_ == DispatcherKind::kAllGather) {

@@ -57,7 +57,16 @@ struct DispatchPlan {
   std::vector<int64_t> exchanged_chunk_rows;  // (chunks+1) row offsets in the exchanged buffer
   std::vector<int64_t> gathered_rows;       // (chunks, members) all-gather-v rows per member
   std::vector<int64_t> gathered_chunk_rows;   // (chunks+1) row offsets in the gathered buffer
-  std::vector<int32_t> expert_order;        // (Re) expert row → row of its chunk's gathered block
+  // The expert buffer's rows as runs of consecutive rows of each chunk's gathered block: the
+  // dispatch copies them in and the combine back, one copy per run (a device copy each), not
+  // per row. Runs that continue each other are one run.
+  struct RowRun {
+    int64_t expert_row;    // first row in the expert buffer
+    int64_t gathered_row;  // first row in its chunk's gathered block
+    int64_t rows;
+  };
+  std::vector<RowRun> expert_runs;          // chunk after chunk, in expert-row order
+  std::vector<int64_t> expert_run_chunks;   // (chunks+1) offsets of each chunk's runs
   bool gathered_is_exchanged = true;        // all-to-all with ETP = 1: no gather step
   // Rows this rank sends to other ranks in a dispatch, and in the combine that mirrors it.
   int64_t remote_rows_sent = 0;

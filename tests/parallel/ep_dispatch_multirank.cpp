@@ -95,6 +95,26 @@ TEST_P(EpDispatch, RowsReachTheirExpertsAndComeBack) {
     for (int64_t i = 0; i < El; ++i) expected[i] += all_counts[src * kExperts + ep_rank * El + i];
   }
 
+  // The expert rows of each chunk travel as few copies as possible: runs in expert-row order that
+  // cover the chunk's rows, none continuing the one before (those are merged), and one run per
+  // chunk when a single rank sends to this rank's experts.
+  for (int c = 0; c < plan.chunks; ++c) {
+    int64_t row = plan.expert_chunk_rows[c];
+    const DispatchPlan::RowRun* previous = nullptr;
+    for (int64_t k = plan.expert_run_chunks[c]; k < plan.expert_run_chunks[c + 1]; ++k) {
+      const DispatchPlan::RowRun& run = plan.expert_runs[k];
+      EXPECT_EQ(run.expert_row, row) << "chunk " << c << " run " << k;
+      EXPECT_GT(run.rows, 0);
+      if (previous) {
+        EXPECT_NE(previous->gathered_row + previous->rows, run.gathered_row) << "not merged";
+      }
+      row += run.rows;
+      previous = &run;
+    }
+    EXPECT_EQ(row, plan.expert_chunk_rows[c + 1]) << "chunk " << c;
+    if (world == 1) EXPECT_LE(plan.expert_run_chunks[c + 1] - plan.expert_run_chunks[c], 1);
+  }
+
   DispatchBuffers buffers;
   std::vector<float> expert_RW(std::max<int64_t>(plan.expert_rows, 1) * kWidth);
   std::vector<float> back_RW(std::max<int64_t>(R, 1) * kWidth, -1.0f);

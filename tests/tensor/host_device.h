@@ -55,8 +55,12 @@ class HostMemoryDevice final : public cpu::CpuBackend {
     guarded_ = guarded;
   }
   void begin_op() override {
+    ++device_calls_;
     if (arena_ != nullptr) arena_->open();
   }
+  // Backend calls so far (ops and memory operations): each is at least one kernel launch or
+  // copy on a GPU, so their number must not grow with the tokens of a step.
+  int64_t device_calls() const { return device_calls_.load(); }
   void end_op() override {
     if (arena_ != nullptr) arena_->close();
   }
@@ -125,6 +129,7 @@ class HostMemoryDevice final : public cpu::CpuBackend {
   GuardedArena& arena() { return *arena_; }
 
   std::atomic<int64_t> host_waits_{0};
+  std::atomic<int64_t> device_calls_{0};
   std::unique_ptr<GuardedArena> arena_;
   bool guarded_ = false;
   mutable std::mutex mutex_;

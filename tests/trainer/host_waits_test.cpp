@@ -1,8 +1,9 @@
 // How often a training step makes the host wait for the device (issue 16: "no host
-// synchronisation per MoE layer beyond the token counts"). The trainer runs on the host-memory
-// stand-in device (tests/tensor/host_device.h), which counts the calls at which a CUDA backend
-// blocks the host: device→host copies, stream synchronisation and reductions returning a host
-// number. The same code runs on a GPU, so the counts are the GPU's.
+// synchronisation per MoE layer beyond the token counts"), and how many device calls it makes.
+// The trainer runs on the host-memory stand-in device (tests/tensor/host_device.h), which counts
+// the calls at which a CUDA backend blocks the host (device→host copies, stream synchronisation
+// and reductions returning a host number) and every backend call. The same code runs on a GPU,
+// so the counts are the GPU's.
 #include <gtest/gtest.h>
 
 #include <iostream>
@@ -17,12 +18,16 @@
 namespace moefold {
 namespace {
 
-int64_t waits() {
-  return dynamic_cast<testing::HostMemoryDevice&>(backend_for(Device::kCuda)).host_waits();
+testing::HostMemoryDevice& device() {
+  return dynamic_cast<testing::HostMemoryDevice&>(backend_for(Device::kCuda));
 }
 
-// The host waits of the second step (the first also builds workspaces and reads the data).
-int64_t waits_of_one_step(const std::string& name, const std::vector<std::string>& overrides) {
+struct StepCounts {
+  int64_t host_waits = -1, device_calls = -1;
+};
+
+// The counts of the second step (the first also builds workspaces and reads the data).
+StepCounts counts_of_one_step(const std::string& name, const std::vector<std::string>& overrides) {
   const std::string dir = testing::fresh_temp_dir(name);
   std::vector<std::string> all = {"training.device=cuda"};
   all.insert(all.end(), overrides.begin(), overrides.end());
@@ -31,11 +36,15 @@ int64_t waits_of_one_step(const std::string& name, const std::vector<std::string
   const ParallelContext ctx = ParallelContext::single_process();
   auto trainer = Trainer::create(recipe, ctx);
   EXPECT_TRUE(trainer.ok()) << trainer.status();
-  if (!trainer.ok()) return -1;
+  if (!trainer.ok()) return {};
   EXPECT_TRUE((*trainer)->train_step(0).ok());
-  const int64_t before = waits();
+  const int64_t waits = device().host_waits(), calls = device().device_calls();
   EXPECT_TRUE((*trainer)->train_step(1).ok());
-  return waits() - before;
+  return {device().host_waits() - waits, device().device_calls() - calls};
+}
+
+int64_t waits_of_one_step(const std::string& name, const std::vector<std::string>& overrides) {
+  return counts_of_one_step(name, overrides).host_waits;
 }
 
 // The tiny recipe has 4 micro-batches per step. Each micro-batch waits once per MoE layer for its
@@ -59,6 +68,27 @@ TEST(HostWaits, AuxLossFreeBalancingAddsNoWaitPerLayer) {
   std::cout << "host waits per step, two MoE layers, sigmoid router with expert bias: " << n
             << "\n";
   EXPECT_EQ(n, bound(2) + 1);  // + the metrics' one read of every layer's bias range
+}
+
+// Kernel launches and copies per step depend on the model and the layout, never on how many
+// tokens a micro-batch has: a per-token (or per-row) device call costs microseconds on a GPU
+// each, thousands per MoE layer (the expert dispatch once copied row by row). The same step at
+// twice the sequence length makes exactly as many device calls, with every parallel expert
+// path (dispatch, combine, capacity dropping) on one rank.
+TEST(DeviceCalls, AStepMakesAsManyDeviceCallsForTwiceTheTokens) {
+  if (!testing::use_host_memory_device()) GTEST_SKIP() << "a real CUDA backend is registered";
+  for (const bool capacity : {false, true}) {
+    std::vector<std::string> base = {"moe.moe_layer_freq=[1,1]"};
+    if (capacity) base.push_back("moe.moe_expert_capacity_factor=1.0");
+    std::vector<std::string> longer = base;
+    longer.push_back("model.seq_length=32");
+    const StepCounts tokens16 = counts_of_one_step("device-calls-16", base);
+    const StepCounts tokens32 = counts_of_one_step("device-calls-32", longer);
+    std::cout << "device calls per step (capacity " << capacity << "): " << tokens16.device_calls
+              << " at 16 tokens per sequence, " << tokens32.device_calls << " at 32\n";
+    EXPECT_GT(tokens16.device_calls, 0);
+    EXPECT_EQ(tokens32.device_calls, tokens16.device_calls) << "capacity " << capacity;
+  }
 }
 
 }  // namespace
