@@ -1,11 +1,8 @@
 // Context-parallel communication (STYLE.md 6), forward and backward paired, over the CP
-// communicator (or, for the sequence gathers, the group whose rank order concatenates the
-// sequence shards: CP, or TP×CP under sequence parallelism).
+// communicator:
 //
 //   forward                          backward
 //   KvRing::pass (K/V to next)    ↔  KvRing::pass_gradient (dK/dV towards the block's owner)
-//   gather_context_sequence       ↔  split (own rows of the gradient)
-//   split_context_sequence        ↔  all-gather
 //
 // The ring: CP rank r sends to r+1 and receives from r−1 (mod CP). At step s of a ring pass
 // rank r holds the block of rank (r − s) mod CP. Transfers are posted async (the communication
@@ -17,7 +14,6 @@
 #include <vector>
 
 #include "parallel/communicator.h"
-#include "tensor/tensor.h"
 
 namespace moefold {
 
@@ -62,24 +58,5 @@ class KvRing {
   WorkHandle send_, recv_, grad_recv_;
   std::vector<WorkHandle> grad_sends_;
 };
-
-// all-gather ↔ split along the sequence. Rank g of `group` holds rows [g·n, (g+1)·n) of the
-// concatenation of all ranks' shards; rows_N[i] is the row of the micro-batch that
-// concatenated row i is (so the gathered x_full is in the single process's token order).
-// Forward: x_full (N,H) = every rank's x_shard (n,H) placed at its rows. Backward: dx_shard =
-// this rank's rows of dx_full (the gradient of a computation replicated over the group).
-void gather_context_sequence_forward(Communicator& group, const std::vector<int64_t>& rows_N,
-                                     const float* x_shard, float* x_full, int64_t n, int64_t H,
-                                     Tensor& scratch);
-void gather_context_sequence_backward(Communicator& group, const std::vector<int64_t>& rows_N,
-                                      const float* dx_full, float* dx_shard, int64_t n, int64_t H);
-
-// split ↔ all-gather: a value computed identically on every rank of the group. Forward: y_shard
-// = this rank's rows of y_full. Backward: dy_full = every rank's dy_shard placed at its rows.
-void split_context_sequence_forward(Communicator& group, const std::vector<int64_t>& rows_N,
-                                    const float* y_full, float* y_shard, int64_t n, int64_t H);
-void split_context_sequence_backward(Communicator& group, const std::vector<int64_t>& rows_N,
-                                     const float* dy_shard, float* dy_full, int64_t n, int64_t H,
-                                     Tensor& scratch);
 
 }  // namespace moefold
