@@ -58,6 +58,41 @@ TEST_P(DeviceInvariance, MatchesSingleProcess) {
   expect_matches_single_process(dir_, l.name, l.model, l.parallel, 3);
 }
 
+// Backend calls of this rank in a whole run (set-up, two steps, tear-down) of the layout at
+// `seq_length` tokens per sequence. Whole runs, because overlapped communication makes device
+// calls from other threads: between two steps their count depends on timing, after the run's
+// last handle has been waited for it does not.
+int64_t device_calls_of_a_run(const std::string& dir, const InvarianceLayout& l,
+                              int seq_length) {
+  std::vector<std::string> overrides = l.model;
+  overrides.insert(overrides.end(), l.parallel.begin(), l.parallel.end());
+  overrides.push_back("model.seq_length=" + std::to_string(seq_length));
+  const Recipe recipe = tiny_recipe(
+      tiny_prefix(dir), dir + "/" + l.name + "-calls" + std::to_string(seq_length), overrides);
+  const auto& device = dynamic_cast<HostMemoryDevice&>(backend_for(Device::kCuda));
+  const int64_t before = device.device_calls();
+  {
+    auto ctx = ParallelContext::create(recipe.parallel, MPI_COMM_WORLD);
+    EXPECT_TRUE(ctx.ok()) << ctx.status();
+    if (!ctx.ok()) return -1;
+    run_steps(recipe, *ctx, 2);
+  }
+  return device.device_calls() - before;
+}
+
+// Kernel launches and copies per step depend on the layout, never on the tokens: a per-token or
+// per-row device call (a copy per dispatched row, say) costs a GPU microseconds each, thousands
+// per layer. Every layout's step at twice the sequence length makes exactly as many on each rank.
+TEST_P(DeviceInvariance, DeviceCallsDoNotGrowWithTheTokens) {
+  const InvarianceLayout& l = GetParam();
+  if (world_size() != l.world) GTEST_SKIP() << l.name << " runs on " << l.world << " ranks";
+  if (!use_host_memory_device()) GTEST_SKIP() << "a real CUDA backend is registered";
+  const int64_t at16 = device_calls_of_a_run(dir_, l, 16);
+  const int64_t at32 = device_calls_of_a_run(dir_, l, 32);
+  EXPECT_GT(at16, 0);
+  EXPECT_EQ(at32, at16) << l.name << " on rank " << world_rank();
+}
+
 INSTANTIATE_TEST_SUITE_P(Layouts, DeviceInvariance, ::testing::ValuesIn(device_layouts()),
                          [](const auto& info) { return info.param.name; });
 
