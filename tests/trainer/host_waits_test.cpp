@@ -73,21 +73,25 @@ TEST(HostWaits, AuxLossFreeBalancingAddsNoWaitPerLayer) {
 // Kernel launches and copies per step depend on the model and the layout, never on how many
 // tokens a micro-batch has: a per-token (or per-row) device call costs microseconds on a GPU
 // each, thousands per MoE layer (the expert dispatch once copied row by row). The same step at
-// twice the sequence length makes exactly as many device calls, with every parallel expert
-// path (dispatch, combine, capacity dropping) on one rank.
+// twice the sequence length, or with twice the sequences per micro-batch, makes exactly as many
+// device calls, through the expert path (dispatch, combine, capacity dropping) on one rank.
 TEST(DeviceCalls, AStepMakesAsManyDeviceCallsForTwiceTheTokens) {
   if (!testing::use_host_memory_device()) GTEST_SKIP() << "a real CUDA backend is registered";
   for (const bool capacity : {false, true}) {
     std::vector<std::string> base = {"moe.moe_layer_freq=[1,1]"};
     if (capacity) base.push_back("moe.moe_expert_capacity_factor=1.0");
-    std::vector<std::string> longer = base;
+    std::vector<std::string> longer = base, more = base;
     longer.push_back("model.seq_length=32");
+    more.insert(more.end(), {"training.micro_batch_size=4", "training.global_batch_size=16"});
     const StepCounts tokens16 = counts_of_one_step("device-calls-16", base);
     const StepCounts tokens32 = counts_of_one_step("device-calls-32", longer);
+    const StepCounts sequences4 = counts_of_one_step("device-calls-4x16", more);
     std::cout << "device calls per step (capacity " << capacity << "): " << tokens16.device_calls
-              << " at 16 tokens per sequence, " << tokens32.device_calls << " at 32\n";
+              << " at 2 sequences of 16 tokens per micro-batch, " << tokens32.device_calls
+              << " at 2 of 32, " << sequences4.device_calls << " at 4 of 16\n";
     EXPECT_GT(tokens16.device_calls, 0);
     EXPECT_EQ(tokens32.device_calls, tokens16.device_calls) << "capacity " << capacity;
+    EXPECT_EQ(sequences4.device_calls, tokens16.device_calls) << "capacity " << capacity;
   }
 }
 
