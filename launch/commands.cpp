@@ -52,8 +52,8 @@ int abort_job(const char* command, int rank, const absl::Status& status) {
     if (rank == 0) report(command, status);
     return 1;
   }
-  std::fprintf(stderr, "moefold %s: error on rank %d: %s\n", command, rank,
-               std::string(status.message()).c_str());
+  std::fprintf(stderr, "moefold %s: error on rank %d%s: %s\n", command, rank,
+               watchdog::describe_position().c_str(), std::string(status.message()).c_str());
   std::fflush(stderr);
   int world_size = 1;
   MPI_Comm_size(MPI_COMM_WORLD, &world_size);

@@ -8,6 +8,7 @@
 
 #include "checkpoint/inspect.h"
 #include "launch/commands.h"
+#include "parallel/watchdog.h"
 
 #ifndef MOEFOLD_VERSION
 #define MOEFOLD_VERSION "unknown"
@@ -109,7 +110,8 @@ int fail_on_exception(const std::string& command, const char* what) {
   MPI_Finalized(&finalized);
   const bool mpi = initialized && !finalized;
   if (mpi) MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  std::fprintf(stderr, "moefold %s: error on rank %d: %s\n", command.c_str(), rank, what);
+  std::fprintf(stderr, "moefold %s: error on rank %d%s: %s\n", command.c_str(), rank,
+               moefold::watchdog::describe_position().c_str(), what);
   std::fflush(stderr);
   int world_size = 1;
   if (mpi) MPI_Comm_size(MPI_COMM_WORLD, &world_size);

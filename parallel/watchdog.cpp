@@ -177,6 +177,13 @@ void set_position(int64_t iteration, const char* phase) {
   s.phase = phase;
 }
 
+std::string describe_position() {
+  State& s = state();
+  std::lock_guard<std::mutex> lock(s.mutex);
+  if (s.iteration == 0) return "";
+  return absl::StrCat(" at iteration ", s.iteration, " (", s.phase, ")");
+}
+
 void attach_arrivals(std::vector<ArrivalRecord*> records, std::vector<int> world_ranks,
                      int self) {
   State& s = state();

@@ -33,6 +33,9 @@ void stop();
 
 // Where the step is, for the report: set by the trainer ("forward/backward", "checkpoint save").
 void set_position(int64_t iteration, const char* phase);
+// " at iteration 3 (forward/backward)", for any error line of the rank; empty before the first
+// step.
+std::string describe_position();
 
 // What one rank publishes for the watchdogs of the other ranks of its node.
 inline constexpr int kArrivalSlots = 32;  // one per group kind a rank belongs to, and the world

@@ -14,6 +14,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <regex>
@@ -191,6 +192,7 @@ void expect_watchdog_ends_a_stopped_job(int ranks) {
       std::printf("  %s\n", std::string(line).c_str());
     }
   }
+  std::filesystem::remove_all(dir);  // the run's metrics of thousands of steps: 200 MB
 }
 
 TEST(Faults, WatchdogEndsAJobWithAStoppedRank2) { expect_watchdog_ends_a_stopped_job(2); }
@@ -215,6 +217,7 @@ void expect_stop_signal_saves_and_exits_0(bool to_mpirun, int signal) {
   auto latest = read_latest(dir + "/save");
   ASSERT_TRUE(latest.ok()) << latest.status() << "\n" << job.output();
   EXPECT_GE(*latest, 1);
+  std::filesystem::remove_all(dir);
 }
 
 TEST(Faults, SigtermToOneRankSavesAndExitsZero) { expect_stop_signal_saves_and_exits_0(false, SIGTERM); }

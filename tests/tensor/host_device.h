@@ -6,6 +6,7 @@
 #pragma once
 
 #include <atomic>
+#include <limits>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -23,15 +24,22 @@ class HostMemoryDevice final : public cpu::CpuBackend {
   std::string describe() const override { return "host-memory stand-in device"; }
 
   void* allocate(size_t bytes) override {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (allocated_ + bytes > capacity_) return nullptr;  // the device is full
+    }
     void* ptr = guarded_ ? arena().allocate(bytes) : cpu::CpuBackend::allocate(bytes);
     std::lock_guard<std::mutex> lock(mutex_);
-    if (ptr != nullptr) blocks_[static_cast<const char*>(ptr)] = bytes;
+    if (ptr != nullptr) {
+      blocks_[static_cast<const char*>(ptr)] = bytes;
+      allocated_ += bytes;
+    }
     return ptr;
   }
   void deallocate(void* ptr, size_t bytes) override {
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      blocks_.erase(static_cast<const char*>(ptr));
+      if (blocks_.erase(static_cast<const char*>(ptr)) > 0) allocated_ -= bytes;
     }
     if (arena_ != nullptr && arena_->contains(ptr)) {
       arena_->release(ptr, bytes);
@@ -46,6 +54,16 @@ class HostMemoryDevice final : public cpu::CpuBackend {
     if (it == blocks_.begin()) return false;
     --it;
     return p < it->first + std::max<size_t>(it->second, 1);
+  }
+
+  // The device's memory: allocations beyond it fail as a full GPU's do (unlimited by default).
+  void set_capacity(size_t bytes) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    capacity_ = bytes;
+  }
+  size_t allocated() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return allocated_;
   }
 
   // Guarded: memory allocated from now on is closed to the host outside backend calls
@@ -134,6 +152,8 @@ class HostMemoryDevice final : public cpu::CpuBackend {
   bool guarded_ = false;
   mutable std::mutex mutex_;
   std::map<const char*, size_t> blocks_;  // base → bytes
+  size_t allocated_ = 0;
+  size_t capacity_ = std::numeric_limits<size_t>::max();
 };
 
 // Registers the stand-in as this process's kCuda backend; false when a real CUDA backend is
