@@ -24,11 +24,11 @@ void AdamW::step(double lr) {
   const double bias1 = 1.0 - std::pow(beta1, static_cast<double>(steps_));
   const double bias2 = 1.0 - std::pow(beta2, static_cast<double>(steps_));
   const AdamWScalars scalars{static_cast<float>(beta1),
-                       static_cast<float>(beta2),
-                       static_cast<float>(lr / bias1),
-                       static_cast<float>(1.0 / std::sqrt(bias2)),
-                       config_.adam_eps,
-                       0.0f};  // each tensor's decay comes with it
+                             static_cast<float>(beta2),
+                             static_cast<float>(lr / bias1),
+                             static_cast<float>(1.0 / std::sqrt(bias2)),
+                             config_.adam_eps,
+                             0.0f};  // each tensor's decay comes with it
   const float decay = static_cast<float>(lr * config_.weight_decay);
   std::vector<ops::AdamWOperands> operands;
   operands.reserve(tensors_.size());
