@@ -131,16 +131,26 @@ double CudaBackend::known_peak_flops(DType dtype) const {
   return 0.0;
 }
 
+void* CudaBackend::allocate_from_pool(size_t bytes) {
+  for (int attempt = 0;; ++attempt) {
+    void* ptr = nullptr;
+    const cudaError_t status = cudaMallocAsync(&ptr, bytes == 0 ? 1 : bytes, pool_, stream_);
+    if (status != cudaErrorMemoryAllocation) {
+      MOEFOLD_CUDA_CHECK(status);
+      return ptr;
+    }
+    cudaGetLastError();  // not sticky: clear it, so the next check does not report it
+    if (attempt == 1) return nullptr;
+    // The frees queued on the stream done, the pool's cached blocks go back to the device, and
+    // one more try may find the contiguous bytes.
+    MOEFOLD_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    MOEFOLD_CUDA_CHECK(cudaMemPoolTrimTo(pool_, 0));
+  }
+}
+
 void* CudaBackend::allocate(size_t bytes) {
   bind_thread();
-  void* ptr = nullptr;
-  const cudaError_t status = cudaMallocAsync(&ptr, bytes == 0 ? 1 : bytes, pool_, stream_);
-  if (status == cudaErrorMemoryAllocation) {
-    cudaGetLastError();  // not sticky: clear it, and let Tensor name the tensor and its bytes
-    return nullptr;
-  }
-  MOEFOLD_CUDA_CHECK(status);
-  return ptr;
+  return allocate_from_pool(bytes);  // null: Tensor names the tensor and its bytes
 }
 
 void CudaBackend::deallocate(void* ptr, size_t) {
@@ -198,13 +208,8 @@ std::shared_ptr<DeviceEvent> CudaBackend::record_event() {
 }
 
 CudaBackend::Scratch::Scratch(CudaBackend& backend, size_t bytes) : backend_(backend) {
-  const cudaError_t status =
-      cudaMallocAsync(&ptr_, bytes == 0 ? 1 : bytes, backend.pool_, backend.stream_);
-  if (status == cudaErrorMemoryAllocation) {
-    cudaGetLastError();  // not sticky: clear it, as allocate() does
-    throw DeviceOutOfMemory(Device::kCuda, bytes, "(an op's scratch buffer)");
-  }
-  MOEFOLD_CUDA_CHECK(status);
+  ptr_ = backend.allocate_from_pool(bytes);
+  if (ptr_ == nullptr) throw DeviceOutOfMemory(Device::kCuda, bytes, "(an op's scratch buffer)");
 }
 
 CudaBackend::Scratch::~Scratch() { cudaFreeAsync(ptr_, backend_.stream_); }

@@ -266,6 +266,9 @@ class CudaBackend final : public Backend {
                             int64_t N, int64_t H, int64_t V, int64_t chunk_rows);
 
   void bind_thread() const;  // makes this backend's device the calling thread's current one
+  // Stream-ordered memory from the pool, or null when the device is full even after the pool
+  // has given back every block it caches (fragmentation near the limit), as PyTorch retries.
+  void* allocate_from_pool(size_t bytes);
 
   int device_;
   cudaStream_t stream_ = nullptr;
