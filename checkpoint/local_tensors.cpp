@@ -95,12 +95,6 @@ void HostStagedRuns::write_back() const {
   }
 }
 
-int64_t HostStagedRuns::staged_bytes() const {
-  int64_t bytes = 0;
-  for (const Staged& s : staged_) bytes += static_cast<int64_t>(s.host.size() * sizeof(float));
-  return bytes;
-}
-
 LocalTensors model_tensors(const ParameterRegistry& registry, int world_rank) {
   LocalTensors out;
   for (const auto& p : registry.parameters()) {

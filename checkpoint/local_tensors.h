@@ -39,7 +39,6 @@ class HostStagedRuns {
  public:
   void stage(LocalTensors& tensors, bool fill);
   void write_back() const;
-  int64_t staged_bytes() const;
 
  private:
   struct Staged {

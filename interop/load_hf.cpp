@@ -91,22 +91,19 @@ absl::Status load_hf_checkpoint(const std::string& dir, const ParameterRegistry&
   // Values are read into host memory: the tensor's own on the CPU, else a host buffer copied to
   // its device once every read succeeded.
   struct Target {
+    Target(const TensorLayout& layout, const Tensor& value)
+        : layout(&layout),
+          value(value),
+          staged(value.device() == Device::kCpu ? 0 : static_cast<size_t>(value.numel())) {}
+    float* data() { return staged.empty() ? value.data() : staged.data(); }
+
     const TensorLayout* layout;
     Tensor value;
-    std::vector<float> staged;
-    float* data = nullptr;
+    std::vector<float> staged;  // empty on the CPU
   };
   std::vector<Target> targets;
-  for (const auto& p : registry.parameters()) targets.push_back({&p->layout, p->value, {}});
-  for (const auto& b : registry.buffers()) targets.push_back({&b->layout, b->value, {}});
-  for (Target& target : targets) {
-    if (target.value.device() == Device::kCpu) {
-      target.data = target.value.data();
-    } else {
-      target.staged.resize(static_cast<size_t>(target.value.numel()));
-      target.data = target.staged.data();
-    }
-  }
+  for (const auto& p : registry.parameters()) targets.emplace_back(p->layout, p->value);
+  for (const auto& b : registry.buffers()) targets.emplace_back(b->layout, b->value);
   for (const Target& target : targets) {
     if (!sources.contains(target.layout->name)) {
       return absl::FailedPreconditionError(absl::StrCat(
@@ -116,7 +113,7 @@ absl::Status load_hf_checkpoint(const std::string& dir, const ParameterRegistry&
   }
 
   int64_t bytes = 0;
-  for (const Target& target : targets) {
+  for (Target& target : targets) {
     const TensorLayout& layout = *target.layout;
     const auto& by_expert = sources.at(layout.name);
     if (by_expert.contains(-1)) {  // one HF tensor at the same global shape
@@ -124,7 +121,7 @@ absl::Status load_hf_checkpoint(const std::string& dir, const ParameterRegistry&
       MOEFOLD_CHECK(t.shape == layout.global_shape, layout.name << " vs " << t.hf_name);
       const auto located = reader->find(t.hf_name);
       if (absl::Status s = located->file->read_box(t.hf_name, layout.local_offset,
-                                                   layout.local_shape, target.data);
+                                                   layout.local_shape, target.data());
           !s.ok()) {
         return s;
       }
@@ -142,7 +139,7 @@ absl::Status load_hf_checkpoint(const std::string& dir, const ParameterRegistry&
       const HfTensor& t = *by_expert.at(expert);
       const auto located = reader->find(t.hf_name);
       if (absl::Status s = located->file->read_box(t.hf_name, offset, shape,
-                                                   target.data + e * per_expert);
+                                                   target.data() + e * per_expert);
           !s.ok()) {
         return s;
       }

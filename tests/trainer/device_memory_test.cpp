@@ -42,7 +42,7 @@ TEST(DeviceMemory, AStepThatDoesNotFitNamesTheDeviceTheTensorAndItsBytes) {
   EXPECT_EQ(watchdog::describe_position(), " at iteration 1 (forward/backward)");
 }
 
-TEST(DeviceMemory, ErrorLinesSayNothingOfAPositionBeforeTheFirstStep) {
+TEST(DeviceMemory, ThePositionIsEmptyBeforeTheFirstStepAndNamesEveryLaterOne) {
   watchdog::set_position(0, "start-up");
   EXPECT_EQ(watchdog::describe_position(), "");
   watchdog::set_position(7, "checkpoint save");

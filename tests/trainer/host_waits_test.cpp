@@ -24,6 +24,7 @@ testing::HostMemoryDevice& device() {
 
 struct StepCounts {
   int64_t host_waits = -1, device_calls = -1;
+  double dropped_fraction = 0;  // of the step's assignments, over its MoE layers
 };
 
 // The counts of the second step (the first also builds workspaces and reads the data).
@@ -39,8 +40,15 @@ StepCounts counts_of_one_step(const std::string& name, const std::vector<std::st
   if (!trainer.ok()) return {};
   EXPECT_TRUE((*trainer)->train_step(0).ok());
   const int64_t waits = device().host_waits(), calls = device().device_calls();
-  EXPECT_TRUE((*trainer)->train_step(1).ok());
-  return {device().host_waits() - waits, device().device_calls() - calls};
+  const auto metrics = (*trainer)->train_step(1);
+  EXPECT_TRUE(metrics.ok()) << metrics.status();
+  StepCounts counts{device().host_waits() - waits, device().device_calls() - calls};
+  if (metrics.ok()) {
+    for (const MoeLoadSummary& layer : metrics->moe) {
+      counts.dropped_fraction += layer.dropped_fraction;
+    }
+  }
+  return counts;
 }
 
 int64_t waits_of_one_step(const std::string& name, const std::vector<std::string>& overrides) {
@@ -90,6 +98,10 @@ TEST(DeviceCalls, AStepMakesAsManyDeviceCallsForTwiceTheTokens) {
               << " at 2 sequences of 16 tokens per micro-batch, " << tokens32.device_calls
               << " at 2 of 32, " << sequences4.device_calls << " at 4 of 16\n";
     EXPECT_GT(tokens16.device_calls, 0);
+    if (capacity) {  // the dropping path ran
+      EXPECT_GT(tokens16.dropped_fraction, 0.0);
+      EXPECT_GT(tokens32.dropped_fraction, 0.0);
+    }
     EXPECT_EQ(tokens32.device_calls, tokens16.device_calls) << "capacity " << capacity;
     EXPECT_EQ(sequences4.device_calls, tokens16.device_calls) << "capacity " << capacity;
   }
