@@ -1,6 +1,6 @@
 #include "model/model.h"
 
-#include <algorithm>
+#include <cstring>
 #include <optional>
 
 #include "absl/strings/str_cat.h"
@@ -368,18 +368,16 @@ double MicroBatchStats::host_lm_loss_sum() const {
 }
 
 std::vector<double> lm_loss_sums(std::span<const MicroBatchStats> stats) {
-  std::vector<double> sums(stats.size(), 0.0);
-  auto with_loss = [](const MicroBatchStats& s) { return s.lm_loss_sum.defined(); };
-  const auto first = std::find_if(stats.begin(), stats.end(), with_loss);
-  if (first == stats.end()) return sums;
-  // Gathered on the device first: one copy, so the host waits once for them all.
-  const Tensor all = ops::float64_zeros(static_cast<int64_t>(stats.size()),
-                                        first->lm_loss_sum.device());
-  for (size_t i = 0; i < stats.size(); ++i) {
-    if (!with_loss(stats[i])) continue;
-    ops::copy(all.elements(2 * static_cast<int64_t>(i), {2}), stats[i].lm_loss_sum);
+  std::vector<Tensor> losses;
+  for (const MicroBatchStats& s : stats) {
+    if (s.lm_loss_sum.defined()) losses.push_back(s.lm_loss_sum);
   }
-  return ops::float64_to_host(all);
+  const std::vector<float> words = ops::to_host_together(losses);  // two words per float64
+  std::vector<double> sums(stats.size(), 0.0);
+  for (size_t i = 0, k = 0; i < stats.size(); ++i) {
+    if (stats[i].lm_loss_sum.defined()) std::memcpy(&sums[i], &words[2 * k++], sizeof(double));
+  }
+  return sums;
 }
 
 }  // namespace moefold

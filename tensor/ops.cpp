@@ -85,6 +85,19 @@ Tensor to_device(const Tensor& t, Device device) {
   return out;
 }
 
+std::vector<float> to_host_together(std::span<const Tensor> tensors) {
+  if (tensors.empty()) return {};
+  int64_t total = 0;
+  for (const Tensor& t : tensors) total += t.numel();
+  const Tensor all = Tensor::empty({total}, DType::kFloat32, tensors.front().device());
+  int64_t offset = 0;
+  for (const Tensor& t : tensors) {
+    copy(all.elements(offset, {t.numel()}), t.view({t.numel()}));
+    offset += t.numel();
+  }
+  return all.to_vector();
+}
+
 Tensor float64_zeros(int64_t n, Device device) {
   static_assert(sizeof(double) == 2 * sizeof(float));
   Tensor words = Tensor::empty({2 * n}, DType::kFloat32, device);

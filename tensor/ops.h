@@ -41,6 +41,9 @@ void copy_rows(void* dst, int64_t dst_stride, const void* src, int64_t src_strid
 Tensor to_host(const Tensor& t);
 // t on `device` (the same tensor when it is already there).
 Tensor to_device(const Tensor& t, Device device);
+// Every tensor's elements (float32, all on one device) on the host, one tensor after the other,
+// read with one device→host copy: many small device values for one wait of the host.
+std::vector<float> to_host_together(std::span<const Tensor> tensors);
 // float64 values on a device, for sums that must not round (losses, cross-entropy row sums):
 // moefold's tensors are float32 or bf16, so each value takes two float32 words of a (2n) tensor.
 Tensor float64_zeros(int64_t n, Device device);

@@ -498,23 +498,20 @@ LossScales Trainer::loss_scales(const std::vector<TokenBatch>& batches) const {
 std::vector<float> Trainer::expert_bias_ranges(int num_moe_layers) const {
   if (!recipe_.model.moe.moe_router_enable_expert_bias) return {};
   std::vector<float> range(2 * num_moe_layers, -std::numeric_limits<float>::infinity());
-  // This pipeline stage's biases side by side on their device, read back with one wait.
-  std::vector<const Tensor*> biases;
+  // This pipeline stage's biases, read back with one wait.
+  std::vector<Tensor> biases;
   std::vector<int> index;
   for (const auto& layer : model_->layers()) {
     if (!layer->is_moe()) continue;
-    biases.push_back(&layer->moe()->router().expert_bias()->value);
+    biases.push_back(layer->moe()->router().expert_bias()->value);
     index.push_back(moe_layer_index(recipe_.model, layer->layer()));
   }
-  if (!biases.empty()) {
-    const int64_t E = biases[0]->numel(), L = static_cast<int64_t>(biases.size());
-    const Tensor all = Tensor::empty({L, E}, DType::kFloat32, biases[0]->device());
-    for (int64_t i = 0; i < L; ++i) ops::copy(all.slice_rows(i, i + 1), *biases[i]);
-    const std::vector<float> b = all.to_vector();
-    for (int64_t i = 0; i < L; ++i) {
-      range[2 * index[i]] = -*std::min_element(b.begin() + i * E, b.begin() + (i + 1) * E);
-      range[2 * index[i] + 1] = *std::max_element(b.begin() + i * E, b.begin() + (i + 1) * E);
-    }
+  const std::vector<float> b = ops::to_host_together(biases);
+  for (size_t i = 0; i < index.size(); ++i) {
+    const int64_t E = biases[i].numel();
+    const auto first = b.begin() + static_cast<int64_t>(i) * E, last = first + E;
+    range[2 * index[i]] = -*std::min_element(first, last);
+    range[2 * index[i] + 1] = *std::max_element(first, last);
   }
   ctx_.pp->all_reduce(std::span<float>(range), ReduceOp::kMax);
   return range;

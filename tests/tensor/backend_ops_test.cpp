@@ -392,6 +392,16 @@ TEST(BackendOps, DeviceMemoryIsCountedAndCopiesCrossDevices) {
   EXPECT_EQ(device.elements(1, {2}).to_vector(), (std::vector<float>{2.0f, 3.0f}));
 }
 
+// Small tensors read back together: the elements of each, in order, and nothing for none.
+TEST(BackendOps, ToHostTogetherConcatenatesTheTensors) {
+  const std::vector<Tensor> tensors = {Tensor::from_vector({2, 2}, {1, 2, 3, 4}),
+                                       Tensor::from_vector({1}, {5}),
+                                       Tensor::from_vector({0}, {}),
+                                       Tensor::from_vector({2}, {6, 7})};
+  EXPECT_EQ(ops::to_host_together(tensors), (std::vector<float>{1, 2, 3, 4, 5, 6, 7}));
+  EXPECT_TRUE(ops::to_host_together({}).empty());
+}
+
 TEST(BackendOps, AMissingDeviceIsAClearError) {
   if (has_backend(Device::kCuda)) GTEST_SKIP() << "this process has a CUDA backend";
   try {
