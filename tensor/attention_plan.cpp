@@ -107,4 +107,16 @@ std::vector<AttentionStep> plan_attention_backward(const AttentionDims& dims,
   return plan;
 }
 
+std::vector<int32_t> flash_key_tiles(const int32_t* q_pos, int64_t Sq, const int32_t* k_pos,
+                                     int64_t Skv, int64_t tile) {
+  MOEFOLD_CHECK(tile > 0, "flash attention tile " << tile);
+  std::vector<int32_t> key_tiles;
+  for (int64_t i0 = 0; i0 < Sq; i0 += tile) {
+    const int64_t rows = std::min(tile, Sq - i0);
+    const int64_t keys = attention_visible_prefix(q_pos + i0, rows, k_pos, Skv);
+    key_tiles.push_back(static_cast<int32_t>((keys + tile - 1) / tile));
+  }
+  return key_tiles;
+}
+
 }  // namespace moefold

@@ -66,4 +66,13 @@ std::vector<AttentionStep> plan_attention_backward(const AttentionDims& dims,
                                                    const int32_t* q_pos, const int32_t* k_pos,
                                                    int64_t chunk_rows);
 
+// Flash attention (tensor/cuda/flash_attention.cu) works on tiles of `tile` query rows and
+// `tile` keys. Query tile t folds key tiles [0, key_tiles[t]) in order into a running softmax
+// (row_math.h online_softmax_step): those up to its visible prefix (attention_visible_prefix),
+// keys beyond it hidden from every row of the tile. The backward's key tile u visits the query
+// tiles t with key_tiles[t] > u, so both directions skip the same tile pairs.
+constexpr int64_t kFlashTile = 64;
+std::vector<int32_t> flash_key_tiles(const int32_t* q_pos, int64_t Sq, const int32_t* k_pos,
+                                     int64_t Skv, int64_t tile);
+
 }  // namespace moefold

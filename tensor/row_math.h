@@ -82,6 +82,20 @@ MOEFOLD_HOST_DEVICE int64_t attention_visible_prefix(const int32_t* q_pos, int64
   return prefix;
 }
 
+// Flash attention's running softmax of one row over key tiles: it keeps the running max m and
+// the sum of exp(s − m) over the keys folded so far, and each key's weight is
+// attention_probability(s, m, visible). Folding a tile whose visible max is tile_max gives the
+// new max and the factor that rescales the old sum and output accumulator (0 while nothing was
+// visible, so no −inf − −inf); at the end lse = attention_lse(m, sum), o = acc / sum.
+struct OnlineSoftmaxStep {
+  float max, rescale;
+};
+
+MOEFOLD_HOST_DEVICE OnlineSoftmaxStep online_softmax_step(float running_max, float tile_max) {
+  const float m = running_max > tile_max ? running_max : tile_max;
+  return {m, running_max == -INFINITY ? 0.0f : expf(running_max - m)};
+}
+
 // Merging two partial attentions of one row with log-sum-exps la and lb (ring attention): the
 // merged lse and the weights of each part. Either may be −inf (that part saw no key).
 struct AttentionMergeWeights {
