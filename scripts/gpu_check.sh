@@ -2,8 +2,9 @@
 # The one prepared GPU check, for a machine with one NVIDIA GPU, CUDA 13, Python with PyTorch,
 # no -dev packages and no network; about 6 minutes. Needs build-gpu/prep from
 # scripts/gpu_prepare.sh (binaries, runtime libraries, data). Writes one report:
-#   1. the gpu tests (every CUDA op against the CPU backend), and the expert GEMMs of a step as
-#      grouped cuBLAS calls against one call per expert;
+#   1. the gpu tests (every CUDA op against the CPU backend), the expert GEMMs of a step as
+#      grouped cuBLAS calls against one call per expert, and the bf16 attention's flash kernels
+#      against its chunked cuBLAS path;
 #   2. the demo model for N steps on the GPU (float32, then bf16) against the same steps on the
 #      CPU (losses);
 #   3. invariance on one GPU: the same steps with 2 ranks (data parallel, then expert parallel)
@@ -53,6 +54,10 @@ timeout 60 "$prep/bin/moefold_bench_expert_gemm" --benchmark_min_time=0.2 \
   >"$runs/expert_gemm_bench.log" 2>&1
 say "expert GEMM bench exit $? (args: experts/bf16/grouped)"
 grep -E '^BM_' "$runs/expert_gemm_bench.log" | tee -a "$report"
+timeout 60 "$prep/bin/moefold_bench_attention" --benchmark_min_time=0.2 \
+  >"$runs/attention_bench.log" 2>&1
+say "attention bench exit $? (args: seq/head_dim/flash; flash 0 = chunked cuBLAS)"
+grep -E '^BM_' "$runs/attention_bench.log" | tee -a "$report"
 
 # The demo model on the prepared data, N steps, no evaluation or checkpoints.
 demo() {  # name ranks device [extra --set ...]

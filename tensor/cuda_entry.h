@@ -18,5 +18,8 @@ std::string cuda_unavailable_reason();
 absl::Status register_cuda_device(int device);
 // The cudaStream_t of Device::kCuda's backend, or null when no CUDA backend is registered.
 void* cuda_compute_stream();
+// Whether Device::kCuda's bf16 attention uses the flash kernels where they fit (the default) or
+// always the chunked cuBLAS path (benchmarks compare the two).
+void set_cuda_flash_attention(bool enabled);
 
 }  // namespace moefold

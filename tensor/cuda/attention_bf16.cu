@@ -1,10 +1,10 @@
 // bf16 attention on tensor cores (MODEL.md "Mixed precision": bf16 q, k, v, o; float32 scores,
-// softmax statistics and lse): the executor of tensor/attention_plan.h's plans, which say which
-// cuBLAS bf16 GEMMs and row kernels run over each chunk of query rows (and which the CPU tests
-// execute too). The row kernels use row_math.h's formulas (attention_lse,
-// attention_probability, softmax_gradient), tested on CPU. dQ, dK and dV accumulate in float32
-// copies and are rounded once at the end. Memory is bounded by the chunk: about 10 bytes per
-// (query row, key) in it.
+// softmax statistics and lse): the flash kernels (flash_attention.cu) where they fit, else the
+// executor of tensor/attention_plan.h's plans, which say which cuBLAS bf16 GEMMs and row kernels
+// run over each chunk of query rows (and which the CPU tests execute too). The row kernels use
+// row_math.h's formulas (attention_lse, attention_probability, softmax_gradient), tested on CPU.
+// dQ, dK and dV accumulate in float32 copies and are rounded once at the end. Memory is bounded
+// by the chunk: about 10 bytes per (query row, key) in it.
 #include <algorithm>
 #include <cstdint>
 
@@ -138,6 +138,10 @@ void CudaBackend::attention_forward_bf16(const uint16_t* q, const uint16_t* k, c
                                          uint16_t* o, float* lse, const int32_t* q_pos,
                                          const int32_t* k_pos, int64_t B, int64_t Sq,
                                          int64_t Skv, int64_t nh, int64_t nkv, int64_t d) {
+  if (flash_attention_ && flash_attention_fits(d, nh, nkv, B, {q, k, v})) {
+    flash_attention_forward_bf16(q, k, v, o, lse, q_pos, k_pos, B, Sq, Skv, nh, nkv, d);
+    return;
+  }
   const AttentionDims dims{B, Sq, Skv, nh, nkv, d};
   const int64_t rows =
       attention_chunk_rows(dims, sizeof(float) + sizeof(uint16_t), kChunkBytes, kMaxChunkRows);
@@ -164,24 +168,33 @@ void CudaBackend::attention_backward_bf16(const uint16_t* dout, const uint16_t* 
                                           const int32_t* k_pos, int64_t B, int64_t Sq,
                                           int64_t Skv, int64_t nh, int64_t nkv, int64_t d) {
   const AttentionDims dims{B, Sq, Skv, nh, nkv, d};
+  const bool flash = flash_attention_ && flash_attention_fits(d, nh, nkv, B, {dout, q, k, v});
   const int64_t rows = attention_chunk_rows(dims, 2 * sizeof(float) + sizeof(uint16_t),
                                             kChunkBytes, kMaxChunkRows);
-  const std::vector<AttentionStep> plan = plan_attention_backward(dims, q_pos, k_pos, rows);
-  if (plan.empty()) return;
-  auto q_pos_dev = upload(q_pos, Sq);
-  auto k_pos_dev = upload(k_pos, Skv);
+  const std::vector<AttentionStep> plan =
+      flash ? std::vector<AttentionStep>{} : plan_attention_backward(dims, q_pos, k_pos, rows);
+  if (B * Sq * nh * d == 0 || B * Skv * nkv * d == 0 || (!flash && plan.empty())) return;
   const int64_t q_size = B * Sq * nh * d, kv_size = B * Skv * nkv * d;
-  // The gradients accumulate in float32 copies, rounded to bf16 once at the end.
-  Scratch dq32(*this, sizeof(float) * q_size), dk32(*this, sizeof(float) * kv_size);
-  Scratch dv32(*this, sizeof(float) * kv_size), delta(*this, sizeof(float) * B * nh * Sq);
+  // dQ accumulates in a float32 copy, rounded to bf16 once at the end (dK and dV too on the
+  // chunked path; the flash kernel sums them in registers and adds each once).
+  Scratch dq32(*this, sizeof(float) * q_size), delta(*this, sizeof(float) * B * nh * Sq);
   widen_bf16(dq, dq32.as<float>(), q_size);
-  widen_bf16(dk, dk32.as<float>(), kv_size);
-  widen_bf16(dv, dv32.as<float>(), kv_size);
   constexpr int warps = kThreads / kWarp;
   delta_kernel<<<blocks_of(B * Sq * nh, warps), kThreads, 0, stream_>>>(dout, o,
                                                                         delta.as<float>(), B,
                                                                         Sq, nh, d);
   MOEFOLD_CUDA_CHECK_LAUNCH();
+  if (flash) {
+    flash_attention_backward_bf16(dout, q, k, v, lse, delta.as<float>(), dq32.as<float>(), dk,
+                                  dv, q_pos, k_pos, B, Sq, Skv, nh, nkv, d);
+    round_to_bf16(dq32.as<float>(), dq, q_size);
+    return;
+  }
+  auto q_pos_dev = upload(q_pos, Sq);
+  auto k_pos_dev = upload(k_pos, Skv);
+  Scratch dk32(*this, sizeof(float) * kv_size), dv32(*this, sizeof(float) * kv_size);
+  widen_bf16(dk, dk32.as<float>(), kv_size);
+  widen_bf16(dv, dv32.as<float>(), kv_size);
   Scratch scores(*this, sizeof(float) * rows * Skv), dp(*this, sizeof(float) * rows * Skv);
   Scratch probs(*this, sizeof(uint16_t) * rows * Skv);  // P, then dS
   AttentionBuffers buffers;

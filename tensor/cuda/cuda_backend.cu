@@ -6,7 +6,9 @@
 #include <cuda/std/functional>
 
 #include <cstdint>
+#include <cstdlib>
 #include <span>
+#include <string_view>
 #include <vector>
 
 #include "absl/strings/str_format.h"
@@ -97,6 +99,8 @@ CudaBackend::CudaBackend(int device) : device_(device) {
   name_ = prop.name;
   sm_major_ = prop.major;
   sm_minor_ = prop.minor;
+  const char* flash = std::getenv("MOEFOLD_FLASH_ATTENTION");
+  flash_attention_ = flash == nullptr || std::string_view(flash) != "0";
   MOEFOLD_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   MOEFOLD_CUBLAS_CHECK(cublasCreate(&cublas_));
   MOEFOLD_CUBLAS_CHECK(cublasSetStream(cublas_, stream_));
@@ -347,6 +351,11 @@ void* cuda_compute_stream() {
   if (!has_backend(Device::kCuda)) return nullptr;
   auto* backend = dynamic_cast<cuda::CudaBackend*>(&backend_for(Device::kCuda));
   return backend != nullptr ? static_cast<void*>(backend->stream()) : nullptr;
+}
+
+void set_cuda_flash_attention(bool enabled) {
+  MOEFOLD_CHECK(has_backend(Device::kCuda), "no CUDA backend registered");
+  dynamic_cast<cuda::CudaBackend&>(backend_for(Device::kCuda)).set_flash_attention(enabled);
 }
 
 }  // namespace moefold

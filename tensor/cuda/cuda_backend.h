@@ -10,6 +10,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <initializer_list>
 #include <memory>
 #include <string>
 #include <vector>
@@ -90,7 +91,8 @@ class CudaBackend final : public Backend {
                           int64_t Skv, int64_t nh, int64_t nkv, int64_t d) override;
   void attention_merge(float* o_a, float* lse_a, const float* o_b, const float* lse_b, int64_t B,
                        int64_t Sq, int64_t nh, int64_t d) override;
-  // bf16 attention from cuBLAS GEMMs over chunks of query rows (attention_bf16.cu).
+  // bf16 attention: the flash kernels (flash_attention.cu) for head dims 64 and 128, else cuBLAS
+  // GEMMs over chunks of query rows (attention_bf16.cu).
   void attention_forward_bf16(const uint16_t* q, const uint16_t* k, const uint16_t* v,
                               uint16_t* o, float* lse, const int32_t* q_pos, const int32_t* k_pos,
                               int64_t B, int64_t Sq, int64_t Skv, int64_t nh, int64_t nkv,
@@ -208,6 +210,11 @@ class CudaBackend final : public Backend {
   double square_sum_total(std::span<const float* const> xs,
                           std::span<const int64_t> ns) override;
 
+  // Whether bf16 attention uses the flash kernels where they fit (the default, unless the
+  // environment sets MOEFOLD_FLASH_ATTENTION=0); off, it always runs the chunked cuBLAS path
+  // (tests and benchmarks compare the two).
+  void set_flash_attention(bool enabled) { flash_attention_ = enabled; }
+
   // Stream-ordered scratch memory for one op (freed on the stream after the op's kernels).
   class Scratch {
    public:
@@ -259,6 +266,22 @@ class CudaBackend final : public Backend {
                           const int32_t* q_pos, const int32_t* k_pos, const float* lse_in,
                           float* lse_out, const float* delta);
 
+  // The flash kernels (flash_attention.cu): whether they take these operands (head dim,
+  // grid limits, 16-byte aligned rows), then the forward, and the backward given delta
+  // (rowsum(dO ⊙ O)), accumulating dQ in float32 (dq32) and dK, dV in place.
+  bool flash_attention_fits(int64_t d, int64_t nh, int64_t nkv, int64_t B,
+                            std::initializer_list<const void*> tensors) const;
+  void flash_attention_forward_bf16(const uint16_t* q, const uint16_t* k, const uint16_t* v,
+                                    uint16_t* o, float* lse, const int32_t* q_pos,
+                                    const int32_t* k_pos, int64_t B, int64_t Sq, int64_t Skv,
+                                    int64_t nh, int64_t nkv, int64_t d);
+  void flash_attention_backward_bf16(const uint16_t* dout, const uint16_t* q, const uint16_t* k,
+                                     const uint16_t* v, const float* lse, const float* delta,
+                                     float* dq32, uint16_t* dk, uint16_t* dv,
+                                     const int32_t* q_pos, const int32_t* k_pos, int64_t B,
+                                     int64_t Sq, int64_t Skv, int64_t nh, int64_t nkv,
+                                     int64_t d);
+
   // The fused LM head + cross-entropy over chunks of rows for float32 or bf16 h, w and dh
   // (dh.data and dw may be null), float32 logits and dw.
   void cross_entropy_chunks(GemmInput h, GemmInput w, const int32_t* labels, const float* mask,
@@ -277,6 +300,7 @@ class CudaBackend final : public Backend {
   std::unique_ptr<PinnedUploads> uploads_;  // copy_from_host's pinned staging
   std::string name_;
   int sm_major_ = 0, sm_minor_ = 0;
+  bool flash_attention_ = true;
 };
 
 // Typed GEMM operands (tensor/backend.h) over float32 or bf16 device pointers, and the operand

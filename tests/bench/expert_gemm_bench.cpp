@@ -8,14 +8,13 @@
 #include <benchmark/benchmark.h>
 
 #include <cstdint>
-#include <cstdio>
 #include <string>
 #include <vector>
 
 #include "tensor/backend.h"
-#include "tensor/cuda_entry.h"
 #include "tensor/ops.h"
 #include "tensor/tensor.h"
+#include "tests/bench/cuda_bench_main.h"
 
 namespace moefold {
 namespace {
@@ -95,17 +94,4 @@ BENCHMARK(BM_ExpertGemms)
 }  // namespace
 }  // namespace moefold
 
-int main(int argc, char** argv) {
-#if MOEFOLD_HAVE_CUDA
-  if (moefold::cuda_device_count() > 0) {
-    if (absl::Status s = moefold::register_cuda_device(0); !s.ok()) {
-      std::fprintf(stderr, "cannot start the CUDA backend: %s\n", s.ToString().c_str());
-      return 1;
-    }
-  }
-#endif
-  benchmark::Initialize(&argc, argv);
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
-}
+int main(int argc, char** argv) { return moefold::run_cuda_benchmarks(argc, argv); }

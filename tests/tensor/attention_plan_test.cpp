@@ -13,18 +13,14 @@
 #include "tensor/kernel_math.h"
 #include "tensor/ops.h"
 #include "tensor/row_math.h"
+#include "tests/tensor/attention_reference.h"
 #include "tests/tensor/kernel_test_util.h"
 
 namespace moefold {
 namespace {
 
-float round_bf16(float x) { return bf16_bits_to_float(float_to_bf16_bits(x)); }
-
-std::vector<float> bf16_values(size_t n, uint32_t seed) {
-  std::vector<float> v = testing::random_floats(n, seed, -1.0f, 1.0f);
-  for (float& x : v) x = round_bf16(x);
-  return v;
-}
+using testing::bf16_values;
+using testing::round_bf16;
 
 // The device's buffers on the host, and which of them store bf16.
 struct HostBuffers {
@@ -112,15 +108,6 @@ void expect_plan_matches_cpu_attention(const Case& c) {
   const auto q = bf16_values(q_size, 1), k = bf16_values(kv_size, 2);
   const auto v = bf16_values(kv_size, 3), dout = bf16_values(q_size, 4);
 
-  // The reference: the CPU backend's float32 attention on the same values.
-  const ops::AttentionShape shape{m.B, m.Sq, m.Skv, m.nh, m.nkv, m.d};
-  Tensor tq = Tensor::from_vector({q_size}, q), tk = Tensor::from_vector({kv_size}, k);
-  Tensor tv = Tensor::from_vector({kv_size}, v), tdout = Tensor::from_vector({q_size}, dout);
-  Tensor to = Tensor::zeros({q_size}), tlse = Tensor::zeros({m.B * m.nh * m.Sq});
-  Tensor tdq = Tensor::zeros({q_size}), tdk = Tensor::zeros({kv_size});
-  Tensor tdv = Tensor::zeros({kv_size});
-  ops::attention_forward(tq, tk, tv, to, tlse, c.q_pos, c.k_pos, shape);
-
   HostBuffers buffers;
   buffers[AttentionBuffer::kQ] = q;
   buffers[AttentionBuffer::kK] = k;
@@ -141,20 +128,7 @@ void expect_plan_matches_cpu_attention(const Case& c) {
   run_plan(plan_attention_forward(m, c.q_pos.data(), c.k_pos.data(), c.chunk_rows), buffers,
            c.q_pos.data(), c.k_pos.data(), lse, delta);
   const std::vector<float>& o = buffers[AttentionBuffer::kO];
-  testing::expect_close(o, to.to_vector(), 1e-2, 1e-2, "o");
-  const std::vector<float> lse_ref = tlse.to_vector();
-  for (size_t i = 0; i < lse.size(); ++i) {
-    if (lse_ref[i] == -INFINITY) {
-      EXPECT_EQ(lse[i], -INFINITY) << "row " << i;
-    } else {
-      EXPECT_NEAR(lse[i], lse_ref[i], 1e-4) << "row " << i;
-    }
-  }
-
-  // Backward from the plan's own (bf16) o, as the device would run it.
-  Tensor o_bf16 = Tensor::from_vector({q_size}, o);
-  ops::attention_backward(tdout, tq, tk, tv, o_bf16, tlse, tdq, tdk, tdv, c.q_pos, c.k_pos,
-                          shape);
+  // The backward from the plan's own (bf16) o, as the device would run it.
   for (int64_t row = 0; row < m.B * m.Sq * m.nh; ++row) {
     const int64_t h = row % m.nh, i = (row / m.nh) % m.Sq, b = row / (m.nh * m.Sq);
     double sum = 0.0;
@@ -163,9 +137,10 @@ void expect_plan_matches_cpu_attention(const Case& c) {
   }
   run_plan(plan_attention_backward(m, c.q_pos.data(), c.k_pos.data(), c.chunk_rows), buffers,
            c.q_pos.data(), c.k_pos.data(), lse, delta);
-  testing::expect_close(buffers[AttentionBuffer::kDq], tdq.to_vector(), 2e-2, 2e-2, "dq");
-  testing::expect_close(buffers[AttentionBuffer::kDk], tdk.to_vector(), 2e-2, 2e-2, "dk");
-  testing::expect_close(buffers[AttentionBuffer::kDv], tdv.to_vector(), 2e-2, 2e-2, "dv");
+  testing::expect_matches_cpu_attention(
+      {o, lse, buffers[AttentionBuffer::kDq], buffers[AttentionBuffer::kDk],
+       buffers[AttentionBuffer::kDv]},
+      m, q, k, v, dout, c.q_pos, c.k_pos);
 }
 
 TEST(AttentionPlan, CausalGqaInChunksMatchesTheCpuAttention) {

@@ -21,6 +21,7 @@ namespace moefold {
 namespace {
 
 using testing::random_floats;
+using testing::round_bf16;
 
 struct Output {
   std::vector<float> values;
@@ -33,8 +34,6 @@ struct Mode {
   DType act;
   bool round_inputs;
 };
-
-float round_bf16(float x) { return bf16_bits_to_float(float_to_bf16_bits(x)); }
 
 Tensor make(const Mode& m, std::vector<int64_t> shape, uint32_t seed, bool activation = true) {
   int64_t n = 1;

@@ -11,20 +11,16 @@
 
 #include "tensor/attention_plan.h"
 #include "tensor/kernel_math.h"
-#include "tensor/ops.h"
 #include "tensor/row_math.h"
+#include "tests/tensor/attention_reference.h"
 #include "tests/tensor/kernel_test_util.h"
 
 namespace moefold {
 namespace {
 
-float round_bf16(float x) { return bf16_bits_to_float(float_to_bf16_bits(x)); }
-
-std::vector<float> bf16_values(size_t n, uint32_t seed) {
-  std::vector<float> v = testing::random_floats(n, seed, -1.0f, 1.0f);
-  for (float& x : v) x = round_bf16(x);
-  return v;
-}
+using testing::bf16_values;
+using testing::AttentionResults;
+using testing::round_bf16;
 
 struct Case {
   AttentionDims dims;
@@ -48,11 +44,8 @@ float dot(const float* a, const float* b, int64_t n) {
   return static_cast<float>(sum);
 }
 
-struct FlashResult {
-  std::vector<float> o, lse, dq, dk, dv;
-};
 
-FlashResult run_flash(const Case& c, const std::vector<float>& q, const std::vector<float>& k,
+AttentionResults run_flash(const Case& c, const std::vector<float>& q, const std::vector<float>& k,
                       const std::vector<float>& v, const std::vector<float>& dout) {
   const AttentionDims& m = c.dims;
   const Layout at{m};
@@ -60,7 +53,7 @@ FlashResult run_flash(const Case& c, const std::vector<float>& q, const std::vec
   const float scale = 1.0f / std::sqrt(static_cast<float>(m.d));
   const std::vector<int32_t> key_tiles =
       flash_key_tiles(c.q_pos.data(), m.Sq, c.k_pos.data(), m.Skv, T);
-  FlashResult r;
+  AttentionResults r;
   r.o.assign(q.size(), NAN);
   r.lse.assign(m.B * m.nh * m.Sq, NAN);
   for (int64_t b = 0; b < m.B; ++b) {
@@ -136,31 +129,8 @@ void expect_flash_matches_cpu_attention(const Case& c) {
   const int64_t q_size = m.B * m.Sq * m.nh * m.d, kv_size = m.B * m.Skv * m.nkv * m.d;
   const auto q = bf16_values(q_size, 1), k = bf16_values(kv_size, 2);
   const auto v = bf16_values(kv_size, 3), dout = bf16_values(q_size, 4);
-  const FlashResult flash = run_flash(c, q, k, v, dout);
-
-  const ops::AttentionShape shape{m.B, m.Sq, m.Skv, m.nh, m.nkv, m.d};
-  Tensor tq = Tensor::from_vector({q_size}, q), tk = Tensor::from_vector({kv_size}, k);
-  Tensor tv = Tensor::from_vector({kv_size}, v), tdout = Tensor::from_vector({q_size}, dout);
-  Tensor to = Tensor::zeros({q_size}), tlse = Tensor::zeros({m.B * m.nh * m.Sq});
-  Tensor tdq = Tensor::zeros({q_size}), tdk = Tensor::zeros({kv_size});
-  Tensor tdv = Tensor::zeros({kv_size});
-  ops::attention_forward(tq, tk, tv, to, tlse, c.q_pos, c.k_pos, shape);
-  testing::expect_close(flash.o, to.to_vector(), 1e-2, 1e-2, "o");
-  const std::vector<float> lse_ref = tlse.to_vector();
-  for (size_t i = 0; i < lse_ref.size(); ++i) {
-    if (lse_ref[i] == -INFINITY) {
-      EXPECT_EQ(flash.lse[i], -INFINITY) << "row " << i;
-    } else {
-      EXPECT_NEAR(flash.lse[i], lse_ref[i], 1e-4) << "row " << i;
-    }
-  }
-  // Backward from the flash's own (bf16) o, as the device runs it.
-  Tensor o_bf16 = Tensor::from_vector({q_size}, flash.o);
-  ops::attention_backward(tdout, tq, tk, tv, o_bf16, tlse, tdq, tdk, tdv, c.q_pos, c.k_pos,
-                          shape);
-  testing::expect_close(flash.dq, tdq.to_vector(), 2e-2, 2e-2, "dq");
-  testing::expect_close(flash.dk, tdk.to_vector(), 2e-2, 2e-2, "dk");
-  testing::expect_close(flash.dv, tdv.to_vector(), 2e-2, 2e-2, "dv");
+  testing::expect_matches_cpu_attention(run_flash(c, q, k, v, dout), m, q, k, v, dout, c.q_pos,
+                                        c.k_pos);
 }
 
 std::vector<int32_t> iota(int64_t n, int32_t first) {

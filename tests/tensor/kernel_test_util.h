@@ -9,6 +9,8 @@
 #include <random>
 #include <vector>
 
+#include "tensor/kernel_math.h"
+
 namespace moefold::testing {
 
 // Uniform values in [lo, hi), bounded away from zero by construction of the range users pick.
@@ -18,6 +20,16 @@ inline std::vector<float> random_floats(size_t n, uint32_t seed, float lo = -1.0
   std::uniform_real_distribution<float> dist(lo, hi);
   std::vector<float> values(n);
   for (float& v : values) v = dist(gen);
+  return values;
+}
+
+// x rounded to bf16 (nearest even), as a device stores it.
+inline float round_bf16(float x) { return bf16_bits_to_float(float_to_bf16_bits(x)); }
+
+// random_floats in [-1, 1), each a bf16 value.
+inline std::vector<float> bf16_values(size_t n, uint32_t seed) {
+  std::vector<float> values = random_floats(n, seed);
+  for (float& v : values) v = round_bf16(v);
   return values;
 }
 

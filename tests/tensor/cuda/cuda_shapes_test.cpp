@@ -99,9 +99,10 @@ TEST(CudaShapes, GroupedExpertGemmsMatchCpu) {
   }, kFloatTol);
 }
 
-// Causal self-attention over 1,100 queries (three chunks of at most 512, the last partial), and
-// a context-parallel ring step whose keys come later than the first 512 queries: that chunk sees
-// no key (lse −inf, zero output, no gradient), the next sees a prefix.
+// Causal self-attention over 1,100 queries (18 flash tiles, or three chunks of at most 512 on
+// the chunked path, the last partial either way), and a context-parallel ring step whose keys
+// come later than the first 512 queries: those see no key (lse −inf, zero output, no gradient),
+// the next see a prefix. Both bf16 paths.
 TEST(CudaShapes, AttentionOverChunksAndRingStepsMatchesCpu) {
   struct Case {
     int64_t Sq, Skv;
@@ -114,16 +115,20 @@ TEST(CudaShapes, AttentionOverChunksAndRingStepsMatchesCpu) {
     std::vector<int32_t> q_pos(c.Sq), k_pos(c.Skv);
     for (int64_t i = 0; i < c.Sq; ++i) q_pos[i] = static_cast<int32_t>(i);
     for (int64_t j = 0; j < c.Skv; ++j) k_pos[j] = c.first_key + static_cast<int32_t>(j);
-    expect_devices_agree([&](Device d) {
-      Tensor q = bf16_on(d, {B, c.Sq, nh, hd}, 22), k = bf16_on(d, {B, c.Skv, nkv, hd}, 23);
-      Tensor v = bf16_on(d, {B, c.Skv, nkv, hd}, 24), dout = bf16_on(d, {B, c.Sq, nh, hd}, 25);
-      Tensor o = bf16_empty(q.shape(), d), lse = f32_empty({B, nh, c.Sq}, d);
-      Tensor dq = bf16_on(d, q.shape(), 26), dk = bf16_on(d, k.shape(), 27);
-      Tensor dv = bf16_on(d, v.shape(), 28);
-      ops::attention_forward(q, k, v, o, lse, q_pos, k_pos, s);
-      ops::attention_backward(dout, q, k, v, o, lse, dq, dk, dv, q_pos, k_pos, s);
-      return host({o, lse, dq, dk, dv});
-    }, kBf16Tol);
+    for (bool flash : {true, false}) {
+      SCOPED_TRACE(flash ? "flash" : "chunked");
+      const testing::FlashAttentionScope scope(flash);
+      expect_devices_agree([&](Device d) {
+        Tensor q = bf16_on(d, {B, c.Sq, nh, hd}, 22), k = bf16_on(d, {B, c.Skv, nkv, hd}, 23);
+        Tensor v = bf16_on(d, {B, c.Skv, nkv, hd}, 24), dout = bf16_on(d, q.shape(), 25);
+        Tensor o = bf16_empty(q.shape(), d), lse = f32_empty({B, nh, c.Sq}, d);
+        Tensor dq = bf16_on(d, q.shape(), 26), dk = bf16_on(d, k.shape(), 27);
+        Tensor dv = bf16_on(d, v.shape(), 28);
+        ops::attention_forward(q, k, v, o, lse, q_pos, k_pos, s);
+        ops::attention_backward(dout, q, k, v, o, lse, dq, dk, dv, q_pos, k_pos, s);
+        return host({o, lse, dq, dk, dv});
+      }, kBf16Tol);
+    }
     if (c.first_key == 0) continue;
     // The float32 kernels on the ring step, then its merge into a partial result.
     expect_devices_agree([&](Device d) {

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "tensor/backend.h"
+#include "tensor/cuda_entry.h"
 #include "tensor/ops.h"
 #include "tensor/tensor.h"
 #include "tests/tensor/kernel_test_util.h"
@@ -56,5 +57,18 @@ inline void expect_devices_agree(const std::function<Outputs(Device)>& op, doubl
     }
   }
 }
+
+// Selects the CUDA backend's bf16 attention path for a scope: the flash kernels where they fit
+// (the default), or the chunked cuBLAS path.
+class FlashAttentionScope {
+ public:
+  explicit FlashAttentionScope(bool enabled) { set(enabled); }
+  ~FlashAttentionScope() { set(true); }
+  FlashAttentionScope(const FlashAttentionScope&) = delete;
+  FlashAttentionScope& operator=(const FlashAttentionScope&) = delete;
+
+ private:
+  static void set(bool enabled) { set_cuda_flash_attention(enabled); }
+};
 
 }  // namespace moefold::testing
