@@ -18,14 +18,16 @@ prep="$build/prep"
 
 if [ "${1:-}" != "--no-build" ]; then
   MOEFOLD_BUILD_DIR="$build" MOEFOLD_CMAKE_ARGS="-DCMAKE_CUDA_ARCHITECTURES=90 -DMOEFOLD_NCCL=OFF -DMOEFOLD_CUDA=ON" \
-    scripts/build.sh --target moefold cuda_tests moefold_bench_expert_gemm moefold_bench_attention
+    scripts/build.sh --target moefold cuda_tests device_invariance moefold_bench_expert_gemm \
+    moefold_bench_attention
 fi
 [ -f data_cache/sotu/sotu_gpt2_text_document.bin ] || scripts/fetch_data.sh
 
 rm -rf "$prep"
 mkdir -p "$prep/bin" "$prep/data" "$prep/stage"
 for binary in "$build/launch/moefold" "$build/tests/tensor/cuda_tests" \
-  "$build/tests/bench/moefold_bench_expert_gemm" "$build/tests/bench/moefold_bench_attention"; do
+  "$build/tests/trainer/device_invariance" "$build/tests/bench/moefold_bench_expert_gemm" \
+  "$build/tests/bench/moefold_bench_attention"; do
   strip -o "$prep/bin/$(basename "$binary")" "$binary"
 done
 cp data_cache/sotu/sotu_gpt2_text_document.bin data_cache/sotu/sotu_gpt2_text_document.idx \
@@ -35,8 +37,9 @@ cp data_cache/sotu/sotu_gpt2_text_document.bin data_cache/sotu/sotu_gpt2_text_do
 # (the host's must be used) and the CUDA toolkit's libraries (the GPU machine's match its driver).
 stage="$prep/stage"
 ompi_lib=/usr/lib/x86_64-linux-gnu/openmpi
-files=("$prep/bin/moefold" "$prep/bin/cuda_tests" "$prep/bin/moefold_bench_expert_gemm"
-       "$prep/bin/moefold_bench_attention" /usr/bin/orterun /usr/bin/orted)
+files=("$prep/bin/moefold" "$prep/bin/cuda_tests" "$prep/bin/device_invariance"
+       "$prep/bin/moefold_bench_expert_gemm" "$prep/bin/moefold_bench_attention"
+       /usr/bin/orterun /usr/bin/orted)
 # Every Open MPI plugin except the network fabrics a one-node run does not use (UCX, OFI, PSM,
 # InfiniBand verbs), whose libraries are large.
 mapfile -t plugins < <(find "$ompi_lib/lib/openmpi3" -name 'mca_*.so' \

@@ -301,6 +301,7 @@ class CudaBackend final : public Backend {
   std::string name_;
   int sm_major_ = 0, sm_minor_ = 0;
   bool flash_attention_ = true;
+  size_t shared_per_block_optin_ = 0;  // the most shared memory a block may opt into
 };
 
 // Typed GEMM operands (tensor/backend.h) over float32 or bf16 device pointers, and the operand

@@ -13,6 +13,7 @@
 #include <cuda_bf16.h>
 #include <mma.h>
 
+#include <algorithm>
 #include <climits>
 #include <cstdint>
 #include <initializer_list>
@@ -105,8 +106,8 @@ size_t shared_bytes() {
   return carver.bytes;
 }
 
-// bf16 WMMA needs sm_80: for older targets the kernels compile empty, and
-// flash_attention_fits never picks them there.
+// bf16 WMMA needs sm_80: for older targets the kernels compile to a trap, and
+// flash_attention_fits never picks them where they were built so (its PTX version check).
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
 #define MOEFOLD_FLASH_DEVICE_CODE 1
 #endif
@@ -229,7 +230,7 @@ __global__ void __launch_bounds__(kBlockThreads)
     load_tile<D>(s.k, k + ((b * Skv + j0) * nkv + g) * D, int64_t{nkv} * D, keys);
     load_tile<D>(s.v, v + ((b * Skv + j0) * nkv + g) * D, int64_t{nkv} * D, keys);
     for (int x = threadIdx.x; x < kTile; x += blockDim.x) {
-      s.k_pos[x] = x < keys ? k_pos[j0 + x] : INT_MAX;  // keys past the end are hidden
+      s.k_pos[x] = x < keys ? k_pos[j0 + x] : 0;
     }
     __syncthreads();
     rows_times_tile_t<D>(s.q + warp * kFrag * kLdTile<D>, s.k, scratch);
@@ -238,7 +239,7 @@ __global__ void __launch_bounds__(kBlockThreads)
     float tile_max = -INFINITY;
 #pragma unroll
     for (int c = half; c < kTile; c += 2) {
-      const bool visible = key_visible(position, s.k_pos[c]);
+      const bool visible = c < keys && key_visible(position, s.k_pos[c]);  // none past the end
       scores[c] = visible ? scores[c] * scale : -INFINITY;
       tile_max = fmaxf(tile_max, scores[c]);
     }
@@ -267,6 +268,8 @@ __global__ void __launch_bounds__(kBlockThreads)
 #pragma unroll
   for (int x = 0; x < D / 2; ++x) out[2 * x + half] = float_to_bf16_bits(acc[x] * inverse);
   if (half == 0) lse[(b * nh + h) * Sq + row] = attention_lse(running_max, sum);
+#else
+  __trap();  // built for an architecture without bf16 WMMA: never launched there
 #endif  // MOEFOLD_FLASH_DEVICE_CODE
 }
 
@@ -301,7 +304,7 @@ __global__ void __launch_bounds__(kBlockThreads)
   load_tile<D>(s.k, k + ((b * Skv + j0) * nkv + g) * D, int64_t{nkv} * D, Skv - j0);
   load_tile<D>(s.v, v + ((b * Skv + j0) * nkv + g) * D, int64_t{nkv} * D, Skv - j0);
   for (int x = threadIdx.x; x < kTile; x += blockDim.x) {
-    s.k_pos[x] = j0 + x < Skv ? k_pos[j0 + x] : INT_MAX;
+    s.k_pos[x] = j0 + x < Skv ? k_pos[j0 + x] : 0;
   }
   FragC dk_acc[D / kFrag], dv_acc[D / kFrag];
 #pragma unroll
@@ -326,13 +329,14 @@ __global__ void __launch_bounds__(kBlockThreads)
       // Pᵀ (this warp's 16 keys, the tile's queries) from Sᵀ = K Qᵀ and lse.
       rows_times_tile_t<D>(s.k + warp * kFrag * kLdTile<D>, s.q, scratch);
       __syncwarp();
+      const bool key_in = j0 + key_row < Skv;  // keys past the end are seen by no query
       const int32_t key_position = s.k_pos[key_row];
       float weight[kTile / 2];
 #pragma unroll
       for (int x = 0; x < kTile / 2; ++x) {
         const int c = 2 * x + half;
         weight[x] = attention_probability(scratch[r * kLdScratch<D> + c] * scale, s.lse[c],
-                                          key_visible(s.q_pos[c], key_position));
+                                          key_in && key_visible(s.q_pos[c], key_position));
         p_t[r * kLdP + c] = float_to_bf16_bits(weight[x]);
       }
       __syncwarp();
@@ -374,6 +378,8 @@ __global__ void __launch_bounds__(kBlockThreads)
   __syncwarp();
   if (key < Skv) add_row<D>(dv + ((b * Skv + key) * nkv + g) * D, scratch + r * kLdScratch<D>,
                             1.0f, half);
+#else
+  __trap();  // built for an architecture without bf16 WMMA: never launched there
 #endif  // MOEFOLD_FLASH_DEVICE_CODE
 }
 
@@ -394,6 +400,20 @@ bool CudaBackend::flash_attention_fits(int64_t d, int64_t nh, int64_t nkv, int64
   if (sm_major_ < 8 || (d != 64 && d != 128) || nh > 65535 || nkv > 65535 || B > 65535) {
     return false;
   }
+  // The kernels as the device will run them: built (or JIT-compiled from PTX) for sm_80 or
+  // later, whose bf16 WMMA they need; a build for older targets only holds the trap.
+  cudaFuncAttributes built{};
+  if (cudaFuncGetAttributes(&built, flash_forward_kernel<64>) != cudaSuccess ||
+      built.ptxVersion < 80) {
+    cudaGetLastError();  // clear the failed query's error
+    return false;
+  }
+  // sm_86/89 give a block 99 KiB of shared memory, less than the backward needs at d 128.
+  const size_t shared = d == 64 ? std::max(shared_bytes<ForwardShared, 64>(),
+                                           shared_bytes<BackwardShared, 64>())
+                                : std::max(shared_bytes<ForwardShared, 128>(),
+                                           shared_bytes<BackwardShared, 128>());
+  if (shared > shared_per_block_optin_) return false;
   for (const void* p : tensors) {
     if (!aligned16(p)) return false;
   }

@@ -3,13 +3,19 @@
 // activations and communication buffers on the device, gives one device process's losses and
 // gradient norms, and no host code (MPI staging, dispatch, pipeline and ring transfers, sparse
 // gathers, the optimizers) reads or writes device memory directly — which on a GPU would crash.
+// On a GPU machine the gpu-labelled device_invariance_gpu_np<N> (MOEFOLD_TEST_REAL_GPU=1) runs
+// the same layouts on the real CUDA backend, every rank sharing GPU 0 through MPI staging, in
+// float32 and in bf16 with head dim 64 (the flash attention kernels, ring attention included).
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "tensor/backend.h"
+#include "tensor/cuda_entry.h"
 #include "tests/tensor/host_device.h"
 #include "tiny_run.h"
 
@@ -45,6 +51,27 @@ std::vector<InvarianceLayout> device_layouts() {
   return layouts;
 }
 
+// Whether this run is device_invariance_gpu_np<N>'s.
+bool real_gpu_requested() {
+  const char* flag = std::getenv("MOEFOLD_TEST_REAL_GPU");
+  return flag != nullptr && std::string_view(flag) == "1";
+}
+
+// Registers the real CUDA backend on GPU 0 (every rank shares it); false without a GPU.
+bool use_real_gpu() {
+  static const bool registered = [] {
+#if MOEFOLD_HAVE_CUDA
+    if (cuda_device_count() == 0) return false;
+    const absl::Status status = register_cuda_device(0);
+    EXPECT_TRUE(status.ok()) << status;
+    return status.ok();
+#else
+    return false;
+#endif
+  }();
+  return registered;
+}
+
 class DeviceInvariance : public ::testing::TestWithParam<InvarianceLayout> {
  protected:
   static void SetUpTestSuite() { dir_ = shared_tiny_corpus("device-invariance", 31); }
@@ -54,6 +81,7 @@ class DeviceInvariance : public ::testing::TestWithParam<InvarianceLayout> {
 TEST_P(DeviceInvariance, MatchesSingleProcess) {
   const InvarianceLayout& l = GetParam();
   if (world_size() != l.world) GTEST_SKIP() << l.name << " runs on " << l.world << " ranks";
+  if (real_gpu_requested()) GTEST_SKIP() << "the stand-in's layouts run in device_invariance_np*";
   if (!use_host_memory_device()) GTEST_SKIP() << "a real CUDA backend is registered";
   dynamic_cast<HostMemoryDevice&>(backend_for(Device::kCuda)).set_guarded(true);
   expect_matches_single_process(dir_, l.name, l.model, l.parallel, 3);
@@ -95,6 +123,7 @@ int64_t device_calls_of_a_run(const std::string& dir, const InvarianceLayout& l,
 TEST_P(DeviceInvariance, DeviceCallsDoNotGrowWithTheTokens) {
   const InvarianceLayout& l = GetParam();
   if (world_size() != l.world) GTEST_SKIP() << l.name << " runs on " << l.world << " ranks";
+  if (real_gpu_requested()) GTEST_SKIP() << "the stand-in's layouts run in device_invariance_np*";
   if (!use_host_memory_device()) GTEST_SKIP() << "a real CUDA backend is registered";
   const int64_t calls = device_calls_of_a_run(dir_, l, 2, 16);
   EXPECT_GT(calls, 0);
@@ -111,6 +140,51 @@ TEST_P(DeviceInvariance, DeviceCallsDoNotGrowWithTheTokens) {
 
 INSTANTIATE_TEST_SUITE_P(Layouts, DeviceInvariance, ::testing::ValuesIn(device_layouts()),
                          [](const auto& info) { return info.param.name; });
+
+// On the GPU, float32 GEMMs of other shapes may take other cuBLAS kernels (split-K), so sums
+// run in other orders: ~1e-7 relative per GEMM, where the CPU's are bit-equal; 1e-4 keeps a
+// missing reduction or a dropped shard far outside. bf16 takes bf16_invariance's tolerance.
+constexpr StepTolerance kGpuFloat32Tolerance{1e-4, 1e-4, 1e-3};
+constexpr StepTolerance kGpuBf16Tolerance{1e-2, 5e-2, 1e-1};
+
+struct GpuLayout {
+  InvarianceLayout layout;
+  bool bf16;
+};
+
+std::vector<GpuLayout> gpu_layouts() {
+  std::vector<GpuLayout> layouts;
+  for (InvarianceLayout& l : device_layouts()) layouts.push_back({std::move(l), false});
+  // Head dim 64 (hidden 128, 2 heads) and 96 tokens: the flash kernels over a full and a partial
+  // tile, and under CP over each rank's load-balanced chunks.
+  const std::vector<std::string> flash = {"training.device=cuda", "training.bf16=true",
+                                          "model.hidden_size=128", "model.num_attention_heads=2",
+                                          "model.num_query_groups=2", "model.seq_length=96"};
+  for (InvarianceLayout& l : every_dimension_layouts(flash)) {
+    l.name += "_bf16_flash";
+    layouts.push_back({std::move(l), true});
+  }
+  return layouts;
+}
+
+class RealGpuInvariance : public ::testing::TestWithParam<GpuLayout> {
+ protected:
+  static void SetUpTestSuite() { dir_ = shared_tiny_corpus("gpu-invariance", 37); }
+  static inline std::string dir_;
+};
+
+TEST_P(RealGpuInvariance, MatchesSingleProcess) {
+  const GpuLayout& g = GetParam();
+  const InvarianceLayout& l = g.layout;
+  if (!real_gpu_requested()) GTEST_SKIP() << "runs in device_invariance_gpu_np*";
+  if (!use_real_gpu()) GTEST_SKIP() << "no GPU on this machine";
+  if (world_size() != l.world) GTEST_SKIP() << l.name << " runs on " << l.world << " ranks";
+  expect_matches_single_process(dir_, l.name, l.model, l.parallel, 3,
+                                g.bf16 ? kGpuBf16Tolerance : kGpuFloat32Tolerance);
+}
+
+INSTANTIATE_TEST_SUITE_P(Layouts, RealGpuInvariance, ::testing::ValuesIn(gpu_layouts()),
+                         [](const auto& info) { return info.param.layout.name; });
 
 }  // namespace
 }  // namespace moefold::testing
