@@ -148,7 +148,7 @@ for ranks in 2 4; do
   fi
   timeout 150 mpirun --allow-run-as-root --oversubscribe -np "$ranks" -x LD_LIBRARY_PATH \
     -x OPAL_PREFIX -x PMIX_INSTALL_PREFIX -x OPENBLAS_NUM_THREADS -x MOEFOLD_TEST_REAL_GPU=1 \
-    "$prep/bin/device_invariance" --gtest_filter='Layouts/RealGpuInvariance.*' \
+    "$prep/bin/device_invariance" --gtest_filter='Layouts/RealGpuInvariance.*' --gtest_color=no \
     >"$runs/gpu_invariance_np$ranks.log" 2>&1
   say "np$ranks: exit $?; $(grep -E '^\[  (PASSED|FAILED) ' "$runs/gpu_invariance_np$ranks.log" | tr '\n' ' ')"
   grep -E '^\[  FAILED  \]|^\[rank' "$runs/gpu_invariance_np$ranks.log" | head -10 | tee -a "$report"
