@@ -46,6 +46,8 @@ absl::StatusOr<CommandArgs> parse_command_args(const char* command, int argc, ch
       args.load_hf = value;
     } else if (flag == "--output") {
       args.output = value;
+    } else if (flag == "--kernel-profile") {
+      args.kernel_profile = value;
     } else if (flag == "--world-size") {
       if (!absl::SimpleAtoi(value, &args.world_size) || args.world_size < 1) {
         return absl::InvalidArgumentError(absl::StrCat(

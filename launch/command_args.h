@@ -1,5 +1,5 @@
 // Arguments shared by the recipe-driven subcommands: --config R, --set k=v (repeatable),
-// --world-size N, --json, --load DIR, --load-hf DIR, --output DIR.
+// --world-size N, --json, --load DIR, --load-hf DIR, --output DIR, --kernel-profile FILE.
 #pragma once
 
 #include <string>
@@ -17,6 +17,7 @@ struct CommandArgs {
   std::string load;                    // train/eval: checkpoint directory
   std::string load_hf;                 // train/import-hf: Hugging Face checkpoint folder
   std::string output;                  // import-hf: the save directory to write
+  std::string kernel_profile;          // train: where rank 0 writes its GPU kernel profile
 };
 
 // `allowed` lists the flags this subcommand accepts (e.g. {"--config", "--set", "--load"}).

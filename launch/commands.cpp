@@ -21,6 +21,7 @@
 #include "parallel/arrival_board.h"
 #include "parallel/mpi_runtime.h"
 #include "parallel/watchdog.h"
+#include "tensor/cuda_entry.h"
 #include "trainer/config_parse.h"
 #include "trainer/config_validate.h"
 #include "trainer/trainer.h"
@@ -114,6 +115,37 @@ absl::Status load_hf_into(Trainer& trainer, const std::string& dir, int rank) {
   return absl::OkStatus();
 }
 
+// --kernel-profile FILE: rank 0 records its GPU's kernels, copies and memsets over train() and
+// writes them as tensor/kernel_profile.h's table.
+constexpr int kProfileRows = 40;
+
+absl::Status start_kernel_profile() {
+#ifdef MOEFOLD_HAVE_CUDA
+  return start_cuda_kernel_profile();
+#else
+  return absl::FailedPreconditionError("--kernel-profile: this moefold was built without CUDA");
+#endif
+}
+
+absl::Status write_kernel_profile(const std::string& path) {
+#ifdef MOEFOLD_HAVE_CUDA
+  auto table = finish_cuda_kernel_profile(kProfileRows);
+  if (!table.ok()) return table.status();
+  std::FILE* file = std::fopen(path.c_str(), "w");
+  if (file == nullptr) {
+    return absl::FailedPreconditionError("--kernel-profile: cannot write " + path);
+  }
+  const bool written = std::fputs(table->c_str(), file) >= 0;
+  if (std::fclose(file) != 0 || !written) {
+    return absl::DataLossError("--kernel-profile: writing " + path + " failed");
+  }
+  std::printf("moefold train: kernel profile: %s\n", path.c_str());
+  return absl::OkStatus();
+#else
+  return absl::FailedPreconditionError("--kernel-profile: this moefold was built without CUDA");
+#endif
+}
+
 }  // namespace
 
 int run_layout_command(int argc, char** argv) {
@@ -137,7 +169,8 @@ int run_train_command(int argc, char** argv) {
   const int rank = (*runtime)->world_rank();
   const auto fail = [&](const absl::Status& s) { return rank == 0 ? report("train", s) : 1; };
   auto args =
-      parse_command_args("train", argc, argv, {"--config", "--set", "--load", "--load-hf"});
+      parse_command_args("train", argc, argv,
+                         {"--config", "--set", "--load", "--load-hf", "--kernel-profile"});
   if (!args.ok()) return fail(args.status());
   auto job = start_job(*args, std::move(*runtime));
   if (!job.ok()) return fail(job.status());
@@ -146,6 +179,10 @@ int run_train_command(int argc, char** argv) {
     return fail(absl::InvalidArgumentError(
         "--load-hf starts a new run from Hugging Face weights; it cannot be combined with "
         "--load or checkpoint.load (which resume one)"));
+  }
+
+  if (!args->kernel_profile.empty() && job->recipe.training.device != TrainingDevice::kCuda) {
+    return fail(absl::InvalidArgumentError("--kernel-profile needs training.device: cuda"));
   }
 
   auto trainer = Trainer::create(job->recipe, *job->ctx);
@@ -161,7 +198,18 @@ int run_train_command(int argc, char** argv) {
       return abort_job("train", rank, s);
     }
   }
+  const bool profile = !args->kernel_profile.empty() && rank == 0;
+  if (profile) {
+    if (absl::Status s = start_kernel_profile(); !s.ok()) {
+      return abort_job("train", rank, s);
+    }
+  }
   if (absl::Status s = (*trainer)->train(); !s.ok()) return abort_job("train", rank, s);
+  if (profile) {
+    if (absl::Status s = write_kernel_profile(args->kernel_profile); !s.ok()) {
+      return abort_job("train", rank, s);
+    }
+  }
   watchdog::stop();
   if (rank == 0 && (*trainer)->stop_reason().empty()) {
     const Recipe& recipe = (*trainer)->recipe();

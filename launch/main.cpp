@@ -24,8 +24,11 @@ struct CommandHelp {
 constexpr CommandHelp kCommands[] = {
     {"train",
      "train       --config R [--set section.key=value ...] [--load DIR | --load-hf HF_DIR]\n"
+     "            [--kernel-profile FILE]\n"
      "            pretrain; run under mpirun: mpirun -np N moefold train --config R\n"
-     "            (--load-hf: start from a Hugging Face mixtral/qwen2_moe checkpoint)\n"
+     "            (--load-hf: start from a Hugging Face mixtral/qwen2_moe checkpoint;\n"
+     "            --kernel-profile FILE: rank 0's GPU kernels, copies and memsets, summed\n"
+     "            by name, CUPTI needed)\n"
      "            SIGTERM, SIGINT, SIGUSR1 or SIGUSR2 save a checkpoint at the next step and\n"
      "            exit 0\n"},
     {"eval",

@@ -13,7 +13,8 @@
 #   4. invariance on one GPU: the same steps with 2 ranks (data parallel, then expert parallel)
 #      sharing the GPU, MPI staging, against 1 rank; the invariance suite (every layout, 2 and 4
 #      ranks sharing the GPU, float32 and bf16 with the flash kernels);
-#   5. a checkpoint saved on the GPU halfway and resumed, against the straight run.
+#   5. a checkpoint saved on the GPU halfway and resumed, against the straight run;
+#   6. the benchmark again for 3 steps under --kernel-profile: where the device time goes.
 # The most wanted figures come first: a section that would pass the device tool's 600 s is
 # skipped and says so.
 #   scripts/gpu_check.sh [report-file]   (default: $OUT/gpu_check_report.txt or ./gpu_check_report.txt)
@@ -168,6 +169,18 @@ print(f"resumed steps {common[0] if common else '-'}..{common[-1] if common else
       f"max |lm loss diff| vs the straight run {max(diffs) if diffs else float('nan'):.2e} "
       f"(0 = exact resume)")
 EOF
+
+section "6. kernel profile: the benchmark's kernels, copies and memsets by device time (3 steps)"
+if ((SECONDS + 120 > 570)); then
+  say "skipped, ${SECONDS} s into the check (kept under the 600 s limit)"
+else
+  rm -rf "$runs/bench_profiled"
+  timeout 120 "$bin" train --config configs/gpu_bench.yaml --set training.train_iters=3 \
+    --set logging.run_dir="$runs/bench_profiled" --set data.data_path="$data" \
+    --kernel-profile "$runs/kernel_profile.txt" >"$runs/bench_profiled.log" 2>&1
+  say "exit $?; $(grep -m1 -E 'error|kernel profile' "$runs/bench_profiled.log")"
+  head -32 "$runs/kernel_profile.txt" 2>/dev/null | tee -a "$report"
+fi
 
 section "done"
 echo "report: $report"

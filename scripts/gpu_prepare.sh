@@ -5,7 +5,7 @@
 # build-gpu/, then gathers into build-gpu/prep/ (carry that folder, under 64 MiB):
 #   bin/      the stripped binaries
 #   runtime.tar.xz  every shared library they load that is not glibc or the CUDA toolkit's
-#             cuBLAS, and Open MPI's mpirun/orted with their plugins (the same files Debian's
+#             cuBLAS, CUPTI (for --kernel-profile), and Open MPI's mpirun/orted with their plugins (the same files Debian's
 #             packages install; gpu_check.sh unpacks them under build-gpu/prep/root and points
 #             LD_LIBRARY_PATH and OPAL_PREFIX there, never into /)
 #   data/     the tokenized State of the Union corpus for the demo and the benchmark
@@ -61,6 +61,11 @@ cp -L "${plugins[@]}" "$stage$ompi_lib/lib/openmpi3/"
 cp -r /usr/share/openmpi "$stage/usr/share/"
 [ -d /usr/lib/x86_64-linux-gnu/pmix2 ] && cp -r /usr/lib/x86_64-linux-gnu/pmix2 "$stage/usr/lib/x86_64-linux-gnu/"
 [ -d /usr/share/pmix ] && cp -r /usr/share/pmix "$stage/usr/share/"
+# CUPTI for --kernel-profile (loaded at run time, so ldd does not list it), in case the GPU
+# machine's toolkit lacks it.
+cuda_home="${CUDA_HOME:-/usr/local/cuda}"
+cp -L "$(find -L "$cuda_home/lib64" "$cuda_home/extras/CUPTI/lib64" -name 'libcupti.so.13' \
+  2>/dev/null | head -1)" "$stage/usr/lib/x86_64-linux-gnu/"
 tar -C "$stage" -cJf "$prep/runtime.tar.xz" .
 rm -rf "$stage"
 echo "prepared $(du -sh "$prep" | cut -f1) in $prep:"

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 
 namespace moefold {
 
@@ -18,6 +19,11 @@ std::string cuda_unavailable_reason();
 absl::Status register_cuda_device(int device);
 // The cudaStream_t of Device::kCuda's backend, or null when no CUDA backend is registered.
 void* cuda_compute_stream();
+// A kernel profile of this process's GPU work (tensor/kernel_profile.h's table of every kernel,
+// copy and memset, by name), from start to finish; CUPTI is loaded at the start, and its
+// absence is a clear error.
+absl::Status start_cuda_kernel_profile();
+absl::StatusOr<std::string> finish_cuda_kernel_profile(int top);
 // Whether Device::kCuda's bf16 attention uses the flash kernels where they fit (the default) or
 // always the chunked cuBLAS path (benchmarks compare the two).
 void set_cuda_flash_attention(bool enabled);

@@ -75,6 +75,8 @@ TEST(Cli, BadInputIsOneLineAndNonZeroExit) {
       {"layout --config " + kDemo, "--world-size N is required"},
       {"layout --config " + kDemo + " --world-size two", "--world-size must be a positive integer"},
       {"eval --config " + kDemo, "--load CHECKPOINT is required"},
+      {"train --config " + kDemo + " --kernel-profile /tmp/profile.txt",
+       "--kernel-profile needs training.device: cuda"},
       {"preprocess --output /tmp/x", "--input"},
       {"ckpt inspect /nonexistent-checkpoint", "/nonexistent-checkpoint"},
   };
