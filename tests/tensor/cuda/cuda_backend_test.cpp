@@ -12,6 +12,7 @@
 
 #include "tensor/backend.h"
 #include "tensor/cuda/cuda_backend.h"
+#include "tensor/cuda_entry.h"
 #include "tensor/ops.h"
 #include "tensor/tensor.h"
 #include "tests/tensor/cuda/device_compare.h"
@@ -31,6 +32,19 @@ TEST(CudaBackend, DescribesItsDevice) {
   const std::string text = backend_for(Device::kCuda).describe();
   EXPECT_NE(text.find("cuda:" + std::to_string(ordinal())), std::string::npos) << text;
   EXPECT_GT(backend_for(Device::kCuda).measure_gemm_flops(512, 0.05), 1e9);
+}
+
+// --kernel-profile's recording: CUPTI loads, and the table names the kernels and copies run.
+TEST(CudaBackend, KernelProfileNamesTheKernelsAndCopiesItRecorded) {
+  const absl::Status started = start_cuda_kernel_profile();
+  ASSERT_TRUE(started.ok()) << started;
+  Tensor x = Tensor::empty({1 << 20}, DType::kFloat32, Device::kCuda);
+  ops::fill(x, 2.0f);
+  EXPECT_EQ(x.to_vector()[12345], 2.0f);  // a device-to-host copy
+  const absl::StatusOr<std::string> table = finish_cuda_kernel_profile(10);
+  ASSERT_TRUE(table.ok()) << table.status();
+  EXPECT_NE(table->find("fill_kernel"), std::string::npos) << *table;
+  EXPECT_NE(table->find("memcpy DtoH"), std::string::npos) << *table;
 }
 
 // The ordering primitives: an event recorded after work completes once waited for, and a
