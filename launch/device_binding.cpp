@@ -95,7 +95,9 @@ absl::Status bind_device(const TrainingConfig& training, ParallelConfig* paralle
         "parallel.communicator: nccl needs one GPU per rank, but ranks share GPUs "
         "(training.share_devices); use parallel.communicator: mpi");
   }
-  parallel->communicator = own_gpu ? CommunicatorBackend::kNccl : CommunicatorBackend::kMpi;
+  if (parallel->communicator == CommunicatorBackend::kAuto) {  // an explicit mpi stays mpi
+    parallel->communicator = own_gpu ? CommunicatorBackend::kNccl : CommunicatorBackend::kMpi;
+  }
 #else
   if (nccl_asked) {
     return absl::InvalidArgumentError(

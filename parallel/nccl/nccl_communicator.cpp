@@ -2,10 +2,12 @@
 
 #include <cstring>
 #include <numeric>
+#include <span>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_format.h"
+#include "parallel/watchdog.h"
 #include "tensor/backend.h"
 #include "tensor/check.h"
 #include "tensor/cuda_entry.h"
@@ -55,6 +57,30 @@ ncclDataType_t nccl_type(CommDType dtype) {
 }
 
 ncclRedOp_t nccl_op(ReduceOp op) { return op == ReduceOp::kSum ? ncclSum : ncclMax; }
+
+// ncclGroupStart/End around a grouped call. An exception between them must not leave the group
+// open: every later NCCL call of this thread would join it, and the peers would hang.
+class NcclGroup {
+ public:
+  NcclGroup() { NCCL_CHECK(ncclGroupStart()); }
+  ~NcclGroup() {
+    if (open_) ncclGroupEnd();
+  }
+  NcclGroup(const NcclGroup&) = delete;
+  NcclGroup& operator=(const NcclGroup&) = delete;
+  void end() {
+    open_ = false;
+    NCCL_CHECK(ncclGroupEnd());
+  }
+
+ private:
+  bool open_ = true;
+};
+
+void check_counts(std::span<const int64_t> counts, int size, const char* what) {
+  MOEFOLD_CHECK(static_cast<int>(counts.size()) == size,
+                what << ": " << counts.size() << " counts for a group of " << size);
+}
 
 const char* at(const void* base, int64_t elements, CommDType dtype) {
   return static_cast<const char*>(base) + elements * static_cast<int64_t>(comm_dtype_size(dtype));
@@ -168,22 +194,32 @@ void NcclCommunicator::complete_in_order() {
 
 bool NcclCommunicator::on_device(std::initializer_list<const void*> buffers) {
   for (const void* buffer : buffers) {
-    if (buffer != nullptr && device_of_pointer(buffer) != Device::kCuda) return false;
+    if (buffer == nullptr || device_of_pointer(buffer) == Device::kCuda) continue;
+    // A zero-count chunk at a device buffer's end passes its one-past-the-end address, which
+    // may lie past every device allocation: the byte before it says where the buffer is, so
+    // that this rank takes the path its peers take.
+    if (device_of_pointer(static_cast<const char*>(buffer) - 1) != Device::kCuda) return false;
   }
   return true;
 }
 
 template <class Issue>
 WorkHandle NcclCommunicator::run(const char* what, Issue issue) {
+  // One issuing thread at a time: ranks must issue a communicator's collectives in one order.
+  std::lock_guard<std::mutex> issuing(issue_mutex_);
   cudaEvent_t ready = nullptr, done = nullptr;
   CUDA_CHECK(cudaEventCreateWithFlags(&ready, cudaEventDisableTiming));
   CUDA_CHECK(cudaEventRecord(ready, compute_));
   CUDA_CHECK(cudaStreamWaitEvent(stream_, ready, 0));
   CUDA_CHECK(cudaEventDestroy(ready));  // the wait is enqueued; the event may go
   issue();
-  CUDA_CHECK(cudaEventCreateWithFlags(&done, cudaEventDisableTiming));
+  // Blocking sync: the completion thread sleeps in cudaEventSynchronize instead of spinning a
+  // core per communicator.
+  CUDA_CHECK(cudaEventCreateWithFlags(&done, cudaEventDisableTiming | cudaEventBlockingSync));
   CUDA_CHECK(cudaEventRecord(done, stream_));
-  auto state = std::make_shared<WorkState>(what, label());
+  // Counted like MPI's collectives, so that a hang report names the ranks that never arrived.
+  auto state = std::make_shared<WorkState>(what, label(),
+                                           label() ? watchdog::enter_collective(*label()) : 0);
   {
     std::lock_guard<std::mutex> lock(mutex_);
     pending_.push_back({done, state});
@@ -214,15 +250,19 @@ WorkHandle NcclCommunicator::all_gather_v_async(const void* send, int64_t send_c
   if (!on_device({send, recv})) {
     return mpi_->all_gather_v_async(send, send_count, recv, recv_counts, dtype);
   }
+  check_counts(recv_counts, size(), "all_gather_v");
+  MOEFOLD_CHECK(recv_counts[rank()] == send_count,
+                "all_gather_v: rank " << rank() << " sends " << send_count << " but "
+                                      << recv_counts[rank()] << " are expected from it");
   const std::vector<int64_t> offsets = offsets_of(recv_counts);
   return run("all_gather_v", [&] {
-    NCCL_CHECK(ncclGroupStart());
+    NcclGroup group;
     for (int r = 0; r < size(); ++r) {
       if (recv_counts[r] == 0) continue;
       NCCL_CHECK(ncclBroadcast(r == rank() ? send : nullptr, at(recv, offsets[r], dtype),
                                recv_counts[r], nccl_type(dtype), r, comm_, stream_));
     }
-    NCCL_CHECK(ncclGroupEnd());
+    group.end();
   });
 }
 
@@ -244,15 +284,16 @@ WorkHandle NcclCommunicator::reduce_scatter_v_async(const void* send, void* recv
   if (!on_device({send, recv})) {
     return mpi_->reduce_scatter_v_async(send, recv, recv_counts, dtype, op);
   }
+  check_counts(recv_counts, size(), "reduce_scatter_v");
   const std::vector<int64_t> offsets = offsets_of(recv_counts);
   return run("reduce_scatter_v", [&] {
-    NCCL_CHECK(ncclGroupStart());
+    NcclGroup group;
     for (int r = 0; r < size(); ++r) {
       if (recv_counts[r] == 0) continue;
       NCCL_CHECK(ncclReduce(at(send, offsets[r], dtype), r == rank() ? recv : nullptr,
                             recv_counts[r], nccl_type(dtype), nccl_op(op), r, comm_, stream_));
     }
-    NCCL_CHECK(ncclGroupEnd());
+    group.end();
   });
 }
 
@@ -269,10 +310,12 @@ WorkHandle NcclCommunicator::all_to_all_v_async(const void* send,
   if (!on_device({send, recv})) {
     return mpi_->all_to_all_v_async(send, send_counts, recv, recv_counts, dtype);
   }
+  check_counts(send_counts, size(), "all_to_all_v");
+  check_counts(recv_counts, size(), "all_to_all_v");
   const std::vector<int64_t> send_offsets = offsets_of(send_counts);
   const std::vector<int64_t> recv_offsets = offsets_of(recv_counts);
   return run("all_to_all_v", [&] {
-    NCCL_CHECK(ncclGroupStart());
+    NcclGroup group;
     for (int r = 0; r < size(); ++r) {
       if (send_counts[r] > 0) {
         NCCL_CHECK(ncclSend(at(send, send_offsets[r], dtype), send_counts[r], nccl_type(dtype),
@@ -283,7 +326,7 @@ WorkHandle NcclCommunicator::all_to_all_v_async(const void* send,
                             r, comm_, stream_));
       }
     }
-    NCCL_CHECK(ncclGroupEnd());
+    group.end();
   });
 }
 

@@ -84,6 +84,7 @@ class NcclCommunicator final : public Communicator {
     cudaEvent_t done;
     std::shared_ptr<WorkState> state;
   };
+  std::mutex issue_mutex_;  // held while a collective is issued
   std::mutex mutex_;
   std::condition_variable cv_;
   std::deque<Pending> pending_;
