@@ -60,7 +60,7 @@ say "expert GEMM bench exit $? (args: experts/bf16/grouped)"
 grep -E '^BM_' "$runs/expert_gemm_bench.log" | tee -a "$report"
 timeout 60 "$prep/bin/moefold_bench_attention" --benchmark_min_time=0.2 \
   >"$runs/attention_bench.log" 2>&1
-say "attention bench exit $? (args: seq/head_dim/flash; flash 0 = chunked cuBLAS)"
+say "attention bench exit $? (args: seq/head_dim/flash/backward; flash 0 = chunked cuBLAS)"
 grep -E '^BM_' "$runs/attention_bench.log" | tee -a "$report"
 
 section "2. benchmark configs/gpu_bench.yaml (bf16) and PyTorch eager"

@@ -1,8 +1,8 @@
 // The bf16 attention of configs/gpu_bench.yaml on the GPU (one causal sequence of 4,096 tokens,
-// 16 heads of 128, forward then backward): the flash kernels (tensor/cuda/flash_attention.cu)
-// against the chunked cuBLAS path (tensor/cuda/attention_bf16.cu). TFLOP/s counts the causal
-// half of the score matrix: 2 GEMMs forward, 5 backward. Each iteration ends with a device
-// synchronisation. Skipped without a GPU.
+// 16 heads of 128; forward then backward, or forward alone): the flash kernels
+// (tensor/cuda/flash_attention.cu) against the chunked cuBLAS path (tensor/cuda/attention_bf16.cu).
+// TFLOP/s counts the causal half of the score matrix: 2 GEMMs forward, 5 backward. Each
+// iteration ends with a device synchronisation. Skipped without a GPU.
 //   moefold_bench_attention [--benchmark_filter=...]
 #include <benchmark/benchmark.h>
 
@@ -26,7 +26,8 @@ Tensor bf16_filled(std::vector<int64_t> shape, float value) {
   return narrow;
 }
 
-// Args: sequence length, head dim, flash (1) or chunked (0).
+// Args: sequence length, head dim, flash (1) or chunked (0), backward (1: forward then backward,
+// 0: forward only).
 void BM_CausalAttention(benchmark::State& state) {
 #if MOEFOLD_HAVE_CUDA
   if (!has_backend(Device::kCuda)) {
@@ -44,9 +45,10 @@ void BM_CausalAttention(benchmark::State& state) {
   const Tensor o = bf16_filled({B, S, nh, d}, 0.0f), dq = bf16_filled({B, S, nh, d}, 0.0f);
   const Tensor dk = bf16_filled({B, S, nh, d}, 0.0f), dv = bf16_filled({B, S, nh, d}, 0.0f);
   const Tensor lse = Tensor::empty({B, nh, S}, DType::kFloat32, Device::kCuda);
+  const bool backward = state.range(3) != 0;
   const auto step = [&] {
     ops::attention_forward(q, k, v, o, lse, pos, pos, shape);
-    ops::attention_backward(dout, q, k, v, o, lse, dq, dk, dv, pos, pos, shape);
+    if (backward) ops::attention_backward(dout, q, k, v, o, lse, dq, dk, dv, pos, pos, shape);
   };
   step();  // warm-up: cuBLAS picks its kernels, the pool grows
   backend.synchronize();
@@ -55,7 +57,8 @@ void BM_CausalAttention(benchmark::State& state) {
     backend.synchronize();
   }
   set_cuda_flash_attention(true);
-  const double flops = 7.0 * B * nh * d * S * S;  // 7 GEMMs of 2·S²·d/2 each, per head
+  const double gemms = backward ? 7.0 : 2.0;  // each 2·S²·d/2 per head
+  const double flops = gemms * B * nh * d * S * S;
   state.counters["TFLOP/s"] =
       benchmark::Counter(flops * 1e-12, benchmark::Counter::kIsIterationInvariantRate);
 #else
@@ -63,8 +66,8 @@ void BM_CausalAttention(benchmark::State& state) {
 #endif
 }
 BENCHMARK(BM_CausalAttention)
-    ->ArgNames({"seq", "head_dim", "flash"})
-    ->ArgsProduct({{4096}, {128, 64}, {1, 0}})
+    ->ArgNames({"seq", "head_dim", "flash", "backward"})
+    ->ArgsProduct({{4096}, {128, 64}, {1, 0}, {1, 0}})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 
