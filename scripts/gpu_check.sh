@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The one prepared GPU check, for a machine with one NVIDIA GPU, CUDA 13, Python with PyTorch,
-# no -dev packages and no network; about 6 minutes. Needs build-gpu/prep from
+# no -dev packages and no network; at most MOEFOLD_GPU_CHECK_SECONDS (590). Needs build-gpu/prep from
 # scripts/gpu_prepare.sh (binaries, runtime libraries, data). Writes one report:
 #   1. the gpu tests (every CUDA op against the CPU backend), the expert GEMMs of a step as
 #      grouped cuBLAS calls against one call per expert, and the bf16 attention's flash kernels
@@ -14,9 +14,10 @@
 #      sharing the GPU, MPI staging, against 1 rank; the invariance suite (every layout, 2 and 4
 #      ranks sharing the GPU, float32 and bf16 with the flash kernels);
 #   5. a checkpoint saved on the GPU halfway and resumed, against the straight run;
-#   6. the benchmark again for 3 steps under --kernel-profile: where the device time goes.
-# The most wanted figures come first: a section that would pass the device tool's 600 s is
-# skipped and says so.
+#   6. the benchmark again for 3 steps under --kernel-profile: where the device time goes;
+#   7. compute-sanitizer's memcheck and racecheck on the attention kernels' tests.
+# The most wanted figures come first: a part that could end past the budget is skipped and says
+# so.
 #   scripts/gpu_check.sh [report-file]   (default: $OUT/gpu_check_report.txt or ./gpu_check_report.txt)
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -30,6 +31,15 @@ mkdir -p "$(dirname "$report")" "$runs"
 : >"$report"
 say() { echo "$*" | tee -a "$report"; }
 section() { say ""; say "== $* ($(date -u +%H:%M:%S))"; }
+# The check's time budget (the device tool stops a command at 600 s; less leaves room for a
+# rerun): a part that could end past it is skipped and says so.
+budget="${MOEFOLD_GPU_CHECK_SECONDS:-590}"
+fits() {  # fits SECONDS-NEEDED WHAT
+  if ((SECONDS + $1 > budget)); then
+    say "$2: skipped, ${SECONDS} s into the check (budget ${budget} s)"
+    return 1
+  fi
+}
 
 [ -x "$prep/bin/moefold" ] || { say "no $prep/bin/moefold: run scripts/gpu_prepare.sh first"; exit 1; }
 if [ ! -d "$prep/root" ]; then
@@ -79,17 +89,10 @@ print(f"moefold bf16: {tps:.0f} tokens/s, {tflops:.1f} TFLOP/s, MFU {100*mfu:.1f
       f"device's bf16 dense peak (Backend::known_peak_flops), peak memory "
       f"{rows[-1]['peak_memory_bytes']/2**30:.1f} GiB, over {len(rows)} steps")
 EOF
-# The device tool stops a command at 600 s: PyTorch's float32 run only when the sections after
-# it keep time (its bf16 run is the comparison the benchmark needs).
 for dtype in bfloat16 float32; do
-  if [ "$dtype" = float32 ] && ((SECONDS + 150 > 240)); then
-    say "pytorch float32: skipped, ${SECONDS} s into the check (time kept for the sections after)"
-    continue
-  fi
-  if ((SECONDS + 150 > 560)); then
-    say "pytorch $dtype: skipped, ${SECONDS} s into the check (kept under the 600 s limit)"
-    continue
-  fi
+  # float32 only when the sections after it keep their time.
+  [ "$dtype" = float32 ] && ! fits $((150 + budget - 240)) "pytorch float32" && continue
+  fits 150 "pytorch $dtype" || continue
   timeout 150 python3 scripts/torch_moe_bench.py --steps 4 --accumulate 8 --dtype "$dtype" \
     >"$runs/torch_$dtype.log" 2>&1
   say "pytorch $dtype: exit $?; $(tail -1 "$runs/torch_$dtype.log")"
@@ -143,10 +146,7 @@ say "EP=2 (all-to-all staged) vs 1 rank: $(losses "$runs/gpu_2ranks_ep2/metrics.
 section "4a. the invariance suite on one GPU: every layout at 2 and 4 ranks sharing it"
 # Each layout's losses and gradient norms against one GPU process, float32 and bf16 (flash).
 for ranks in 2 4; do
-  if ((SECONDS + 150 > 520)); then
-    say "np$ranks: skipped, ${SECONDS} s into the check (kept under the 600 s limit)"
-    continue
-  fi
+  fits 150 "np$ranks" || continue
   timeout 150 mpirun --allow-run-as-root --oversubscribe -np "$ranks" -x LD_LIBRARY_PATH \
     -x OPAL_PREFIX -x PMIX_INSTALL_PREFIX -x OPENBLAS_NUM_THREADS -x MOEFOLD_TEST_REAL_GPU=1 \
     "$prep/bin/device_invariance" --gtest_filter='Layouts/RealGpuInvariance.*' --gtest_color=no \
@@ -171,15 +171,29 @@ print(f"resumed steps {common[0] if common else '-'}..{common[-1] if common else
 EOF
 
 section "6. kernel profile: the benchmark's kernels, copies and memsets by device time (3 steps)"
-if ((SECONDS + 120 > 570)); then
-  say "skipped, ${SECONDS} s into the check (kept under the 600 s limit)"
-else
+if fits 120 "kernel profile"; then
   rm -rf "$runs/bench_profiled"
   timeout 120 "$bin" train --config configs/gpu_bench.yaml --set training.train_iters=3 \
     --set logging.run_dir="$runs/bench_profiled" --set data.data_path="$data" \
     --kernel-profile "$runs/kernel_profile.txt" >"$runs/bench_profiled.log" 2>&1
   say "exit $?; $(grep -m1 -E 'error|kernel profile' "$runs/bench_profiled.log")"
   head -32 "$runs/kernel_profile.txt" 2>/dev/null | tee -a "$report"
+fi
+
+section "7. compute-sanitizer on the attention kernels: memcheck, then racecheck (shared memory)"
+sanitizer="$(command -v compute-sanitizer || echo "$cuda_home/bin/compute-sanitizer")"
+if [ ! -x "$sanitizer" ]; then
+  say "skipped: no compute-sanitizer on this machine"
+else
+  for tool in memcheck racecheck; do
+    fits 90 "$tool" || continue
+    filter='FlashAttention.*'
+    [ "$tool" = memcheck ] && filter='FlashAttention.*:CudaShapes.AttentionOverChunks*'
+    timeout 90 "$sanitizer" --tool "$tool" --error-exitcode 9 "$prep/bin/cuda_tests" \
+      --gtest_filter="$filter" >"$runs/sanitizer_$tool.log" 2>&1
+    say "$tool: exit $? (9: errors found); $(grep -m1 -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$runs/sanitizer_$tool.log")"
+    grep -m6 -E '^========= (Invalid|Error|Race|.*hazard)' "$runs/sanitizer_$tool.log" | tee -a "$report"
+  done
 fi
 
 section "done"
