@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one prepared GPU check, for a machine with one NVIDIA GPU, CUDA 13, Python with PyTorch,
-# no -dev packages and no network; at most MOEFOLD_GPU_CHECK_SECONDS (590). Needs build-gpu/prep from
-# scripts/gpu_prepare.sh (binaries, runtime libraries, data). Writes one report:
+# no -dev packages and no network; at most MOEFOLD_GPU_CHECK_SECONDS (590). Needs
+# build-gpu/prep from scripts/gpu_prepare.sh (binaries, runtime libraries, data). Writes one
+# report:
 #   1. the gpu tests (every CUDA op against the CPU backend), the expert GEMMs of a step as
 #      grouped cuBLAS calls against one call per expert, and the bf16 attention's flash kernels
 #      against its chunked cuBLAS path;
