@@ -144,7 +144,7 @@ void Backend::attention_forward_bf16(const uint16_t* q, const uint16_t* k, const
 
 void Backend::attention_backward_bf16(const uint16_t* dout, const uint16_t* q, const uint16_t* k,
                                       const uint16_t* v, const uint16_t* o, const float* lse,
-                                      uint16_t* dq, uint16_t* dk, uint16_t* dv,
+                                      uint16_t* dq, GemmOutput dk, GemmOutput dv,
                                       const int32_t* q_pos, const int32_t* k_pos, int64_t B,
                                       int64_t Sq, int64_t Skv, int64_t nh, int64_t nkv,
                                       int64_t d) {

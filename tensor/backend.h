@@ -156,17 +156,18 @@ class Backend {
                                   int64_t nh, int64_t nkv, int64_t d) = 0;
   virtual void attention_merge(float* o_a, float* lse_a, const float* o_b, const float* lse_b,
                                int64_t B, int64_t Sq, int64_t nh, int64_t d) = 0;
-  // The same with bf16 q, k, v, o (and dout, dq, dk, dv) and float32 lse (MODEL.md: the
-  // softmax stays float32). The default widens each bf16 operand exactly into a float32
-  // temporary, calls the float32 op and rounds the bf16 outputs back (the CPU backend's path).
+  // The same with bf16 q, k, v, o (and dout, dq) and float32 lse (MODEL.md: the softmax stays
+  // float32); dk and dv bf16 or float32 (ring attention sums the K/V gradients of a travelling
+  // block in float32). The default widens each bf16 operand exactly into a float32 temporary,
+  // calls the float32 op and rounds the bf16 outputs back (the CPU backend's path).
   virtual void attention_forward_bf16(const uint16_t* q, const uint16_t* k, const uint16_t* v,
                                       uint16_t* o, float* lse, const int32_t* q_pos,
                                       const int32_t* k_pos, int64_t B, int64_t Sq, int64_t Skv,
                                       int64_t nh, int64_t nkv, int64_t d);
   virtual void attention_backward_bf16(const uint16_t* dout, const uint16_t* q,
                                        const uint16_t* k, const uint16_t* v, const uint16_t* o,
-                                       const float* lse, uint16_t* dq, uint16_t* dk,
-                                       uint16_t* dv, const int32_t* q_pos, const int32_t* k_pos,
+                                       const float* lse, uint16_t* dq, GemmOutput dk,
+                                       GemmOutput dv, const int32_t* q_pos, const int32_t* k_pos,
                                        int64_t B, int64_t Sq, int64_t Skv, int64_t nh,
                                        int64_t nkv, int64_t d);
 

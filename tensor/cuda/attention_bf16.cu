@@ -3,10 +3,11 @@
 // executor of tensor/attention_plan.h's plans, which say which cuBLAS bf16 GEMMs and row kernels
 // run over each chunk of query rows (and which the CPU tests execute too). The row kernels use
 // row_math.h's formulas (attention_lse, attention_probability, softmax_gradient), tested on CPU.
-// dQ, dK and dV accumulate in float32 copies and are rounded once at the end. Memory is bounded
-// by the chunk: about 10 bytes per (query row, key) in it.
+// dQ, dK and dV accumulate in float32 (copies of bf16 ones, rounded once at the end). Memory is
+// bounded by the chunk: about 10 bytes per (query row, key) in it.
 #include <algorithm>
 #include <cstdint>
+#include <memory>
 
 #include "tensor/attention_plan.h"
 #include "tensor/check.h"
@@ -164,7 +165,7 @@ void CudaBackend::attention_forward_bf16(const uint16_t* q, const uint16_t* k, c
 void CudaBackend::attention_backward_bf16(const uint16_t* dout, const uint16_t* q,
                                           const uint16_t* k, const uint16_t* v,
                                           const uint16_t* o, const float* lse, uint16_t* dq,
-                                          uint16_t* dk, uint16_t* dv, const int32_t* q_pos,
+                                          GemmOutput dk, GemmOutput dv, const int32_t* q_pos,
                                           const int32_t* k_pos, int64_t B, int64_t Sq,
                                           int64_t Skv, int64_t nh, int64_t nkv, int64_t d) {
   const AttentionDims dims{B, Sq, Skv, nh, nkv, d};
@@ -192,9 +193,19 @@ void CudaBackend::attention_backward_bf16(const uint16_t* dout, const uint16_t* 
   }
   auto q_pos_dev = upload(q_pos, Sq);
   auto k_pos_dev = upload(k_pos, Skv);
-  Scratch dk32(*this, sizeof(float) * kv_size), dv32(*this, sizeof(float) * kv_size);
-  widen_bf16(dk, dk32.as<float>(), kv_size);
-  widen_bf16(dv, dv32.as<float>(), kv_size);
+  // Float32 dK, dV accumulate in place; bf16 ones in float32 copies.
+  const bool narrow = dk.dtype == DType::kBFloat16;
+  std::unique_ptr<Scratch> dk_copy, dv_copy;
+  float* dk32 = static_cast<float*>(dk.data);
+  float* dv32 = static_cast<float*>(dv.data);
+  if (narrow) {
+    dk_copy = std::make_unique<Scratch>(*this, sizeof(float) * kv_size);
+    dv_copy = std::make_unique<Scratch>(*this, sizeof(float) * kv_size);
+    dk32 = dk_copy->as<float>();
+    dv32 = dv_copy->as<float>();
+    widen_bf16(static_cast<const uint16_t*>(dk.data), dk32, kv_size);
+    widen_bf16(static_cast<const uint16_t*>(dv.data), dv32, kv_size);
+  }
   Scratch scores(*this, sizeof(float) * rows * Skv), dp(*this, sizeof(float) * rows * Skv);
   Scratch probs(*this, sizeof(uint16_t) * rows * Skv);  // P, then dS
   AttentionBuffers buffers;
@@ -203,16 +214,18 @@ void CudaBackend::attention_backward_bf16(const uint16_t* dout, const uint16_t* 
   buffers.set(AttentionBuffer::kV, v);
   buffers.set(AttentionBuffer::kDout, dout);
   buffers.set(AttentionBuffer::kDq, dq32.as<float>());
-  buffers.set(AttentionBuffer::kDk, dk32.as<float>());
-  buffers.set(AttentionBuffer::kDv, dv32.as<float>());
+  buffers.set(AttentionBuffer::kDk, dk32);
+  buffers.set(AttentionBuffer::kDv, dv32);
   buffers.set(AttentionBuffer::kScores, scores.as<float>());
   buffers.set(AttentionBuffer::kProbs, probs.as<uint16_t>());
   buffers.set(AttentionBuffer::kDp, dp.as<float>());
   run_attention_plan(plan, buffers, q_pos_dev->as<int32_t>(), k_pos_dev->as<int32_t>(), lse,
                      nullptr, delta.as<float>());
   round_to_bf16(dq32.as<float>(), dq, q_size);
-  round_to_bf16(dk32.as<float>(), dk, kv_size);
-  round_to_bf16(dv32.as<float>(), dv, kv_size);
+  if (narrow) {
+    round_to_bf16(dk32, static_cast<uint16_t*>(dk.data), kv_size);
+    round_to_bf16(dv32, static_cast<uint16_t*>(dv.data), kv_size);
+  }
 }
 
 }  // namespace moefold::cuda

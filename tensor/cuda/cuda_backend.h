@@ -99,7 +99,7 @@ class CudaBackend final : public Backend {
                               int64_t d) override;
   void attention_backward_bf16(const uint16_t* dout, const uint16_t* q, const uint16_t* k,
                                const uint16_t* v, const uint16_t* o, const float* lse,
-                               uint16_t* dq, uint16_t* dk, uint16_t* dv, const int32_t* q_pos,
+                               uint16_t* dq, GemmOutput dk, GemmOutput dv, const int32_t* q_pos,
                                const int32_t* k_pos, int64_t B, int64_t Sq, int64_t Skv,
                                int64_t nh, int64_t nkv, int64_t d) override;
 
@@ -268,7 +268,7 @@ class CudaBackend final : public Backend {
 
   // The flash kernels (flash_attention.cu): whether they take these operands (head dim,
   // grid limits, 16-byte aligned rows), then the forward, and the backward given delta
-  // (rowsum(dO ⊙ O)), accumulating dQ in float32 (dq32) and dK, dV in place.
+  // (rowsum(dO ⊙ O)), accumulating dQ in float32 (dq32) and dK, dV (bf16 or float32) in place.
   bool flash_attention_fits(int64_t d, int64_t nh, int64_t nkv, int64_t B,
                             std::initializer_list<const void*> tensors) const;
   void flash_attention_forward_bf16(const uint16_t* q, const uint16_t* k, const uint16_t* v,
@@ -277,7 +277,7 @@ class CudaBackend final : public Backend {
                                     int64_t nh, int64_t nkv, int64_t d);
   void flash_attention_backward_bf16(const uint16_t* dout, const uint16_t* q, const uint16_t* k,
                                      const uint16_t* v, const float* lse, const float* delta,
-                                     float* dq32, uint16_t* dk, uint16_t* dv,
+                                     float* dq32, GemmOutput dk, GemmOutput dv,
                                      const int32_t* q_pos, const int32_t* k_pos, int64_t B,
                                      int64_t Sq, int64_t Skv, int64_t nh, int64_t nkv,
                                      int64_t d);

@@ -8,7 +8,8 @@
 //             the running max and sum, O = O·rescale + P V (P in bf16); then O/sum and lse.
 //   backward  block (key tile, kv head, b), FA2-style: for each head of the group and each query
 //             tile that sees it, P from lse, dV += Pᵀ dO, dS = P ⊙ (dO Vᵀ − delta), dK += dSᵀ Q,
-//             and dQ += dS K by float32 atomics; dK and dV are the block's alone.
+//             and dQ += dS K by float32 atomics; dK and dV (bf16 or float32) are the block's
+//             alone.
 // A lane owns one row of its warp's 16 (two lanes a row) and every other column of it.
 #include <cuda_bf16.h>
 #include <mma.h>
@@ -273,21 +274,22 @@ __global__ void __launch_bounds__(kBlockThreads)
 #endif  // MOEFOLD_FLASH_DEVICE_CODE
 }
 
-// dst[2x + half] = bf16(dst + factor·values) over a row: dK and dV added into the gradients.
-template <int D>
-__device__ void add_row(uint16_t* dst, const float* values, float factor, int half) {
+// dst[2x + half] += factor·values over a row, dst bf16 (rounded once) or float32: dK and dV
+// added into the gradients.
+template <int D, typename G>
+__device__ void add_row(G* dst, const float* values, float factor, int half) {
 #pragma unroll
   for (int x = 0; x < D / 2; ++x) {
     const int c = 2 * x + half;
-    dst[c] = float_to_bf16_bits(bf16_bits_to_float(dst[c]) + factor * values[c]);
+    store(dst, c, load(dst, c) + factor * values[c]);
   }
 }
 
-template <int D>
+template <int D, typename G>
 __global__ void __launch_bounds__(kBlockThreads)
     flash_backward_kernel(const uint16_t* dout, const uint16_t* q, const uint16_t* k,
                           const uint16_t* v, const float* lse, const float* delta, float* dq32,
-                          uint16_t* dk, uint16_t* dv, const int32_t* q_pos, const int32_t* k_pos,
+                          G* dk, G* dv, const int32_t* q_pos, const int32_t* k_pos,
                           const int32_t* key_tiles, int q_tiles, int64_t Sq, int64_t Skv, int nh,
                           int nkv, float scale) {
 #ifdef MOEFOLD_FLASH_DEVICE_CODE
@@ -371,12 +373,12 @@ __global__ void __launch_bounds__(kBlockThreads)
   const int64_t key = j0 + key_row;
   store_rows<D>(scratch, dk_acc);
   __syncwarp();
-  if (key < Skv) add_row<D>(dk + ((b * Skv + key) * nkv + g) * D, scratch + r * kLdScratch<D>,
+  if (key < Skv) add_row<D, G>(dk + ((b * Skv + key) * nkv + g) * D, scratch + r * kLdScratch<D>,
                             scale, half);
   __syncwarp();
   store_rows<D>(scratch, dv_acc);
   __syncwarp();
-  if (key < Skv) add_row<D>(dv + ((b * Skv + key) * nkv + g) * D, scratch + r * kLdScratch<D>,
+  if (key < Skv) add_row<D, G>(dv + ((b * Skv + key) * nkv + g) * D, scratch + r * kLdScratch<D>,
                             1.0f, half);
 #else
   __trap();  // built for an architecture without bf16 WMMA: never launched there
@@ -452,7 +454,7 @@ void CudaBackend::flash_attention_forward_bf16(const uint16_t* q, const uint16_t
 void CudaBackend::flash_attention_backward_bf16(const uint16_t* dout, const uint16_t* q,
                                                 const uint16_t* k, const uint16_t* v,
                                                 const float* lse, const float* delta,
-                                                float* dq32, uint16_t* dk, uint16_t* dv,
+                                                float* dq32, GemmOutput dk, GemmOutput dv,
                                                 const int32_t* q_pos, const int32_t* k_pos,
                                                 int64_t B, int64_t Sq, int64_t Skv, int64_t nh,
                                                 int64_t nkv, int64_t d) {
@@ -468,18 +470,30 @@ void CudaBackend::flash_attention_backward_bf16(const uint16_t* dout, const uint
   const dim3 grid(static_cast<unsigned>(kv_tiles), static_cast<unsigned>(nkv),
                   static_cast<unsigned>(B));
   const float scale = 1.0f / sqrtf(static_cast<float>(d));
-  const auto launch = [&](auto kernel, size_t bytes) {
+  MOEFOLD_CHECK(dk.dtype == dv.dtype && (dk.dtype == DType::kBFloat16 ||
+                                          dk.dtype == DType::kFloat32),
+                "attention dK and dV must both be bf16 or both float32");
+  const auto launch = [&](auto kernel, size_t bytes, auto* dk_data, auto* dv_data) {
     allow_shared_bytes(kernel, bytes);
     kernel<<<grid, kBlockThreads, bytes, stream_>>>(
-        dout, q, k, v, lse, delta, dq32, dk, dv, q_pos_dev->as<int32_t>(),
+        dout, q, k, v, lse, delta, dq32, dk_data, dv_data, q_pos_dev->as<int32_t>(),
         k_pos_dev->as<int32_t>(), tiles_dev->as<int32_t>(), static_cast<int>(key_tiles.size()),
         Sq, Skv, static_cast<int>(nh), static_cast<int>(nkv), scale);
     MOEFOLD_CUDA_CHECK_LAUNCH();
   };
-  if (d == 64) {
-    launch(flash_backward_kernel<64>, shared_bytes<BackwardShared, 64>());
+  const auto launch_for = [&](auto* dk_data, auto* dv_data) {
+    using G = std::remove_pointer_t<decltype(dk_data)>;
+    if (d == 64) {
+      launch(flash_backward_kernel<64, G>, shared_bytes<BackwardShared, 64>(), dk_data, dv_data);
+    } else {
+      launch(flash_backward_kernel<128, G>, shared_bytes<BackwardShared, 128>(), dk_data,
+             dv_data);
+    }
+  };
+  if (dk.dtype == DType::kFloat32) {
+    launch_for(static_cast<float*>(dk.data), static_cast<float*>(dv.data));
   } else {
-    launch(flash_backward_kernel<128>, shared_bytes<BackwardShared, 128>());
+    launch_for(static_cast<uint16_t*>(dk.data), static_cast<uint16_t*>(dv.data));
   }
 }
 

@@ -1,7 +1,8 @@
 // The bf16 attention's two CUDA paths against the CPU attention: the flash kernels
 // (tensor/cuda/flash_attention.cu, head dims 64 and 128) and the chunked cuBLAS path they
 // replace where they fit, on partial tiles, GQA, unsorted positions and a ring step whose
-// first query tile sees no key. The gradients start non-zero: both paths accumulate into them.
+// first query tile sees no key. The gradients start non-zero: both paths accumulate into them;
+// dK and dV bf16, or float32 as ring attention sums them.
 #include <gtest/gtest.h>
 
 #include <cstdint>
@@ -34,7 +35,8 @@ std::vector<int32_t> positions(int64_t n, int32_t first, int32_t stride = 1) {
   return p;
 }
 
-void expect_attention_matches_cpu(const Case& c) {
+// kv_grad: dK and dV's dtype (float32: ring attention's travelling sums under bf16).
+void expect_attention_matches_cpu(const Case& c, DType kv_grad) {
   expect_devices_agree([&](Device dev) {
     const ops::AttentionShape s{c.B, c.Sq, c.Skv, c.nh, c.nkv, c.d};
     Tensor q = bf16_on(dev, {c.B, c.Sq, c.nh, c.d}, 41);
@@ -43,8 +45,11 @@ void expect_attention_matches_cpu(const Case& c) {
     Tensor dout = bf16_on(dev, q.shape(), 44);
     Tensor o = Tensor::empty(q.shape(), DType::kBFloat16, dev);
     Tensor lse = Tensor::empty({c.B, c.nh, c.Sq}, DType::kFloat32, dev);
-    Tensor dq = bf16_on(dev, q.shape(), 45), dk = bf16_on(dev, k.shape(), 46);
-    Tensor dv = bf16_on(dev, v.shape(), 47);
+    Tensor dq = bf16_on(dev, q.shape(), 45);
+    Tensor dk = kv_grad == DType::kBFloat16 ? bf16_on(dev, k.shape(), 46)
+                                            : testing::random_on(dev, k.shape(), 46);
+    Tensor dv = kv_grad == DType::kBFloat16 ? bf16_on(dev, v.shape(), 47)
+                                            : testing::random_on(dev, v.shape(), 47);
     ops::attention_forward(q, k, v, o, lse, c.q_pos, c.k_pos, s);
     ops::attention_backward(dout, q, k, v, o, lse, dq, dk, dv, c.q_pos, c.k_pos, s);
     return host({o, lse, dq, dk, dv});
@@ -64,9 +69,12 @@ TEST(FlashAttention, BothPathsMatchTheCpuAttention) {
   for (bool flash : {true, false}) {
     const FlashAttentionScope scope(flash);
     for (const Case& c : cases) {
-      SCOPED_TRACE(::testing::Message() << c.name << ", head dim " << c.d
-                                      << (flash ? ", flash" : ", chunked"));
-      expect_attention_matches_cpu(c);
+      for (DType kv_grad : {DType::kBFloat16, DType::kFloat32}) {
+        SCOPED_TRACE(::testing::Message()
+                     << c.name << ", head dim " << c.d << (flash ? ", flash" : ", chunked")
+                     << (kv_grad == DType::kFloat32 ? ", float32 dK/dV" : ""));
+        expect_attention_matches_cpu(c, kv_grad);
+      }
     }
   }
 }
