@@ -156,6 +156,15 @@ void Backend::attention_backward_bf16(const uint16_t* dout, const uint16_t* q, c
   g.finish();
 }
 
+void Backend::attention_merge_bf16(uint16_t* o_a, float* lse_a, const uint16_t* o_b,
+                                   const float* lse_b, int64_t B, int64_t Sq, int64_t nh,
+                                   int64_t d) {
+  const int64_t o_size = B * Sq * nh * d;
+  Widened g(*this);
+  attention_merge(g.out(o_a, o_size), lse_a, g.in(o_b, o_size), lse_b, B, Sq, nh, d);
+  g.finish();
+}
+
 void Backend::rmsnorm_forward_bf16(const uint16_t* x, const uint16_t* w, uint16_t* y, float* rstd,
                                    int64_t N, int64_t H, float eps) {
   Widened g(*this);

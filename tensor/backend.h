@@ -170,6 +170,9 @@ class Backend {
                                        GemmOutput dv, const int32_t* q_pos, const int32_t* k_pos,
                                        int64_t B, int64_t Sq, int64_t Skv, int64_t nh,
                                        int64_t nkv, int64_t d);
+  virtual void attention_merge_bf16(uint16_t* o_a, float* lse_a, const uint16_t* o_b,
+                                    const float* lse_b, int64_t B, int64_t Sq, int64_t nh,
+                                    int64_t d);
 
   // ---- row-wise and element-wise layers ------------------------------------------------------
   virtual void rmsnorm_forward(const float* x, const float* w, float* y, float* rstd, int64_t N,

@@ -75,6 +75,11 @@ void attention_merge(const Tensor& o_a, const Tensor& lse_a, const Tensor& o_b,
   for (const Tensor* t : {&o_a, &o_b}) expect_numel(*t, rows * s.head_dim, "merged o");
   for (const Tensor* t : {&lse_a, &lse_b}) expect_numel(*t, rows, "merged lse");
   Operands a("attention_merge", o_a);
+  if (a.all_bf16({&o_a, &o_b})) {  // ring attention's bf16 partial outputs
+    return a.backend().attention_merge_bf16(a.bits(o_a), a.f32(lse_a), a.bits(o_b),
+                                            a.f32(lse_b), s.batch, s.q_len, s.heads,
+                                            s.head_dim);
+  }
   a.backend().attention_merge(a.out(o_a), a.f32(lse_a), a.in(o_b), a.f32(lse_b), s.batch,
                               s.q_len, s.heads, s.head_dim);
   a.finish();

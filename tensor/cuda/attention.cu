@@ -187,10 +187,11 @@ __global__ void attention_dkv_kernel(const float* dout, const float* q, const fl
   }
 }
 
-// One warp per (b, s, h) row: o_a, lse_a ← the merge of (o_a, lse_a) and (o_b, lse_b).
-__global__ void attention_merge_kernel(float* o_a, float* lse_a, const float* o_b,
-                                       const float* lse_b, int64_t B, int64_t Sq, int64_t nh,
-                                       int64_t d) {
+// One warp per (b, s, h) row: o_a, lse_a ← the merge of (o_a, lse_a) and (o_b, lse_b); o float32
+// or bf16 (merged in float32, rounded once).
+template <typename T>
+__global__ void attention_merge_kernel(T* o_a, float* lse_a, const T* o_b, const float* lse_b,
+                                       int64_t B, int64_t Sq, int64_t nh, int64_t d) {
   const int64_t row = blockIdx.x * int64_t{kWarpsPerBlock} + threadIdx.x / kWarp;
   if (row >= B * Sq * nh) return;
   const int64_t h = row % nh, s = (row / nh) % Sq, b = row / (nh * Sq);
@@ -198,10 +199,11 @@ __global__ void attention_merge_kernel(float* o_a, float* lse_a, const float* o_
   const float la = lse_a[l], lb = lse_b[l];
   if (lb == -INFINITY) return;
   const AttentionMergeWeights m = attention_merge_weights(la, lb);
-  float* oa = o_a + row * d;
-  const float* ob = o_b + row * d;
+  T* oa = o_a + row * d;
+  const T* ob = o_b + row * d;
   for (int64_t c = threadIdx.x % kWarp; c < d; c += kWarp) {
-    oa[c] = la == -INFINITY ? ob[c] : m.weight_a * oa[c] + m.weight_b * ob[c];
+    const float merged = m.weight_a * load(oa, c) + m.weight_b * load(ob, c);
+    store(oa, c, la == -INFINITY ? load(ob, c) : merged);
   }
   __syncwarp();
   if (threadIdx.x % kWarp == 0) lse_a[l] = m.lse;
@@ -261,14 +263,30 @@ void CudaBackend::attention_backward(const float* dout, const float* q, const fl
   MOEFOLD_CUDA_CHECK_LAUNCH();
 }
 
-void CudaBackend::attention_merge(float* o_a, float* lse_a, const float* o_b, const float* lse_b,
-                                  int64_t B, int64_t Sq, int64_t nh, int64_t d) {
+namespace {
+
+template <typename T>
+void merge_attention(cudaStream_t stream, T* o_a, float* lse_a, const T* o_b,
+                     const float* lse_b, int64_t B, int64_t Sq, int64_t nh, int64_t d) {
   const int64_t rows = B * Sq * nh;
   if (rows == 0) return;
   attention_merge_kernel<<<static_cast<unsigned>((rows + kWarpsPerBlock - 1) / kWarpsPerBlock),
-                           kWarpsPerBlock * kWarp, 0, stream_>>>(o_a, lse_a, o_b, lse_b, B, Sq,
-                                                                 nh, d);
+                           kWarpsPerBlock * kWarp, 0, stream>>>(o_a, lse_a, o_b, lse_b, B, Sq,
+                                                                nh, d);
   MOEFOLD_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace
+
+void CudaBackend::attention_merge(float* o_a, float* lse_a, const float* o_b, const float* lse_b,
+                                  int64_t B, int64_t Sq, int64_t nh, int64_t d) {
+  merge_attention(stream_, o_a, lse_a, o_b, lse_b, B, Sq, nh, d);
+}
+
+void CudaBackend::attention_merge_bf16(uint16_t* o_a, float* lse_a, const uint16_t* o_b,
+                                       const float* lse_b, int64_t B, int64_t Sq, int64_t nh,
+                                       int64_t d) {
+  merge_attention(stream_, o_a, lse_a, o_b, lse_b, B, Sq, nh, d);
 }
 
 }  // namespace moefold::cuda

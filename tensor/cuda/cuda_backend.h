@@ -91,6 +91,8 @@ class CudaBackend final : public Backend {
                           int64_t Skv, int64_t nh, int64_t nkv, int64_t d) override;
   void attention_merge(float* o_a, float* lse_a, const float* o_b, const float* lse_b, int64_t B,
                        int64_t Sq, int64_t nh, int64_t d) override;
+  void attention_merge_bf16(uint16_t* o_a, float* lse_a, const uint16_t* o_b, const float* lse_b,
+                            int64_t B, int64_t Sq, int64_t nh, int64_t d) override;
   // bf16 attention: the flash kernels (flash_attention.cu) for head dims 64 and 128, else cuBLAS
   // GEMMs over chunks of query rows (attention_bf16.cu).
   void attention_forward_bf16(const uint16_t* q, const uint16_t* k, const uint16_t* v,

@@ -130,7 +130,12 @@ std::vector<std::pair<std::string, OpCase>> op_cases() {
     Tensor dv = bf16_on(d, v.shape(), 67);
     ops::attention_forward(q, k, v, o, lse, q_pos, k_pos, s);
     ops::attention_backward(dout, q, k, v, o, lse, dq, dk, dv, q_pos, k_pos, s);
-    return outputs(d, {o, lse, dq, dk, dv});
+    // Ring attention's forms: float32 dK/dV under bf16, and the merge of bf16 partial outputs.
+    Tensor dk32 = random_on(d, k.shape(), 81), dv32 = random_on(d, v.shape(), 82);
+    ops::attention_backward(dout, q, k, v, o, lse, dq, dk32, dv32, q_pos, k_pos, s);
+    Tensor o2 = bf16_on(d, o.shape(), 83), lse2 = random_on(d, lse.shape(), 84);
+    ops::attention_merge(o2, lse2, o, lse, s);
+    return outputs(d, {o, lse, dq, dk, dv, dk32, dv32, o2, lse2});
   }});
   // The row-wise and element-wise layers on bf16 activations and compute weights, with float32
   // statistics, gate weights and weight gradients (a device loads bf16 directly).
