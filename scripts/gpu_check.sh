@@ -90,6 +90,16 @@ print(f"moefold bf16: {tps:.0f} tokens/s, {tflops:.1f} TFLOP/s, MFU {100*mfu:.1f
       f"device's bf16 dense peak (Backend::known_peak_flops), peak memory "
       f"{rows[-1]['peak_memory_bytes']/2**30:.1f} GiB, over {len(rows)} steps")
 EOF
+# The planner's prediction of the same run on this GPU model, beside the measurement.
+case "$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)" in
+  *H200*) cluster=clusters/h200.yaml ;;
+  *H100*) cluster=clusters/dgx_h100.yaml ;;
+  *) cluster= ;;
+esac
+if [ -n "$cluster" ]; then
+  say "planner ($cluster): $("$bin" plan --config configs/gpu_bench.yaml --cluster "$cluster" \
+    --gpus 1 2>&1 | grep -m1 -E '^MFU|error')"
+fi
 for dtype in bfloat16 float32; do
   # float32 only when the sections after it keep their time.
   [ "$dtype" = float32 ] && ! fits $((150 + budget - 240)) "pytorch float32" && continue
