@@ -53,10 +53,8 @@ void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, co
   for (const Tensor* t : {&dout, &o, &dq}) expect_numel(*t, q.numel(), "attention q-shaped");
   for (const Tensor* t : {&v, &dk, &dv}) expect_numel(*t, k.numel(), "attention k-shaped");
   Operands a("attention_backward", dout);
-  // K/V gradients may be float32 under bf16 (ring attention's travelling sums).
-  const bool kv_gradients = dk.dtype() == dv.dtype() && (dk.dtype() == DType::kBFloat16 ||
-                                                         dk.dtype() == DType::kFloat32);
-  if (a.all_bf16({&dout, &q, &k, &v, &o, &dq}) && kv_gradients) {
+  // dK and dV may be float32 under bf16 (ring attention's travelling sums).
+  if (a.all_bf16({&dout, &q, &k, &v, &o, &dq}) && dk.dtype() == dv.dtype()) {
     a.backend().attention_backward_bf16(a.bits(dout), a.bits(q), a.bits(k), a.bits(v), a.bits(o),
                                         a.f32(lse), a.bits(dq), a.gemm_out(dk), a.gemm_out(dv),
                                         q_pos.data(), k_pos.data(), s.batch, s.q_len, s.kv_len,

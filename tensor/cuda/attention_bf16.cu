@@ -139,7 +139,7 @@ void CudaBackend::attention_forward_bf16(const uint16_t* q, const uint16_t* k, c
                                          uint16_t* o, float* lse, const int32_t* q_pos,
                                          const int32_t* k_pos, int64_t B, int64_t Sq,
                                          int64_t Skv, int64_t nh, int64_t nkv, int64_t d) {
-  if (flash_attention_ && flash_attention_fits(d, nh, nkv, B, {q, k, v})) {
+  if (flash_attention_fits(d, nh, nkv, B, {q, k, v})) {
     flash_attention_forward_bf16(q, k, v, o, lse, q_pos, k_pos, B, Sq, Skv, nh, nkv, d);
     return;
   }
@@ -169,13 +169,13 @@ void CudaBackend::attention_backward_bf16(const uint16_t* dout, const uint16_t* 
                                           const int32_t* k_pos, int64_t B, int64_t Sq,
                                           int64_t Skv, int64_t nh, int64_t nkv, int64_t d) {
   const AttentionDims dims{B, Sq, Skv, nh, nkv, d};
-  const bool flash = flash_attention_ && flash_attention_fits(d, nh, nkv, B, {dout, q, k, v});
+  const bool flash = flash_attention_fits(d, nh, nkv, B, {dout, q, k, v});
   const int64_t rows = attention_chunk_rows(dims, 2 * sizeof(float) + sizeof(uint16_t),
                                             kChunkBytes, kMaxChunkRows);
   const std::vector<AttentionStep> plan =
       flash ? std::vector<AttentionStep>{} : plan_attention_backward(dims, q_pos, k_pos, rows);
-  if (B * Sq * nh * d == 0 || B * Skv * nkv * d == 0 || (!flash && plan.empty())) return;
   const int64_t q_size = B * Sq * nh * d, kv_size = B * Skv * nkv * d;
+  if (q_size == 0 || kv_size == 0 || (!flash && plan.empty())) return;
   // dQ accumulates in a float32 copy, rounded to bf16 once at the end (dK and dV too on the
   // chunked path; the flash kernel sums them in registers and adds each once).
   Scratch dq32(*this, sizeof(float) * q_size), delta(*this, sizeof(float) * B * nh * Sq);

@@ -99,9 +99,9 @@ CudaBackend::CudaBackend(int device) : device_(device) {
   name_ = prop.name;
   sm_major_ = prop.major;
   sm_minor_ = prop.minor;
-  shared_per_block_optin_ = prop.sharedMemPerBlockOptin;
   const char* flash = std::getenv("MOEFOLD_FLASH_ATTENTION");
   flash_attention_ = flash == nullptr || std::string_view(flash) != "0";
+  set_up_flash_attention(prop);
   MOEFOLD_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   MOEFOLD_CUBLAS_CHECK(cublasCreate(&cublas_));
   MOEFOLD_CUBLAS_CHECK(cublasSetStream(cublas_, stream_));

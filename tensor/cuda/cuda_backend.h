@@ -216,6 +216,10 @@ class CudaBackend final : public Backend {
   // environment sets MOEFOLD_FLASH_ATTENTION=0); off, it always runs the chunked cuBLAS path
   // (tests and benchmarks compare the two).
   void set_flash_attention(bool enabled) { flash_attention_ = enabled; }
+  // Whether this device runs the flash kernels at `head_dim` (decided once, at construction).
+  bool flash_attention_serves(int64_t head_dim) const {
+    return (head_dim == 64 && flash_d64_) || (head_dim == 128 && flash_d128_);
+  }
 
   // Stream-ordered scratch memory for one op (freed on the stream after the op's kernels).
   class Scratch {
@@ -268,9 +272,12 @@ class CudaBackend final : public Backend {
                           const int32_t* q_pos, const int32_t* k_pos, const float* lse_in,
                           float* lse_out, const float* delta);
 
-  // The flash kernels (flash_attention.cu): whether they take these operands (head dim,
-  // grid limits, 16-byte aligned rows), then the forward, and the backward given delta
+  // The flash kernels (flash_attention.cu): the head dims this device serves (kernels built for
+  // sm_80+, shared memory that fits; their shared-memory opt-in is set here, once); whether they
+  // take these operands (enabled, head dim, grid limits, 16-byte aligned rows); then the
+  // forward, and the backward given delta
   // (rowsum(dO ⊙ O)), accumulating dQ in float32 (dq32) and dK, dV (bf16 or float32) in place.
+  void set_up_flash_attention(const cudaDeviceProp& prop);
   bool flash_attention_fits(int64_t d, int64_t nh, int64_t nkv, int64_t B,
                             std::initializer_list<const void*> tensors) const;
   void flash_attention_forward_bf16(const uint16_t* q, const uint16_t* k, const uint16_t* v,
@@ -303,7 +310,7 @@ class CudaBackend final : public Backend {
   std::string name_;
   int sm_major_ = 0, sm_minor_ = 0;
   bool flash_attention_ = true;
-  size_t shared_per_block_optin_ = 0;  // the most shared memory a block may opt into
+  bool flash_d64_ = false, flash_d128_ = false;  // head dims the flash kernels serve here
 };
 
 // Typed GEMM operands (tensor/backend.h) over float32 or bf16 device pointers, and the operand

@@ -386,36 +386,49 @@ __global__ void __launch_bounds__(kBlockThreads)
 }
 
 // Opts a kernel into `bytes` of dynamic shared memory (over the default 48 KiB) on the current
-// device; cheap, so done at each launch rather than tracked per device.
+// device.
 template <typename Kernel>
 void allow_shared_bytes(Kernel kernel, size_t bytes) {
   MOEFOLD_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                           static_cast<int>(bytes)));
 }
 
+// Whether the device gives a block the head dim's shared memory; if so, opts its kernels in.
+template <int D>
+bool set_up_head_dim(const cudaDeviceProp& prop) {
+  const size_t forward = shared_bytes<ForwardShared, D>();
+  const size_t backward = shared_bytes<BackwardShared, D>();
+  if (std::max(forward, backward) > prop.sharedMemPerBlockOptin) return false;
+  allow_shared_bytes(flash_forward_kernel<D>, forward);
+  allow_shared_bytes(flash_backward_kernel<D, uint16_t>, backward);
+  allow_shared_bytes(flash_backward_kernel<D, float>, backward);
+  return true;
+}
+
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 }  // namespace
 
-bool CudaBackend::flash_attention_fits(int64_t d, int64_t nh, int64_t nkv, int64_t B,
-                                       std::initializer_list<const void*> tensors) const {
-  if (sm_major_ < 8 || (d != 64 && d != 128) || nh > 65535 || nkv > 65535 || B > 65535) {
-    return false;
-  }
+void CudaBackend::set_up_flash_attention(const cudaDeviceProp& prop) {
   // The kernels as the device will run them: built (or JIT-compiled from PTX) for sm_80 or
   // later, whose bf16 WMMA they need; a build for older targets only holds the trap.
   cudaFuncAttributes built{};
-  if (cudaFuncGetAttributes(&built, flash_forward_kernel<64>) != cudaSuccess ||
+  if (prop.major < 8 || cudaFuncGetAttributes(&built, flash_forward_kernel<64>) != cudaSuccess ||
       built.ptxVersion < 80) {
-    cudaGetLastError();  // clear the failed query's error
-    return false;
+    cudaGetLastError();  // clear a failed query's error
+    return;
   }
   // sm_86/89 give a block 99 KiB of shared memory, less than the backward needs at d 128.
-  const size_t shared = d == 64 ? std::max(shared_bytes<ForwardShared, 64>(),
-                                           shared_bytes<BackwardShared, 64>())
-                                : std::max(shared_bytes<ForwardShared, 128>(),
-                                           shared_bytes<BackwardShared, 128>());
-  if (shared > shared_per_block_optin_) return false;
+  flash_d64_ = set_up_head_dim<64>(prop);
+  flash_d128_ = set_up_head_dim<128>(prop);
+}
+
+bool CudaBackend::flash_attention_fits(int64_t d, int64_t nh, int64_t nkv, int64_t B,
+                                       std::initializer_list<const void*> tensors) const {
+  if (!flash_attention_ || !flash_attention_serves(d) || nh > 65535 || nkv > 65535 ||
+      B > 65535) {
+    return false;
+  }
   for (const void* p : tensors) {
     if (!aligned16(p)) return false;
   }
@@ -438,7 +451,6 @@ void CudaBackend::flash_attention_forward_bf16(const uint16_t* q, const uint16_t
                   static_cast<unsigned>(B));
   const float scale = 1.0f / sqrtf(static_cast<float>(d));
   const auto launch = [&](auto kernel, size_t bytes) {
-    allow_shared_bytes(kernel, bytes);
     kernel<<<grid, kBlockThreads, bytes, stream_>>>(
         q, k, v, o, lse, q_pos_dev->as<int32_t>(), k_pos_dev->as<int32_t>(),
         tiles_dev->as<int32_t>(), Sq, Skv, static_cast<int>(nh), static_cast<int>(nkv), scale);
@@ -470,31 +482,25 @@ void CudaBackend::flash_attention_backward_bf16(const uint16_t* dout, const uint
   const dim3 grid(static_cast<unsigned>(kv_tiles), static_cast<unsigned>(nkv),
                   static_cast<unsigned>(B));
   const float scale = 1.0f / sqrtf(static_cast<float>(d));
-  MOEFOLD_CHECK(dk.dtype == dv.dtype && (dk.dtype == DType::kBFloat16 ||
-                                          dk.dtype == DType::kFloat32),
-                "attention dK and dV must both be bf16 or both float32");
+  MOEFOLD_CHECK(dk.dtype == dv.dtype, "attention dK and dV must have one dtype");
   const auto launch = [&](auto kernel, size_t bytes, auto* dk_data, auto* dv_data) {
-    allow_shared_bytes(kernel, bytes);
     kernel<<<grid, kBlockThreads, bytes, stream_>>>(
         dout, q, k, v, lse, delta, dq32, dk_data, dv_data, q_pos_dev->as<int32_t>(),
         k_pos_dev->as<int32_t>(), tiles_dev->as<int32_t>(), static_cast<int>(key_tiles.size()),
         Sq, Skv, static_cast<int>(nh), static_cast<int>(nkv), scale);
     MOEFOLD_CUDA_CHECK_LAUNCH();
   };
-  const auto launch_for = [&](auto* dk_data, auto* dv_data) {
-    using G = std::remove_pointer_t<decltype(dk_data)>;
-    if (d == 64) {
-      launch(flash_backward_kernel<64, G>, shared_bytes<BackwardShared, 64>(), dk_data, dv_data);
-    } else {
-      launch(flash_backward_kernel<128, G>, shared_bytes<BackwardShared, 128>(), dk_data,
-             dv_data);
-    }
-  };
-  if (dk.dtype == DType::kFloat32) {
-    launch_for(static_cast<float*>(dk.data), static_cast<float*>(dv.data));
-  } else {
-    launch_for(static_cast<uint16_t*>(dk.data), static_cast<uint16_t*>(dv.data));
-  }
+  const bool wide = dk.dtype == DType::kFloat32;
+  auto* dk32 = static_cast<float*>(dk.data);
+  auto* dv32 = static_cast<float*>(dv.data);
+  auto* dk16 = static_cast<uint16_t*>(dk.data);
+  auto* dv16 = static_cast<uint16_t*>(dv.data);
+  const size_t bytes = d == 64 ? shared_bytes<BackwardShared, 64>()
+                               : shared_bytes<BackwardShared, 128>();
+  if (d == 64 && wide) launch(flash_backward_kernel<64, float>, bytes, dk32, dv32);
+  if (d == 64 && !wide) launch(flash_backward_kernel<64, uint16_t>, bytes, dk16, dv16);
+  if (d == 128 && wide) launch(flash_backward_kernel<128, float>, bytes, dk32, dv32);
+  if (d == 128 && !wide) launch(flash_backward_kernel<128, uint16_t>, bytes, dk16, dv16);
 }
 
 }  // namespace moefold::cuda

@@ -6,9 +6,11 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "tensor/backend.h"
+#include "tensor/cuda/cuda_backend.h"
 #include "tensor/ops.h"
 #include "tensor/tensor.h"
 #include "tests/tensor/cuda/device_compare.h"
@@ -29,9 +31,12 @@ struct Case {
   std::vector<int32_t> q_pos, k_pos;
 };
 
+// first, first + 1, ..., or with a stride coprime to n from 0: a permutation of 0..n-1.
 std::vector<int32_t> positions(int64_t n, int32_t first, int32_t stride = 1) {
   std::vector<int32_t> p(n);
-  for (int64_t i = 0; i < n; ++i) p[i] = static_cast<int32_t>((first + i * stride) % (n + first));
+  for (int64_t i = 0; i < n; ++i) {
+    p[i] = static_cast<int32_t>(stride == 1 ? first + i : (i * stride) % n);
+  }
   return p;
 }
 
@@ -54,6 +59,19 @@ void expect_attention_matches_cpu(const Case& c, DType kv_grad) {
     ops::attention_backward(dout, q, k, v, o, lse, dq, dk, dv, c.q_pos, c.k_pos, s);
     return host({o, lse, dq, dk, dv});
   }, kBf16Tol);
+}
+
+// On the GPUs the flash kernels are built for (A100, H100, H200: sm_80, sm_90, each with the
+// shared memory both head dims need), "flash" below is the flash path, not a silent fallback.
+TEST(FlashAttention, ServesHeadDims64And128OnSm80AndSm90) {
+  const auto& backend = dynamic_cast<const cuda::CudaBackend&>(backend_for(Device::kCuda));
+  const std::string device = backend.describe();
+  if (device.find("sm_80") == std::string::npos && device.find("sm_90") == std::string::npos) {
+    GTEST_SKIP() << device << " is neither sm_80 nor sm_90";
+  }
+  EXPECT_TRUE(backend.flash_attention_serves(64)) << device;
+  EXPECT_TRUE(backend.flash_attention_serves(128)) << device;
+  EXPECT_FALSE(backend.flash_attention_serves(96)) << "head dims other than 64 and 128";
 }
 
 TEST(FlashAttention, BothPathsMatchTheCpuAttention) {
