@@ -75,9 +75,13 @@ void WorkHandle::wait() {
 
 bool WorkHandle::is_done() const { return !state_ || state_->is_done(); }
 
+void check_counts_per_rank(std::span<const int64_t> counts, int size, const char* what) {
+  MOEFOLD_CHECK(static_cast<int>(counts.size()) == size,
+                what << ": " << counts.size() << " counts for a group of " << size);
+}
+
 std::vector<int64_t> Communicator::all_to_all_counts(std::span<const int64_t> send_counts) {
-  MOEFOLD_CHECK(static_cast<int>(send_counts.size()) == size(),
-                send_counts.size() << " counts for " << size() << " ranks");
+  check_counts_per_rank(send_counts, size(), "all_to_all_counts");
   std::vector<int64_t> recv_counts(size());
   all_to_all(send_counts.data(), recv_counts.data(), 1, CommDType::kInt64);
   return recv_counts;

@@ -35,6 +35,9 @@ size_t comm_dtype_size(CommDType dtype);
 const char* comm_dtype_name(CommDType dtype);
 const char* reduce_op_name(ReduceOp op);
 CommDType comm_dtype_of(DType dtype);  // the Tensor dtype's wire type
+// A _v collective's per-rank counts: one per rank of a group of `size`, else an error naming
+// the collective (`what`).
+void check_counts_per_rank(std::span<const int64_t> counts, int size, const char* what);
 
 template <class T>
 struct CommDTypeOf;

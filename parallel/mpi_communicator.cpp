@@ -73,8 +73,7 @@ struct CountsAndDisplacements {
 };
 
 CountsAndDisplacements packed(std::span<const int64_t> counts, int size, const char* what) {
-  MOEFOLD_CHECK(static_cast<int>(counts.size()) == size,
-                what << ": " << counts.size() << " counts for a group of " << size);
+  check_counts_per_rank(counts, size, what);
   CountsAndDisplacements result;
   int64_t offset = 0;
   for (int64_t count : counts) {

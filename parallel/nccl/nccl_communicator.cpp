@@ -77,11 +77,6 @@ class NcclGroup {
   bool open_ = true;
 };
 
-void check_counts(std::span<const int64_t> counts, int size, const char* what) {
-  MOEFOLD_CHECK(static_cast<int>(counts.size()) == size,
-                what << ": " << counts.size() << " counts for a group of " << size);
-}
-
 const char* at(const void* base, int64_t elements, CommDType dtype) {
   return static_cast<const char*>(base) + elements * static_cast<int64_t>(comm_dtype_size(dtype));
 }
@@ -250,7 +245,7 @@ WorkHandle NcclCommunicator::all_gather_v_async(const void* send, int64_t send_c
   if (!on_device({send, recv})) {
     return mpi_->all_gather_v_async(send, send_count, recv, recv_counts, dtype);
   }
-  check_counts(recv_counts, size(), "all_gather_v");
+  check_counts_per_rank(recv_counts, size(), "all_gather_v");
   MOEFOLD_CHECK(recv_counts[rank()] == send_count,
                 "all_gather_v: rank " << rank() << " sends " << send_count << " but "
                                       << recv_counts[rank()] << " are expected from it");
@@ -284,7 +279,7 @@ WorkHandle NcclCommunicator::reduce_scatter_v_async(const void* send, void* recv
   if (!on_device({send, recv})) {
     return mpi_->reduce_scatter_v_async(send, recv, recv_counts, dtype, op);
   }
-  check_counts(recv_counts, size(), "reduce_scatter_v");
+  check_counts_per_rank(recv_counts, size(), "reduce_scatter_v");
   const std::vector<int64_t> offsets = offsets_of(recv_counts);
   return run("reduce_scatter_v", [&] {
     NcclGroup group;
@@ -310,8 +305,8 @@ WorkHandle NcclCommunicator::all_to_all_v_async(const void* send,
   if (!on_device({send, recv})) {
     return mpi_->all_to_all_v_async(send, send_counts, recv, recv_counts, dtype);
   }
-  check_counts(send_counts, size(), "all_to_all_v");
-  check_counts(recv_counts, size(), "all_to_all_v");
+  check_counts_per_rank(send_counts, size(), "all_to_all_v");
+  check_counts_per_rank(recv_counts, size(), "all_to_all_v");
   const std::vector<int64_t> send_offsets = offsets_of(send_counts);
   const std::vector<int64_t> recv_offsets = offsets_of(recv_counts);
   return run("all_to_all_v", [&] {

@@ -112,7 +112,9 @@ TEST_P(EpDispatch, RowsReachTheirExpertsAndComeBack) {
       previous = &run;
     }
     EXPECT_EQ(row, plan.expert_chunk_rows[c + 1]) << "chunk " << c;
-    if (world == 1) EXPECT_LE(plan.expert_run_chunks[c + 1] - plan.expert_run_chunks[c], 1);
+    if (world == 1) {
+      EXPECT_LE(plan.expert_run_chunks[c + 1] - plan.expert_run_chunks[c], 1);
+    }
   }
 
   DispatchBuffers buffers;
