@@ -1,6 +1,6 @@
 // Communicator: one backend-neutral interface for the collectives and point-to-point messages of a
 // rank group (pointers + element counts + a dtype enum). Backends: MPI (mpi_communicator.h), a
-// trivial size-1 SelfCommunicator (self_communicator.h), NCCL later.
+// trivial size-1 SelfCommunicator (self_communicator.h), NCCL (nccl/nccl_communicator.h).
 //
 // Every operation has an async form returning a WorkHandle and a blocking form (async + wait).
 // Rules for callers:
@@ -38,6 +38,10 @@ CommDType comm_dtype_of(DType dtype);  // the Tensor dtype's wire type
 // A _v collective's per-rank counts: one per rank of a group of `size`, else an error naming
 // the collective (`what`).
 void check_counts_per_rank(std::span<const int64_t> counts, int size, const char* what);
+// The lane of a point-to-point message (tag ≥ 0): pipeline activations and gradients, and the
+// context-parallel ring's K/V blocks and their gradients, travel in different lanes.
+inline constexpr int kP2pLanes = 2;
+constexpr int p2p_lane(int tag) { return tag % kP2pLanes; }
 
 template <class T>
 struct CommDTypeOf;
@@ -135,6 +139,11 @@ class Communicator {
                                         void* recv, std::span<const int64_t> recv_counts,
                                         CommDType dtype) = 0;
   virtual WorkHandle broadcast_async(void* data, int64_t count, CommDType dtype, int root) = 0;
+  // Point-to-point. Over MPI a receive meets the peer's send of the same tag. NCCL has no tags:
+  // its messages travel in lanes, one per (sender, receiver, p2p_lane(tag)), and meet in
+  // posting order, the n-th send of a lane with the n-th receive of that lane. So callers post
+  // each lane's messages in the same order at both ends (MOEFOLD_P2P_LANE_MATCHING=1 makes MPI
+  // match as NCCL does and check every message's tag).
   virtual WorkHandle send_async(const void* data, int64_t count, CommDType dtype, int peer,
                                 int tag = 0) = 0;
   virtual WorkHandle recv_async(void* data, int64_t count, CommDType dtype, int peer,

@@ -51,12 +51,14 @@ ParallelContext ParallelContext::single_process() {
 namespace {
 
 // The group's communicator in the library the recipe chose (auto was resolved at launch; left
-// unresolved it means MPI). Collective over the group.
+// unresolved it means MPI). Collective over the group. `point_to_point`: the group's messages
+// between ring neighbours (pipeline stages, the context-parallel ring) go over NCCL too.
 absl::StatusOr<std::shared_ptr<Communicator>> over_chosen_library(
-    CommunicatorBackend library, std::shared_ptr<MpiCommunicator> mpi) {
+    CommunicatorBackend library, std::shared_ptr<MpiCommunicator> mpi,
+    bool point_to_point = false) {
   if (library != CommunicatorBackend::kNccl) return std::shared_ptr<Communicator>(std::move(mpi));
 #ifdef MOEFOLD_HAVE_NCCL
-  auto nccl = NcclCommunicator::create(std::move(mpi));
+  auto nccl = NcclCommunicator::create(std::move(mpi), point_to_point);
   if (!nccl.ok()) return nccl.status();
   return std::shared_ptr<Communicator>(std::move(*nccl));
 #else
@@ -128,7 +130,8 @@ absl::StatusOr<ParallelContext> ParallelContext::create(const ParallelConfig& co
                                          absl::StrJoin(layout->groups_of(kind)[index], ","), "]"));
     watchdog::register_group(*communicator->label(), static_cast<int>(kind) + 1,
                              layout->groups_of(kind)[index]);
-    auto chosen = over_chosen_library(config.communicator, std::move(communicator));
+    auto chosen = over_chosen_library(config.communicator, std::move(communicator),
+                                      kind == GroupKind::kPp || kind == GroupKind::kCp);
     if (!chosen.ok()) return chosen.status();
     context.group(kind) = std::move(*chosen);
   }

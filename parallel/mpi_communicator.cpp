@@ -5,9 +5,12 @@
 #include <atomic>
 #include <climits>
 #include <cstring>
+#include <cstdlib>
 #include <numeric>
 #include <string>
+#include <string_view>
 
+#include "absl/strings/str_cat.h"
 #include "parallel/watchdog.h"
 #include "tensor/backend.h"
 #include "tensor/check.h"
@@ -95,6 +98,24 @@ int64_t bytes_of(int64_t count, CommDType dtype) {
   return count * static_cast<int64_t>(comm_dtype_size(dtype));
 }
 
+std::atomic<bool> g_lane_matching{[] {
+  const char* value = std::getenv("MOEFOLD_P2P_LANE_MATCHING");
+  return value != nullptr && std::string_view(value) == "1";
+}()};
+
+struct LaneHeader {
+  int64_t tag;
+  int64_t count;
+};
+
+// A lane message: the header, then the payload.
+std::shared_ptr<std::vector<char>> lane_message(int tag, int64_t count, int64_t bytes) {
+  auto message = std::make_shared<std::vector<char>>(sizeof(LaneHeader) + bytes);
+  const LaneHeader header{tag, count};
+  std::memcpy(message->data(), &header, sizeof(header));
+  return message;
+}
+
 int64_t total(std::span<const int64_t> counts) {
   return std::accumulate(counts.begin(), counts.end(), int64_t{0});
 }
@@ -146,6 +167,8 @@ class HostStaging {
 
 int64_t MpiCommunicator::staged_bytes() { return g_staged_bytes.load(); }
 
+void MpiCommunicator::set_lane_matching(bool on) { g_lane_matching = on; }
+
 MpiCommunicator::MpiCommunicator(MPI_Comm comm, std::shared_ptr<MpiProgressEngine> engine)
     : comm_(comm), engine_(std::move(engine)) {
   MOEFOLD_CHECK(comm_ != MPI_COMM_NULL && engine_ != nullptr);
@@ -182,9 +205,15 @@ MpiCommunicator::~MpiCommunicator() {
 }
 
 WorkHandle MpiCommunicator::submit(const char* what, MpiProgressEngine::StartFn start,
-                                   std::shared_ptr<HostStaging> staging) {
+                                   std::shared_ptr<HostStaging> staging,
+                                   MpiProgressEngine::FinishFn unpack) {
   MpiProgressEngine::FinishFn finish;
-  if (!staging->empty()) finish = [staging] { staging->finish(); };
+  if (unpack || !staging->empty()) {
+    finish = [staging, unpack = std::move(unpack)] {
+      if (unpack) unpack();
+      staging->finish();
+    };
+  }
   // Collectives are counted for the watchdog's arrival record; p2p pairs are not symmetric.
   const bool collective = std::strcmp(what, "send") != 0 && std::strcmp(what, "recv") != 0;
   const uint64_t sequence = collective && label() ? watchdog::enter_collective(*label()) : 0;
@@ -347,6 +376,17 @@ WorkHandle MpiCommunicator::send_async(const void* data, int64_t count, CommDTyp
   MPI_Comm comm = comm_;
   auto staging = std::make_shared<HostStaging>();
   const void* in = staging->input(data, bytes_of(count, dtype));
+  if (g_lane_matching.load()) {
+    auto message = lane_message(tag, count, bytes_of(count, dtype));
+    std::memcpy(message->data() + sizeof(LaneHeader), in, bytes_of(count, dtype));
+    const int bytes = to_int(static_cast<int64_t>(message->size()), "send");
+    return submit("send", [=] {
+      MPI_Request request = MPI_REQUEST_NULL;
+      check_rc(MPI_Isend(message->data(), bytes, MPI_BYTE, peer, p2p_lane(tag), comm, &request),
+               "MPI_Isend");
+      return request;
+    }, staging);
+  }
   return submit("send", [=] {
     MPI_Request request = MPI_REQUEST_NULL;
     check_rc(MPI_Isend(in, n, mpi_type(dtype), peer, tag, comm, &request), "MPI_Isend");
@@ -361,6 +401,28 @@ WorkHandle MpiCommunicator::recv_async(void* data, int64_t count, CommDType dtyp
   MPI_Comm comm = comm_;
   auto staging = std::make_shared<HostStaging>();
   void* out = staging->output(data, bytes_of(count, dtype));
+  if (g_lane_matching.load()) {
+    auto message = lane_message(tag, count, bytes_of(count, dtype));
+    const int bytes = to_int(static_cast<int64_t>(message->size()), "recv");
+    const std::string where = absl::StrCat("rank ", rank_, label() ? " of " + *label() : "");
+    auto unpack = [=] {
+      LaneHeader got;
+      std::memcpy(&got, message->data(), sizeof(got));
+      if (got.tag != tag || got.count != count) {
+        throw InternalError(absl::StrCat(
+            "point-to-point lane order: ", where, " expected tag ", tag, " (", count,
+            " elements) from rank ", peer, " in lane ", p2p_lane(tag), " but got tag ", got.tag,
+            " (", got.count, " elements); over NCCL the two would pair wrongly"));
+      }
+      std::memcpy(out, message->data() + sizeof(LaneHeader), bytes_of(count, dtype));
+    };
+    return submit("recv", [=] {
+      MPI_Request request = MPI_REQUEST_NULL;
+      check_rc(MPI_Irecv(message->data(), bytes, MPI_BYTE, peer, p2p_lane(tag), comm, &request),
+               "MPI_Irecv");
+      return request;
+    }, staging, std::move(unpack));
+  }
   return submit("recv", [=] {
     MPI_Request request = MPI_REQUEST_NULL;
     check_rc(MPI_Irecv(out, n, mpi_type(dtype), peer, tag, comm, &request), "MPI_Irecv");

@@ -62,9 +62,17 @@ class MpiCommunicator final : public Communicator {
   // buffers are staged: MPI reads and writes host memory; NCCL takes them directly).
   static int64_t staged_bytes();
 
+  // Point-to-point messages meet as over NCCL (communicator.h): by (peer, lane) in posting
+  // order, each carrying its tag and element count, which the receive checks. For tests; the
+  // process starts with it on when MOEFOLD_P2P_LANE_MATCHING=1. Set it on every rank alike,
+  // with no message in flight.
+  static void set_lane_matching(bool on);
+
  private:
+  // `unpack` runs once MPI is done, before the staged outputs go back to their devices.
   WorkHandle submit(const char* what, MpiProgressEngine::StartFn start,
-                    std::shared_ptr<HostStaging> staging);
+                    std::shared_ptr<HostStaging> staging,
+                    MpiProgressEngine::FinishFn unpack = nullptr);
 
   MPI_Comm comm_;
   int rank_ = 0;

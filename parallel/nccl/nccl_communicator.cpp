@@ -16,45 +16,7 @@
 namespace moefold {
 namespace {
 
-[[noreturn]] void fail_call(const char* call, const char* file, int line, const char* error) {
-  int device = -1;
-  cudaGetDevice(&device);
-  throw InternalError(
-      absl::StrFormat("%s:%d: %s failed on cuda:%d: %s", file, line, call, device, error));
-}
-
-}  // namespace
-}  // namespace moefold
-
-#define NCCL_CHECK(call)                                                                  \
-  do {                                                                                    \
-    const ncclResult_t nccl_result_ = (call);                                             \
-    if (nccl_result_ != ncclSuccess) {                                                    \
-      ::moefold::fail_call(#call, __FILE__, __LINE__, ncclGetErrorString(nccl_result_));  \
-    }                                                                                     \
-  } while (0)
-#define CUDA_CHECK(call)                                                                  \
-  do {                                                                                    \
-    const cudaError_t cuda_result_ = (call);                                              \
-    if (cuda_result_ != cudaSuccess) {                                                    \
-      ::moefold::fail_call(#call, __FILE__, __LINE__, cudaGetErrorString(cuda_result_));  \
-    }                                                                                     \
-  } while (0)
-
-namespace moefold {
-namespace {
-
-ncclDataType_t nccl_type(CommDType dtype) {
-  switch (dtype) {
-    case CommDType::kFloat32: return ncclFloat32;
-    case CommDType::kFloat64: return ncclFloat64;
-    case CommDType::kInt32: return ncclInt32;
-    case CommDType::kInt64: return ncclInt64;
-    case CommDType::kUInt8: return ncclUint8;
-    case CommDType::kBFloat16: return ncclBfloat16;
-  }
-  MOEFOLD_CHECK(false, "unknown CommDType");
-}
+using nccl_support::nccl_type;
 
 ncclRedOp_t nccl_op(ReduceOp op) { return op == ReduceOp::kSum ? ncclSum : ncclMax; }
 
@@ -62,7 +24,7 @@ ncclRedOp_t nccl_op(ReduceOp op) { return op == ReduceOp::kSum ? ncclSum : ncclM
 // open: every later NCCL call of this thread would join it, and the peers would hang.
 class NcclGroup {
  public:
-  NcclGroup() { NCCL_CHECK(ncclGroupStart()); }
+  NcclGroup() { MOEFOLD_NCCL_CHECK(ncclGroupStart()); }
   ~NcclGroup() {
     if (open_) ncclGroupEnd();
   }
@@ -70,7 +32,7 @@ class NcclGroup {
   NcclGroup& operator=(const NcclGroup&) = delete;
   void end() {
     open_ = false;
-    NCCL_CHECK(ncclGroupEnd());
+    MOEFOLD_NCCL_CHECK(ncclGroupEnd());
   }
 
  private:
@@ -88,7 +50,7 @@ char* at(void* base, int64_t elements, CommDType dtype) {
 // same one (their protocols differ between versions): one line naming the rank and its device.
 absl::Status check_nccl_versions(MpiCommunicator& mpi) {
   int mine[2] = {0, -1};  // version, device
-  NCCL_CHECK(ncclGetVersion(&mine[0]));
+  MOEFOLD_NCCL_CHECK(ncclGetVersion(&mine[0]));
   cudaGetDevice(&mine[1]);
   std::vector<int> all(2 * static_cast<size_t>(mpi.size()));
   mpi.all_gather(mine, 2, all.data(), CommDType::kInt32);
@@ -98,9 +60,9 @@ absl::Status check_nccl_versions(MpiCommunicator& mpi) {
     devices.push_back(all[r + 1]);
   }
   if (auto problem = nccl_version_problem(versions, devices, NCCL_VERSION_CODE)) {
-    return absl::FailedPreconditionError(absl::StrFormat(
-        "parallel.communicator: nccl for %s: %s", mpi.label() ? *mpi.label() : "a group",
-        *problem));
+    return absl::FailedPreconditionError(absl::StrFormat("parallel.communicator: nccl for %s: %s",
+                                                         mpi.label() ? *mpi.label() : "a group",
+                                                         *problem));
   }
   return absl::OkStatus();
 }
@@ -114,7 +76,7 @@ std::vector<int64_t> offsets_of(std::span<const int64_t> counts) {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<NcclCommunicator>> NcclCommunicator::create(
-    std::shared_ptr<MpiCommunicator> mpi) {
+    std::shared_ptr<MpiCommunicator> mpi, bool point_to_point) {
   auto* compute = static_cast<cudaStream_t>(cuda_compute_stream());
   if (compute == nullptr) {
     return absl::FailedPreconditionError(
@@ -122,7 +84,7 @@ absl::StatusOr<std::unique_ptr<NcclCommunicator>> NcclCommunicator::create(
   }
   if (absl::Status s = check_nccl_versions(*mpi); !s.ok()) return s;
   ncclUniqueId id;
-  if (mpi->rank() == 0) NCCL_CHECK(ncclGetUniqueId(&id));
+  if (mpi->rank() == 0) MOEFOLD_NCCL_CHECK(ncclGetUniqueId(&id));
   mpi->broadcast(&id, sizeof(id), CommDType::kUInt8, 0);
   ncclComm_t comm = nullptr;
   const ncclResult_t result = ncclCommInitRank(&comm, mpi->size(), id, mpi->rank());
@@ -136,55 +98,30 @@ absl::StatusOr<std::unique_ptr<NcclCommunicator>> NcclCommunicator::create(
         result == ncclInvalidUsage ? " (ranks sharing one GPU need parallel.communicator: mpi)"
                                    : ""));
   }
-  return std::unique_ptr<NcclCommunicator>(new NcclCommunicator(std::move(mpi), comm, compute));
+  std::unique_ptr<NcclCommunicator> communicator(new NcclCommunicator(mpi, comm, compute));
+  if (point_to_point && mpi->size() > 1) {
+    auto lanes = NcclP2pLanes::create(*mpi, compute);
+    if (!lanes.ok()) return lanes.status();
+    communicator->lanes_ = std::move(*lanes);
+  }
+  return communicator;
 }
 
 NcclCommunicator::NcclCommunicator(std::shared_ptr<MpiCommunicator> mpi, ncclComm_t comm,
                                    cudaStream_t compute)
     : mpi_(std::move(mpi)), comm_(comm), compute_(compute) {
   if (mpi_->label()) set_label(*mpi_->label());
-  CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  MOEFOLD_NCCL_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   int device = 0;
-  CUDA_CHECK(cudaGetDevice(&device));
-  completer_ = std::thread([this, device] {
-    cudaSetDevice(device);
-    complete_in_order();
-  });
+  MOEFOLD_NCCL_CUDA_CHECK(cudaGetDevice(&device));
+  completions_ = std::make_unique<nccl_support::StreamCompletions>(comm_, device);
 }
 
 NcclCommunicator::~NcclCommunicator() {
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    stopping_ = true;
-  }
-  cv_.notify_all();
-  completer_.join();  // after every pending operation has completed
+  lanes_.reset();
+  completions_.reset();  // after every pending operation has completed
   ncclCommDestroy(comm_);
   cudaStreamDestroy(stream_);
-}
-
-void NcclCommunicator::complete_in_order() {
-  for (;;) {
-    Pending next;
-    {
-      std::unique_lock<std::mutex> lock(mutex_);
-      cv_.wait(lock, [this] { return stopping_ || !pending_.empty(); });
-      if (pending_.empty()) return;  // stopping, nothing left
-      next = std::move(pending_.front());
-      pending_.pop_front();
-    }
-    const cudaError_t status = cudaEventSynchronize(next.done);
-    cudaEventDestroy(next.done);
-    ncclResult_t async_error = ncclSuccess;
-    ncclCommGetAsyncError(comm_, &async_error);
-    if (status != cudaSuccess) {
-      next.state->complete(std::string("NCCL work failed: ") + cudaGetErrorString(status));
-    } else if (async_error != ncclSuccess) {
-      next.state->complete(std::string("NCCL work failed: ") + ncclGetErrorString(async_error));
-    } else {
-      next.state->complete();
-    }
-  }
 }
 
 bool NcclCommunicator::on_device(std::initializer_list<const void*> buffers) {
@@ -202,32 +139,20 @@ template <class Issue>
 WorkHandle NcclCommunicator::run(const char* what, Issue issue) {
   // One issuing thread at a time: ranks must issue a communicator's collectives in one order.
   std::lock_guard<std::mutex> issuing(issue_mutex_);
-  cudaEvent_t ready = nullptr, done = nullptr;
-  CUDA_CHECK(cudaEventCreateWithFlags(&ready, cudaEventDisableTiming));
-  CUDA_CHECK(cudaEventRecord(ready, compute_));
-  CUDA_CHECK(cudaStreamWaitEvent(stream_, ready, 0));
-  CUDA_CHECK(cudaEventDestroy(ready));  // the wait is enqueued; the event may go
+  nccl_support::order_after(stream_, compute_);
   issue();
-  // Blocking sync: the completion thread sleeps in cudaEventSynchronize instead of spinning a
-  // core per communicator.
-  CUDA_CHECK(cudaEventCreateWithFlags(&done, cudaEventDisableTiming | cudaEventBlockingSync));
-  CUDA_CHECK(cudaEventRecord(done, stream_));
   // Counted like MPI's collectives, so that a hang report names the ranks that never arrived.
-  auto state = std::make_shared<WorkState>(what, label(),
-                                           label() ? watchdog::enter_collective(*label()) : 0);
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    pending_.push_back({done, state});
-  }
-  cv_.notify_one();
-  return WorkHandle(std::move(state));
+  return completions_->track(
+      stream_, std::make_shared<WorkState>(what, label(),
+                                           label() ? watchdog::enter_collective(*label()) : 0));
 }
 
 WorkHandle NcclCommunicator::all_reduce_async(void* data, int64_t count, CommDType dtype,
                                               ReduceOp op) {
   if (!on_device({data})) return mpi_->all_reduce_async(data, count, dtype, op);
   return run("all_reduce", [&] {
-    NCCL_CHECK(ncclAllReduce(data, data, count, nccl_type(dtype), nccl_op(op), comm_, stream_));
+    MOEFOLD_NCCL_CHECK(
+        ncclAllReduce(data, data, count, nccl_type(dtype), nccl_op(op), comm_, stream_));
   });
 }
 
@@ -235,7 +160,7 @@ WorkHandle NcclCommunicator::all_gather_async(const void* send, int64_t count, v
                                               CommDType dtype) {
   if (!on_device({send, recv})) return mpi_->all_gather_async(send, count, recv, dtype);
   return run("all_gather", [&] {
-    NCCL_CHECK(ncclAllGather(send, recv, count, nccl_type(dtype), comm_, stream_));
+    MOEFOLD_NCCL_CHECK(ncclAllGather(send, recv, count, nccl_type(dtype), comm_, stream_));
   });
 }
 
@@ -254,22 +179,21 @@ WorkHandle NcclCommunicator::all_gather_v_async(const void* send, int64_t send_c
     NcclGroup group;
     for (int r = 0; r < size(); ++r) {
       if (recv_counts[r] == 0) continue;
-      NCCL_CHECK(ncclBroadcast(r == rank() ? send : nullptr, at(recv, offsets[r], dtype),
-                               recv_counts[r], nccl_type(dtype), r, comm_, stream_));
+      MOEFOLD_NCCL_CHECK(ncclBroadcast(r == rank() ? send : nullptr, at(recv, offsets[r], dtype),
+                                       recv_counts[r], nccl_type(dtype), r, comm_, stream_));
     }
     group.end();
   });
 }
 
-WorkHandle NcclCommunicator::reduce_scatter_async(const void* send, void* recv,
-                                                  int64_t recv_count, CommDType dtype,
-                                                  ReduceOp op) {
+WorkHandle NcclCommunicator::reduce_scatter_async(const void* send, void* recv, int64_t recv_count,
+                                                  CommDType dtype, ReduceOp op) {
   if (!on_device({send, recv})) {
     return mpi_->reduce_scatter_async(send, recv, recv_count, dtype, op);
   }
   return run("reduce_scatter", [&] {
-    NCCL_CHECK(ncclReduceScatter(send, recv, recv_count, nccl_type(dtype), nccl_op(op), comm_,
-                                 stream_));
+    MOEFOLD_NCCL_CHECK(
+        ncclReduceScatter(send, recv, recv_count, nccl_type(dtype), nccl_op(op), comm_, stream_));
   });
 }
 
@@ -285,8 +209,9 @@ WorkHandle NcclCommunicator::reduce_scatter_v_async(const void* send, void* recv
     NcclGroup group;
     for (int r = 0; r < size(); ++r) {
       if (recv_counts[r] == 0) continue;
-      NCCL_CHECK(ncclReduce(at(send, offsets[r], dtype), r == rank() ? recv : nullptr,
-                            recv_counts[r], nccl_type(dtype), nccl_op(op), r, comm_, stream_));
+      MOEFOLD_NCCL_CHECK(ncclReduce(at(send, offsets[r], dtype), r == rank() ? recv : nullptr,
+                                    recv_counts[r], nccl_type(dtype), nccl_op(op), r, comm_,
+                                    stream_));
     }
     group.end();
   });
@@ -313,38 +238,40 @@ WorkHandle NcclCommunicator::all_to_all_v_async(const void* send,
     NcclGroup group;
     for (int r = 0; r < size(); ++r) {
       if (send_counts[r] > 0) {
-        NCCL_CHECK(ncclSend(at(send, send_offsets[r], dtype), send_counts[r], nccl_type(dtype),
-                            r, comm_, stream_));
+        MOEFOLD_NCCL_CHECK(ncclSend(at(send, send_offsets[r], dtype), send_counts[r],
+                                    nccl_type(dtype), r, comm_, stream_));
       }
       if (recv_counts[r] > 0) {
-        NCCL_CHECK(ncclRecv(at(recv, recv_offsets[r], dtype), recv_counts[r], nccl_type(dtype),
-                            r, comm_, stream_));
+        MOEFOLD_NCCL_CHECK(ncclRecv(at(recv, recv_offsets[r], dtype), recv_counts[r],
+                                    nccl_type(dtype), r, comm_, stream_));
       }
     }
     group.end();
   });
 }
 
-WorkHandle NcclCommunicator::broadcast_async(void* data, int64_t count, CommDType dtype,
-                                             int root) {
+WorkHandle NcclCommunicator::broadcast_async(void* data, int64_t count, CommDType dtype, int root) {
   if (!on_device({data})) return mpi_->broadcast_async(data, count, dtype, root);
   return run("broadcast", [&] {
-    NCCL_CHECK(ncclBroadcast(data, data, count, nccl_type(dtype), root, comm_, stream_));
+    MOEFOLD_NCCL_CHECK(ncclBroadcast(data, data, count, nccl_type(dtype), root, comm_, stream_));
   });
 }
 
-// Point-to-point (pipeline stages, context-parallel rings) takes the MPI path, staged through
-// host memory when the buffers are on the GPU: NCCL has no tags, and a ncclRecv and a ncclSend
-// issued apart on each rank of a ring deadlock (NCCL's p2p guide: calls that must progress
-// together have to be in one ncclGroupStart/End), which this one-call-at-a-time interface
-// cannot express. MPI matches by tag and progresses both.
-WorkHandle NcclCommunicator::send_async(const void* data, int64_t count, CommDType dtype,
-                                        int peer, int tag) {
+// Between ring neighbours device buffers travel in NCCL lanes (nccl_p2p_lanes.h); other peers
+// and host buffers take the MPI path, which matches by tag.
+WorkHandle NcclCommunicator::send_async(const void* data, int64_t count, CommDType dtype, int peer,
+                                        int tag) {
+  if (lanes_ != nullptr && lanes_->serves(peer) && on_device({data})) {
+    return lanes_->send(data, count, dtype, peer, tag, label());
+  }
   return mpi_->send_async(data, count, dtype, peer, tag);
 }
 
 WorkHandle NcclCommunicator::recv_async(void* data, int64_t count, CommDType dtype, int peer,
                                         int tag) {
+  if (lanes_ != nullptr && lanes_->serves(peer) && on_device({data})) {
+    return lanes_->recv(data, count, dtype, peer, tag, label());
+  }
   return mpi_->recv_async(data, count, dtype, peer, tag);
 }
 

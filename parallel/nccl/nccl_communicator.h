@@ -5,32 +5,34 @@
 // handle completes when an event recorded after it has fired. all_to_all_v and the *_v forms
 // are grouped send/recv, broadcast and reduce calls.
 //
+// Point-to-point messages between ring neighbours (pipeline stages, the context-parallel ring)
+// travel in NCCL lanes of their own (nccl_p2p_lanes.h) when the group asks for them.
+//
 // Host buffers (counts, losses, metadata that callers keep on the host) cannot go through NCCL;
 // those operations, and barrier, go through the group's MPI communicator, which every rank of
 // the group uses for the same call since the buffers' placement is the same on every rank.
-// Point-to-point send/recv always takes that MPI path (staged through host memory): NCCL has
-// no message tags, and separate ncclSend/ncclRecv calls deadlock in rings.
+// So do messages to other peers, and every message of a group without lanes.
 #pragma once
 
 #include <cuda_runtime.h>
 #include <nccl.h>
 
-#include <condition_variable>
-#include <deque>
 #include <memory>
 #include <mutex>
-#include <thread>
 
 #include "absl/status/statusor.h"
 #include "parallel/mpi_communicator.h"
+#include "parallel/nccl/nccl_p2p_lanes.h"
+#include "parallel/nccl/nccl_support.h"
 
 namespace moefold {
 
 class NcclCommunicator final : public Communicator {
  public:
   // Collective over `mpi`'s group; needs the CUDA backend registered (the rank's GPU chosen).
+  // `point_to_point`: the group's messages between ring neighbours go over NCCL lanes.
   static absl::StatusOr<std::unique_ptr<NcclCommunicator>> create(
-      std::shared_ptr<MpiCommunicator> mpi);
+      std::shared_ptr<MpiCommunicator> mpi, bool point_to_point = false);
   ~NcclCommunicator() override;
   NcclCommunicator(const NcclCommunicator&) = delete;
   NcclCommunicator& operator=(const NcclCommunicator&) = delete;
@@ -70,26 +72,17 @@ class NcclCommunicator final : public Communicator {
   // True when every non-null buffer lives on the GPU (else the MPI path is taken).
   static bool on_device(std::initializer_list<const void*> buffers);
   // Orders the comm stream after compute, runs `issue` (NCCL calls on stream_), and returns a
-  // handle completed by the completion thread once an event after them has fired.
+  // handle completed once they are done.
   template <class Issue>
   WorkHandle run(const char* what, Issue issue);
-  void complete_in_order();  // the completion thread
 
   std::shared_ptr<MpiCommunicator> mpi_;
   ncclComm_t comm_;
   cudaStream_t compute_;
   cudaStream_t stream_ = nullptr;
-
-  struct Pending {
-    cudaEvent_t done;
-    std::shared_ptr<WorkState> state;
-  };
   std::mutex issue_mutex_;  // held while a collective is issued
-  std::mutex mutex_;
-  std::condition_variable cv_;
-  std::deque<Pending> pending_;
-  bool stopping_ = false;
-  std::thread completer_;
+  std::unique_ptr<nccl_support::StreamCompletions> completions_;
+  std::unique_ptr<NcclP2pLanes> lanes_;  // null: messages take the MPI path
 };
 
 }  // namespace moefold

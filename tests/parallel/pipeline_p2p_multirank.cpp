@@ -10,11 +10,14 @@
 
 #include <cmath>
 #include <map>
+#include <memory>
+#include <string>
 #include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "parallel/context.h"
+#include "parallel/mpi_communicator.h"
 #include "parallel/pipeline_p2p.h"
 #include "parallel/pipeline_schedule.h"
 #include "tensor/check.h"
@@ -216,7 +219,48 @@ void expect_close(double got, double want, const std::string& what) {
   EXPECT_NEAR(got, want, 1e-4 * std::max(1.0, std::abs(want))) << what;
 }
 
-TEST(PipelineP2p, ToyPipelineMatchesOneProcessForEverySchedule) {
+// Lane matching (MpiCommunicator::set_lane_matching) pairs messages as NCCL does: by lane in
+// posting order, with every message's tag checked where it arrives.
+class LaneMatchingScope {
+ public:
+  explicit LaneMatchingScope(bool on) {
+    MPI_Barrier(MPI_COMM_WORLD);  // no message in flight while it changes
+    MpiCommunicator::set_lane_matching(on);
+  }
+  ~LaneMatchingScope() {
+    MPI_Barrier(MPI_COMM_WORLD);
+    MpiCommunicator::set_lane_matching(false);
+  }
+};
+
+TEST(PipelineP2p, LaneMatchingNamesAMessagePostedOutOfOrder) {
+  std::unique_ptr<MpiCommunicator> world = MpiCommunicator::duplicate(MPI_COMM_WORLD);
+  world->set_label("world");
+  const LaneMatchingScope lanes(true);
+  std::vector<float> first(3, 1.0f), second(3, 2.0f);
+  if (world->rank() == 0) {  // tags 2 and 4: both in lane 0
+    WorkHandle a = world->send_async(first.data(), 3, CommDType::kFloat32, 1, 2);
+    WorkHandle b = world->send_async(second.data(), 3, CommDType::kFloat32, 1, 4);
+    a.wait();
+    b.wait();
+  } else if (world->rank() == 1) {  // posted in the other order: fine for MPI's tags only
+    WorkHandle b = world->recv_async(second.data(), 3, CommDType::kFloat32, 0, 4);
+    WorkHandle a = world->recv_async(first.data(), 3, CommDType::kFloat32, 0, 2);
+    try {
+      b.wait();
+      ADD_FAILURE() << "the receive of tag 4 took the message of tag 2";
+    } catch (const InternalError& e) {
+      EXPECT_NE(std::string(e.what()).find("point-to-point lane order: rank 1 of world expected "
+                                           "tag 4 (3 elements) from rank 0 in lane 0 but got "
+                                           "tag 2 (3 elements)"),
+                std::string::npos)
+          << e.what();
+    }
+    EXPECT_THROW(a.wait(), InternalError);
+  }
+}
+
+void expect_toy_pipelines_match_one_process() {
   for (int pp_size : pipeline_sizes()) {
     ParallelContext ctx = make_context(pp_size);
     const int stage = ctx.pp->rank();
@@ -252,6 +296,16 @@ TEST(PipelineP2p, ToyPipelineMatchesOneProcessForEverySchedule) {
       }
     }
   }
+}
+
+TEST(PipelineP2p, ToyPipelineMatchesOneProcessForEverySchedule) {
+  expect_toy_pipelines_match_one_process();
+}
+
+// As over NCCL: the schedules post each lane's transfers in one order at both ends.
+TEST(PipelineP2p, ToyPipelineMatchesOneProcessWithLaneMatching) {
+  const LaneMatchingScope lanes(true);
+  expect_toy_pipelines_match_one_process();
 }
 
 }  // namespace

@@ -1,7 +1,8 @@
 // Pipeline schedules checked without MPI: a simulator runs every rank's action list together with
 // the executor contract of pipeline_schedule.h (receives and sends posted asynchronously and
-// matched as MPI does, by source and tag in posting order; a computation blocks until the
-// receive posted for it has its message). It checks that every send meets the receive meant for
+// matched as MPI does, by source and tag in posting order, or as NCCL does, by source and lane
+// (communicator.h) in posting order; a computation blocks until the receive posted for it has
+// its message). It checks that every send meets the receive meant for
 // it, that the ranks never deadlock, that each (micro-batch, chunk) is forwarded then backwarded
 // exactly once on every rank, and the peak number of stashed activations per stage. Swept over
 // many (PP, M, V) shapes, with hand-worked orders for a few.
@@ -17,6 +18,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "parallel/communicator.h"
 #include "parallel/pipeline_schedule.h"
 
 namespace moefold {
@@ -38,6 +40,9 @@ std::string to_string(const Payload& p) {
                       " across boundary ", p.from_virtual_stage);
 }
 
+// How a receive finds its message: MPI's tags, or NCCL's lanes (no tags; posting order).
+enum class Matching { kByTag, kByLane };
+
 struct SimulationResult {
   std::string error;          // empty when every check passed
   std::vector<int> peak_stash;  // per stage
@@ -49,8 +54,8 @@ struct SimulationResult {
 class PipelineSimulator {
  public:
   PipelineSimulator(Kind kind, int pp_size, int micro_batches, int chunks, double forward_time,
-                    double backward_time)
-      : pp_(pp_size), m_(micro_batches), v_(chunks),
+                    double backward_time, Matching matching)
+      : matching_(matching), pp_(pp_size), m_(micro_batches), v_(chunks),
         forward_only_(kind == Kind::kForwardOnly), split_backward_(kind == Kind::kZeroBubble),
         forward_time_(forward_time), backward_time_(backward_time), ranks_(pp_size) {
     for (int s = 0; s < pp_; ++s) {
@@ -85,7 +90,7 @@ class PipelineSimulator {
 
  private:
   using Unit = std::pair<int, int>;             // (micro_batch, chunk)
-  using Channel = std::tuple<int, int, int>;    // (source, destination, tag)
+  using Channel = std::tuple<int, int, int>;    // (source, destination, tag or lane)
   struct Receive {
     Payload expected;
     bool matched = false;
@@ -110,7 +115,11 @@ class PipelineSimulator {
     }
   }
 
-  // MPI matching: messages and receives of one (source, destination, tag) pair up in order.
+  Channel channel(int source, int destination, int tag) const {
+    return {source, destination, matching_ == Matching::kByTag ? tag : p2p_lane(tag)};
+  }
+
+  // Messages and receives of one channel pair up in order.
   void match(const Channel& channel) {
     auto& messages = in_flight_[channel];
     auto& receives = waiting_[channel];
@@ -150,7 +159,7 @@ class PipelineSimulator {
                                                receive);
         if (!inserted) fail(stage, a, "the same receive posted twice");
         r.max_pending = std::max(r.max_pending, ++r.pending);
-        const Channel channel{a.peer, stage, a.tag};
+        const Channel channel = this->channel(a.peer, stage, a.tag);
         waiting_[channel].push_back(receive);
         match(channel);
         break;
@@ -165,7 +174,7 @@ class PipelineSimulator {
           fail(stage, a, "send before the computation producing it");
           return false;
         }
-        const Channel channel{stage, a.peer, a.tag};
+        const Channel channel = this->channel(stage, a.peer, a.tag);
         in_flight_[channel].push_back(
             {Payload{gradient, a.micro_batch, gradient ? v - 1 : v}, produced->second});
         match(channel);
@@ -255,6 +264,7 @@ class PipelineSimulator {
     }
   }
 
+  Matching matching_;
   int pp_, m_, v_;
   bool forward_only_;    // no backward: forwards keep nothing
   bool split_backward_;  // zero-bubble: backward = B then a later weight pass W, half each
@@ -267,23 +277,23 @@ class PipelineSimulator {
 };
 
 SimulationResult simulate(Kind kind, int pp, int m, int v, double forward_time = 1,
-                          double backward_time = 2) {
-  return PipelineSimulator(kind, pp, m, v, forward_time, backward_time).run();
+                          double backward_time = 2, Matching matching = Matching::kByTag) {
+  return PipelineSimulator(kind, pp, m, v, forward_time, backward_time, matching).run();
 }
 
 struct SweepCase {
   Kind kind;
   std::vector<int> chunks;
 };
+const SweepCase kSweep[] = {{Kind::kForwardOnly, {1, 2}},
+                            {Kind::kAllForwardAllBackward, {1, 2, 3}},
+                            {Kind::kOneForwardOneBackward, {1}},
+                            {Kind::kZeroBubble, {1, 2, 3}},
+                            {Kind::kInterleaved, {2, 3, 4}}};
 
 TEST(PipelineSchedule, SweepIsDeadlockFreeCompleteAndWithinItsStashBound) {
-  const SweepCase cases[] = {{Kind::kForwardOnly, {1, 2}},
-                             {Kind::kAllForwardAllBackward, {1, 2, 3}},
-                             {Kind::kOneForwardOneBackward, {1}},
-                             {Kind::kZeroBubble, {1, 2, 3}},
-                             {Kind::kInterleaved, {2, 3, 4}}};
   int simulated = 0;
-  for (const SweepCase& c : cases) {
+  for (const SweepCase& c : kSweep) {
     for (int chunks : c.chunks) {
       for (int pp = 1; pp <= 8; ++pp) {
         for (int m = 1; m <= 3 * pp + 1; ++m) {
@@ -306,6 +316,31 @@ TEST(PipelineSchedule, SweepIsDeadlockFreeCompleteAndWithinItsStashBound) {
             // One receive being waited for, one posted ahead for the next computation.
             EXPECT_LE(result.max_pending_receives[stage], 2) << "stage " << stage;
           }
+        }
+      }
+    }
+  }
+  EXPECT_GT(simulated, 500);
+}
+
+// Over NCCL a message meets the receive its lane has waiting, not the one of its tag: every
+// schedule posts each lane's transfers in the same order at both ends, so the pairing (each
+// receive gets the payload it expects) and the progress are those of the tag-matched runs.
+TEST(PipelineSchedule, EveryScheduleRunsWithLaneMatchingAsOverNccl) {
+  int simulated = 0;
+  for (const SweepCase& c : kSweep) {
+    for (int chunks : c.chunks) {
+      const Kind kind = c.kind;
+      for (int pp = 1; pp <= 8; ++pp) {
+        for (int m = 1; m <= 3 * pp + 1; ++m) {
+          SCOPED_TRACE(absl::StrCat(pipeline_schedule_kind_name(kind), " PP ", pp, " M ", m,
+                                    " V ", chunks));
+          const SimulationResult by_tag = simulate(kind, pp, m, chunks);
+          const SimulationResult by_lane = simulate(kind, pp, m, chunks, 1, 2, Matching::kByLane);
+          ASSERT_EQ(by_lane.error, "");
+          EXPECT_EQ(by_lane.makespan, by_tag.makespan);
+          EXPECT_EQ(by_lane.peak_stash, by_tag.peak_stash);
+          ++simulated;
         }
       }
     }

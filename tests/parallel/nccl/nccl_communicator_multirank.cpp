@@ -91,5 +91,39 @@ TEST(NcclCommunicator, EveryCollectiveOnGpuBuffersEqualsMpiOnHostBuffers) {
   EXPECT_EQ(host_via_nccl, host);
 }
 
+// The pipeline's pattern, both directions at once: each rank first posts its receive of a
+// gradient (lane 1) from the next rank, then sends an activation (lane 0) to it, and the same
+// with the previous rank. On one stream the receives would hold back the sends the peers wait
+// for; in lanes of their own every message arrives.
+TEST(NcclCommunicator, MessagesBetweenRingNeighboursTravelInLanes) {
+  if (!gpu_per_rank()) GTEST_SKIP() << "needs one GPU per rank";
+  auto nccl = NcclCommunicator::create(MpiCommunicator::duplicate(MPI_COMM_WORLD), true);
+  ASSERT_TRUE(nccl.ok()) << nccl.status();
+  Communicator& c = **nccl;
+  const int P = c.size(), r = c.rank();
+  if (P < 2) GTEST_SKIP() << "needs two ranks";
+  const int next = (r + 1) % P, prev = (r + P - 1) % P;
+  constexpr int64_t n = 1 << 20;  // beyond NCCL's buffers, so a send waits for its receive
+  const Tensor activation = ops::to_device(Tensor::from_vector({n}, values(n, r)), Device::kCuda);
+  const Tensor gradient =
+      ops::to_device(Tensor::from_vector({n}, values(n, r + P)), Device::kCuda);
+  Tensor from_prev = Tensor::zeros({n}, DType::kFloat32, Device::kCuda);
+  Tensor from_next = Tensor::zeros({n}, DType::kFloat32, Device::kCuda);
+  constexpr int kActivationTag = 2, kGradientTag = 3;  // lanes 0 and 1
+  WorkHandle got_gradient = c.recv_async(from_next.data(), n, CommDType::kFloat32, next,
+                                         kGradientTag);
+  WorkHandle got_activation = c.recv_async(from_prev.data(), n, CommDType::kFloat32, prev,
+                                           kActivationTag);
+  WorkHandle sent_activation = c.send_async(activation.data(), n, CommDType::kFloat32, next,
+                                            kActivationTag);
+  WorkHandle sent_gradient = c.send_async(gradient.data(), n, CommDType::kFloat32, prev,
+                                          kGradientTag);
+  for (WorkHandle* h : {&got_gradient, &got_activation, &sent_activation, &sent_gradient}) {
+    h->wait();
+  }
+  EXPECT_EQ(from_prev.to_vector(), values(n, prev));
+  EXPECT_EQ(from_next.to_vector(), values(n, next + P));
+}
+
 }  // namespace
 }  // namespace moefold

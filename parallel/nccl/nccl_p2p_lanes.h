@@ -1,0 +1,61 @@
+// Point-to-point over NCCL between the ring neighbours of a group: pipeline stages (r → r±1,
+// the last stage wrapping to the first under interleaving) and the context-parallel ring.
+//
+// NCCL has no tags, and its sends and receives on one stream run in issue order, each holding
+// the stream until its peer's matching call runs. Issued on one stream, a stage's receive of a
+// gradient would hold back its send of an activation that the neighbour needs before it sends
+// that gradient: a deadlock. So each lane, one per (sender, receiver, p2p_lane(tag))
+// (communicator.h), is a two-rank NCCL communicator with a stream of its own; its messages meet
+// in posting order, which the schedules keep (tests: lane matching).
+#pragma once
+
+#include <cuda_runtime.h>
+#include <nccl.h>
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <tuple>
+
+#include "absl/status/statusor.h"
+#include "parallel/mpi_communicator.h"
+#include "parallel/nccl/nccl_support.h"
+
+namespace moefold {
+
+class NcclP2pLanes {
+ public:
+  // Collective over `mpi`'s group (of two or more ranks): creates this rank's lanes to and from
+  // its ring neighbours, in one order on every rank so that no creation waits on another.
+  static absl::StatusOr<std::unique_ptr<NcclP2pLanes>> create(MpiCommunicator& mpi,
+                                                              cudaStream_t compute);
+  ~NcclP2pLanes();
+  NcclP2pLanes(const NcclP2pLanes&) = delete;
+  NcclP2pLanes& operator=(const NcclP2pLanes&) = delete;
+
+  // Whether messages to and from `peer` (a rank of the group) travel in lanes: ring neighbours.
+  bool serves(int peer) const;
+  // As Communicator::send_async / recv_async, on device buffers, for a peer served.
+  WorkHandle send(const void* data, int64_t count, CommDType dtype, int peer, int tag,
+                  const std::shared_ptr<const std::string>& label);
+  WorkHandle recv(void* data, int64_t count, CommDType dtype, int peer, int tag,
+                  const std::shared_ptr<const std::string>& label);
+
+ private:
+  struct Lane {
+    ncclComm_t comm = nullptr;
+    cudaStream_t stream = nullptr;
+    std::mutex issue_mutex;  // one issuing thread at a time
+    std::unique_ptr<nccl_support::StreamCompletions> completions;
+  };
+  using Key = std::tuple<bool, int, int>;  // (this rank sends, peer, lane)
+
+  NcclP2pLanes(int rank, int size, cudaStream_t compute);
+  Lane& lane(bool sending, int peer, int tag);
+
+  int rank_, size_;
+  cudaStream_t compute_;
+  std::map<Key, std::unique_ptr<Lane>> lanes_;
+};
+
+}  // namespace moefold

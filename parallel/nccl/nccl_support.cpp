@@ -1,0 +1,90 @@
+#include "parallel/nccl/nccl_support.h"
+
+#include <string>
+
+#include "absl/strings/str_format.h"
+#include "tensor/check.h"
+
+namespace moefold::nccl_support {
+
+void fail_call(const char* call, const char* file, int line, const char* error) {
+  int device = -1;
+  cudaGetDevice(&device);
+  throw InternalError(
+      absl::StrFormat("%s:%d: %s failed on cuda:%d: %s", file, line, call, device, error));
+}
+
+ncclDataType_t nccl_type(CommDType dtype) {
+  switch (dtype) {
+    case CommDType::kFloat32: return ncclFloat32;
+    case CommDType::kFloat64: return ncclFloat64;
+    case CommDType::kInt32: return ncclInt32;
+    case CommDType::kInt64: return ncclInt64;
+    case CommDType::kUInt8: return ncclUint8;
+    case CommDType::kBFloat16: return ncclBfloat16;
+  }
+  MOEFOLD_CHECK(false, "unknown CommDType");
+}
+
+void order_after(cudaStream_t stream, cudaStream_t compute) {
+  cudaEvent_t ready = nullptr;
+  MOEFOLD_NCCL_CUDA_CHECK(cudaEventCreateWithFlags(&ready, cudaEventDisableTiming));
+  MOEFOLD_NCCL_CUDA_CHECK(cudaEventRecord(ready, compute));
+  MOEFOLD_NCCL_CUDA_CHECK(cudaStreamWaitEvent(stream, ready, 0));
+  MOEFOLD_NCCL_CUDA_CHECK(cudaEventDestroy(ready));  // the wait is enqueued; the event may go
+}
+
+StreamCompletions::StreamCompletions(ncclComm_t comm, int device) : comm_(comm) {
+  thread_ = std::thread([this, device] {
+    cudaSetDevice(device);
+    complete_in_order();
+  });
+}
+
+StreamCompletions::~StreamCompletions() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  thread_.join();
+}
+
+WorkHandle StreamCompletions::track(cudaStream_t stream, std::shared_ptr<WorkState> state) {
+  cudaEvent_t done = nullptr;
+  MOEFOLD_NCCL_CUDA_CHECK(
+      cudaEventCreateWithFlags(&done, cudaEventDisableTiming | cudaEventBlockingSync));
+  MOEFOLD_NCCL_CUDA_CHECK(cudaEventRecord(done, stream));
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    pending_.push_back({done, state});
+  }
+  cv_.notify_one();
+  return WorkHandle(std::move(state));
+}
+
+void StreamCompletions::complete_in_order() {
+  for (;;) {
+    Pending next;
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      cv_.wait(lock, [this] { return stopping_ || !pending_.empty(); });
+      if (pending_.empty()) return;  // stopping, nothing left
+      next = std::move(pending_.front());
+      pending_.pop_front();
+    }
+    const cudaError_t status = cudaEventSynchronize(next.done);
+    cudaEventDestroy(next.done);
+    ncclResult_t async_error = ncclSuccess;
+    ncclCommGetAsyncError(comm_, &async_error);
+    if (status != cudaSuccess) {
+      next.state->complete(std::string("NCCL work failed: ") + cudaGetErrorString(status));
+    } else if (async_error != ncclSuccess) {
+      next.state->complete(std::string("NCCL work failed: ") + ncclGetErrorString(async_error));
+    } else {
+      next.state->complete();
+    }
+  }
+}
+
+}  // namespace moefold::nccl_support
