@@ -106,12 +106,14 @@ std::atomic<bool> g_lane_matching{[] {
 struct LaneHeader {
   int64_t tag;
   int64_t count;
+  int64_t element_bytes;
 };
 
 // A lane message: the header, then the payload.
-std::shared_ptr<std::vector<char>> lane_message(int tag, int64_t count, int64_t bytes) {
-  auto message = std::make_shared<std::vector<char>>(sizeof(LaneHeader) + bytes);
-  const LaneHeader header{tag, count};
+std::shared_ptr<std::vector<char>> lane_message(int tag, int64_t count, CommDType dtype) {
+  const int64_t element_bytes = static_cast<int64_t>(comm_dtype_size(dtype));
+  auto message = std::make_shared<std::vector<char>>(sizeof(LaneHeader) + count * element_bytes);
+  const LaneHeader header{tag, count, element_bytes};
   std::memcpy(message->data(), &header, sizeof(header));
   return message;
 }
@@ -377,8 +379,8 @@ WorkHandle MpiCommunicator::send_async(const void* data, int64_t count, CommDTyp
   auto staging = std::make_shared<HostStaging>();
   const void* in = staging->input(data, bytes_of(count, dtype));
   if (g_lane_matching.load()) {
-    auto message = lane_message(tag, count, bytes_of(count, dtype));
-    std::memcpy(message->data() + sizeof(LaneHeader), in, bytes_of(count, dtype));
+    auto message = lane_message(tag, count, dtype);
+    if (count > 0) std::memcpy(message->data() + sizeof(LaneHeader), in, bytes_of(count, dtype));
     const int bytes = to_int(static_cast<int64_t>(message->size()), "send");
     return submit("send", [=] {
       MPI_Request request = MPI_REQUEST_NULL;
@@ -402,19 +404,21 @@ WorkHandle MpiCommunicator::recv_async(void* data, int64_t count, CommDType dtyp
   auto staging = std::make_shared<HostStaging>();
   void* out = staging->output(data, bytes_of(count, dtype));
   if (g_lane_matching.load()) {
-    auto message = lane_message(tag, count, bytes_of(count, dtype));
+    auto message = lane_message(tag, count, dtype);
     const int bytes = to_int(static_cast<int64_t>(message->size()), "recv");
     const std::string where = absl::StrCat("rank ", rank_, label() ? " of " + *label() : "");
     auto unpack = [=] {
       LaneHeader got;
       std::memcpy(&got, message->data(), sizeof(got));
-      if (got.tag != tag || got.count != count) {
+      const int64_t element_bytes = static_cast<int64_t>(comm_dtype_size(dtype));
+      if (got.tag != tag || got.count != count || got.element_bytes != element_bytes) {
         throw InternalError(absl::StrCat(
-            "point-to-point lane order: ", where, " expected tag ", tag, " (", count,
-            " elements) from rank ", peer, " in lane ", p2p_lane(tag), " but got tag ", got.tag,
-            " (", got.count, " elements); over NCCL the two would pair wrongly"));
+            "point-to-point lane order: ", where, " expected tag ", tag, " (", count, " × ",
+            element_bytes, " bytes) from rank ", peer, " in lane ", p2p_lane(tag),
+            " but got tag ", got.tag, " (", got.count, " × ", got.element_bytes,
+            " bytes); over NCCL the two would pair wrongly"));
       }
-      std::memcpy(out, message->data() + sizeof(LaneHeader), bytes_of(count, dtype));
+      if (count > 0) std::memcpy(out, message->data() + sizeof(LaneHeader), bytes_of(count, dtype));
     };
     return submit("recv", [=] {
       MPI_Request request = MPI_REQUEST_NULL;

@@ -13,6 +13,23 @@ constexpr int kUniqueIdTag = 7;  // the group's MPI messages carrying a lane's n
 
 }  // namespace
 
+// NCCL connects two ranks for point-to-point on their first message, inside the ncclSend or
+// ncclRecv call, which returns only once the peer has made its own first call. A ring whose
+// ranks each post a receive before their send would wait there in a cycle, so every lane
+// carries one element while both of its ranks are at it, in the creation order.
+void NcclP2pLanes::connect(Lane& lane, bool sending) {
+  void* word = nullptr;
+  MOEFOLD_NCCL_CUDA_CHECK(cudaMallocAsync(&word, sizeof(float), lane.stream));
+  MOEFOLD_NCCL_CUDA_CHECK(cudaMemsetAsync(word, 0, sizeof(float), lane.stream));
+  if (sending) {
+    MOEFOLD_NCCL_CHECK(ncclSend(word, 1, ncclFloat32, 1, lane.comm, lane.stream));
+  } else {
+    MOEFOLD_NCCL_CHECK(ncclRecv(word, 1, ncclFloat32, 0, lane.comm, lane.stream));
+  }
+  MOEFOLD_NCCL_CUDA_CHECK(cudaFreeAsync(word, lane.stream));
+  MOEFOLD_NCCL_CUDA_CHECK(cudaStreamSynchronize(lane.stream));
+}
+
 NcclP2pLanes::NcclP2pLanes(int rank, int size, cudaStream_t compute)
     : rank_(rank), size_(size), compute_(compute) {}
 
@@ -42,6 +59,7 @@ absl::StatusOr<std::unique_ptr<NcclP2pLanes>> NcclP2pLanes::create(MpiCommunicat
           device, ncclGetErrorString(result)));
     }
     MOEFOLD_NCCL_CUDA_CHECK(cudaStreamCreateWithFlags(&lane->stream, cudaStreamNonBlocking));
+    connect(*lane, sending);
     lane->completions = std::make_unique<nccl_support::StreamCompletions>(lane->comm, device);
     lanes->lanes_[Key{sending, peer, plan.lane}] = std::move(lane);
   }

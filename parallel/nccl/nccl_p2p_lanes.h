@@ -6,7 +6,8 @@
 // gradient would hold back its send of an activation that the neighbour needs before it sends
 // that gradient: a deadlock. So each lane, one per (sender, receiver, p2p_lane(tag))
 // (communicator.h), is a two-rank NCCL communicator with a stream of its own; its messages meet
-// in posting order, which the schedules keep (tests: lane matching).
+// in posting order, which the schedules keep (tests: lane matching). Lanes are connected when
+// created, so no later message waits on the peer inside an NCCL call.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -51,6 +52,7 @@ class NcclP2pLanes {
   using Key = std::tuple<bool, int, int>;  // (this rank sends, peer, lane)
 
   NcclP2pLanes(int rank, int size, cudaStream_t compute);
+  static void connect(Lane& lane, bool sending);  // one message, while both ranks are here
   Lane& lane(bool sending, int peer, int tag);
 
   int rank_, size_;

@@ -251,8 +251,8 @@ TEST(PipelineP2p, LaneMatchingNamesAMessagePostedOutOfOrder) {
       ADD_FAILURE() << "the receive of tag 4 took the message of tag 2";
     } catch (const InternalError& e) {
       EXPECT_NE(std::string(e.what()).find("point-to-point lane order: rank 1 of world expected "
-                                           "tag 4 (3 elements) from rank 0 in lane 0 but got "
-                                           "tag 2 (3 elements)"),
+                                           "tag 4 (3 × 4 bytes) from rank 0 in lane 0 but got "
+                                           "tag 2 (3 × 4 bytes)"),
                 std::string::npos)
           << e.what();
     }
