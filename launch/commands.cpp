@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <memory>
 #include <iostream>
+#include <string>
 
 #include "data/preprocess.h"
 #include "interop/load_hf.h"
@@ -146,6 +147,15 @@ absl::Status write_kernel_profile(const std::string& path) {
 #endif
 }
 
+// The bf16 attention paths rank 0's GPU chose by timing both (tensor/attention_path_tuner.h).
+void print_attention_paths() {
+#ifdef MOEFOLD_HAVE_CUDA
+  for (const std::string& line : cuda_attention_path_report()) {
+    std::printf("moefold train: %s\n", line.c_str());
+  }
+#endif
+}
+
 }  // namespace
 
 int run_layout_command(int argc, char** argv) {
@@ -205,6 +215,7 @@ int run_train_command(int argc, char** argv) {
     }
   }
   if (absl::Status s = (*trainer)->train(); !s.ok()) return abort_job("train", rank, s);
+  if (rank == 0) print_attention_paths();
   if (profile) {
     if (absl::Status s = write_kernel_profile(args->kernel_profile); !s.ok()) {
       return abort_job("train", rank, s);

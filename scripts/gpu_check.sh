@@ -80,6 +80,8 @@ timeout 300 "$bin" train --config configs/gpu_bench.yaml --set logging.run_dir="
   --set data.data_path="$data" >"$runs/bench.log" 2>&1
 say "moefold exit $?; $(tail -1 "$runs/bench.log")"
 say "$(grep -m1 -i 'peak' "$runs/bench.log")"
+# Which bf16 attention path each shape took, with both timings (the first step times both).
+grep 'moefold train: attention' "$runs/bench.log" | tee -a "$report"
 python3 - "$runs/bench/metrics.jsonl" <<'EOF' 2>&1 | tee -a "$report"
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if '"train"' in l][2:]  # after 2 warm-up steps

@@ -4,9 +4,11 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "tensor/attention_path_tuner.h"
 
 namespace moefold {
 
@@ -24,8 +26,11 @@ void* cuda_compute_stream();
 // absence is a clear error.
 absl::Status start_cuda_kernel_profile();
 absl::StatusOr<std::string> finish_cuda_kernel_profile(int top);
-// Whether Device::kCuda's bf16 attention uses the flash kernels where they fit (the default) or
-// always the chunked cuBLAS path (benchmarks compare the two).
-void set_cuda_flash_attention(bool enabled);
+// Where the flash kernels fit, whether Device::kCuda's bf16 attention takes them always, never
+// (the chunked cuBLAS path), or after timing both per shape class (the default; tests and
+// benchmarks compare the two).
+void set_cuda_flash_attention(FlashAttentionMode mode);
+// The timed choices between the two paths so far, one line each (empty without a CUDA backend).
+std::vector<std::string> cuda_attention_path_report();
 
 }  // namespace moefold

@@ -1,13 +1,16 @@
 // bf16 attention on tensor cores (MODEL.md "Mixed precision": bf16 q, k, v, o; float32 scores,
-// softmax statistics and lse): the flash kernels (flash_attention.cu) where they fit, else the
-// executor of tensor/attention_plan.h's plans, which say which cuBLAS bf16 GEMMs and row kernels
+// softmax statistics and lse): the flash kernels (flash_attention.cu) where they fit and, by
+// default, time faster for the shape (tensor/attention_path_tuner.h), else the executor of
+// tensor/attention_plan.h's plans, which say which cuBLAS bf16 GEMMs and row kernels
 // run over each chunk of query rows (and which the CPU tests execute too). The row kernels use
 // row_math.h's formulas (attention_lse, attention_probability, softmax_gradient), tested on CPU.
 // dQ, dK and dV accumulate in float32 (copies of bf16 ones, rounded once at the end). Memory is
 // bounded by the chunk: about 10 bytes per (query row, key) in it.
 #include <algorithm>
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <optional>
 
 #include "tensor/attention_plan.h"
 #include "tensor/check.h"
@@ -135,22 +138,72 @@ void CudaBackend::run_attention_plan(const std::vector<AttentionStep>& plan,
   }
 }
 
+bool CudaBackend::prefer_flash(const AttentionShapeClass& shape,
+                               const std::function<void(AttentionPath)>& trial) {
+  if (flash_mode_ == FlashAttentionMode::kAlways) return true;
+  if (const std::optional<AttentionPath> known = attention_tuner_.decided(shape)) {
+    return *known == AttentionPath::kFlash;
+  }
+  const double flash = seconds_on_stream([&] { trial(AttentionPath::kFlash); });
+  const double chunked = seconds_on_stream([&] { trial(AttentionPath::kChunked); });
+  return attention_tuner_.decide(shape, flash, chunked) == AttentionPath::kFlash;
+}
+
+double CudaBackend::seconds_on_stream(const std::function<void()>& run) {
+  run();  // warm-up: module loading, cuBLAS's kernel choice, the pool's growth
+  cudaEvent_t start = nullptr, stop = nullptr;
+  MOEFOLD_CUDA_CHECK(cudaEventCreate(&start));
+  MOEFOLD_CUDA_CHECK(cudaEventCreate(&stop));
+  MOEFOLD_CUDA_CHECK(cudaEventRecord(start, stream_));
+  run();
+  MOEFOLD_CUDA_CHECK(cudaEventRecord(stop, stream_));
+  MOEFOLD_CUDA_CHECK(cudaEventSynchronize(stop));
+  float milliseconds = 0;
+  MOEFOLD_CUDA_CHECK(cudaEventElapsedTime(&milliseconds, start, stop));
+  MOEFOLD_CUDA_CHECK(cudaEventDestroy(start));
+  MOEFOLD_CUDA_CHECK(cudaEventDestroy(stop));
+  return milliseconds * 1e-3;
+}
+
 void CudaBackend::attention_forward_bf16(const uint16_t* q, const uint16_t* k, const uint16_t* v,
                                          uint16_t* o, float* lse, const int32_t* q_pos,
                                          const int32_t* k_pos, int64_t B, int64_t Sq,
                                          int64_t Skv, int64_t nh, int64_t nkv, int64_t d) {
-  if (flash_attention_fits(d, nh, nkv, B, {q, k, v})) {
-    flash_attention_forward_bf16(q, k, v, o, lse, q_pos, k_pos, B, Sq, Skv, nh, nkv, d);
-    return;
-  }
   const AttentionDims dims{B, Sq, Skv, nh, nkv, d};
+  const auto flash_into = [&](uint16_t* o_out, float* lse_out) {
+    flash_attention_forward_bf16(q, k, v, o_out, lse_out, q_pos, k_pos, B, Sq, Skv, nh, nkv, d);
+  };
+  const bool flash =
+      flash_attention_fits(d, nh, nkv, B, {q, k, v}) &&
+      prefer_flash(attention_shape_class(false, dims, false), [&](AttentionPath path) {
+        Scratch o_trial(*this, sizeof(uint16_t) * B * Sq * nh * d);
+        Scratch lse_trial(*this, sizeof(float) * B * nh * Sq);
+        if (path == AttentionPath::kFlash) {
+          flash_into(o_trial.as<uint16_t>(), lse_trial.as<float>());
+        } else {
+          chunked_attention_forward_bf16(q, k, v, o_trial.as<uint16_t>(), lse_trial.as<float>(),
+                                         q_pos, k_pos, dims);
+        }
+      });
+  if (flash) {
+    flash_into(o, lse);
+  } else {
+    chunked_attention_forward_bf16(q, k, v, o, lse, q_pos, k_pos, dims);
+  }
+}
+
+void CudaBackend::chunked_attention_forward_bf16(const uint16_t* q, const uint16_t* k,
+                                                 const uint16_t* v, uint16_t* o, float* lse,
+                                                 const int32_t* q_pos, const int32_t* k_pos,
+                                                 const AttentionDims& dims) {
   const int64_t rows =
       attention_chunk_rows(dims, sizeof(float) + sizeof(uint16_t), kChunkBytes, kMaxChunkRows);
   const std::vector<AttentionStep> plan = plan_attention_forward(dims, q_pos, k_pos, rows);
   if (plan.empty()) return;
-  auto q_pos_dev = upload(q_pos, Sq);
-  auto k_pos_dev = upload(k_pos, Skv);
-  Scratch scores(*this, sizeof(float) * rows * Skv), probs(*this, sizeof(uint16_t) * rows * Skv);
+  auto q_pos_dev = upload(q_pos, dims.Sq);
+  auto k_pos_dev = upload(k_pos, dims.Skv);
+  Scratch scores(*this, sizeof(float) * rows * dims.Skv);
+  Scratch probs(*this, sizeof(uint16_t) * rows * dims.Skv);
   AttentionBuffers buffers;
   buffers.set(AttentionBuffer::kQ, q);
   buffers.set(AttentionBuffer::kK, k);
@@ -169,13 +222,8 @@ void CudaBackend::attention_backward_bf16(const uint16_t* dout, const uint16_t* 
                                           const int32_t* k_pos, int64_t B, int64_t Sq,
                                           int64_t Skv, int64_t nh, int64_t nkv, int64_t d) {
   const AttentionDims dims{B, Sq, Skv, nh, nkv, d};
-  const bool flash = flash_attention_fits(d, nh, nkv, B, {dout, q, k, v});
-  const int64_t rows = attention_chunk_rows(dims, 2 * sizeof(float) + sizeof(uint16_t),
-                                            kChunkBytes, kMaxChunkRows);
-  const std::vector<AttentionStep> plan =
-      flash ? std::vector<AttentionStep>{} : plan_attention_backward(dims, q_pos, k_pos, rows);
   const int64_t q_size = B * Sq * nh * d, kv_size = B * Skv * nkv * d;
-  if (q_size == 0 || kv_size == 0 || (!flash && plan.empty())) return;
+  if (q_size == 0 || kv_size == 0) return;
   // dQ accumulates in a float32 copy, rounded to bf16 once at the end (dK and dV too on the
   // chunked path; the flash kernel sums them in registers and adds each once).
   Scratch dq32(*this, sizeof(float) * q_size), delta(*this, sizeof(float) * B * nh * Sq);
@@ -185,14 +233,48 @@ void CudaBackend::attention_backward_bf16(const uint16_t* dout, const uint16_t* 
                                                                         delta.as<float>(), B,
                                                                         Sq, nh, d);
   MOEFOLD_CUDA_CHECK_LAUNCH();
-  if (flash) {
-    flash_attention_backward_bf16(dout, q, k, v, lse, delta.as<float>(), dq32.as<float>(), dk,
-                                  dv, q_pos, k_pos, B, Sq, Skv, nh, nkv, d);
-    round_to_bf16(dq32.as<float>(), dq, q_size);
-    return;
-  }
-  auto q_pos_dev = upload(q_pos, Sq);
-  auto k_pos_dev = upload(k_pos, Skv);
+  const auto run = [&](AttentionPath path, float* dq_into, GemmOutput dk_into,
+                       GemmOutput dv_into) {
+    if (path == AttentionPath::kFlash) {
+      flash_attention_backward_bf16(dout, q, k, v, lse, delta.as<float>(), dq_into, dk_into,
+                                    dv_into, q_pos, k_pos, B, Sq, Skv, nh, nkv, d);
+    } else {
+      chunked_attention_backward_bf16(dout, q, k, v, lse, delta.as<float>(), dq_into, dk_into,
+                                      dv_into, q_pos, k_pos, dims);
+    }
+  };
+  const bool flash =
+      flash_attention_fits(d, nh, nkv, B, {dout, q, k, v}) &&
+      prefer_flash(attention_shape_class(true, dims, dk.dtype == DType::kFloat32),
+                   [&](AttentionPath path) {
+                     const size_t kv_bytes = dtype_size(dk.dtype) * kv_size;
+                     Scratch dq_trial(*this, sizeof(float) * q_size);
+                     Scratch dk_trial(*this, kv_bytes), dv_trial(*this, kv_bytes);
+                     for (const Scratch* t : {&dk_trial, &dv_trial}) {
+                       MOEFOLD_CUDA_CHECK(cudaMemsetAsync(t->as<void>(), 0, kv_bytes, stream_));
+                     }
+                     MOEFOLD_CUDA_CHECK(
+                         cudaMemsetAsync(dq_trial.as<void>(), 0, sizeof(float) * q_size, stream_));
+                     run(path, dq_trial.as<float>(), {dk_trial.as<void>(), dk.dtype},
+                         {dv_trial.as<void>(), dv.dtype});
+                   });
+  run(flash ? AttentionPath::kFlash : AttentionPath::kChunked, dq32.as<float>(), dk, dv);
+  round_to_bf16(dq32.as<float>(), dq, q_size);
+}
+
+void CudaBackend::chunked_attention_backward_bf16(const uint16_t* dout, const uint16_t* q,
+                                                  const uint16_t* k, const uint16_t* v,
+                                                  const float* lse, const float* delta,
+                                                  float* dq32, GemmOutput dk, GemmOutput dv,
+                                                  const int32_t* q_pos, const int32_t* k_pos,
+                                                  const AttentionDims& dims) {
+  const int64_t rows = attention_chunk_rows(dims, 2 * sizeof(float) + sizeof(uint16_t),
+                                            kChunkBytes, kMaxChunkRows);
+  const std::vector<AttentionStep> plan = plan_attention_backward(dims, q_pos, k_pos, rows);
+  if (plan.empty()) return;
+  const int64_t kv_size = dims.B * dims.Skv * dims.nkv * dims.d;
+  auto q_pos_dev = upload(q_pos, dims.Sq);
+  auto k_pos_dev = upload(k_pos, dims.Skv);
   // Float32 dK, dV accumulate in place; bf16 ones in float32 copies.
   const bool narrow = dk.dtype == DType::kBFloat16;
   std::unique_ptr<Scratch> dk_copy, dv_copy;
@@ -206,22 +288,22 @@ void CudaBackend::attention_backward_bf16(const uint16_t* dout, const uint16_t* 
     widen_bf16(static_cast<const uint16_t*>(dk.data), dk32, kv_size);
     widen_bf16(static_cast<const uint16_t*>(dv.data), dv32, kv_size);
   }
-  Scratch scores(*this, sizeof(float) * rows * Skv), dp(*this, sizeof(float) * rows * Skv);
-  Scratch probs(*this, sizeof(uint16_t) * rows * Skv);  // P, then dS
+  const int64_t chunk = rows * dims.Skv;
+  Scratch scores(*this, sizeof(float) * chunk), dp(*this, sizeof(float) * chunk);
+  Scratch probs(*this, sizeof(uint16_t) * chunk);  // P, then dS
   AttentionBuffers buffers;
   buffers.set(AttentionBuffer::kQ, q);
   buffers.set(AttentionBuffer::kK, k);
   buffers.set(AttentionBuffer::kV, v);
   buffers.set(AttentionBuffer::kDout, dout);
-  buffers.set(AttentionBuffer::kDq, dq32.as<float>());
+  buffers.set(AttentionBuffer::kDq, dq32);
   buffers.set(AttentionBuffer::kDk, dk32);
   buffers.set(AttentionBuffer::kDv, dv32);
   buffers.set(AttentionBuffer::kScores, scores.as<float>());
   buffers.set(AttentionBuffer::kProbs, probs.as<uint16_t>());
   buffers.set(AttentionBuffer::kDp, dp.as<float>());
   run_attention_plan(plan, buffers, q_pos_dev->as<int32_t>(), k_pos_dev->as<int32_t>(), lse,
-                     nullptr, delta.as<float>());
-  round_to_bf16(dq32.as<float>(), dq, q_size);
+                     nullptr, delta);
   if (narrow) {
     round_to_bf16(dk32, static_cast<uint16_t*>(dk.data), kv_size);
     round_to_bf16(dv32, static_cast<uint16_t*>(dv.data), kv_size);

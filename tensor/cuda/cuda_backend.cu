@@ -8,7 +8,6 @@
 #include <cstdint>
 #include <cstdlib>
 #include <span>
-#include <string_view>
 #include <vector>
 
 #include "absl/strings/str_format.h"
@@ -99,8 +98,7 @@ CudaBackend::CudaBackend(int device) : device_(device) {
   name_ = prop.name;
   sm_major_ = prop.major;
   sm_minor_ = prop.minor;
-  const char* flash = std::getenv("MOEFOLD_FLASH_ATTENTION");
-  flash_attention_ = flash == nullptr || std::string_view(flash) != "0";
+  flash_mode_ = flash_attention_mode(std::getenv("MOEFOLD_FLASH_ATTENTION"));
   set_up_flash_attention(prop);
   MOEFOLD_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   MOEFOLD_CUBLAS_CHECK(cublasCreate(&cublas_));
@@ -354,9 +352,15 @@ void* cuda_compute_stream() {
   return backend != nullptr ? static_cast<void*>(backend->stream()) : nullptr;
 }
 
-void set_cuda_flash_attention(bool enabled) {
+void set_cuda_flash_attention(FlashAttentionMode mode) {
   MOEFOLD_CHECK(has_backend(Device::kCuda), "no CUDA backend registered");
-  dynamic_cast<cuda::CudaBackend&>(backend_for(Device::kCuda)).set_flash_attention(enabled);
+  dynamic_cast<cuda::CudaBackend&>(backend_for(Device::kCuda)).set_flash_attention_mode(mode);
+}
+
+std::vector<std::string> cuda_attention_path_report() {
+  if (!has_backend(Device::kCuda)) return {};
+  auto* backend = dynamic_cast<cuda::CudaBackend*>(&backend_for(Device::kCuda));
+  return backend != nullptr ? backend->attention_path_report() : std::vector<std::string>{};
 }
 
 }  // namespace moefold

@@ -10,12 +10,14 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <functional>
 #include <initializer_list>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "tensor/attention_path_tuner.h"
 #include "tensor/attention_plan.h"
 #include "tensor/backend.h"
 #include "tensor/cuda/pinned_uploads.h"
@@ -212,10 +214,12 @@ class CudaBackend final : public Backend {
   double square_sum_total(std::span<const float* const> xs,
                           std::span<const int64_t> ns) override;
 
-  // Whether bf16 attention uses the flash kernels where they fit (the default, unless the
-  // environment sets MOEFOLD_FLASH_ATTENTION=0); off, it always runs the chunked cuBLAS path
-  // (tests and benchmarks compare the two).
-  void set_flash_attention(bool enabled) { flash_attention_ = enabled; }
+  // Where the flash kernels fit, whether bf16 attention takes them always, never, or after
+  // timing both paths once per shape class (tensor/attention_path_tuner.h; the default, which
+  // MOEFOLD_FLASH_ATTENTION=1 or 0 overrides). Tests and benchmarks compare the two.
+  void set_flash_attention_mode(FlashAttentionMode mode) { flash_mode_ = mode; }
+  // The timed decisions so far, one line each.
+  std::vector<std::string> attention_path_report() const { return attention_tuner_.report(); }
   // Whether this device runs the flash kernels at `head_dim` (decided once, at construction).
   bool flash_attention_serves(int64_t head_dim) const {
     return (head_dim == 64 && flash_d64_) || (head_dim == 128 && flash_d128_);
@@ -271,6 +275,21 @@ class CudaBackend final : public Backend {
   void run_attention_plan(const std::vector<AttentionStep>& plan, const AttentionBuffers& buffers,
                           const int32_t* q_pos, const int32_t* k_pos, const float* lse_in,
                           float* lse_out, const float* delta);
+  // The chunked cuBLAS path of bf16 attention; the backward adds into dq32 (float32) and dK, dV
+  // (bf16 or float32), given delta.
+  void chunked_attention_forward_bf16(const uint16_t* q, const uint16_t* k, const uint16_t* v,
+                                      uint16_t* o, float* lse, const int32_t* q_pos,
+                                      const int32_t* k_pos, const AttentionDims& dims);
+  void chunked_attention_backward_bf16(const uint16_t* dout, const uint16_t* q,
+                                       const uint16_t* k, const uint16_t* v, const float* lse,
+                                       const float* delta, float* dq32, GemmOutput dk,
+                                       GemmOutput dv, const int32_t* q_pos, const int32_t* k_pos,
+                                       const AttentionDims& dims);
+  // Where both paths fit: whether `shape` takes the flash kernels. In the timed mode its first
+  // call times `trial` (one run of either path on scratch outputs) for both, after a warm-up.
+  bool prefer_flash(const AttentionShapeClass& shape,
+                    const std::function<void(AttentionPath)>& trial);
+  double seconds_on_stream(const std::function<void()>& run);  // after one untimed run
 
   // The flash kernels (flash_attention.cu): the head dims this device serves (kernels built for
   // sm_80+, shared memory that fits; their shared-memory opt-in is set here, once); whether they
@@ -309,7 +328,8 @@ class CudaBackend final : public Backend {
   std::unique_ptr<PinnedUploads> uploads_;  // copy_from_host's pinned staging
   std::string name_;
   int sm_major_ = 0, sm_minor_ = 0;
-  bool flash_attention_ = true;
+  FlashAttentionMode flash_mode_ = FlashAttentionMode::kTimed;
+  AttentionPathTuner attention_tuner_;
   bool flash_d64_ = false, flash_d128_ = false;  // head dims the flash kernels serve here
 };
 

@@ -425,8 +425,8 @@ void CudaBackend::set_up_flash_attention(const cudaDeviceProp& prop) {
 
 bool CudaBackend::flash_attention_fits(int64_t d, int64_t nh, int64_t nkv, int64_t B,
                                        std::initializer_list<const void*> tensors) const {
-  if (!flash_attention_ || !flash_attention_serves(d) || nh > 65535 || nkv > 65535 ||
-      B > 65535) {
+  if (flash_mode_ == FlashAttentionMode::kNever || !flash_attention_serves(d) || nh > 65535 ||
+      nkv > 65535 || B > 65535) {
     return false;
   }
   for (const void* p : tensors) {

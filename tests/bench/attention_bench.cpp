@@ -36,7 +36,8 @@ void BM_CausalAttention(benchmark::State& state) {
   }
   const int64_t S = state.range(0), d = state.range(1), B = 1, nh = 2048 / d;
   Backend& backend = backend_for(Device::kCuda);
-  set_cuda_flash_attention(state.range(2) != 0);
+  set_cuda_flash_attention(state.range(2) != 0 ? FlashAttentionMode::kAlways
+                                                : FlashAttentionMode::kNever);
   const ops::AttentionShape shape{B, S, S, nh, nh, d};
   std::vector<int32_t> pos(S);
   for (int64_t i = 0; i < S; ++i) pos[i] = static_cast<int32_t>(i);
@@ -56,7 +57,7 @@ void BM_CausalAttention(benchmark::State& state) {
     step();
     backend.synchronize();
   }
-  set_cuda_flash_attention(true);
+  set_cuda_flash_attention(FlashAttentionMode::kTimed);
   const double gemms = backward ? 7.0 : 2.0;  // each 2·S²·d/2 per head
   const double flops = gemms * B * nh * d * S * S;
   state.counters["TFLOP/s"] =

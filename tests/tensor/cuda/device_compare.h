@@ -58,17 +58,16 @@ inline void expect_devices_agree(const std::function<Outputs(Device)>& op, doubl
   }
 }
 
-// Selects the CUDA backend's bf16 attention path for a scope: the flash kernels where they fit
-// (the default), or the chunked cuBLAS path.
+// Selects the CUDA backend's bf16 attention path for a scope: the flash kernels wherever they
+// fit, or the chunked cuBLAS path; then the default again (the faster of the two, timed).
 class FlashAttentionScope {
  public:
-  explicit FlashAttentionScope(bool enabled) { set(enabled); }
-  ~FlashAttentionScope() { set(true); }
+  explicit FlashAttentionScope(bool flash) {
+    set_cuda_flash_attention(flash ? FlashAttentionMode::kAlways : FlashAttentionMode::kNever);
+  }
+  ~FlashAttentionScope() { set_cuda_flash_attention(FlashAttentionMode::kTimed); }
   FlashAttentionScope(const FlashAttentionScope&) = delete;
   FlashAttentionScope& operator=(const FlashAttentionScope&) = delete;
-
- private:
-  static void set(bool enabled) { set_cuda_flash_attention(enabled); }
 };
 
 }  // namespace moefold::testing
