@@ -116,8 +116,14 @@ void MoeLayer::forward(const Tensor& x_NH, const MoeRows& rows, double aux_scale
   const int64_t shard_first = sequence_parallel_ ? tp.rank() * N : first;
   st.input_rows = N;
   st.first = first;
-  router_.forward(x_NH.slice_rows(first, first + n), rows.batch, rows.seq,
-                  micro_batch_tokens(rows, shard_rows, shard_first, n), st.router);
+  // With one dispatch rank there is no exchange to hide the shared expert behind; issued before
+  // the host waits for the routing choices, it keeps the device busy while the host plans the
+  // dispatch instead.
+  const bool shared_first = shared_ && ctx_.etp_ep->size() == 1;
+  router_.start_forward(x_NH.slice_rows(first, first + n), rows.batch, rows.seq,
+                        micro_batch_tokens(rows, shard_rows, shard_first, n), st.router);
+  if (shared_first) shared_->forward(x_NH, y_NH, accumulate, st.shared);
+  router_.finish_forward(st.router);
 
   // Local work: sort the kept assignments by expert, agree on counts, order rows for sending.
   if (replicas_) {
@@ -141,9 +147,9 @@ void MoeLayer::forward(const Tensor& x_NH, const MoeRows& rows, double aux_scale
 
   st.buffers.dtype = act;
   dispatcher_.start_dispatch(st.plan, st.xs.raw_data(), H, st.buffers);
-  if (shared_) {  // computes while the dispatch is in flight
+  if (shared_ && !shared_first) {  // computes while the dispatch is in flight
     shared_->forward(x_NH, y_NH, accumulate, st.shared);
-  } else if (!accumulate) {
+  } else if (!shared_ && !accumulate) {
     y_NH.zero();
   }
   ensure_shape(st.xe, {Re, H}, act);

@@ -92,10 +92,10 @@ int32_t* Router::device_idx(const RouterStash& st) const {
   return reinterpret_cast<int32_t*>(st.record.data() + 2 * sum_count(st));
 }
 
-// Logits, scores, choice, gates, lse and the load sums on x's device, into st; returns the host
+// Logits, scores, choice, gates, lse and the load sums on x's device, into st; starts the host
 // copy of st.record's head (with the gates when `with_gates`): the forward's one wait for the
 // device.
-Tensor Router::route_on_device(const Tensor& x_nH, bool with_gates, RouterStash& st) const {
+ops::HostCopy Router::route_on_device(const Tensor& x_nH, bool with_gates, RouterStash& st) const {
   const int64_t n = st.rows, E = experts_, k = topk_;
   const Device device = x_nH.device();
   ensure_shape(st.logits, {n, E}, DType::kFloat32, device);
@@ -114,12 +114,18 @@ Tensor Router::route_on_device(const Tensor& x_nH, bool with_gates, RouterStash&
     ops::route_load_sums(st.probs, lse, st.row_group, groups,
                          reinterpret_cast<double*>(st.record.data()), config);
   }
-  return ops::to_host(st.record.elements(0, {sum_words + n * k * (with_gates ? 2 : 1)}));
+  return ops::start_to_host(st.record.elements(0, {sum_words + n * k * (with_gates ? 2 : 1)}));
 }
 
 void Router::forward(const Tensor& x_nH, int64_t batch, int64_t seq, std::vector<int64_t> tokens,
                      RouterStash& st) const {
-  const int64_t n = x_nH.numel() / hidden_, N = batch * seq, E = experts_, k = topk_;
+  start_forward(x_nH, batch, seq, std::move(tokens), st);
+  finish_forward(st);
+}
+
+void Router::start_forward(const Tensor& x_nH, int64_t batch, int64_t seq,
+                           std::vector<int64_t> tokens, RouterStash& st) const {
+  const int64_t n = x_nH.numel() / hidden_, N = batch * seq;
   MOEFOLD_CHECK(x_nH.numel() == n * hidden_ && static_cast<int64_t>(tokens.size()) == n);
   for (int64_t t : tokens) MOEFOLD_CHECK(t >= 0 && t < N, "token " << t << " of " << N);
   st.batch = batch;
@@ -131,8 +137,14 @@ void Router::forward(const Tensor& x_nH, int64_t batch, int64_t seq, std::vector
   if (balance_loss() && per_sequence()) {
     for (int64_t t : st.tokens) st.row_group.push_back(static_cast<int32_t>(t / seq));
   }
+  st.routed = route_on_device(x_nH, moe_.moe_expert_capacity_factor > 0.0, st);
+}
+
+void Router::finish_forward(RouterStash& st) const {
+  const int64_t n = st.rows, batch = st.batch, seq = st.seq, N = batch * seq, E = experts_,
+                k = topk_;
   const bool capacity = moe_.moe_expert_capacity_factor > 0.0;
-  const Tensor host = route_on_device(x_nH, capacity, st);
+  const Tensor host = st.routed.wait();
   const int64_t sums = sum_count(st);
   const float* words = host.data();  // the record's head: 2·sums words of sums, then idx
   std::vector<double> load_sums(sums);

@@ -9,6 +9,7 @@
 #include "model/model_config.h"
 #include "model/parameter.h"
 #include "parallel/context.h"
+#include "tensor/ops.h"
 #include "tensor/router_math.h"
 #include "tensor/tensor.h"
 
@@ -47,6 +48,7 @@ struct RouterStash {
   double z_loss = 0;                // z-loss, coeff applied
   Tensor dlogits;                   // (n,E) d loss / d z (device), for backward_dw
   Tensor dweight;                   // (E,H) scratch: this rank's part of dWr (TP > 1 only)
+  ops::HostCopy routed;             // record's head on its way to the host (start_forward)
 };
 
 // Aux-loss-free balancing (MODEL.md): b_e ← b_e + rate · sign(c̄ − c_e), with c_e the tokens
@@ -68,6 +70,11 @@ class Router {
   // tp_cp), in token order, so every number equals one process's.
   void forward(const Tensor& x_nH, int64_t batch, int64_t seq, std::vector<int64_t> tokens,
                RouterStash& stash) const;
+  // The same in two halves: the device's part and the start of its copy to the host, then the
+  // host's wait and part; the device can run work issued in between while the host waits.
+  void start_forward(const Tensor& x_nH, int64_t batch, int64_t seq, std::vector<int64_t> tokens,
+                     RouterStash& stash) const;
+  void finish_forward(RouterStash& stash) const;
   // d loss / d z from dgates (n,k) (d loss / d g; entries of dropped assignments are ignored)
   // plus aux_scale · (balance + z losses); then dx (n,H) = dz Wr, overwritten or added.
   void backward_dx(const Tensor& dgates_NK, double aux_scale, Tensor& dx_NH, bool accumulate,
@@ -87,7 +94,7 @@ class Router {
   // The record's words before idx (the load sums), and idx on the device.
   int64_t sum_count(const RouterStash& st) const;
   int32_t* device_idx(const RouterStash& st) const;
-  Tensor route_on_device(const Tensor& x_nH, bool with_gates, RouterStash& st) const;
+  ops::HostCopy route_on_device(const Tensor& x_nH, bool with_gates, RouterStash& st) const;
   void apply_capacity(RouterStash& st, const float* gates_nk) const;
   void compute_losses(RouterStash& st, std::vector<double> sums) const;
 

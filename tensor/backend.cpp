@@ -28,7 +28,17 @@ Registry& registry() {
   return *r;
 }
 
+struct FinishedHostCopy final : PendingHostCopy {
+  void finish() override {}
+};
+
 }  // namespace
+
+std::unique_ptr<PendingHostCopy> Backend::start_copy_to_host(void* host_dst, const void* src,
+                                                             size_t bytes) {
+  copy_to_host(host_dst, src, bytes);
+  return std::make_unique<FinishedHostCopy>();
+}
 
 void Backend::widen_bf16(const uint16_t*, float*, int64_t) {
   throw std::runtime_error(std::string("not supported yet on ") + device_name(device()) +

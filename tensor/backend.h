@@ -30,6 +30,14 @@ class DeviceEvent {
   virtual void wait() = 0;
 };
 
+// A device→host copy in flight (Backend::start_copy_to_host): finish() returns once the host
+// buffer holds the data.
+class PendingHostCopy {
+ public:
+  virtual ~PendingHostCopy() = default;
+  virtual void finish() = 0;
+};
+
 // A GEMM operand in the backend's memory with its storage type (float32 or bf16).
 struct GemmInput {
   const void* data;
@@ -75,6 +83,11 @@ class Backend {
   // Host backends answer false: host memory is what every other pointer is.
   virtual bool owns(const void* ptr) const { return false; }
   virtual void copy_to_host(void* host_dst, const void* src, size_t bytes) = 0;
+  // copy_to_host issued now and waited for at finish(), so that work issued in between keeps
+  // the device busy while the host waits (the MoE layer's shared expert behind the routing
+  // choices). The default copies at once.
+  virtual std::unique_ptr<PendingHostCopy> start_copy_to_host(void* host_dst, const void* src,
+                                                              size_t bytes);
   virtual void copy_from_host(void* dst, const void* host_src, size_t bytes) = 0;
   virtual void copy(void* dst, const void* src, size_t bytes) = 0;  // within the device
   virtual void zero(void* dst, size_t bytes) = 0;

@@ -78,6 +78,21 @@ void copy_rows(void* dst, int64_t dst_stride, const void* src, int64_t src_strid
 
 Tensor to_host(const Tensor& t) { return to_device(t, Device::kCpu); }
 
+HostCopy start_to_host(const Tensor& t) {
+  if (t.device() == Device::kCpu) return HostCopy(t, nullptr);
+  Tensor host = Tensor::empty(t.shape(), t.dtype(), Device::kCpu);
+  auto pending = backend_for(t.device()).start_copy_to_host(host.raw_data(), t.raw_data(),
+                                                            host.nbytes());
+  return HostCopy(std::move(host), std::move(pending));
+}
+
+Tensor HostCopy::wait() {
+  MOEFOLD_CHECK(host_.defined(), "HostCopy::wait on a copy never started or already waited for");
+  if (pending_ != nullptr) pending_->finish();
+  pending_.reset();
+  return std::exchange(host_, Tensor());
+}
+
 Tensor to_device(const Tensor& t, Device device) {
   if (t.device() == device) return t;
   Tensor out = Tensor::empty(t.shape(), t.dtype(), device);

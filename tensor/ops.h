@@ -39,6 +39,21 @@ void copy_rows(void* dst, int64_t dst_stride, const void* src, int64_t src_strid
                int64_t cols, size_t element_bytes = sizeof(float));
 // A host copy of t's elements (no copy on the CPU backend: the same tensor).
 Tensor to_host(const Tensor& t);
+// to_host started now and waited for by wait() (the host's one wait), so that ops issued in
+// between keep the device busy meanwhile (Backend::start_copy_to_host).
+class HostCopy {
+ public:
+  HostCopy() = default;
+  HostCopy(Tensor host, std::unique_ptr<PendingHostCopy> pending)
+      : host_(std::move(host)), pending_(std::move(pending)) {}
+  Tensor wait();  // the host copy; once only
+  bool started() const { return host_.defined(); }
+
+ private:
+  Tensor host_;
+  std::unique_ptr<PendingHostCopy> pending_;
+};
+HostCopy start_to_host(const Tensor& t);
 // t on `device` (the same tensor when it is already there).
 Tensor to_device(const Tensor& t, Device device);
 // Every tensor's elements (float32, all on one device) on the host, one tensor after the other,

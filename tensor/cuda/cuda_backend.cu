@@ -112,11 +112,13 @@ CudaBackend::CudaBackend(int device) : device_(device) {
   uint64_t keep = UINT64_MAX;
   MOEFOLD_CUDA_CHECK(cudaMemPoolSetAttribute(pool_, cudaMemPoolAttrReleaseThreshold, &keep));
   uploads_ = std::make_unique<PinnedUploads>(size_t{16} << 20);
+  downloads_ = std::make_unique<PinnedDownloads>();
 }
 
 CudaBackend::~CudaBackend() {
   cudaStreamSynchronize(stream_);
   uploads_.reset();
+  downloads_.reset();
   cublasDestroy(cublas_);
   cudaStreamDestroy(stream_);
 }
@@ -178,6 +180,12 @@ void CudaBackend::copy_to_host(void* host_dst, const void* src, size_t bytes) {
   if (bytes == 0) return;
   MOEFOLD_CUDA_CHECK(cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, stream_));
   MOEFOLD_CUDA_CHECK(cudaStreamSynchronize(stream_));  // the host reads it next
+}
+
+std::unique_ptr<PendingHostCopy> CudaBackend::start_copy_to_host(void* host_dst, const void* src,
+                                                                 size_t bytes) {
+  bind_thread();
+  return downloads_->start(host_dst, src, bytes, stream_);
 }
 
 void CudaBackend::copy_from_host(void* dst, const void* host_src, size_t bytes) {

@@ -20,6 +20,7 @@
 #include "tensor/attention_path_tuner.h"
 #include "tensor/attention_plan.h"
 #include "tensor/backend.h"
+#include "tensor/cuda/pinned_downloads.h"
 #include "tensor/cuda/pinned_uploads.h"
 #include "tensor/grouped_gemm_plan.h"
 
@@ -45,6 +46,8 @@ class CudaBackend final : public Backend {
   void deallocate(void* ptr, size_t bytes) override;
   bool owns(const void* ptr) const override;
   void copy_to_host(void* host_dst, const void* src, size_t bytes) override;
+  std::unique_ptr<PendingHostCopy> start_copy_to_host(void* host_dst, const void* src,
+                                                      size_t bytes) override;
   void copy_from_host(void* dst, const void* host_src, size_t bytes) override;
   void copy(void* dst, const void* src, size_t bytes) override;
   void zero(void* dst, size_t bytes) override;
@@ -326,6 +329,7 @@ class CudaBackend final : public Backend {
   cublasHandle_t cublas_ = nullptr;
   cudaMemPool_t pool_ = nullptr;
   std::unique_ptr<PinnedUploads> uploads_;  // copy_from_host's pinned staging
+  std::unique_ptr<PinnedDownloads> downloads_;  // start_copy_to_host's pinned buffers
   std::string name_;
   int sm_major_ = 0, sm_minor_ = 0;
   FlashAttentionMode flash_mode_ = FlashAttentionMode::kTimed;

@@ -121,6 +121,18 @@ class HostMemoryDevice final : public cpu::CpuBackend {
     ++host_waits_;
     cpu::CpuBackend::copy_to_host(host_dst, src, bytes);
   }
+  // Copied at once (the device is the host); the wait is counted at finish(), with the backend
+  // calls issued while the copy was pending: work the device has to do while the host waits.
+  std::unique_ptr<PendingHostCopy> start_copy_to_host(void* host_dst, const void* src,
+                                                      size_t bytes) override {
+    {
+      Call call(*this);
+      cpu::CpuBackend::copy_to_host(host_dst, src, bytes);
+    }
+    return std::make_unique<PendingCopy>(*this, device_calls());
+  }
+  // Backend calls issued between the start of a device→host copy and the host's wait for it.
+  int64_t calls_while_copies_pending() const { return calls_while_copies_pending_.load(); }
   void synchronize() override { ++host_waits_; }
   double square_sum(const float* x, int64_t n) override {
     ++host_waits_;
@@ -145,8 +157,19 @@ class HostMemoryDevice final : public cpu::CpuBackend {
     HostMemoryDevice& device;
   };
   GuardedArena& arena() { return *arena_; }
+  struct PendingCopy final : PendingHostCopy {
+    PendingCopy(HostMemoryDevice& device, int64_t calls_at_start)
+        : device(device), calls_at_start(calls_at_start) {}
+    void finish() override {
+      ++device.host_waits_;
+      device.calls_while_copies_pending_ += device.device_calls() - calls_at_start;
+    }
+    HostMemoryDevice& device;
+    int64_t calls_at_start;
+  };
 
   std::atomic<int64_t> host_waits_{0};
+  std::atomic<int64_t> calls_while_copies_pending_{0};
   std::atomic<int64_t> device_calls_{0};
   std::unique_ptr<GuardedArena> arena_;
   bool guarded_ = false;

@@ -24,6 +24,7 @@ testing::HostMemoryDevice& device() {
 
 struct StepCounts {
   int64_t host_waits = -1, device_calls = -1;
+  int64_t calls_while_waiting = -1;  // issued between a device→host copy's start and its wait
   double dropped_fraction = 0;  // of the step's assignments, over its MoE layers
 };
 
@@ -40,9 +41,11 @@ StepCounts counts_of_one_step(const std::string& name, const std::vector<std::st
   if (!trainer.ok()) return {};
   EXPECT_TRUE((*trainer)->train_step(0).ok());
   const int64_t waits = device().host_waits(), calls = device().device_calls();
+  const int64_t overlapped = device().calls_while_copies_pending();
   const auto metrics = (*trainer)->train_step(1);
   EXPECT_TRUE(metrics.ok()) << metrics.status();
-  StepCounts counts{device().host_waits() - waits, device().device_calls() - calls};
+  StepCounts counts{device().host_waits() - waits, device().device_calls() - calls,
+                    device().calls_while_copies_pending() - overlapped};
   if (metrics.ok()) {
     for (const MoeLoadSummary& layer : metrics->moe) {
       counts.dropped_fraction += layer.dropped_fraction;
@@ -76,6 +79,21 @@ TEST(HostWaits, AuxLossFreeBalancingAddsNoWaitPerLayer) {
   std::cout << "host waits per step, two MoE layers, sigmoid router with expert bias: " << n
             << "\n";
   EXPECT_EQ(n, bound(2) + 1);  // + the metrics' one read of every layer's bias range
+}
+
+// The router's choices travel to the host while the device computes the shared expert (with
+// one dispatch rank there is no exchange to hide it behind): the host's wait then finds the
+// device busy. Without a shared expert nothing is issued in between.
+TEST(HostWaits, TheSharedExpertComputesWhileTheHostWaitsForTheRouting) {
+  if (!testing::use_host_memory_device()) GTEST_SKIP() << "a real CUDA backend is registered";
+  const StepCounts shared = counts_of_one_step("host-waits-shared", {});  // the tiny recipe's
+  const StepCounts plain =
+      counts_of_one_step("host-waits-no-shared", {"moe.moe_shared_expert_intermediate_size=0"});
+  std::cout << "device calls while the host waits for the routing: " << plain.calls_while_waiting
+            << " without a shared expert, " << shared.calls_while_waiting << " with one\n";
+  EXPECT_EQ(plain.calls_while_waiting, 0);
+  EXPECT_GT(shared.calls_while_waiting, 0);
+  EXPECT_EQ(shared.host_waits, plain.host_waits);
 }
 
 // Kernel launches and copies per step depend on the model and the layout, never on how many
