@@ -34,6 +34,25 @@ TEST(CudaBackend, DescribesItsDevice) {
   EXPECT_GT(backend_for(Device::kCuda).measure_gemm_flops(512, 0.05), 1e9);
 }
 
+// A device→host copy started on the stream: work issued after it does not reach it (stream
+// order), the host buffer holds the data once waited for, and pinned buffers are reused.
+TEST(CudaBackend, StartedHostCopiesHoldTheDataOnceWaitedFor) {
+  std::vector<float> values(100000);
+  for (size_t i = 0; i < values.size(); ++i) values[i] = static_cast<float>(i);
+  const Tensor t = ops::to_device(Tensor::from_vector({int64_t(values.size())}, values),
+                                  Device::kCuda);
+  for (int round = 0; round < 3; ++round) {
+    ops::HostCopy before = ops::start_to_host(t);
+    ops::scale(t, 2.0f);  // issued after the copy
+    ops::HostCopy after = ops::start_to_host(t);
+    EXPECT_EQ(before.wait().to_vector(), values) << "round " << round;
+    for (float& v : values) v *= 2.0f;
+    EXPECT_EQ(after.wait().to_vector(), values) << "round " << round;
+  }
+  ops::HostCopy empty = ops::start_to_host(Tensor::zeros({0}, DType::kFloat32, Device::kCuda));
+  EXPECT_EQ(empty.wait().numel(), 0);
+}
+
 // --kernel-profile's recording: CUPTI loads, and the table names the kernels and copies run.
 TEST(CudaBackend, KernelProfileNamesTheKernelsAndCopiesItRecorded) {
   const absl::Status started = start_cuda_kernel_profile();
