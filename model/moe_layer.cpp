@@ -116,10 +116,11 @@ void MoeLayer::forward(const Tensor& x_NH, const MoeRows& rows, double aux_scale
   const int64_t shard_first = sequence_parallel_ ? tp.rank() * N : first;
   st.input_rows = N;
   st.first = first;
-  // With one dispatch rank there is no exchange to hide the shared expert behind; issued before
-  // the host waits for the routing choices, it keeps the device busy while the host plans the
-  // dispatch instead.
-  const bool shared_first = shared_ && ctx_.etp_ep->size() == 1;
+  // With one dispatch rank and no expert gathers there is nothing to hide the shared expert
+  // behind; issued before the host waits for the routing choices, it keeps the device busy
+  // while the host plans the dispatch instead (not under TP, whose all-reduce the host waits for).
+  const bool shared_first =
+      shared_ && ctx_.etp_ep->size() == 1 && !workspace_ && !replicas_ && tp.size() == 1;
   router_.start_forward(x_NH.slice_rows(first, first + n), rows.batch, rows.seq,
                         micro_batch_tokens(rows, shard_rows, shard_first, n), st.router);
   if (shared_first) shared_->forward(x_NH, y_NH, accumulate, st.shared);

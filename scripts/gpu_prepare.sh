@@ -21,7 +21,12 @@ if [ "${1:-}" != "--no-build" ]; then
     scripts/build.sh --target moefold cuda_tests device_invariance moefold_bench_expert_gemm \
     moefold_bench_attention
 fi
-[ -f data_cache/sotu/sotu_gpt2_text_document.bin ] || scripts/fetch_data.sh
+# The demo's corpus, tokenized as `moefold train` with data.corpus: sotu tokenizes it.
+if [ ! -f data_cache/sotu/sotu_gpt2_text_document.bin ]; then
+  scripts/fetch_data.sh
+  "$build/launch/moefold" preprocess --input data_cache/sotu/sotu.jsonl --tokenizer gpt2 \
+    --output data_cache/sotu/sotu_gpt2_text_document --append-eod
+fi
 
 rm -rf "$prep"
 mkdir -p "$prep/bin" "$prep/data" "$prep/stage"

@@ -16,6 +16,13 @@ const char* path_name(AttentionPath path) {
   return path == AttentionPath::kFlash ? "flash" : "chunked";
 }
 
+std::string describe(const AttentionShapeClass& shape) {
+  return absl::StrFormat("attention %s d%d %d/%d heads batch %d q≤%d k≤%d%s",
+                         shape.backward ? "backward" : "forward", shape.head_dim, shape.heads,
+                         shape.kv_heads, shape.batch, shape.query_bucket, shape.key_bucket,
+                         shape.float32_dkv ? " (float32 dK/dV)" : "");
+}
+
 }  // namespace
 
 FlashAttentionMode flash_attention_mode(const char* environment_value) {
@@ -51,13 +58,16 @@ AttentionPath AttentionPathTuner::decide(const AttentionShapeClass& shape, doubl
   const AttentionPath path =
       flash_seconds <= chunked_seconds ? AttentionPath::kFlash : AttentionPath::kChunked;
   decisions_[shape] = path;
-  report_.push_back(absl::StrFormat(
-      "attention %s d%d %d/%d heads batch %d q≤%d k≤%d%s: flash %.3f ms, chunked %.3f ms: %s",
-      shape.backward ? "backward" : "forward", shape.head_dim, shape.heads, shape.kv_heads,
-      shape.batch, shape.query_bucket, shape.key_bucket,
-      shape.float32_dkv ? " (float32 dK/dV)" : "", flash_seconds * 1e3, chunked_seconds * 1e3,
-      path_name(path)));
+  report_.push_back(absl::StrFormat("%s: flash %.3f ms, chunked %.3f ms: %s", describe(shape),
+                                    flash_seconds * 1e3, chunked_seconds * 1e3, path_name(path)));
   return path;
+}
+
+AttentionPath AttentionPathTuner::decide_untimed(const AttentionShapeClass& shape,
+                                                 const std::string& why) {
+  decisions_[shape] = AttentionPath::kFlash;
+  report_.push_back(absl::StrFormat("%s: not timed (%s): flash", describe(shape), why));
+  return AttentionPath::kFlash;
 }
 
 }  // namespace moefold

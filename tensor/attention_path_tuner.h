@@ -2,9 +2,12 @@
 // chunked cuBLAS path. Neither wins everywhere (the flash backward holds one block per SM; the
 // chunked path writes a score matrix per chunk), so by default the first call of each shape
 // class times both on the device, as cuDNN's benchmark mode does, and later calls of that class
-// take the faster. A shape class: direction, head dim, heads, kv heads, batch, the dK/dV dtype,
-// and the query and key lengths rounded up to powers of two. The decisions are reported
-// (report()), so a benchmark run says which path each attention took and what both cost.
+// take the faster. The choice may differ between ranks and runs, so bf16 attention on a GPU is
+// not bitwise reproducible by default (nor is the flash backward, whose dQ sums by atomics);
+// MOEFOLD_FLASH_ATTENTION=0 gives the deterministic chunked path. A shape class: direction,
+// head dim, heads, kv heads, batch, the dK/dV dtype, and the query and key lengths rounded up to
+// powers of two. The decisions are reported (report()), so a benchmark run says which path each
+// attention took and what both cost.
 #pragma once
 
 #include <compare>
@@ -44,6 +47,8 @@ class AttentionPathTuner {
   // Records the timings of both paths for `shape` and returns the faster (flash on a tie).
   AttentionPath decide(const AttentionShapeClass& shape, double flash_seconds,
                        double chunked_seconds);
+  // Records flash for `shape` without timing (both paths' scratch did not fit: `why`).
+  AttentionPath decide_untimed(const AttentionShapeClass& shape, const std::string& why);
   // One line per decision, in the order made: "attention backward d128 16/16 heads batch 1
   // q≤4096 k≤4096: flash 3.10 ms, chunked 4.20 ms: flash".
   std::vector<std::string> report() const { return report_; }

@@ -144,24 +144,29 @@ bool CudaBackend::prefer_flash(const AttentionShapeClass& shape,
   if (const std::optional<AttentionPath> known = attention_tuner_.decided(shape)) {
     return *known == AttentionPath::kFlash;
   }
-  const double flash = seconds_on_stream([&] { trial(AttentionPath::kFlash); });
-  const double chunked = seconds_on_stream([&] { trial(AttentionPath::kChunked); });
+  double flash = 0, chunked = 0;
+  try {
+    flash = seconds_on_stream([&] { trial(AttentionPath::kFlash); });
+    chunked = seconds_on_stream([&] { trial(AttentionPath::kChunked); });
+  } catch (const DeviceOutOfMemory&) {  // the trials' scratch comes on top of the call's own
+    return attention_tuner_.decide_untimed(shape, "out of memory") == AttentionPath::kFlash;
+  }
   return attention_tuner_.decide(shape, flash, chunked) == AttentionPath::kFlash;
 }
 
 double CudaBackend::seconds_on_stream(const std::function<void()>& run) {
   run();  // warm-up: module loading, cuBLAS's kernel choice, the pool's growth
-  cudaEvent_t start = nullptr, stop = nullptr;
-  MOEFOLD_CUDA_CHECK(cudaEventCreate(&start));
-  MOEFOLD_CUDA_CHECK(cudaEventCreate(&stop));
-  MOEFOLD_CUDA_CHECK(cudaEventRecord(start, stream_));
+  struct Event {
+    Event() { MOEFOLD_CUDA_CHECK(cudaEventCreate(&event)); }
+    ~Event() { cudaEventDestroy(event); }
+    cudaEvent_t event = nullptr;
+  } start, stop;
+  MOEFOLD_CUDA_CHECK(cudaEventRecord(start.event, stream_));
   run();
-  MOEFOLD_CUDA_CHECK(cudaEventRecord(stop, stream_));
-  MOEFOLD_CUDA_CHECK(cudaEventSynchronize(stop));
+  MOEFOLD_CUDA_CHECK(cudaEventRecord(stop.event, stream_));
+  MOEFOLD_CUDA_CHECK(cudaEventSynchronize(stop.event));
   float milliseconds = 0;
-  MOEFOLD_CUDA_CHECK(cudaEventElapsedTime(&milliseconds, start, stop));
-  MOEFOLD_CUDA_CHECK(cudaEventDestroy(start));
-  MOEFOLD_CUDA_CHECK(cudaEventDestroy(stop));
+  MOEFOLD_CUDA_CHECK(cudaEventElapsedTime(&milliseconds, start.event, stop.event));
   return milliseconds * 1e-3;
 }
 
@@ -175,7 +180,8 @@ void CudaBackend::attention_forward_bf16(const uint16_t* q, const uint16_t* k, c
   };
   const bool flash =
       flash_attention_fits(d, nh, nkv, B, {q, k, v}) &&
-      prefer_flash(attention_shape_class(false, dims, false), [&](AttentionPath path) {
+      (Sq == 0 || Skv == 0 ||  // nothing to time
+       prefer_flash(attention_shape_class(false, dims, false), [&](AttentionPath path) {
         Scratch o_trial(*this, sizeof(uint16_t) * B * Sq * nh * d);
         Scratch lse_trial(*this, sizeof(float) * B * nh * Sq);
         if (path == AttentionPath::kFlash) {
@@ -184,7 +190,7 @@ void CudaBackend::attention_forward_bf16(const uint16_t* q, const uint16_t* k, c
           chunked_attention_forward_bf16(q, k, v, o_trial.as<uint16_t>(), lse_trial.as<float>(),
                                          q_pos, k_pos, dims);
         }
-      });
+      }));
   if (flash) {
     flash_into(o, lse);
   } else {
@@ -247,12 +253,14 @@ void CudaBackend::attention_backward_bf16(const uint16_t* dout, const uint16_t* 
       flash_attention_fits(d, nh, nkv, B, {dout, q, k, v}) &&
       prefer_flash(attention_shape_class(true, dims, dk.dtype == DType::kFloat32),
                    [&](AttentionPath path) {
-                     const size_t kv_bytes = dtype_size(dk.dtype) * kv_size;
+                     const size_t dk_bytes = dtype_size(dk.dtype) * kv_size;
+                     const size_t dv_bytes = dtype_size(dv.dtype) * kv_size;
                      Scratch dq_trial(*this, sizeof(float) * q_size);
-                     Scratch dk_trial(*this, kv_bytes), dv_trial(*this, kv_bytes);
-                     for (const Scratch* t : {&dk_trial, &dv_trial}) {
-                       MOEFOLD_CUDA_CHECK(cudaMemsetAsync(t->as<void>(), 0, kv_bytes, stream_));
-                     }
+                     Scratch dk_trial(*this, dk_bytes), dv_trial(*this, dv_bytes);
+                     MOEFOLD_CUDA_CHECK(
+                         cudaMemsetAsync(dk_trial.as<void>(), 0, dk_bytes, stream_));
+                     MOEFOLD_CUDA_CHECK(
+                         cudaMemsetAsync(dv_trial.as<void>(), 0, dv_bytes, stream_));
                      MOEFOLD_CUDA_CHECK(
                          cudaMemsetAsync(dq_trial.as<void>(), 0, sizeof(float) * q_size, stream_));
                      run(path, dq_trial.as<float>(), {dk_trial.as<void>(), dk.dtype},

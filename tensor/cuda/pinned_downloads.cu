@@ -51,6 +51,7 @@ PinnedDownloads::~PinnedDownloads() {
 bool PinnedDownloads::take(size_t bytes, Buffer& buffer) {
   {
     std::lock_guard<std::mutex> lock(mutex_);
+    if (unavailable_) return false;
     size_t best = free_.size();
     for (size_t i = 0; i < free_.size(); ++i) {
       if (free_[i].bytes >= bytes && (best == free_.size() || free_[i].bytes < free_[best].bytes)) {
@@ -65,7 +66,9 @@ bool PinnedDownloads::take(size_t bytes, Buffer& buffer) {
   }
   buffer.bytes = bytes;
   if (cudaMallocHost(&buffer.pinned, bytes) != cudaSuccess) {
-    cudaGetLastError();  // no pinned memory: this copy goes the pageable way
+    cudaGetLastError();  // no pinned memory: this copy and the later ones go the pageable way
+    std::lock_guard<std::mutex> lock(mutex_);
+    unavailable_ = true;
     return false;
   }
   return true;

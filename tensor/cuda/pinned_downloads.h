@@ -39,6 +39,7 @@ class PinnedDownloads {
 
   std::mutex mutex_;
   std::vector<Buffer> free_;
+  bool unavailable_ = false;  // cudaMallocHost failed once: copies go the pageable way
 };
 
 }  // namespace moefold::cuda

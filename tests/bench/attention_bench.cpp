@@ -7,6 +7,7 @@
 #include <benchmark/benchmark.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <vector>
 
 #include "tensor/backend.h"
@@ -57,7 +58,7 @@ void BM_CausalAttention(benchmark::State& state) {
     step();
     backend.synchronize();
   }
-  set_cuda_flash_attention(FlashAttentionMode::kTimed);
+  set_cuda_flash_attention(flash_attention_mode(std::getenv("MOEFOLD_FLASH_ATTENTION")));
   const double gemms = backward ? 7.0 : 2.0;  // each 2·S²·d/2 per head
   const double flops = gemms * B * nh * d * S * S;
   state.counters["TFLOP/s"] =

@@ -38,7 +38,13 @@ TEST(AttentionPathTuner, EachClassIsDecidedOnceForTheFasterPath) {
   EXPECT_EQ(tuner.decided(backward), AttentionPath::kChunked);
   EXPECT_EQ(tuner.decide(attention_shape_class(false, {1, 64, 64, 2, 1, 64}, false), 1e-4, 1e-4),
             AttentionPath::kFlash);  // a tie keeps flash
-  ASSERT_EQ(tuner.report().size(), 3u);
+  const AttentionShapeClass tight = attention_shape_class(true, {8, 8192, 8192, 16, 16, 128}, true);
+  EXPECT_EQ(tuner.decide_untimed(tight, "out of memory"), AttentionPath::kFlash);
+  EXPECT_EQ(tuner.decided(tight), AttentionPath::kFlash);
+  ASSERT_EQ(tuner.report().size(), 4u);
+  EXPECT_EQ(tuner.report()[3],
+            "attention backward d128 16/16 heads batch 8 q≤8192 k≤8192 (float32 dK/dV): not "
+            "timed (out of memory): flash");
   EXPECT_EQ(tuner.report()[0],
             "attention forward d128 16/16 heads batch 1 q≤4096 k≤4096: flash 1.000 ms, chunked "
             "2.000 ms: flash");

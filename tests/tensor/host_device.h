@@ -6,11 +6,14 @@
 #pragma once
 
 #include <atomic>
+#include <cstring>
 #include <limits>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <span>
+#include <utility>
+#include <vector>
 
 #include "tensor/backend.h"
 #include "tensor/cpu/cpu_backend.h"
@@ -121,15 +124,18 @@ class HostMemoryDevice final : public cpu::CpuBackend {
     ++host_waits_;
     cpu::CpuBackend::copy_to_host(host_dst, src, bytes);
   }
-  // Copied at once (the device is the host); the wait is counted at finish(), with the backend
-  // calls issued while the copy was pending: work the device has to do while the host waits.
+  // The data is taken at once (in stream order) but reaches host_dst only at finish(), which
+  // counts the wait and the backend calls issued while the copy was pending (work the device
+  // has while the host waits); until then host_dst holds NaNs, so a read before the wait shows.
   std::unique_ptr<PendingHostCopy> start_copy_to_host(void* host_dst, const void* src,
                                                       size_t bytes) override {
+    std::vector<char> data(bytes);
     {
       Call call(*this);
-      cpu::CpuBackend::copy_to_host(host_dst, src, bytes);
+      cpu::CpuBackend::copy_to_host(data.data(), src, bytes);
     }
-    return std::make_unique<PendingCopy>(*this, device_calls());
+    std::memset(host_dst, 0xff, bytes);
+    return std::make_unique<PendingCopy>(*this, device_calls(), host_dst, std::move(data));
   }
   // Backend calls issued between the start of a device→host copy and the host's wait for it.
   int64_t calls_while_copies_pending() const { return calls_while_copies_pending_.load(); }
@@ -158,14 +164,19 @@ class HostMemoryDevice final : public cpu::CpuBackend {
   };
   GuardedArena& arena() { return *arena_; }
   struct PendingCopy final : PendingHostCopy {
-    PendingCopy(HostMemoryDevice& device, int64_t calls_at_start)
-        : device(device), calls_at_start(calls_at_start) {}
+    PendingCopy(HostMemoryDevice& device, int64_t calls_at_start, void* host_dst,
+                std::vector<char> data)
+        : device(device), calls_at_start(calls_at_start), host_dst(host_dst),
+          data(std::move(data)) {}
     void finish() override {
       ++device.host_waits_;
       device.calls_while_copies_pending_ += device.device_calls() - calls_at_start;
+      if (!data.empty()) std::memcpy(host_dst, data.data(), data.size());
     }
     HostMemoryDevice& device;
     int64_t calls_at_start;
+    void* host_dst;
+    std::vector<char> data;
   };
 
   std::atomic<int64_t> host_waits_{0};

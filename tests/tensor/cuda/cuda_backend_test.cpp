@@ -35,7 +35,8 @@ TEST(CudaBackend, DescribesItsDevice) {
 }
 
 // A device→host copy started on the stream: work issued after it does not reach it (stream
-// order), the host buffer holds the data once waited for, and pinned buffers are reused.
+// order), the host buffer holds the data once waited for, and a copy dropped unwaited gives
+// its pinned buffer back.
 TEST(CudaBackend, StartedHostCopiesHoldTheDataOnceWaitedFor) {
   std::vector<float> values(100000);
   for (size_t i = 0; i < values.size(); ++i) values[i] = static_cast<float>(i);
@@ -49,6 +50,9 @@ TEST(CudaBackend, StartedHostCopiesHoldTheDataOnceWaitedFor) {
     for (float& v : values) v *= 2.0f;
     EXPECT_EQ(after.wait().to_vector(), values) << "round " << round;
   }
+  { const ops::HostCopy dropped = ops::start_to_host(t); }  // never waited for: released
+  ops::HostCopy again = ops::start_to_host(t);
+  EXPECT_EQ(again.wait().to_vector(), values);
   ops::HostCopy empty = ops::start_to_host(Tensor::zeros({0}, DType::kFloat32, Device::kCuda));
   EXPECT_EQ(empty.wait().numel(), 0);
 }

@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <functional>
 #include <initializer_list>
 #include <vector>
@@ -59,13 +60,15 @@ inline void expect_devices_agree(const std::function<Outputs(Device)>& op, doubl
 }
 
 // Selects the CUDA backend's bf16 attention path for a scope: the flash kernels wherever they
-// fit, or the chunked cuBLAS path; then the default again (the faster of the two, timed).
+// fit, or the chunked cuBLAS path; then the mode MOEFOLD_FLASH_ATTENTION asks for again.
 class FlashAttentionScope {
  public:
   explicit FlashAttentionScope(bool flash) {
     set_cuda_flash_attention(flash ? FlashAttentionMode::kAlways : FlashAttentionMode::kNever);
   }
-  ~FlashAttentionScope() { set_cuda_flash_attention(FlashAttentionMode::kTimed); }
+  ~FlashAttentionScope() {
+    set_cuda_flash_attention(flash_attention_mode(std::getenv("MOEFOLD_FLASH_ATTENTION")));
+  }
   FlashAttentionScope(const FlashAttentionScope&) = delete;
   FlashAttentionScope& operator=(const FlashAttentionScope&) = delete;
 };
