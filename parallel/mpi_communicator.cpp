@@ -384,8 +384,9 @@ WorkHandle MpiCommunicator::send_async(const void* data, int64_t count, CommDTyp
     const int bytes = to_int(static_cast<int64_t>(message->size()), "send");
     return submit("send", [=] {
       MPI_Request request = MPI_REQUEST_NULL;
-      check_rc(MPI_Isend(message->data(), bytes, MPI_BYTE, peer, p2p_lane(tag), comm, &request),
-               "MPI_Isend");
+      // Synchronous mode, as NCCL's: the send completes only once its receive is posted.
+      check_rc(MPI_Issend(message->data(), bytes, MPI_BYTE, peer, p2p_lane(tag), comm, &request),
+               "MPI_Issend");
       return request;
     }, staging);
   }

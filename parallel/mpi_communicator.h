@@ -63,7 +63,8 @@ class MpiCommunicator final : public Communicator {
   static int64_t staged_bytes();
 
   // Point-to-point messages meet as over NCCL (communicator.h): by (peer, lane) in posting
-  // order, each carrying its tag and element count, which the receive checks. For tests; the
+  // order, each carrying its tag, count and element size, which the receive checks, and a send
+  // completes only once its receive is posted (MPI_Issend, as NCCL's). For tests; the
   // process starts with it on when MOEFOLD_P2P_LANE_MATCHING=1. Set it on every rank alike,
   // with no message in flight.
   static void set_lane_matching(bool on);
