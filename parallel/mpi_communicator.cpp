@@ -103,17 +103,22 @@ std::atomic<bool> g_lane_matching{[] {
   return value != nullptr && std::string_view(value) == "1";
 }()};
 
+// What a lane message says of itself, checked where it arrives.
 struct LaneHeader {
   int64_t tag;
   int64_t count;
   int64_t element_bytes;
+  bool operator==(const LaneHeader&) const = default;
 };
 
-// A lane message: the header, then the payload.
-std::shared_ptr<std::vector<char>> lane_message(int tag, int64_t count, CommDType dtype) {
-  const int64_t element_bytes = static_cast<int64_t>(comm_dtype_size(dtype));
-  auto message = std::make_shared<std::vector<char>>(sizeof(LaneHeader) + count * element_bytes);
-  const LaneHeader header{tag, count, element_bytes};
+LaneHeader lane_header(int tag, int64_t count, CommDType dtype) {
+  return {tag, count, static_cast<int64_t>(comm_dtype_size(dtype))};
+}
+
+// A lane message: the header, then room for the payload.
+std::shared_ptr<std::vector<char>> lane_message(const LaneHeader& header) {
+  auto message = std::make_shared<std::vector<char>>(sizeof(LaneHeader) +
+                                                     header.count * header.element_bytes);
   std::memcpy(message->data(), &header, sizeof(header));
   return message;
 }
@@ -379,7 +384,7 @@ WorkHandle MpiCommunicator::send_async(const void* data, int64_t count, CommDTyp
   auto staging = std::make_shared<HostStaging>();
   const void* in = staging->input(data, bytes_of(count, dtype));
   if (g_lane_matching.load()) {
-    auto message = lane_message(tag, count, dtype);
+    auto message = lane_message(lane_header(tag, count, dtype));
     if (count > 0) std::memcpy(message->data() + sizeof(LaneHeader), in, bytes_of(count, dtype));
     const int bytes = to_int(static_cast<int64_t>(message->size()), "send");
     return submit("send", [=] {
@@ -405,17 +410,17 @@ WorkHandle MpiCommunicator::recv_async(void* data, int64_t count, CommDType dtyp
   auto staging = std::make_shared<HostStaging>();
   void* out = staging->output(data, bytes_of(count, dtype));
   if (g_lane_matching.load()) {
-    auto message = lane_message(tag, count, dtype);
+    const LaneHeader expected = lane_header(tag, count, dtype);
+    auto message = lane_message(expected);
     const int bytes = to_int(static_cast<int64_t>(message->size()), "recv");
     const std::string where = absl::StrCat("rank ", rank_, label() ? " of " + *label() : "");
     auto unpack = [=] {
       LaneHeader got;
       std::memcpy(&got, message->data(), sizeof(got));
-      const int64_t element_bytes = static_cast<int64_t>(comm_dtype_size(dtype));
-      if (got.tag != tag || got.count != count || got.element_bytes != element_bytes) {
+      if (!(got == expected)) {
         throw InternalError(absl::StrCat(
             "point-to-point lane order: ", where, " expected tag ", tag, " (", count, " × ",
-            element_bytes, " bytes) from rank ", peer, " in lane ", p2p_lane(tag),
+            expected.element_bytes, " bytes) from rank ", peer, " in lane ", p2p_lane(tag),
             " but got tag ", got.tag, " (", got.count, " × ", got.element_bytes,
             " bytes); over NCCL the two would pair wrongly"));
       }

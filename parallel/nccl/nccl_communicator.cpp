@@ -109,19 +109,16 @@ absl::StatusOr<std::unique_ptr<NcclCommunicator>> NcclCommunicator::create(
 
 NcclCommunicator::NcclCommunicator(std::shared_ptr<MpiCommunicator> mpi, ncclComm_t comm,
                                    cudaStream_t compute)
-    : mpi_(std::move(mpi)), comm_(comm), compute_(compute) {
+    : mpi_(std::move(mpi)),
+      comm_(comm),
+      stream_(std::make_unique<nccl_support::NcclStream>(comm, compute)) {
   if (mpi_->label()) set_label(*mpi_->label());
-  MOEFOLD_NCCL_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
-  int device = 0;
-  MOEFOLD_NCCL_CUDA_CHECK(cudaGetDevice(&device));
-  completions_ = std::make_unique<nccl_support::StreamCompletions>(comm_, device);
 }
 
 NcclCommunicator::~NcclCommunicator() {
   lanes_.reset();
-  completions_.reset();  // after every pending operation has completed
+  stream_.reset();  // after every pending operation has completed
   ncclCommDestroy(comm_);
-  cudaStreamDestroy(stream_);
 }
 
 bool NcclCommunicator::on_device(std::initializer_list<const void*> buffers) {
@@ -137,14 +134,11 @@ bool NcclCommunicator::on_device(std::initializer_list<const void*> buffers) {
 
 template <class Issue>
 WorkHandle NcclCommunicator::run(const char* what, Issue issue) {
-  // One issuing thread at a time: ranks must issue a communicator's collectives in one order.
-  std::lock_guard<std::mutex> issuing(issue_mutex_);
-  nccl_support::order_after(stream_, compute_);
-  issue();
   // Counted like MPI's collectives, so that a hang report names the ranks that never arrived.
-  return completions_->track(
-      stream_, std::make_shared<WorkState>(what, label(),
-                                           label() ? watchdog::enter_collective(*label()) : 0));
+  return stream_->run(issue, [&] {
+    return std::make_shared<WorkState>(what, label(),
+                                       label() ? watchdog::enter_collective(*label()) : 0);
+  });
 }
 
 WorkHandle NcclCommunicator::all_reduce_async(void* data, int64_t count, CommDType dtype,
@@ -152,7 +146,7 @@ WorkHandle NcclCommunicator::all_reduce_async(void* data, int64_t count, CommDTy
   if (!on_device({data})) return mpi_->all_reduce_async(data, count, dtype, op);
   return run("all_reduce", [&] {
     MOEFOLD_NCCL_CHECK(
-        ncclAllReduce(data, data, count, nccl_type(dtype), nccl_op(op), comm_, stream_));
+        ncclAllReduce(data, data, count, nccl_type(dtype), nccl_op(op), comm_, stream_->get()));
   });
 }
 
@@ -160,7 +154,7 @@ WorkHandle NcclCommunicator::all_gather_async(const void* send, int64_t count, v
                                               CommDType dtype) {
   if (!on_device({send, recv})) return mpi_->all_gather_async(send, count, recv, dtype);
   return run("all_gather", [&] {
-    MOEFOLD_NCCL_CHECK(ncclAllGather(send, recv, count, nccl_type(dtype), comm_, stream_));
+    MOEFOLD_NCCL_CHECK(ncclAllGather(send, recv, count, nccl_type(dtype), comm_, stream_->get()));
   });
 }
 
@@ -180,7 +174,7 @@ WorkHandle NcclCommunicator::all_gather_v_async(const void* send, int64_t send_c
     for (int r = 0; r < size(); ++r) {
       if (recv_counts[r] == 0) continue;
       MOEFOLD_NCCL_CHECK(ncclBroadcast(r == rank() ? send : nullptr, at(recv, offsets[r], dtype),
-                                       recv_counts[r], nccl_type(dtype), r, comm_, stream_));
+                                       recv_counts[r], nccl_type(dtype), r, comm_, stream_->get()));
     }
     group.end();
   });
@@ -192,8 +186,8 @@ WorkHandle NcclCommunicator::reduce_scatter_async(const void* send, void* recv, 
     return mpi_->reduce_scatter_async(send, recv, recv_count, dtype, op);
   }
   return run("reduce_scatter", [&] {
-    MOEFOLD_NCCL_CHECK(
-        ncclReduceScatter(send, recv, recv_count, nccl_type(dtype), nccl_op(op), comm_, stream_));
+    MOEFOLD_NCCL_CHECK(ncclReduceScatter(send, recv, recv_count, nccl_type(dtype), nccl_op(op),
+                                         comm_, stream_->get()));
   });
 }
 
@@ -211,7 +205,7 @@ WorkHandle NcclCommunicator::reduce_scatter_v_async(const void* send, void* recv
       if (recv_counts[r] == 0) continue;
       MOEFOLD_NCCL_CHECK(ncclReduce(at(send, offsets[r], dtype), r == rank() ? recv : nullptr,
                                     recv_counts[r], nccl_type(dtype), nccl_op(op), r, comm_,
-                                    stream_));
+                                    stream_->get()));
     }
     group.end();
   });
@@ -239,11 +233,11 @@ WorkHandle NcclCommunicator::all_to_all_v_async(const void* send,
     for (int r = 0; r < size(); ++r) {
       if (send_counts[r] > 0) {
         MOEFOLD_NCCL_CHECK(ncclSend(at(send, send_offsets[r], dtype), send_counts[r],
-                                    nccl_type(dtype), r, comm_, stream_));
+                                    nccl_type(dtype), r, comm_, stream_->get()));
       }
       if (recv_counts[r] > 0) {
         MOEFOLD_NCCL_CHECK(ncclRecv(at(recv, recv_offsets[r], dtype), recv_counts[r],
-                                    nccl_type(dtype), r, comm_, stream_));
+                                    nccl_type(dtype), r, comm_, stream_->get()));
       }
     }
     group.end();
@@ -253,7 +247,8 @@ WorkHandle NcclCommunicator::all_to_all_v_async(const void* send,
 WorkHandle NcclCommunicator::broadcast_async(void* data, int64_t count, CommDType dtype, int root) {
   if (!on_device({data})) return mpi_->broadcast_async(data, count, dtype, root);
   return run("broadcast", [&] {
-    MOEFOLD_NCCL_CHECK(ncclBroadcast(data, data, count, nccl_type(dtype), root, comm_, stream_));
+    MOEFOLD_NCCL_CHECK(
+        ncclBroadcast(data, data, count, nccl_type(dtype), root, comm_, stream_->get()));
   });
 }
 

@@ -18,7 +18,6 @@
 #include <nccl.h>
 
 #include <memory>
-#include <mutex>
 
 #include "absl/status/statusor.h"
 #include "parallel/mpi_communicator.h"
@@ -71,17 +70,14 @@ class NcclCommunicator final : public Communicator {
                    cudaStream_t compute);
   // True when every non-null buffer lives on the GPU (else the MPI path is taken).
   static bool on_device(std::initializer_list<const void*> buffers);
-  // Orders the comm stream after compute, runs `issue` (NCCL calls on stream_), and returns a
-  // handle completed once they are done.
+  // Runs `issue` (NCCL calls on stream_) after compute, and returns a handle completed once
+  // they are done.
   template <class Issue>
   WorkHandle run(const char* what, Issue issue);
 
   std::shared_ptr<MpiCommunicator> mpi_;
   ncclComm_t comm_;
-  cudaStream_t compute_;
-  cudaStream_t stream_ = nullptr;
-  std::mutex issue_mutex_;  // held while a collective is issued
-  std::unique_ptr<nccl_support::StreamCompletions> completions_;
+  std::unique_ptr<nccl_support::NcclStream> stream_;
   std::unique_ptr<NcclP2pLanes> lanes_;  // null: messages take the MPI path
 };
 

@@ -15,7 +15,6 @@
 
 #include <map>
 #include <memory>
-#include <mutex>
 #include <tuple>
 
 #include "absl/status/statusor.h"
@@ -45,19 +44,20 @@ class NcclP2pLanes {
  private:
   struct Lane {
     ncclComm_t comm = nullptr;
-    cudaStream_t stream = nullptr;
-    std::mutex issue_mutex;  // one issuing thread at a time
-    std::unique_ptr<nccl_support::StreamCompletions> completions;
+    std::unique_ptr<nccl_support::NcclStream> stream;
   };
   using Key = std::tuple<bool, int, int>;  // (this rank sends, peer, lane)
 
-  NcclP2pLanes(int rank, int size, cudaStream_t compute);
-  static void connect(Lane& lane, bool sending);  // one message, while both ranks are here
-  Lane& lane(bool sending, int peer, int tag);
+  NcclP2pLanes(int rank, int size) : rank_(rank), size_(size) {}
+  static void connect(const Lane& lane, bool sending);  // one message, while both ranks are here
+  // `call` (ncclSend or ncclRecv on a communicator and stream) on the lane to or from `peer`
+  // that `tag` takes.
+  template <class Call>
+  WorkHandle issue(bool sending, int peer, int tag, const std::shared_ptr<const std::string>& label,
+                   Call call);
 
   int rank_, size_;
-  cudaStream_t compute_;
-  std::map<Key, std::unique_ptr<Lane>> lanes_;
+  std::map<Key, Lane> lanes_;
 };
 
 }  // namespace moefold

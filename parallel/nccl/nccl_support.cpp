@@ -26,35 +26,39 @@ ncclDataType_t nccl_type(CommDType dtype) {
   MOEFOLD_CHECK(false, "unknown CommDType");
 }
 
-void order_after(cudaStream_t stream, cudaStream_t compute) {
-  cudaEvent_t ready = nullptr;
-  MOEFOLD_NCCL_CUDA_CHECK(cudaEventCreateWithFlags(&ready, cudaEventDisableTiming));
-  MOEFOLD_NCCL_CUDA_CHECK(cudaEventRecord(ready, compute));
-  MOEFOLD_NCCL_CUDA_CHECK(cudaStreamWaitEvent(stream, ready, 0));
-  MOEFOLD_NCCL_CUDA_CHECK(cudaEventDestroy(ready));  // the wait is enqueued; the event may go
-}
-
-StreamCompletions::StreamCompletions(ncclComm_t comm, int device) : comm_(comm) {
+NcclStream::NcclStream(ncclComm_t comm, cudaStream_t compute) : comm_(comm), compute_(compute) {
+  int device = 0;
+  MOEFOLD_NCCL_CUDA_CHECK(cudaGetDevice(&device));
+  MOEFOLD_NCCL_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   thread_ = std::thread([this, device] {
     cudaSetDevice(device);
     complete_in_order();
   });
 }
 
-StreamCompletions::~StreamCompletions() {
+NcclStream::~NcclStream() {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     stopping_ = true;
   }
   cv_.notify_all();
   thread_.join();
+  cudaStreamDestroy(stream_);
 }
 
-WorkHandle StreamCompletions::track(cudaStream_t stream, std::shared_ptr<WorkState> state) {
+void NcclStream::order_after_compute() {
+  cudaEvent_t ready = nullptr;
+  MOEFOLD_NCCL_CUDA_CHECK(cudaEventCreateWithFlags(&ready, cudaEventDisableTiming));
+  MOEFOLD_NCCL_CUDA_CHECK(cudaEventRecord(ready, compute_));
+  MOEFOLD_NCCL_CUDA_CHECK(cudaStreamWaitEvent(stream_, ready, 0));
+  MOEFOLD_NCCL_CUDA_CHECK(cudaEventDestroy(ready));  // the wait is enqueued; the event may go
+}
+
+WorkHandle NcclStream::track(std::shared_ptr<WorkState> state) {
   cudaEvent_t done = nullptr;
   MOEFOLD_NCCL_CUDA_CHECK(
       cudaEventCreateWithFlags(&done, cudaEventDisableTiming | cudaEventBlockingSync));
-  MOEFOLD_NCCL_CUDA_CHECK(cudaEventRecord(done, stream));
+  MOEFOLD_NCCL_CUDA_CHECK(cudaEventRecord(done, stream_));
   {
     std::lock_guard<std::mutex> lock(mutex_);
     pending_.push_back({done, state});
@@ -63,7 +67,7 @@ WorkHandle StreamCompletions::track(cudaStream_t stream, std::shared_ptr<WorkSta
   return WorkHandle(std::move(state));
 }
 
-void StreamCompletions::complete_in_order() {
+void NcclStream::complete_in_order() {
   for (;;) {
     Pending next;
     {

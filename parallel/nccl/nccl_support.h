@@ -1,7 +1,6 @@
 // What the NCCL communicator and its point-to-point lanes share: checked CUDA and NCCL calls
-// (errors name the call, file, line and device), the wire types, the ordering of a
-// communication stream after the compute stream, and the completion of work issued on a
-// stream.
+// (errors name the call, file, line and device), the wire types, and a communication stream
+// ordered after the compute stream whose work completes async handles.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -21,31 +20,42 @@ namespace moefold::nccl_support {
 
 ncclDataType_t nccl_type(CommDType dtype);
 
-// The communication stream `stream` waits for everything issued on `compute` so far (the
-// buffers compute writes, or still reads).
-void order_after(cudaStream_t stream, cudaStream_t compute);
-
-// Completes the handles of work issued on one stream, in issue order, as the events recorded
-// after it fire: a thread sleeps on each event (blocking sync, so no core spins), then reports
-// the CUDA error or NCCL's asynchronous error of `comm`, if any.
-class StreamCompletions {
+// A communication stream of one NCCL communicator. Work is issued on it one thread at a time,
+// after everything issued on the compute stream so far (the buffers compute writes, or still
+// reads). Each issue's handle completes, in issue order, once an event recorded after it fires:
+// a thread sleeps on the event (blocking sync, so no core spins), then reports the CUDA error
+// or the communicator's asynchronous NCCL error, if any.
+class NcclStream {
  public:
-  StreamCompletions(ncclComm_t comm, int device);
-  ~StreamCompletions();  // returns once every tracked handle completed
-  StreamCompletions(const StreamCompletions&) = delete;
-  StreamCompletions& operator=(const StreamCompletions&) = delete;
+  NcclStream(ncclComm_t comm, cudaStream_t compute);
+  ~NcclStream();  // once every handle completed
+  NcclStream(const NcclStream&) = delete;
+  NcclStream& operator=(const NcclStream&) = delete;
 
-  // Records an event on `stream` after the work just issued; `state` completes when it fires.
-  WorkHandle track(cudaStream_t stream, std::shared_ptr<WorkState> state);
+  cudaStream_t get() const { return stream_; }
+  // Runs `issue` (NCCL calls on get()) and returns a handle of make_state()'s state, which
+  // completes when they are done.
+  template <class Issue, class MakeState>
+  WorkHandle run(Issue issue, MakeState make_state) {
+    std::lock_guard<std::mutex> issuing(issue_mutex_);
+    order_after_compute();
+    issue();
+    return track(make_state());
+  }
 
  private:
   struct Pending {
     cudaEvent_t done;
     std::shared_ptr<WorkState> state;
   };
-  void complete_in_order();  // the thread
+  void order_after_compute();
+  WorkHandle track(std::shared_ptr<WorkState> state);  // an event after the work just issued
+  void complete_in_order();                            // the thread
 
   ncclComm_t comm_;
+  cudaStream_t compute_;
+  cudaStream_t stream_ = nullptr;
+  std::mutex issue_mutex_;
   std::mutex mutex_;
   std::condition_variable cv_;
   std::deque<Pending> pending_;
@@ -55,19 +65,19 @@ class StreamCompletions {
 
 }  // namespace moefold::nccl_support
 
-#define MOEFOLD_NCCL_CHECK(call)                                                            \
-  do {                                                                                      \
-    const ncclResult_t nccl_result_ = (call);                                               \
-    if (nccl_result_ != ncclSuccess) {                                                      \
-      ::moefold::nccl_support::fail_call(#call, __FILE__, __LINE__,                         \
-                                         ncclGetErrorString(nccl_result_));                 \
-    }                                                                                       \
+#define MOEFOLD_NCCL_CHECK(call)                                            \
+  do {                                                                      \
+    const ncclResult_t nccl_result_ = (call);                               \
+    if (nccl_result_ != ncclSuccess) {                                      \
+      ::moefold::nccl_support::fail_call(#call, __FILE__, __LINE__,         \
+                                         ncclGetErrorString(nccl_result_)); \
+    }                                                                       \
   } while (0)
-#define MOEFOLD_NCCL_CUDA_CHECK(call)                                                       \
-  do {                                                                                      \
-    const cudaError_t cuda_result_ = (call);                                                \
-    if (cuda_result_ != cudaSuccess) {                                                      \
-      ::moefold::nccl_support::fail_call(#call, __FILE__, __LINE__,                         \
-                                         cudaGetErrorString(cuda_result_));                 \
-    }                                                                                       \
+#define MOEFOLD_NCCL_CUDA_CHECK(call)                                       \
+  do {                                                                      \
+    const cudaError_t cuda_result_ = (call);                                \
+    if (cuda_result_ != cudaSuccess) {                                      \
+      ::moefold::nccl_support::fail_call(#call, __FILE__, __LINE__,         \
+                                         cudaGetErrorString(cuda_result_)); \
+    }                                                                       \
   } while (0)

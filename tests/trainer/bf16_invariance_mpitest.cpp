@@ -19,7 +19,6 @@ namespace moefold::testing {
 namespace {
 
 const std::vector<std::string> kBf16 = {"training.bf16=true"};
-constexpr StepTolerance kBf16Tolerance{1e-2, 5e-2, 1e-1};
 
 class Bf16Invariance : public ::testing::TestWithParam<InvarianceLayout> {
  protected:
@@ -30,7 +29,7 @@ class Bf16Invariance : public ::testing::TestWithParam<InvarianceLayout> {
 TEST_P(Bf16Invariance, MatchesSingleProcess) {
   const InvarianceLayout& l = GetParam();
   if (world_size() != l.world) GTEST_SKIP() << l.name << " runs on " << l.world << " ranks";
-  expect_matches_single_process(dir_, l.name, l.model, l.parallel, 5, kBf16Tolerance);
+  expect_matches_single_process(dir_, l.name, l.model, l.parallel, 5, kBf16InvarianceTolerance);
 }
 
 INSTANTIATE_TEST_SUITE_P(Layouts, Bf16Invariance,

@@ -145,7 +145,6 @@ INSTANTIATE_TEST_SUITE_P(Layouts, DeviceInvariance, ::testing::ValuesIn(device_l
 // run in other orders: ~1e-7 relative per GEMM, where the CPU's are bit-equal; 1e-4 keeps a
 // missing reduction or a dropped shard far outside. bf16 takes bf16_invariance's tolerance.
 constexpr StepTolerance kGpuFloat32Tolerance{1e-4, 1e-4, 1e-3};
-constexpr StepTolerance kGpuBf16Tolerance{1e-2, 5e-2, 1e-1};
 
 struct GpuLayout {
   InvarianceLayout layout;
@@ -180,7 +179,7 @@ TEST_P(RealGpuInvariance, MatchesSingleProcess) {
   if (!use_real_gpu()) GTEST_SKIP() << "no GPU on this machine";
   if (world_size() != l.world) GTEST_SKIP() << l.name << " runs on " << l.world << " ranks";
   expect_matches_single_process(dir_, l.name, l.model, l.parallel, 3,
-                                g.bf16 ? kGpuBf16Tolerance : kGpuFloat32Tolerance);
+                                g.bf16 ? kBf16InvarianceTolerance : kGpuFloat32Tolerance);
 }
 
 INSTANTIATE_TEST_SUITE_P(Layouts, RealGpuInvariance, ::testing::ValuesIn(gpu_layouts()),

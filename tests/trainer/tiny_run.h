@@ -42,6 +42,8 @@ inline std::string tiny_prefix(const std::string& dir) { return dir + "/tiny_tex
 struct StepTolerance {
   double lm_loss = 1e-5, balance_losses = 1e-5, grad_norm = 1e-4;  // balance: aux and z
 };
+// A bf16 layout against one bf16 process: activations round to bf16 at other points of the sum.
+inline constexpr StepTolerance kBf16InvarianceTolerance{1e-2, 5e-2, 1e-1};
 
 // Each step of `got` has the losses and gradient norm of the step of `want` it stands for;
 // got[i] is want[first + i].
