@@ -19,6 +19,8 @@ find_package(GTest REQUIRED)
 find_package(benchmark REQUIRED)
 find_package(ICU REQUIRED COMPONENTS uc i18n)
 find_package(Threads REQUIRED)
+# The CUDA emulation's fibers (tests/tensor/cuda_emulation).
+find_package(Boost 1.74 REQUIRED COMPONENTS context)
 find_package(nlohmann_json 3 REQUIRED)
 
 # xxHash (checkpoint checksums): Debian's libxxhash-dev ships no CMake config.

@@ -9,7 +9,7 @@ root="$(dirname "$here")"
 packages=(build-essential cmake pkg-config git libopenmpi-dev openmpi-bin libhdf5-openmpi-dev
           hdf5-tools libyaml-cpp-dev libabsl-dev libopenblas-dev libgtest-dev libgmock-dev
           libbenchmark-dev libicu-dev nlohmann-json3-dev libsentencepiece-dev libxxhash-dev
-          gnuplot-nox jq clang-14 libclang-rt-14-dev)
+          libboost-context-dev gnuplot-nox jq clang-14 libclang-rt-14-dev)
 
 missing=()
 for p in "${packages[@]}"; do

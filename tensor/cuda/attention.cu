@@ -270,7 +270,7 @@ void merge_attention(cudaStream_t stream, T* o_a, float* lse_a, const T* o_b,
                      const float* lse_b, int64_t B, int64_t Sq, int64_t nh, int64_t d) {
   const int64_t rows = B * Sq * nh;
   if (rows == 0) return;
-  attention_merge_kernel<<<static_cast<unsigned>((rows + kWarpsPerBlock - 1) / kWarpsPerBlock),
+  attention_merge_kernel<T><<<static_cast<unsigned>((rows + kWarpsPerBlock - 1) / kWarpsPerBlock),
                            kWarpsPerBlock * kWarp, 0, stream>>>(o_a, lse_a, o_b, lse_b, B, Sq,
                                                                 nh, d);
   MOEFOLD_CUDA_CHECK_LAUNCH();

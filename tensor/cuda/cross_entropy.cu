@@ -211,7 +211,7 @@ void CudaBackend::cross_entropy_chunks(GemmInput h, GemmInput w, const int32_t* 
       linear_backward_dw_mixed(gradient, advance(h, r0 * H), f32_out(dw), rows, H, V);
     }
   }
-  add_loss_sum_kernel<<<1, kSumThreads, 0, stream_>>>(
+  add_loss_sum_kernel<MaskedLoss><<<1, kSumThreads, 0, stream_>>>(
       MaskedLoss{ce.as<float>(), mask_dev ? mask_dev->as<float>() : nullptr}, N, loss_sum);
   MOEFOLD_CUDA_CHECK_LAUNCH();
 }
@@ -238,7 +238,7 @@ void CudaBackend::vocab_parallel_loss(const double* sums, const double* label_lo
                                       double* loss_sum) {
   if (N == 0) return;
   std::unique_ptr<Scratch> mask_dev = mask != nullptr ? upload(mask, N) : nullptr;
-  add_loss_sum_kernel<<<1, kSumThreads, 0, stream_>>>(
+  add_loss_sum_kernel<VocabParallelLoss><<<1, kSumThreads, 0, stream_>>>(
       VocabParallelLoss{sums, label_logit, row_max, mask_dev ? mask_dev->as<float>() : nullptr},
       N, loss_sum);
   MOEFOLD_CUDA_CHECK_LAUNCH();

@@ -235,7 +235,7 @@ void CudaBackend::add(float* y, const float* x, int64_t n) { axpy(y, 1.0f, x, n)
 
 void CudaBackend::axpy(float* y, float a, const float* x, int64_t n) {
   if (n == 0) return;
-  axpy_kernel<<<blocks_for(n), kThreads, 0, stream_>>>(y, a, x, n);
+  axpy_kernel<float><<<blocks_for(n), kThreads, 0, stream_>>>(y, a, x, n);
   MOEFOLD_CUDA_CHECK_LAUNCH();
 }
 
@@ -243,7 +243,7 @@ void CudaBackend::add_bf16(uint16_t* y, const uint16_t* x, int64_t n) { axpy_bf1
 
 void CudaBackend::axpy_bf16(uint16_t* y, float a, const uint16_t* x, int64_t n) {
   if (n == 0) return;
-  axpy_kernel<<<blocks_for(n), kThreads, 0, stream_>>>(y, a, x, n);
+  axpy_kernel<uint16_t><<<blocks_for(n), kThreads, 0, stream_>>>(y, a, x, n);
   MOEFOLD_CUDA_CHECK_LAUNCH();
 }
 

@@ -34,6 +34,8 @@ std::string unavailable_reason() {
 absl::Status set_device(int device) {
   const cudaError_t err = cudaSetDevice(device);
   if (err != cudaSuccess) {
+    cudaGetLastError();  // the runtime keeps every error for cudaGetLastError: a later launch
+                         // check would report this one
     return absl::InternalError(
         absl::StrFormat("cudaSetDevice(%d) failed: %s", device, cudaGetErrorString(err)));
   }
@@ -44,6 +46,7 @@ absl::StatusOr<std::string> describe_device(int device) {
   cudaDeviceProp prop{};
   const cudaError_t err = cudaGetDeviceProperties(&prop, device);
   if (err != cudaSuccess) {
+    cudaGetLastError();
     return absl::InternalError(absl::StrFormat("cudaGetDeviceProperties(%d) failed: %s", device,
                                                cudaGetErrorString(err)));
   }

@@ -1,7 +1,7 @@
-// Launch shapes and warp reductions shared by this folder's kernels.
+// Launch shapes and warp reductions shared by this folder's kernels. nvcc includes the CUDA
+// runtime itself; the CPU tests include this after their emulation of it
+// (tests/tensor/cuda_emulation).
 #pragma once
-
-#include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -21,6 +21,14 @@ __device__ __forceinline__ void store(float* p, int64_t i, float value) { p[i] =
 __device__ __forceinline__ void store(uint16_t* p, int64_t i, float value) {
   p[i] = float_to_bf16_bits(value);
 }
+
+#ifndef MOEFOLD_CUDA_EMULATION  // which gives each block a buffer of the launch's bytes
+// The block's dynamic shared memory (the launch's third argument).
+__device__ __forceinline__ unsigned char* dynamic_shared_memory() {
+  extern __shared__ __align__(128) unsigned char shared_memory[];
+  return shared_memory;
+}
+#endif
 
 constexpr int kThreads = 256;  // threads per block of element-wise kernels
 constexpr int kWarp = 32;

@@ -206,13 +206,13 @@ void launch_rmsnorm_backward(CudaBackend& backend, const T* dy, const T* x, cons
                              bool accumulate_dx) {
   if (N == 0) return;
   const cudaStream_t stream = backend.stream();
-  rmsnorm_backward_dx_kernel<<<static_cast<unsigned>(N), kThreads, 0, stream>>>(
+  rmsnorm_backward_dx_kernel<T><<<static_cast<unsigned>(N), kThreads, 0, stream>>>(
       dy, x, w, rstd, dx, H, accumulate_dx);
   MOEFOLD_CUDA_CHECK_LAUNCH();
   const int64_t slices = std::min<int64_t>((N + 63) / 64, 128);
   CudaBackend::Scratch partial(backend, sizeof(float) * slices * H);
   const dim3 grid(static_cast<unsigned>((H + kWarp - 1) / kWarp), static_cast<unsigned>(slices));
-  rmsnorm_dw_partial_kernel<<<grid, dim3(kWarp, kRowLanes), 0, stream>>>(
+  rmsnorm_dw_partial_kernel<T><<<grid, dim3(kWarp, kRowLanes), 0, stream>>>(
       dy, x, rstd, partial.as<float>(), N, H);
   MOEFOLD_CUDA_CHECK_LAUNCH();
   add_partials_kernel<<<blocks_for(H), kThreads, 0, stream>>>(partial.as<float>(), dw, slices,
@@ -227,7 +227,7 @@ void launch_rope(CudaBackend& backend, const T* x, T* y, const int32_t* position
   MOEFOLD_CHECK(d % 2 == 0, "RoPE head dim must be even, got " << d);
   if (N == 0) return;
   auto positions_dev = backend.upload(positions, N);
-  rope_kernel<<<blocks_for(N * heads * d / 2), kThreads, 0, backend.stream()>>>(
+  rope_kernel<T><<<blocks_for(N * heads * d / 2), kThreads, 0, backend.stream()>>>(
       x, y, positions_dev->template as<int32_t>(), N, heads, d, base, sign);
   MOEFOLD_CUDA_CHECK_LAUNCH();
 }
@@ -237,16 +237,16 @@ void launch_rope(CudaBackend& backend, const T* x, T* y, const int32_t* position
 void CudaBackend::rmsnorm_forward(const float* x, const float* w, float* y, float* rstd,
                                   int64_t N, int64_t H, float eps) {
   if (N == 0) return;
-  rmsnorm_forward_kernel<<<static_cast<unsigned>(N), kThreads, 0, stream_>>>(x, w, y, rstd, H,
-                                                                            eps);
+  rmsnorm_forward_kernel<float><<<static_cast<unsigned>(N), kThreads, 0, stream_>>>(
+      x, w, y, rstd, H, eps);
   MOEFOLD_CUDA_CHECK_LAUNCH();
 }
 
 void CudaBackend::rmsnorm_forward_bf16(const uint16_t* x, const uint16_t* w, uint16_t* y,
                                        float* rstd, int64_t N, int64_t H, float eps) {
   if (N == 0) return;
-  rmsnorm_forward_kernel<<<static_cast<unsigned>(N), kThreads, 0, stream_>>>(x, w, y, rstd, H,
-                                                                            eps);
+  rmsnorm_forward_kernel<uint16_t><<<static_cast<unsigned>(N), kThreads, 0, stream_>>>(
+      x, w, y, rstd, H, eps);
   MOEFOLD_CUDA_CHECK_LAUNCH();
 }
 
@@ -284,21 +284,22 @@ void CudaBackend::rope_backward_bf16(const uint16_t* dy, uint16_t* dx, const int
 
 void CudaBackend::swiglu_forward(const float* gate, const float* up, float* out, int64_t n) {
   if (n == 0) return;
-  swiglu_forward_kernel<<<blocks_for(n), kThreads, 0, stream_>>>(gate, up, out, n);
+  swiglu_forward_kernel<float><<<blocks_for(n), kThreads, 0, stream_>>>(gate, up, out, n);
   MOEFOLD_CUDA_CHECK_LAUNCH();
 }
 
 void CudaBackend::swiglu_forward_bf16(const uint16_t* gate, const uint16_t* up, uint16_t* out,
                                       int64_t n) {
   if (n == 0) return;
-  swiglu_forward_kernel<<<blocks_for(n), kThreads, 0, stream_>>>(gate, up, out, n);
+  swiglu_forward_kernel<uint16_t><<<blocks_for(n), kThreads, 0, stream_>>>(gate, up, out, n);
   MOEFOLD_CUDA_CHECK_LAUNCH();
 }
 
 void CudaBackend::swiglu_backward(const float* dout, const float* gate, const float* up,
                                   float* dgate, float* dup, int64_t n) {
   if (n == 0) return;
-  swiglu_backward_kernel<<<blocks_for(n), kThreads, 0, stream_>>>(dout, gate, up, dgate, dup, n);
+  swiglu_backward_kernel<float><<<blocks_for(n), kThreads, 0, stream_>>>(
+      dout, gate, up, dgate, dup, n);
   MOEFOLD_CUDA_CHECK_LAUNCH();
 }
 
@@ -306,7 +307,8 @@ void CudaBackend::swiglu_backward_bf16(const uint16_t* dout, const uint16_t* gat
                                        const uint16_t* up, uint16_t* dgate, uint16_t* dup,
                                        int64_t n) {
   if (n == 0) return;
-  swiglu_backward_kernel<<<blocks_for(n), kThreads, 0, stream_>>>(dout, gate, up, dgate, dup, n);
+  swiglu_backward_kernel<uint16_t><<<blocks_for(n), kThreads, 0, stream_>>>(
+      dout, gate, up, dgate, dup, n);
   MOEFOLD_CUDA_CHECK_LAUNCH();
 }
 

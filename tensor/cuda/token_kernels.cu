@@ -119,7 +119,7 @@ void launch_permute(CudaBackend& backend, const T* x, const int32_t* perm, T* ou
                     int64_t K, int64_t H) {
   if (R == 0 || H == 0) return;
   auto perm_dev = backend.upload(perm, R);
-  permute_kernel<<<blocks_for(R * H), kThreads, 0, backend.stream()>>>(
+  permute_kernel<T><<<blocks_for(R * H), kThreads, 0, backend.stream()>>>(
       x, perm_dev->template as<int32_t>(), out, R, K, H);
   MOEFOLD_CUDA_CHECK_LAUNCH();
 }
@@ -132,7 +132,7 @@ void launch_gather_choices(CudaBackend& backend, const T* rows, const int32_t* p
   int64_t N = 0;
   const std::vector<int32_t> inverse = invert_permutation(perm, R, K, &N);
   auto inverse_dev = backend.upload(inverse.data(), N * K);
-  gather_choices_kernel<<<blocks_for(N * H), kThreads, 0, backend.stream()>>>(
+  gather_choices_kernel<T><<<blocks_for(N * H), kThreads, 0, backend.stream()>>>(
       rows, inverse_dev->template as<int32_t>(), weights, out, N, K, H);
   MOEFOLD_CUDA_CHECK_LAUNCH();
 }
@@ -144,7 +144,7 @@ void launch_combine_backward(CudaBackend& backend, const T* dout, const T* y,
   if (R == 0) return;
   auto perm_dev = backend.upload(perm, R);
   const unsigned blocks = static_cast<unsigned>((R + kThreads / kWarp - 1) / (kThreads / kWarp));
-  combine_backward_kernel<<<blocks, kThreads, 0, backend.stream()>>>(
+  combine_backward_kernel<T><<<blocks, kThreads, 0, backend.stream()>>>(
       dout, y, perm_dev->template as<int32_t>(), weights, dy, dweights, R, K, H);
   MOEFOLD_CUDA_CHECK_LAUNCH();
 }
@@ -155,7 +155,7 @@ void launch_embedding_forward(CudaBackend& backend, const int32_t* tokens, const
   check_tokens(tokens, N, V);
   if (N == 0 || H == 0) return;
   auto tokens_dev = backend.upload(tokens, N);
-  embedding_forward_kernel<<<blocks_for(N * H), kThreads, 0, backend.stream()>>>(
+  embedding_forward_kernel<T><<<blocks_for(N * H), kThreads, 0, backend.stream()>>>(
       tokens_dev->template as<int32_t>(), table, out, N, first_row, rows, H);
   MOEFOLD_CUDA_CHECK_LAUNCH();
 }
@@ -187,7 +187,7 @@ void launch_embedding_backward(CudaBackend& backend, const T* dout, const int32_
   auto order_dev = backend.upload(order.data(), static_cast<int64_t>(order.size()));
   auto starts_dev = backend.upload(starts.data(), U + 1);
   auto rows_dev = backend.upload(distinct_rows.data(), U);
-  embedding_backward_kernel<<<static_cast<unsigned>(U), kThreads, 0, backend.stream()>>>(
+  embedding_backward_kernel<T><<<static_cast<unsigned>(U), kThreads, 0, backend.stream()>>>(
       dout, order_dev->template as<int32_t>(), starts_dev->template as<int64_t>(),
       rows_dev->template as<int32_t>(), dtable, H);
   MOEFOLD_CUDA_CHECK_LAUNCH();

@@ -1,0 +1,402 @@
+// Flash-style bf16 attention on tensor cores (MODEL.md "Mixed precision": bf16 q, k, v, o;
+// float32 scores, softmax statistics and lse), for head dims 64 and 128: scores never leave
+// shared memory. Tiles of kFlashTile query rows and keys, four warps of 16 rows each, WMMA
+// 16×16×16 bf16 GEMMs accumulating in float32. The tile schedule is tensor/attention_plan.h's
+// flash_key_tiles and the running softmax row_math.h's online_softmax_step, both executed on
+// the CPU by tests/tensor/flash_schedule_test.cpp as these kernels run them, and these kernels
+// themselves run on the CPU in tests/tensor/cuda_emulation.
+//   forward   block (query tile, head, b): for each key tile it sees, S = scale·Q Kᵀ, fold S into
+//             the running max and sum, O = O·rescale + P V (P in bf16); then O/sum and lse.
+//   backward  block (key tile, kv head, b), FA2-style: for each head of the group and each query
+//             tile that sees it, P from lse, dV += Pᵀ dO, dS = P ⊙ (dO Vᵀ − delta), dK += dSᵀ Q,
+//             and dQ += dS K by float32 atomics; dK and dV (bf16 or float32) are the block's
+//             alone.
+// A lane owns one row of its warp's 16 (two lanes a row) and every other column of it.
+// One translation unit per binary includes this (its unnamed namespace keeps the device code
+// of flash_attention.cu and of the CPU emulation apart); under nvcc, or after
+// tests/tensor/cuda_emulation/cuda_emulation.h.
+#pragma once
+
+#if defined(__CUDACC__)
+#include <cuda_bf16.h>
+#include <mma.h>
+#elif !defined(MOEFOLD_CUDA_EMULATION)
+#error "flash_attention_kernels.cuh needs nvcc or the CUDA emulation of the CPU tests"
+#endif
+
+#include <climits>
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+
+#include "tensor/attention_plan.h"
+#include "tensor/cuda/launch_utils.cuh"
+#include "tensor/row_math.h"
+
+namespace moefold::cuda {
+namespace {
+
+namespace wmma = nvcuda::wmma;
+
+constexpr int kTile = static_cast<int>(kFlashTile);  // query rows of a block, keys of a tile
+constexpr int kFrag = 16;                            // WMMA's m, n and k
+constexpr int kWarps = kTile / kFrag;                // one per 16 rows of the tile
+constexpr int kBlockThreads = kWarps * kWarp;
+constexpr int kLdP = kTile + 8;  // bf16 (16, 64) P and dS rows; the pads spread smem banks
+
+template <int D>
+constexpr int kLdTile = D + 8;  // bf16 rows of a Q, K, V or dO tile
+template <int D>
+constexpr int kLdScratch = (D > kTile ? D : kTile) + 4;  // a warp's float (16, max(D, 64))
+
+using Bf16 = __nv_bfloat16;
+using FragA = wmma::fragment<wmma::matrix_a, kFrag, kFrag, kFrag, Bf16, wmma::row_major>;
+using FragAT = wmma::fragment<wmma::matrix_a, kFrag, kFrag, kFrag, Bf16, wmma::col_major>;
+using FragB = wmma::fragment<wmma::matrix_b, kFrag, kFrag, kFrag, Bf16, wmma::row_major>;
+using FragBT = wmma::fragment<wmma::matrix_b, kFrag, kFrag, kFrag, Bf16, wmma::col_major>;
+using FragC = wmma::fragment<wmma::accumulator, kFrag, kFrag, kFrag, float>;
+
+// Shared memory carved in order into 128-byte aligned pieces; with a null base it only counts,
+// which is how the host sizes the launch.
+struct SharedCarver {
+  unsigned char* base;
+  size_t bytes = 0;
+  template <typename T>
+  __host__ __device__ T* take(size_t count) {
+    T* piece = reinterpret_cast<T*>(base + bytes);
+    bytes += (count * sizeof(T) + 127) / 128 * 128;
+    return piece;
+  }
+};
+
+template <int D>
+struct ForwardShared {
+  uint16_t *q, *k, *v, *p;  // p: each warp's (16, kLdP)
+  float* scratch;           // each warp's (16, kLdScratch)
+  int32_t* k_pos;
+  __host__ __device__ explicit ForwardShared(SharedCarver& c)
+      : q(c.take<uint16_t>(kTile * kLdTile<D>)),
+        k(c.take<uint16_t>(kTile * kLdTile<D>)),
+        v(c.take<uint16_t>(kTile * kLdTile<D>)),
+        p(c.take<uint16_t>(kWarps * kFrag * kLdP)),
+        scratch(c.take<float>(kWarps * kFrag * kLdScratch<D>)),
+        k_pos(c.take<int32_t>(kTile)) {}
+};
+
+template <int D>
+struct BackwardShared {
+  uint16_t *q, *dout, *k, *v;
+  uint16_t* ds_t;  // dSᵀ of the whole tile, (keys, queries)
+  uint16_t* p_t;   // each warp's Pᵀ, (16, kLdP)
+  float* scratch;  // each warp's (16, kLdScratch)
+  float *lse, *delta;
+  int32_t *q_pos, *k_pos;
+  __host__ __device__ explicit BackwardShared(SharedCarver& c)
+      : q(c.take<uint16_t>(kTile * kLdTile<D>)),
+        dout(c.take<uint16_t>(kTile * kLdTile<D>)),
+        k(c.take<uint16_t>(kTile * kLdTile<D>)),
+        v(c.take<uint16_t>(kTile * kLdTile<D>)),
+        ds_t(c.take<uint16_t>(kTile * kLdP)),
+        p_t(c.take<uint16_t>(kWarps * kFrag * kLdP)),
+        scratch(c.take<float>(kWarps * kFrag * kLdScratch<D>)),
+        lse(c.take<float>(kTile)),
+        delta(c.take<float>(kTile)),
+        q_pos(c.take<int32_t>(kTile)),
+        k_pos(c.take<int32_t>(kTile)) {}
+};
+
+template <template <int> class Shared, int D>
+size_t shared_bytes() {
+  SharedCarver carver{nullptr};
+  Shared<D> layout(carver);
+  return carver.bytes;
+}
+
+// The launches' grids: forward blocks (query tile, head, b), backward (key tile, kv head, b).
+inline dim3 flash_forward_grid(size_t query_tiles, int64_t nh, int64_t B) {
+  return dim3(static_cast<unsigned>(query_tiles), static_cast<unsigned>(nh),
+              static_cast<unsigned>(B));
+}
+inline dim3 flash_backward_grid(int64_t kv_tiles, int64_t nkv, int64_t B) {
+  return dim3(static_cast<unsigned>(kv_tiles), static_cast<unsigned>(nkv),
+              static_cast<unsigned>(B));
+}
+
+// bf16 WMMA needs sm_80: for older targets the kernels compile to a trap, and
+// flash_attention_fits never picks them where they were built so (its PTX version check).
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+#define MOEFOLD_FLASH_DEVICE_CODE 1
+#endif
+
+#ifdef MOEFOLD_FLASH_DEVICE_CODE
+// `rows` rows of D bf16 (row stride `stride` elements) into a tile, zeros below them; 16-byte
+// vectors (the caller checks the alignment).
+template <int D>
+__device__ void load_tile(uint16_t* tile, const uint16_t* src, int64_t stride, int64_t rows) {
+  constexpr int kVectors = D / 8;
+  for (int x = threadIdx.x; x < kTile * kVectors; x += blockDim.x) {
+    const int r = x / kVectors, c = (x % kVectors) * 8;
+    uint4 value = make_uint4(0, 0, 0, 0);
+    if (r < rows) value = *reinterpret_cast<const uint4*>(src + r * stride + c);
+    *reinterpret_cast<uint4*>(tile + r * kLdTile<D> + c) = value;
+  }
+}
+
+// out (16, 64) = a (16, D) · bᵀ, b a (64, D) tile: the scores of 16 rows against a tile.
+template <int D>
+__device__ void rows_times_tile_t(const uint16_t* a, const uint16_t* b, float* out) {
+  const auto* a16 = reinterpret_cast<const Bf16*>(a);
+  const auto* b16 = reinterpret_cast<const Bf16*>(b);
+#pragma unroll
+  for (int n = 0; n < kTile / kFrag; ++n) {
+    FragC c;
+    wmma::fill_fragment(c, 0.0f);
+#pragma unroll
+    for (int kk = 0; kk < D / kFrag; ++kk) {
+      FragA fa;
+      FragBT fb;
+      wmma::load_matrix_sync(fa, a16 + kk * kFrag, kLdTile<D>);
+      wmma::load_matrix_sync(fb, b16 + n * kFrag * kLdTile<D> + kk * kFrag, kLdTile<D>);
+      wmma::mma_sync(c, fa, fb, c);
+    }
+    wmma::store_matrix_sync(out + n * kFrag, c, kLdScratch<D>, wmma::mem_row_major);
+  }
+}
+
+// acc[n] += a (16, 64) · b (64, D), a row-major with leading dimension kLdP.
+template <int D>
+__device__ void rows_times_tile(const uint16_t* a, const uint16_t* b, FragC* acc) {
+  const auto* a16 = reinterpret_cast<const Bf16*>(a);
+  const auto* b16 = reinterpret_cast<const Bf16*>(b);
+#pragma unroll
+  for (int kk = 0; kk < kTile / kFrag; ++kk) {
+    FragA fa;
+    wmma::load_matrix_sync(fa, a16 + kk * kFrag, kLdP);
+#pragma unroll
+    for (int n = 0; n < D / kFrag; ++n) {
+      FragB fb;
+      wmma::load_matrix_sync(fb, b16 + kk * kFrag * kLdTile<D> + n * kFrag, kLdTile<D>);
+      wmma::mma_sync(acc[n], fa, fb, acc[n]);
+    }
+  }
+}
+
+// out (16, D) = a (16, 64) · b (64, D), a row-major with leading dimension kLdP or
+// (kTransposedA) a column-major view of a (64, 16) block; one accumulator at a time, for
+// products that are not kept in registers.
+template <int D, bool kTransposedA>
+__device__ void rows_times_tile_to(const uint16_t* a, const uint16_t* b, float* out) {
+  const auto* a16 = reinterpret_cast<const Bf16*>(a);
+  const auto* b16 = reinterpret_cast<const Bf16*>(b);
+#pragma unroll
+  for (int n = 0; n < D / kFrag; ++n) {
+    FragC c;
+    wmma::fill_fragment(c, 0.0f);
+#pragma unroll
+    for (int kk = 0; kk < kTile / kFrag; ++kk) {
+      typename std::conditional<kTransposedA, FragAT, FragA>::type fa;
+      wmma::load_matrix_sync(fa, kTransposedA ? a16 + kk * kFrag * kLdP : a16 + kk * kFrag,
+                             kLdP);
+      FragB fb;
+      wmma::load_matrix_sync(fb, b16 + kk * kFrag * kLdTile<D> + n * kFrag, kLdTile<D>);
+      wmma::mma_sync(c, fa, fb, c);
+    }
+    wmma::store_matrix_sync(out + n * kFrag, c, kLdScratch<D>, wmma::mem_row_major);
+  }
+}
+
+template <int D>
+__device__ void store_rows(float* out, const FragC* acc) {
+#pragma unroll
+  for (int n = 0; n < D / kFrag; ++n) {
+    wmma::store_matrix_sync(out + n * kFrag, acc[n], kLdScratch<D>, wmma::mem_row_major);
+  }
+}
+
+#endif  // MOEFOLD_FLASH_DEVICE_CODE
+
+template <int D>
+__global__ void __launch_bounds__(kBlockThreads)
+    flash_forward_kernel(const uint16_t* q, const uint16_t* k, const uint16_t* v, uint16_t* o,
+                         float* lse, const int32_t* q_pos, const int32_t* k_pos,
+                         const int32_t* key_tiles, int64_t Sq, int64_t Skv, int nh, int nkv,
+                         float scale) {
+#ifdef MOEFOLD_FLASH_DEVICE_CODE
+  SharedCarver carver{dynamic_shared_memory()};
+  const ForwardShared<D> s(carver);
+  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
+  const int r = lane / 2, half = lane % 2;
+  const int h = blockIdx.y, g = h / (nh / nkv);
+  const int64_t b = blockIdx.z, i0 = int64_t{blockIdx.x} * kTile;
+  const int64_t row = i0 + warp * kFrag + r;
+  const int32_t position = row < Sq ? q_pos[row] : INT_MIN;  // rows past the end see nothing
+  float* scratch = s.scratch + warp * kFrag * kLdScratch<D>;
+  uint16_t* p = s.p + warp * kFrag * kLdP;
+  load_tile<D>(s.q, q + ((b * Sq + i0) * nh + h) * D, int64_t{nh} * D, Sq - i0);
+
+  float acc[D / 2];
+#pragma unroll
+  for (int x = 0; x < D / 2; ++x) acc[x] = 0.0f;
+  float running_max = -INFINITY, sum = 0.0f;
+  const int tiles = key_tiles[blockIdx.x];
+  for (int u = 0; u < tiles; ++u) {
+    const int64_t j0 = int64_t{u} * kTile, keys = Skv - j0;
+    __syncthreads();  // the previous tile is read
+    load_tile<D>(s.k, k + ((b * Skv + j0) * nkv + g) * D, int64_t{nkv} * D, keys);
+    load_tile<D>(s.v, v + ((b * Skv + j0) * nkv + g) * D, int64_t{nkv} * D, keys);
+    for (int x = threadIdx.x; x < kTile; x += blockDim.x) {
+      s.k_pos[x] = x < keys ? k_pos[j0 + x] : 0;
+    }
+    __syncthreads();
+    rows_times_tile_t<D>(s.q + warp * kFrag * kLdTile<D>, s.k, scratch);
+    __syncwarp();
+    float* scores = scratch + r * kLdScratch<D>;
+    float tile_max = -INFINITY;
+#pragma unroll
+    for (int c = half; c < kTile; c += 2) {
+      const bool visible = c < keys && key_visible(position, s.k_pos[c]);  // none past the end
+      scores[c] = visible ? scores[c] * scale : -INFINITY;
+      tile_max = fmaxf(tile_max, scores[c]);
+    }
+    tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
+    const OnlineSoftmaxStep step = online_softmax_step(running_max, tile_max);
+    running_max = step.max;
+    float tile_sum = 0.0f;
+#pragma unroll
+    for (int c = half; c < kTile; c += 2) {
+      const float weight = attention_probability(scores[c], running_max, scores[c] != -INFINITY);
+      tile_sum += weight;
+      p[r * kLdP + c] = float_to_bf16_bits(weight);
+    }
+    sum = sum * step.rescale + tile_sum + __shfl_xor_sync(0xffffffffu, tile_sum, 1);
+    __syncwarp();
+    rows_times_tile_to<D, false>(p, s.v, scratch);
+    __syncwarp();
+#pragma unroll
+    for (int x = 0; x < D / 2; ++x) {
+      acc[x] = acc[x] * step.rescale + scratch[r * kLdScratch<D> + 2 * x + half];
+    }
+  }
+  if (row >= Sq) return;
+  const float inverse = sum > 0.0f ? 1.0f / sum : 0.0f;
+  uint16_t* out = o + ((b * Sq + row) * nh + h) * D;
+#pragma unroll
+  for (int x = 0; x < D / 2; ++x) out[2 * x + half] = float_to_bf16_bits(acc[x] * inverse);
+  if (half == 0) lse[(b * nh + h) * Sq + row] = attention_lse(running_max, sum);
+#else
+  __trap();  // built for an architecture without bf16 WMMA: never launched there
+#endif  // MOEFOLD_FLASH_DEVICE_CODE
+}
+
+// dst[2x + half] += factor·values over a row, dst bf16 (rounded once) or float32: dK and dV
+// added into the gradients.
+template <int D, typename G>
+__device__ void add_row(G* dst, const float* values, float factor, int half) {
+#pragma unroll
+  for (int x = 0; x < D / 2; ++x) {
+    const int c = 2 * x + half;
+    store(dst, c, load(dst, c) + factor * values[c]);
+  }
+}
+
+template <int D, typename G>
+__global__ void __launch_bounds__(kBlockThreads)
+    flash_backward_kernel(const uint16_t* dout, const uint16_t* q, const uint16_t* k,
+                          const uint16_t* v, const float* lse, const float* delta, float* dq32,
+                          G* dk, G* dv, const int32_t* q_pos, const int32_t* k_pos,
+                          const int32_t* key_tiles, int q_tiles, int64_t Sq, int64_t Skv, int nh,
+                          int nkv, float scale) {
+#ifdef MOEFOLD_FLASH_DEVICE_CODE
+  SharedCarver carver{dynamic_shared_memory()};
+  const BackwardShared<D> s(carver);
+  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
+  const int r = lane / 2, half = lane % 2;
+  const int u = blockIdx.x, g = blockIdx.y, group = nh / nkv;
+  const int64_t b = blockIdx.z, j0 = int64_t{u} * kTile;
+  const int key_row = warp * kFrag + r;  // this lane's key within the tile
+  float* scratch = s.scratch + warp * kFrag * kLdScratch<D>;
+  uint16_t* p_t = s.p_t + warp * kFrag * kLdP;
+  load_tile<D>(s.k, k + ((b * Skv + j0) * nkv + g) * D, int64_t{nkv} * D, Skv - j0);
+  load_tile<D>(s.v, v + ((b * Skv + j0) * nkv + g) * D, int64_t{nkv} * D, Skv - j0);
+  for (int x = threadIdx.x; x < kTile; x += blockDim.x) {
+    s.k_pos[x] = j0 + x < Skv ? k_pos[j0 + x] : 0;
+  }
+  FragC dk_acc[D / kFrag], dv_acc[D / kFrag];
+#pragma unroll
+  for (int n = 0; n < D / kFrag; ++n) {
+    wmma::fill_fragment(dk_acc[n], 0.0f);
+    wmma::fill_fragment(dv_acc[n], 0.0f);
+  }
+  for (int h = g * group; h < (g + 1) * group; ++h) {
+    for (int t = 0; t < q_tiles; ++t) {
+      if (key_tiles[t] <= u) continue;  // no row of query tile t sees this key tile
+      const int64_t i0 = int64_t{t} * kTile, rows = Sq - i0;
+      __syncthreads();  // the previous query tile is read
+      load_tile<D>(s.q, q + ((b * Sq + i0) * nh + h) * D, int64_t{nh} * D, rows);
+      load_tile<D>(s.dout, dout + ((b * Sq + i0) * nh + h) * D, int64_t{nh} * D, rows);
+      for (int x = threadIdx.x; x < kTile; x += blockDim.x) {
+        const bool in = x < rows;
+        s.q_pos[x] = in ? q_pos[i0 + x] : INT_MIN;
+        s.lse[x] = in ? lse[(b * nh + h) * Sq + i0 + x] : -INFINITY;
+        s.delta[x] = in ? delta[(b * nh + h) * Sq + i0 + x] : 0.0f;
+      }
+      __syncthreads();
+      // Pᵀ (this warp's 16 keys, the tile's queries) from Sᵀ = K Qᵀ and lse.
+      rows_times_tile_t<D>(s.k + warp * kFrag * kLdTile<D>, s.q, scratch);
+      __syncwarp();
+      const bool key_in = j0 + key_row < Skv;  // keys past the end are seen by no query
+      const int32_t key_position = s.k_pos[key_row];
+      float weight[kTile / 2];
+#pragma unroll
+      for (int x = 0; x < kTile / 2; ++x) {
+        const int c = 2 * x + half;
+        weight[x] = attention_probability(scratch[r * kLdScratch<D> + c] * scale, s.lse[c],
+                                          key_in && key_visible(s.q_pos[c], key_position));
+        p_t[r * kLdP + c] = float_to_bf16_bits(weight[x]);
+      }
+      __syncwarp();
+      // dSᵀ = Pᵀ ⊙ (dPᵀ − delta), dPᵀ = V dOᵀ.
+      rows_times_tile_t<D>(s.v + warp * kFrag * kLdTile<D>, s.dout, scratch);
+      __syncwarp();
+#pragma unroll
+      for (int x = 0; x < kTile / 2; ++x) {
+        const int c = 2 * x + half;
+        s.ds_t[key_row * kLdP + c] = float_to_bf16_bits(
+            softmax_gradient(scratch[r * kLdScratch<D> + c], weight[x], s.delta[c]));
+      }
+      __syncwarp();
+      rows_times_tile<D>(p_t, s.dout, dv_acc);
+      rows_times_tile<D>(s.ds_t + warp * kFrag * kLdP, s.q, dk_acc);
+      __syncthreads();  // every warp's dSᵀ rows are written
+      // dQ of this warp's 16 queries: dS (16, keys) · K, dS read as a view of dSᵀ.
+      rows_times_tile_to<D, true>(s.ds_t + warp * kFrag, s.k, scratch);
+      __syncwarp();
+      const int64_t query = i0 + warp * kFrag + r;
+      if (query < Sq) {
+        float* dst = dq32 + ((b * Sq + query) * nh + h) * D;
+#pragma unroll 8
+        for (int x = 0; x < D / 2; ++x) {
+          const int c = 2 * x + half;
+          atomicAdd(dst + c, scale * scratch[r * kLdScratch<D> + c]);
+        }
+      }
+    }
+  }
+  __syncwarp();
+  const int64_t key = j0 + key_row;
+  store_rows<D>(scratch, dk_acc);
+  __syncwarp();
+  if (key < Skv) add_row<D, G>(dk + ((b * Skv + key) * nkv + g) * D, scratch + r * kLdScratch<D>,
+                            scale, half);
+  __syncwarp();
+  store_rows<D>(scratch, dv_acc);
+  __syncwarp();
+  if (key < Skv) add_row<D, G>(dv + ((b * Skv + key) * nkv + g) * D, scratch + r * kLdScratch<D>,
+                            1.0f, half);
+#else
+  __trap();  // built for an architecture without bf16 WMMA: never launched there
+#endif  // MOEFOLD_FLASH_DEVICE_CODE
+}
+
+}  // namespace
+}  // namespace moefold::cuda

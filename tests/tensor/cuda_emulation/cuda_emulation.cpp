@@ -1,0 +1,223 @@
+// The emulation's scheduler: a block's threads are fibers (Boost.Context) that run one after
+// another until each waits at a barrier or returns; then the barriers whose whole scope waits
+// open.
+#include "tests/tensor/cuda_emulation/cuda_emulation.h"
+
+#include <algorithm>
+#include <boost/context/fiber.hpp>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <memory>
+#include <mutex>
+#include <new>
+#include <vector>
+
+namespace moefold::cuda_emulation {
+namespace {
+
+namespace context = boost::context;
+
+constexpr unsigned kWarp = 32;
+constexpr size_t kStackBytes = size_t{256} << 10;  // kernels' register arrays live here
+constexpr std::align_val_t kSharedAlignment{128};
+
+enum class Wait { kNone, kWarp, kBlock, kDone };
+
+// Gives a fiber one of the stacks that the launches keep.
+class KeptStack {
+ public:
+  explicit KeptStack(char* base) : base_(base) {}
+  context::stack_context allocate() {
+    context::stack_context stack;
+    stack.size = kStackBytes;
+    stack.sp = base_ + kStackBytes;
+    return stack;
+  }
+  void deallocate(context::stack_context&) noexcept {}
+
+ private:
+  char* base_;
+};
+
+struct Fiber {
+  context::fiber suspended;  // empty while it runs and once it returned
+  char* stack = nullptr;
+  Wait wait = Wait::kNone;
+  std::source_location site;
+};
+
+struct Grid {
+  const std::function<void()>* body = nullptr;
+  std::vector<Fiber> fibers;
+  context::fiber scheduler;  // where a waiting fiber goes back to
+  unsigned current = 0;
+  // The block's dynamic shared memory: exactly the launch's bytes, 128-byte aligned as
+  // launch_utils.cuh declares it.
+  struct FreeAligned {
+    void operator()(unsigned char* p) const { ::operator delete[](p, kSharedAlignment); }
+  };
+  std::unique_ptr<unsigned char[], FreeAligned> shared;
+  std::vector<uint64_t> exchange;
+  std::string error;
+};
+
+Grid* running = nullptr;
+
+std::string describe(const std::source_location& site) {
+  return std::filesystem::path(site.file_name()).filename().string() + ":" +
+         std::to_string(site.line());
+}
+
+bool same_site(const std::source_location& a, const std::source_location& b) {
+  return a.line() == b.line() && a.column() == b.column() &&
+         std::string_view(a.file_name()) == b.file_name();
+}
+
+void wait_at(Wait wait, const std::source_location& site) {
+  Grid& g = *running;
+  Fiber& f = g.fibers[g.current];
+  f.wait = wait;
+  f.site = site;
+  g.scheduler = std::move(g.scheduler).resume();
+}
+
+std::string thread_name(unsigned t) {
+  return "thread " + std::to_string(t) + " (warp " + std::to_string(t / kWarp) + ", block " +
+         std::to_string(blockIdx.x) + "," + std::to_string(blockIdx.y) + "," +
+         std::to_string(blockIdx.z) + ")";
+}
+
+// Opens every barrier whose scope all waits at it; throws where a scope can never meet.
+void open_barriers(Grid& g) {
+  bool opened = false;
+  const unsigned threads = static_cast<unsigned>(g.fibers.size());
+  for (unsigned w = 0; w * kWarp < threads; ++w) {
+    const unsigned end = std::min(threads, (w + 1) * kWarp);  // the last warp may be partial
+    Fiber* first = nullptr;
+    for (unsigned t = w * kWarp; t < end; ++t) {
+      if (g.fibers[t].wait == Wait::kWarp && first == nullptr) first = &g.fibers[t];
+    }
+    if (first == nullptr) continue;
+    for (unsigned t = w * kWarp; t < end; ++t) {
+      const Fiber& f = g.fibers[t];
+      if (f.wait == Wait::kWarp && same_site(f.site, first->site)) continue;
+      const std::string where = f.wait == Wait::kDone ? "returned"
+                                : f.wait == Wait::kBlock
+                                    ? "waits at __syncthreads " + describe(f.site)
+                                    : "waits at " + describe(f.site);
+      throw EmulationError("divergent warp: " + thread_name(t) + " " + where +
+                           " while its warp waits at " + describe(first->site));
+    }
+    for (unsigned t = w * kWarp; t < end; ++t) g.fibers[t].wait = Wait::kNone;
+    opened = true;
+  }
+  if (opened) return;
+  const Fiber* first = nullptr;
+  for (unsigned t = 0; t < threads; ++t) {
+    const Fiber& f = g.fibers[t];
+    if (f.wait == Wait::kBlock && first == nullptr) first = &f;
+  }
+  for (unsigned t = 0; t < threads; ++t) {
+    const Fiber& f = g.fibers[t];
+    if (f.wait == Wait::kBlock && same_site(f.site, first->site)) continue;
+    throw EmulationError(
+        "divergent block: " + thread_name(t) + " " +
+        (f.wait == Wait::kDone ? std::string("returned") : "waits at " + describe(f.site)) +
+        " while the rest of its block waits at __syncthreads " + describe(first->site));
+  }
+  for (Fiber& f : g.fibers) f.wait = Wait::kNone;
+}
+
+void run_block(Grid& g) {
+  for (unsigned t = 0; t < g.fibers.size(); ++t) {
+    Fiber& f = g.fibers[t];
+    f.wait = Wait::kNone;
+    f.suspended =
+        context::fiber(std::allocator_arg, KeptStack(f.stack), [&g, t](context::fiber&& scheduler) {
+          g.scheduler = std::move(scheduler);
+          (*g.body)();
+          g.fibers[t].wait = Wait::kDone;
+          return std::move(g.scheduler);
+        });
+  }
+  const unsigned threads = static_cast<unsigned>(g.fibers.size());
+  for (unsigned round = 0;; ++round) {
+    bool all_done = true;
+    for (unsigned i = 0; i < threads; ++i) {
+      // Between two barriers the threads run one after another, in thread order and then in
+      // reverse: a read of what another thread writes in the same stretch sees it in one of
+      // the two orders at least, and differs from a GPU's.
+      const unsigned t = round % 2 == 0 ? i : threads - 1 - i;
+      Fiber& f = g.fibers[t];
+      if (f.wait == Wait::kNone) {
+        g.current = t;
+        threadIdx = {t % blockDim.x, t / blockDim.x % blockDim.y, t / (blockDim.x * blockDim.y)};
+        f.suspended = std::move(f.suspended).resume();
+        if (!g.error.empty()) throw EmulationError(g.error);
+      }
+      all_done = all_done && f.wait == Wait::kDone;
+    }
+    if (all_done) return;
+    open_barriers(g);
+  }
+}
+
+}  // namespace
+
+void run_grid(dim3 grid, dim3 block, size_t shared_bytes, const std::function<void()>& body) {
+  const uint64_t threads = uint64_t{block.x} * block.y * block.z;
+  if (threads == 0 || threads > 1024) {
+    throw EmulationError("a block of " + std::to_string(threads) + " threads");
+  }
+  if (running != nullptr) throw EmulationError("a kernel launched from inside a kernel");
+  // One kernel at a time in the process: `__shared__` arrays are static variables.
+  static std::mutex one_grid;
+  std::lock_guard<std::mutex> lock(one_grid);
+  static std::vector<std::unique_ptr<char[]>> stacks;  // kept for the next launches
+  while (stacks.size() < threads)
+    stacks.push_back(std::make_unique_for_overwrite<char[]>(kStackBytes));
+  Grid g;
+  g.body = &body;
+  g.fibers.resize(threads);
+  for (size_t t = 0; t < threads; ++t) g.fibers[t].stack = stacks[t].get();
+  g.exchange.resize((threads + kWarp - 1) / kWarp * kWarp);
+  if (shared_bytes > 0) {
+    g.shared.reset(static_cast<unsigned char*>(::operator new[](shared_bytes, kSharedAlignment)));
+  }
+  gridDim = grid;
+  blockDim = block;
+  running = &g;
+  struct Clear {
+    ~Clear() { running = nullptr; }
+  } clear;
+  for (unsigned z = 0; z < grid.z; ++z) {
+    for (unsigned y = 0; y < grid.y; ++y) {
+      for (unsigned x = 0; x < grid.x; ++x) {
+        blockIdx = {x, y, z};
+        if (g.shared) std::memset(g.shared.get(), 0xA5, shared_bytes);  // a fresh block's garbage
+        run_block(g);
+      }
+    }
+  }
+}
+
+void block_barrier(const std::source_location& site) { wait_at(Wait::kBlock, site); }
+void warp_barrier(const std::source_location& site) { wait_at(Wait::kWarp, site); }
+
+void fail(const std::string& what, const std::source_location& site) {
+  Grid& g = *running;
+  g.error = what + " at " + describe(site) + " in " + thread_name(g.current);
+  wait_at(Wait::kDone, site);
+  std::abort();  // never resumed
+}
+
+unsigned char* block_shared_memory() { return running->shared.get(); }
+
+unsigned lane_id() { return running->current % kWarp; }
+
+uint64_t& exchange_slot(unsigned lane) {
+  return running->exchange[running->current / kWarp * kWarp + lane];
+}
+
+}  // namespace moefold::cuda_emulation

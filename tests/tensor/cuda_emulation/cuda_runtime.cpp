@@ -1,0 +1,353 @@
+// The emulated device's runtime (include/cuda_runtime.h): two devices of host memory, streams
+// that run their work at once, and the runtime's refusals.
+#include <cuda_runtime.h>
+
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <new>
+#include <set>
+
+#include "tests/tensor/cuda_emulation/emulated_memory.h"
+
+namespace moefold::cuda_emulation {
+namespace {
+
+constexpr int kDevices = 2;  // code that silently uses device 0 fails on the last one
+constexpr size_t kDefaultSharedBytes = 48 << 10;
+constexpr size_t kOptInSharedBytes = 227 << 10;  // sm_90's per-block maximum
+
+thread_local int current_device = 0;
+thread_local cudaError_t last_error = cudaSuccess;
+
+struct Handles {
+  std::mutex mutex;
+  std::set<const void*> streams, events;
+  std::map<const void*, int> max_dynamic_shared;  // by kernel
+};
+Handles& handles() {
+  static Handles h;
+  return h;
+}
+
+// A runtime call's result, kept for cudaGetLastError when it is an error.
+cudaError_t result(cudaError_t error) {
+  if (error != cudaSuccess) last_error = error;
+  return error;
+}
+
+bool valid_stream(cudaStream_t stream) {
+  std::lock_guard<std::mutex> lock(handles().mutex);
+  return stream == nullptr || handles().streams.contains(stream);
+}
+
+bool valid_event(cudaEvent_t event) {
+  std::lock_guard<std::mutex> lock(handles().mutex);
+  return handles().events.contains(event);
+}
+
+// Whether a copy between dst and src agrees with `kind`: its device sides lie within device
+// allocations, its host sides outside them.
+bool copy_agrees(void* dst, size_t dst_bytes, const void* src, size_t src_bytes,
+                 cudaMemcpyKind kind) {
+  const int dst_at = memory().device_of(dst, dst_bytes),
+            src_at = memory().device_of(src, src_bytes);
+  const bool dst_device = dst_at >= 0, src_device = src_at >= 0;
+  const bool dst_host = dst_at == kNotDevice, src_host = src_at == kNotDevice;
+  switch (kind) {
+    case cudaMemcpyHostToHost: return dst_host && src_host;
+    case cudaMemcpyHostToDevice: return dst_device && src_host;
+    case cudaMemcpyDeviceToHost: return dst_host && src_device;
+    case cudaMemcpyDeviceToDevice: return dst_device && src_device;
+    case cudaMemcpyDefault: return (dst_device || dst_host) && (src_device || src_host);
+  }
+  return false;
+}
+
+}  // namespace
+
+cudaError_t check_launch(const void* kernel, dim3 grid, dim3 block, size_t shared_bytes) {
+  const uint64_t threads = uint64_t{block.x} * block.y * block.z;
+  if (threads == 0 || threads > 1024 || block.z > 64 || grid.x == 0 || grid.y == 0 || grid.z == 0 ||
+      grid.y > 65535 || grid.z > 65535 || grid.x > 0x7fffffffu) {
+    return cudaErrorInvalidConfiguration;
+  }
+  size_t allowed = kDefaultSharedBytes;
+  {
+    std::lock_guard<std::mutex> lock(handles().mutex);
+    const auto it = handles().max_dynamic_shared.find(kernel);
+    if (it != handles().max_dynamic_shared.end()) allowed = std::max<size_t>(allowed, it->second);
+  }
+  return shared_bytes > allowed ? cudaErrorInvalidValue : cudaSuccess;
+}
+
+void set_launch_error(cudaError_t error) { last_error = error; }
+
+bool check_kernel_pointer(const void* pointer, int argument) {
+  if (pointer == nullptr || memory().pinned(pointer) ||
+      memory().device_of(pointer, 0) == current_device) {
+    return true;
+  }
+  std::fprintf(stderr,
+               "emulated device: kernel argument %d (%p) is not memory of device %d: a GPU would "
+               "fault on it\n",
+               argument, pointer, current_device);
+  return false;
+}
+
+cudaError_t set_max_dynamic_shared(const void* kernel, int bytes) {
+  if (bytes < 0 || static_cast<size_t>(bytes) > kOptInSharedBytes) {
+    return result(cudaErrorInvalidValue);
+  }
+  std::lock_guard<std::mutex> lock(handles().mutex);
+  handles().max_dynamic_shared[kernel] = bytes;
+  return cudaSuccess;
+}
+
+cudaError_t kernel_attributes(cudaFuncAttributes* attributes, const void*) {
+  *attributes = {90, 90};  // built for sm_90, as CI's CUDA build is
+  return cudaSuccess;
+}
+
+}  // namespace moefold::cuda_emulation
+
+using moefold::cuda_emulation::memory;
+using moefold::cuda_emulation::result;
+
+const char* cudaGetErrorName(cudaError_t error) {
+  switch (error) {
+    case cudaSuccess: return "cudaSuccess";
+    case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
+    case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
+    case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
+    case cudaErrorInvalidDevicePointer: return "cudaErrorInvalidDevicePointer";
+    case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
+    case cudaErrorInvalidResourceHandle: return "cudaErrorInvalidResourceHandle";
+    case cudaErrorIllegalAddress: return "cudaErrorIllegalAddress";
+  }
+  return "cudaErrorUnknown";
+}
+
+const char* cudaGetErrorString(cudaError_t error) {
+  switch (error) {
+    case cudaSuccess: return "no error";
+    case cudaErrorInvalidValue: return "invalid argument";
+    case cudaErrorMemoryAllocation: return "out of memory";
+    case cudaErrorInvalidConfiguration: return "invalid configuration argument";
+    case cudaErrorInvalidDevicePointer: return "invalid device pointer";
+    case cudaErrorInvalidDevice: return "invalid device ordinal";
+    case cudaErrorInvalidResourceHandle: return "invalid resource handle";
+    case cudaErrorIllegalAddress: return "an illegal memory access was encountered";
+  }
+  return "unknown error";
+}
+
+cudaError_t cudaGetLastError() {
+  const cudaError_t error = moefold::cuda_emulation::last_error;
+  moefold::cuda_emulation::last_error = cudaSuccess;
+  return error;
+}
+
+cudaError_t cudaPeekAtLastError() { return moefold::cuda_emulation::last_error; }
+
+cudaError_t cudaGetDeviceCount(int* count) {
+  *count = moefold::cuda_emulation::kDevices;
+  return cudaSuccess;
+}
+
+cudaError_t cudaSetDevice(int device) {
+  if (device < 0 || device >= moefold::cuda_emulation::kDevices) {
+    return result(cudaErrorInvalidDevice);
+  }
+  moefold::cuda_emulation::current_device = device;
+  return cudaSuccess;
+}
+
+cudaError_t cudaGetDevice(int* device) {
+  *device = moefold::cuda_emulation::current_device;
+  return cudaSuccess;
+}
+
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
+  if (device < 0 || device >= moefold::cuda_emulation::kDevices) {
+    return result(cudaErrorInvalidDevice);
+  }
+  *prop = {};
+  std::snprintf(prop->name, sizeof(prop->name), "emulated GPU %d (CPU)", device);
+  prop->totalGlobalMem = moefold::cuda_emulation::kDeviceBytes;
+  prop->sharedMemPerBlock = moefold::cuda_emulation::kDefaultSharedBytes;
+  prop->sharedMemPerBlockOptin = moefold::cuda_emulation::kOptInSharedBytes;
+  prop->major = 9;
+  prop->minor = 0;
+  prop->multiProcessorCount = 132;
+  return cudaSuccess;
+}
+
+cudaError_t cudaDriverGetVersion(int* version) {
+  *version = 13000;
+  return cudaSuccess;
+}
+
+cudaError_t cudaRuntimeGetVersion(int* version) {
+  *version = 13000;
+  return cudaSuccess;
+}
+
+cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
+
+cudaError_t cudaMallocAsync(void** ptr, size_t bytes, cudaStream_t stream) {
+  if (!moefold::cuda_emulation::valid_stream(stream)) return result(cudaErrorInvalidResourceHandle);
+  *ptr = memory().allocate(bytes, moefold::cuda_emulation::current_device);
+  return result(*ptr == nullptr && bytes > 0 ? cudaErrorMemoryAllocation : cudaSuccess);
+}
+
+cudaError_t cudaMallocAsync(void** ptr, size_t bytes, cudaMemPool_t pool, cudaStream_t stream) {
+  cudaMemPool_t own = nullptr;
+  cudaDeviceGetDefaultMemPool(&own, moefold::cuda_emulation::current_device);
+  if (pool != own) return result(cudaErrorInvalidValue);  // another device's pool
+  return cudaMallocAsync(ptr, bytes, stream);
+}
+
+cudaError_t cudaFreeAsync(void* ptr, cudaStream_t stream) {
+  if (!moefold::cuda_emulation::valid_stream(stream)) return result(cudaErrorInvalidResourceHandle);
+  return result(ptr == nullptr || memory().release(ptr, false) ? cudaSuccess
+                                                               : cudaErrorInvalidDevicePointer);
+}
+
+cudaError_t cudaMallocHost(void** ptr, size_t bytes) {
+  *ptr = memory().allocate(bytes, moefold::cuda_emulation::kPinnedHost);
+  return result(*ptr == nullptr && bytes > 0 ? cudaErrorMemoryAllocation : cudaSuccess);
+}
+
+cudaError_t cudaFreeHost(void* ptr) {
+  return result(ptr == nullptr || memory().release(ptr, true) ? cudaSuccess
+                                                              : cudaErrorInvalidValue);
+}
+
+cudaError_t cudaPointerGetAttributes(cudaPointerAttributes* attributes, const void* ptr) {
+  *attributes = {};
+  const int device = memory().device_of(ptr, 0);
+  if (device >= 0) {
+    *attributes = {cudaMemoryTypeDevice, device, const_cast<void*>(ptr), nullptr};
+  } else if (memory().pinned(ptr)) {
+    *attributes = {cudaMemoryTypeHost, -1, const_cast<void*>(ptr), const_cast<void*>(ptr)};
+  }
+  return cudaSuccess;
+}
+
+cudaError_t cudaDeviceGetDefaultMemPool(cudaMemPool_t* pool, int device) {
+  if (device < 0 || device >= moefold::cuda_emulation::kDevices) {
+    return result(cudaErrorInvalidDevice);
+  }
+  *pool = reinterpret_cast<cudaMemPool_t>(uintptr_t{0x1000} + device);
+  return cudaSuccess;
+}
+
+cudaError_t cudaMemPoolSetAttribute(cudaMemPool_t, cudaMemPoolAttr, void*) { return cudaSuccess; }
+cudaError_t cudaMemPoolTrimTo(cudaMemPool_t, size_t) { return cudaSuccess; }
+
+cudaError_t cudaMemcpy2DAsync(void* dst, size_t dpitch, const void* src, size_t spitch,
+                              size_t width, size_t height, cudaMemcpyKind kind,
+                              cudaStream_t stream) {
+  if (height == 0 || width == 0) return cudaSuccess;
+  if (!moefold::cuda_emulation::valid_stream(stream)) return result(cudaErrorInvalidResourceHandle);
+  if (width > dpitch || width > spitch ||
+      !moefold::cuda_emulation::copy_agrees(dst, (height - 1) * dpitch + width, src,
+                                            (height - 1) * spitch + width, kind)) {
+    return result(cudaErrorInvalidValue);
+  }
+  for (size_t row = 0; row < height; ++row) {
+    std::memmove(static_cast<char*>(dst) + row * dpitch,
+                 static_cast<const char*>(src) + row * spitch, width);
+  }
+  return cudaSuccess;
+}
+
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind,
+                            cudaStream_t stream) {
+  return cudaMemcpy2DAsync(dst, bytes, src, bytes, bytes, 1, kind, stream);
+}
+
+cudaError_t cudaMemset2DAsync(void* ptr, size_t pitch, int value, size_t width, size_t height,
+                              cudaStream_t stream) {
+  if (height == 0 || width == 0) return cudaSuccess;
+  if (!moefold::cuda_emulation::valid_stream(stream)) return result(cudaErrorInvalidResourceHandle);
+  if (width > pitch || memory().device_of(ptr, (height - 1) * pitch + width) < 0) {
+    return result(cudaErrorInvalidValue);
+  }
+  for (size_t row = 0; row < height; ++row) {
+    std::memset(static_cast<char*>(ptr) + row * pitch, value, width);
+  }
+  return cudaSuccess;
+}
+
+cudaError_t cudaMemsetAsync(void* ptr, int value, size_t bytes, cudaStream_t stream) {
+  return cudaMemset2DAsync(ptr, bytes, value, bytes, 1, stream);
+}
+
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned) {
+  *stream = reinterpret_cast<cudaStream_t>(new char);
+  std::lock_guard<std::mutex> lock(moefold::cuda_emulation::handles().mutex);
+  moefold::cuda_emulation::handles().streams.insert(*stream);
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamDestroy(cudaStream_t stream) {
+  std::lock_guard<std::mutex> lock(moefold::cuda_emulation::handles().mutex);
+  if (moefold::cuda_emulation::handles().streams.erase(stream) == 0) {
+    return result(cudaErrorInvalidResourceHandle);
+  }
+  delete reinterpret_cast<char*>(stream);
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
+  return result(moefold::cuda_emulation::valid_stream(stream) ? cudaSuccess
+                                                              : cudaErrorInvalidResourceHandle);
+}
+
+cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned) {
+  const bool valid =
+      moefold::cuda_emulation::valid_stream(stream) && moefold::cuda_emulation::valid_event(event);
+  return result(valid ? cudaSuccess : cudaErrorInvalidResourceHandle);
+}
+
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned) {
+  *event = reinterpret_cast<cudaEvent_t>(new char);
+  std::lock_guard<std::mutex> lock(moefold::cuda_emulation::handles().mutex);
+  moefold::cuda_emulation::handles().events.insert(*event);
+  return cudaSuccess;
+}
+
+cudaError_t cudaEventCreate(cudaEvent_t* event) { return cudaEventCreateWithFlags(event, 0); }
+
+cudaError_t cudaEventDestroy(cudaEvent_t event) {
+  std::lock_guard<std::mutex> lock(moefold::cuda_emulation::handles().mutex);
+  if (moefold::cuda_emulation::handles().events.erase(event) == 0) {
+    return result(cudaErrorInvalidResourceHandle);
+  }
+  delete reinterpret_cast<char*>(event);
+  return cudaSuccess;
+}
+
+cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
+  return cudaStreamWaitEvent(stream, event, 0);
+}
+
+cudaError_t cudaEventSynchronize(cudaEvent_t event) {
+  return result(moefold::cuda_emulation::valid_event(event) ? cudaSuccess
+                                                            : cudaErrorInvalidResourceHandle);
+}
+
+cudaError_t cudaEventQuery(cudaEvent_t event) { return cudaEventSynchronize(event); }
+
+// Every timed span takes one millisecond: choices made by timing (the attention path tuner's)
+// stay deterministic, ties going as the tuner rules them.
+cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
+  if (!moefold::cuda_emulation::valid_event(start) || !moefold::cuda_emulation::valid_event(end)) {
+    return result(cudaErrorInvalidResourceHandle);
+  }
+  *ms = 1.0f;
+  return cudaSuccess;
+}
