@@ -40,7 +40,13 @@ target_link_libraries(moefold_blas INTERFACE ${OpenBLAS_LIBRARIES})
 # used (its fused attention has no float32 path), so it is not required.
 set(MOEFOLD_HAVE_CUDA OFF)
 set(MOEFOLD_HAVE_NCCL OFF)
-if(NOT MOEFOLD_CUDA STREQUAL "OFF")
+set(MOEFOLD_EMULATED_CUDA OFF)
+if(MOEFOLD_CUDA STREQUAL "EMULATED")
+  # Every binary gets the CUDA backend built for the CPU's emulated device
+  # (tests/tensor/cuda_emulation): the trainer's GPU paths run without a GPU or nvcc; no NCCL.
+  set(MOEFOLD_HAVE_CUDA ON)
+  set(MOEFOLD_EMULATED_CUDA ON)
+elseif(NOT MOEFOLD_CUDA STREQUAL "OFF")
   if(NOT CMAKE_CUDA_COMPILER AND EXISTS /usr/local/cuda/bin/nvcc)
     set(CMAKE_CUDA_COMPILER /usr/local/cuda/bin/nvcc)
   endif()

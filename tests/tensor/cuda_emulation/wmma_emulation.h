@@ -40,9 +40,6 @@ inline void check_operand(const void* pointer, unsigned ldm, size_t element_byte
 }
 
 inline unsigned lane() { return moefold::cuda_emulation::lane_id(); }
-inline bool owns(int row, int column) {
-  return static_cast<unsigned>(row * 16 + column) % 32 == lane();
-}
 
 // Element (row, column) of a matrix stored row-major (or column-major) with leading dim ldm.
 inline int64_t at(int row, int column, unsigned ldm, bool row_major) {
@@ -77,13 +74,11 @@ void mma_sync(fragment<accumulator, 16, 16, 16, float>& d,
               const fragment<matrix_a, 16, 16, 16, __nv_bfloat16, LayoutA>& a,
               const fragment<matrix_b, 16, 16, 16, __nv_bfloat16, LayoutB>& b,
               const fragment<accumulator, 16, 16, 16, float>& c) {
-  for (int r = 0; r < 16; ++r) {
-    for (int col = 0; col < 16; ++col) {
-      if (!detail::owns(r, col)) continue;
-      float sum = c.value[r][col];
-      for (int k = 0; k < 16; ++k) sum += a.value[r][k] * b.value[k][col];
-      d.value[r][col] = sum;
-    }
+  for (unsigned e = detail::lane(); e < 256; e += 32) {  // this lane's elements
+    const unsigned r = e / 16, col = e % 16;
+    float sum = c.value[r][col];
+    for (int k = 0; k < 16; ++k) sum += a.value[r][k] * b.value[k][col];
+    d.value[r][col] = sum;
   }
 }
 
@@ -92,11 +87,9 @@ inline void store_matrix_sync(float* pointer, const fragment<accumulator, 16, 16
                               std::source_location site = std::source_location::current()) {
   detail::check_operand(pointer, ldm, sizeof(*pointer), site);
   moefold::cuda_emulation::warp_barrier(site);
-  for (int r = 0; r < 16; ++r) {
-    for (int c = 0; c < 16; ++c) {
-      if (detail::owns(r, c))
-        pointer[detail::at(r, c, ldm, layout == mem_row_major)] = f.value[r][c];
-    }
+  for (unsigned e = detail::lane(); e < 256; e += 32) {
+    const int r = e / 16, c = e % 16;
+    pointer[detail::at(r, c, ldm, layout == mem_row_major)] = f.value[r][c];
   }
 }
 
