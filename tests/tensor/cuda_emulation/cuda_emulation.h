@@ -1,5 +1,5 @@
-// CUDA's device dialect for the host compiler, so that the CUDA kernels' own source (the
-// `.cuh` files of tensor/cuda) runs in the CPU tests: every thread of a block is a fiber on one
+// CUDA's device dialect for the host compiler, so that the CUDA kernels' own source (tensor/cuda,
+// through include/cuda_runtime.h) runs in the CPU tests: every thread of a block is a fiber on one
 // OS thread, blocks run one after another, and the fibers switch only at the warp's and the
 // block's synchronisation points. So a run is deterministic, and what a kernel gets wrong in its
 // indexing, tiling, shared-memory carving or WMMA operand layouts shows in its results on any
@@ -14,7 +14,8 @@
 //     the store sees the old values, deterministically;
 //   - dynamic shared memory is a heap buffer of exactly the launch's bytes (AddressSanitizer
 //     builds see overruns).
-// Include this before a kernel header; it stands in for cuda_runtime.h, cuda_bf16.h and mma.h.
+// Include this (or include/cuda_runtime.h) before a kernel header; it stands in for the device
+// side of cuda_runtime.h, cuda_bf16.h and mma.h.
 #pragma once
 
 #include <cmath>
