@@ -33,6 +33,16 @@ inline std::vector<float> bf16_values(size_t n, uint32_t seed) {
   return values;
 }
 
+// Token positions: first, first + 1, ..., or with a stride coprime to n from 0 a permutation
+// of 0..n-1 (attention in any order).
+inline std::vector<int32_t> positions(int64_t n, int32_t first, int32_t stride = 1) {
+  std::vector<int32_t> p(n);
+  for (int64_t i = 0; i < n; ++i) {
+    p[i] = static_cast<int32_t>(stride == 1 ? first + i : (i * stride) % n);
+  }
+  return p;
+}
+
 inline std::vector<int32_t> random_ints(size_t n, uint32_t seed, int32_t lo, int32_t hi) {
   std::mt19937 gen(seed);
   std::uniform_int_distribution<int32_t> dist(lo, hi - 1);

@@ -22,6 +22,7 @@ using testing::bf16_on;
 using testing::expect_devices_agree;
 using testing::FlashAttentionScope;
 using testing::host;
+using testing::positions;
 
 constexpr double kBf16Tol = 2e-2;  // one bf16 rounding of a sum, relative to 1 + |value|
 
@@ -30,15 +31,6 @@ struct Case {
   int64_t B, Sq, Skv, nh, nkv, d;
   std::vector<int32_t> q_pos, k_pos;
 };
-
-// first, first + 1, ..., or with a stride coprime to n from 0: a permutation of 0..n-1.
-std::vector<int32_t> positions(int64_t n, int32_t first, int32_t stride = 1) {
-  std::vector<int32_t> p(n);
-  for (int64_t i = 0; i < n; ++i) {
-    p[i] = static_cast<int32_t>(stride == 1 ? first + i : (i * stride) % n);
-  }
-  return p;
-}
 
 // kv_grad: dK and dV's dtype (float32: ring attention's travelling sums under bf16).
 void expect_attention_matches_cpu(const Case& c, DType kv_grad) {

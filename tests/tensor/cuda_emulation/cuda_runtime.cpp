@@ -37,15 +37,32 @@ cudaError_t result(cudaError_t error) {
   return error;
 }
 
-bool valid_stream(cudaStream_t stream) {
+// Streams and events are tokens the runtime tracks, so a destroyed or made-up one is refused.
+template <class Handle>
+Handle new_handle(std::set<const void*>& handles_of_kind) {
+  const auto handle = reinterpret_cast<Handle>(new char);
   std::lock_guard<std::mutex> lock(handles().mutex);
-  return stream == nullptr || handles().streams.contains(stream);
+  handles_of_kind.insert(handle);
+  return handle;
 }
 
-bool valid_event(cudaEvent_t event) {
+cudaError_t delete_handle(std::set<const void*>& handles_of_kind, const void* handle) {
   std::lock_guard<std::mutex> lock(handles().mutex);
-  return handles().events.contains(event);
+  if (handles_of_kind.erase(handle) == 0) return result(cudaErrorInvalidResourceHandle);
+  delete static_cast<const char*>(handle);
+  return cudaSuccess;
 }
+
+bool valid_handle(const std::set<const void*>& handles_of_kind, const void* handle) {
+  std::lock_guard<std::mutex> lock(handles().mutex);
+  return handles_of_kind.contains(handle);
+}
+
+bool valid_stream(cudaStream_t stream) {
+  return stream == nullptr || valid_handle(handles().streams, stream);  // null: the default
+}
+
+bool valid_event(cudaEvent_t event) { return valid_handle(handles().events, event); }
 
 // Whether a copy between dst and src agrees with `kind`: its device sides lie within device
 // allocations, its host sides outside them.
@@ -287,19 +304,13 @@ cudaError_t cudaMemsetAsync(void* ptr, int value, size_t bytes, cudaStream_t str
 }
 
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned) {
-  *stream = reinterpret_cast<cudaStream_t>(new char);
-  std::lock_guard<std::mutex> lock(moefold::cuda_emulation::handles().mutex);
-  moefold::cuda_emulation::handles().streams.insert(*stream);
+  *stream =
+      moefold::cuda_emulation::new_handle<cudaStream_t>(moefold::cuda_emulation::handles().streams);
   return cudaSuccess;
 }
 
 cudaError_t cudaStreamDestroy(cudaStream_t stream) {
-  std::lock_guard<std::mutex> lock(moefold::cuda_emulation::handles().mutex);
-  if (moefold::cuda_emulation::handles().streams.erase(stream) == 0) {
-    return result(cudaErrorInvalidResourceHandle);
-  }
-  delete reinterpret_cast<char*>(stream);
-  return cudaSuccess;
+  return moefold::cuda_emulation::delete_handle(moefold::cuda_emulation::handles().streams, stream);
 }
 
 cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
@@ -314,21 +325,15 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned
 }
 
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned) {
-  *event = reinterpret_cast<cudaEvent_t>(new char);
-  std::lock_guard<std::mutex> lock(moefold::cuda_emulation::handles().mutex);
-  moefold::cuda_emulation::handles().events.insert(*event);
+  *event =
+      moefold::cuda_emulation::new_handle<cudaEvent_t>(moefold::cuda_emulation::handles().events);
   return cudaSuccess;
 }
 
 cudaError_t cudaEventCreate(cudaEvent_t* event) { return cudaEventCreateWithFlags(event, 0); }
 
 cudaError_t cudaEventDestroy(cudaEvent_t event) {
-  std::lock_guard<std::mutex> lock(moefold::cuda_emulation::handles().mutex);
-  if (moefold::cuda_emulation::handles().events.erase(event) == 0) {
-    return result(cudaErrorInvalidResourceHandle);
-  }
-  delete reinterpret_cast<char*>(event);
-  return cudaSuccess;
+  return moefold::cuda_emulation::delete_handle(moefold::cuda_emulation::handles().events, event);
 }
 
 cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {

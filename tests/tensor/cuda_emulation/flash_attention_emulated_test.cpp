@@ -22,6 +22,7 @@ namespace {
 
 using testing::AttentionResults;
 using testing::bf16_values;
+using testing::positions;
 
 struct Case {
   AttentionDims dims;
@@ -98,15 +99,6 @@ void expect_kernels_match_cpu_attention(const Case& c) {
   const auto v = bf16_values(kv_size, 3), dout = bf16_values(q_size, 4);
   testing::expect_matches_cpu_attention(run_kernels<D, G>(c, q, k, v, dout), m, q, k, v, dout,
                                         c.q_pos, c.k_pos);
-}
-
-// first, first + 1, ..., or with a stride coprime to n from 0: a permutation of 0..n-1.
-std::vector<int32_t> positions(int64_t n, int32_t first, int32_t stride = 1) {
-  std::vector<int32_t> p(n);
-  for (int64_t i = 0; i < n; ++i) {
-    p[i] = static_cast<int32_t>(stride == 1 ? first + i : (i * stride) % n);
-  }
-  return p;
 }
 
 TEST(FlashAttentionEmulated, CausalGqaOverAPartialTileAtHeadDim64) {
