@@ -43,9 +43,13 @@ set(MOEFOLD_HAVE_NCCL OFF)
 set(MOEFOLD_EMULATED_CUDA OFF)
 if(MOEFOLD_CUDA STREQUAL "EMULATED")
   # Every binary gets the CUDA backend built for the CPU's emulated device
-  # (tests/tensor/cuda_emulation): the trainer's GPU paths run without a GPU or nvcc; no NCCL.
+  # (tests/tensor/cuda_emulation) and NCCL over MPI for it (tests/parallel/nccl_emulation): the
+  # trainer's GPU paths run without a GPU, nvcc or NCCL.
   set(MOEFOLD_HAVE_CUDA ON)
   set(MOEFOLD_EMULATED_CUDA ON)
+  set(MOEFOLD_HAVE_NCCL ON)
+  set(MOEFOLD_NCCL_LIB moefold_nccl_emulated)
+  set(MOEFOLD_NCCL_INCLUDE ${PROJECT_SOURCE_DIR}/tests/parallel/nccl_emulation/include)
 elseif(NOT MOEFOLD_CUDA STREQUAL "OFF")
   if(NOT CMAKE_CUDA_COMPILER AND EXISTS /usr/local/cuda/bin/nvcc)
     set(CMAKE_CUDA_COMPILER /usr/local/cuda/bin/nvcc)

@@ -9,6 +9,7 @@
 
 #include "tensor/kernel_math.h"
 #include "tests/tensor/cuda_emulation/emulated_memory.h"
+#include "tests/tensor/cuda_emulation/emulated_streams.h"
 
 struct cublasContext {
   cudaStream_t stream = nullptr;
@@ -141,6 +142,7 @@ cublasStatus_t cublasGemmEx(cublasHandle_t handle, cublasOperation_t transa,
   if (compute == CUBLAS_COMPUTE_32F_PEDANTIC && Atype != CUDA_R_32F) {
     return CUBLAS_STATUS_NOT_SUPPORTED;
   }
+  moefold::cuda_emulation::settle(handle->stream);
   return moefold::cuda_emulation::gemm(transa, transb, m, n, k, *static_cast<const float*>(alpha),
                                        A, Atype, lda, B, Btype, ldb,
                                        *static_cast<const float*>(beta), C, Ctype, ldc);
@@ -158,6 +160,7 @@ cublasStatus_t cublasGemmGroupedBatchedEx(
   if (handle == nullptr) return CUBLAS_STATUS_NOT_INITIALIZED;
   if (group_count < 0 || compute != CUBLAS_COMPUTE_32F) return CUBLAS_STATUS_INVALID_VALUE;
   if (group_count == 0) return CUBLAS_STATUS_SUCCESS;
+  moefold::cuda_emulation::settle(handle->stream);
   int problems = 0;
   for (int g = 0; g < group_count; ++g) problems += group_size[g];
   const size_t pointers = sizeof(void*) * problems;

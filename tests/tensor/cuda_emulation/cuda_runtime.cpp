@@ -1,8 +1,9 @@
-// The emulated device's runtime (include/cuda_runtime.h): two devices of host memory, streams
-// that run their work at once, and the runtime's refusals.
+// The emulated device's runtime (include/cuda_runtime.h): devices of host memory, streams that
+// run their work at once (after what they hold, emulated_streams.h), and the runtime's refusals.
 #include <cuda_runtime.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <mutex>
@@ -10,11 +11,21 @@
 #include <set>
 
 #include "tests/tensor/cuda_emulation/emulated_memory.h"
+#include "tests/tensor/cuda_emulation/emulated_streams.h"
 
 namespace moefold::cuda_emulation {
 namespace {
 
-constexpr int kDevices = 2;  // code that silently uses device 0 fails on the last one
+// Two unless MOEFOLD_EMULATED_GPUS asks for 1 to 16 (one per rank of an emulated NCCL test):
+// code that silently uses device 0 fails on the others.
+int device_count() {
+  static const int count = [] {
+    const char* asked = std::getenv("MOEFOLD_EMULATED_GPUS");
+    const int n = asked == nullptr ? 2 : std::atoi(asked);
+    return n >= 1 && n <= 16 ? n : 2;
+  }();
+  return count;
+}
 constexpr size_t kDefaultSharedBytes = 48 << 10;
 constexpr size_t kOptInSharedBytes = 227 << 10;  // sm_90's per-block maximum
 
@@ -142,6 +153,7 @@ const char* cudaGetErrorName(cudaError_t error) {
     case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
     case cudaErrorInvalidResourceHandle: return "cudaErrorInvalidResourceHandle";
     case cudaErrorIllegalAddress: return "cudaErrorIllegalAddress";
+    case cudaErrorNotReady: return "cudaErrorNotReady";
   }
   return "cudaErrorUnknown";
 }
@@ -156,6 +168,7 @@ const char* cudaGetErrorString(cudaError_t error) {
     case cudaErrorInvalidDevice: return "invalid device ordinal";
     case cudaErrorInvalidResourceHandle: return "invalid resource handle";
     case cudaErrorIllegalAddress: return "an illegal memory access was encountered";
+    case cudaErrorNotReady: return "device not ready";
   }
   return "unknown error";
 }
@@ -169,12 +182,12 @@ cudaError_t cudaGetLastError() {
 cudaError_t cudaPeekAtLastError() { return moefold::cuda_emulation::last_error; }
 
 cudaError_t cudaGetDeviceCount(int* count) {
-  *count = moefold::cuda_emulation::kDevices;
+  *count = moefold::cuda_emulation::device_count();
   return cudaSuccess;
 }
 
 cudaError_t cudaSetDevice(int device) {
-  if (device < 0 || device >= moefold::cuda_emulation::kDevices) {
+  if (device < 0 || device >= moefold::cuda_emulation::device_count()) {
     return result(cudaErrorInvalidDevice);
   }
   moefold::cuda_emulation::current_device = device;
@@ -187,7 +200,7 @@ cudaError_t cudaGetDevice(int* device) {
 }
 
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
-  if (device < 0 || device >= moefold::cuda_emulation::kDevices) {
+  if (device < 0 || device >= moefold::cuda_emulation::device_count()) {
     return result(cudaErrorInvalidDevice);
   }
   *prop = {};
@@ -211,10 +224,14 @@ cudaError_t cudaRuntimeGetVersion(int* version) {
   return cudaSuccess;
 }
 
-cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
+cudaError_t cudaDeviceSynchronize() {
+  moefold::cuda_emulation::settle_all();
+  return cudaSuccess;
+}
 
 cudaError_t cudaMallocAsync(void** ptr, size_t bytes, cudaStream_t stream) {
   if (!moefold::cuda_emulation::valid_stream(stream)) return result(cudaErrorInvalidResourceHandle);
+  moefold::cuda_emulation::settle(stream);
   *ptr = memory().allocate(bytes, moefold::cuda_emulation::current_device);
   return result(*ptr == nullptr && bytes > 0 ? cudaErrorMemoryAllocation : cudaSuccess);
 }
@@ -228,6 +245,7 @@ cudaError_t cudaMallocAsync(void** ptr, size_t bytes, cudaMemPool_t pool, cudaSt
 
 cudaError_t cudaFreeAsync(void* ptr, cudaStream_t stream) {
   if (!moefold::cuda_emulation::valid_stream(stream)) return result(cudaErrorInvalidResourceHandle);
+  moefold::cuda_emulation::settle(stream);
   return result(ptr == nullptr || memory().release(ptr, false) ? cudaSuccess
                                                                : cudaErrorInvalidDevicePointer);
 }
@@ -254,7 +272,7 @@ cudaError_t cudaPointerGetAttributes(cudaPointerAttributes* attributes, const vo
 }
 
 cudaError_t cudaDeviceGetDefaultMemPool(cudaMemPool_t* pool, int device) {
-  if (device < 0 || device >= moefold::cuda_emulation::kDevices) {
+  if (device < 0 || device >= moefold::cuda_emulation::device_count()) {
     return result(cudaErrorInvalidDevice);
   }
   *pool = reinterpret_cast<cudaMemPool_t>(uintptr_t{0x1000} + device);
@@ -269,6 +287,7 @@ cudaError_t cudaMemcpy2DAsync(void* dst, size_t dpitch, const void* src, size_t 
                               cudaStream_t stream) {
   if (height == 0 || width == 0) return cudaSuccess;
   if (!moefold::cuda_emulation::valid_stream(stream)) return result(cudaErrorInvalidResourceHandle);
+  moefold::cuda_emulation::settle(stream);
   if (width > dpitch || width > spitch ||
       !moefold::cuda_emulation::copy_agrees(dst, (height - 1) * dpitch + width, src,
                                             (height - 1) * spitch + width, kind)) {
@@ -290,6 +309,7 @@ cudaError_t cudaMemset2DAsync(void* ptr, size_t pitch, int value, size_t width, 
                               cudaStream_t stream) {
   if (height == 0 || width == 0) return cudaSuccess;
   if (!moefold::cuda_emulation::valid_stream(stream)) return result(cudaErrorInvalidResourceHandle);
+  moefold::cuda_emulation::settle(stream);
   if (width > pitch || memory().device_of(ptr, (height - 1) * pitch + width) < 0) {
     return result(cudaErrorInvalidValue);
   }
@@ -310,18 +330,23 @@ cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned) {
 }
 
 cudaError_t cudaStreamDestroy(cudaStream_t stream) {
+  if (moefold::cuda_emulation::valid_stream(stream)) moefold::cuda_emulation::settle(stream);
   return moefold::cuda_emulation::delete_handle(moefold::cuda_emulation::handles().streams, stream);
 }
 
 cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
-  return result(moefold::cuda_emulation::valid_stream(stream) ? cudaSuccess
-                                                              : cudaErrorInvalidResourceHandle);
+  if (!moefold::cuda_emulation::valid_stream(stream)) return result(cudaErrorInvalidResourceHandle);
+  moefold::cuda_emulation::settle(stream);
+  return cudaSuccess;
 }
 
 cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned) {
-  const bool valid =
-      moefold::cuda_emulation::valid_stream(stream) && moefold::cuda_emulation::valid_event(event);
-  return result(valid ? cudaSuccess : cudaErrorInvalidResourceHandle);
+  if (!moefold::cuda_emulation::valid_stream(stream) ||
+      !moefold::cuda_emulation::valid_event(event)) {
+    return result(cudaErrorInvalidResourceHandle);
+  }
+  moefold::cuda_emulation::wait(stream, event);
+  return cudaSuccess;
 }
 
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned) {
@@ -333,19 +358,30 @@ cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned) {
 cudaError_t cudaEventCreate(cudaEvent_t* event) { return cudaEventCreateWithFlags(event, 0); }
 
 cudaError_t cudaEventDestroy(cudaEvent_t event) {
+  moefold::cuda_emulation::forget(event);
   return moefold::cuda_emulation::delete_handle(moefold::cuda_emulation::handles().events, event);
 }
 
 cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
-  return cudaStreamWaitEvent(stream, event, 0);
+  if (!moefold::cuda_emulation::valid_stream(stream) ||
+      !moefold::cuda_emulation::valid_event(event)) {
+    return result(cudaErrorInvalidResourceHandle);
+  }
+  moefold::cuda_emulation::record(event, stream);
+  return cudaSuccess;
 }
 
 cudaError_t cudaEventSynchronize(cudaEvent_t event) {
-  return result(moefold::cuda_emulation::valid_event(event) ? cudaSuccess
-                                                            : cudaErrorInvalidResourceHandle);
+  if (!moefold::cuda_emulation::valid_event(event)) return result(cudaErrorInvalidResourceHandle);
+  moefold::cuda_emulation::synchronize(event);
+  return cudaSuccess;
 }
 
-cudaError_t cudaEventQuery(cudaEvent_t event) { return cudaEventSynchronize(event); }
+// Not an error, so not kept for cudaGetLastError.
+cudaError_t cudaEventQuery(cudaEvent_t event) {
+  if (!moefold::cuda_emulation::valid_event(event)) return result(cudaErrorInvalidResourceHandle);
+  return moefold::cuda_emulation::query(event) ? cudaSuccess : cudaErrorNotReady;
+}
 
 // Every timed span takes one millisecond: choices made by timing (the attention path tuner's)
 // stay deterministic, ties going as the tuner rules them.

@@ -2,7 +2,7 @@
 // tensor/cuda (emulated_sources.cmake rewrites it to Launch(kernel, grid, ...)(args)): the
 // runtime's launch checks, a check that every pointer argument is memory the current device
 // may read, and then the kernel under cuda_emulation.h. A refused launch leaves its error for
-// cudaGetLastError, as on the GPU.
+// cudaGetLastError, as on the GPU. A kernel runs after what its stream holds (emulated_streams.h).
 #pragma once
 
 #include <cstddef>
@@ -17,13 +17,14 @@ void set_launch_error(cudaError_t error);
 // Whether a kernel on the current device may dereference `pointer`: null, in one of its
 // allocations, or pinned host memory. Otherwise prints which argument of which launch.
 bool check_kernel_pointer(const void* pointer, int argument);
+void settle(cudaStream_t stream);  // emulated_streams.h
 
 template <class Kernel>
 class Launch {
  public:
   Launch(Kernel kernel, dim3 grid, dim3 block, size_t shared_bytes = 0,
          cudaStream_t stream = nullptr)
-      : kernel_(kernel), grid_(grid), block_(block), shared_bytes_(shared_bytes) {}
+      : kernel_(kernel), grid_(grid), block_(block), shared_bytes_(shared_bytes), stream_(stream) {}
 
   template <class... Args>
   void operator()(Args... args) const {
@@ -33,6 +34,7 @@ class Launch {
     int argument = 0;
     const bool readable = (pointer_ok(args, argument++) && ... && true);
     if (!readable) return set_launch_error(cudaErrorIllegalAddress);
+    settle(stream_);
     launch(grid_, block_, shared_bytes_, kernel_, args...);
   }
 
@@ -49,6 +51,7 @@ class Launch {
   Kernel kernel_;
   dim3 grid_, block_;
   size_t shared_bytes_;
+  cudaStream_t stream_;
 };
 
 }  // namespace moefold::cuda_emulation

@@ -1,8 +1,9 @@
 // The CUDA runtime API as tensor/cuda uses it, for the emulated device (cuda_runtime.cpp): the
 // backend's host code and kernels compile with the host compiler and run on the CPU. Memory is
 // host memory that the emulation tracks as the device's; streams run their work at once, in
-// issue order; kernels run under cuda_emulation.h. Where the real runtime refuses a call (a copy
-// whose device side is no device allocation, a launch over its limits), so does this one.
+// issue order, after the transfers they hold (emulated_streams.h); kernels run under
+// cuda_emulation.h. Where the real runtime refuses a call (a copy whose device side is no device
+// allocation, a launch over its limits), so does this one.
 #pragma once
 
 #include <cstddef>
@@ -18,6 +19,7 @@ enum cudaError {
   cudaErrorInvalidDevicePointer = 17,
   cudaErrorInvalidDevice = 101,
   cudaErrorInvalidResourceHandle = 400,
+  cudaErrorNotReady = 600,
   cudaErrorIllegalAddress = 700,
 };
 typedef cudaError cudaError_t;

@@ -1,0 +1,146 @@
+#include "tests/tensor/cuda_emulation/emulated_streams.h"
+
+#include <atomic>
+#include <map>
+#include <mutex>
+#include <utility>
+#include <vector>
+
+namespace moefold::cuda_emulation {
+namespace {
+
+// A held work and what it runs after. Once done it lets go of both, so a stream's history
+// stays alive only while it is unfinished.
+struct Node {
+  std::mutex mutex;
+  std::atomic<bool> done{false};
+  std::unique_ptr<StreamWork> work;
+  std::vector<std::shared_ptr<Node>> after;
+};
+using Nodes = std::vector<std::shared_ptr<Node>>;
+
+// Runs what `node` follows, then its work. Without `block` it gives up (false) wherever a
+// work is unfinished or another thread is running it.
+bool advance(Node& node, bool block) {
+  if (node.done) return true;
+  std::unique_lock<std::mutex> lock(node.mutex, std::defer_lock);
+  if (block) {
+    lock.lock();
+  } else if (!lock.try_lock()) {
+    return false;
+  }
+  if (node.done) return true;
+  for (const std::shared_ptr<Node>& before : node.after) {
+    if (!advance(*before, block)) return false;
+  }
+  if (!node.work->progress(block)) return false;
+  node.after.clear();
+  node.work.reset();
+  node.done = true;
+  return true;
+}
+
+bool advance_all(const Nodes& nodes, bool block) {
+  bool done = true;
+  for (const std::shared_ptr<Node>& node : nodes) done = advance(*node, block) && done;
+  return done;
+}
+
+void drop_done(Nodes& nodes) {
+  std::erase_if(nodes, [](const auto& node) { return node->done.load(); });
+}
+
+// What each stream's next work runs after (its last work, and the work of the events it waited
+// on since), and what each recorded event stands for.
+struct Holds {
+  std::mutex mutex;
+  std::map<cudaStream_t, Nodes> streams;
+  std::map<cudaEvent_t, Nodes> events;
+};
+Holds& holds() {
+  static Holds h;
+  return h;
+}
+
+Nodes frontier_of(cudaStream_t stream) {
+  std::lock_guard<std::mutex> lock(holds().mutex);
+  const auto it = holds().streams.find(stream);
+  return it == holds().streams.end() ? Nodes{} : it->second;
+}
+
+}  // namespace
+
+void hold(cudaStream_t stream, std::unique_ptr<StreamWork> work) {
+  auto node = std::make_shared<Node>();
+  node->work = std::move(work);
+  std::lock_guard<std::mutex> lock(holds().mutex);
+  Nodes& frontier = holds().streams[stream];
+  drop_done(frontier);
+  node->after = std::move(frontier);
+  frontier = {std::move(node)};
+}
+
+void settle(cudaStream_t stream) {
+  advance_all(frontier_of(stream), true);
+  std::lock_guard<std::mutex> lock(holds().mutex);
+  const auto it = holds().streams.find(stream);
+  if (it == holds().streams.end()) return;
+  drop_done(it->second);
+  if (it->second.empty()) holds().streams.erase(it);
+}
+
+void record(cudaEvent_t event, cudaStream_t stream) {
+  std::lock_guard<std::mutex> lock(holds().mutex);
+  const auto it = holds().streams.find(stream);
+  Nodes nodes = it == holds().streams.end() ? Nodes{} : it->second;
+  drop_done(nodes);
+  if (nodes.empty()) {
+    holds().events.erase(event);
+  } else {
+    holds().events[event] = std::move(nodes);
+  }
+}
+
+void wait(cudaStream_t stream, cudaEvent_t event) {
+  std::lock_guard<std::mutex> lock(holds().mutex);
+  const auto it = holds().events.find(event);
+  if (it == holds().events.end()) return;
+  Nodes& frontier = holds().streams[stream];
+  frontier.insert(frontier.end(), it->second.begin(), it->second.end());
+}
+
+void synchronize(cudaEvent_t event) {
+  Nodes nodes;
+  {
+    std::lock_guard<std::mutex> lock(holds().mutex);
+    const auto it = holds().events.find(event);
+    if (it != holds().events.end()) nodes = it->second;
+  }
+  advance_all(nodes, true);
+}
+
+bool query(cudaEvent_t event) {
+  Nodes nodes;
+  {
+    std::lock_guard<std::mutex> lock(holds().mutex);
+    const auto it = holds().events.find(event);
+    if (it != holds().events.end()) nodes = it->second;
+  }
+  return advance_all(nodes, false);
+}
+
+void forget(cudaEvent_t event) {
+  std::lock_guard<std::mutex> lock(holds().mutex);
+  holds().events.erase(event);
+}
+
+void settle_all() {
+  std::vector<cudaStream_t> streams;
+  {
+    std::lock_guard<std::mutex> lock(holds().mutex);
+    for (const auto& [stream, nodes] : holds().streams) streams.push_back(stream);
+  }
+  for (cudaStream_t stream : streams) settle(stream);
+}
+
+}  // namespace moefold::cuda_emulation
