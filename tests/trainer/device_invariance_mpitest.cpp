@@ -6,6 +6,8 @@
 // On a GPU machine the gpu-labelled device_invariance_gpu_np<N> (MOEFOLD_TEST_REAL_GPU=1) runs
 // the same layouts on the real CUDA backend, every rank sharing GPU 0 through MPI staging, in
 // float32 and in bf16 with head dim 64 (the flash attention kernels, ring attention included).
+// With NCCL, device_invariance_nccl_np<N> (MOEFOLD_TEST_NCCL=1) runs the device layouts with a
+// GPU per rank over the NCCL communicator; MOEFOLD_CUDA=EMULATED builds run it on emulated GPUs.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -184,6 +186,46 @@ TEST_P(RealGpuInvariance, MatchesSingleProcess) {
 
 INSTANTIATE_TEST_SUITE_P(Layouts, RealGpuInvariance, ::testing::ValuesIn(gpu_layouts()),
                          [](const auto& info) { return info.param.layout.name; });
+
+bool nccl_requested() {
+  const char* flag = std::getenv("MOEFOLD_TEST_NCCL");
+  return flag != nullptr && std::string_view(flag) == "1";
+}
+
+// Registers the CUDA backend on GPU `world rank` (one GPU per rank, as NCCL needs); false unless
+// every rank has one.
+bool use_gpu_per_rank() {
+  static const bool registered = [] {
+#if MOEFOLD_HAVE_CUDA
+    if (cuda_device_count() < world_size()) return false;
+    const absl::Status status = register_cuda_device(world_rank());
+    EXPECT_TRUE(status.ok()) << status;
+    return status.ok();
+#else
+    return false;
+#endif
+  }();
+  return registered;
+}
+
+class NcclInvariance : public ::testing::TestWithParam<InvarianceLayout> {
+ protected:
+  static void SetUpTestSuite() { dir_ = shared_tiny_corpus("nccl-invariance", 41); }
+  static inline std::string dir_;
+};
+
+TEST_P(NcclInvariance, MatchesSingleProcess) {
+  const InvarianceLayout& l = GetParam();
+  if (!nccl_requested()) GTEST_SKIP() << "runs in device_invariance_nccl_np*";
+  if (world_size() != l.world) GTEST_SKIP() << l.name << " runs on " << l.world << " ranks";
+  if (!use_gpu_per_rank()) GTEST_SKIP() << "needs one GPU per rank";
+  std::vector<std::string> parallel = l.parallel;
+  parallel.push_back("parallel.communicator=nccl");
+  expect_matches_single_process(dir_, l.name, l.model, parallel, 3, kGpuFloat32Tolerance);
+}
+
+INSTANTIATE_TEST_SUITE_P(Layouts, NcclInvariance, ::testing::ValuesIn(device_layouts()),
+                         [](const auto& info) { return info.param.name; });
 
 }  // namespace
 }  // namespace moefold::testing
