@@ -53,18 +53,19 @@ std::vector<InvarianceLayout> device_layouts() {
   return layouts;
 }
 
-// Whether this run is device_invariance_gpu_np<N>'s.
-bool real_gpu_requested() {
-  const char* flag = std::getenv("MOEFOLD_TEST_REAL_GPU");
+// Whether the environment variable `name` is "1": a gpu-labelled ctest entry's switch.
+bool requested(const char* name) {
+  const char* flag = std::getenv(name);
   return flag != nullptr && std::string_view(flag) == "1";
 }
 
-// Registers the real CUDA backend on GPU 0 (every rank shares it); false without a GPU.
-bool use_real_gpu() {
-  static const bool registered = [] {
+// Registers the real CUDA backend on GPU `device` (once: a process runs one suite); false
+// unless the machine has `gpus_needed` GPUs.
+bool use_gpu(int device, int gpus_needed) {
+  static const bool registered = [device, gpus_needed] {
 #if MOEFOLD_HAVE_CUDA
-    if (cuda_device_count() == 0) return false;
-    const absl::Status status = register_cuda_device(0);
+    if (cuda_device_count() < gpus_needed) return false;
+    const absl::Status status = register_cuda_device(device);
     EXPECT_TRUE(status.ok()) << status;
     return status.ok();
 #else
@@ -83,7 +84,7 @@ class DeviceInvariance : public ::testing::TestWithParam<InvarianceLayout> {
 TEST_P(DeviceInvariance, MatchesSingleProcess) {
   const InvarianceLayout& l = GetParam();
   if (world_size() != l.world) GTEST_SKIP() << l.name << " runs on " << l.world << " ranks";
-  if (real_gpu_requested()) GTEST_SKIP() << "the stand-in's layouts run in device_invariance_np*";
+  if (requested("MOEFOLD_TEST_REAL_GPU")) GTEST_SKIP() << "the stand-in's layouts run in device_invariance_np*";
   if (!use_host_memory_device()) GTEST_SKIP() << "a real CUDA backend is registered";
   dynamic_cast<HostMemoryDevice&>(backend_for(Device::kCuda)).set_guarded(true);
   expect_matches_single_process(dir_, l.name, l.model, l.parallel, 3);
@@ -125,7 +126,7 @@ int64_t device_calls_of_a_run(const std::string& dir, const InvarianceLayout& l,
 TEST_P(DeviceInvariance, DeviceCallsDoNotGrowWithTheTokens) {
   const InvarianceLayout& l = GetParam();
   if (world_size() != l.world) GTEST_SKIP() << l.name << " runs on " << l.world << " ranks";
-  if (real_gpu_requested()) GTEST_SKIP() << "the stand-in's layouts run in device_invariance_np*";
+  if (requested("MOEFOLD_TEST_REAL_GPU")) GTEST_SKIP() << "the stand-in's layouts run in device_invariance_np*";
   if (!use_host_memory_device()) GTEST_SKIP() << "a real CUDA backend is registered";
   const int64_t calls = device_calls_of_a_run(dir_, l, 2, 16);
   EXPECT_GT(calls, 0);
@@ -177,8 +178,8 @@ class RealGpuInvariance : public ::testing::TestWithParam<GpuLayout> {
 TEST_P(RealGpuInvariance, MatchesSingleProcess) {
   const GpuLayout& g = GetParam();
   const InvarianceLayout& l = g.layout;
-  if (!real_gpu_requested()) GTEST_SKIP() << "runs in device_invariance_gpu_np*";
-  if (!use_real_gpu()) GTEST_SKIP() << "no GPU on this machine";
+  if (!requested("MOEFOLD_TEST_REAL_GPU")) GTEST_SKIP() << "runs in device_invariance_gpu_np*";
+  if (!use_gpu(0, 1)) GTEST_SKIP() << "no GPU on this machine";  // shared by every rank
   if (world_size() != l.world) GTEST_SKIP() << l.name << " runs on " << l.world << " ranks";
   expect_matches_single_process(dir_, l.name, l.model, l.parallel, 3,
                                 g.bf16 ? kBf16InvarianceTolerance : kGpuFloat32Tolerance);
@@ -186,27 +187,6 @@ TEST_P(RealGpuInvariance, MatchesSingleProcess) {
 
 INSTANTIATE_TEST_SUITE_P(Layouts, RealGpuInvariance, ::testing::ValuesIn(gpu_layouts()),
                          [](const auto& info) { return info.param.layout.name; });
-
-bool nccl_requested() {
-  const char* flag = std::getenv("MOEFOLD_TEST_NCCL");
-  return flag != nullptr && std::string_view(flag) == "1";
-}
-
-// Registers the CUDA backend on GPU `world rank` (one GPU per rank, as NCCL needs); false unless
-// every rank has one.
-bool use_gpu_per_rank() {
-  static const bool registered = [] {
-#if MOEFOLD_HAVE_CUDA
-    if (cuda_device_count() < world_size()) return false;
-    const absl::Status status = register_cuda_device(world_rank());
-    EXPECT_TRUE(status.ok()) << status;
-    return status.ok();
-#else
-    return false;
-#endif
-  }();
-  return registered;
-}
 
 class NcclInvariance : public ::testing::TestWithParam<InvarianceLayout> {
  protected:
@@ -216,9 +196,9 @@ class NcclInvariance : public ::testing::TestWithParam<InvarianceLayout> {
 
 TEST_P(NcclInvariance, MatchesSingleProcess) {
   const InvarianceLayout& l = GetParam();
-  if (!nccl_requested()) GTEST_SKIP() << "runs in device_invariance_nccl_np*";
+  if (!requested("MOEFOLD_TEST_NCCL")) GTEST_SKIP() << "runs in device_invariance_nccl_np*";
   if (world_size() != l.world) GTEST_SKIP() << l.name << " runs on " << l.world << " ranks";
-  if (!use_gpu_per_rank()) GTEST_SKIP() << "needs one GPU per rank";
+  if (!use_gpu(world_rank(), world_size())) GTEST_SKIP() << "needs one GPU per rank";
   std::vector<std::string> parallel = l.parallel;
   parallel.push_back("parallel.communicator=nccl");
   expect_matches_single_process(dir_, l.name, l.model, parallel, 3, kGpuFloat32Tolerance);

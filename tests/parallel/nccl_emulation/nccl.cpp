@@ -285,6 +285,27 @@ ncclResult_t check(const char* name, ncclComm* comm, ncclDataType_t type, ncclRe
   return ncclSuccess;
 }
 
+ncclResult_t point_to_point(bool sending, void* buffer, size_t count, ncclDataType_t datatype,
+                            int peer, ncclComm* comm, cudaStream_t stream) {
+  const char* name = sending ? "ncclSend" : "ncclRecv";
+  if (ncclResult_t bad = check(name, comm, datatype, kNoOp, peer)) return bad;
+  const size_t bytes = count * element_bytes(datatype);
+  const MPI_Comm mpi = comm->mpi;
+  return issue({name,
+                comm,
+                {{sending ? "sendbuff" : "recvbuff", buffer, bytes}},
+                [=](std::vector<MPI_Request>& requests) {
+                  if (sending) {
+                    MPI_Isend(buffer, int(bytes), MPI_BYTE, peer, kMessageTag, mpi,
+                              &requests.emplace_back());
+                  } else {
+                    MPI_Irecv(buffer, int(bytes), MPI_BYTE, peer, kMessageTag, mpi,
+                              &requests.emplace_back());
+                  }
+                }},
+               datatype, stream, peer);
+}
+
 // The `count` elements each rank gives, gathered in rank order where they are reduced.
 std::shared_ptr<std::vector<char>> chunks(size_t bytes, int ranks) {
   return std::make_shared<std::vector<char>>(bytes * ranks);
@@ -531,30 +552,10 @@ ncclResult_t ncclReduce(const void* sendbuff, void* recvbuff, size_t count, nccl
 
 ncclResult_t ncclSend(const void* sendbuff, size_t count, ncclDataType_t datatype, int peer,
                       ncclComm_t comm, cudaStream_t stream) {
-  if (ncclResult_t bad = check("ncclSend", comm, datatype, kNoOp, peer)) return bad;
-  const size_t bytes = count * element_bytes(datatype);
-  const MPI_Comm mpi = comm->mpi;
-  return issue({"ncclSend",
-                comm,
-                {{"sendbuff", sendbuff, bytes}},
-                [=](std::vector<MPI_Request>& requests) {
-                  MPI_Isend(sendbuff, int(bytes), MPI_BYTE, peer, kMessageTag, mpi,
-                            &requests.emplace_back());
-                }},
-               datatype, stream, peer);
+  return point_to_point(true, const_cast<void*>(sendbuff), count, datatype, peer, comm, stream);
 }
 
 ncclResult_t ncclRecv(void* recvbuff, size_t count, ncclDataType_t datatype, int peer,
                       ncclComm_t comm, cudaStream_t stream) {
-  if (ncclResult_t bad = check("ncclRecv", comm, datatype, kNoOp, peer)) return bad;
-  const size_t bytes = count * element_bytes(datatype);
-  const MPI_Comm mpi = comm->mpi;
-  return issue({"ncclRecv",
-                comm,
-                {{"recvbuff", recvbuff, bytes}},
-                [=](std::vector<MPI_Request>& requests) {
-                  MPI_Irecv(recvbuff, int(bytes), MPI_BYTE, peer, kMessageTag, mpi,
-                            &requests.emplace_back());
-                }},
-               datatype, stream, peer);
+  return point_to_point(false, recvbuff, count, datatype, peer, comm, stream);
 }
