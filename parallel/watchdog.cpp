@@ -50,6 +50,7 @@ struct State {
   std::string phase = "start-up";
   uint64_t next_id = 1;
   std::map<uint64_t, Wait> waits;  // in progress, by id
+  std::map<uint64_t, Probe> probes;
   std::map<std::string, Group> groups;  // by label
   Arrivals arrivals;
   std::thread monitor;
@@ -102,6 +103,19 @@ std::vector<PeerView> view_peers(const State& s, const Wait& wait, Clock::time_p
   return peers;
 }
 
+// Prints the report line and ends the job, after a grace period in which the other live ranks,
+// blocked at about the same moment, report too. Called under the state's lock.
+[[noreturn]] void end_job(State& s, std::unique_lock<std::mutex>& lock, const std::string& line) {
+  std::fprintf(stderr, "%s\n", line.c_str());
+  std::fflush(stderr);
+  const std::function<void()> abort = s.abort;
+  const double grace = std::min(2.0, s.timeout_seconds / 2);
+  lock.unlock();
+  std::this_thread::sleep_for(std::chrono::duration<double>(grace));
+  abort();
+  std::_Exit(1);  // in case the abort returned
+}
+
 void monitor_loop() {
   State& s = state();
   std::unique_lock<std::mutex> lock(s.mutex);
@@ -128,16 +142,12 @@ void monitor_loop() {
       const std::string line = describe_expired_wait(
           s.world_rank, waited, s.timeout_seconds, wait.what, wait.group ? *wait.group : "",
           s.iteration, s.phase, describe_culprits(wait.what, view_peers(s, wait, now, stale)));
-      std::fprintf(stderr, "%s\n", line.c_str());
-      std::fflush(stderr);
-      const std::function<void()> abort = s.abort;
-      const double grace = std::min(2.0, s.timeout_seconds / 2);
-      lock.unlock();
-      // The other live ranks, blocked at about the same moment, report too before the abort
-      // ends them.
-      std::this_thread::sleep_for(std::chrono::duration<double>(grace));
-      abort();
-      std::_Exit(1);  // in case the abort returned
+      end_job(s, lock, line);
+    }
+    for (const auto& [id, probe] : s.probes) {
+      if (const std::optional<std::string> failure = probe()) {
+        end_job(s, lock, describe_probe_failure(s.world_rank, *failure, s.iteration, s.phase));
+      }
     }
   }
 }
@@ -219,6 +229,20 @@ uint64_t enter_collective(const std::string& label) {
          1;
 }
 
+uint64_t add_probe(Probe probe) {
+  State& s = state();
+  std::lock_guard<std::mutex> lock(s.mutex);
+  const uint64_t id = s.next_id++;
+  s.probes.emplace(id, std::move(probe));
+  return id;
+}
+
+void remove_probe(uint64_t id) {
+  State& s = state();
+  std::lock_guard<std::mutex> lock(s.mutex);
+  s.probes.erase(id);
+}
+
 BlockedScope::BlockedScope(const char* what, std::shared_ptr<const std::string> group,
                            uint64_t sequence) {
   State& s = state();
@@ -265,6 +289,13 @@ std::string describe_expired_wait(int world_rank, double waited_seconds, double 
       world_rank, waited_seconds, timeout_seconds / 60, what,
       group.empty() ? std::string("an unnamed group") : "group " + group, iteration, phase,
       culprits);
+}
+
+std::string describe_probe_failure(int world_rank, const std::string& message, int64_t iteration,
+                                   const std::string& phase) {
+  return absl::StrFormat(
+      "moefold: watchdog: rank %d: %s, at iteration %d, phase %s; aborting the job", world_rank,
+      message, iteration, phase);
 }
 
 }  // namespace moefold::watchdog

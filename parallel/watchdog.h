@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -58,6 +59,14 @@ void register_group(const std::string& label, int slot, std::vector<int> world_r
 // counted (no record attached, or the group is not registered).
 uint64_t enter_collective(const std::string& label);
 
+// A check the monitor makes at every poll while it runs, for failures that no wait reports before
+// its timeout: NCCL's asynchronous errors (a peer gone, a broken link), after which the GPU's
+// transfers wait forever. A message (what failed, naming the group and the device) ends the job
+// at once, as an expired wait does. The check must not block. remove_probe takes the id.
+using Probe = std::function<std::optional<std::string>()>;
+uint64_t add_probe(Probe probe);
+void remove_probe(uint64_t id);
+
 // A blocking wait in progress: constructed before blocking, destroyed after. `what` names the
 // operation ("all_reduce"), `group` the group ("dp [0,2]"; may be null), `sequence` what
 // enter_collective returned for it (0: not a counted collective). Cheap when no monitor runs.
@@ -89,5 +98,9 @@ std::string describe_expired_wait(int world_rank, double waited_seconds, double 
                                   const std::string& what, const std::string& group,
                                   int64_t iteration, const std::string& phase,
                                   const std::string& culprits);
+
+// The report line for a probe's message (exposed for tests).
+std::string describe_probe_failure(int world_rank, const std::string& message, int64_t iteration,
+                                   const std::string& phase);
 
 }  // namespace moefold::watchdog

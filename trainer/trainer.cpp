@@ -166,14 +166,18 @@ absl::Status Trainer::setup() {
   peak_ = resolve_peak_flops(train.peak_flops, default_device(), DType::kFloat32, *ctx_.world);
   const double per_rank = peak_.per_rank;
   peak_flops_ = per_rank * world;
+  // The library launch resolved `auto` to; unresolved (tests, tools) it means MPI.
+  const char* library = world == 1                                               ? ""
+                        : ctx_.config.communicator == CommunicatorBackend::kNccl ? " over NCCL"
+                                                                                : " over MPI";
   metrics_->print(absl::StrFormat(
-      "moefold: %d rank(s), DP %d | %d layers, hidden %d, %d experts top-%d, vocab %d | "
+      "moefold: %d rank(s)%s, DP %d | %d layers, hidden %d, %d experts top-%d, vocab %d | "
       "%.1fM parameters (%.1fM active per token) | global batch %d x %d tokens | "
       "peak %.1f GFLOP/s per rank (%s) | metrics -> %s",
-      world, dp, model_config.num_layers, model_config.hidden_size, model_config.moe.num_experts,
-      model_config.moe.moe_router_topk, model_config.padded_vocab_size(),
-      parameter_counts[0] / 1e6, parameter_counts[1] / 1e6, global_batch,
-      model_config.seq_length, per_rank / 1e9, peak_.source, metrics_path));
+      world, library, dp, model_config.num_layers, model_config.hidden_size,
+      model_config.moe.num_experts, model_config.moe.moe_router_topk,
+      model_config.padded_vocab_size(), parameter_counts[0] / 1e6, parameter_counts[1] / 1e6,
+      global_batch, model_config.seq_length, per_rank / 1e9, peak_.source, metrics_path));
   return absl::OkStatus();
 }
 

@@ -111,7 +111,8 @@ NcclCommunicator::NcclCommunicator(std::shared_ptr<MpiCommunicator> mpi, ncclCom
                                    cudaStream_t compute)
     : mpi_(std::move(mpi)),
       comm_(comm),
-      stream_(std::make_unique<nccl_support::NcclStream>(comm, compute)) {
+      stream_(std::make_unique<nccl_support::NcclStream>(
+          comm, compute, mpi_->label() ? "group " + *mpi_->label() : std::string("a group"))) {
   if (mpi_->label()) set_label(*mpi_->label());
 }
 

@@ -56,7 +56,10 @@ absl::StatusOr<std::unique_ptr<NcclP2pLanes>> NcclP2pLanes::create(MpiCommunicat
           plan.sender, plan.receiver, plan.lane, mpi.label() ? *mpi.label() : "a group", mpi.rank(),
           device, ncclGetErrorString(result)));
     }
-    lane.stream = std::make_unique<nccl_support::NcclStream>(lane.comm, compute);
+    lane.stream = std::make_unique<nccl_support::NcclStream>(
+        lane.comm, compute,
+        absl::StrFormat("the point-to-point lane %d→%d (lane %d) of %s", plan.sender, plan.receiver,
+                        plan.lane, mpi.label() ? *mpi.label() : "a group"));
     connect(lane, sending);
     lanes->lanes_[Key{sending, peer, plan.lane}] = std::move(lane);
   }

@@ -3,6 +3,7 @@
 #include <string>
 
 #include "absl/strings/str_format.h"
+#include "parallel/watchdog.h"
 #include "tensor/check.h"
 
 namespace moefold::nccl_support {
@@ -26,9 +27,20 @@ ncclDataType_t nccl_type(CommDType dtype) {
   MOEFOLD_CHECK(false, "unknown CommDType");
 }
 
-NcclStream::NcclStream(ncclComm_t comm, cudaStream_t compute) : comm_(comm), compute_(compute) {
+NcclStream::NcclStream(ncclComm_t comm, cudaStream_t compute, std::string name)
+    : comm_(comm), compute_(compute) {
   int device = 0;
   MOEFOLD_NCCL_CUDA_CHECK(cudaGetDevice(&device));
+  probe_ =
+      watchdog::add_probe([comm, device, name = std::move(name)]() -> std::optional<std::string> {
+        ncclResult_t error = ncclSuccess;
+        if (ncclCommGetAsyncError(comm, &error) != ncclSuccess || error == ncclSuccess ||
+            error == ncclInProgress) {
+          return std::nullopt;
+        }
+        return absl::StrFormat("NCCL reported an asynchronous error on %s (cuda:%d): %s", name,
+                               device, ncclGetErrorString(error));
+      });
   MOEFOLD_NCCL_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   thread_ = std::thread([this, device] {
     cudaSetDevice(device);
@@ -37,6 +49,7 @@ NcclStream::NcclStream(ncclComm_t comm, cudaStream_t compute) : comm_(comm), com
 }
 
 NcclStream::~NcclStream() {
+  watchdog::remove_probe(probe_);
   {
     std::lock_guard<std::mutex> lock(mutex_);
     stopping_ = true;

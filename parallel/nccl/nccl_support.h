@@ -10,6 +10,7 @@
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <thread>
 
 #include "parallel/communicator.h"
@@ -24,10 +25,12 @@ ncclDataType_t nccl_type(CommDType dtype);
 // after everything issued on the compute stream so far (the buffers compute writes, or still
 // reads). Each issue's handle completes, in issue order, once an event recorded after it fires:
 // a thread sleeps on the event (blocking sync, so no core spins), then reports the CUDA error
-// or the communicator's asynchronous NCCL error, if any.
+// or the communicator's asynchronous NCCL error, if any. An asynchronous error that leaves the
+// transfers waiting forever (a peer gone, a broken link) ends the job through the watchdog,
+// whose probe names the communicator (`name`: "group dp [0,2]") and the device.
 class NcclStream {
  public:
-  NcclStream(ncclComm_t comm, cudaStream_t compute);
+  NcclStream(ncclComm_t comm, cudaStream_t compute, std::string name);
   ~NcclStream();  // once every handle completed
   NcclStream(const NcclStream&) = delete;
   NcclStream& operator=(const NcclStream&) = delete;
@@ -54,6 +57,7 @@ class NcclStream {
 
   ncclComm_t comm_;
   cudaStream_t compute_;
+  uint64_t probe_;  // the watchdog's
   cudaStream_t stream_ = nullptr;
   std::mutex issue_mutex_;
   std::mutex mutex_;

@@ -54,5 +54,16 @@ TEST(WatchdogCulprit, TheReportIsOneLineNamingEverything) {
             "aborting the job");
 }
 
+// A probe's failure (an asynchronous NCCL error) is reported as one line too.
+TEST(WatchdogProbe, TheReportIsOneLineNamingEverything) {
+  EXPECT_EQ(describe_probe_failure(3,
+                                   "NCCL reported an asynchronous error on group dp [0,2] "
+                                   "(cuda:1): remote process exited or there was a network error",
+                                   7, "forward/backward"),
+            "moefold: watchdog: rank 3: NCCL reported an asynchronous error on group dp [0,2] "
+            "(cuda:1): remote process exited or there was a network error, at iteration 7, phase "
+            "forward/backward; aborting the job");
+}
+
 }  // namespace
 }  // namespace moefold::watchdog

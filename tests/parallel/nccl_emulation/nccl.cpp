@@ -69,6 +69,16 @@ ncclResult_t refuse(ncclResult_t result, const char* format, ...) {
 
 thread_local int group_depth = 0;
 
+// The communicators alive in this process, for report_async_error.
+struct Alive {
+  std::mutex mutex;
+  std::set<ncclComm*> comms;
+};
+Alive& alive() {
+  static Alive a;
+  return a;
+}
+
 size_t element_bytes(ncclDataType_t type) {
   switch (type) {
     case ncclInt8:
@@ -316,6 +326,11 @@ std::shared_ptr<std::vector<char>> chunks(size_t bytes, int ranks) {
 
 using namespace moefold::nccl_emulation;
 
+void moefold::nccl_emulation::report_async_error(ncclResult_t error) {
+  std::lock_guard<std::mutex> lock(alive().mutex);
+  for (ncclComm* comm : alive().comms) comm->async_error = error;
+}
+
 const char* ncclGetErrorString(ncclResult_t result) {
   switch (result) {
     case ncclSuccess: return "no error";
@@ -410,12 +425,18 @@ ncclResult_t ncclCommInitRank(ncclComm_t* comm, int nranks, ncclUniqueId comm_id
   made->size = nranks;
   made->device = me.device;
   *comm = made.release();
+  std::lock_guard<std::mutex> lock(alive().mutex);
+  alive().comms.insert(*comm);
   return ncclSuccess;
 }
 
 ncclResult_t ncclCommDestroy(ncclComm_t comm) {
   if (comm == nullptr) return ncclSuccess;
   moefold::cuda_emulation::settle_all();  // NCCL finishes the communicator's work first
+  {
+    std::lock_guard<std::mutex> lock(alive().mutex);
+    alive().comms.erase(comm);
+  }
   MPI_Comm_free(&comm->mpi);
   delete comm;
   return ncclSuccess;

@@ -74,3 +74,9 @@ ncclResult_t ncclSend(const void* sendbuff, size_t count, ncclDataType_t datatyp
                       ncclComm_t comm, cudaStream_t stream);
 ncclResult_t ncclRecv(void* recvbuff, size_t count, ncclDataType_t datatype, int peer,
                       ncclComm_t comm, cudaStream_t stream);
+
+// Beyond NCCL's API, for tests: from now on every communicator of this process reports `error`
+// from ncclCommGetAsyncError, as NCCL's do when a peer is gone or a link broke.
+namespace moefold::nccl_emulation {
+void report_async_error(ncclResult_t error);
+}  // namespace moefold::nccl_emulation
