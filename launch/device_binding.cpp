@@ -35,7 +35,8 @@ absl::Status bind_this_rank(const TrainingConfig& training, const LocalRank& loc
         "training.device: cuda, but rank %d (host %s) sees no GPU: %s", rank, host,
         cuda_unavailable_reason()));
   }
-  if (local.size > gpus && !training.share_devices) {
+  // The ranks without a GPU of their own fail, so the error names one of them.
+  if (local.rank >= gpus && !training.share_devices) {
     return absl::FailedPreconditionError(absl::StrFormat(
         "training.device: cuda: host %s runs %d ranks but has %d GPU(s) (rank %d would need "
         "cuda:%d); start fewer ranks per node, or set training.share_devices: true",
