@@ -5,6 +5,8 @@
 #include <nccl.h>
 
 #include <cstdint>
+#include <cstdlib>
+#include <string_view>
 #include <vector>
 
 #include "tensor/kernel_math.h"
@@ -110,6 +112,22 @@ TEST(EmulatedNcclInit, RanksSharingAGpuAreRefused) {
   EXPECT_EQ(ncclCommInitRank(&comm, world.size, shared_id(), world.rank), ncclInvalidUsage);
   EXPECT_EQ(comm, nullptr);
   ASSERT_EQ(cudaSetDevice(world.rank), cudaSuccess);
+}
+
+// A buffer freed on another stream before its transfer ran is memory a GPU would already have
+// reused: the run ends, naming the call and the buffer. Run only by
+// nccl_emulated_early_free_np2 (MOEFOLD_TEST_NCCL_EARLY_FREE=1), which expects that line.
+TEST_F(EmulatedNccl, ABufferFreedBeforeItsTransferRanEndsTheRun) {
+  const char* flag = std::getenv("MOEFOLD_TEST_NCCL_EARLY_FREE");
+  if (flag == nullptr || std::string_view(flag) != "1") {
+    GTEST_SKIP() << "runs in nccl_emulated_early_free_np2";
+  }
+  float* gradients = device_copy(std::vector<float>(8, 1.0f));
+  ASSERT_EQ(ncclAllReduce(gradients, gradients, 8, ncclFloat32, ncclSum, comm_, stream_),
+            ncclSuccess);
+  cudaFreeAsync(gradients, nullptr);  // not ordered after the transfer
+  cudaStreamSynchronize(stream_);
+  ADD_FAILURE() << "the transfer ran on freed memory";
 }
 
 }  // namespace
