@@ -21,8 +21,12 @@ namespace {
 int device_count() {
   static const int count = [] {
     const char* asked = std::getenv("MOEFOLD_EMULATED_GPUS");
-    const int n = asked == nullptr ? 2 : std::atoi(asked);
-    return n >= 1 && n <= 16 ? n : 2;
+    if (asked == nullptr) return 2;
+    const int n = std::atoi(asked);
+    if (n >= 1 && n <= 16) return n;
+    std::fprintf(stderr, "emulated device: MOEFOLD_EMULATED_GPUS=%s is not 1 to 16; using 2\n",
+                 asked);
+    return 2;
   }();
   return count;
 }
