@@ -31,6 +31,12 @@ NcclStream::NcclStream(ncclComm_t comm, cudaStream_t compute, std::string name)
     : comm_(comm), compute_(compute) {
   int device = 0;
   MOEFOLD_NCCL_CUDA_CHECK(cudaGetDevice(&device));
+  MOEFOLD_NCCL_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  thread_ = std::thread([this, device] {
+    cudaSetDevice(device);
+    complete_in_order();
+  });
+  // Last, so that a constructor that throws leaves no probe behind.
   probe_ =
       watchdog::add_probe([comm, device, name = std::move(name)]() -> std::optional<std::string> {
         ncclResult_t error = ncclSuccess;
@@ -41,11 +47,6 @@ NcclStream::NcclStream(ncclComm_t comm, cudaStream_t compute, std::string name)
         return absl::StrFormat("NCCL reported an asynchronous error on %s (cuda:%d): %s", name,
                                device, ncclGetErrorString(error));
       });
-  MOEFOLD_NCCL_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
-  thread_ = std::thread([this, device] {
-    cudaSetDevice(device);
-    complete_in_order();
-  });
 }
 
 NcclStream::~NcclStream() {

@@ -29,7 +29,8 @@ struct ncclComm {
   MPI_Comm mpi = MPI_COMM_NULL;  // the communicator's ranks, in its rank order
   int rank = 0, size = 0, device = 0;
   std::mutex mutex;
-  std::set<int> connected;  // peers of a first point-to-point message, connected since
+  std::set<int> connected;         // peers of a first point-to-point message, connected since
+  std::set<cudaStream_t> streams;  // that its transfers were held on
   std::atomic<ncclResult_t> async_error{ncclSuccess};
 };
 
@@ -237,15 +238,18 @@ void connect(ncclComm& comm, const std::set<int>& peers) {
 
 void hold(cudaStream_t stream, std::vector<Call> calls) {
   auto transfer = std::make_unique<Transfer>();
-  for (Call& call : calls) transfer->add(std::move(call));
+  for (Call& call : calls) {
+    {
+      std::lock_guard<std::mutex> lock(call.comm->mutex);
+      call.comm->streams.insert(stream);
+    }
+    transfer->add(std::move(call));
+  }
   cuda_emulation::hold(stream, std::move(transfer));
 }
 
 // Checks a call and holds it on its stream, or keeps it for the group's end.
-ncclResult_t issue(Call call, ncclDataType_t type, cudaStream_t stream, int peer = -1) {
-  if (element_bytes(type) == 0 || type == ncclFloat16) {
-    return refuse(ncclInvalidArgument, "%s: datatype %d is not emulated", call.name, type);
-  }
+ncclResult_t issue(Call call, cudaStream_t stream, int peer = -1) {
   for (const Buffer& buffer : call.buffers) {
     if (buffer.bytes > static_cast<size_t>(std::numeric_limits<int>::max())) {
       return refuse(ncclInvalidArgument, "%s: %s of %zu bytes is beyond the emulation's 2 GiB",
@@ -286,6 +290,9 @@ constexpr int kNoRank = 0;              // of calls without a root or peer
 ncclResult_t check(const char* name, ncclComm* comm, ncclDataType_t type, ncclRedOp_t op,
                    int root_or_peer) {
   if (comm == nullptr) return refuse(ncclInvalidArgument, "%s: null communicator", name);
+  if (element_bytes(type) == 0 || type == ncclFloat16) {
+    return refuse(ncclInvalidArgument, "%s: datatype %d is not emulated", name, type);
+  }
   if (!valid_op(op, type)) {
     return refuse(ncclInvalidArgument, "%s: reduction %d on datatype %d", name, op, type);
   }
@@ -313,7 +320,7 @@ ncclResult_t point_to_point(bool sending, void* buffer, size_t count, ncclDataTy
                               &requests.emplace_back());
                   }
                 }},
-               datatype, stream, peer);
+               stream, peer);
 }
 
 // The `count` elements each rank gives, gathered in rank order where they are reduced.
@@ -432,7 +439,9 @@ ncclResult_t ncclCommInitRank(ncclComm_t* comm, int nranks, ncclUniqueId comm_id
 
 ncclResult_t ncclCommDestroy(ncclComm_t comm) {
   if (comm == nullptr) return ncclSuccess;
-  moefold::cuda_emulation::settle_all();  // NCCL finishes the communicator's work first
+  for (cudaStream_t stream : comm->streams) {  // NCCL finishes the communicator's work first
+    moefold::cuda_emulation::settle(stream);
+  }
   {
     std::lock_guard<std::mutex> lock(alive().mutex);
     alive().comms.erase(comm);
@@ -459,6 +468,8 @@ ncclResult_t ncclGroupEnd() {
   std::vector<Grouped> calls = std::move(grouped);
   grouped.clear();
   // Connect each communicator's new peers, then hold each stream's calls as one transfer.
+  // Communicators in call order, which every rank shares (not pointer order, which differs):
+  // each connection waits for its peers.
   std::vector<std::pair<ncclComm*, std::set<int>>> peers;
   for (const Grouped& g : calls) {
     if (g.peer < 0) continue;
@@ -495,7 +506,7 @@ ncclResult_t ncclAllReduce(const void* sendbuff, void* recvbuff, size_t count,
                                  MPI_BYTE, mpi, &requests.emplace_back());
                 },
                 [=] { reduce(datatype, op, gathered->data(), ranks, count, recvbuff); }},
-               datatype, stream);
+               stream);
 }
 
 ncclResult_t ncclAllGather(const void* sendbuff, void* recvbuff, size_t sendcount,
@@ -511,7 +522,7 @@ ncclResult_t ncclAllGather(const void* sendbuff, void* recvbuff, size_t sendcoun
                   MPI_Iallgather(in_place ? MPI_IN_PLACE : sendbuff, int(bytes), MPI_BYTE, recvbuff,
                                  int(bytes), MPI_BYTE, mpi, &requests.emplace_back());
                 }},
-               datatype, stream);
+               stream);
 }
 
 ncclResult_t ncclReduceScatter(const void* sendbuff, void* recvbuff, size_t recvcount,
@@ -530,7 +541,7 @@ ncclResult_t ncclReduceScatter(const void* sendbuff, void* recvbuff, size_t recv
                                 MPI_BYTE, mpi, &requests.emplace_back());
                 },
                 [=] { reduce(datatype, op, gathered->data(), ranks, recvcount, recvbuff); }},
-               datatype, stream);
+               stream);
 }
 
 ncclResult_t ncclBroadcast(const void* sendbuff, void* recvbuff, size_t count,
@@ -547,7 +558,7 @@ ncclResult_t ncclBroadcast(const void* sendbuff, void* recvbuff, size_t count,
                   if (is_root && sendbuff != recvbuff) std::memmove(recvbuff, sendbuff, bytes);
                   MPI_Ibcast(recvbuff, int(bytes), MPI_BYTE, root, mpi, &requests.emplace_back());
                 }},
-               datatype, stream);
+               stream);
 }
 
 ncclResult_t ncclReduce(const void* sendbuff, void* recvbuff, size_t count, ncclDataType_t datatype,
@@ -568,7 +579,7 @@ ncclResult_t ncclReduce(const void* sendbuff, void* recvbuff, size_t count, nccl
                 [=] {
                   if (is_root) reduce(datatype, op, gathered->data(), ranks, count, recvbuff);
                 }},
-               datatype, stream);
+               stream);
 }
 
 ncclResult_t ncclSend(const void* sendbuff, size_t count, ncclDataType_t datatype, int peer,

@@ -79,6 +79,13 @@ bool valid_stream(cudaStream_t stream) {
 
 bool valid_event(cudaEvent_t event) { return valid_handle(handles().events, event); }
 
+// Work issued on `stream` runs after what the stream holds; false for an unknown stream.
+bool reach(cudaStream_t stream) {
+  if (!valid_stream(stream)) return false;
+  settle(stream);
+  return true;
+}
+
 // Whether a copy between dst and src agrees with `kind`: its device sides lie within device
 // allocations, its host sides outside them.
 bool copy_agrees(void* dst, size_t dst_bytes, const void* src, size_t src_bytes,
@@ -234,8 +241,7 @@ cudaError_t cudaDeviceSynchronize() {
 }
 
 cudaError_t cudaMallocAsync(void** ptr, size_t bytes, cudaStream_t stream) {
-  if (!moefold::cuda_emulation::valid_stream(stream)) return result(cudaErrorInvalidResourceHandle);
-  moefold::cuda_emulation::settle(stream);
+  if (!moefold::cuda_emulation::reach(stream)) return result(cudaErrorInvalidResourceHandle);
   *ptr = memory().allocate(bytes, moefold::cuda_emulation::current_device);
   return result(*ptr == nullptr && bytes > 0 ? cudaErrorMemoryAllocation : cudaSuccess);
 }
@@ -248,8 +254,7 @@ cudaError_t cudaMallocAsync(void** ptr, size_t bytes, cudaMemPool_t pool, cudaSt
 }
 
 cudaError_t cudaFreeAsync(void* ptr, cudaStream_t stream) {
-  if (!moefold::cuda_emulation::valid_stream(stream)) return result(cudaErrorInvalidResourceHandle);
-  moefold::cuda_emulation::settle(stream);
+  if (!moefold::cuda_emulation::reach(stream)) return result(cudaErrorInvalidResourceHandle);
   return result(ptr == nullptr || memory().release(ptr, false) ? cudaSuccess
                                                                : cudaErrorInvalidDevicePointer);
 }
@@ -290,8 +295,7 @@ cudaError_t cudaMemcpy2DAsync(void* dst, size_t dpitch, const void* src, size_t 
                               size_t width, size_t height, cudaMemcpyKind kind,
                               cudaStream_t stream) {
   if (height == 0 || width == 0) return cudaSuccess;
-  if (!moefold::cuda_emulation::valid_stream(stream)) return result(cudaErrorInvalidResourceHandle);
-  moefold::cuda_emulation::settle(stream);
+  if (!moefold::cuda_emulation::reach(stream)) return result(cudaErrorInvalidResourceHandle);
   if (width > dpitch || width > spitch ||
       !moefold::cuda_emulation::copy_agrees(dst, (height - 1) * dpitch + width, src,
                                             (height - 1) * spitch + width, kind)) {
@@ -312,8 +316,7 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpy
 cudaError_t cudaMemset2DAsync(void* ptr, size_t pitch, int value, size_t width, size_t height,
                               cudaStream_t stream) {
   if (height == 0 || width == 0) return cudaSuccess;
-  if (!moefold::cuda_emulation::valid_stream(stream)) return result(cudaErrorInvalidResourceHandle);
-  moefold::cuda_emulation::settle(stream);
+  if (!moefold::cuda_emulation::reach(stream)) return result(cudaErrorInvalidResourceHandle);
   if (width > pitch || memory().device_of(ptr, (height - 1) * pitch + width) < 0) {
     return result(cudaErrorInvalidValue);
   }
@@ -334,13 +337,12 @@ cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned) {
 }
 
 cudaError_t cudaStreamDestroy(cudaStream_t stream) {
-  if (moefold::cuda_emulation::valid_stream(stream)) moefold::cuda_emulation::settle(stream);
+  moefold::cuda_emulation::reach(stream);
   return moefold::cuda_emulation::delete_handle(moefold::cuda_emulation::handles().streams, stream);
 }
 
 cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
-  if (!moefold::cuda_emulation::valid_stream(stream)) return result(cudaErrorInvalidResourceHandle);
-  moefold::cuda_emulation::settle(stream);
+  if (!moefold::cuda_emulation::reach(stream)) return result(cudaErrorInvalidResourceHandle);
   return cudaSuccess;
 }
 

@@ -62,10 +62,12 @@ Holds& holds() {
   return h;
 }
 
-Nodes frontier_of(cudaStream_t stream) {
+// A copy of what `key` (a stream or an event) stands for, taken under the lock.
+template <class Key>
+Nodes nodes_of(const std::map<Key, Nodes>& of_kind, Key key) {
   std::lock_guard<std::mutex> lock(holds().mutex);
-  const auto it = holds().streams.find(stream);
-  return it == holds().streams.end() ? Nodes{} : it->second;
+  const auto it = of_kind.find(key);
+  return it == of_kind.end() ? Nodes{} : it->second;
 }
 
 }  // namespace
@@ -81,7 +83,7 @@ void hold(cudaStream_t stream, std::unique_ptr<StreamWork> work) {
 }
 
 void settle(cudaStream_t stream) {
-  advance_all(frontier_of(stream), true);
+  advance_all(nodes_of(holds().streams, stream), true);
   std::lock_guard<std::mutex> lock(holds().mutex);
   const auto it = holds().streams.find(stream);
   if (it == holds().streams.end()) return;
@@ -109,25 +111,9 @@ void wait(cudaStream_t stream, cudaEvent_t event) {
   frontier.insert(frontier.end(), it->second.begin(), it->second.end());
 }
 
-void synchronize(cudaEvent_t event) {
-  Nodes nodes;
-  {
-    std::lock_guard<std::mutex> lock(holds().mutex);
-    const auto it = holds().events.find(event);
-    if (it != holds().events.end()) nodes = it->second;
-  }
-  advance_all(nodes, true);
-}
+void synchronize(cudaEvent_t event) { advance_all(nodes_of(holds().events, event), true); }
 
-bool query(cudaEvent_t event) {
-  Nodes nodes;
-  {
-    std::lock_guard<std::mutex> lock(holds().mutex);
-    const auto it = holds().events.find(event);
-    if (it != holds().events.end()) nodes = it->second;
-  }
-  return advance_all(nodes, false);
-}
+bool query(cudaEvent_t event) { return advance_all(nodes_of(holds().events, event), false); }
 
 void forget(cudaEvent_t event) {
   std::lock_guard<std::mutex> lock(holds().mutex);
