@@ -46,8 +46,9 @@ constexpr int kLdP = kTile + 8;  // bf16 (16, 64) P and dS rows; the pads spread
 
 template <int D>
 constexpr int kLdTile = D + 8;  // bf16 rows of a Q, K, V or dO tile
-template <int D>
-constexpr int kLdScratch = (D > kTile ? D : kTile) + 4;  // a warp's float (16, max(D, 64))
+// A warp's float (16, 64): scores, and products of D columns 64 at a time, so that at D 128
+// the backward's shared memory (104 KiB) lets two blocks share an sm_90 (228 KiB).
+constexpr int kLdScratch = kTile + 4;
 
 using Bf16 = __nv_bfloat16;
 using FragA = wmma::fragment<wmma::matrix_a, kFrag, kFrag, kFrag, Bf16, wmma::row_major>;
@@ -79,7 +80,7 @@ struct ForwardShared {
         k(c.take<uint16_t>(kTile * kLdTile<D>)),
         v(c.take<uint16_t>(kTile * kLdTile<D>)),
         p(c.take<uint16_t>(kWarps * kFrag * kLdP)),
-        scratch(c.take<float>(kWarps * kFrag * kLdScratch<D>)),
+        scratch(c.take<float>(kWarps * kFrag * kLdScratch)),
         k_pos(c.take<int32_t>(kTile)) {}
 };
 
@@ -98,7 +99,7 @@ struct BackwardShared {
         v(c.take<uint16_t>(kTile * kLdTile<D>)),
         ds_t(c.take<uint16_t>(kTile * kLdP)),
         p_t(c.take<uint16_t>(kWarps * kFrag * kLdP)),
-        scratch(c.take<float>(kWarps * kFrag * kLdScratch<D>)),
+        scratch(c.take<float>(kWarps * kFrag * kLdScratch)),
         lse(c.take<float>(kTile)),
         delta(c.take<float>(kTile)),
         q_pos(c.take<int32_t>(kTile)),
@@ -159,7 +160,7 @@ __device__ void rows_times_tile_t(const uint16_t* a, const uint16_t* b, float* o
       wmma::load_matrix_sync(fb, b16 + n * kFrag * kLdTile<D> + kk * kFrag, kLdTile<D>);
       wmma::mma_sync(c, fa, fb, c);
     }
-    wmma::store_matrix_sync(out + n * kFrag, c, kLdScratch<D>, wmma::mem_row_major);
+    wmma::store_matrix_sync(out + n * kFrag, c, kLdScratch, wmma::mem_row_major);
   }
 }
 
@@ -181,35 +182,50 @@ __device__ void rows_times_tile(const uint16_t* a, const uint16_t* b, FragC* acc
   }
 }
 
-// out (16, D) = a (16, 64) · b (64, D), a row-major with leading dimension kLdP or
-// (kTransposedA) a column-major view of a (64, 16) block; one accumulator at a time, for
-// products that are not kept in registers.
+// out (16, 64) = a (16, 64) · b (64, 64), b the first 64 columns from b of a (64, D) tile, a
+// row-major with leading dimension kLdP or (kTransposedA) a column-major view of a (64, 16)
+// block; one accumulator at a time, for products that are not kept in registers.
 template <int D, bool kTransposedA>
 __device__ void rows_times_tile_to(const uint16_t* a, const uint16_t* b, float* out) {
   const auto* a16 = reinterpret_cast<const Bf16*>(a);
   const auto* b16 = reinterpret_cast<const Bf16*>(b);
 #pragma unroll
-  for (int n = 0; n < D / kFrag; ++n) {
+  for (int n = 0; n < kTile / kFrag; ++n) {
     FragC c;
     wmma::fill_fragment(c, 0.0f);
 #pragma unroll
     for (int kk = 0; kk < kTile / kFrag; ++kk) {
       typename std::conditional<kTransposedA, FragAT, FragA>::type fa;
-      wmma::load_matrix_sync(fa, kTransposedA ? a16 + kk * kFrag * kLdP : a16 + kk * kFrag,
-                             kLdP);
+      wmma::load_matrix_sync(fa, kTransposedA ? a16 + kk * kFrag * kLdP : a16 + kk * kFrag, kLdP);
       FragB fb;
       wmma::load_matrix_sync(fb, b16 + kk * kFrag * kLdTile<D> + n * kFrag, kLdTile<D>);
       wmma::mma_sync(c, fa, fb, c);
     }
-    wmma::store_matrix_sync(out + n * kFrag, c, kLdScratch<D>, wmma::mem_row_major);
+    wmma::store_matrix_sync(out + n * kFrag, c, kLdScratch, wmma::mem_row_major);
   }
 }
 
-template <int D>
-__device__ void store_rows(float* out, const FragC* acc) {
+// dst[c] += factor·acc's row r over D columns (each lane every other column), passed through
+// the warp's scratch 64 columns at a time; dst bf16 (rounded once) or float32, null for a row
+// past the end: dK and dV added into the gradients.
+template <int D, typename G>
+__device__ void add_accumulator_row(G* dst, const FragC* acc, float* scratch, float factor, int r,
+                                    int half) {
 #pragma unroll
-  for (int n = 0; n < D / kFrag; ++n) {
-    wmma::store_matrix_sync(out + n * kFrag, acc[n], kLdScratch<D>, wmma::mem_row_major);
+  for (int first = 0; first < D; first += kTile) {
+    __syncwarp();  // the scratch's previous columns are read
+#pragma unroll
+    for (int n = 0; n < kTile / kFrag; ++n) {
+      wmma::store_matrix_sync(scratch + n * kFrag, acc[first / kFrag + n], kLdScratch,
+                              wmma::mem_row_major);
+    }
+    __syncwarp();
+    if (dst == nullptr) continue;
+#pragma unroll
+    for (int x = 0; x < kTile / 2; ++x) {
+      const int c = 2 * x + half;
+      store(dst, first + c, load(dst, first + c) + factor * scratch[r * kLdScratch + c]);
+    }
   }
 }
 
@@ -230,7 +246,7 @@ __global__ void __launch_bounds__(kBlockThreads)
   const int64_t b = blockIdx.z, i0 = int64_t{blockIdx.x} * kTile;
   const int64_t row = i0 + warp * kFrag + r;
   const int32_t position = row < Sq ? q_pos[row] : INT_MIN;  // rows past the end see nothing
-  float* scratch = s.scratch + warp * kFrag * kLdScratch<D>;
+  float* scratch = s.scratch + warp * kFrag * kLdScratch;
   uint16_t* p = s.p + warp * kFrag * kLdP;
   load_tile<D>(s.q, q + ((b * Sq + i0) * nh + h) * D, int64_t{nh} * D, Sq - i0);
 
@@ -250,7 +266,7 @@ __global__ void __launch_bounds__(kBlockThreads)
     __syncthreads();
     rows_times_tile_t<D>(s.q + warp * kFrag * kLdTile<D>, s.k, scratch);
     __syncwarp();
-    float* scores = scratch + r * kLdScratch<D>;
+    float* scores = scratch + r * kLdScratch;
     float tile_max = -INFINITY;
 #pragma unroll
     for (int c = half; c < kTile; c += 2) {
@@ -269,12 +285,16 @@ __global__ void __launch_bounds__(kBlockThreads)
       p[r * kLdP + c] = float_to_bf16_bits(weight);
     }
     sum = sum * step.rescale + tile_sum + __shfl_xor_sync(0xffffffffu, tile_sum, 1);
-    __syncwarp();
-    rows_times_tile_to<D, false>(p, s.v, scratch);
-    __syncwarp();
 #pragma unroll
-    for (int x = 0; x < D / 2; ++x) {
-      acc[x] = acc[x] * step.rescale + scratch[r * kLdScratch<D> + 2 * x + half];
+    for (int first = 0; first < D; first += kTile) {
+      __syncwarp();  // P, or the scratch's previous columns, are written and read
+      rows_times_tile_to<D, false>(p, s.v + first, scratch);
+      __syncwarp();
+#pragma unroll
+      for (int x = 0; x < kTile / 2; ++x) {
+        float& a = acc[first / 2 + x];
+        a = a * step.rescale + scratch[r * kLdScratch + 2 * x + half];
+      }
     }
   }
   if (row >= Sq) return;
@@ -286,17 +306,6 @@ __global__ void __launch_bounds__(kBlockThreads)
 #else
   __trap();  // built for an architecture without bf16 WMMA: never launched there
 #endif  // MOEFOLD_FLASH_DEVICE_CODE
-}
-
-// dst[2x + half] += factor·values over a row, dst bf16 (rounded once) or float32: dK and dV
-// added into the gradients.
-template <int D, typename G>
-__device__ void add_row(G* dst, const float* values, float factor, int half) {
-#pragma unroll
-  for (int x = 0; x < D / 2; ++x) {
-    const int c = 2 * x + half;
-    store(dst, c, load(dst, c) + factor * values[c]);
-  }
 }
 
 template <int D, typename G>
@@ -314,7 +323,7 @@ __global__ void __launch_bounds__(kBlockThreads)
   const int u = blockIdx.x, g = blockIdx.y, group = nh / nkv;
   const int64_t b = blockIdx.z, j0 = int64_t{u} * kTile;
   const int key_row = warp * kFrag + r;  // this lane's key within the tile
-  float* scratch = s.scratch + warp * kFrag * kLdScratch<D>;
+  float* scratch = s.scratch + warp * kFrag * kLdScratch;
   uint16_t* p_t = s.p_t + warp * kFrag * kLdP;
   load_tile<D>(s.k, k + ((b * Skv + j0) * nkv + g) * D, int64_t{nkv} * D, Skv - j0);
   load_tile<D>(s.v, v + ((b * Skv + j0) * nkv + g) * D, int64_t{nkv} * D, Skv - j0);
@@ -350,7 +359,7 @@ __global__ void __launch_bounds__(kBlockThreads)
 #pragma unroll
       for (int x = 0; x < kTile / 2; ++x) {
         const int c = 2 * x + half;
-        weight[x] = attention_probability(scratch[r * kLdScratch<D> + c] * scale, s.lse[c],
+        weight[x] = attention_probability(scratch[r * kLdScratch + c] * scale, s.lse[c],
                                           key_in && key_visible(s.q_pos[c], key_position));
         p_t[r * kLdP + c] = float_to_bf16_bits(weight[x]);
       }
@@ -362,37 +371,35 @@ __global__ void __launch_bounds__(kBlockThreads)
       for (int x = 0; x < kTile / 2; ++x) {
         const int c = 2 * x + half;
         s.ds_t[key_row * kLdP + c] = float_to_bf16_bits(
-            softmax_gradient(scratch[r * kLdScratch<D> + c], weight[x], s.delta[c]));
+            softmax_gradient(scratch[r * kLdScratch + c], weight[x], s.delta[c]));
       }
       __syncwarp();
       rows_times_tile<D>(p_t, s.dout, dv_acc);
       rows_times_tile<D>(s.ds_t + warp * kFrag * kLdP, s.q, dk_acc);
       __syncthreads();  // every warp's dSᵀ rows are written
       // dQ of this warp's 16 queries: dS (16, keys) · K, dS read as a view of dSᵀ.
-      rows_times_tile_to<D, true>(s.ds_t + warp * kFrag, s.k, scratch);
-      __syncwarp();
       const int64_t query = i0 + warp * kFrag + r;
-      if (query < Sq) {
-        float* dst = dq32 + ((b * Sq + query) * nh + h) * D;
+#pragma unroll
+      for (int first = 0; first < D; first += kTile) {
+        __syncwarp();  // the scratch's previous columns are read
+        rows_times_tile_to<D, true>(s.ds_t + warp * kFrag, s.k + first, scratch);
+        __syncwarp();
+        if (query >= Sq) continue;
+        float* dst = dq32 + ((b * Sq + query) * nh + h) * D + first;
 #pragma unroll 8
-        for (int x = 0; x < D / 2; ++x) {
+        for (int x = 0; x < kTile / 2; ++x) {
           const int c = 2 * x + half;
-          atomicAdd(dst + c, scale * scratch[r * kLdScratch<D> + c]);
+          atomicAdd(dst + c, scale * scratch[r * kLdScratch + c]);
         }
       }
     }
   }
-  __syncwarp();
   const int64_t key = j0 + key_row;
-  store_rows<D>(scratch, dk_acc);
-  __syncwarp();
-  if (key < Skv) add_row<D, G>(dk + ((b * Skv + key) * nkv + g) * D, scratch + r * kLdScratch<D>,
-                            scale, half);
-  __syncwarp();
-  store_rows<D>(scratch, dv_acc);
-  __syncwarp();
-  if (key < Skv) add_row<D, G>(dv + ((b * Skv + key) * nkv + g) * D, scratch + r * kLdScratch<D>,
-                            1.0f, half);
+  const bool key_in = key < Skv;
+  add_accumulator_row<D, G>(key_in ? dk + ((b * Skv + key) * nkv + g) * D : nullptr, dk_acc,
+                            scratch, scale, r, half);
+  add_accumulator_row<D, G>(key_in ? dv + ((b * Skv + key) * nkv + g) * D : nullptr, dv_acc,
+                            scratch, 1.0f, r, half);
 #else
   __trap();  // built for an architecture without bf16 WMMA: never launched there
 #endif  // MOEFOLD_FLASH_DEVICE_CODE

@@ -123,5 +123,23 @@ TEST(FlashAttentionEmulated, PositionsInAnyOrder) {
       {{1, 67, 67, 2, 1, 64}, q_pos, positions(67, 0, 5)});
 }
 
+// Blocks of a kernel that one SM holds at once, as far as shared memory decides (every block
+// also takes 1 KiB the runtime reserves). The kernels' register counts (sm_90: 255 backward,
+// 128 forward, at 128 threads) allow at least as many.
+int blocks_by_shared_memory(size_t block_bytes, size_t sm_bytes) {
+  return static_cast<int>(sm_bytes / (block_bytes + 1024));
+}
+
+// Occupancy is decided by the shared memory these layouts carve: at head dim 128 the backward
+// must leave room for a second block on an sm_90 (228 KiB), or each SM runs 4 warps only.
+TEST(FlashAttentionEmulated, SharedMemoryLetsBlocksShareAnSm) {
+  constexpr size_t kSm90 = 228 * 1024, kSm80 = 164 * 1024;
+  EXPECT_EQ(blocks_by_shared_memory(shared_bytes<BackwardShared, 128>(), kSm90), 2);
+  EXPECT_EQ(blocks_by_shared_memory(shared_bytes<BackwardShared, 64>(), kSm90), 3);
+  EXPECT_EQ(blocks_by_shared_memory(shared_bytes<ForwardShared, 128>(), kSm90), 2);
+  EXPECT_EQ(blocks_by_shared_memory(shared_bytes<ForwardShared, 128>(), kSm80), 2);
+  EXPECT_EQ(blocks_by_shared_memory(shared_bytes<ForwardShared, 64>(), kSm90), 4);
+}
+
 }  // namespace
 }  // namespace moefold::cuda
