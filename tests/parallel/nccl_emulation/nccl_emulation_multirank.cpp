@@ -37,6 +37,8 @@ T* device_copy(const std::vector<T>& host) {
   EXPECT_EQ(cudaMallocAsync(&device, sizeof(T) * host.size(), nullptr), cudaSuccess);
   EXPECT_EQ(cudaMemcpyAsync(device, host.data(), sizeof(T) * host.size(), cudaMemcpyHostToDevice),
             cudaSuccess);
+  // Done before another stream (the communicator's) reads it: nothing else orders the two.
+  EXPECT_EQ(cudaStreamSynchronize(nullptr), cudaSuccess);
   return static_cast<T*>(device);
 }
 
@@ -126,6 +128,7 @@ TEST_F(EmulatedNccl, ABufferFreedBeforeItsTransferRanEndsTheRun) {
   ASSERT_EQ(ncclAllReduce(gradients, gradients, 8, ncclFloat32, ncclSum, comm_, stream_),
             ncclSuccess);
   cudaFreeAsync(gradients, nullptr);  // not ordered after the transfer
+  cudaStreamSynchronize(nullptr);     // the free is done, the transfer still held
   cudaStreamSynchronize(stream_);
   ADD_FAILURE() << "the transfer ran on freed memory";
 }

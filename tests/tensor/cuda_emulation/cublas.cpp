@@ -1,5 +1,7 @@
 // The emulated device's cuBLAS (include/cublas_v2.h): C = α·op(A)·op(B) + β·C, column-major,
-// accumulated in float64 and rounded once to C's type; C is not read when β is 0.
+// accumulated in float64 and rounded once to C's type; C is not read when β is 0. Arguments are
+// checked when called, the product computed when the handle's stream reaches it (with α and β
+// read at the call, as in cuBLAS's host pointer mode).
 #include <cblas.h>
 #include <cublas_v2.h>
 
@@ -33,12 +35,11 @@ void store(void* m, cudaDataType type, int64_t at, double value) {
   }
 }
 
-// Whether a (rows, cols) column-major matrix with leading dimension ld lies in the current
-// device's memory.
-bool on_device(const char* name, const void* m, cudaDataType type, int rows, int cols, int ld) {
+// Whether a (rows, cols) column-major matrix with leading dimension ld lies in `device`'s
+// memory.
+bool on_device(const char* name, const void* m, cudaDataType type, int rows, int cols, int ld,
+               int device) {
   if (rows == 0 || cols == 0) return true;
-  int device = 0;
-  cudaGetDevice(&device);
   const size_t bytes = (size_t(cols - 1) * ld + rows) * element_bytes(type);
   if (memory().device_of(m, bytes) == device) return true;
   std::fprintf(stderr, "emulated cuBLAS: %s (%d × %d, ld %d) is not within memory of device %d\n",
@@ -46,24 +47,52 @@ bool on_device(const char* name, const void* m, cudaDataType type, int rows, int
   return false;
 }
 
-cublasStatus_t gemm(cublasOperation_t transa, cublasOperation_t transb, int m, int n, int k,
-                    float alpha, const void* A, cudaDataType Atype, int lda, const void* B,
-                    cudaDataType Btype, int ldb, float beta, void* C, cudaDataType Ctype, int ldc) {
-  const bool ta = transa == CUBLAS_OP_T, tb = transb == CUBLAS_OP_T;
-  const int a_rows = ta ? k : m, b_rows = tb ? n : k;
-  if (m < 0 || n < 0 || k < 0 || lda < std::max(1, a_rows) || ldb < std::max(1, b_rows) ||
-      ldc < std::max(1, m)) {
+struct Gemm {
+  cublasOperation_t transa, transb;
+  int m, n, k;
+  float alpha;
+  const void* A;
+  cudaDataType Atype;
+  int lda;
+  const void* B;
+  cudaDataType Btype;
+  int ldb;
+  float beta;
+  void* C;
+  cudaDataType Ctype;
+  int ldc;
+};
+
+int a_rows(const Gemm& g) { return g.transa == CUBLAS_OP_T ? g.k : g.m; }
+int b_rows(const Gemm& g) { return g.transb == CUBLAS_OP_T ? g.n : g.k; }
+
+// Why cuBLAS would refuse the product's sizes and types, or success.
+cublasStatus_t check_shape(const Gemm& g) {
+  if (g.m < 0 || g.n < 0 || g.k < 0 || g.lda < std::max(1, a_rows(g)) ||
+      g.ldb < std::max(1, b_rows(g)) || g.ldc < std::max(1, g.m)) {
     return CUBLAS_STATUS_INVALID_VALUE;
   }
-  if (Atype != Btype || (Ctype == CUDA_R_16BF && Atype != CUDA_R_16BF)) {
+  if (g.Atype != g.Btype || (g.Ctype == CUDA_R_16BF && g.Atype != CUDA_R_16BF)) {
     return CUBLAS_STATUS_NOT_SUPPORTED;
   }
-  if (m == 0 || n == 0) return CUBLAS_STATUS_SUCCESS;
-  if ((k > 0 && (!on_device("A", A, Atype, a_rows, ta ? m : k, lda) ||
-                 !on_device("B", B, Btype, b_rows, tb ? k : n, ldb))) ||
-      !on_device("C", C, Ctype, m, n, ldc)) {
-    return CUBLAS_STATUS_INVALID_VALUE;
-  }
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+// Whether the matrices the product touches lie in `device`'s memory.
+bool check_memory(const Gemm& g, int device) {
+  if (g.m == 0 || g.n == 0) return true;
+  const bool ta = g.transa == CUBLAS_OP_T, tb = g.transb == CUBLAS_OP_T;
+  return (g.k == 0 || (on_device("A", g.A, g.Atype, a_rows(g), ta ? g.m : g.k, g.lda, device) &&
+                       on_device("B", g.B, g.Btype, b_rows(g), tb ? g.k : g.n, g.ldb, device))) &&
+         on_device("C", g.C, g.Ctype, g.m, g.n, g.ldc, device);
+}
+
+// The product of a checked Gemm.
+void multiply(const Gemm& g) {
+  const auto [transa, transb, m, n, k, alpha, A, Atype, lda, B, Btype, ldb, beta, C, Ctype, ldc] =
+      g;
+  const bool ta = transa == CUBLAS_OP_T, tb = transb == CUBLAS_OP_T;
+  if (m == 0 || n == 0) return;
   // op(A)·op(B) in float64 by the CPU's BLAS on exact float64 copies of the operands.
   const auto widened = [](const void* m, cudaDataType type, int rows, int cols, int ld) {
     std::vector<double> wide(cols == 0 ? 0 : size_t(cols - 1) * ld + rows);
@@ -72,8 +101,8 @@ cublasStatus_t gemm(cublasOperation_t transa, cublasOperation_t transb, int m, i
   };
   std::vector<double> product(size_t(m) * n, 0.0);
   if (k > 0) {
-    const std::vector<double> a = widened(A, Atype, a_rows, ta ? m : k, lda);
-    const std::vector<double> b = widened(B, Btype, b_rows, tb ? k : n, ldb);
+    const std::vector<double> a = widened(A, Atype, a_rows(g), ta ? m : k, lda);
+    const std::vector<double> b = widened(B, Btype, b_rows(g), tb ? k : n, ldb);
     cblas_dgemm(CblasColMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, m, n,
                 k, 1.0, a.data(), lda, b.data(), ldb, 0.0, product.data(), m);
   }
@@ -84,7 +113,12 @@ cublasStatus_t gemm(cublasOperation_t transa, cublasOperation_t transb, int m, i
       store(C, Ctype, at, alpha * product[i + size_t(j) * m] + c);
     }
   }
-  return CUBLAS_STATUS_SUCCESS;
+}
+
+int current_device() {
+  int device = 0;
+  cudaGetDevice(&device);
+  return device;
 }
 
 bool host_array(const void* array) { return memory().device_of(array, 0) == kNotDevice; }
@@ -142,13 +176,18 @@ cublasStatus_t cublasGemmEx(cublasHandle_t handle, cublasOperation_t transa,
   if (compute == CUBLAS_COMPUTE_32F_PEDANTIC && Atype != CUDA_R_32F) {
     return CUBLAS_STATUS_NOT_SUPPORTED;
   }
-  moefold::cuda_emulation::settle(handle->stream);
-  return moefold::cuda_emulation::gemm(transa, transb, m, n, k, *static_cast<const float*>(alpha),
-                                       A, Atype, lda, B, Btype, ldb,
-                                       *static_cast<const float*>(beta), C, Ctype, ldc);
+  using namespace moefold::cuda_emulation;
+  const Gemm g{transa, transb, m, n,     k,   *static_cast<const float*>(alpha), A,
+               Atype,  lda,    B, Btype, ldb, *static_cast<const float*>(beta),  C,
+               Ctype,  ldc};
+  if (const cublasStatus_t status = check_shape(g); status != CUBLAS_STATUS_SUCCESS) return status;
+  if (!check_memory(g, current_device())) return CUBLAS_STATUS_INVALID_VALUE;
+  enqueue(handle->stream, [g] { multiply(g); });
+  return CUBLAS_STATUS_SUCCESS;
 }
 
-// The matrix pointer arrays are read on the device, every other array on the host.
+// The matrix pointer arrays are read on the device (when the stream reaches the call), every
+// other array on the host (at the call); a matrix a GPU would fault on ends the process there.
 cublasStatus_t cublasGemmGroupedBatchedEx(
     cublasHandle_t handle, const cublasOperation_t transa_array[],
     const cublasOperation_t transb_array[], const int m_array[], const int n_array[],
@@ -160,7 +199,6 @@ cublasStatus_t cublasGemmGroupedBatchedEx(
   if (handle == nullptr) return CUBLAS_STATUS_NOT_INITIALIZED;
   if (group_count < 0 || compute != CUBLAS_COMPUTE_32F) return CUBLAS_STATUS_INVALID_VALUE;
   if (group_count == 0) return CUBLAS_STATUS_SUCCESS;
-  moefold::cuda_emulation::settle(handle->stream);
   int problems = 0;
   for (int g = 0; g < group_count; ++g) problems += group_size[g];
   const size_t pointers = sizeof(void*) * problems;
@@ -174,17 +212,35 @@ cublasStatus_t cublasGemmGroupedBatchedEx(
     std::fprintf(stderr, "emulated cuBLAS: grouped GEMM arrays on the wrong side\n");
     return CUBLAS_STATUS_INVALID_VALUE;
   }
+  using namespace moefold::cuda_emulation;
   const auto* alphas = static_cast<const float*>(alpha_array);
   const auto* betas = static_cast<const float*>(beta_array);
-  int problem = 0;
+  // Each problem's shape, with null matrices that the device fills in from the pointer arrays.
+  std::vector<Gemm> shapes;
   for (int g = 0; g < group_count; ++g) {
-    for (int i = 0; i < group_size[g]; ++i, ++problem) {
-      const cublasStatus_t status = moefold::cuda_emulation::gemm(
-          transa_array[g], transb_array[g], m_array[g], n_array[g], k_array[g], alphas[g],
-          Aarray[problem], Atype, lda_array[g], Barray[problem], Btype, ldb_array[g], betas[g],
-          Carray[problem], Ctype, ldc_array[g]);
-      if (status != CUBLAS_STATUS_SUCCESS) return status;
+    const Gemm shape{transa_array[g], transb_array[g], m_array[g], n_array[g],
+                     k_array[g],      alphas[g],       nullptr,    Atype,
+                     lda_array[g],    nullptr,         Btype,      ldb_array[g],
+                     betas[g],        nullptr,         Ctype,      ldc_array[g]};
+    if (const cublasStatus_t status = check_shape(shape); status != CUBLAS_STATUS_SUCCESS) {
+      return status;
     }
+    shapes.insert(shapes.end(), group_size[g], shape);
   }
+  const int device = current_device();
+  enqueue(handle->stream, [shapes = std::move(shapes), Aarray, Barray, Carray, device] {
+    for (size_t p = 0; p < shapes.size(); ++p) {
+      Gemm g = shapes[p];
+      g.A = Aarray[p];
+      g.B = Barray[p];
+      g.C = Carray[p];
+      if (!check_memory(g, device)) {
+        std::fprintf(stderr, "emulated cuBLAS: grouped GEMM problem %zu faults on device %d\n", p,
+                     device);
+        std::abort();
+      }
+      multiply(g);
+    }
+  });
   return CUBLAS_STATUS_SUCCESS;
 }

@@ -1,5 +1,5 @@
 // The emulated device's runtime (include/cuda_runtime.h): devices of host memory, streams that
-// run their work at once (after what they hold, emulated_streams.h), and the runtime's refusals.
+// hold their work until something waits for it (emulated_streams.h), and the runtime's refusals.
 #include <cuda_runtime.h>
 
 #include <cstdio>
@@ -9,6 +9,7 @@
 #include <mutex>
 #include <new>
 #include <set>
+#include <vector>
 
 #include "tests/tensor/cuda_emulation/emulated_memory.h"
 #include "tests/tensor/cuda_emulation/emulated_streams.h"
@@ -79,11 +80,20 @@ bool valid_stream(cudaStream_t stream) {
 
 bool valid_event(cudaEvent_t event) { return valid_handle(handles().events, event); }
 
-// Work issued on `stream` runs after what the stream holds; false for an unknown stream.
+// Waits for everything `stream` holds; false for an unknown stream.
 bool reach(cudaStream_t stream) {
   if (!valid_stream(stream)) return false;
   settle(stream);
   return true;
+}
+
+// rows × width bytes from src to dst, each with its pitch.
+void copy_rows(void* dst, size_t dpitch, const void* src, size_t spitch, size_t width,
+               size_t rows) {
+  for (size_t row = 0; row < rows; ++row) {
+    std::memmove(static_cast<char*>(dst) + row * dpitch,
+                 static_cast<const char*>(src) + row * spitch, width);
+  }
 }
 
 // Whether a copy between dst and src agrees with `kind`: its device sides lie within device
@@ -240,8 +250,11 @@ cudaError_t cudaDeviceSynchronize() {
   return cudaSuccess;
 }
 
+// The pointer is usable at once; work issued before on the stream may still be held.
 cudaError_t cudaMallocAsync(void** ptr, size_t bytes, cudaStream_t stream) {
-  if (!moefold::cuda_emulation::reach(stream)) return result(cudaErrorInvalidResourceHandle);
+  if (!moefold::cuda_emulation::valid_stream(stream)) {
+    return result(cudaErrorInvalidResourceHandle);
+  }
   *ptr = memory().allocate(bytes, moefold::cuda_emulation::current_device);
   return result(*ptr == nullptr && bytes > 0 ? cudaErrorMemoryAllocation : cudaSuccess);
 }
@@ -253,10 +266,15 @@ cudaError_t cudaMallocAsync(void** ptr, size_t bytes, cudaMemPool_t pool, cudaSt
   return cudaMallocAsync(ptr, bytes, stream);
 }
 
+// Released when the stream reaches it: work issued before it on the stream still reads it.
 cudaError_t cudaFreeAsync(void* ptr, cudaStream_t stream) {
-  if (!moefold::cuda_emulation::reach(stream)) return result(cudaErrorInvalidResourceHandle);
-  return result(ptr == nullptr || memory().release(ptr, false) ? cudaSuccess
-                                                               : cudaErrorInvalidDevicePointer);
+  if (!moefold::cuda_emulation::valid_stream(stream)) {
+    return result(cudaErrorInvalidResourceHandle);
+  }
+  if (ptr == nullptr) return cudaSuccess;
+  if (!memory().allocation(ptr, false)) return result(cudaErrorInvalidDevicePointer);
+  moefold::cuda_emulation::enqueue(stream, [ptr] { memory().release(ptr, false); });
+  return cudaSuccess;
 }
 
 cudaError_t cudaMallocHost(void** ptr, size_t bytes) {
@@ -265,6 +283,7 @@ cudaError_t cudaMallocHost(void** ptr, size_t bytes) {
 }
 
 cudaError_t cudaFreeHost(void* ptr) {
+  moefold::cuda_emulation::settle_all();  // it synchronises the device, as the runtime's does
   return result(ptr == nullptr || memory().release(ptr, true) ? cudaSuccess
                                                               : cudaErrorInvalidValue);
 }
@@ -294,16 +313,34 @@ cudaError_t cudaMemPoolTrimTo(cudaMemPool_t, size_t) { return cudaSuccess; }
 cudaError_t cudaMemcpy2DAsync(void* dst, size_t dpitch, const void* src, size_t spitch,
                               size_t width, size_t height, cudaMemcpyKind kind,
                               cudaStream_t stream) {
+  using moefold::cuda_emulation::copy_rows;
   if (height == 0 || width == 0) return cudaSuccess;
-  if (!moefold::cuda_emulation::reach(stream)) return result(cudaErrorInvalidResourceHandle);
+  if (!moefold::cuda_emulation::valid_stream(stream)) {
+    return result(cudaErrorInvalidResourceHandle);
+  }
+  const size_t dst_bytes = (height - 1) * dpitch + width, src_bytes = (height - 1) * spitch + width;
   if (width > dpitch || width > spitch ||
-      !moefold::cuda_emulation::copy_agrees(dst, (height - 1) * dpitch + width, src,
-                                            (height - 1) * spitch + width, kind)) {
+      !moefold::cuda_emulation::copy_agrees(dst, dst_bytes, src, src_bytes, kind)) {
     return result(cudaErrorInvalidValue);
   }
-  for (size_t row = 0; row < height; ++row) {
-    std::memmove(static_cast<char*>(dst) + row * dpitch,
-                 static_cast<const char*>(src) + row * spitch, width);
+  const auto pageable = [](const void* p, size_t bytes) {
+    return memory().device_of(p, bytes) == moefold::cuda_emulation::kNotDevice &&
+           !memory().pinned(p);
+  };
+  // As the runtime documents: into pageable memory the copy is done when the call returns; from
+  // pageable memory the call returns once the source is staged; pinned and device memory are
+  // copied when the stream reaches the copy.
+  if (pageable(dst, dst_bytes)) {
+    moefold::cuda_emulation::settle(stream);
+    copy_rows(dst, dpitch, src, spitch, width, height);
+  } else if (pageable(src, src_bytes)) {
+    auto staged = std::make_shared<std::vector<char>>(width * height);
+    copy_rows(staged->data(), width, src, spitch, width, height);
+    moefold::cuda_emulation::enqueue(
+        stream, [=] { copy_rows(dst, dpitch, staged->data(), width, width, height); });
+  } else {
+    moefold::cuda_emulation::enqueue(stream,
+                                     [=] { copy_rows(dst, dpitch, src, spitch, width, height); });
   }
   return cudaSuccess;
 }
@@ -316,13 +353,17 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpy
 cudaError_t cudaMemset2DAsync(void* ptr, size_t pitch, int value, size_t width, size_t height,
                               cudaStream_t stream) {
   if (height == 0 || width == 0) return cudaSuccess;
-  if (!moefold::cuda_emulation::reach(stream)) return result(cudaErrorInvalidResourceHandle);
+  if (!moefold::cuda_emulation::valid_stream(stream)) {
+    return result(cudaErrorInvalidResourceHandle);
+  }
   if (width > pitch || memory().device_of(ptr, (height - 1) * pitch + width) < 0) {
     return result(cudaErrorInvalidValue);
   }
-  for (size_t row = 0; row < height; ++row) {
-    std::memset(static_cast<char*>(ptr) + row * pitch, value, width);
-  }
+  moefold::cuda_emulation::enqueue(stream, [=] {
+    for (size_t row = 0; row < height; ++row) {
+      std::memset(static_cast<char*>(ptr) + row * pitch, value, width);
+    }
+  });
   return cudaSuccess;
 }
 

@@ -2,10 +2,12 @@
 // tensor/cuda (emulated_sources.cmake rewrites it to Launch(kernel, grid, ...)(args)): the
 // runtime's launch checks, a check that every pointer argument is memory the current device
 // may read, and then the kernel under cuda_emulation.h. A refused launch leaves its error for
-// cudaGetLastError, as on the GPU. A kernel runs after what its stream holds (emulated_streams.h).
+// cudaGetLastError, as on the GPU. A kernel is held on its stream with its arguments' values and
+// runs when something waits for it (emulated_streams.h).
 #pragma once
 
 #include <cstddef>
+#include <functional>
 #include <type_traits>
 
 namespace moefold::cuda_emulation {
@@ -17,7 +19,7 @@ void set_launch_error(cudaError_t error);
 // Whether a kernel on the current device may dereference `pointer`: null, in one of its
 // allocations, or pinned host memory. Otherwise prints which argument of which launch.
 bool check_kernel_pointer(const void* pointer, int argument);
-void settle(cudaStream_t stream);  // emulated_streams.h
+void enqueue(cudaStream_t stream, std::function<void()> work);  // emulated_streams.h
 
 template <class Kernel>
 class Launch {
@@ -34,8 +36,8 @@ class Launch {
     int argument = 0;
     const bool readable = (pointer_ok(args, argument++) && ... && true);
     if (!readable) return set_launch_error(cudaErrorIllegalAddress);
-    settle(stream_);
-    launch(grid_, block_, shared_bytes_, kernel_, args...);
+    enqueue(stream_, [kernel = kernel_, grid = grid_, block = block_, shared = shared_bytes_,
+                      args...] { launch(grid, block, shared, kernel, args...); });
   }
 
  private:

@@ -41,6 +41,12 @@ bool EmulatedMemory::release(void* ptr, bool pinned) {
   return true;
 }
 
+bool EmulatedMemory::allocation(const void* ptr, bool pinned) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  const auto it = allocations_.find(reinterpret_cast<uintptr_t>(ptr));
+  return it != allocations_.end() && (it->second.device == kPinnedHost) == pinned;
+}
+
 std::map<uintptr_t, EmulatedMemory::Allocation>::const_iterator EmulatedMemory::find(
     uintptr_t ptr) const {
   auto it = allocations_.upper_bound(ptr);

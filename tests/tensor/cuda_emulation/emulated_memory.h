@@ -21,6 +21,8 @@ class EmulatedMemory {
   // never written shows; null when the device's kDeviceBytes are taken (or bytes is 0).
   void* allocate(size_t bytes, int device);
   bool release(void* ptr, bool pinned);
+  // Whether ptr is where an allocation of that kind begins (what release accepts).
+  bool allocation(const void* ptr, bool pinned) const;
   // The device whose allocation holds [ptr, ptr + bytes), kNotDevice or kOverrun.
   int device_of(const void* ptr, size_t bytes) const;
   bool pinned(const void* ptr) const;

@@ -2,7 +2,8 @@
 // (cuda_emulated_tests) fails where the GPU would: launches over the limits or without their
 // shared-memory opt-in, kernels handed host memory, copies whose kind disagrees with where the
 // memory lies, and cuBLAS matrices outside device memory. Its GEMMs follow cuBLAS's
-// column-major contract, and fresh device memory reads as NaN.
+// column-major contract, and fresh device memory reads as NaN. Its streams run behind the host
+// as a GPU's do, so host code that does not wait where a GPU needs it to reads wrong data.
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
@@ -115,6 +116,48 @@ TEST(EmulatedRuntime, GemmsAreColumnMajorWithTransposesAndLeadingDimensions) {
             CUBLAS_STATUS_INVALID_VALUE);  // lda below op(A)'s rows
   for (float* p : {A, B, C}) cudaFreeAsync(p, nullptr);
   cublasDestroy(handle);
+}
+
+// A stream's work runs when the host waits for it, so reading a result before the wait, or
+// rewriting pinned memory that an issued copy reads, shows; copies into pageable memory are done
+// when they return and copies from it take the source as it was at the call, as the runtime
+// documents.
+TEST(EmulatedRuntime, StreamsRunBehindTheHostAsAGpusDo) {
+  cudaStream_t stream = nullptr;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
+  float* dev = device_floats(32);
+  float* pinned = nullptr;
+  ASSERT_EQ(cudaMallocHost(&pinned, 32 * sizeof(float)), cudaSuccess);
+  pinned[0] = 0.0f;
+  Launch(write_kernel, dim3(1), dim3(32), 0, stream)(dev, 5.0f);
+  ASSERT_EQ(cudaMemcpyAsync(pinned, dev, 4, cudaMemcpyDeviceToHost, stream), cudaSuccess);
+  EXPECT_NE(pinned[0], 5.0f);  // not yet: the host did not wait
+  ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+  EXPECT_EQ(pinned[0], 5.0f);
+
+  pinned[0] = 1.0f;
+  ASSERT_EQ(cudaMemcpyAsync(dev, pinned, 4, cudaMemcpyHostToDevice, stream), cudaSuccess);
+  pinned[0] = 2.0f;  // before the stream reached the copy: the copy reads this
+  float pageable = 3.0f;
+  ASSERT_EQ(cudaMemcpyAsync(dev + 1, &pageable, 4, cudaMemcpyHostToDevice, stream), cudaSuccess);
+  pageable = 4.0f;  // after the call staged it: the copy does not see this
+  float back[2] = {};
+  ASSERT_EQ(cudaMemcpyAsync(back, dev, sizeof(back), cudaMemcpyDeviceToHost, stream), cudaSuccess);
+  EXPECT_EQ(back[0], 2.0f);  // done on return: into pageable memory
+  EXPECT_EQ(back[1], 3.0f);
+
+  // Freed when the stream reaches the free: the kernel issued before it still writes there.
+  cudaEvent_t done = nullptr;
+  ASSERT_EQ(cudaEventCreate(&done), cudaSuccess);
+  Launch(write_kernel, dim3(1), dim3(32), 0, stream)(dev, 6.0f);
+  ASSERT_EQ(cudaMemcpyAsync(pinned, dev, 4, cudaMemcpyDeviceToHost, stream), cudaSuccess);
+  ASSERT_EQ(cudaFreeAsync(dev, stream), cudaSuccess);
+  ASSERT_EQ(cudaEventRecord(done, stream), cudaSuccess);
+  ASSERT_EQ(cudaEventSynchronize(done), cudaSuccess);
+  EXPECT_EQ(pinned[0], 6.0f);
+  EXPECT_EQ(cudaEventDestroy(done), cudaSuccess);
+  EXPECT_EQ(cudaFreeHost(pinned), cudaSuccess);
+  EXPECT_EQ(cudaStreamDestroy(stream), cudaSuccess);
 }
 
 }  // namespace

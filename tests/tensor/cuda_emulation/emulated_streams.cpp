@@ -70,6 +70,19 @@ Nodes nodes_of(const std::map<Key, Nodes>& of_kind, Key key) {
   return it == of_kind.end() ? Nodes{} : it->second;
 }
 
+// Work that runs in one go whenever it is progressed.
+class Deferred final : public StreamWork {
+ public:
+  explicit Deferred(std::function<void()> run) : run_(std::move(run)) {}
+  bool progress(bool) override {
+    run_();
+    return true;
+  }
+
+ private:
+  std::function<void()> run_;
+};
+
 }  // namespace
 
 void hold(cudaStream_t stream, std::unique_ptr<StreamWork> work) {
@@ -80,6 +93,10 @@ void hold(cudaStream_t stream, std::unique_ptr<StreamWork> work) {
   drop_done(frontier);
   node->after = std::move(frontier);
   frontier = {std::move(node)};
+}
+
+void enqueue(cudaStream_t stream, std::function<void()> work) {
+  hold(stream, std::make_unique<Deferred>(std::move(work)));
 }
 
 void settle(cudaStream_t stream) {

@@ -1,14 +1,17 @@
-// Work that an emulated stream holds back, for what the emulated runtime cannot do at once: the
-// emulated NCCL's transfers (tests/parallel/nccl_emulation), which need their peers. Everything
-// else on a stream still runs at once, in the issuing thread, but only after the stream's held
-// work is done, so the stream keeps its order. Held work runs in stream order, each piece after
-// what it followed (the work before it on its stream and the events its stream waited on), and
-// only when something waits for it: a stream synchronisation, an event, or later work on it. So a
-// transfer waits on its stream as on a GPU, where it holds the stream until its peers arrive.
+// Work that an emulated stream holds back: every kernel, copy, memset, cuBLAS call and
+// stream-ordered free, and the emulated NCCL's transfers (tests/parallel/nccl_emulation), which
+// need their peers. Held work runs in stream order, each piece after what it followed (the work
+// before it on its stream and the events its stream waited on), and only when something waits
+// for it: a stream or device synchronisation, an event's synchronisation or query, or a copy
+// into pageable memory, in whichever thread waits. So the host runs ahead of the emulated device
+// as it runs ahead of a GPU: host memory that an issued copy or kernel reads, rewritten before
+// the host waited for it, shows as wrong data, and a result read before the wait shows as
+// missing; a transfer holds its stream until its peers arrive.
 #pragma once
 
 #include <cuda_runtime.h>
 
+#include <functional>
 #include <memory>
 
 namespace moefold::cuda_emulation {
@@ -22,6 +25,8 @@ class StreamWork {
 
 // Holds `work` on `stream`, behind everything the stream holds now.
 void hold(cudaStream_t stream, std::unique_ptr<StreamWork> work);
+// Holds work that needs no peer and runs in one go (a kernel, a copy).
+void enqueue(cudaStream_t stream, std::function<void()> work);
 
 // The runtime's side: what a stream or event waits for, and runs it.
 void settle(cudaStream_t stream);  // every work the stream holds, done

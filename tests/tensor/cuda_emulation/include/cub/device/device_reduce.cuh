@@ -1,5 +1,6 @@
 // CUB's DeviceReduce for the emulated device: the reduction in index order on the CPU, with the
-// two-call temporary-storage protocol and the device-memory checks of a kernel's arguments.
+// two-call temporary-storage protocol and the device-memory checks of a kernel's arguments, held
+// on the stream like a kernel.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -24,9 +25,11 @@ struct DeviceReduce {
         !check_kernel_pointer(in, 2) || !check_kernel_pointer(out, 3)) {
       return cudaErrorInvalidValue;
     }
-    T total = init;
-    for (int64_t i = 0; i < items; ++i) total = reduce(total, transform(in[i]));
-    *out = total;
+    moefold::cuda_emulation::enqueue(stream, [=] {
+      T total = init;
+      for (int64_t i = 0; i < items; ++i) total = reduce(total, transform(in[i]));
+      *out = total;
+    });
     return cudaSuccess;
   }
 };
