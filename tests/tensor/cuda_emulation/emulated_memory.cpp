@@ -35,6 +35,9 @@ bool EmulatedMemory::release(void* ptr, bool pinned) {
     const auto it = allocations_.find(reinterpret_cast<uintptr_t>(ptr));
     if (it == allocations_.end() || (it->second.device == kPinnedHost) != pinned) return false;
     in_use_[it->second.device] -= it->second.bytes;
+    // Poisoned like fresh memory: work that reads it after its free (a GPU's allocator may
+    // already have handed it to another tensor) reads NaN where the heap keeps it.
+    if (it->second.device != kPinnedHost) std::memset(ptr, 0xFF, it->second.bytes);
     allocations_.erase(it);
   }
   ::operator delete(ptr, kAlignment);

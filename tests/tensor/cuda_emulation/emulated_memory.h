@@ -18,7 +18,8 @@ inline constexpr int kOverrun = -2;  // device_of(): starts in an allocation, en
 class EmulatedMemory {
  public:
   // Device memory comes filled with 0xFF bytes (NaN as float32 and bf16), so reading what was
-  // never written shows; null when the device's kDeviceBytes are taken (or bytes is 0).
+  // never written shows, and is filled so again when released; null when the device's
+  // kDeviceBytes are taken (or bytes is 0).
   void* allocate(size_t bytes, int device);
   bool release(void* ptr, bool pinned);
   // Whether ptr is where an allocation of that kind begins (what release accepts).
