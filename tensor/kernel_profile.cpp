@@ -4,6 +4,7 @@
 #include <map>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 
 namespace moefold {
@@ -41,12 +42,13 @@ std::string format_kernel_profile(std::span<const KernelRecord> records, double 
                                   int top) {
   struct Sum {
     int64_t calls = 0, ns = 0;
+    const KernelRecord* first = nullptr;
   };
   std::map<std::string, Sum> by_name;
   int64_t total_ns = 0;
   for (const KernelRecord& r : records) {
     Sum& s = by_name[r.name];
-    ++s.calls;
+    if (s.calls++ == 0) s.first = &r;
     s.ns += r.duration_ns;
     total_ns += r.duration_ns;
   }
@@ -59,14 +61,19 @@ std::string format_kernel_profile(std::span<const KernelRecord> records, double 
       "(%.1f%% of the wall time)\n",
       wall_seconds, total_ms * 1e-3, static_cast<long long>(records.size()),
       wall_seconds > 0 ? 100.0 * total_ms * 1e-3 / wall_seconds : 0.0);
-  out += absl::StrFormat("%12s %10s %12s %7s  %s\n", "total ms", "calls", "mean us", "share",
-                         "name");
+  out += absl::StrFormat("%12s %10s %12s %7s %7s %5s %9s  %s\n", "total ms", "calls", "mean us",
+                         "share", "threads", "regs", "smem KiB", "name");
   const auto line = [&](const std::string& name, const Sum& s) {
     const double ms = static_cast<double>(s.ns) * 1e-6;
-    out += absl::StrFormat("%12.3f %10lld %12.2f %6.1f%%  %s\n", ms,
-                           static_cast<long long>(s.calls),
-                           1e3 * ms / static_cast<double>(std::max<int64_t>(s.calls, 1)),
-                           total_ns > 0 ? 100.0 * ms / total_ms : 0.0, name);
+    const KernelRecord* launch = s.first && s.first->block_threads > 0 ? s.first : nullptr;
+    out += absl::StrFormat(
+        "%12.3f %10lld %12.2f %6.1f%% %7s %5s %9s  %s\n", ms, static_cast<long long>(s.calls),
+        1e3 * ms / static_cast<double>(std::max<int64_t>(s.calls, 1)),
+        total_ns > 0 ? 100.0 * ms / total_ms : 0.0,
+        launch ? absl::StrCat(launch->block_threads) : "-",
+        launch ? absl::StrCat(launch->registers) : "-",
+        launch ? absl::StrFormat("%.1f", static_cast<double>(launch->shared_bytes) / 1024) : "-",
+        name);
   };
   Sum rest;
   for (size_t i = 0; i < rows.size(); ++i) {

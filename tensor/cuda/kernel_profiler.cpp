@@ -119,7 +119,9 @@ void CUPTIAPI buffer_completed(CUcontext, uint32_t, uint8_t* buffer, size_t, siz
   while (p.cupti.next_record(buffer, valid, &record) == CUPTI_SUCCESS) {
     if (record->kind == CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL) {
       const auto* k = reinterpret_cast<const CUpti_ActivityKernel10*>(record);
-      batch.push_back({kernel_name(k->name), static_cast<int64_t>(k->end - k->start)});
+      batch.push_back({kernel_name(k->name), static_cast<int64_t>(k->end - k->start),
+                       k->blockX * k->blockY * k->blockZ, k->registersPerThread,
+                       int64_t{k->staticSharedMemory} + k->dynamicSharedMemory});
     } else if (record->kind == CUPTI_ACTIVITY_KIND_MEMCPY) {
       const auto* m = reinterpret_cast<const CUpti_ActivityMemcpy6*>(record);
       batch.push_back({copy_name(m->copyKind), static_cast<int64_t>(m->end - m->start)});

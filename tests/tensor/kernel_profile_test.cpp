@@ -19,16 +19,21 @@ TEST(KernelProfile, ShortNamesKeepTheFunctionAndItsTemplateArguments) {
 }
 
 TEST(KernelProfile, TheTableSumsByNameLargestFirstAndFoldsTheRest) {
-  const std::vector<KernelRecord> records = {
-      {"gemm", 3'000'000}, {"rmsnorm", 500'000}, {"gemm", 1'000'000},
-      {"memcpy HtoD", 250'000}, {"swiglu", 250'000}};
+  const std::vector<KernelRecord> records = {{"gemm", 3'000'000, 256, 168, 106496},
+                                             {"rmsnorm", 500'000, 128, 28, 0},
+                                             {"gemm", 1'000'000, 256, 168, 106496},
+                                             {"memcpy HtoD", 250'000},
+                                             {"swiglu", 250'000, 256, 16, 0}};
   const std::string table = format_kernel_profile(records, 0.01, 2);
   EXPECT_NE(table.find("0.010 s wall, 0.005 s of device time summed over 5 records (50.0% "),
             std::string::npos)
       << table;
-  const size_t gemm = table.find("       4.000          2      2000.00   80.0%  gemm\n");
-  const size_t norm = table.find("       0.500          1       500.00   10.0%  rmsnorm\n");
-  const size_t rest = table.find("       0.500          2       250.00   10.0%  (2 other names)\n");
+  const size_t gemm =
+      table.find("       4.000          2      2000.00   80.0%     256   168     104.0  gemm\n");
+  const size_t norm =
+      table.find("       0.500          1       500.00   10.0%     128    28       0.0  rmsnorm\n");
+  const size_t rest = table.find(
+      "       0.500          2       250.00   10.0%       -     -         -  (2 other names)\n");
   ASSERT_NE(gemm, std::string::npos) << table;
   ASSERT_NE(norm, std::string::npos) << table;
   ASSERT_NE(rest, std::string::npos) << table;
