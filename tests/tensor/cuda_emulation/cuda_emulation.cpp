@@ -191,14 +191,17 @@ void run_grid(dim3 grid, dim3 block, size_t shared_bytes, const std::function<vo
   struct Clear {
     ~Clear() { running = nullptr; }
   } clear;
-  for (unsigned z = 0; z < grid.z; ++z) {
-    for (unsigned y = 0; y < grid.y; ++y) {
-      for (unsigned x = 0; x < grid.x; ++x) {
-        blockIdx = {x, y, z};
-        if (g.shared) std::memset(g.shared.get(), 0xA5, shared_bytes);  // a fresh block's garbage
-        run_block(g);
-      }
-    }
+  // A GPU runs blocks in no set order: every other launch runs them last to first, so a block
+  // that needs another's writes without a kernel boundary between them shows in one order.
+  static uint64_t launches = 0;
+  const bool backwards = launches++ % 2 == 1;
+  const uint64_t blocks = uint64_t{grid.x} * grid.y * grid.z;
+  for (uint64_t i = 0; i < blocks; ++i) {
+    const uint64_t b = backwards ? blocks - 1 - i : i;
+    blockIdx = {static_cast<unsigned>(b % grid.x), static_cast<unsigned>(b / grid.x % grid.y),
+                static_cast<unsigned>(b / (uint64_t{grid.x} * grid.y))};
+    if (g.shared) std::memset(g.shared.get(), 0xA5, shared_bytes);  // a fresh block's garbage
+    run_block(g);
   }
 }
 

@@ -1,7 +1,7 @@
 // The emulation itself: WMMA products in each operand layout, shuffles and launch_utils.cuh's
 // block reductions compute what CUDA specifies, and the mistakes it exists to catch are reported
 // (divergent barriers, misaligned WMMA operands, another lane's result read before a
-// __syncwarp).
+// __syncwarp) or shown (blocks that depend on each other's order).
 #include "tests/tensor/cuda_emulation/cuda_emulation.h"
 // The emulation first: launch_utils.cuh is written for nvcc's dialect.
 #include <gmock/gmock.h>
@@ -163,6 +163,24 @@ TEST(CudaEmulation, BlocksShareTheirDynamicSharedMemory) {
   std::vector<int> out(2 * 64);
   launch(dim3(2), dim3(64), 64 * sizeof(int), dynamic_shared_kernel, out.data());
   for (int i = 0; i < 128; ++i) EXPECT_EQ(out[i], 64 - i % 64);
+}
+
+// Each block notes when it ran (blocks run one after another, so a plain counter counts them).
+void arrival_kernel(int* order, int* arrivals) {
+  if (threadIdx.x == 0) order[blockIdx.y * gridDim.x + blockIdx.x] = (*arrivals)++;
+}
+
+// A GPU runs blocks in no set order: of two launches one runs them first to last and the other
+// last to first, so a block that reads another's writes within one kernel shows.
+TEST(CudaEmulation, BlocksRunInNoSetOrder) {
+  std::vector<int> first(6), second(6);
+  int arrivals = 0;
+  launch(dim3(3, 2), dim3(32), 0, arrival_kernel, first.data(), &arrivals);
+  arrivals = 0;
+  launch(dim3(3, 2), dim3(32), 0, arrival_kernel, second.data(), &arrivals);
+  if (first[0] != 0) std::swap(first, second);
+  EXPECT_EQ(first, (std::vector<int>{0, 1, 2, 3, 4, 5}));
+  EXPECT_EQ(second, (std::vector<int>{5, 4, 3, 2, 1, 0}));
 }
 
 }  // namespace
