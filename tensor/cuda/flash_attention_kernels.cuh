@@ -70,14 +70,14 @@ struct SharedCarver {
   }
 };
 
+// The forward's Q tile passes through k on its way to the warps' registers.
 template <int D>
 struct ForwardShared {
-  uint16_t *q, *k, *v, *p;  // p: each warp's (16, kLdP)
-  float* scratch;           // each warp's (16, kLdScratch)
+  uint16_t *k, *v, *p;  // p: each warp's (16, kLdP)
+  float* scratch;       // each warp's (16, kLdScratch)
   int32_t* k_pos;
   __host__ __device__ explicit ForwardShared(SharedCarver& c)
-      : q(c.take<uint16_t>(kTile * kLdTile<D>)),
-        k(c.take<uint16_t>(kTile * kLdTile<D>)),
+      : k(c.take<uint16_t>(kTile * kLdTile<D>)),
         v(c.take<uint16_t>(kTile * kLdTile<D>)),
         p(c.take<uint16_t>(kWarps * kFrag * kLdP)),
         scratch(c.take<float>(kWarps * kFrag * kLdScratch)),
@@ -143,10 +143,10 @@ __device__ void load_tile(uint16_t* tile, const uint16_t* src, int64_t stride, i
   }
 }
 
-// out (16, 64) = a (16, D) · bᵀ, b a (64, D) tile: the scores of 16 rows against a tile.
-template <int D>
-__device__ void rows_times_tile_t(const uint16_t* a, const uint16_t* b, float* out) {
-  const auto* a16 = reinterpret_cast<const Bf16*>(a);
+// out (16, 64) = a (16, D) · bᵀ, b a (64, D) tile: the scores of 16 rows against a tile. a's
+// 16 columns from kk·16 come from a_columns(fa, kk).
+template <int D, class AColumns>
+__device__ void columns_times_tile_t(AColumns a_columns, const uint16_t* b, float* out) {
   const auto* b16 = reinterpret_cast<const Bf16*>(b);
 #pragma unroll
   for (int n = 0; n < kTile / kFrag; ++n) {
@@ -156,12 +156,20 @@ __device__ void rows_times_tile_t(const uint16_t* a, const uint16_t* b, float* o
     for (int kk = 0; kk < D / kFrag; ++kk) {
       FragA fa;
       FragBT fb;
-      wmma::load_matrix_sync(fa, a16 + kk * kFrag, kLdTile<D>);
+      a_columns(fa, kk);
       wmma::load_matrix_sync(fb, b16 + n * kFrag * kLdTile<D> + kk * kFrag, kLdTile<D>);
       wmma::mma_sync(c, fa, fb, c);
     }
     wmma::store_matrix_sync(out + n * kFrag, c, kLdScratch, wmma::mem_row_major);
   }
+}
+
+// The same with a the 16 rows from a of a (64, D) tile in shared memory.
+template <int D>
+__device__ void rows_times_tile_t(const uint16_t* a, const uint16_t* b, float* out) {
+  const auto* a16 = reinterpret_cast<const Bf16*>(a);
+  columns_times_tile_t<D>(
+      [&](FragA& fa, int kk) { wmma::load_matrix_sync(fa, a16 + kk * kFrag, kLdTile<D>); }, b, out);
 }
 
 // acc[n] += a (16, 64) · b (64, D), a row-major with leading dimension kLdP. The k steps are
@@ -250,7 +258,17 @@ __global__ void __launch_bounds__(kBlockThreads)
   const int32_t position = row < Sq ? q_pos[row] : INT_MIN;  // rows past the end see nothing
   float* scratch = s.scratch + warp * kFrag * kLdScratch;
   uint16_t* p = s.p + warp * kFrag * kLdP;
-  load_tile<D>(s.q, q + ((b * Sq + i0) * nh + h) * D, int64_t{nh} * D, Sq - i0);
+  // This warp's 16 query rows stay in registers for every key tile (through k's memory), which
+  // spares the block a Q tile of shared memory: three blocks share an sm_90 at D 128.
+  load_tile<D>(s.k, q + ((b * Sq + i0) * nh + h) * D, int64_t{nh} * D, Sq - i0);
+  __syncthreads();
+  FragA q_rows[D / kFrag];
+#pragma unroll
+  for (int kk = 0; kk < D / kFrag; ++kk) {
+    wmma::load_matrix_sync(
+        q_rows[kk], reinterpret_cast<const Bf16*>(s.k) + warp * kFrag * kLdTile<D> + kk * kFrag,
+        kLdTile<D>);
+  }
 
   float acc[D / 2];
 #pragma unroll
@@ -259,14 +277,14 @@ __global__ void __launch_bounds__(kBlockThreads)
   const int tiles = key_tiles[blockIdx.x];
   for (int u = 0; u < tiles; ++u) {
     const int64_t j0 = int64_t{u} * kTile, keys = Skv - j0;
-    __syncthreads();  // the previous tile is read
+    __syncthreads();  // the previous tile (first: the Q rows) is read
     load_tile<D>(s.k, k + ((b * Skv + j0) * nkv + g) * D, int64_t{nkv} * D, keys);
     load_tile<D>(s.v, v + ((b * Skv + j0) * nkv + g) * D, int64_t{nkv} * D, keys);
     for (int x = threadIdx.x; x < kTile; x += blockDim.x) {
       s.k_pos[x] = x < keys ? k_pos[j0 + x] : 0;
     }
     __syncthreads();
-    rows_times_tile_t<D>(s.q + warp * kFrag * kLdTile<D>, s.k, scratch);
+    columns_times_tile_t<D>([&](FragA& fa, int kk) { fa = q_rows[kk]; }, s.k, scratch);
     __syncwarp();
     float* scores = scratch + r * kLdScratch;
     float tile_max = -INFINITY;

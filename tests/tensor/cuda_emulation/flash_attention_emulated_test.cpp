@@ -124,21 +124,23 @@ TEST(FlashAttentionEmulated, PositionsInAnyOrder) {
 }
 
 // Blocks of a kernel that one SM holds at once, as far as shared memory decides (every block
-// also takes 1 KiB the runtime reserves). The kernels' register counts (sm_90: 255 backward,
-// 128 forward, at 128 threads) allow at least as many.
+// also takes 1 KiB the runtime reserves).
 int blocks_by_shared_memory(size_t block_bytes, size_t sm_bytes) {
   return static_cast<int>(sm_bytes / (block_bytes + 1024));
 }
 
-// Occupancy is decided by the shared memory these layouts carve: at head dim 128 the backward
-// must leave room for a second block on an sm_90 (228 KiB), or each SM runs 4 warps only.
+// Occupancy is decided by the shared memory these layouts carve and by the kernels' registers
+// (ptxas for sm_90, 128 threads a block: backward 254 at D 128 and 166 at D 64, forward 168 and
+// 128, which allow 2, 3, 3 and 4 blocks of 64 K registers). Shared memory must not allow fewer:
+// at D 128 the backward must leave room for a second block on an sm_90 (228 KiB), the forward
+// for a third, or each SM runs 4 or 8 warps only.
 TEST(FlashAttentionEmulated, SharedMemoryLetsBlocksShareAnSm) {
   constexpr size_t kSm90 = 228 * 1024, kSm80 = 164 * 1024;
   EXPECT_EQ(blocks_by_shared_memory(shared_bytes<BackwardShared, 128>(), kSm90), 2);
   EXPECT_EQ(blocks_by_shared_memory(shared_bytes<BackwardShared, 64>(), kSm90), 3);
-  EXPECT_EQ(blocks_by_shared_memory(shared_bytes<ForwardShared, 128>(), kSm90), 2);
+  EXPECT_EQ(blocks_by_shared_memory(shared_bytes<ForwardShared, 128>(), kSm90), 3);
+  EXPECT_GE(blocks_by_shared_memory(shared_bytes<ForwardShared, 64>(), kSm90), 4);
   EXPECT_EQ(blocks_by_shared_memory(shared_bytes<ForwardShared, 128>(), kSm80), 2);
-  EXPECT_EQ(blocks_by_shared_memory(shared_bytes<ForwardShared, 64>(), kSm90), 4);
 }
 
 }  // namespace
