@@ -141,7 +141,7 @@ absl::StatusOr<IndexedDatasetBuilder> IndexedDatasetBuilder::create(const std::s
 absl::Status IndexedDatasetBuilder::add_item(std::span<const int32_t> tokens) {
   MOEFOLD_CHECK(bin_ != nullptr, "add_item after finalize");
   int64_t lo, hi;
-  integer_range(dtype_, &lo, &hi);
+  MOEFOLD_CHECK(integer_range(dtype_, &lo, &hi), "create() admits integer dtypes only");
   const int64_t item = dtype_size(dtype_);
   buffer_.resize(tokens.size() * item);
   for (size_t i = 0; i < tokens.size(); ++i) {

@@ -109,7 +109,7 @@ __global__ void add_loss_sum_kernel(RowLoss row_loss, int64_t N, double* total) 
   for (int64_t r = threadIdx.x; r < N; r += blockDim.x) sum += row_loss(r);
   partial[threadIdx.x] = sum;
   __syncthreads();
-  for (int stride = kSumThreads / 2; stride > 0; stride /= 2) {
+  for (unsigned stride = kSumThreads / 2; stride > 0; stride /= 2) {
     if (threadIdx.x < stride) partial[threadIdx.x] += partial[threadIdx.x + stride];
     __syncthreads();
   }

@@ -110,7 +110,9 @@ TEST(ExpertPlacement, SweepDeterministicWithinBudgetsAndOnlyHelpful) {
             }
             for (int r = 0; r < W; ++r) {
               ASSERT_LE(received[r], t > 0 ? std::min(m, t) : m);
-              if (t > 0) ASSERT_LE(sent[r], t);
+              if (t > 0) {
+                ASSERT_LE(sent[r], t);
+              }
               ASSERT_EQ(static_cast<int64_t>(p.slots[r].size()), p.owned[r] + received[r]);
             }
             // Helpful: the plan's peak is below the owners' when it placed anything, and

@@ -164,7 +164,7 @@ struct Call {
   ncclComm* comm;
   std::vector<Buffer> buffers;
   std::function<void(std::vector<MPI_Request>&)> post;
-  std::function<void()> finish;
+  std::function<void()> finish = nullptr;
 };
 
 // The calls of one stream from one ncclGroupStart/End (or one call outside a group): posted

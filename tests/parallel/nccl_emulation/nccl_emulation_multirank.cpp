@@ -26,7 +26,9 @@ ncclUniqueId shared_id() {
   ncclUniqueId id;
   int rank = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  if (rank == 0) EXPECT_EQ(ncclGetUniqueId(&id), ncclSuccess);
+  if (rank == 0) {
+    EXPECT_EQ(ncclGetUniqueId(&id), ncclSuccess);
+  }
   MPI_Bcast(&id, sizeof(id), MPI_BYTE, 0, MPI_COMM_WORLD);
   return id;
 }
