@@ -147,9 +147,12 @@ void Router::finish_forward(RouterStash& st) const {
   const Tensor host = st.routed.wait();
   const int64_t sums = sum_count(st);
   const float* words = host.data();  // the record's head: 2·sums words of sums, then idx
+  // Byte copies (the record packs doubles and int32 into float words); either part may be
+  // empty (no balance loss, or a rank with no rows), and memcpy must not see a null pointer.
   std::vector<double> load_sums(sums);
-  std::memcpy(load_sums.data(), words, sizeof(double) * sums);
-  std::memcpy(ensure_size(st.idx, n * k), words + 2 * sums, sizeof(int32_t) * n * k);
+  if (sums > 0) std::memcpy(load_sums.data(), words, sizeof(double) * sums);
+  int32_t* idx = ensure_size(st.idx, n * k);
+  if (n > 0) std::memcpy(idx, words + 2 * sums, sizeof(int32_t) * n * k);
   // Counts of this rank's rows, then of the whole micro-batch (one reduction over tp_cp).
   st.counts.assign(E, 0);
   std::vector<int64_t> totals(E + batch * E, 0);  // (E) then (B,E) per sequence
