@@ -13,6 +13,10 @@
 #include <new>
 #include <vector>
 
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/common_interface_defs.h>
+#endif
+
 namespace moefold::cuda_emulation {
 namespace {
 
@@ -23,6 +27,25 @@ constexpr size_t kStackBytes = size_t{256} << 10;  // kernels' register arrays l
 constexpr std::align_val_t kSharedAlignment{128};
 
 enum class Wait { kNone, kWarp, kBlock, kDone };
+
+// AddressSanitizer must be told of every switch between the scheduler's stack and a fiber's:
+// an exception thrown on a fiber (a failed check, a discarded fiber's unwinding) unpoisons the
+// stack it runs on, which ASan must know. No-ops without it.
+void start_switch([[maybe_unused]] void** fake_stack, [[maybe_unused]] const void* bottom,
+                  [[maybe_unused]] size_t size) {
+#if defined(__SANITIZE_ADDRESS__)
+  __sanitizer_start_switch_fiber(fake_stack, bottom, size);
+#endif
+}
+void finish_switch([[maybe_unused]] void* fake_stack, [[maybe_unused]] const void** bottom_old,
+                   [[maybe_unused]] size_t* size_old) {
+#if defined(__SANITIZE_ADDRESS__)
+  __sanitizer_finish_switch_fiber(fake_stack, bottom_old, size_old);
+#endif
+}
+
+// Thrown on a fiber that the scheduler resumes only to unwind it (its block failed).
+struct Discarded {};
 
 // Gives a fiber one of the stacks that the launches keep.
 class KeptStack {
@@ -51,6 +74,9 @@ struct Grid {
   const std::function<void()>* body = nullptr;
   std::vector<Fiber> fibers;
   context::fiber scheduler;  // where a waiting fiber goes back to
+  const void* scheduler_bottom = nullptr;  // the scheduler's stack, for ASan
+  size_t scheduler_size = 0;
+  bool discarding = false;
   unsigned current = 0;
   // The block's dynamic shared memory: exactly the launch's bytes, 128-byte aligned as
   // launch_utils.cuh declares it.
@@ -79,7 +105,11 @@ void wait_at(Wait wait, const std::source_location& site) {
   Fiber& f = g.fibers[g.current];
   f.wait = wait;
   f.site = site;
+  void* fake_stack = nullptr;
+  start_switch(&fake_stack, g.scheduler_bottom, g.scheduler_size);
   g.scheduler = std::move(g.scheduler).resume();
+  finish_switch(fake_stack, &g.scheduler_bottom, &g.scheduler_size);
+  if (g.discarding) throw Discarded{};
 }
 
 std::string thread_name(unsigned t) {
@@ -129,18 +159,40 @@ void open_barriers(Grid& g) {
   for (Fiber& f : g.fibers) f.wait = Wait::kNone;
 }
 
-void run_block(Grid& g) {
-  for (unsigned t = 0; t < g.fibers.size(); ++t) {
-    Fiber& f = g.fibers[t];
-    f.wait = Wait::kNone;
+// Runs thread t until it waits at a barrier or returns; starts it on its first run.
+void run_thread(Grid& g, unsigned t) {
+  Fiber& f = g.fibers[t];
+  if (!f.suspended) {
     f.suspended =
         context::fiber(std::allocator_arg, KeptStack(f.stack), [&g, t](context::fiber&& scheduler) {
+          finish_switch(nullptr, &g.scheduler_bottom, &g.scheduler_size);
           g.scheduler = std::move(scheduler);
-          (*g.body)();
+          try {
+            (*g.body)();
+          } catch (const Discarded&) {
+          }
           g.fibers[t].wait = Wait::kDone;
+          start_switch(nullptr, g.scheduler_bottom, g.scheduler_size);  // this stack ends
           return std::move(g.scheduler);
         });
   }
+  void* fake_stack = nullptr;
+  start_switch(&fake_stack, f.stack, kStackBytes);
+  f.suspended = std::move(f.suspended).resume();
+  finish_switch(fake_stack, nullptr, nullptr);
+}
+
+// Unwinds the threads of a block that failed, each on its own stack, so that nothing is left
+// suspended for Boost to unwind behind ASan's back.
+void discard_threads(Grid& g) {
+  g.discarding = true;
+  for (unsigned t = 0; t < g.fibers.size(); ++t) {
+    if (g.fibers[t].suspended) run_thread(g, t);
+  }
+}
+
+void run_block(Grid& g) {
+  for (Fiber& f : g.fibers) f.wait = Wait::kNone;
   const unsigned threads = static_cast<unsigned>(g.fibers.size());
   for (unsigned round = 0;; ++round) {
     bool all_done = true;
@@ -153,7 +205,7 @@ void run_block(Grid& g) {
       if (f.wait == Wait::kNone) {
         g.current = t;
         threadIdx = {t % blockDim.x, t / blockDim.x % blockDim.y, t / (blockDim.x * blockDim.y)};
-        f.suspended = std::move(f.suspended).resume();
+        run_thread(g, t);
         if (!g.error.empty()) throw EmulationError(g.error);
       }
       all_done = all_done && f.wait == Wait::kDone;
@@ -201,7 +253,12 @@ void run_grid(dim3 grid, dim3 block, size_t shared_bytes, const std::function<vo
     blockIdx = {static_cast<unsigned>(b % grid.x), static_cast<unsigned>(b / grid.x % grid.y),
                 static_cast<unsigned>(b / (uint64_t{grid.x} * grid.y))};
     if (g.shared) std::memset(g.shared.get(), 0xA5, shared_bytes);  // a fresh block's garbage
-    run_block(g);
+    try {
+      run_block(g);
+    } catch (...) {
+      discard_threads(g);
+      throw;
+    }
   }
 }
 
@@ -212,7 +269,7 @@ void fail(const std::string& what, const std::source_location& site) {
   Grid& g = *running;
   g.error = what + " at " + describe(site) + " in " + thread_name(g.current);
   wait_at(Wait::kDone, site);
-  std::abort();  // never resumed
+  std::abort();  // resumed only to be discarded, where wait_at throws
 }
 
 unsigned char* block_shared_memory() { return running->shared.get(); }
