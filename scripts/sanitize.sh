@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite under AddressSanitizer and UBSan, in its own build (build-asan/, CUDA
 # off; the emulated GPU and NCCL suites still run). Not in CI: a second full build takes about
-# 40 minutes on 2 cores, and the tests twice as long as in build/. Extra arguments go to ctest
+# 40 minutes on 2 cores, and the tests about 8 (3.5 in build/). Extra arguments go to ctest
 # (e.g. -R Router). Any memory error or undefined behaviour fails its test.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
