@@ -13,8 +13,13 @@
 
 #include "tensor/kernel_math.h"
 
+#if defined(__SANITIZE_THREAD__)
+// ThreadSanitizer instruments the clones' resolver, which the loader runs before TSan starts.
+#define MOEFOLD_ISA_CLONES
+#else
 #define MOEFOLD_ISA_CLONES \
   __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#endif
 
 namespace moefold::cpu {
 
