@@ -164,7 +164,7 @@ __device__ void columns_times_tile_t(AColumns a_columns, const uint16_t* b, floa
   }
 }
 
-// The same with a 16 rows of a (64, D) tile in shared memory (leading dimension kLdTile<D>).
+// The same, with `a` 16 rows of a (64, D) tile in shared memory (leading dimension kLdTile<D>).
 template <int D>
 __device__ void rows_times_tile_t(const uint16_t* a, const uint16_t* b, float* out) {
   const auto* a16 = reinterpret_cast<const Bf16*>(a);
