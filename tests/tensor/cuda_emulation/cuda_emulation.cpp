@@ -16,6 +16,9 @@
 #if defined(__SANITIZE_ADDRESS__)
 #include <sanitizer/common_interface_defs.h>
 #endif
+#if defined(__SANITIZE_THREAD__)
+#include <sanitizer/tsan_interface.h>
+#endif
 
 namespace moefold::cuda_emulation {
 namespace {
@@ -28,19 +31,40 @@ constexpr std::align_val_t kSharedAlignment{128};
 
 enum class Wait { kNone, kWarp, kBlock, kDone };
 
-// AddressSanitizer must be told of every switch between the scheduler's stack and a fiber's:
-// an exception thrown on a fiber (a failed check, a discarded fiber's unwinding) unpoisons the
-// stack it runs on, which ASan must know. No-ops without it.
+// The sanitizers must be told of every switch between the scheduler's stack and a fiber's.
+// AddressSanitizer: an exception thrown on a fiber (a failed check, a discarded fiber's
+// unwinding) unpoisons the stack it runs on. ThreadSanitizer keeps a call stack per context, so
+// each fiber has its own (`tsan`), and a switch orders what ran before it before what runs after,
+// as the scheduler does. Contexts are kept with the stacks, as creating one is costly; Boost's
+// fiber entry never returns, so under TSan this file records no calls (CMakeLists.txt), lest a
+// reused context's call stack grow. No-ops without them.
 void start_switch([[maybe_unused]] void** fake_stack, [[maybe_unused]] const void* bottom,
-                  [[maybe_unused]] size_t size) {
+                  [[maybe_unused]] size_t size, [[maybe_unused]] void* tsan) {
 #if defined(__SANITIZE_ADDRESS__)
   __sanitizer_start_switch_fiber(fake_stack, bottom, size);
+#endif
+#if defined(__SANITIZE_THREAD__)
+  __tsan_switch_to_fiber(tsan, 0);
 #endif
 }
 void finish_switch([[maybe_unused]] void* fake_stack, [[maybe_unused]] const void** bottom_old,
                    [[maybe_unused]] size_t* size_old) {
 #if defined(__SANITIZE_ADDRESS__)
   __sanitizer_finish_switch_fiber(fake_stack, bottom_old, size_old);
+#endif
+}
+void* current_tsan_context() {
+#if defined(__SANITIZE_THREAD__)
+  return __tsan_get_current_fiber();
+#else
+  return nullptr;
+#endif
+}
+void* new_tsan_context() {
+#if defined(__SANITIZE_THREAD__)
+  return __tsan_create_fiber(0);
+#else
+  return nullptr;
 #endif
 }
 
@@ -63,9 +87,16 @@ class KeptStack {
   char* base_;
 };
 
+// A fiber's stack, kept for the next launches, with its ThreadSanitizer context.
+struct FiberStack {
+  std::unique_ptr<char[]> memory = std::make_unique_for_overwrite<char[]>(kStackBytes);
+  void* tsan = new_tsan_context();
+};
+
 struct Fiber {
   context::fiber suspended;  // empty while it runs and once it returned
   char* stack = nullptr;
+  void* tsan = nullptr;
   Wait wait = Wait::kNone;
   std::source_location site;
 };
@@ -76,6 +107,7 @@ struct Grid {
   context::fiber scheduler;  // where a waiting fiber goes back to
   const void* scheduler_bottom = nullptr;  // the scheduler's stack, for ASan
   size_t scheduler_size = 0;
+  void* scheduler_tsan = current_tsan_context();
   bool discarding = false;
   unsigned current = 0;
   // The block's dynamic shared memory: exactly the launch's bytes, 128-byte aligned as
@@ -106,7 +138,7 @@ void wait_at(Wait wait, const std::source_location& site) {
   f.wait = wait;
   f.site = site;
   void* fake_stack = nullptr;
-  start_switch(&fake_stack, g.scheduler_bottom, g.scheduler_size);
+  start_switch(&fake_stack, g.scheduler_bottom, g.scheduler_size, g.scheduler_tsan);
   g.scheduler = std::move(g.scheduler).resume();
   finish_switch(fake_stack, &g.scheduler_bottom, &g.scheduler_size);
   if (g.discarding) throw Discarded{};
@@ -172,12 +204,13 @@ void run_thread(Grid& g, unsigned t) {
           } catch (const Discarded&) {
           }
           g.fibers[t].wait = Wait::kDone;
-          start_switch(nullptr, g.scheduler_bottom, g.scheduler_size);  // this stack ends
+          // this stack ends
+          start_switch(nullptr, g.scheduler_bottom, g.scheduler_size, g.scheduler_tsan);
           return std::move(g.scheduler);
         });
   }
   void* fake_stack = nullptr;
-  start_switch(&fake_stack, f.stack, kStackBytes);
+  start_switch(&fake_stack, f.stack, kStackBytes, f.tsan);
   f.suspended = std::move(f.suspended).resume();
   finish_switch(fake_stack, nullptr, nullptr);
 }
@@ -226,13 +259,15 @@ void run_grid(dim3 grid, dim3 block, size_t shared_bytes, const std::function<vo
   // One kernel at a time in the process: `__shared__` arrays are static variables.
   static std::mutex one_grid;
   std::lock_guard<std::mutex> lock(one_grid);
-  static std::vector<std::unique_ptr<char[]>> stacks;  // kept for the next launches
-  while (stacks.size() < threads)
-    stacks.push_back(std::make_unique_for_overwrite<char[]>(kStackBytes));
+  static std::vector<FiberStack> stacks;  // kept for the next launches
+  while (stacks.size() < threads) stacks.emplace_back();
   Grid g;
   g.body = &body;
   g.fibers.resize(threads);
-  for (size_t t = 0; t < threads; ++t) g.fibers[t].stack = stacks[t].get();
+  for (size_t t = 0; t < threads; ++t) {
+    g.fibers[t].stack = stacks[t].memory.get();
+    g.fibers[t].tsan = stacks[t].tsan;
+  }
   g.exchange.resize((threads + kWarp - 1) / kWarp * kWarp);
   if (shared_bytes > 0) {
     g.shared.reset(static_cast<unsigned char*>(::operator new[](shared_bytes, kSharedAlignment)));

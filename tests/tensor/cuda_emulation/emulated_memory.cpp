@@ -7,6 +7,10 @@ namespace moefold::cuda_emulation {
 namespace {
 
 constexpr std::align_val_t kAlignment{256};  // cudaMalloc's
+// Unused bytes after each allocation: a pointer one past its end (an empty tensor's, which a
+// kernel may take) must not also be the start of host memory, which heaps without headers
+// (ThreadSanitizer's) place right there.
+constexpr size_t kTail = 256;
 
 }  // namespace
 
@@ -22,7 +26,7 @@ void* EmulatedMemory::allocate(size_t bytes, int device) {
     if (device != kPinnedHost && in_use_[device] + bytes > kDeviceBytes) return nullptr;
     in_use_[device] += bytes;
   }
-  void* ptr = ::operator new(bytes, kAlignment);
+  void* ptr = ::operator new(bytes + kTail, kAlignment);
   if (device != kPinnedHost) std::memset(ptr, 0xFF, bytes);
   std::lock_guard<std::mutex> lock(mutex_);
   allocations_[reinterpret_cast<uintptr_t>(ptr)] = {bytes, device};

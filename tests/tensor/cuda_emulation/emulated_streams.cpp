@@ -20,19 +20,27 @@ struct Node {
 using Nodes = std::vector<std::shared_ptr<Node>>;
 
 // Runs what `node` follows, then its work. Without `block` it gives up (false) wherever a
-// work is unfinished or another thread is running it.
+// work is unfinished or another thread is running it. It holds one node's lock at a time, however
+// long the chain of held work behind it.
 bool advance(Node& node, bool block) {
   if (node.done) return true;
-  std::unique_lock<std::mutex> lock(node.mutex, std::defer_lock);
-  if (block) {
+  const auto lock_node = [&](std::unique_lock<std::mutex>& lock) {
+    if (!block) return lock.try_lock();
     lock.lock();
-  } else if (!lock.try_lock()) {
-    return false;
+    return true;
+  };
+  Nodes before;
+  {
+    std::unique_lock<std::mutex> lock(node.mutex, std::defer_lock);
+    if (!lock_node(lock)) return false;
+    before = node.after;
   }
+  for (const std::shared_ptr<Node>& earlier : before) {
+    if (!advance(*earlier, block)) return false;
+  }
+  std::unique_lock<std::mutex> lock(node.mutex, std::defer_lock);
+  if (!lock_node(lock)) return false;
   if (node.done) return true;
-  for (const std::shared_ptr<Node>& before : node.after) {
-    if (!advance(*before, block)) return false;
-  }
   if (!node.work->progress(block)) return false;
   node.after.clear();
   node.work.reset();
