@@ -95,8 +95,7 @@ struct FiberStack {
 
 struct Fiber {
   context::fiber suspended;  // empty while it runs and once it returned
-  char* stack = nullptr;
-  void* tsan = nullptr;
+  const FiberStack* stack = nullptr;
   Wait wait = Wait::kNone;
   std::source_location site;
 };
@@ -195,8 +194,8 @@ void open_barriers(Grid& g) {
 void run_thread(Grid& g, unsigned t) {
   Fiber& f = g.fibers[t];
   if (!f.suspended) {
-    f.suspended =
-        context::fiber(std::allocator_arg, KeptStack(f.stack), [&g, t](context::fiber&& scheduler) {
+    f.suspended = context::fiber(
+        std::allocator_arg, KeptStack(f.stack->memory.get()), [&g, t](context::fiber&& scheduler) {
           finish_switch(nullptr, &g.scheduler_bottom, &g.scheduler_size);
           g.scheduler = std::move(scheduler);
           try {
@@ -210,7 +209,7 @@ void run_thread(Grid& g, unsigned t) {
         });
   }
   void* fake_stack = nullptr;
-  start_switch(&fake_stack, f.stack, kStackBytes, f.tsan);
+  start_switch(&fake_stack, f.stack->memory.get(), kStackBytes, f.stack->tsan);
   f.suspended = std::move(f.suspended).resume();
   finish_switch(fake_stack, nullptr, nullptr);
 }
@@ -264,10 +263,7 @@ void run_grid(dim3 grid, dim3 block, size_t shared_bytes, const std::function<vo
   Grid g;
   g.body = &body;
   g.fibers.resize(threads);
-  for (size_t t = 0; t < threads; ++t) {
-    g.fibers[t].stack = stacks[t].memory.get();
-    g.fibers[t].tsan = stacks[t].tsan;
-  }
+  for (size_t t = 0; t < threads; ++t) g.fibers[t].stack = &stacks[t];
   g.exchange.resize((threads + kWarp - 1) / kWarp * kWarp);
   if (shared_bytes > 0) {
     g.shared.reset(static_cast<unsigned char*>(::operator new[](shared_bytes, kSharedAlignment)));

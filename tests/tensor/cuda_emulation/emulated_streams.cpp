@@ -24,22 +24,23 @@ using Nodes = std::vector<std::shared_ptr<Node>>;
 // long the chain of held work behind it.
 bool advance(Node& node, bool block) {
   if (node.done) return true;
-  const auto lock_node = [&](std::unique_lock<std::mutex>& lock) {
-    if (!block) return lock.try_lock();
-    lock.lock();
-    return true;
+  // The node's lock, or none without `block` when another thread holds it.
+  const auto lock_node = [&] {
+    std::unique_lock<std::mutex> lock(node.mutex, std::defer_lock);
+    block ? lock.lock() : static_cast<void>(lock.try_lock());
+    return lock;
   };
   Nodes before;
   {
-    std::unique_lock<std::mutex> lock(node.mutex, std::defer_lock);
-    if (!lock_node(lock)) return false;
+    const auto lock = lock_node();
+    if (!lock.owns_lock()) return false;
     before = node.after;
   }
   for (const std::shared_ptr<Node>& earlier : before) {
     if (!advance(*earlier, block)) return false;
   }
-  std::unique_lock<std::mutex> lock(node.mutex, std::defer_lock);
-  if (!lock_node(lock)) return false;
+  const auto lock = lock_node();
+  if (!lock.owns_lock()) return false;
   if (node.done) return true;
   if (!node.work->progress(block)) return false;
   node.after.clear();
