@@ -1,5 +1,7 @@
 #include "checkpoint/config_attributes.h"
 
+#include <optional>
+
 #include "absl/strings/str_cat.h"
 
 namespace moefold {
@@ -27,6 +29,14 @@ const char* drop_policy_name(TokenDropPolicy p) {
 
 int64_t flag(bool b) { return b ? 1 : 0; }
 
+// Keys added after checkpoints were first written: the value an older checkpoint's model has.
+std::optional<Hdf5Attribute> implied_by_older_checkpoint(const std::string& name,
+                                                         const ModelConfig& c) {
+  if (name == "model.kv_channels") return int64_t{c.hidden_size / c.num_attention_heads};
+  if (name == "model.qk_layernorm") return flag(false);
+  return std::nullopt;
+}
+
 }  // namespace
 
 std::vector<ConfigAttribute> model_config_attributes(const ModelConfig& c) {
@@ -39,6 +49,8 @@ std::vector<ConfigAttribute> model_config_attributes(const ModelConfig& c) {
       {"model.hidden_size", int64_t{c.hidden_size}},
       {"model.num_attention_heads", int64_t{c.num_attention_heads}},
       {"model.num_query_groups", int64_t{c.kv_heads()}},
+      {"model.kv_channels", int64_t{c.head_dim()}},
+      {"model.qk_layernorm", flag(c.qk_layernorm)},
       {"model.ffn_hidden_size", int64_t{c.ffn_hidden_size}},
       {"model.padded_vocab_size", int64_t{c.padded_vocab_size()}},
       {"model.vocab_size", int64_t{c.vocab_size}, false},
@@ -77,6 +89,9 @@ absl::Status check_model_config(const Hdf5File& file, const ModelConfig& expecte
   for (const ConfigAttribute& want : model_config_attributes(expected)) {
     if (!want.must_match) continue;
     auto stored = file.read_attribute(want.name);
+    if (absl::IsNotFound(stored.status())) {
+      if (auto implied = implied_by_older_checkpoint(want.name, expected)) stored = *implied;
+    }
     if (absl::IsNotFound(stored.status())) {
       return absl::InvalidArgumentError(
           absl::StrCat(file.path(), ": not a moefold model checkpoint: model config attribute '",

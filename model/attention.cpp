@@ -3,6 +3,7 @@
 #include <cmath>
 #include <string>
 
+#include "model/norm_backward.h"
 #include "model/ring_attention.h"
 #include "model/scratch.h"
 #include "model/sharding_plan.h"
@@ -19,7 +20,8 @@ Attention::Attention(const ModelConfig& config, const ParallelContext& ctx, int 
       heads_(config.num_attention_heads),
       kv_heads_(config.kv_heads()),
       head_dim_(config.head_dim()),
-      rotary_base_(config.rotary_base) {
+      rotary_base_(config.rotary_base),
+      eps_(config.norm_epsilon) {
   MOEFOLD_CHECK(heads_ % kv_heads_ == 0 && head_dim_ % 2 == 0);
   const int tp = ctx.coords.tp_size;
   MOEFOLD_CHECK(heads_ % tp == 0 && kv_heads_ % tp == 0,
@@ -33,6 +35,10 @@ Attention::Attention(const ModelConfig& config, const ParallelContext& ctx, int 
   wk_ = registry.add_weight(shard_layout(prefix + "wk", {kv_rows, hidden_}, ctx.coords), std);
   wv_ = registry.add_weight(shard_layout(prefix + "wv", {kv_rows, hidden_}, ctx.coords), std);
   wo_ = registry.add_weight(shard_layout(prefix + "wo", {hidden_, q_rows}, ctx.coords), out_std);
+  if (config.qk_layernorm) {
+    q_norm_ = registry.add_norm(shard_layout(prefix + "q_norm", {head_dim_}, ctx.coords));
+    k_norm_ = registry.add_norm(shard_layout(prefix + "k_norm", {head_dim_}, ctx.coords));
+  }
   heads_ /= tp;
   kv_heads_ /= tp;
 }
@@ -57,9 +63,18 @@ void Attention::forward(const Tensor& a_NH, const int32_t* positions_N, int64_t 
     ensure_shape(st.lse, {batch, heads_, seq});
   }
   const std::span<const int32_t> positions(positions_N, N);
-  ops::linear_forward(st.a, wq_->compute_value(), st.q);
-  ops::linear_forward(st.a, wk_->compute_value(), st.k);
+  // With the q/k norms the projections land in q_raw/k_raw, kept for the norms' backward.
+  const Tensor& q_proj = q_norm_ ? ensure_shape(st.q_raw, {N, Q}, act) : st.q;
+  const Tensor& k_proj = q_norm_ ? ensure_shape(st.k_raw, {N, KV}, act) : st.k;
+  ops::linear_forward(st.a, wq_->compute_value(), q_proj);
+  ops::linear_forward(st.a, wk_->compute_value(), k_proj);
   ops::linear_forward(st.a, wv_->compute_value(), st.v);
+  if (q_norm_) {
+    ops::rmsnorm_forward(st.q_raw, q_norm_->compute_value(), st.q,
+                         ensure_shape(st.q_rstd, {N * heads_}), eps_);
+    ops::rmsnorm_forward(st.k_raw, k_norm_->compute_value(), st.k,
+                         ensure_shape(st.k_rstd, {N * kv_heads_}), eps_);
+  }
   ops::rope_forward(st.q, st.q, positions, heads_, head_dim_, rotary_base_);
   ops::rope_forward(st.k, st.k, positions, kv_heads_, head_dim_, rotary_base_);
   if (ring) {
@@ -100,8 +115,17 @@ void Attention::backward_dx(const Tensor& dy_NH, const int32_t* positions_N, Ten
     ops::attention_backward(st.d_o, st.q, st.k, st.v, st.o, st.lse, st.dq, st.dk, st.dv,
                             positions.first(S), positions.first(S), shape(B, S));
   }
-  ops::rope_backward(st.dq, st.dq, positions, heads_, head_dim_, rotary_base_);
-  ops::rope_backward(st.dk, st.dk, positions, kv_heads_, head_dim_, rotary_base_);
+  if (q_norm_) {
+    ops::rope_backward(st.dq, ensure_shape(st.dq_normed, {N, Q}, act), positions, heads_,
+                       head_dim_, rotary_base_);
+    ops::rope_backward(st.dk, ensure_shape(st.dk_normed, {N, KV}, act), positions, kv_heads_,
+                       head_dim_, rotary_base_);
+    norm_heads_backward(*q_norm_, st.q_raw, st.q_rstd, st.dq_normed, st.dq, st);
+    norm_heads_backward(*k_norm_, st.k_raw, st.k_rstd, st.dk_normed, st.dk, st);
+  } else {
+    ops::rope_backward(st.dq, st.dq, positions, heads_, head_dim_, rotary_base_);
+    ops::rope_backward(st.dk, st.dk, positions, kv_heads_, head_dim_, rotary_base_);
+  }
   // Each rank's heads give a partial da over all N tokens; the TP entry sums them.
   Tensor& da = region_.active() ? ensure_shape(st.da_full, {N, hidden_}, act) : da_NH;
   ops::linear_backward_dx(st.dq, wq_->compute_value(), da, false);
@@ -110,6 +134,14 @@ void Attention::backward_dx(const Tensor& dy_NH, const int32_t* positions_N, Ten
   if (region_.active()) {
     region_.enter_backward(st.da_full, da_NH, false, st.shard, [&] { weight_gradients(st); });
   }
+}
+
+void Attention::norm_heads_backward(const Parameter& norm, const Tensor& raw, const Tensor& rstd,
+                                    const Tensor& grad_normed, const Tensor& grad_raw,
+                                    AttentionStash& st) const {
+  // Each TP rank normalised its own heads: the weight's gradient is summed over TP.
+  rmsnorm_backward_summed(region_.active() ? region_.tp : nullptr, grad_normed, raw, norm, rstd,
+                          grad_raw, st.norm_dw, false);
 }
 
 ops::AttentionShape Attention::shape(int64_t batch, int64_t seq) const {

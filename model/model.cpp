@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 
 #include "model/context_shard.h"
+#include "model/norm_backward.h"
 #include "model/scratch.h"
 #include "model/sharding_plan.h"
 #include "tensor/check.h"
@@ -76,14 +77,13 @@ void Model::notify(const ParameterHook& hook, size_t module) const {
 absl::Status Model::validate(const ModelConfig& c, const ParallelContext& ctx) {
   auto invalid = [](auto... parts) { return absl::InvalidArgumentError(absl::StrCat(parts...)); };
   if (c.num_layers < 1) return invalid("num_layers ", c.num_layers, " must be at least 1");
-  if (c.hidden_size < 1 || c.num_attention_heads < 1 ||
-      c.hidden_size % c.num_attention_heads != 0) {
+  if (c.hidden_size < 1 || c.num_attention_heads < 1 || c.kv_channels < 0 ||
+      (c.kv_channels == 0 && c.hidden_size % c.num_attention_heads != 0)) {
     return invalid("hidden_size ", c.hidden_size, " is not divisible by num_attention_heads ",
-                   c.num_attention_heads);
+                   c.num_attention_heads, " and no kv_channels is given");
   }
   if (c.head_dim() % 2 != 0) {
-    return invalid("head dim hidden_size/num_attention_heads = ", c.head_dim(),
-                   " must be even for rotary embeddings");
+    return invalid("head dim ", c.head_dim(), " must be even for rotary embeddings");
   }
   if (c.kv_heads() < 1 || c.num_attention_heads % c.kv_heads() != 0) {
     return invalid("num_attention_heads ", c.num_attention_heads,
@@ -298,8 +298,8 @@ const Tensor* Model::backward_chunk(int chunk, ModelStash& st, const Tensor* d_o
   const int64_t n = region.local_rows(N);
   ensure_shape(st.dh, {n, H}, compute_dtype_);
   if (last) {
-    rmsnorm_backward_tp(region, st.d_final_h, st.residual[Lc], *final_norm_, st.final_rstd, st.dh,
-                        st.final_norm_dw, false);
+    rmsnorm_backward_summed(region.sequence_group(), st.d_final_h, st.residual[Lc], *final_norm_,
+                            st.final_rstd, st.dh, st.final_norm_dw, false);
     if (!defer_weight_gradients) notify(grad_ready_hook_, L + 1);
   } else {
     MOEFOLD_CHECK(d_output_nH->numel() == n * H, "chunk gradient " << d_output_nH->shape_string());

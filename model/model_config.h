@@ -41,6 +41,8 @@ struct ModelConfig {
   int hidden_size = 64;          // H
   int num_attention_heads = 4;   // nh
   int num_query_groups = 0;      // nkv; 0 = nh (no GQA)
+  int kv_channels = 0;           // d, the head dim; 0 = hidden_size / num_attention_heads
+  bool qk_layernorm = false;     // RMSNorm over each query and key head before RoPE
   int ffn_hidden_size = 256;     // Fd
   int vocab_size = 0;            // tokenizer vocabulary (before padding)
   int make_vocab_size_divisible_by = 128;
@@ -52,7 +54,7 @@ struct ModelConfig {
   MoeConfig moe;
 
   int kv_heads() const { return num_query_groups > 0 ? num_query_groups : num_attention_heads; }
-  int head_dim() const { return hidden_size / num_attention_heads; }
+  int head_dim() const { return kv_channels > 0 ? kv_channels : hidden_size / num_attention_heads; }
   int padded_vocab_size() const {
     const int m = make_vocab_size_divisible_by > 0 ? make_vocab_size_divisible_by : 1;
     return (vocab_size + m - 1) / m * m;

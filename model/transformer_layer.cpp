@@ -3,6 +3,7 @@
 #include "absl/strings/str_cat.h"
 #include <string>
 
+#include "model/norm_backward.h"
 #include "model/scratch.h"
 #include "model/sharding_plan.h"
 #include "tensor/check.h"
@@ -33,7 +34,8 @@ TransformerLayer::TransformerLayer(const ModelConfig& config, const ParallelCont
   }
   const int64_t q = static_cast<int64_t>(config.num_attention_heads) * config.head_dim();
   const int64_t kv = static_cast<int64_t>(config.kv_heads()) * config.head_dim();
-  attention_parameters_ = 2 * hidden_ * q + 2 * hidden_ * kv;
+  attention_parameters_ = 2 * hidden_ * q + 2 * hidden_ * kv +
+                          (config.qk_layernorm ? 2 * config.head_dim() : 0);
 }
 
 void TransformerLayer::forward(const Tensor& h_in_NH, const int32_t* positions_N, int64_t batch,
@@ -97,14 +99,14 @@ void TransformerLayer::backward_blocks(Tensor& dh_NH, const int32_t* positions_N
     mlp_->backward_dx(ffn_dy, st.d_norm, false, st.mlp);
     if (!defer) mlp_->backward_dw(st.mlp);
   }
-  rmsnorm_backward_tp(region_, st.d_norm, st.h_mid, *ffn_norm_, st.ffn_rstd, dh_NH, st.norm_dw,
-                      true);
+  rmsnorm_backward_summed(region_.sequence_group(), st.d_norm, st.h_mid, *ffn_norm_, st.ffn_rstd, dh_NH,
+                          st.norm_dw, true);
   // Attention block: dh is now d/d h_mid.
   const Tensor& attn_dy = output_gradient(st.attn_dy);
   attention_.backward_dx(attn_dy, positions_N, st.d_norm, st.attn);
   if (!defer) attention_.backward_dw(st.attn);
-  rmsnorm_backward_tp(region_, st.d_norm, st.h_in, *attn_norm_, st.attn_rstd, dh_NH, st.norm_dw,
-                      true);
+  rmsnorm_backward_summed(region_.sequence_group(), st.d_norm, st.h_in, *attn_norm_, st.attn_rstd, dh_NH,
+                          st.norm_dw, true);
   if (!defer && moe_) moe_->finish_backward_dw(st.moe);  // FSSDP: overlapped the attention
 }
 
@@ -149,23 +151,6 @@ absl::Status validate_tensor_parallel(const ModelConfig& c, const ParallelContex
     return not_divisible("seq_length (sequence_parallel)", c.seq_length);
   }
   return absl::OkStatus();
-}
-
-void rmsnorm_backward_tp(const TpRegion& region, const Tensor& dy_nH, const Tensor& x_nH,
-                         const Parameter& norm, const Tensor& rstd_n, const Tensor& dx_nH,
-                         Tensor& scratch_H, bool accumulate_dx) {
-  if (!region.sharded()) {
-    ops::rmsnorm_backward(dy_nH, x_nH, norm.compute_value(), rstd_n, dx_nH, norm.grad,
-                          accumulate_dx);
-    return;
-  }
-  const int64_t H = norm.value.numel();
-  ensure_shape(scratch_H, {H}).zero();
-  ops::rmsnorm_backward(dy_nH, x_nH, norm.compute_value(), rstd_n, dx_nH, scratch_H,
-                        accumulate_dx);
-  // The weight met every rank's tokens.
-  copy_to_tp_region_backward(*region.tp, scratch_H.data(), H);
-  ops::add(norm.grad, scratch_H);
 }
 
 }  // namespace moefold

@@ -90,11 +90,4 @@ class TransformerLayer {
 // sequence parallelism seq_length divisible by TP.
 absl::Status validate_tensor_parallel(const ModelConfig& config, const ParallelContext& ctx);
 
-// rmsnorm_backward whose weight gradient is summed over TP before it is accumulated into
-// norm.grad: under sequence parallelism each rank saw only its token shard. scratch_H holds the
-// partial.
-void rmsnorm_backward_tp(const TpRegion& region, const Tensor& dy_nH, const Tensor& x_nH,
-                         const Parameter& norm, const Tensor& rstd_n, const Tensor& dx_nH,
-                         Tensor& scratch_H, bool accumulate_dx);
-
 }  // namespace moefold

@@ -85,6 +85,8 @@ struct TpRegion {
   int size() const { return tp ? tp->size() : 1; }
   bool active() const { return size() > 1; }
   bool sharded() const { return active() && sequence_parallel; }
+  // The group a residual norm's weight gradient is summed over: TP under sequence parallelism.
+  Communicator* sequence_group() const { return sharded() ? tp : nullptr; }
   // Token rows of the residual layout for a micro-batch of N tokens.
   int64_t local_rows(int64_t N) const { return sharded() ? N / size() : N; }
 

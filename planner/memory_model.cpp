@@ -29,6 +29,8 @@ double attention_stash(const Workload& w) {
   const double q = double(m.num_attention_heads) * m.head_dim() / w.tp;
   const double kv = double(m.kv_heads()) * m.head_dim() / w.tp;
   double e = 2 * (2 * N * q + 2 * N * kv) + N * m.num_attention_heads / w.tp;  // + lse
+  // q/k norms: the raw projections, their norms' output gradients and the rstd rows.
+  if (m.qk_layernorm) e += 2 * (N * q + N * kv) + N * (q + kv) / m.head_dim();
   if (w.sequence_parallel()) e += 2 * N * H;
   if (w.tp > 1) e += 2 * N * H + n * H;
   if (w.cp > 1) e += 4 * N * kv;  // the ring's K/V blocks in flight

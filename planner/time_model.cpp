@@ -83,6 +83,10 @@ void add_attention(const Workload& w, const ClusterSpec& c, const GroupSpans& g,
   // RoPE on q and k (read and write), forward and backward.
   a.forward.elementwise += elementwise_seconds(2 * c.compute_bytes * N * (q + kv), c);
   a.backward_input.elementwise += elementwise_seconds(2 * c.compute_bytes * N * (q + kv), c);
+  if (m.qk_layernorm) {  // the q/k norms: read and write forward; dy, x in and dx out backward
+    a.forward.elementwise += elementwise_seconds(2 * c.compute_bytes * N * (q + kv), c);
+    a.backward_input.elementwise += elementwise_seconds(3 * c.compute_bytes * N * (q + kv), c);
+  }
   if (w.cp > 1) {
     // The ring passes K and V (and in backward their gradients too) CP−1 times, under the core.
     const double block = 2 * N * kv * c.compute_bytes;

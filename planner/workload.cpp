@@ -85,7 +85,7 @@ namespace {
 double attention_parameters(const ModelConfig& m) {
   const double q = double(m.num_attention_heads) * m.head_dim();
   const double kv = double(m.kv_heads()) * m.head_dim();
-  return m.hidden_size * (q + 2 * kv) + q * m.hidden_size;
+  return m.hidden_size * (q + 2 * kv) + q * m.hidden_size + (m.qk_layernorm ? 2 * m.head_dim() : 0);
 }
 
 }  // namespace
@@ -122,8 +122,8 @@ double active_parameters(const ModelConfig& m) {
 
 double model_flops_per_step(const ModelConfig& m, int64_t sequences) {
   const double tokens = double(sequences) * m.seq_length;
-  const double attention =
-      6.0 * m.num_layers * double(m.seq_length) * m.seq_length * m.hidden_size * sequences;
+  const double attention = 6.0 * m.num_layers * double(m.seq_length) * m.seq_length *
+                           m.num_attention_heads * m.head_dim() * sequences;
   return 6.0 * active_parameters(m) * tokens + attention;
 }
 

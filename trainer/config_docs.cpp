@@ -49,10 +49,11 @@ configs/x.yaml:12: moe.moe_router_topk: 9 is larger than moe.num_experts 8
 ```
 
 Besides each key's own type and range, these rules across keys are checked: `hidden_size` is a
-multiple of `num_attention_heads`, which is a multiple of `num_query_groups`, with an even head
-dimension; with `num_experts` > 0, `moe_ffn_hidden_size` > 0, `moe_router_topk` ≤ `num_experts`
-and a `moe_layer_freq` list has `num_layers` entries; expert bias and `moe_router_pre_softmax`
-need the sigmoid/softmax score function respectively; group-limited routing needs
+multiple of `num_attention_heads` (unless `kv_channels` gives the head dimension), which is a
+multiple of `num_query_groups`, with an even head dimension; with `num_experts` > 0,
+`moe_ffn_hidden_size` > 0, `moe_router_topk` ≤ `num_experts` and a `moe_layer_freq` list has
+`num_layers` entries; expert bias and `moe_router_pre_softmax` need the sigmoid/softmax score
+function respectively; group-limited routing needs
 `num_experts % moe_router_num_groups == 0`, `moe_router_group_topk` ≤ `moe_router_num_groups` and
 `moe_router_topk % moe_router_group_topk == 0`; `min_lr` ≤ `lr`; warm-up no longer than the
 decay; one of `data.data_path` and `data.corpus` is set. For a given number of ranks, the

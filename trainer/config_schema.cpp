@@ -22,7 +22,7 @@ std::vector<RecipeKey> build_schema() {
       "Transformer layers L."));
   add(number_key(
       "model.hidden_size", [](R& r) -> auto& { return r.model.hidden_size; }, 1, kMaxInt,
-      "Hidden size H; must be divisible by num_attention_heads."));
+      "Hidden size H; must be divisible by num_attention_heads unless kv_channels is set."));
   add(number_key(
       "model.num_attention_heads", [](R& r) -> auto& { return r.model.num_attention_heads; }, 1,
       kMaxInt, "Query heads nh."));
@@ -30,6 +30,14 @@ std::vector<RecipeKey> build_schema() {
       "model.num_query_groups", [](R& r) -> auto& { return r.model.num_query_groups; }, 0, kMaxInt,
       "Key/value heads nkv for grouped-query attention; 0 = num_attention_heads (no "
       "GQA). Must divide num_attention_heads."));
+  add(number_key(
+      "model.kv_channels", [](R& r) -> auto& { return r.model.kv_channels; }, 0, kMaxInt,
+      "Head dimension d of queries, keys and values; 0 = hidden_size / num_attention_heads. "
+      "Must be even (RoPE)."));
+  add(bool_key(
+      "model.qk_layernorm", [](R& r) -> auto& { return r.model.qk_layernorm; },
+      "RMSNorm over each query and key head (weights q_norm, k_norm of size d) after the "
+      "projections and before RoPE, as Qwen3 and Megatron's --qk-layernorm."));
   add(number_key(
       "model.ffn_hidden_size", [](R& r) -> auto& { return r.model.ffn_hidden_size; }, 0, kMaxInt,
       "Hidden size Fd of the dense SwiGLU MLP (dense layers only)."));

@@ -22,11 +22,11 @@ bool is_number(absl::string_view text) {
 
 absl::Status validate_model(const Recipe& r) {
   const ModelConfig& m = r.model;
-  if (m.hidden_size % m.num_attention_heads != 0) {
+  if (m.kv_channels == 0 && m.hidden_size % m.num_attention_heads != 0) {
     return recipe_error(
         r, "model.hidden_size",
         absl::StrCat(m.hidden_size, " is not divisible by model.num_attention_heads ",
-                     m.num_attention_heads));
+                     m.num_attention_heads, " (set model.kv_channels for another head dim)"));
   }
   if (m.num_attention_heads % m.kv_heads() != 0) {
     return recipe_error(r, "model.num_query_groups",
@@ -34,6 +34,10 @@ absl::Status validate_model(const Recipe& r) {
                                      " is not divisible by ", m.kv_heads()));
   }
   if (m.head_dim() % 2 != 0) {
+    if (m.kv_channels > 0) {
+      return recipe_error(r, "model.kv_channels",
+                          absl::StrCat(m.kv_channels, " must be even for rotary embeddings"));
+    }
     return recipe_error(r, "model.hidden_size",
                         absl::StrCat("head dimension hidden_size / num_attention_heads = ",
                                      m.head_dim(), " must be even for rotary embeddings"));

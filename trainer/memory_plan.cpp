@@ -30,6 +30,7 @@ MemoryPlan plan_memory(const Recipe& recipe, int world_size) {
   const double etp = std::max(1, p.expert_tensor_parallel());
   const double dp = std::max(1.0, world_size / (tp * cp * pp));
   const double h = m.hidden_size, vocab = m.padded_vocab_size(), s = m.seq_length;
+  const double q = double(m.num_attention_heads) * m.head_dim();
   const double kv = double(m.kv_heads()) * m.head_dim();
   const double layers = m.num_layers;
   double moe_layers = 0;
@@ -37,7 +38,7 @@ MemoryPlan plan_memory(const Recipe& recipe, int world_size) {
   const double dense_layers = layers - moe_layers;
 
   const double embedding = vocab * h / tp * (m.untie_embeddings_and_output_weights ? 2 : 1);
-  const double attention = layers * (2 * h * h + 2 * h * kv) / tp / pp;
+  const double attention = layers * (2 * h * q + 2 * h * kv) / tp / pp;
   const double dense_mlp = dense_layers * 3 * h * m.ffn_hidden_size / tp / pp;
   const double experts = moe_layers *
                          (double(m.moe.num_experts) * 3 * h * m.moe.moe_ffn_hidden_size / (ep * etp) +

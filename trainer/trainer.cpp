@@ -535,12 +535,12 @@ void Trainer::update_expert_bias(const std::vector<std::vector<int64_t>>& global
 }
 
 // Forward + backward model FLOPs: 6 per active parameter per token, plus causal attention's
-// 12·L·S²·H/2 per sequence.
+// 12·L·S²·nh·d/2 per sequence.
 double Trainer::model_flops(int64_t sequences) const {
   const ModelConfig& c = recipe_.model;
   const double tokens = double(sequences) * c.seq_length;
-  const double attention =
-      6.0 * c.num_layers * double(c.seq_length) * c.seq_length * c.hidden_size * sequences;
+  const double attention = 6.0 * c.num_layers * double(c.seq_length) * c.seq_length *
+                           c.num_attention_heads * c.head_dim() * sequences;
   return 6.0 * double(active_parameters_) * tokens + attention;
 }
 

@@ -66,13 +66,17 @@ void expect_gradients(const std::function<double()>& loss, Tensor& x, const std:
   }
 }
 
-TEST(AttentionLayer, BackwardMatchesFiniteDifferences) {
-  const ModelConfig config = small_config();
+void check_attention_gradients(const ModelConfig& config) {
   const ParallelContext ctx = testing::test_context();
   ParameterRegistry registry;
   Attention attention(config, ctx, 1, registry);
   registry.init(3);
   EXPECT_EQ(registry.parameters()[0]->name(), "layers/1/attn/wq");
+  for (const auto& p : registry.parameters()) {  // norm weights off their initial ones
+    if (p->init != InitKind::kOnes) continue;
+    const std::vector<float> w = random_vector(p->value.numel(), 5, 0.5f);
+    for (int64_t i = 0; i < p->value.numel(); ++i) p->value.data()[i] = 1.0f + w[i];
+  }
   const int B = 2, S = 5, N = B * S, H = config.hidden_size;
   std::vector<int32_t> positions(N);
   for (int t = 0; t < N; ++t) positions[t] = t % S;
@@ -92,6 +96,30 @@ TEST(AttentionLayer, BackwardMatchesFiniteDifferences) {
   attention.backward_dx(dy, positions.data(), da, stash);
   attention.backward_dw(stash);
   expect_gradients(loss, a, da.to_vector(), registry, 1e-2, 3e-4, 1e-2);
+}
+
+TEST(AttentionLayer, BackwardMatchesFiniteDifferences) { check_attention_gradients(small_config()); }
+
+// Head dim 6 (kv_channels) with hidden 16: q/k/v are 24 and 12 wide; q/k norms over each head.
+TEST(AttentionLayer, QkLayernormWithOwnHeadDimMatchesFiniteDifferences) {
+  ModelConfig config = small_config();
+  config.kv_channels = 6;
+  config.qk_layernorm = true;
+  ParameterRegistry registry;
+  Attention attention(config, testing::test_context(), 1, registry);
+  std::vector<std::string> names;
+  std::vector<std::vector<int64_t>> shapes;
+  for (const auto& p : registry.parameters()) {
+    names.push_back(p->name());
+    shapes.push_back(p->layout.global_shape);
+  }
+  EXPECT_EQ(names, (std::vector<std::string>{"layers/1/attn/wq", "layers/1/attn/wk",
+                                              "layers/1/attn/wv", "layers/1/attn/wo",
+                                              "layers/1/attn/q_norm", "layers/1/attn/k_norm"}));
+  EXPECT_EQ(shapes, (std::vector<std::vector<int64_t>>{{24, 16}, {12, 16}, {12, 16}, {16, 24},
+                                                        {6}, {6}}));
+  EXPECT_FALSE(registry.parameters()[4]->weight_decay);
+  check_attention_gradients(config);
 }
 
 TEST(MlpLayer, BackwardMatchesFiniteDifferences) {

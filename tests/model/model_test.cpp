@@ -87,6 +87,13 @@ TEST(ModelGradient, UntiedEmbeddingsEveryParameter) {
   check_whole_model_gradient(tiny_model_config(true));
 }
 
+TEST(ModelGradient, QkLayernormWithOwnHeadDim) {
+  ModelConfig config = tiny_model_config(true);
+  config.kv_channels = 2 * config.head_dim() + 2;
+  config.qk_layernorm = true;
+  check_whole_model_gradient(config);
+}
+
 TEST(ModelGradient, SigmoidBiasGroupLimitedSeqAuxScaled) {
   ModelConfig config = tiny_model_config(true);
   config.moe.moe_router_score_function = RouterScoreFunction::kSigmoid;

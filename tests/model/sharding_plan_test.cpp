@@ -72,7 +72,11 @@ TEST(ModelValidate, NamesTheOffendingSetting) {
   ModelConfig bad = c;
   bad.hidden_size = 30;
   EXPECT_EQ(Model::validate(bad, ctx).message(),
-            "hidden_size 30 is not divisible by num_attention_heads 4");
+            "hidden_size 30 is not divisible by num_attention_heads 4 and no kv_channels is given");
+  bad.kv_channels = 6;  // an explicit head dim frees hidden_size from the heads
+  EXPECT_TRUE(Model::validate(bad, ctx).ok()) << Model::validate(bad, ctx);
+  bad.kv_channels = 7;
+  EXPECT_EQ(Model::validate(bad, ctx).message(), "head dim 7 must be even for rotary embeddings");
   bad = c;
   bad.moe.moe_router_topk = 5;
   EXPECT_EQ(Model::validate(bad, ctx).message(), "moe_router_topk 5 must be in [1, num_experts 4]");

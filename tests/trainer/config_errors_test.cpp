@@ -118,13 +118,17 @@ TEST(ConfigErrors, TopkLargerThanExperts) {
 
 TEST(ConfigErrors, AttentionHeadDivisibility) {
   EXPECT_EQ(error_of("data: {corpus: sotu}\nmodel:\n  hidden_size: 66\n  num_attention_heads: 4\n"),
-            "x.yaml:3: model.hidden_size: 66 is not divisible by model.num_attention_heads 4");
+            "x.yaml:3: model.hidden_size: 66 is not divisible by model.num_attention_heads 4 "
+            "(set model.kv_channels for another head dim)");
   EXPECT_EQ(
       error_of("data: {corpus: sotu}\nmodel:\n  num_attention_heads: 4\n  num_query_groups: 3\n"),
       "x.yaml:4: model.num_query_groups: model.num_attention_heads 4 is not divisible by 3");
   EXPECT_EQ(error_of("data: {corpus: sotu}\nmodel:\n  hidden_size: 36\n  num_attention_heads: 4\n"),
             "x.yaml:3: model.hidden_size: head dimension hidden_size / num_attention_heads = 9 "
             "must be even for rotary embeddings");
+  EXPECT_EQ(error_of("data: {corpus: sotu}\nmodel:\n  hidden_size: 66\n  num_attention_heads: 4\n"
+                     "  kv_channels: 9\n"),
+            "x.yaml:5: model.kv_channels: 9 must be even for rotary embeddings");
 }
 
 TEST(ConfigErrors, MoeLayerFreqList) {

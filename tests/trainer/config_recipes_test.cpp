@@ -23,6 +23,7 @@ const std::map<std::string, int> kRecipeWorldSizes = {
     {"qwen_moe.yaml", 128},
     {"mixtral_8x22b.yaml", 128},
     {"qwen2_57b_a14b.yaml", 64},
+    {"qwen3_30b_a3b.yaml", 64},
 };
 
 TEST(ConfigRecipes, EveryCommittedRecipeValidates) {

@@ -1,7 +1,7 @@
 // Context-parallel invariance (DESIGN.md): CP=2, CP=4, CP=2 × TP=2 (with and without sequence
 // parallelism), CP=2 × DP=2, CP=2 × PP=2 and the experts folded onto EP over the same ranks
 // (CP=2 with EP=2, CP=4 with EP=4, CP=2 × TP=2 + SP with EP=2, FSSDP over the CP ranks), also
-// with the per-sequence balance loss and capacity dropping of both policies, give the per-step losses and gradient
+// with the per-sequence balance loss, capacity dropping of both policies and q/k norms, give the per-step losses and gradient
 // norms of one process on the same global batch (the tiny recipe: seq 16, dense and MoE layers,
 // shared expert, aux and z losses). Each layout runs at the rank count it needs and is skipped
 // at the others.
@@ -82,6 +82,9 @@ INSTANTIATE_TEST_SUITE_P(
                                cp(2, 2, true, 2)},
                       CpLayout{"cp2_fssdp_drop_probs", 2, kDropProbs,
                                cp(2) + std::vector<std::string>{"parallel.moe_fssdp=true"}},
+                      CpLayout{"cp2_tp2_sp_qk_norm", 4,
+                               {"model.qk_layernorm=true", "model.kv_channels=12"},
+                               cp(2, 2, true)},
                       CpLayout{"cp2_tp2_sp_ep2_recompute", 4, kSeqAux,
                                cp(2, 2, true, 2) + std::vector<std::string>{
                                                        "training.recompute_granularity=full"}}),

@@ -33,7 +33,8 @@ std::vector<std::string> with_device(std::initializer_list<std::string> settings
 }
 
 // Every dimension, and what only the device path adds: capacity dropping with overlap chunks,
-// virtual pipeline stages, and the allgather dispatcher with the expert bias.
+// virtual pipeline stages, the allgather dispatcher with the expert bias, and q/k norms (their
+// rows are heads of 12) under TP.
 std::vector<InvarianceLayout> device_layouts() {
   std::vector<InvarianceLayout> layouts = every_dimension_layouts(kDevice);
   layouts.push_back({"ep2_chunks4_drop", 2, with_device({"moe.moe_expert_capacity_factor=0.75"}),
@@ -50,6 +51,10 @@ std::vector<InvarianceLayout> device_layouts() {
                                   "moe.moe_token_dispatcher_type=allgather"}),
                      {"parallel.expert_model_parallel_size=2",
                       "parallel.expert_tensor_parallel_size=1"}});
+  layouts.push_back({"tp2_sp_qk_norm", 2,
+                     with_device({"model.qk_layernorm=true", "model.kv_channels=12"}),
+                     {"parallel.tensor_model_parallel_size=2",
+                      "parallel.expert_tensor_parallel_size=1", "parallel.sequence_parallel=true"}});
   return layouts;
 }
 

@@ -2,7 +2,7 @@
 // parallelism, and TP=2 with DP=2, also with the row-parallel exits chunked to overlap their
 // reductions, give the per-step losses and gradient norms of one process on the same global
 // batch (the tiny recipe's dense and MoE layers, shared expert, aux and z losses; and with
-// sigmoid routing and the expert bias).
+// sigmoid routing and the expert bias; and with q/k norms and their own head dim).
 // Each layout runs at the rank count it needs and is skipped at the others.
 #include <gtest/gtest.h>
 #include <mpi.h>
@@ -54,6 +54,9 @@ const std::vector<std::string> kFourGroups = {"model.num_query_groups=4"};
 const std::vector<std::string> kExpertBias = {"moe.moe_router_score_function=sigmoid",
                                               "moe.moe_router_enable_expert_bias=true",
                                               "moe.moe_router_bias_update_rate=0.05"};
+// q/k norms (their weight gradients summed over TP: each rank saw its heads) and a head dim 12
+// other than hidden / heads.
+const std::vector<std::string> kQkNorm = {"model.qk_layernorm=true", "model.kv_channels=12"};
 
 INSTANTIATE_TEST_SUITE_P(
     Layouts, TensorParallelInvariance,
@@ -66,7 +69,9 @@ INSTANTIATE_TEST_SUITE_P(
                       TpLayout{"tp2_dp2_expert_bias", 4, kExpertBias, tp(2, false)},
                       TpLayout{"tp2_comm_overlap", 2, {}, with_overlap(tp(2, false), 2)},
                       TpLayout{"tp4_sp_comm_overlap", 4, kFourGroups, with_overlap(tp(4, true), 2)},
-                      TpLayout{"tp2_dp2_sp_comm_overlap", 4, {}, with_overlap(tp(2, true), 4)}),
+                      TpLayout{"tp2_dp2_sp_comm_overlap", 4, {}, with_overlap(tp(2, true), 4)},
+                      TpLayout{"tp2_sp_qk_norm", 2, kQkNorm, tp(2, true)},
+                      TpLayout{"tp2_dp2_qk_norm", 4, kQkNorm, tp(2, false)}),
     [](const ::testing::TestParamInfo<TpLayout>& info) { return info.param.name; });
 
 // Benchmark, not run by ctest (DISABLED_; run with --gtest_also_run_disabled_tests): tokens/s of

@@ -28,6 +28,15 @@ using testing::random_on;
 
 int ordinal() { return dynamic_cast<cuda::CudaBackend&>(backend_for(Device::kCuda)).ordinal(); }
 
+// Uniform random values of `dtype` on `dev` (bf16: the float32 draw rounded).
+Tensor random_as(DType dtype, Device dev, std::vector<int64_t> shape, uint32_t seed) {
+  Tensor wide = random_on(dev, shape, seed);
+  if (dtype == DType::kFloat32) return wide;
+  Tensor narrow = Tensor::empty(std::move(shape), dtype, dev);
+  ops::cast(narrow, wide);
+  return narrow;
+}
+
 TEST(CudaBackend, DescribesItsDevice) {
   const std::string text = backend_for(Device::kCuda).describe();
   EXPECT_NE(text.find("cuda:" + std::to_string(ordinal())), std::string::npos) << text;
@@ -123,6 +132,29 @@ TEST(CudaBackend, LongRowsAndManyRowsMatchCpu) {
     ops::logsumexp_rows(z, lse);
     return host({y, rstd, dx, dw, r_out, p, lse});
   }, 1e-4);
+}
+
+// The q/k norms of model.qk_layernorm: RMSNorm rows one head wide (12, fewer than a warp, and
+// 128), thousands of them, in bf16 and float32, the weight gradient summed over every row.
+TEST(CudaBackend, HeadWideNormRowsMatchCpu) {
+  for (DType dtype : {DType::kBFloat16, DType::kFloat32}) {
+    SCOPED_TRACE(dtype == DType::kBFloat16 ? "bf16" : "float32");
+    for (const int64_t d : {12, 128}) {
+      SCOPED_TRACE(d);
+      expect_devices_agree([&](Device dev) {
+        const int64_t rows = 96 * 32;  // 96 tokens of 32 heads
+        const auto make = [&](std::vector<int64_t> shape, uint32_t seed) {
+          return random_as(dtype, dev, std::move(shape), seed);
+        };
+        Tensor x = make({96, 32 * d}, 30), w = make({d}, 31), dy = make({96, 32 * d}, 32);
+        Tensor y = make({96, 32 * d}, 33), dx = make({96, 32 * d}, 34);
+        Tensor rstd = Tensor::empty({rows}, DType::kFloat32, dev), dw = random_on(dev, {d}, 35);
+        ops::rmsnorm_forward(x, w, y, rstd, 1e-6f);
+        ops::rmsnorm_backward(dy, x, w, rstd, dx, dw, false);
+        return host({y, rstd, dx, dw});
+      }, dtype == DType::kBFloat16 ? 1e-2 : 1e-4);
+    }
+  }
 }
 
 // Routing at a GPU benchmark's size: thousands of rows over many blocks, 64 experts top-8
@@ -235,11 +267,7 @@ TEST(CudaBackend, GroupedExpertGemmsAtModelSizeMatchCpu) {
     SCOPED_TRACE(dtype == DType::kBFloat16 ? "bf16" : "float32");
     expect_devices_agree([&](Device dev) {
       const auto make = [&](std::vector<int64_t> shape, uint32_t seed) {
-        Tensor wide = random_on(dev, shape, seed);
-        if (dtype == DType::kFloat32) return wide;
-        Tensor narrow = Tensor::empty(std::move(shape), dtype, dev);
-        ops::cast(narrow, wide);
-        return narrow;
+        return random_as(dtype, dev, std::move(shape), seed);
       };
       Tensor x = make({N, I}, 20), w = make({G, O, I}, 21), dy = make({N, O}, 22);
       Tensor y = make({N, O}, 23), dx = make({N, I}, 24), dx_sum = make({N, I}, 25);
