@@ -42,15 +42,17 @@ absl::Status refuse(HfFormat format, const std::string& what) {
 absl::StatusOr<HfFormat> parse_hf_format(std::string_view name) {
   if (name == "mixtral") return HfFormat::kMixtral;
   if (name == "qwen2_moe") return HfFormat::kQwen2Moe;
+  if (name == "qwen3_moe") return HfFormat::kQwen3Moe;
   if (name == "olmoe") return HfFormat::kOlmoe;
-  return absl::InvalidArgumentError(
-      absl::StrCat("unknown format '", std::string(name), "' (expected mixtral, qwen2_moe or olmoe)"));
+  return absl::InvalidArgumentError(absl::StrCat(
+      "unknown format '", std::string(name), "' (expected mixtral, qwen2_moe, qwen3_moe or olmoe)"));
 }
 
 const char* hf_format_name(HfFormat format) {
   switch (format) {
     case HfFormat::kMixtral: return "mixtral";
     case HfFormat::kQwen2Moe: return "qwen2_moe";
+    case HfFormat::kQwen3Moe: return "qwen3_moe";
     case HfFormat::kOlmoe: return "olmoe";
   }
   return "?";
@@ -60,8 +62,9 @@ absl::Status check_hf_compatible(const ModelConfig& c, HfFormat format) {
   const MoeConfig& m = c.moe;
   if (format == HfFormat::kOlmoe) {
     return absl::FailedPreconditionError(
-        "olmoe normalises q and k with RMSNorm (q_norm, k_norm) and moefold's attention has no "
-        "q/k norm, so no moefold model maps to olmoe exactly; use mixtral or qwen2_moe");
+        "olmoe normalises q and k over all heads at once (q_norm of size heads × head dim) and "
+        "moefold's model.qk_layernorm normalises each head, so no moefold model maps to olmoe "
+        "exactly; use mixtral, qwen2_moe or qwen3_moe");
   }
   if (m.num_experts == 0) return refuse(format, "a model without MoE layers (moe.num_experts 0)");
   if (m.moe_router_score_function != RouterScoreFunction::kSoftmax) {
@@ -83,8 +86,22 @@ absl::Status check_hf_compatible(const ModelConfig& c, HfFormat format) {
                                        m.moe_expert_capacity_factor,
                                        "): its MoE layers are dropless"));
   }
-  if (c.hidden_size % c.num_attention_heads != 0) {
-    return refuse(format, "a head dim that is not hidden_size / num_attention_heads");
+  const bool qwen3 = format == HfFormat::kQwen3Moe;
+  if (format == HfFormat::kQwen2Moe && c.head_dim() * c.num_attention_heads != c.hidden_size) {
+    return refuse(format, absl::StrCat("a head dim other than hidden_size / num_attention_heads ",
+                                       "(model.kv_channels ", c.kv_channels, ")"));
+  }
+  if (qwen3 && !c.qk_layernorm) {
+    return absl::FailedPreconditionError(
+        "qwen3_moe normalises each query and key head (q_norm, k_norm) and this model does not: "
+        "set model.qk_layernorm true, or use mixtral or qwen2_moe");
+  }
+  if (!qwen3 && c.qk_layernorm) {
+    return refuse(format, "q/k norms (model.qk_layernorm true); qwen3_moe has them");
+  }
+  if (qwen3 && m.moe_shared_expert_intermediate_size > 0) {
+    return refuse(format, absl::StrCat("a shared expert (moe.moe_shared_expert_intermediate_size ",
+                                       m.moe_shared_expert_intermediate_size, ")"));
   }
   if (format == HfFormat::kMixtral) {
     if (!all_moe_layers(c)) {
@@ -114,7 +131,8 @@ std::vector<HfTensor> hf_tensor_plan(const ModelConfig& c, HfFormat format) {
   const int64_t H = c.hidden_size, V = c.padded_vocab_size(), d = c.head_dim();
   const int64_t q_rows = c.num_attention_heads * d, kv_rows = c.kv_heads() * d;
   const int64_t F = c.moe.moe_ffn_hidden_size, Fd = c.ffn_hidden_size;
-  const bool qwen = format == HfFormat::kQwen2Moe;
+  const bool qwen2 = format == HfFormat::kQwen2Moe, qwen3 = format == HfFormat::kQwen3Moe;
+  const bool qwen = qwen2 || qwen3;
   std::vector<HfTensor> plan;
   plan.push_back({"model.embed_tokens.weight", {V, H}, "embed"});
   for (int l = 0; l < c.num_layers; ++l) {
@@ -124,14 +142,18 @@ std::vector<HfTensor> hf_tensor_plan(const ModelConfig& c, HfFormat format) {
     plan.push_back({hf + "self_attn.q_proj.weight", {q_rows, H}, mf + "attn/wq"});
     plan.push_back({hf + "self_attn.k_proj.weight", {kv_rows, H}, mf + "attn/wk"});
     plan.push_back({hf + "self_attn.v_proj.weight", {kv_rows, H}, mf + "attn/wv"});
-    if (qwen) {
+    if (qwen2) {
       plan.push_back({hf + "self_attn.q_proj.bias", {q_rows}, ""});
       plan.push_back({hf + "self_attn.k_proj.bias", {kv_rows}, ""});
       plan.push_back({hf + "self_attn.v_proj.bias", {kv_rows}, ""});
     }
     plan.push_back({hf + "self_attn.o_proj.weight", {H, q_rows}, mf + "attn/wo"});
+    if (qwen3) {
+      plan.push_back({hf + "self_attn.q_norm.weight", {d}, mf + "attn/q_norm"});
+      plan.push_back({hf + "self_attn.k_norm.weight", {d}, mf + "attn/k_norm"});
+    }
     plan.push_back({hf + "post_attention_layernorm.weight", {H}, mf + "ffn_norm"});
-    if (!c.is_moe_layer(l)) {  // qwen2_moe only (mixtral refused dense layers)
+    if (!c.is_moe_layer(l)) {  // qwen formats only (mixtral refused dense layers)
       plan.push_back({hf + "mlp.gate_proj.weight", {Fd, H}, mf + "mlp/w_gate"});
       plan.push_back({hf + "mlp.up_proj.weight", {Fd, H}, mf + "mlp/w_up"});
       plan.push_back({hf + "mlp.down_proj.weight", {H, Fd}, mf + "mlp/w_down"});
@@ -148,7 +170,7 @@ std::vector<HfTensor> hf_tensor_plan(const ModelConfig& c, HfFormat format) {
       plan.push_back({expert + (qwen ? "down_proj" : "w2") + ".weight", {H, F},
                       mf + "moe/experts/w_down", j});
     }
-    if (qwen) {  // the zero shared expert of size 1: its output is exactly 0
+    if (qwen2) {  // the zero shared expert of size 1: its output is exactly 0
       plan.push_back({block + "shared_expert.gate_proj.weight", {1, H}, ""});
       plan.push_back({block + "shared_expert.up_proj.weight", {1, H}, ""});
       plan.push_back({block + "shared_expert.down_proj.weight", {H, 1}, ""});
@@ -163,9 +185,12 @@ std::vector<HfTensor> hf_tensor_plan(const ModelConfig& c, HfFormat format) {
 nlohmann::ordered_json hf_config_json(const ModelConfig& c, HfFormat format,
                                       const HfTokenIds& ids) {
   const MoeConfig& m = c.moe;
-  const bool qwen = format == HfFormat::kQwen2Moe;
+  const bool qwen2 = format == HfFormat::kQwen2Moe, qwen3 = format == HfFormat::kQwen3Moe;
+  const bool qwen = qwen2 || qwen3;
   nlohmann::ordered_json j;
-  j["architectures"] = {qwen ? "Qwen2MoeForCausalLM" : "MixtralForCausalLM"};
+  j["architectures"] = {qwen3   ? "Qwen3MoeForCausalLM"
+                        : qwen2 ? "Qwen2MoeForCausalLM"
+                                : "MixtralForCausalLM"};
   j["model_type"] = hf_format_name(format);
   j["vocab_size"] = c.padded_vocab_size();
   j["hidden_size"] = c.hidden_size;
@@ -173,7 +198,7 @@ nlohmann::ordered_json hf_config_json(const ModelConfig& c, HfFormat format,
   j["num_hidden_layers"] = c.num_layers;
   j["num_attention_heads"] = c.num_attention_heads;
   j["num_key_value_heads"] = c.kv_heads();
-  if (!qwen) j["head_dim"] = c.head_dim();
+  if (!qwen2) j["head_dim"] = c.head_dim();
   j["hidden_act"] = "silu";
   j["max_position_embeddings"] = c.seq_length;
   j["initializer_range"] = short_decimal(c.init_method_std);
@@ -192,10 +217,11 @@ nlohmann::ordered_json hf_config_json(const ModelConfig& c, HfFormat format,
     j["decoder_sparse_step"] = 1;
     j["mlp_only_layers"] = dense_layers(c);
     j["moe_intermediate_size"] = m.moe_ffn_hidden_size;
-    j["shared_expert_intermediate_size"] = 1;
+    if (qwen2) j["shared_expert_intermediate_size"] = 1;
     j["num_experts"] = m.num_experts;
     j["norm_topk_prob"] = !m.moe_router_pre_softmax;
-    j["qkv_bias"] = true;
+    if (qwen2) j["qkv_bias"] = true;
+    if (qwen3) j["attention_bias"] = false;
   } else {
     j["sliding_window"] = nullptr;
     j["num_local_experts"] = m.num_experts;
@@ -252,12 +278,13 @@ absl::StatusOr<HfFormat> check_hf_config(const nlohmann::json& hf, const std::st
   auto format = parse_hf_format(hf["model_type"].get<std::string>());
   if (!format.ok()) {
     return bad(absl::StrCat("model_type '", hf["model_type"].get<std::string>(),
-                            "' is not one moefold reads (mixtral, qwen2_moe)"));
+                            "' is not one moefold reads (mixtral, qwen2_moe, qwen3_moe)"));
   }
   if (absl::Status s = check_hf_compatible(c, *format); !s.ok()) {
     return bad(absl::StrCat("the recipe's model cannot be loaded from it: ", s.message()));
   }
-  const bool qwen = *format == HfFormat::kQwen2Moe;
+  const bool qwen2 = *format == HfFormat::kQwen2Moe;
+  const bool qwen = qwen2 || *format == HfFormat::kQwen3Moe;
   const nlohmann::ordered_json want = hf_config_json(c, *format, {});
   struct Key {
     const char* hf;
@@ -279,8 +306,13 @@ absl::StatusOr<HfFormat> check_hf_config(const nlohmann::json& hf, const std::st
     keys.push_back({"num_experts", "moe.num_experts", nullptr});
     keys.push_back({"moe_intermediate_size", "moe.moe_ffn_hidden_size", nullptr});
     keys.push_back({"norm_topk_prob", "moe.moe_router_pre_softmax (negated)", false});
-    keys.push_back({"shared_expert_intermediate_size",
-                    "no shared expert (only a zero one of size 1 maps)", nullptr});
+    if (qwen2) {
+      keys.push_back({"shared_expert_intermediate_size",
+                      "no shared expert (only a zero one of size 1 maps)", nullptr});
+    } else {
+      keys.push_back({"head_dim", "model.kv_channels", c.hidden_size / c.num_attention_heads});
+      keys.push_back({"attention_bias", "projections without biases", false});
+    }
     keys.push_back({"use_sliding_window", "full causal attention", false});
     if (!dense_layers(c).empty()) {
       keys.push_back({"intermediate_size", "model.ffn_hidden_size", nullptr});
@@ -288,7 +320,7 @@ absl::StatusOr<HfFormat> check_hf_config(const nlohmann::json& hf, const std::st
   } else {
     keys.push_back({"num_local_experts", "moe.num_experts", nullptr});
     keys.push_back({"intermediate_size", "moe.moe_ffn_hidden_size", nullptr});
-    keys.push_back({"head_dim", "model.hidden_size / model.num_attention_heads", c.head_dim()});
+    keys.push_back({"head_dim", "model.kv_channels", c.hidden_size / c.num_attention_heads});
     keys.push_back({"sliding_window", "full causal attention (null)", nullptr});
   }
   for (const Key& key : keys) {

@@ -13,8 +13,11 @@
 //              moefold's ungated shared expert cannot equal: a moefold model without a shared
 //              expert gets a zero one of size 1 (output exactly 0); one with a shared expert is
 //              refused.
-//   olmoe      normalises q and k with RMSNorm (q_norm, k_norm), which moefold's attention lacks:
-//              always refused.
+//   qwen3_moe  as qwen2_moe without biases or shared expert, with q_norm, k_norm [head_dim]: an
+//              RMSNorm over each query and key head before RoPE (moefold's model.qk_layernorm,
+//              required), and head_dim from model.kv_channels.
+//   olmoe      normalises q and k over all heads at once (q_norm [nh·d]), which moefold's per-head
+//              q/k norms cannot equal: always refused.
 #pragma once
 
 #include <cstdint>
@@ -28,7 +31,7 @@
 
 namespace moefold {
 
-enum class HfFormat { kMixtral, kQwen2Moe, kOlmoe };
+enum class HfFormat { kMixtral, kQwen2Moe, kQwen3Moe, kOlmoe };
 
 absl::StatusOr<HfFormat> parse_hf_format(std::string_view name);  // "mixtral", ...
 const char* hf_format_name(HfFormat format);                      // also config's model_type

@@ -58,11 +58,11 @@ absl::StatusOr<ExportHfOptions> parse_args(int argc, char** argv) {
     } else {
       return absl::InvalidArgumentError(absl::StrCat(
           "unknown argument '", arg, "' (usage: moefold export-hf CHECKPOINT --format "
-          "mixtral|qwen2_moe|olmoe --output DIR [--max-shard-size 5GB])"));
+          "mixtral|qwen2_moe|qwen3_moe|olmoe --output DIR [--max-shard-size 5GB])"));
     }
   }
   if (options.checkpoint.empty()) return absl::InvalidArgumentError("CHECKPOINT is required");
-  if (!have_format) return absl::InvalidArgumentError("--format mixtral|qwen2_moe|olmoe is required");
+  if (!have_format) return absl::InvalidArgumentError("--format mixtral|qwen2_moe|qwen3_moe|olmoe is required");
   if (options.output.empty()) return absl::InvalidArgumentError("--output DIR is required");
   return options;
 }

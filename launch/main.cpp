@@ -26,7 +26,7 @@ constexpr CommandHelp kCommands[] = {
      "train       --config R [--set section.key=value ...] [--load DIR | --load-hf HF_DIR]\n"
      "            [--kernel-profile FILE]\n"
      "            pretrain; run under mpirun: mpirun -np N moefold train --config R\n"
-     "            (--load-hf: start from a Hugging Face mixtral/qwen2_moe checkpoint;\n"
+     "            (--load-hf: start from a Hugging Face mixtral/qwen2_moe/qwen3_moe checkpoint;\n"
      "            --kernel-profile FILE: rank 0's GPU kernels, copies and memsets, summed\n"
      "            by name, CUPTI needed)\n"
      "            SIGTERM, SIGINT, SIGUSR1 or SIGUSR2 save a checkpoint at the next step and\n"
@@ -48,7 +48,7 @@ constexpr CommandHelp kCommands[] = {
      "            SentencePiece .model)\n"
      "            JSONL (a \"text\" field per line) or plain text files to Megatron .bin/.idx\n"},
     {"export-hf",
-     "export-hf   CHECKPOINT --format mixtral|qwen2_moe|olmoe --output DIR\n"
+     "export-hf   CHECKPOINT --format mixtral|qwen2_moe|qwen3_moe|olmoe --output DIR\n"
      "            [--max-shard-size 5GB]\n"
      "            a checkpoint as Hugging Face safetensors shards, config.json and tokenizer files\n"},
     {"import-hf",

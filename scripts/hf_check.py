@@ -3,13 +3,13 @@
 moefold's on the same batch.
 
 Input: a folder written by the interop tests when MOEFOLD_HF_CHECK_OUT is set (see
-tests/interop/mixtral_reference_test.cpp): <dir>/hf (the export-hf output) and <dir>/batch.json
+tests/interop/hf_reference_test.cpp): <dir>/hf (the export-hf output) and <dir>/batch.json
 ({"tokens": [[...]], "labels": [[...]], "loss_mask": [[...]], "moefold_loss": x}).
 
 Usage (on a machine with PyTorch and transformers, e.g. from scripts/gpu_check.sh):
   MOEFOLD_HF_CHECK_OUT=/tmp/hf_check build/tests/interop/interop_tests \
-      --gtest_filter='MixtralReference.*'
-  python3 scripts/hf_check.py /tmp/hf_check
+      --gtest_filter='HfReference.*'
+  python3 scripts/hf_check.py /tmp/hf_check/mixtral   (and /tmp/hf_check/qwen3_moe)
 Exit status 0 when |transformers loss - moefold loss| <= 1e-4 (float32 on both sides).
 """
 import json

@@ -57,7 +57,7 @@ TEST(HfCli, ExportLoadAndImport) {
   EXPECT_EQ(lines(refused.output), 1) << refused.output;
   EXPECT_FALSE(fs::exists(hf));
   const CommandRun usage = run_moefold("export-hf " + ckpt + " --output " + hf);
-  EXPECT_EQ(usage.output, "moefold export-hf: error: --format mixtral|qwen2_moe|olmoe is required\n");
+  EXPECT_EQ(usage.output, "moefold export-hf: error: --format mixtral|qwen2_moe|qwen3_moe|olmoe is required\n");
 
   const CommandRun exported =
       run_moefold("export-hf " + ckpt + " --format mixtral --output " + hf + " --max-shard-size 20KB");

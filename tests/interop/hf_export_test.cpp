@@ -1,6 +1,7 @@
 // export-hf and load_hf in one process: names, shapes and values checked by the independent
 // reader against model.h5, config.json, the round trip back into a model (bit-identical
-// parameters, identical loss), qwen2_moe with a dense layer, and every refusal as one line.
+// parameters, identical loss), qwen2_moe with a dense layer, qwen3_moe with q/k norms and its own
+// head dim, and every refusal as one line.
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -60,8 +61,9 @@ class ExportHf : public ::testing::Test {
                                  "moe.moe_router_pre_softmax=true"},
                                 2);
     default_ckpt_ = train_and_save(dir_ + "/default", {}, 1);
+    qwen3_ckpt_ = train_and_save(dir_ + "/qwen3", qwen3_overrides(), 2);
   }
-  static inline std::string dir_, mixtral_ckpt_, qwen_ckpt_, default_ckpt_;
+  static inline std::string dir_, mixtral_ckpt_, qwen_ckpt_, default_ckpt_, qwen3_ckpt_;
 };
 
 TEST_F(ExportHf, MixtralNamesShapesAndValues) {
@@ -214,6 +216,36 @@ TEST_F(ExportHf, Qwen2MoeWithDenseLayerRoundTrip) {
   EXPECT_EQ(tensors.at("lm_head.weight").values, checkpoint_tensor(qwen_ckpt_, "lm_head"));
 }
 
+// q/k norms and head dim 12 (hidden 32, 4 heads): q_proj is 48 × 32, k/v_proj 24 × 32.
+TEST_F(ExportHf, Qwen3MoeWithQkNormsAndOwnHeadDimRoundTrip) {
+  const std::string out = dir_ + "/qwen3-hf";
+  expect_round_trip(qwen3_ckpt_, HfFormat::kQwen3Moe, out);
+  const nlohmann::json config = read_json_file(out + "/config.json");
+  EXPECT_EQ(config["architectures"][0], "Qwen3MoeForCausalLM");
+  EXPECT_EQ(config["model_type"], "qwen3_moe");
+  EXPECT_EQ(config["head_dim"], 12);
+  EXPECT_EQ(config["attention_bias"], false);
+  EXPECT_EQ(config["mlp_only_layers"], nlohmann::json({0}));
+  EXPECT_EQ(config["norm_topk_prob"], true);
+  EXPECT_FALSE(config.contains("shared_expert_intermediate_size"));
+  const auto tensors = read_hf_folder(out);
+  EXPECT_EQ(tensors.size(), 1 + 2 * 8 + (3 + 1 + 4 * 3) + 1u);
+  EXPECT_EQ(tensors.at("model.layers.1.self_attn.q_proj.weight").shape,
+            (std::vector<int64_t>{48, 32}));
+  EXPECT_EQ(tensors.at("model.layers.1.self_attn.o_proj.weight").shape,
+            (std::vector<int64_t>{32, 48}));
+  EXPECT_EQ(tensors.at("model.layers.0.self_attn.q_norm.weight").values,
+            checkpoint_tensor(qwen3_ckpt_, "layers/0/attn/q_norm"));
+  EXPECT_EQ(tensors.at("model.layers.1.self_attn.k_norm.weight").values,
+            checkpoint_tensor(qwen3_ckpt_, "layers/1/attn/k_norm"));
+  EXPECT_NE(tensors.at("model.layers.1.self_attn.k_norm.weight").values,
+            std::vector<float>(12, 1.0f)) << "trained, not the initial ones";
+  EXPECT_EQ(tensors.at("model.layers.1.mlp.experts.3.up_proj.weight").values,
+            checkpoint_tensor(qwen3_ckpt_, "layers/1/moe/experts/w_up", 3));
+  EXPECT_FALSE(tensors.contains("model.layers.1.self_attn.q_proj.bias"));
+  EXPECT_FALSE(tensors.contains("model.layers.1.mlp.shared_expert_gate.weight"));
+}
+
 std::string export_error(const std::string& ckpt, HfFormat format, const std::string& out) {
   auto result = export_to(ckpt, format, out);
   EXPECT_FALSE(fs::exists(out)) << "nothing may be written on a refusal";
@@ -232,6 +264,12 @@ TEST_F(ExportHf, RefusesWhatAFormatHasNoPlaceFor) {
             std::string::npos);
   EXPECT_NE(export_error(qwen_ckpt_, HfFormat::kMixtral, out).find("dense layers"),
             std::string::npos);
+  EXPECT_EQ(export_error(qwen_ckpt_, HfFormat::kQwen3Moe, out),
+            "qwen3_moe normalises each query and key head (q_norm, k_norm) and this model does "
+            "not: set model.qk_layernorm true, or use mixtral or qwen2_moe");
+  EXPECT_EQ(export_error(qwen3_ckpt_, HfFormat::kQwen2Moe, out),
+            "qwen2_moe has no place for a head dim other than hidden_size / num_attention_heads "
+            "(model.kv_channels 12)");
   EXPECT_NE(export_error(dir_ + "/nowhere", HfFormat::kMixtral, out).find("nowhere"),
             std::string::npos);
   fs::create_directories(out);
@@ -266,6 +304,18 @@ TEST(HfFormat, RefusesRouterFeaturesWithoutAPlace) {
   EXPECT_NE(check_hf_compatible(pre, HfFormat::kMixtral).message().find("without renormalisation"),
             std::string::npos);
   EXPECT_TRUE(check_hf_compatible(pre, HfFormat::kQwen2Moe).ok());
+  ModelConfig qk = c;
+  qk.qk_layernorm = true;
+  EXPECT_EQ(check_hf_compatible(qk, HfFormat::kMixtral).message(),
+            "mixtral has no place for q/k norms (model.qk_layernorm true); qwen3_moe has them");
+  EXPECT_TRUE(check_hf_compatible(qk, HfFormat::kQwen3Moe).ok());
+  qk.moe.moe_shared_expert_intermediate_size = 8;
+  EXPECT_NE(check_hf_compatible(qk, HfFormat::kQwen3Moe).message().find("a shared expert"),
+            std::string::npos);
+  ModelConfig head_dim = c;
+  head_dim.kv_channels = 2 * c.head_dim();  // mixtral's config.json carries head_dim
+  EXPECT_TRUE(check_hf_compatible(head_dim, HfFormat::kMixtral).ok());
+  EXPECT_EQ(*parse_hf_format("qwen3_moe"), HfFormat::kQwen3Moe);
   EXPECT_FALSE(parse_hf_format("llama").ok());
 }
 
@@ -334,7 +384,8 @@ TEST_F(ExportHf, ImportRefusesDamagedFolders) {
   config["model_type"] = "llama";
   std::ofstream(other + "/config.json") << config.dump();
   EXPECT_EQ(load_error(other, mixtral_ckpt_),
-            other + "/config.json: model_type 'llama' is not one moefold reads (mixtral, qwen2_moe)");
+            other + "/config.json: model_type 'llama' is not one moefold reads (mixtral, "
+                    "qwen2_moe, qwen3_moe)");
 }
 
 TEST_F(ExportHf, ImportRefusesAMismatchedTensorShape) {

@@ -15,6 +15,11 @@ std::vector<std::string> mixtral_overrides() {
   return {"moe.moe_layer_freq=1", "moe.moe_shared_expert_intermediate_size=0"};
 }
 
+std::vector<std::string> qwen3_overrides() {
+  return {"moe.moe_shared_expert_intermediate_size=0", "model.qk_layernorm=true",
+          "model.kv_channels=12"};
+}
+
 std::string train_and_save(const std::string& dir, const std::vector<std::string>& overrides,
                            int steps) {
   const std::string prefix = write_tiny_dataset(dir + "/data", 200, 5);

@@ -13,6 +13,9 @@ namespace moefold::testing {
 
 // Overrides that make tiny_recipe's model map onto mixtral: every layer MoE, no shared expert.
 std::vector<std::string> mixtral_overrides();
+// Overrides for qwen3_moe: q/k norms, head dim 12 (not hidden / heads), no shared expert; layer 0
+// stays dense.
+std::vector<std::string> qwen3_overrides();
 
 // Trains tiny_recipe(+overrides) for `steps` steps in one process on a corpus in <dir>/data and
 // saves a checkpoint into <dir>/ckpt, which it returns.
