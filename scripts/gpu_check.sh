@@ -14,7 +14,8 @@
 #   4. invariance on one GPU: the same steps with 2 ranks (data parallel, then expert parallel)
 #      sharing the GPU, MPI staging, against 1 rank; the invariance suite (every layout, 2 and 4
 #      ranks sharing the GPU, float32 and bf16 with the flash kernels);
-#   5. a checkpoint saved on the GPU halfway and resumed, against the straight run;
+#   5. a checkpoint saved on the GPU halfway and resumed, against the straight run; transformers'
+#      loss on moefold's mixtral and qwen3_moe exports against moefold's;
 #   6. the benchmark again for 3 steps under --kernel-profile: where the device time goes;
 #   7. compute-sanitizer's memcheck and racecheck on the attention kernels' tests.
 # The most wanted figures come first: a part that could end past the budget is skipped and says
@@ -49,6 +50,10 @@ fi
 r="$prep/root"
 cuda_home="${CUDA_HOME:-/usr/local/cuda}"
 lib="$r/usr/lib/x86_64-linux-gnu"
+# The carried libraries are Debian's, for moefold's binaries only: Python (PyTorch, transformers)
+# keeps the machine's own.
+host_ld="${LD_LIBRARY_PATH:-}"
+py() { LD_LIBRARY_PATH="$host_ld" python3 "$@"; }
 export LD_LIBRARY_PATH="$lib:$lib/openblas-pthread:$r/lib/x86_64-linux-gnu:$cuda_home/lib64:${LD_LIBRARY_PATH:-}"
 export OPAL_PREFIX="$r/usr" PMIX_INSTALL_PREFIX="$r/usr/lib/x86_64-linux-gnu/pmix2"
 export PATH="$r/usr/bin:$PATH"
@@ -82,7 +87,7 @@ say "moefold exit $?; $(tail -1 "$runs/bench.log")"
 say "$(grep -m1 -i 'peak' "$runs/bench.log")"
 # Which bf16 attention path each shape took, with both timings (the first step times both).
 grep 'moefold train: attention' "$runs/bench.log" | tee -a "$report"
-python3 - "$runs/bench/metrics.jsonl" <<'EOF' 2>&1 | tee -a "$report"
+py - "$runs/bench/metrics.jsonl" <<'EOF' 2>&1 | tee -a "$report"
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if '"train"' in l][2:]  # after 2 warm-up steps
 tps = sum(r["tokens_per_s"] for r in rows) / len(rows)
@@ -106,7 +111,7 @@ for dtype in bfloat16 float32; do
   # float32 only when it leaves the sections after it their 350 s.
   if [ "$dtype" = float32 ]; then need=$((150 + 350)); else need=150; fi
   fits "$need" "pytorch $dtype" || continue
-  timeout 150 python3 scripts/torch_moe_bench.py --steps 4 --accumulate 8 --dtype "$dtype" \
+  timeout 150 env LD_LIBRARY_PATH="$host_ld" python3 scripts/torch_moe_bench.py --steps 4 --accumulate 8 --dtype "$dtype" \
     >"$runs/torch_$dtype.log" 2>&1
   say "pytorch $dtype: exit $?; $(tail -1 "$runs/torch_$dtype.log")"
 done
@@ -127,7 +132,7 @@ demo() {  # name ranks device [extra --set ...]
   local status=$?
   say "$name: exit $status; $(grep -m1 -E 'error|done' "$runs/$name.log" || tail -1 "$runs/$name.log")"
 }
-losses() { python3 - "$@" <<'EOF'
+losses() { py - "$@" <<'EOF'
 import json, sys
 runs = [[json.loads(l) for l in open(p) if '"train"' in l] for p in sys.argv[1:]]
 a, b = runs
@@ -172,7 +177,7 @@ section "5. save on the GPU at step $((steps / 2)), resume, and match the straig
 half=$((steps / 2))
 demo gpu_save 1 cuda --set checkpoint.save="$runs/ckpt" --set checkpoint.save_interval="$half"
 demo gpu_resume 1 cuda --set checkpoint.load="$runs/ckpt/iter_$(printf %07d "$half")"
-python3 - "$runs/gpu_resume/metrics.jsonl" "$runs/gpu_save/metrics.jsonl" <<'EOF' 2>&1 | tee -a "$report"
+py - "$runs/gpu_resume/metrics.jsonl" "$runs/gpu_save/metrics.jsonl" <<'EOF' 2>&1 | tee -a "$report"
 import json, sys
 resumed, straight = ({r["iteration"]: r["lm_loss"] for r in map(json.loads, open(p))
                       if r.get("kind") == "train"} for p in sys.argv[1:])
@@ -182,6 +187,16 @@ print(f"resumed steps {common[0] if common else '-'}..{common[-1] if common else
       f"max |lm loss diff| vs the straight run {max(diffs) if diffs else float('nan'):.2e} "
       f"(0 = exact resume)")
 EOF
+
+section "5a. transformers on moefold's exports: mixtral, and qwen3_moe with q/k norms"
+# Prepared by gpu_prepare.sh (tests/interop/hf_reference_test.cpp): the loss transformers gives
+# each export on a fixed batch against moefold's.
+for format in mixtral qwen3_moe; do
+  fits 60 "hf_check $format" || continue
+  timeout 60 env LD_LIBRARY_PATH="$host_ld" python3 scripts/hf_check.py "$prep/hf_check/$format" \
+    >"$runs/hf_check_$format.log" 2>&1
+  say "$format: exit $?; $(tail -1 "$runs/hf_check_$format.log")"
+done
 
 section "6. kernel profile: the benchmark's kernels, copies and memsets by device time (3 steps)"
 if fits 120 "kernel profile"; then

@@ -9,6 +9,7 @@
 #             packages install; gpu_check.sh unpacks them under build-gpu/prep/root and points
 #             LD_LIBRARY_PATH and OPAL_PREFIX there, never into /)
 #   data/     the tokenized State of the Union corpus for the demo and the benchmark
+#   hf_check/ tiny mixtral and qwen3_moe exports with moefold's loss on a batch (hf_check.py)
 #   scripts/gpu_prepare.sh [--no-build]
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -19,7 +20,7 @@ prep="$build/prep"
 if [ "${1:-}" != "--no-build" ]; then
   MOEFOLD_BUILD_DIR="$build" MOEFOLD_CMAKE_ARGS="-DCMAKE_CUDA_ARCHITECTURES=90 -DMOEFOLD_NCCL=OFF -DMOEFOLD_CUDA=ON" \
     scripts/build.sh --target moefold cuda_tests device_invariance moefold_bench_expert_gemm \
-    moefold_bench_attention
+    moefold_bench_attention interop_tests
 fi
 # The demo's corpus, tokenized as `moefold train` with data.corpus: sotu tokenizes it.
 if [ ! -f data_cache/sotu/sotu_gpt2_text_document.bin ]; then
@@ -37,6 +38,11 @@ for binary in "$build/launch/moefold" "$build/tests/tensor/cuda_tests" \
 done
 cp data_cache/sotu/sotu_gpt2_text_document.bin data_cache/sotu/sotu_gpt2_text_document.idx \
    "$prep/data/"
+# Tiny mixtral and qwen3_moe exports with a batch and moefold's loss on it, for transformers there
+# (scripts/hf_check.py).
+OPENBLAS_NUM_THREADS=1 MOEFOLD_HF_CHECK_OUT="$prep/hf_check" "$build/tests/interop/interop_tests" \
+  --gtest_filter='HfReference.*' >"$build/hf_reference.log" 2>&1 ||
+  { echo "the HfReference tests failed: $build/hf_reference.log"; exit 1; }
 
 # Libraries: the ldd closure of the binaries and of Open MPI's programs and plugins, minus glibc
 # (the host's must be used) and the CUDA toolkit's libraries (the GPU machine's match its driver).
