@@ -54,7 +54,8 @@ absl::StatusOr<std::unique_ptr<HfTokenizer>> HfTokenizer::load(const std::string
   } catch (const nlohmann::json::exception& e) {  // a field of the wrong JSON type
     return bad(absl::InvalidArgumentError(absl::StrCat("malformed: ", e.what())));
   }
-  for (const char* eod : {"<|endoftext|>", "<|end_of_text|>", "</s>", "<eos>"}) {
+  for (const char* eod : {"<|endoftext|>", "<|end_of_text|>", "</s>", "<eos>",
+                          "<\uFF5Cend\u2581of\u2581sentence\uFF5C>"}) {
     for (const auto& [content, id] : tok->added_) {
       if (tok->eod_id_ < 0 && content == eod) tok->eod_id_ = id;
     }
@@ -62,7 +63,8 @@ absl::StatusOr<std::unique_ptr<HfTokenizer>> HfTokenizer::load(const std::string
   }
   if (tok->eod_id_ < 0) {
     return bad(absl::InvalidArgumentError(
-        "no end-of-document token (<|endoftext|>, <|end_of_text|>, </s> or <eos>)"));
+        "no end-of-document token (<|endoftext|>, <|end_of_text|>, </s>, <eos> or "
+        "<\uFF5Cend\u2581of\u2581sentence\uFF5C>)"));
   }
   return tok;
 }
@@ -127,40 +129,42 @@ absl::Status HfTokenizer::load_pre_tokenizer(const nlohmann::json& pre) {
     strip_leading_space_ = metaspace_prepend_ != Prepend::kNever;
     return absl::OkStatus();
   }
-  std::string pattern;
-  const auto byte_level = [&](const nlohmann::json& p, bool regex_allowed) -> absl::Status {
-    if (type_of(p) != "ByteLevel") {
-      return unsupported(absl::StrCat("pre_tokenizer ", type_of(p),
+  // Byte-level: Split(regex, Isolated) steps, each splitting the pieces of the one before (one
+  // for Llama 3 and Qwen, three for DeepSeek-V3), then ByteLevel, whose use_regex is one more.
+  std::vector<std::string> patterns;
+  const nlohmann::json steps = type_of(pre) == "Sequence" && pre.contains("pretokenizers") &&
+                                       pre["pretokenizers"].is_array()
+                                   ? pre["pretokenizers"]
+                                   : nlohmann::json::array({pre});
+  for (size_t i = 0; i < steps.size(); ++i) {
+    const nlohmann::json& step = steps[i];
+    if (i + 1 < steps.size()) {
+      if (type_of(step) != "Split" || !step.contains("pattern") ||
+          !step["pattern"].contains("Regex") || step.value("behavior", "") != "Isolated" ||
+          step.value("invert", false)) {
+        return unsupported("a pre_tokenizer Sequence other than Split(Regex, Isolated) steps "
+                           "then ByteLevel");
+      }
+      patterns.push_back(step["pattern"]["Regex"].get<std::string>());
+      continue;
+    }
+    if (type_of(step) != "ByteLevel") {
+      return unsupported(absl::StrCat("pre_tokenizer ", type_of(step),
                                       " (ByteLevel, Split then ByteLevel, Metaspace or none are)"));
     }
-    add_prefix_space_ = p.value("add_prefix_space", false);
-    if (p.value("use_regex", true)) {
-      if (!regex_allowed) return unsupported("two pre-tokenizer regexes");
-      pattern = kByteLevelPattern;
-    }
-    return absl::OkStatus();
-  };
-  if (type_of(pre) == "Sequence" && pre.contains("pretokenizers") &&
-      pre["pretokenizers"].is_array() && pre["pretokenizers"].size() == 2) {
-    const nlohmann::json& split = pre["pretokenizers"][0];
-    if (type_of(split) != "Split" || !split.contains("pattern") ||
-        !split["pattern"].contains("Regex") || split.value("behavior", "") != "Isolated" ||
-        split.value("invert", false)) {
-      return unsupported("a pre_tokenizer Sequence other than Split(Regex, Isolated) then ByteLevel");
-    }
-    pattern = split["pattern"]["Regex"].get<std::string>();
-    if (absl::Status s = byte_level(pre["pretokenizers"][1], false); !s.ok()) return s;
-  } else if (absl::Status s = byte_level(pre, true); !s.ok()) {
-    return s;
+    add_prefix_space_ = step.value("add_prefix_space", false);
+    if (step.value("use_regex", true)) patterns.push_back(kByteLevelPattern);
   }
-  if (pattern.empty()) return unsupported("a ByteLevel pre_tokenizer without a regex");
-  UErrorCode status = U_ZERO_ERROR;
-  UParseError parse_error;
-  split_.reset(icu::RegexPattern::compile(icu::UnicodeString::fromUTF8(pattern), 0, parse_error,
-                                          status));
-  if (U_FAILURE(status)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("the pre_tokenizer regex does not compile in ICU: ", u_errorName(status)));
+  if (patterns.empty()) return unsupported("a ByteLevel pre_tokenizer without a regex");
+  for (const std::string& pattern : patterns) {
+    UErrorCode status = U_ZERO_ERROR;
+    UParseError parse_error;
+    splits_.emplace_back(icu::RegexPattern::compile(icu::UnicodeString::fromUTF8(pattern), 0,
+                                                    parse_error, status));
+    if (U_FAILURE(status)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "the pre_tokenizer regex '", pattern, "' does not compile in ICU: ", u_errorName(status)));
+    }
   }
   // The byte ↔ stand-in table of byte-level BPE (GPT-2's bytes_to_unicode).
   const std::array<int32_t, 256> code_points = byte_level_code_points();
@@ -295,24 +299,32 @@ void HfTokenizer::encode_word(const std::string& word, std::vector<int32_t>& ids
 
 void HfTokenizer::encode_byte_level(const std::string& text, std::vector<int32_t>& ids) const {
   const std::string prefixed = add_prefix_space_ && text[0] != ' ' ? " " + text : text;
-  const icu::UnicodeString unicode = icu::UnicodeString::fromUTF8(prefixed);
-  UErrorCode status = U_ZERO_ERROR;
-  std::unique_ptr<icu::RegexMatcher> matcher(split_->matcher(unicode, status));
-  MOEFOLD_CHECK(U_SUCCESS(status), "tokenizer regex: " << u_errorName(status));
-  const auto emit = [&](int32_t start, int32_t end) {  // one piece, as stand-ins, through BPE
-    if (start >= end) return;
-    std::string bytes, piece;
-    unicode.tempSubStringBetween(start, end).toUTF8String(bytes);
-    for (unsigned char b : bytes) piece += byte_encoder_[b];
-    encode_word(piece, ids);
-  };
-  int32_t done = 0;
-  while (matcher->find(status) && U_SUCCESS(status)) {
-    emit(done, matcher->start(status));  // Isolated: the text between matches is a piece too
-    emit(matcher->start(status), matcher->end(status));
-    done = matcher->end(status);
+  std::vector<icu::UnicodeString> pieces = {icu::UnicodeString::fromUTF8(prefixed)};
+  for (const auto& split : splits_) {
+    std::vector<icu::UnicodeString> finer;
+    for (const icu::UnicodeString& piece : pieces) {
+      UErrorCode status = U_ZERO_ERROR;
+      std::unique_ptr<icu::RegexMatcher> matcher(split->matcher(piece, status));
+      MOEFOLD_CHECK(U_SUCCESS(status), "tokenizer regex: " << u_errorName(status));
+      const auto keep = [&](int32_t start, int32_t end) {
+        if (start < end) finer.emplace_back(piece, start, end - start);  // a copy: outlives piece
+      };
+      int32_t done = 0;
+      while (matcher->find(status) && U_SUCCESS(status)) {
+        keep(done, matcher->start(status));  // Isolated: the text between matches is a piece too
+        keep(matcher->start(status), matcher->end(status));
+        done = matcher->end(status);
+      }
+      keep(done, piece.length());
+    }
+    pieces = std::move(finer);
   }
-  emit(done, unicode.length());
+  for (const icu::UnicodeString& piece : pieces) {  // as stand-ins, through BPE
+    std::string bytes, word;
+    piece.toUTF8String(bytes);
+    for (unsigned char b : bytes) word += byte_encoder_[b];
+    encode_word(word, ids);
+  }
 }
 
 void HfTokenizer::encode_segment(const std::string& segment, bool at_start,

@@ -1,7 +1,7 @@
 // A Hugging Face `tokenizer.json` with a BPE model, in either of the two forms models ship:
-//   byte-level BPE (GPT-2, Llama 3, Qwen2/3): pre_tokenizer ByteLevel (GPT-2's regex when
-//       use_regex), or a Sequence of Split (a regex, behavior Isolated, ICU) and ByteLevel without
-//       regex; normalizer none or NFC.
+//   byte-level BPE (GPT-2, Llama 3, Qwen2/3, DeepSeek-V3): pre_tokenizer ByteLevel (GPT-2's
+//       regex when use_regex), or a Sequence of Split steps (a regex, behavior Isolated, ICU), each
+//       splitting the pieces of the one before, then ByteLevel; normalizer none or NFC.
 //   SentencePiece-style BPE (Llama 2, Mistral, Mixtral): spaces become "▁", through normalizers
 //       Prepend("▁") and Replace(" ", "▁") with no pre_tokenizer (the whole text is one word), or
 //       a Metaspace pre_tokenizer (prepend_scheme always/first/never, split); byte_fallback: a
@@ -10,7 +10,8 @@
 //   added_tokens    matched first, longest at each position, and kept whole; the text between
 //                   them is normalised and split on its own
 // Anything else in the file is refused with one line naming the field ("not supported yet: ...").
-// The end of document is the first of <|endoftext|>, <|end_of_text|>, </s>, <eos> that exists.
+// The end of document is the first of <|endoftext|>, <|end_of_text|>, </s>, <eos> and DeepSeek's
+// <｜end▁of▁sentence｜> that exists.
 // encode is thread-safe.
 #pragma once
 
@@ -74,7 +75,7 @@ class HfTokenizer final : public Tokenizer {
   // Byte-level BPE.
   std::array<std::string, 256> byte_encoder_;              // byte → stand-in (UTF-8)
   std::unordered_map<std::string, uint8_t> byte_decoder_;  // stand-in → byte
-  std::unique_ptr<icu::RegexPattern> split_;               // the pre-tokenizer regex
+  std::vector<std::unique_ptr<icu::RegexPattern>> splits_;  // the pre-tokenizer regexes, in order
   bool add_prefix_space_ = false;
   // SentencePiece-style BPE.
   std::string space_;                 // what stands for a space ("▁"), decoded back to " "

