@@ -2,18 +2,21 @@
 
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <sstream>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "data/indexed_dataset.h"
 #include "data/tokenizer.h"
 
@@ -21,6 +24,10 @@ namespace moefold {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+// A batch of documents tokenized together: enough to keep the workers busy, little memory.
+constexpr size_t kBatchDocuments = 1024;
+constexpr size_t kBatchBytes = size_t{64} << 20;
 
 bool is_jsonl(const std::string& path) {
   return absl::EndsWith(path, ".jsonl") || absl::EndsWith(path, ".json");
@@ -56,7 +63,7 @@ class Progress {
 std::string preprocess_usage() {
   return "usage: moefold preprocess --input FILE [FILE...] --output PREFIX "
          "[--tokenizer gpt2|huggingface|sentencepiece|byte] [--append-eod] [--vocab-file F] "
-         "[--merge-file F] [--json-key K]";
+         "[--merge-file F] [--json-key K] [--workers N]";
 }
 
 absl::StatusOr<PreprocessOptions> parse_preprocess_args(int argc, char** argv) {
@@ -83,6 +90,13 @@ absl::StatusOr<PreprocessOptions> parse_preprocess_args(int argc, char** argv) {
       s = value(&options.merge_file);
     } else if (arg == "--json-key") {
       s = value(&options.json_key);
+    } else if (arg == "--workers") {
+      std::string n;
+      s = value(&n);
+      if (s.ok() && (!absl::SimpleAtoi(n, &options.workers) || options.workers < 1)) {
+        s = absl::InvalidArgumentError(
+            absl::StrCat("preprocess: --workers '", n, "' is not a positive integer"));
+      }
     } else if (arg == "--append-eod") {
       options.append_eod = true;
     } else {
@@ -115,13 +129,36 @@ absl::Status run_preprocess(const PreprocessOptions& options, std::ostream& log)
   IndexedDatasetBuilder& builder = *builder_or;
 
   Progress progress(log);
-  auto add_document = [&](std::string_view text) -> absl::Status {
-    std::vector<int32_t> ids = tokenizer.encode(text);
-    if (options.append_eod) ids.push_back(tokenizer.eod_id());
-    if (absl::Status s = builder.add_item(ids); !s.ok()) return s;
-    builder.end_document();
-    progress.add(static_cast<int64_t>(ids.size()));
+  // Documents are tokenized a batch at a time by `workers` threads (each takes the next
+  // untokenized one) and written in input order, so the output does not depend on the workers.
+  std::vector<std::string> batch;
+  size_t batch_bytes = 0;
+  auto flush = [&]() -> absl::Status {
+    std::vector<std::vector<int32_t>> ids(batch.size());
+    std::atomic<size_t> next{0};
+    const auto work = [&] {
+      for (size_t i; (i = next.fetch_add(1)) < batch.size();) ids[i] = tokenizer.encode(batch[i]);
+    };
+    {
+      std::vector<std::jthread> helpers;
+      for (int w = 1; w < options.workers; ++w) helpers.emplace_back(work);
+      work();
+    }
+    for (std::vector<int32_t>& document : ids) {
+      if (options.append_eod) document.push_back(tokenizer.eod_id());
+      if (absl::Status s = builder.add_item(document); !s.ok()) return s;
+      builder.end_document();
+      progress.add(static_cast<int64_t>(document.size()));
+    }
+    batch.clear();
+    batch_bytes = 0;
     return absl::OkStatus();
+  };
+  auto add_document = [&](std::string text) -> absl::Status {
+    batch_bytes += text.size();
+    batch.push_back(std::move(text));
+    return batch.size() >= kBatchDocuments || batch_bytes >= kBatchBytes ? flush()
+                                                                          : absl::OkStatus();
   };
   auto process = [&](const std::string& path) -> absl::Status {
     std::ifstream in(path, std::ios::binary);
@@ -156,6 +193,7 @@ absl::Status run_preprocess(const PreprocessOptions& options, std::ostream& log)
     status = process(path);
     if (!status.ok()) break;
   }
+  if (status.ok()) status = flush();
   if (status.ok()) status = builder.finalize();
   std::error_code ec;
   if (!status.ok()) {

@@ -23,11 +23,12 @@ struct PreprocessOptions {
   std::string output_prefix;            // writes PREFIX.bin and PREFIX.idx
   bool append_eod = false;              // end each document with the end-of-document id
   std::string json_key = "text";
+  int workers = 1;  // threads tokenizing; the output is the same for any number
 };
 
 // Parses the arguments that follow `moefold preprocess` (argv[0] is the first of them):
 //   --input FILE [FILE...] --output PREFIX [--tokenizer gpt2|byte] [--append-eod]
-//   [--vocab-file F] [--merge-file F] [--json-key K]
+//   [--vocab-file F] [--merge-file F] [--json-key K] [--workers N]
 absl::StatusOr<PreprocessOptions> parse_preprocess_args(int argc, char** argv);
 std::string preprocess_usage();
 

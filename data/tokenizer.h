@@ -17,6 +17,7 @@ namespace moefold {
 class Tokenizer {
  public:
   virtual ~Tokenizer() = default;
+  // Thread-safe in every implementation (preprocess --workers calls it from several threads).
   virtual std::vector<int32_t> encode(std::string_view text) const = 0;
   // Fails on an id outside [0, vocab_size()).
   virtual absl::StatusOr<std::string> decode(std::span<const int32_t> ids) const = 0;

@@ -44,8 +44,8 @@ constexpr CommandHelp kCommands[] = {
     {"preprocess",
      "preprocess  --input FILE [FILE ...] --output PREFIX [--append-eod] [--json-key K]\n"
      "            [--tokenizer gpt2|huggingface|sentencepiece|byte] [--vocab-file F]\n"
-     "            [--merge-file F] (--vocab-file: encoder.json for gpt2, tokenizer.json, or a\n"
-     "            SentencePiece .model)\n"
+     "            [--merge-file F] [--workers N] (--vocab-file: encoder.json for gpt2,\n"
+     "            tokenizer.json, or a SentencePiece .model; --workers: tokenizing threads)\n"
      "            JSONL (a \"text\" field per line) or plain text files to Megatron .bin/.idx\n"},
     {"export-hf",
      "export-hf   CHECKPOINT --format mixtral|qwen2_moe|qwen3_moe|olmoe --output DIR\n"

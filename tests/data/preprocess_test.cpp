@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "data/indexed_dataset.h"
@@ -53,9 +54,11 @@ TEST(Preprocess, ParsesArguments) {
   const char* no_output[] = {"--input", "a.jsonl"};
   EXPECT_THAT(std::string(parse_preprocess_args(2, const_cast<char**>(no_output)).status().message()),
               HasSubstr("no --output"));
-  const char* unknown[] = {"--input", "a", "--output", "b", "--workers", "4"};
+  const char* workers[] = {"--input", "a", "--output", "b", "--workers", "4"};
+  EXPECT_EQ(parse_preprocess_args(6, const_cast<char**>(workers))->workers, 4);
+  const char* unknown[] = {"--input", "a", "--output", "b", "--partitions", "4"};
   EXPECT_THAT(std::string(parse_preprocess_args(6, const_cast<char**>(unknown)).status().message()),
-              HasSubstr("unknown argument '--workers'"));
+              HasSubstr("unknown argument '--partitions'"));
   const char* dangling[] = {"--input", "a", "--output"};
   EXPECT_THAT(std::string(parse_preprocess_args(3, const_cast<char**>(dangling)).status().message()),
               HasSubstr("--output needs a value"));
@@ -86,6 +89,48 @@ TEST(Preprocess, JsonlAndTextFilesWithTheByteTokenizer) {
             (std::vector<std::vector<int32_t>>{
                 with_eod(bytes("Hello world")), with_eod(bytes("Second document.\nWith two lines.")),
                 with_eod(bytes("caf\xc3\xa9")), with_eod(bytes("whole file\nis one document"))}));
+}
+
+// 2,500 documents (three batches) of uneven lengths: the same .bin and .idx bytes with one
+// worker and with three, for the byte tokenizer and GPT-2's (whose word cache is shared).
+TEST(Preprocess, WorkersGiveTheSameFiles) {
+  const std::string dir = scratch_dir();
+  {
+    std::ofstream out(dir + "/many.jsonl");
+    for (int d = 0; d < 2500; ++d) {
+      std::string text = "document " + std::to_string(d);
+      for (int w = 0; w < (d * 37) % 50; ++w) text += " word" + std::to_string((d + w) % 97);
+      out << nlohmann::json{{"text", text}}.dump() << "\n";
+    }
+  }
+  const auto bytes_of = [](const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    return std::string{std::istreambuf_iterator<char>(in), {}};
+  };
+  std::vector<std::string> tokenizers = {"byte"};
+  if (std::filesystem::exists(default_gpt2_vocab_file())) tokenizers.push_back("gpt2");
+  for (const std::string& type : tokenizers) {
+    SCOPED_TRACE(type);
+    PreprocessOptions options;
+    options.inputs = {dir + "/many.jsonl"};
+    options.tokenizer_type = type;
+    options.append_eod = true;
+    std::ostringstream log;
+    options.output_prefix = dir + "/one_" + type;
+    ASSERT_TRUE(run_preprocess(options, log).ok());
+    options.workers = 3;
+    options.output_prefix = dir + "/three_" + type;
+    ASSERT_TRUE(run_preprocess(options, log).ok());
+    EXPECT_THAT(log.str(), HasSubstr("preprocess: done: 2500 documents, "));
+    for (const char* ext : {".bin", ".idx"}) {
+      const std::string one = bytes_of(dir + "/one_" + type + ext);
+      EXPECT_FALSE(one.empty());
+      EXPECT_TRUE(one == bytes_of(dir + "/three_" + type + ext)) << ext;
+    }
+  }
+  const char* zero[] = {"--input", "a.jsonl", "--output", "x", "--workers", "0"};
+  EXPECT_THAT(std::string(parse_preprocess_args(6, const_cast<char**>(zero)).status().message()),
+              HasSubstr("--workers '0' is not a positive integer"));
 }
 
 TEST(Preprocess, BadInputsNameTheFileAndLine) {
