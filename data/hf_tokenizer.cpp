@@ -40,7 +40,9 @@ absl::StatusOr<std::unique_ptr<HfTokenizer>> HfTokenizer::load(const std::string
   std::ifstream in(path, std::ios::binary);
   if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open the tokenizer.json"));
   const nlohmann::json j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded() || !j.is_object()) return bad(absl::InvalidArgumentError("not a JSON object"));
+  if (j.is_discarded() || !j.is_object()) {
+    return bad(absl::InvalidArgumentError("not a JSON object"));
+  }
   std::unique_ptr<HfTokenizer> tok(new HfTokenizer());
   try {
     if (absl::Status s = tok->load_normalizer(j.value("normalizer", nlohmann::json())); !s.ok()) {
@@ -75,7 +77,8 @@ absl::Status HfTokenizer::load_normalizer(const nlohmann::json& normalizer) {
   if (sequence && !normalizer.value("normalizers", nlohmann::json()).is_array()) {
     return absl::InvalidArgumentError("normalizer Sequence without a normalizers list");
   }
-  for (const nlohmann::json& n : sequence ? normalizer["normalizers"] : nlohmann::json{normalizer}) {
+  const nlohmann::json steps = sequence ? normalizer["normalizers"] : nlohmann::json{normalizer};
+  for (const nlohmann::json& n : steps) {
     const std::string type = type_of(n);
     if (type == "NFC") {
       UErrorCode status = U_ZERO_ERROR;
@@ -162,8 +165,9 @@ absl::Status HfTokenizer::load_pre_tokenizer(const nlohmann::json& pre) {
     splits_.emplace_back(icu::RegexPattern::compile(icu::UnicodeString::fromUTF8(pattern), 0,
                                                     parse_error, status));
     if (U_FAILURE(status)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "the pre_tokenizer regex '", pattern, "' does not compile in ICU: ", u_errorName(status)));
+      return absl::InvalidArgumentError(absl::StrCat("the pre_tokenizer regex '", pattern,
+                                                     "' does not compile in ICU: ",
+                                                     u_errorName(status)));
     }
   }
   // The byte ↔ stand-in table of byte-level BPE (GPT-2's bytes_to_unicode).
@@ -177,7 +181,9 @@ absl::Status HfTokenizer::load_pre_tokenizer(const nlohmann::json& pre) {
 
 absl::Status HfTokenizer::load_model(const nlohmann::json& j) {
   const nlohmann::json model = j.value("model", nlohmann::json());
-  if (type_of(model) != "BPE") return unsupported(absl::StrCat("model ", type_of(model), " (BPE is)"));
+  if (type_of(model) != "BPE") {
+    return unsupported(absl::StrCat("model ", type_of(model), " (BPE is)"));
+  }
   if (!model.value("continuing_subword_prefix", nlohmann::json()).is_null() ||
       !model.value("end_of_word_suffix", nlohmann::json()).is_null()) {
     return unsupported("BPE with continuing_subword_prefix or end_of_word_suffix");
@@ -209,7 +215,9 @@ absl::Status HfTokenizer::load_model(const nlohmann::json& j) {
     added_.emplace_back(a["content"].get<std::string>(), a["id"].get<int32_t>());
     size = std::max<int64_t>(size, a["id"].get<int64_t>() + 1);
   }
-  for (const auto& [content, id] : added_) added_first_byte_[static_cast<unsigned char>(content[0])] = true;
+  for (const auto& [content, id] : added_) {
+    added_first_byte_[static_cast<unsigned char>(content[0])] = true;
+  }
   std::stable_sort(added_.begin(), added_.end(),
                    [](const auto& a, const auto& b) { return a.first.size() > b.first.size(); });
   decoder_.assign(static_cast<size_t>(size), "");
@@ -270,7 +278,8 @@ void HfTokenizer::bpe(const std::string& word, std::vector<int32_t>& ids) const 
       symbols.push_back(it->second);
       continue;
     }
-    MOEFOLD_CHECK(!byte_level_, "byte-level stand-in '" << c << "' is not a token");  // checked at load
+    // Byte-level stand-ins are all tokens (checked at load); others fall back to bytes.
+    MOEFOLD_CHECK(!byte_level_, "byte-level stand-in '" << c << "' is not a token");
     for (unsigned char b : c) symbols.push_back(byte_token_[b]);  // byte_fallback
   }
   merges_.apply(symbols);

@@ -44,8 +44,9 @@ absl::StatusOr<HfFormat> parse_hf_format(std::string_view name) {
   if (name == "qwen2_moe") return HfFormat::kQwen2Moe;
   if (name == "qwen3_moe") return HfFormat::kQwen3Moe;
   if (name == "olmoe") return HfFormat::kOlmoe;
-  return absl::InvalidArgumentError(absl::StrCat(
-      "unknown format '", std::string(name), "' (expected mixtral, qwen2_moe, qwen3_moe or olmoe)"));
+  return absl::InvalidArgumentError(absl::StrCat("unknown format '", std::string(name),
+                                                 "' (expected mixtral, qwen2_moe, qwen3_moe or "
+                                                 "olmoe)"));
 }
 
 const char* hf_format_name(HfFormat format) {
@@ -310,7 +311,6 @@ absl::StatusOr<HfFormat> check_hf_config(const nlohmann::json& hf, const std::st
       keys.push_back({"shared_expert_intermediate_size",
                       "no shared expert (only a zero one of size 1 maps)", nullptr});
     } else {
-      keys.push_back({"head_dim", "model.kv_channels", c.hidden_size / c.num_attention_heads});
       keys.push_back({"attention_bias", "projections without biases", false});
     }
     keys.push_back({"use_sliding_window", "full causal attention", false});
@@ -320,8 +320,10 @@ absl::StatusOr<HfFormat> check_hf_config(const nlohmann::json& hf, const std::st
   } else {
     keys.push_back({"num_local_experts", "moe.num_experts", nullptr});
     keys.push_back({"intermediate_size", "moe.moe_ffn_hidden_size", nullptr});
-    keys.push_back({"head_dim", "model.kv_channels", c.hidden_size / c.num_attention_heads});
     keys.push_back({"sliding_window", "full causal attention (null)", nullptr});
+  }
+  if (!qwen2) {  // transformers' default head dim is hidden / heads
+    keys.push_back({"head_dim", "model.kv_channels", c.hidden_size / c.num_attention_heads});
   }
   for (const Key& key : keys) {
     const nlohmann::json got = value_or(hf, key.hf, key.fallback);

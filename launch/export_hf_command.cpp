@@ -62,7 +62,9 @@ absl::StatusOr<ExportHfOptions> parse_args(int argc, char** argv) {
     }
   }
   if (options.checkpoint.empty()) return absl::InvalidArgumentError("CHECKPOINT is required");
-  if (!have_format) return absl::InvalidArgumentError("--format mixtral|qwen2_moe|qwen3_moe|olmoe is required");
+  if (!have_format) {
+    return absl::InvalidArgumentError("--format mixtral|qwen2_moe|qwen3_moe|olmoe is required");
+  }
   if (options.output.empty()) return absl::InvalidArgumentError("--output DIR is required");
   return options;
 }

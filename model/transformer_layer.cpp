@@ -99,14 +99,14 @@ void TransformerLayer::backward_blocks(Tensor& dh_NH, const int32_t* positions_N
     mlp_->backward_dx(ffn_dy, st.d_norm, false, st.mlp);
     if (!defer) mlp_->backward_dw(st.mlp);
   }
-  rmsnorm_backward_summed(region_.sequence_group(), st.d_norm, st.h_mid, *ffn_norm_, st.ffn_rstd, dh_NH,
-                          st.norm_dw, true);
+  rmsnorm_backward_summed(region_.sequence_group(), st.d_norm, st.h_mid, *ffn_norm_,
+                          st.ffn_rstd, dh_NH, st.norm_dw, true);
   // Attention block: dh is now d/d h_mid.
   const Tensor& attn_dy = output_gradient(st.attn_dy);
   attention_.backward_dx(attn_dy, positions_N, st.d_norm, st.attn);
   if (!defer) attention_.backward_dw(st.attn);
-  rmsnorm_backward_summed(region_.sequence_group(), st.d_norm, st.h_in, *attn_norm_, st.attn_rstd, dh_NH,
-                          st.norm_dw, true);
+  rmsnorm_backward_summed(region_.sequence_group(), st.d_norm, st.h_in, *attn_norm_,
+                          st.attn_rstd, dh_NH, st.norm_dw, true);
   if (!defer && moe_) moe_->finish_backward_dw(st.moe);  // FSSDP: overlapped the attention
 }
 

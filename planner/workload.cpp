@@ -85,7 +85,8 @@ namespace {
 double attention_parameters(const ModelConfig& m) {
   const double q = double(m.num_attention_heads) * m.head_dim();
   const double kv = double(m.kv_heads()) * m.head_dim();
-  return m.hidden_size * (q + 2 * kv) + q * m.hidden_size + (m.qk_layernorm ? 2 * m.head_dim() : 0);
+  const double qk_norms = m.qk_layernorm ? 2 * m.head_dim() : 0;
+  return m.hidden_size * (q + 2 * kv) + q * m.hidden_size + qk_norms;
 }
 
 }  // namespace

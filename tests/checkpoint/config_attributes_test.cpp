@@ -11,19 +11,10 @@
 #include <string>
 #include <vector>
 
+#include "tests/model/tiny_model_config.h"
+
 namespace moefold {
 namespace {
-
-ModelConfig tiny_config() {
-  ModelConfig c;
-  c.hidden_size = 16;
-  c.num_attention_heads = 4;
-  c.vocab_size = 50;
-  c.moe.num_experts = 4;
-  c.moe.moe_ffn_hidden_size = 8;
-  c.moe.moe_layer_pattern = {1, 1};
-  return c;
-}
 
 // A model.h5 with the config attributes of `c` but the named ones, as an older moefold wrote it.
 std::string file_without(const ModelConfig& c, const std::vector<std::string>& left_out,
@@ -48,7 +39,7 @@ absl::Status check(const std::string& path, const ModelConfig& expected) {
 }
 
 TEST(ModelConfigAttributes, OlderCheckpointsHoldTheHeadDimOfTheHeadsAndNoQkNorms) {
-  const ModelConfig c = tiny_config();
+  const ModelConfig c = testing::tiny_model_config();  // head dim 16 / 4 = 4
   const std::string path = file_without(c, {"model.kv_channels", "model.qk_layernorm"}, "older");
   EXPECT_TRUE(check(path, c).ok()) << check(path, c);
   ModelConfig same_head_dim = c;
