@@ -269,14 +269,7 @@ void expect_reference_matches(HfFormat format, const std::vector<std::string>& o
   auto exported = export_hf({ckpt, format, dir + "/hf"});
   ASSERT_TRUE(exported.ok()) << exported.status();
 
-  TokenBatch batch;
-  batch.batch = 2;
-  batch.seq = 16;
-  for (int i = 0; i < 32; ++i) {
-    batch.tokens.push_back((i * 41 + 7) % 257);
-    batch.labels.push_back((i * 29 + 3) % 257);
-    batch.loss_mask.push_back(i % 5 == 4 ? 0.0f : 1.0f);
-  }
+  const TokenBatch batch = fixed_batch();
   const Weights weights{read_hf_folder(dir + "/hf")};
   const nlohmann::json config = read_json_file(dir + "/hf/config.json");
   const double reference = reference_loss(weights, config, batch);

@@ -20,6 +20,18 @@ std::vector<std::string> qwen3_overrides() {
           "model.kv_channels=12"};
 }
 
+TokenBatch fixed_batch() {
+  TokenBatch b;
+  b.batch = 2;
+  b.seq = 16;
+  for (int i = 0; i < 32; ++i) {
+    b.tokens.push_back((i * 37 + 11) % 257);
+    b.labels.push_back((i * 53 + 5) % 257);
+    b.loss_mask.push_back(i % 7 == 3 ? 0.0f : 1.0f);
+  }
+  return b;
+}
+
 std::string train_and_save(const std::string& dir, const std::vector<std::string>& overrides,
                            int steps) {
   const std::string prefix = write_tiny_dataset(dir + "/data", 200, 5);

@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "model/token_batch.h"
+
 namespace moefold::testing {
 
 // Overrides that make tiny_recipe's model map onto mixtral: every layer MoE, no shared expert.
@@ -21,6 +23,9 @@ std::vector<std::string> qwen3_overrides();
 // saves a checkpoint into <dir>/ckpt, which it returns.
 std::string train_and_save(const std::string& dir, const std::vector<std::string>& overrides,
                            int steps);
+
+// A fixed batch of 2 sequences of 16 byte-tokenizer ids, some positions masked.
+TokenBatch fixed_batch();
 
 struct IndependentTensor {
   std::string dtype;

@@ -22,19 +22,6 @@
 namespace moefold::testing {
 namespace {
 
-// A fixed batch of 2 sequences of 16 byte-tokenizer ids.
-TokenBatch fixed_batch() {
-  TokenBatch b;
-  b.batch = 2;
-  b.seq = 16;
-  for (int i = 0; i < 32; ++i) {
-    b.tokens.push_back((i * 37 + 11) % 257);
-    b.labels.push_back((i * 53 + 5) % 257);
-    b.loss_mask.push_back(i % 7 == 3 ? 0.0f : 1.0f);
-  }
-  return b;
-}
-
 double fixed_batch_loss(Model& model) {
   const MicroBatchStats stats = model.evaluate(fixed_batch());
   return stats.host_lm_loss_sum() / stats.loss_mask_sum;
